@@ -1,0 +1,234 @@
+"""Shared helpers of the benches: interleaved timing, ratio lines, result files, a throwaway redis-server.
+
+Every bench compares a subject with a baseline measured in the same run: the two are timed in turns
+(their order rotating every repeat) so that noise from a shared machine hits both alike, and the
+reported figure is the ratio of medians, subject throughput / baseline throughput (= baseline time /
+subject time). Ratio lines start with ``ratio `` so that tests and scripts can find them.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import gc
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 2**20
+# where the benches look for datasets unless told: $TENSORCACHE_DATA, else ../shared/data beside the checkout
+DATA_DIR = os.environ.get("TENSORCACHE_DATA") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+Case = tuple[Callable[[], Any], Callable[[], Any] | None]  # (timed call, untimed setup run before it)
+
+
+def interleaved(cases: Mapping[str, Case], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each timed call, ``repeats`` per case, cases taken in turns (order rotating each round).
+
+    The garbage collector runs once before and is off while a call is timed; each setup runs just before
+    its call, untimed.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    names = list(cases)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    gc.collect()
+    for round_ in range(warmup + repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            call, setup = cases[name]
+            if setup is not None:
+                setup()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - t0
+            finally:
+                gc.enable()
+            if round_ >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+@dataclass
+class Comparison:
+    """One subject against its baseline on the same bytes; ``ratio`` = subject / baseline throughput."""
+
+    group: str
+    label: str
+    subject: str
+    baseline: str
+    nbytes: int
+    subject_s: list[float]
+    baseline_s: list[float]
+    target: float | None = None  # the ratio the subject should reach (None: informative only)
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject_median(self) -> float:
+        return statistics.median(self.subject_s)
+
+    @property
+    def baseline_median(self) -> float:
+        return statistics.median(self.baseline_s)
+
+    @property
+    def ratio(self) -> float:
+        return self.baseline_median / self.subject_median if self.subject_median > 0 else float("inf")
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio >= self.target
+
+    def row(self) -> dict[str, Any]:
+        """A flat record for CSV/JSON (times in seconds, throughputs in MB/s = 10^6 bytes/s)."""
+        s, b = self.subject_median, self.baseline_median
+        return {"group": self.group, "label": self.label, "subject": self.subject, "baseline": self.baseline,
+                "nbytes": self.nbytes, "repeats": len(self.subject_s),
+                "subject_median_s": s, "subject_min_s": min(self.subject_s),
+                "baseline_median_s": b, "baseline_min_s": min(self.baseline_s),
+                "subject_MBps": mbps(self.nbytes, s), "baseline_MBps": mbps(self.nbytes, b),
+                "ratio": self.ratio, "target": self.target, "met": self.met, "note": self.note, **self.extra}
+
+    def line(self) -> str:
+        """``ratio <label> <value> ...`` with both medians and the target verdict."""
+        verdict = "" if self.target is None else (
+            f"  target >= {self.target:.2f}: {'met' if self.met else 'SHORT'}")
+        return (f"ratio {self.label:<34} {self.ratio:7.3f}   {self.subject} {fmt_s(self.subject_median)}"
+                f" vs {self.baseline} {fmt_s(self.baseline_median)}{verdict}")
+
+
+def mbps(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6 if seconds > 0 else float("inf")
+
+
+def fmt_s(seconds: float) -> str:
+    """Seconds in the unit that reads best (us, ms, s)."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_bytes(n: int) -> str:
+    """Binary size label used in bench tables: 1MiB, 256MiB, 5.2MiB."""
+    return f"{n // MiB}MiB" if n % MiB == 0 else f"{n / MiB:.1f}MiB"
+
+
+def print_comparisons(title: str, comparisons: Sequence[Comparison]) -> None:
+    """A table (size, both medians, both throughputs, ratio, target) followed by the ratio lines."""
+    print(f"\n== {title}")
+    print(f"{'label':<34} {'size':>9} {'subject':>11} {'baseline':>11} {'subj MB/s':>10} {'base MB/s':>10} "
+          f"{'ratio':>7}  target")
+    for c in comparisons:
+        target = "-" if c.target is None else f">={c.target:.2f} {'met' if c.met else 'SHORT'}"
+        print(f"{c.label:<34} {fmt_bytes(c.nbytes):>9} {fmt_s(c.subject_median):>11} "
+              f"{fmt_s(c.baseline_median):>11} {mbps(c.nbytes, c.subject_median):>10.0f} "
+              f"{mbps(c.nbytes, c.baseline_median):>10.0f} {c.ratio:>7.3f}  {target}")
+    for c in comparisons:
+        print(c.line())
+
+
+def machine() -> dict[str, Any]:
+    """Where and when the bench ran: date, host, cores, torch and device."""
+    info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                            "host": platform.node(), "platform": platform.platform(),
+                            "python": platform.python_version(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.is_available()
+        info["device"] = torch.cuda.get_device_name(0) if info["cuda"] else "cpu (no GPU)"
+    except ImportError:
+        info["device"] = "cpu (no torch)"
+    return info
+
+
+def write_results(out_dir: str | os.PathLike, stem: str, rows: Sequence[Mapping[str, Any]],
+                  meta: Mapping[str, Any], raw: Any = None) -> tuple[str, str]:
+    """``out_dir/stem.csv`` (the rows) and ``out_dir/stem.json`` (meta, rows, raw data); returns both paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    csv_path, json_path = os.path.join(out_dir, f"{stem}.csv"), os.path.join(out_dir, f"{stem}.json")
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(json_path, "w") as f:
+        json.dump({"meta": dict(meta), "rows": list(rows), "raw": raw}, f, indent=2, default=str)
+    return csv_path, json_path
+
+
+def write_comparisons(out_dir: str | os.PathLike, stem: str, comparisons: Sequence[Comparison],
+                      meta: Mapping[str, Any]) -> tuple[str, str]:
+    """``write_results`` of comparisons, their per-repeat times kept in the JSON."""
+    raw = {c.label: {"subject_s": c.subject_s, "baseline_s": c.baseline_s} for c in comparisons}
+    return write_results(out_dir, stem, [c.row() for c in comparisons], meta, raw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_url(given: str | None = None) -> Iterator[str]:
+    """``given``, else $TENSORCACHE_TEST_REDIS_URL, else a redis-server started on a free loopback port
+    (no persistence, in a temporary folder) and stopped when the block ends."""
+    url = given or os.environ.get("TENSORCACHE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed; pass --redis URL or install it (apt-get install "
+                           "redis-server)")
+    import redis
+
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:
+        for _ in range(5):  # another process may take the port between choosing and binding it
+            port = _free_port()
+            proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--dir", workdir],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                if _answers(redis.Redis(port=port, socket_connect_timeout=0.2), proc):
+                    yield f"redis://127.0.0.1:{port}/0"
+                    return
+            finally:
+                proc.kill()
+                proc.wait()
+    raise RuntimeError("could not start redis-server on a free loopback port")
+
+
+def _answers(client: Any, proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    """Whether the server answers PING within ``timeout`` while its process lives."""
+    import redis
+
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        return False
+    finally:
+        client.close()

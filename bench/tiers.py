@@ -1,0 +1,385 @@
+"""Tier throughput against the raw store underneath, the full lookup path, and warm starts of a real model.
+
+    python bench/tiers.py [--sizes 1,16,64,256] [--redis URL] [--out DIR] [--quick]
+
+Every figure is a ratio of medians measured in this run, subject throughput / baseline throughput,
+subject and baseline timed in turns on identical bytes:
+
+* memory: ``MemoryTier.get`` + copying the value out vs a numpy copy of the same bytes into the same
+  destination (get itself is zero-copy); ``put`` (the tier allocates and copies) vs allocating a numpy
+  buffer and copying into it. Target >= 0.80.
+* lmdb: ``LMDBTier.get`` vs raw ``lmdb`` get + copy on a separate environment opened with the same flags
+  (target >= 0.90); ``put`` vs a raw put in one write transaction (informative).
+* redis: ``RedisTier.get`` vs redis-py GET on the same server (target >= 0.90); ``put`` vs SET.
+* lookup: ``TensorCache.lookup`` of a model of 8 layers totalling N bytes from a cache holding only that
+  tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
+* warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5) at the best CIFAR-10 cell from each tier
+  vs ``model.load_state_dict`` of the same tensors; on CUDA also vs one pinned host-to-device copy of
+  the same bytes (target: warm start from memory <= 2x that copy, i.e. ratio >= 0.5).
+
+A redis-server is started on a free loopback port unless --redis or $TENSORCACHE_TEST_REDIS_URL names
+one. Writes DIR/tiers.csv and DIR/tiers.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+import numpy as np
+import redis
+from common import Comparison, MiB, fmt_bytes, interleaved, machine, print_comparisons, redis_url, write_comparisons
+
+from tensorcache import LayerMap, TensorCache
+from tensorcache.payload import encode
+from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
+
+BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+LOOKUP_LAYERS = 8
+KEY = b"bench-value"
+
+
+def repeats_for(nbytes: int, quick: bool) -> int:
+    """Fewer repeats for bigger values: about 512 MiB moved per case, 5..25 repeats (3 when quick)."""
+    return 3 if quick else max(5, min(25, (512 * MiB) // nbytes))
+
+
+def payload(nbytes: int, seed: int = 0) -> np.ndarray:
+    return np.frombuffer(np.random.default_rng(seed).bytes(nbytes), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ tiers
+@dataclass
+class Ops:
+    """How the bench puts, gets and deletes the one value it times on a store."""
+
+    name: str
+    put: Callable[[np.ndarray], Any]
+    get: Callable[[], Any]
+    delete: Callable[[], Any]
+
+
+def tier_ops(tier: Tier) -> Ops:
+    return Ops(type(tier).__name__, lambda v: _check(tier.put(KEY, v), f"{tier.name} put"),
+               lambda: _check(tier.get(KEY), f"{tier.name} get"), lambda: tier.delete(KEY))
+
+
+def compare_ops(group: str, n: int, subject: Ops, baseline: Ops, quick: bool, get_target: float | None,
+                put_target: float | None = None, put_note: str = "", copy_out: bool = False) -> list[Comparison]:
+    """Put (each after a delete, untimed) and get of the same ``n`` random bytes, subject and baseline in
+    turns. ``copy_out`` copies each got value into one destination buffer (for zero-copy gets)."""
+    src, reps = payload(n), repeats_for(n, quick)
+    t = interleaved({"subject": (lambda: subject.put(src), subject.delete),
+                     "baseline": (lambda: baseline.put(src), baseline.delete)}, reps)
+    size = fmt_bytes(n)
+    out = [Comparison(group, f"{group}.put@{size}", f"{subject.name}.put", f"{baseline.name}.put", n,
+                      t["subject"], t["baseline"], put_target, put_note)]
+    subject.put(src)
+    baseline.put(src)
+    dst = np.empty(n, dtype=np.uint8)
+    op = "get+copy" if copy_out else "get"
+
+    def read(ops: Ops) -> Callable[[], Any]:
+        if copy_out:
+            return lambda: np.copyto(dst, np.frombuffer(ops.get(), dtype=np.uint8))
+        return ops.get
+
+    t = interleaved({"subject": (read(subject), None), "baseline": (read(baseline), None)}, reps)
+    out.append(Comparison(group, f"{group}.{op}@{size}", f"{subject.name}.{op}", f"{baseline.name}.{op}", n,
+                          t["subject"], t["baseline"], get_target))
+    subject.delete()
+    baseline.delete()
+    return out
+
+
+def numpy_ops() -> Ops:
+    """The baseline of the memory tier: a dict of numpy copies (put = allocate + copy, get = the array)."""
+    held: dict[bytes, np.ndarray] = {}
+
+    def put(value: np.ndarray) -> None:
+        buf = np.empty(len(value), dtype=np.uint8)
+        buf[:] = value
+        held[KEY] = buf
+
+    return Ops("numpy", put, lambda: held[KEY], lambda: held.pop(KEY, None))
+
+
+def lmdb_ops(env: lmdb.Environment) -> Ops:
+    """Raw lmdb: one write transaction per put/delete, get + copy out of a read transaction."""
+    db = env.open_db(b"blobs")
+
+    def get() -> bytes:
+        with env.begin(buffers=True) as txn:
+            return bytes(txn.get(KEY, db=db))
+
+    def put(value: np.ndarray) -> None:
+        with env.begin(write=True) as txn:
+            txn.put(KEY, value, db=db)
+
+    def delete() -> None:
+        with env.begin(write=True) as txn:
+            txn.delete(KEY, db=db)
+
+    return Ops("lmdb", put, get, delete)
+
+
+def redis_ops(client: redis.Redis, key: bytes) -> Ops:
+    return Ops("redis-py", lambda v: client.set(key, memoryview(v)), lambda: client.get(key), lambda: client.delete(key))
+
+
+def bench_memory(sizes: Sequence[int], quick: bool) -> list[Comparison]:
+    with MemoryTier(2 * max(sizes)) as tier:
+        return [c for n in sizes for c in compare_ops("memory", n, tier_ops(tier), numpy_ops(), quick, 0.80, 0.80,
+                                                       copy_out=True)]
+
+
+def bench_lmdb(sizes: Sequence[int], quick: bool, workdir: str) -> list[Comparison]:
+    with LMDBTier(os.path.join(workdir, "tier.lmdb"), 2 * max(sizes)) as tier:
+        env = _env_like(tier, os.path.join(workdir, "raw.lmdb"))
+        try:
+            note = "one write transaction each, " + ("fsync'd" if env.flags()["sync"] else "no fsync (sync=False)")
+            return [c for n in sizes for c in compare_ops("lmdb", n, tier_ops(tier), lmdb_ops(env), quick, 0.90,
+                                                           put_note=note)]
+        finally:
+            env.close()
+
+
+def _env_like(tier: LMDBTier, path: str) -> lmdb.Environment:
+    """A separate environment opened with the flags and map size of the tier's own, so that only the
+    tier's code differs between subject and baseline (whatever flags the tier chooses)."""
+    env = tier._env.env  # private on purpose: the baseline must copy the tier's current settings
+    flags = {k: v for k, v in env.flags().items() if k not in ("subdir", "readonly")}
+    return lmdb.open(path, map_size=env.info()["map_size"], max_dbs=3, max_readers=env.max_readers(), **flags)
+
+
+def bench_redis(sizes: Sequence[int], quick: bool, url: str) -> list[Comparison]:
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(url)
+    try:
+        with RedisTier(url, 4 * max(sizes), namespace=namespace, required=True) as tier:
+            raw = redis_ops(client, f"{namespace}-raw".encode())
+            return [c for n in sizes for c in compare_ops("redis", n, tier_ops(tier), raw, quick, 0.90,
+                                                           put_note="tier: WATCH/MULTI transaction + byte counter")]
+    finally:
+        _drop_namespace(client, namespace)
+        client.close()
+
+
+def _check(result: Any, what: str) -> Any:
+    """``result`` unless it reports a failure (False or None), which would make the timing meaningless."""
+    if result is None or result is False:
+        raise RuntimeError(f"{what} failed during the benchmark (see the warning above)")
+    return result
+
+
+def _drop_namespace(client: redis.Redis, namespace: str) -> None:
+    keys = list(client.scan_iter(match=f"tc:{namespace}:*", count=1000)) + [f"{namespace}-raw".encode()]
+    client.delete(*keys)
+
+
+# ------------------------------------------------------------------------------------------ full path
+def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str, pinned: bool = False) -> TensorCache:
+    """A TensorCache holding only ``tier`` (a fresh LMDB folder or Redis namespace each time)."""
+    ns = f"bench-{uuid.uuid4().hex[:8]}"
+    if tier == "memory":
+        return TensorCache(memory=capacity, namespace=ns, pinned=pinned)
+    if tier == "lmdb":
+        return TensorCache(memory=0, disk=os.path.join(workdir, f"{ns}.lmdb"), disk_capacity=capacity, namespace=ns)
+    return TensorCache(memory=0, redis=url, redis_capacity=capacity, namespace=ns, redis_required=True)
+
+
+def _raw_reader(tier: str, cache: TensorCache, blobs: dict[bytes, bytearray], workdir: str, url: str
+                ) -> tuple[Tier, Callable[[], list[Any]]]:
+    """A second tier object on the same store as ``cache``'s (or, for memory, holding the same blobs)."""
+    if tier == "memory":
+        raw: Tier = MemoryTier(2 * sum(map(len, blobs.values())))
+        for digest, blob in blobs.items():
+            raw.put(digest, blob)
+    elif tier == "lmdb":
+        raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1)  # shares the open environment
+    else:
+        raw = RedisTier(url, 1, namespace=cache.namespace, required=True)
+
+    def read_all() -> list[Any]:  # every value stays alive until all are read, as a lookup's layers do
+        return [_check(raw.get(digest), f"{tier} raw get") for digest in blobs]
+    return raw, read_all
+
+
+def bench_lookup(sizes: Sequence[int], quick: bool, workdir: str, url: str) -> list[Comparison]:
+    out = []
+    for n in sizes:
+        rng = np.random.default_rng(1)
+        layers = [{"w": rng.standard_normal(n // LOOKUP_LAYERS // 4, dtype=np.float32)} for _ in range(LOOKUP_LAYERS)]
+        out += [lookup_case(tier, layers, quick, workdir, url) for tier in ("memory", "lmdb", "redis")]
+    return out
+
+
+def lookup_case(tier: str, layers: list[dict[str, np.ndarray]], quick: bool, workdir: str, url: str) -> Comparison:
+    """``TensorCache.lookup`` of ``layers`` from a cache holding only ``tier`` vs raw gets of the payloads."""
+    arch = (0,) * len(layers)
+    blobs = dict(encode(layer["w"])[:2] for layer in layers)
+    total = sum(layer["w"].nbytes for layer in layers)
+    cache = _single_tier_cache(tier, 4 * total, workdir, url)
+    raw, read_all = _raw_reader(tier, cache, blobs, workdir, url)
+    try:
+        cache.put("donor", arch, layers)
+
+        def lookup() -> None:
+            hit = cache.lookup(arch)
+            if hit is None or hit.nbytes != total:
+                raise RuntimeError(f"{tier} lookup served {hit and hit.nbytes} of {total} bytes")
+
+        t = interleaved({"lookup": (lookup, None), "raw": (read_all, None)}, repeats_for(total, quick))
+    finally:
+        raw.close()
+        _close(cache, tier, url)
+    note = ("zero-copy on both sides: the ratio is fixed per-lookup cost over dict lookups"
+            if tier == "memory" else "lookup verifies each payload's xxh3-128 digest")
+    return Comparison("lookup", f"lookup.{tier}@{fmt_bytes(total)}", "TensorCache.lookup",
+                      f"{tier} raw get x{len(layers)}", total, t["lookup"], t["raw"], None, note,
+                      {"overhead_s": float(np.median(t["lookup"]) - np.median(t["raw"]))})
+
+
+def _close(cache: TensorCache, tier: str, url: str) -> None:
+    if tier == "redis":
+        client = redis.Redis.from_url(url)
+        _drop_namespace(client, cache.namespace)
+        client.close()
+    cache.close()
+
+
+# ---------------------------------------------------------------------------------------- warm start
+def bench_warm_start(quick: bool, workdir: str, url: str) -> list[Comparison]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    threads = torch.get_num_threads()
+    if not cuda:  # small copies on 2 threads stall whenever another process holds a core
+        torch.set_num_threads(1)
+    try:
+        return _warm_start_cases(quick, workdir, url, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _warm_start_cases(quick: bool, workdir: str, url: str, device: Any) -> list[Comparison]:
+    import torch
+
+    from nas_integration.spaces import NB201Space
+
+    space = NB201Space(C=16, N=5)
+    arch = space.encode(BEST_NB201)
+    torch.manual_seed(0)
+    donor = space.build(arch, 10, (3, 32, 32))
+    state = {k: v.clone() for k, v in donor.state_dict().items()}
+    target = space.build(arch, 10, (3, 32, 32)).to(device)
+    reps = 3 if quick else 20
+    return [c for mode in ("compatible", "prefix")
+            for c in warm_mode(space.layer_map(arch, mode), arch, state, target, reps, workdir, url)]
+
+
+def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], target: Any, reps: int, workdir: str,
+              url: str) -> list[Comparison]:
+    """Warm starts from each tier vs load_state_dict (and, on CUDA, vs one pinned host-to-device copy)."""
+    import torch
+
+    device = next(target.parameters()).device
+    cuda = device.type == "cuda"
+    nbytes = sum(state[p].numel() * state[p].element_size() for layer in lmap.layers for p in layer.params)
+    cases: dict[str, Any] = {"load_state_dict": (lambda: _sync(target.load_state_dict(state), cuda), None)}
+    if cuda:
+        pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+        dev_buf = torch.empty(nbytes, dtype=torch.uint8, device=device)
+        cases["pinned_h2d"] = (lambda: _sync(dev_buf.copy_(pinned, non_blocking=True), cuda), None)
+    caches: dict[str, TensorCache] = {}
+    try:
+        for tier in ("memory", "lmdb", "redis"):
+            caches[tier] = _single_tier_cache(tier, 64 * MiB, workdir, url, pinned=cuda)
+            caches[tier].put("donor", arch, state, layer_map=lmap)
+            cases[tier] = (_warm(caches[tier], target, arch, lmap, nbytes), None)
+        t = interleaved(cases, reps, warmup=2)
+    finally:
+        for tier, cache in caches.items():
+            _close(cache, tier, url)
+    out = []
+    for tier in caches:
+        out.append(Comparison("warm_start", f"warm.{lmap.mode}.{tier}.vs_load", f"warm_start({tier})",
+                              "load_state_dict", nbytes, t[tier], t["load_state_dict"], None,
+                              f"{len(lmap)} layers, {device}, {torch.get_num_threads()} torch thread(s)"))
+        if cuda:
+            out.append(Comparison("warm_start", f"warm.{lmap.mode}.{tier}.vs_h2d", f"warm_start({tier})",
+                                  "pinned H2D copy", nbytes, t[tier], t["pinned_h2d"],
+                                  0.5 if tier == "memory" else None, f"{len(lmap)} layers, cuda"))
+    return out
+
+
+def _sync(result: Any, cuda: bool) -> Any:
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+    return result
+
+
+def _warm(cache: TensorCache, target: Any, arch: tuple[int, ...], lmap: LayerMap, nbytes: int) -> Callable[[], None]:
+    def run() -> None:
+        report = cache.warm_start(target, arch, layer_map=lmap)
+        if report.nbytes != nbytes or report.skipped:
+            raise RuntimeError(f"warm start moved {report.nbytes} of {nbytes} bytes; skipped {report.skipped[:3]}")
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ main
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(float(s) * MiB) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes MiB numbers separated by commas, got {text!r}") from None
+    if not sizes or any(s < 4 * LOOKUP_LAYERS for s in sizes):
+        raise argparse.ArgumentTypeError(f"--sizes needs positive sizes in MiB, got {text!r}")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=parse_sizes, default=None, metavar="MiB,...",
+                   help="value sizes in MiB (default: 1,16,64,256; --quick: 1)")
+    p.add_argument("--redis", metavar="URL", help="redis server to use (default: $TENSORCACHE_TEST_REDIS_URL, "
+                                                   "else a throwaway redis-server on loopback)")
+    p.add_argument("--out", metavar="DIR", default="bench_out", help="where tiers.csv/json go (default: bench_out)")
+    p.add_argument("--quick", action="store_true", help="CI smoke size: 1 MiB, 3 repeats")
+    args = p.parse_args(argv)
+    sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
+    meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+            "sizes": sizes, "quick": args.quick}
+    print(f"bench/tiers.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
+    t0 = time.perf_counter()
+    comparisons: list[Comparison] = []
+    with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, redis_url(args.redis) as url:
+        print(f"redis: {url}")
+        for title, run in (("memory tier", lambda: bench_memory(sizes, args.quick)),
+                           ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
+                           ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
+                           ("TensorCache.lookup vs raw tier gets", lambda: bench_lookup(sizes, args.quick, workdir, url)),
+                           ("warm start of NB201 C=16 N=5", lambda: bench_warm_start(args.quick, workdir, url))):
+            got = run()
+            print_comparisons(title, got)
+            comparisons += got
+    meta["seconds"] = time.perf_counter() - t0
+    csv_path, _ = write_comparisons(args.out, "tiers", comparisons, meta)
+    short = [c.label for c in comparisons if c.met is False]
+    print(f"\n{len(comparisons)} comparisons in {meta['seconds']:.0f} s; targets short: {', '.join(short) or 'none'}")
+    print(f"wrote {csv_path} and tiers.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

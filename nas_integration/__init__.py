@@ -1,0 +1,1 @@
+"""Regularized-evolution NAS driver, search spaces and data loaders that use the tensorcache."""

@@ -1,0 +1,240 @@
+"""``run_search``: a regularized-evolution NAS whose workers warm-start children from the tensorcache."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tensorcache.sizes import format_size
+
+from .search import DEFAULTS, SearchSettings, Tally, run_search
+from .spaces import known_spaces
+
+DESCRIPTION = """\
+Search neural architectures with regularized evolution and measure what a tensor cache saves.
+Each child architecture is a one-position mutation of a tournament winner; before it trains, its worker
+warm-starts it from the cached layers of the best matching earlier model (normally its parent), and
+after training puts its own layers in the cache. Every evaluation is appended to DIR/trace.jsonl; the
+totals (best model, hit ratio, bytes moved, time in cache vs training) go to DIR/summary.json.
+
+Two evaluators:
+  train    real torch training on a dataset (default: attn space on MNIST, 24 children of 1 epoch on
+           5000 examples: about a minute on a CPU). Needs the dataset files: --data-dir, default
+           $TENSORCACHE_DATA/<dataset> or ./data/<dataset> (MNIST: the four IDX files, optionally .gz).
+  tabular  NAS-Bench-201 accuracies and training times from a CSV (--table), no training. With the
+           serial executor it simulates --workers workers on a simulated clock, so 10^4 evaluations on
+           1024 workers take seconds; the cache still stores synthetic tensors sized like the real
+           layers (times --payload-scale; capacities are scaled the same way, trace bytes stay real).
+"""
+EPILOG = """\
+examples:
+  run_search --out runs/demo                              # small real search on MNIST (CPU ok)
+  run_search --out runs/nb201 --evaluator tabular --table nb201_combined.csv --evals 5000 --workers 256
+  run_search --out runs/p4 --executor process --workers 4 --data-dir ~/data/mnist
+  mpirun -n 5 run_search --out runs/mpi --executor mpi --redis redis://head:6379/0
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_search", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for trace.jsonl, summary.json "
+                   "and the default disk cache")
+    tab, train = DEFAULTS["tabular"], DEFAULTS["train"]
+
+    g = p.add_argument_group("search")
+    g.add_argument("--space", choices=known_spaces(),
+                   help=f"search space (default: {train['space']} for train, {tab['space']} for tabular)")
+    g.add_argument("--evals", type=int, metavar="N",
+                   help=f"children to evaluate (default: {train['evals']} train, {tab['evals']} tabular)")
+    g.add_argument("--population", type=int, metavar="P",
+                   help=f"population size; the first P children are random (default: {train['population']} "
+                        f"train, {tab['population']} tabular)")
+    g.add_argument("--sample", type=int, metavar="S",
+                   help=f"tournament size: the best of S random members is the parent (default: "
+                        f"{train['sample']} train, {tab['sample']} tabular)")
+    g.add_argument("--mode", choices=("async", "batch"), default="async",
+                   help="async: a free worker gets a new child at once; batch: generations of --workers "
+                        "children (default: async)")
+    g.add_argument("--mutation-bias", type=float, default=0.0, metavar="B",
+                   help="favour mutating later positions with weight (i+1)^B; 0 = uniform (default: 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the search and of training (default: 0)")
+
+    g = p.add_argument_group("evaluator")
+    g.add_argument("--evaluator", choices=("train", "tabular"), default="train",
+                   help="train real models, or read NAS-Bench-201 results from --table (default: train)")
+    g.add_argument("--dataset", help="train: mnist, fashion-mnist, cifar10 (default: mnist); "
+                                     "tabular: cifar10, cifar100, imagenet16-120 (default: cifar10)")
+    g.add_argument("--data-dir", metavar="PATH",
+                   help="train: folder of the dataset files (default: $TENSORCACHE_DATA/<dataset>, "
+                        "else ./data/<dataset>)")
+    g.add_argument("--table", metavar="CSV", help="tabular: NAS-Bench-201 CSV with arch_str and per-dataset "
+                                                  "accuracy and train-time columns")
+    g.add_argument("--epochs", type=int, help=f"epochs per child (default: {train['epochs']} train; "
+                                              f"{tab['epochs']} tabular, where it scales the table's time)")
+    g.add_argument("--batch-size", type=int, default=128, help="train: batch size (default: 128)")
+    g.add_argument("--lr", type=float, default=1e-3, help="train: Adam learning rate (default: 0.001)")
+    g.add_argument("--amp", action="store_true", help="train: mixed precision (fp16 on CUDA, bf16 on CPU)")
+    g.add_argument("--train-subset", type=int, metavar="N",
+                   help=f"train: use N random training and N test examples; 0 = all (default: "
+                        f"{train['train_subset']})")
+    g.add_argument("--device", default="auto", help="train: auto (cuda if present), cpu, cuda, cuda:1 ...")
+    g.add_argument("--payload-scale", type=float, default=1 / 64, metavar="F",
+                   help="tabular: synthetic tensors are F x the real layer sizes, cache capacities too "
+                        "(default: 1/64)")
+    g.add_argument("--time-scale", type=float, default=0.0, metavar="F",
+                   help="tabular under process/mpi workers: sleep F x the simulated duration (default: 0)")
+
+    g = p.add_argument_group("cache")
+    g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="warm-start children from the cache (--no-cache: train from scratch; the trace still "
+                        "records layer keys and sizes for replay)")
+    g.add_argument("--policy", default="donor-window",
+                   help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware (default: donor-window)")
+    g.add_argument("--memory", default="2GB", help="memory tier capacity, e.g. 512MB; 0 = none (default: 2GB)")
+    g.add_argument("--disk", metavar="PATH", help="LMDB tier path (default: DIR/cache.lmdb; 'none' = no disk tier)")
+    g.add_argument("--disk-capacity", default="20GB", help="LMDB tier capacity (default: 20GB)")
+    g.add_argument("--redis", metavar="URL", help="shared Redis tier, e.g. redis://host:6379/0 (default: none)")
+    g.add_argument("--redis-capacity", default="100GB", help="Redis tier capacity (default: 100GB)")
+    g.add_argument("--transfer", choices=("prefix", "compatible"), default="prefix",
+                   help="prefix: a child takes the donor's layers up to the first difference; compatible: every "
+                        "layer whose own positions match (default: prefix)")
+    g.add_argument("--window", type=int, metavar="W",
+                   help="donor-window/evolution-aware: count donations over the last W evaluations "
+                        "(default: 4 x --population; see docs/results_policies.md for the sweep)")
+    g.add_argument("--namespace", help="cache namespace; searches sharing one share tensors "
+                                       "(default: <space>-<evaluator>-<dataset>)")
+
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("serial", "process", "mpi"), default="serial",
+                   help="serial: in this process (tabular: simulated workers); process: --workers local "
+                        "processes, one GPU each if several; mpi: under mpirun, rank 0 schedules (default: serial)")
+    g.add_argument("--workers", type=int, default=1, help="parallel workers (mpi: mpirun's -n minus 1) (default: 1)")
+    g.add_argument("--job-timeout", type=float, metavar="SECONDS",
+                   help="process/mpi: a job running longer counts as a dead worker (default: no limit)")
+    g.add_argument("--locality-wait", type=float, metavar="SECONDS",
+                   help="tabular: send a child to the simulated worker whose memory holds its donor, waiting up "
+                        "to SECONDS of simulated time for it to free up (default: off, place anywhere)")
+    g.add_argument("--worker-memory", metavar="SIZE",
+                   help="tabular: memory tier of each simulated worker, for locality accounting (default: --memory)")
+    g.add_argument("--retries", type=int, default=1,
+                   help="times a failed job is re-queued before it is dropped (default: 1)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--run-id", help="prefix of model ids (default: random)")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier run in DIR (and its default cache)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
+    g.add_argument("-v", "--verbose", action="store_true", help="log what the cache and workers do")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    names = {f.name for f in fields(SearchSettings)}
+    return SearchSettings(**{k: v for k, v in vars(args).items() if k in names})
+
+
+class ProgressBar:
+    """A rich progress bar fed by ``run_search``'s ``on_record`` callback; shown from the first record on."""
+
+    def __init__(self, total: int, console: Console) -> None:
+        self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("best {task.fields[best]}  hits {task.fields[hits]}"),
+                                 TimeElapsedColumn(), console=console)
+        self.task = self.progress.add_task("search", total=total, best="-", hits="-")
+        self.started = False
+
+    def __call__(self, tally: Tally, dropped: int) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        self.progress.update(self.task, completed=tally.evaluations + dropped, best=f"{tally.best['score']:.2f}",
+                             hits=f"{tally.hit_ratio:.0%}")
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The final summary as a two-column table."""
+    t = Table(title=f"run {summary['run_id']}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    best = summary["best"] or {}
+    sim = summary["clock"] == "simulated"
+    rows = [
+        ("evaluations", f"{summary['evaluations']} ({summary['dropped']} dropped, {len(summary['failures'])} failures)"),
+        ("workers", f"{summary['workers']} ({summary['executor']}, {summary['mode']})"),
+        ("mutation bias", f"{summary['settings']['mutation_bias']:g}"),
+        ("best score", f"{best.get('score', float('nan')):.2f}  (model {best.get('model_id')})"),
+        ("test of best", "-" if best.get("test") is None else f"{best['test']:.2f}"),
+        ("best architecture", str(best.get("native"))),
+        ("cache hit ratio", f"{summary['hit_ratio']:.1%}"),
+        ("bytes transferred", format_size(summary["transfer_bytes"])),
+        ("time in cache", f"{summary['cache_s']:.2f} s"),
+        ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
+        ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ]
+    loc = summary.get("locality")
+    if loc and (loc["local_hits"] or loc["remote_hits"]):
+        rows.append(("locality", f"{loc['local_byte_share']:.1%} of transfer bytes from the worker's own memory"
+                                 f" ({'placement on' if loc['enabled'] else 'placement off'}); "
+                                 f"children waited {loc['wait_s']:.0f} s in all"))
+    cache = summary.get("cache")
+    if cache:
+        evictions = sum(cache.get("evictions", {}).values())
+        rows.append(("evictions", f"{evictions} {cache.get('evictions') or ''}"))
+    for key, value in rows:
+        t.add_row(key, value)
+    return t
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+    settings = settings_from_args(args)
+    rank = 0
+    if settings.executor == "mpi":
+        from mpi4py import MPI
+
+        rank = MPI.COMM_WORLD.Get_rank()
+    try:
+        settings = settings.resolved()
+        console = Console()
+        if args.quiet or rank != 0:
+            summary = run_search(settings)
+        else:
+            with ProgressBar(settings.evals, Console(stderr=True)) as bar:
+                summary = run_search(settings, on_record=bar)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        if settings.executor == "mpi":
+            logging.getLogger("nas_integration").error("rank %d: %s", rank, exc)
+            MPI.COMM_WORLD.Abort(2)
+        print(f"run_search: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseException:
+        if settings.executor == "mpi":  # never leave the other ranks waiting for rank 0
+            logging.getLogger("nas_integration").exception("rank %d failed", rank)
+            MPI.COMM_WORLD.Abort(1)
+        raise
+    if summary is not None and not args.quiet:
+        console.print(summary_table(summary))
+        console.print(f"trace: {summary['trace']}   summary: {settings.out}/summary.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Tabular evaluator: NAS-Bench-201 accuracies and training times read from a CSV, no training.
+
+Each evaluation still uses the cache exactly as a training worker would: look up a donor for the child
+(with its parent), then put the child's layers. The tensors are synthetic, sized ``payload_scale`` x the
+real layer sizes of the architecture (``space.layer_nbytes``), and the cache capacities are scaled by the
+same factor, so eviction behaves as with real tensors while a 10^4-evaluation search stays cheap. Trace
+records carry the REAL bytes (``layer_bytes``, ``transfer_bytes``), so replays see real sizes.
+
+Durations come from the table's per-architecture 200-epoch training time, scaled by ``epochs / 200``.
+The scores are always the table's 200-epoch values. Under the serial executor a discrete-event clock
+(``executors.SimulatedExecutor``) runs the search in simulated time; under real workers (process, mpi)
+each evaluation sleeps ``duration x time_scale`` seconds (default 0: no sleep) and ``train_s`` still
+reports the simulated duration.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+
+from ..evolution import Candidate
+from ..spaces import SearchSpace, get_space
+from . import Evaluator, Result
+
+if TYPE_CHECKING:
+    from tensorcache import Hit, LayerMap, TensorCache
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which table columns hold one dataset's search score, reported test score and training time."""
+
+    score: str
+    test: str
+    train_time: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+
+DATASETS: dict[str, Columns] = {
+    "cifar10": Columns("c10_valid_200ep_mean", "c10_test_200ep", "c10_train_time_200ep_s", 10, (3, 32, 32)),
+    "cifar100": Columns("c100_valtest_200ep_mean", "c100_test_200ep", "c100_train_time_200ep_s", 100, (3, 32, 32)),
+    "imagenet16-120": Columns("in16_valtest_200ep_mean", "in16_test_200ep", "in16_train_time_200ep_s", 120,
+                              (3, 16, 16)),
+}
+TABLE_EPOCHS = 200
+ARCH_COLUMN = "arch_str"
+
+
+@dataclass(frozen=True)
+class Row:
+    score: float
+    test: float
+    train_time: float
+
+
+def read_table(path: str | os.PathLike, space: SearchSpace, columns: Columns) -> dict[tuple[int, ...], Row]:
+    """Architecture -> row of a NAS-Bench-201-style CSV; ValueError names a missing column or bad cell."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {ARCH_COLUMN, columns.score, columns.test, columns.train_time} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: table lacks column(s) {sorted(missing)}")
+        table = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[space.encode(row[ARCH_COLUMN])] = Row(
+                    float(row[columns.score]), float(row[columns.test]), float(row[columns.train_time]))
+            except ValueError as exc:
+                raise ValueError(f"{path}:{line}: {exc}") from None
+    if not table:
+        raise ValueError(f"{path}: table has no rows")
+    return table
+
+
+class SyntheticPayloads:
+    """Cheap, distinct stand-in tensors: slices of one random pool stamped with the model and layer."""
+
+    def __init__(self, seed: int = 0, pool_bytes: int = 1 << 20) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._pool = self._rng.integers(0, 256, pool_bytes, dtype=np.uint8)
+
+    def layers(self, model_id: str, layer_bytes: list[int], scale: float) -> list[dict[str, np.ndarray]]:
+        """One ``{"w": uint8 array}`` per layer of ``max(16, bytes x scale)`` bytes ({} for empty layers)."""
+        out = []
+        for index, nbytes in enumerate(layer_bytes):
+            if nbytes <= 0:
+                out.append({})
+                continue
+            n = max(16, round(nbytes * scale))
+            if n > self._pool.size:
+                self._pool = self._rng.integers(0, 256, n, dtype=np.uint8)
+            stamp = xxhash.xxh3_128_digest(f"{model_id}/{index}".encode())
+            offset = int.from_bytes(stamp[:4], "little") % (self._pool.size - n + 1)
+            arr = self._pool[offset:offset + n].copy()
+            arr[:16] = np.frombuffer(stamp, dtype=np.uint8)
+            out.append({"w": arr})
+        return out
+
+
+@dataclass
+class Pending:
+    """A started tabular evaluation: the lookup is done, the put waits until the evaluation ends."""
+
+    candidate: Candidate
+    row: Row
+    layer_map: LayerMap
+    layer_bytes: list[int]
+    hit: Hit | None
+    cache_s: float
+    duration: float  # simulated seconds: the table's training time scaled by epochs
+
+
+class TabularEvaluator(Evaluator):
+    """Scores from a NAS-Bench-201 table; exercises the cache with synthetic tensors (see module doc)."""
+
+    name = "tabular"
+
+    def __init__(self, table: str | os.PathLike, space: str = "nb201", dataset: str = "cifar10",
+                 epochs: int = TABLE_EPOCHS, payload_scale: float = 1 / 64, transfer: str = "prefix",
+                 namespace: str = "nb201", time_scale: float = 0.0, seed: int = 0) -> None:
+        if dataset not in DATASETS:
+            raise ValueError(f"tabular: unknown dataset {dataset!r}; the table has {sorted(DATASETS)}")
+        if epochs <= 0:
+            raise ValueError(f"tabular: epochs must be positive, got {epochs}")
+        if not 0 < payload_scale <= 1:
+            raise ValueError(f"tabular: payload scale must be in (0, 1], got {payload_scale}")
+        if time_scale < 0:
+            raise ValueError(f"tabular: time scale must be >= 0, got {time_scale}")
+        self.table = os.fspath(table)
+        self.space_name = space
+        self.dataset = dataset
+        self.epochs = epochs
+        self.payload_scale = float(payload_scale)
+        self.transfer = transfer
+        self.namespace = namespace
+        self.time_scale = float(time_scale)
+        self.seed = seed
+
+    @property
+    def columns(self) -> Columns:
+        return DATASETS[self.dataset]
+
+    def check(self) -> None:
+        if not os.path.isfile(self.table):
+            raise FileNotFoundError(f"tabular: table {self.table!r} not found (give a NAS-Bench-201 CSV with "
+                                    f"--table, e.g. one with columns {ARCH_COLUMN}, {self.columns.score}, ...)")
+        with open(self.table, newline="") as f:
+            header = next(csv.reader(f), [])
+            first = next(csv.DictReader(f, fieldnames=header), None)
+        missing = {ARCH_COLUMN, self.columns.score, self.columns.test, self.columns.train_time} - set(header)
+        if missing:
+            raise ValueError(f"tabular: table {self.table!r} lacks column(s) {sorted(missing)}")
+        if first is not None:
+            try:
+                get_space(self.space_name).encode(first[ARCH_COLUMN])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"tabular: the table's architectures do not belong to space "
+                                 f"{self.space_name!r} ({exc}); use --space nb201") from None
+
+    def setup(self) -> None:
+        if getattr(self, "_rows", None) is not None:
+            return
+        self._space = get_space(self.space_name)
+        self._rows = read_table(self.table, self._space, self.columns)
+        self._payloads = SyntheticPayloads(self.seed)
+
+    def donor(self, candidate: Candidate, cache: TensorCache) -> str | None:
+        """The donor the cache would serve this child now (for locality-aware placement)."""
+        return cache.best_donor(candidate.arch, parent=candidate.parent_id,
+                                layer_map=self._space.layer_map(candidate.arch, self.transfer))
+
+    def start(self, candidate: Candidate, cache: TensorCache | None) -> Pending:
+        """First half of an evaluation: find the row and look up a donor for the child."""
+        row = self._rows.get(candidate.arch)
+        if row is None:
+            raise ValueError(f"tabular: architecture {candidate.arch} is not in table {self.table!r}")
+        space, cols = self._space, self.columns
+        lmap = space.layer_map(candidate.arch, self.transfer)
+        layer_bytes = space.layer_nbytes(candidate.arch, self.transfer, cols.num_classes, cols.input_shape)
+        hit, cache_s = None, 0.0
+        if cache is not None:
+            t0 = time.perf_counter()
+            hit = cache.lookup(candidate.arch, parent=candidate.parent_id, layer_map=lmap)
+            cache_s = time.perf_counter() - t0
+        return Pending(candidate, row, lmap, layer_bytes, hit, cache_s, row.train_time * self.epochs / TABLE_EPOCHS)
+
+    def finish(self, pending: Pending, cache: TensorCache | None) -> Result:
+        """Second half: put the child's synthetic layers and report (real bytes, simulated seconds)."""
+        cand, hit = pending.candidate, pending.hit
+        cache_s = pending.cache_s
+        if cache is not None:
+            layers = self._payloads.layers(cand.model_id, pending.layer_bytes, self.payload_scale)
+            t0 = time.perf_counter()
+            cache.put(cand.model_id, cand.arch, layers, score=pending.row.score, parent=cand.parent_id,
+                      layer_map=pending.layer_map)
+            cache_s += time.perf_counter() - t0
+        served = hit.indices if hit is not None else []
+        return Result(
+            score=pending.row.score, test=pending.row.test, train_s=pending.duration, cache_s=cache_s,
+            donor_id=hit.donor if hit else None, transfer_layers=len(served),
+            transfer_bytes=sum(pending.layer_bytes[i] for i in served), tier=hit.tier if hit else None,
+            layer_bytes=list(pending.layer_bytes),
+            layer_keys=[k.hex() for k in pending.layer_map.keys(self.namespace, cand.arch)],
+            extra={"epochs": self.epochs})
+
+    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> Result:
+        """Both halves in real time, sleeping ``duration x time_scale`` between them."""
+        t_start = time.time()
+        pending = self.start(candidate, cache)
+        if self.time_scale:
+            time.sleep(pending.duration * self.time_scale)
+        result = self.finish(pending, cache)
+        result.t_start, result.t_end = t_start, time.time()
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return {"evaluator": self.name, "table": self.table, "dataset": self.dataset, "epochs": self.epochs,
+                "payload_scale": self.payload_scale, "time_scale": self.time_scale,
+                "score_column": self.columns.score, "test_column": self.columns.test}

@@ -1,0 +1,78 @@
+"""Regularized evolution (Real et al. 2019): a population of the last P models, tournament of S, aging.
+
+``ask`` hands out the next child; ``tell`` adds a finished one. While fewer than P evaluations have
+finished, children are random architectures; after that each child is a one-position mutation of the
+best of S members sampled from the population, and every new member pushes the oldest out. The object
+is not tied to a scheduling mode: the search loop decides when to ask (asynchronous: whenever a worker
+is free; batch: a generation at a time) and all randomness comes from one seeded ``random.Random``.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from .spaces import SearchSpace
+
+Arch = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A child to evaluate: its number in issue order, id, architecture and where it came from."""
+
+    index: int
+    model_id: str
+    arch: Arch
+    parent_id: str | None = None
+    mutation_pos: int | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """A finished model in the population."""
+
+    model_id: str
+    arch: Arch
+    score: float
+
+
+class RegularizedEvolution:
+    """Breeds children from a finished population; see the module docstring for the rules."""
+
+    def __init__(self, space: SearchSpace, population_size: int, sample_size: int, seed: int = 0,
+                 mutation_bias: float = 0.0, id_prefix: str = "m") -> None:
+        if population_size < 1:
+            raise ValueError(f"population size must be >= 1, got {population_size}")
+        if not 1 <= sample_size <= population_size:
+            raise ValueError(f"sample size must be in 1..population size ({population_size}), got {sample_size}")
+        self.space = space
+        self.population_size = population_size
+        self.sample_size = sample_size
+        self.mutation_bias = float(mutation_bias)
+        self.id_prefix = id_prefix
+        self.rng = random.Random(seed)
+        self.population: deque[Member] = deque(maxlen=population_size)
+        self.issued = 0
+        self.finished = 0
+
+    def ask(self) -> Candidate:
+        """The next child: random until P evaluations finished, then a mutated tournament winner."""
+        index = self.issued
+        self.issued += 1
+        model_id = f"{self.id_prefix}{index:06d}"
+        if self.finished < self.population_size:
+            return Candidate(index, model_id, self.space.sample(self.rng))
+        sample = self.rng.sample(list(self.population), self.sample_size)
+        parent = max(sample, key=lambda m: m.score)  # first of equals wins: deterministic
+        child, pos = self.space.mutate(parent.arch, self.rng, bias=self.mutation_bias)
+        return Candidate(index, model_id, child, parent.model_id, pos)
+
+    def tell(self, candidate: Candidate, score: float) -> None:
+        """Add a finished child; the oldest member leaves once the population holds P."""
+        self.population.append(Member(candidate.model_id, candidate.arch, float(score)))
+        self.finished += 1
+
+    def members(self) -> list[tuple[str, float]]:
+        """Population as (model_id, score), oldest first (what ``TensorCache.update_population`` takes)."""
+        return [(m.model_id, m.score) for m in self.population]

@@ -1,0 +1,102 @@
+"""Locality-aware placement: run a child on the worker whose memory tier already holds its donor.
+
+Each worker keeps the models it trained or fetched in its own memory tier (modelled here as an LRU of
+model ids with a byte budget). A child is sent to an idle worker holding its donor (the model the
+cache would serve it, ``TensorCache.best_donor``); failing that it is
+reserved for a busy holder that finishes within ``max_wait`` seconds (the child waits, the free workers
+take other children); otherwise it runs anywhere. The tracker counts what that buys: transfer bytes
+served from the worker's own memory versus fetched from a shared tier (LMDB/Redis: bytes that move
+between nodes), and what it costs: time children spent waiting for their holder.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LocalityStats:
+    local_bytes: int = 0
+    remote_bytes: int = 0
+    local_hits: int = 0
+    remote_hits: int = 0
+    placed_on_holder: int = 0
+    reserved: int = 0
+    wait_s: float = 0.0
+    idle_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        hits = self.local_hits + self.remote_hits
+        moved = self.local_bytes + self.remote_bytes
+        return {**self.__dict__, "local_hit_share": self.local_hits / hits if hits else 0.0,
+                "local_byte_share": self.local_bytes / moved if moved else 0.0}
+
+
+@dataclass
+class WorkerMemory:
+    """Model ids held in one worker's memory tier, least recently used first, within a byte budget."""
+
+    capacity: int
+    held: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    used: int = 0
+
+    def touch(self, model_id: str, nbytes: int) -> None:
+        if model_id in self.held:
+            self.held.move_to_end(model_id)
+            return
+        if nbytes > self.capacity:
+            return
+        while self.used + nbytes > self.capacity:
+            _, size = self.held.popitem(last=False)
+            self.used -= size
+        self.held[model_id] = nbytes
+        self.used += nbytes
+
+
+class LocalityTracker:
+    """Per-worker memory contents, placement choice and the counters above."""
+
+    def __init__(self, workers: int, worker_memory: int, max_wait: float | None) -> None:
+        if max_wait is not None and max_wait < 0:
+            raise ValueError(f"locality wait must be >= 0 seconds, got {max_wait}")
+        self.enabled = max_wait is not None
+        self.max_wait = max_wait or 0.0
+        self.memories = [WorkerMemory(worker_memory) for _ in range(workers)]
+        self.model_bytes: dict[str, int] = {}
+        self.stats = LocalityStats()
+
+    def holders(self, model_id: str | None) -> list[int]:
+        if model_id is None:
+            return []
+        return [w for w, mem in enumerate(self.memories) if model_id in mem.held]
+
+    def place(self, donor_id: str | None, idle: list[int], busy_until: dict[int, float],
+              reserved: set[int], now: float) -> tuple[int, float | None]:
+        """(worker, None) to start now, or (worker, start time) to reserve a busy holder."""
+        holders = self.holders(donor_id) if self.enabled else []
+        idle_holders = [w for w in holders if w in set(idle)]
+        if idle_holders:
+            self.stats.placed_on_holder += 1
+            return min(idle_holders), None
+        soon = sorted((busy_until[w], w) for w in holders
+                      if w in busy_until and w not in reserved and busy_until[w] - now <= self.max_wait)
+        if soon:
+            self.stats.reserved += 1
+            self.stats.wait_s += soon[0][0] - now
+            return soon[0][1], soon[0][0]
+        return min(idle), None
+
+    def finished(self, worker: int, model_id: str, nbytes: int, donor_id: str | None, transfer_bytes: int) -> None:
+        """Account one evaluation: where its transfer came from, then what the worker now holds."""
+        mem = self.memories[worker]
+        if donor_id is not None and transfer_bytes:
+            if donor_id in mem.held:
+                self.stats.local_hits += 1
+                self.stats.local_bytes += transfer_bytes
+            else:
+                self.stats.remote_hits += 1
+                self.stats.remote_bytes += transfer_bytes
+            mem.touch(donor_id, self.model_bytes.get(donor_id, transfer_bytes))
+        self.model_bytes[model_id] = nbytes
+        mem.touch(model_id, nbytes)

@@ -1,0 +1,49 @@
+"""128-bit xxh3 keys: rolling prefix keys of an architecture, layer keys, payload digests.
+
+All prefix keys of a sequence come from one pass: key[k] = xxh3_128(key[k-1] || value_k), so the L
+prefixes of an architecture cost O(L), and two architectures share key[k] iff they agree on 0..k-1.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+
+import xxhash
+
+_pack_pos = struct.Struct("<qq").pack
+
+
+def namespace_key(namespace: str) -> bytes:
+    """Root of every key of one search (a search space id or a user namespace)."""
+    return xxhash.xxh3_128_digest(b"tensorcache/ns\x00" + namespace.encode())
+
+
+def prefix_keys(namespace: str, arch: Sequence[int]) -> list[bytes]:
+    """``keys[k]`` identifies the prefix ``arch[:k]`` (k = 0..len(arch)); one rolling pass."""
+    key = namespace_key(namespace)
+    keys = [key]
+    for pos, value in enumerate(arch):
+        key = xxhash.xxh3_128_digest(key + _pack_pos(pos, int(value)))
+        keys.append(key)
+    return keys
+
+
+def positions_key(namespace: str, arch: Sequence[int], positions: Iterable[int]) -> bytes:
+    """Key of the values of ``arch`` at an arbitrary set of positions (used by non-prefix layers)."""
+    h = xxhash.xxh3_128(namespace_key(namespace) + b"set")
+    for pos in sorted(set(positions)):
+        h.update(_pack_pos(pos, int(arch[pos])))
+    return h.digest()
+
+
+def layer_key(context: bytes, name: str) -> bytes:
+    """Key of the layer ``name`` given the key of the positions it depends on."""
+    return xxhash.xxh3_128_digest(context + b"\x00layer\x00" + name.encode())
+
+
+def digest(*parts: bytes | memoryview) -> bytes:
+    """xxh3-128 of the concatenation of ``parts`` (payload addressing)."""
+    h = xxhash.xxh3_128()
+    for part in parts:
+        h.update(part)
+    return h.digest()

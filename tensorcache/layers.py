@@ -1,0 +1,73 @@
+"""Layer maps: which architecture positions decide each layer's tensors.
+
+A search space turns an architecture into an ordered list of layers. Each layer names the module
+parameters/buffers it owns and the positions of the architecture sequence its shape and input depend on.
+Two models may exchange a layer iff they agree on exactly those positions (shapes are still checked at
+transfer time). ``mode`` says how lookup uses the map:
+
+* ``prefix``: a child takes a donor's layers as one unbroken run from layer 0 (the study's rule: a layer
+  trained on top of the donor's earlier layers is only useful after them).
+* ``compatible``: a child takes every layer whose own key matches, wherever it sits.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .keys import layer_key, positions_key, prefix_keys
+
+Mode = Literal["prefix", "compatible"]
+MODES: tuple[str, ...] = ("prefix", "compatible")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: its name, the state-dict entries it owns, and the positions it depends on."""
+
+    name: str
+    params: tuple[str, ...] = ()
+    depends_on: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LayerMap:
+    """Ordered layers of one architecture plus the transfer mode."""
+
+    layers: tuple[LayerSpec, ...]
+    mode: Mode = "prefix"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown transfer mode {self.mode!r}; expected one of {MODES}")
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError("layer names in a LayerMap must be unique")
+
+    @classmethod
+    def generic(cls, n_positions: int, mode: Mode = "prefix") -> LayerMap:
+        """Layer i owns the tensors given for position i and depends on positions 0..i."""
+        return cls(tuple(LayerSpec(str(i), (), tuple(range(i + 1))) for i in range(n_positions)), mode)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def keys(self, namespace: str, arch: Sequence[int]) -> list[bytes]:
+        """One 128-bit key per layer: the layer's name hashed with the values it depends on."""
+        prefixes = prefix_keys(namespace, arch)
+        out = []
+        for layer in self.layers:
+            deps = layer.depends_on
+            if deps == tuple(range(len(deps))):
+                context = prefixes[len(deps)]
+            else:
+                context = positions_key(namespace, arch, deps)
+            out.append(layer_key(context, layer.name))
+        return out
+
+    def split(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Split a flat state dict into one dict per layer; raise if a named entry is missing."""
+        missing = [p for layer in self.layers for p in layer.params if p not in state]
+        if missing:
+            raise KeyError(f"state dict lacks entries named by the layer map: {missing[:5]}")
+        return [{p: state[p] for p in layer.params} for layer in self.layers]

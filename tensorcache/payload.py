@@ -1,0 +1,122 @@
+"""Tensor payloads: a validated header plus raw bytes, addressed by the xxh3-128 digest of both.
+
+Layout: ``b"TCP1" | u32 header length | JSON {"dtype", "shape", "nbytes"} | raw bytes``. The store key is
+the digest of the whole blob, so identical tensors (same dtype, shape and bytes) are stored once, and a
+read recomputes it. Nothing is ever unpickled, and a header is checked before its sizes are trusted: a
+decoded tensor is a view of the bytes that were read, never an allocation the header asked for.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from .keys import digest
+
+MAGIC = b"TCP1"
+_LEN = struct.Struct("<I")
+MAX_HEADER = 4096
+MAX_NDIM = 8
+
+# dtype name -> numpy dtype used to hold the raw bytes (bfloat16 travels as its 16-bit pattern)
+DTYPES: dict[str, np.dtype] = {
+    name: np.dtype(np_name)
+    for name, np_name in {
+        "float16": "float16", "bfloat16": "uint16", "float32": "float32", "float64": "float64",
+        "int8": "int8", "uint8": "uint8", "int16": "int16", "int32": "int32", "int64": "int64",
+        "bool": "bool", "complex64": "complex64",
+    }.items()
+}
+
+
+class PayloadError(ValueError):
+    """A blob failed validation (bad header, wrong length, digest mismatch)."""
+
+
+def to_array(tensor: Any) -> tuple[np.ndarray, str]:
+    """A C-contiguous host numpy array of ``tensor`` (numpy or torch) and its dtype name."""
+    if isinstance(tensor, np.ndarray):
+        arr, name = _contiguous(tensor), tensor.dtype.name
+    elif hasattr(tensor, "detach"):  # torch.Tensor, without importing torch
+        t = tensor.detach()
+        name = str(t.dtype).removeprefix("torch.")
+        if name == "bfloat16":
+            import torch
+
+            t = t.view(torch.int16)
+        arr = _contiguous(t.cpu().numpy())
+        if name == "bfloat16":
+            arr = arr.view(np.uint16)
+    else:
+        raise TypeError(f"expected a numpy array or torch tensor, got {type(tensor).__name__}")
+    if name not in DTYPES:
+        raise TypeError(f"unsupported dtype {name!r}; supported: {sorted(DTYPES)}")
+    return arr, name
+
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous without promoting 0-d arrays to 1-d (np.ascontiguousarray would)."""
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """The canonical header bytes (magic, length, JSON) for one tensor."""
+    meta = json.dumps({"dtype": dtype, "shape": list(shape), "nbytes": nbytes}, separators=(",", ":")).encode()
+    return MAGIC + _LEN.pack(len(meta)) + meta
+
+
+def encode(tensor: Any) -> tuple[bytes, bytearray, dict[str, Any]]:
+    """Return (digest, blob, ref) for a tensor; ``ref`` is what a catalog record keeps about it."""
+    arr, dtype = to_array(tensor)
+    head = header(dtype, arr.shape, arr.nbytes)
+    blob = bytearray(len(head) + arr.nbytes)
+    blob[: len(head)] = head
+    blob[len(head):] = arr.reshape(-1).view(np.uint8).data
+    key = digest(blob)
+    return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(arr.shape), "nbytes": arr.nbytes}
+
+
+def check_meta(dtype: Any, shape: Any, nbytes: Any, max_nbytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Validate dtype/shape/length claims from an untrusted source; return them typed."""
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise PayloadError(f"unknown dtype {dtype!r}")
+    if not isinstance(shape, list | tuple) or len(shape) > MAX_NDIM:
+        raise PayloadError(f"bad shape {shape!r}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= max_nbytes for d in shape):
+        raise PayloadError(f"bad shape {shape!r}")
+    if not isinstance(nbytes, int) or isinstance(nbytes, bool) or not 0 <= nbytes <= max_nbytes:
+        raise PayloadError(f"bad byte length {nbytes!r} (limit {max_nbytes})")
+    np_dtype = DTYPES[dtype]
+    if math.prod(shape) * np_dtype.itemsize != nbytes:
+        raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes")
+    return np_dtype, tuple(shape), nbytes
+
+
+def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = True,
+           max_nbytes: int = 2**40) -> tuple[np.ndarray, str]:
+    """A read-only array viewing ``blob`` and its dtype name; PayloadError on any inconsistency."""
+    view = memoryview(blob).cast("B")
+    if len(view) < 8 or view[:4] != MAGIC:
+        raise PayloadError("not a tensorcache payload (bad magic)")
+    (hlen,) = _LEN.unpack(view[4:8])
+    if hlen > MAX_HEADER or 8 + hlen > len(view):
+        raise PayloadError(f"bad header length {hlen}")
+    try:
+        meta = json.loads(bytes(view[8 : 8 + hlen]))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bomb
+        raise PayloadError(f"unreadable header: {exc}") from None
+    if not isinstance(meta, dict):
+        raise PayloadError("header is not an object")
+    np_dtype, shape, nbytes = check_meta(meta.get("dtype"), meta.get("shape"), meta.get("nbytes"), max_nbytes)
+    offset = 8 + hlen
+    if len(view) - offset != nbytes:
+        raise PayloadError(f"length mismatch: header says {nbytes} bytes, blob holds {len(view) - offset}")
+    if verify and digest(view) != key:
+        raise PayloadError("digest mismatch")
+    arr = np.frombuffer(view, dtype=np_dtype, count=math.prod(shape), offset=offset).reshape(shape)
+    if arr.flags.writeable:
+        arr.flags.writeable = False
+    return arr, meta["dtype"]

@@ -1,0 +1,86 @@
+"""Process-local RAM tier: one copy in on put, zero copies out on get."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .base import Tier, as_bytes_view, check_key, check_start
+
+
+class MemoryTier(Tier):
+    """A dict of owned byte buffers; ``get`` returns a read-only memoryview of the stored buffer.
+
+    With ``pinned=True`` each value lives in page-locked memory (a torch uint8 tensor) so copies to
+    the GPU can be asynchronous; without torch or CUDA the tier warns once and uses plain buffers.
+    """
+
+    def __init__(self, capacity: int, pinned: bool = False) -> None:
+        super().__init__("memory", capacity, shared=False)
+        self._values: dict[bytes, memoryview] = {}
+        self._used = 0
+        self._log: list[bytes] = []
+        self._torch = _pinning_torch() if pinned else None
+        if pinned and self._torch is None:
+            self._warn("pinned", "pinned memory needs torch with CUDA; the memory tier uses ordinary RAM")
+        self.pinned = self._torch is not None
+
+    def get(self, key: bytes) -> memoryview | None:
+        return self._values.get(check_key(key))
+
+    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
+        if check_key(key) in self._values:
+            return True
+        src = as_bytes_view(value)
+        try:
+            buf = self._alloc(len(src))
+        except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch failing to pin
+            self._warn("alloc", "memory tier could not allocate %d bytes (%s); value dropped", len(src), exc)
+            return False
+        buf[:] = src
+        self._values[key] = memoryview(buf).toreadonly()
+        self._used += len(src)
+        return True
+
+    def _alloc(self, n: int) -> Any:
+        """A writable uint8 buffer of ``n`` bytes, page-locked when pinning."""
+        if self._torch is not None:
+            return self._torch.empty(n, dtype=self._torch.uint8, pin_memory=True).numpy()
+        return np.empty(n, dtype=np.uint8)
+
+    def delete(self, key: bytes) -> None:
+        view = self._values.pop(check_key(key), None)
+        if view is not None:
+            self._used -= view.nbytes
+
+    def __contains__(self, key: bytes) -> bool:
+        return check_key(key) in self._values
+
+    def used_bytes(self) -> int:
+        return self._used
+
+    def append_log(self, record: bytes) -> None:
+        self._log.append(bytes(record))
+
+    def read_log(self, start: int) -> tuple[list[bytes], int]:
+        return self._log[check_start(start):], max(start, len(self._log))
+
+    def close(self) -> None:
+        self._values.clear()
+        self._log.clear()
+        self._used = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"MemoryTier(capacity={self.capacity}, pinned={self.pinned}, used={self._used}, n={len(self)})"
+
+
+def _pinning_torch() -> Any:
+    """The torch module if it can pin host memory here (CUDA available), else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None

@@ -1,0 +1,119 @@
+"""Tabular evaluator: NB201 scores and times from the CSV, a simulated clock, and a faithfully used cache."""
+import csv
+import itertools
+from collections import defaultdict
+
+import pytest
+
+from nas_integration.evaluators.tabular import SyntheticPayloads, TabularEvaluator
+from nas_integration.evolution import Candidate
+from nas_integration.search import SearchSettings, run_search
+from nas_integration.spaces import get_space
+from tensorcache.trace import read_trace
+
+TABLE = "/work/shared/data/nb201/nb201_combined.csv"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    with open(TABLE, newline="") as f:
+        return {r["arch_str"]: r for r in csv.DictReader(f)}
+
+
+def search(tmp_path, name="run", **kw):
+    kw = {"evaluator": "tabular", "table": TABLE, "run_id": "t", **kw}
+    summary = run_search(SearchSettings(out=str(tmp_path / name), **kw))
+    return summary, read_trace(tmp_path / name / "trace.jsonl")
+
+
+def test_scores_tests_and_durations_come_from_the_table(tmp_path, rows):
+    summary, trace = search(tmp_path, evals=60, population=20, sample=5, workers=1, epochs=100, cache=False)
+    space = get_space("nb201")
+    for r in trace:
+        row = rows[space.decode(r["arch"])]
+        assert r["score"] == float(row["c10_valid_200ep_mean"])
+        assert r["test"] == float(row["c10_test_200ep"])
+        assert r["train_s"] == pytest.approx(float(row["c10_train_time_200ep_s"]) / 2)  # 100 of 200 epochs
+    best = max(trace, key=lambda r: r["score"])
+    assert summary["best"]["test"] == best["test"] and summary["best"]["native"] == space.decode(best["arch"])
+    # one simulated worker: the search takes exactly the sum of the durations
+    assert summary["search_s"] == pytest.approx(sum(r["train_s"] for r in trace))
+
+
+def test_simulated_workers_never_run_two_jobs_at_once(tmp_path):
+    summary, trace = search(tmp_path, evals=400, population=30, sample=5, workers=16, cache=False)
+    by_worker = defaultdict(list)
+    for r in trace:
+        by_worker[r["worker"]].append((r["t_start"], r["t_end"]))
+    assert set(by_worker) == set(range(16))
+    for spans in by_worker.values():
+        spans.sort()
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+    assert summary["search_s"] == max(r["t_end"] for r in trace)
+    assert summary["search_s"] < sum(r["train_s"] for r in trace) / 8  # 16 workers overlap
+
+
+def test_reaches_a_top_one_percent_architecture_within_3000_evaluations(tmp_path, rows):
+    scores = sorted(float(r["c10_valid_200ep_mean"]) for r in rows.values())
+    top1 = scores[int(0.99 * len(scores))]
+    found = [search(tmp_path, f"s{seed}", evals=3000, workers=4, seed=seed, cache=False)[0]["best"]["score"] >= top1
+             for seed in range(5)]
+    assert sum(found) >= 4, found
+
+
+def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path):
+    summary, trace = search(tmp_path, evals=400, population=40, sample=10, workers=8, memory="1GB")
+    keys = {r["model_id"]: r["layer_keys"] for r in trace}
+    space = get_space("nb201")
+    hits = [r for r in trace if r["donor_id"] is not None]
+    assert len(hits) > 0.5 * len(trace) and summary["hit_ratio"] == len(hits) / len(trace)
+    for r in trace:
+        assert r["layer_bytes"] == space.layer_nbytes(r["arch"], "prefix", 10, (3, 32, 32))  # real sizes
+        assert len(r["layer_keys"]) == len(r["layer_bytes"])
+    for r in hits:  # a prefix donor serves exactly the layers whose keys agree from the first one on
+        common = 0
+        for a, b in zip(r["layer_keys"], keys[r["donor_id"]]):
+            if a != b:
+                break
+            common += 1
+        assert r["transfer_layers"] == common
+        assert r["transfer_bytes"] == sum(r["layer_bytes"][:common])
+        assert r["tier"] == "memory"
+    assert summary["transfer_bytes"] == sum(r["transfer_bytes"] for r in trace)
+    cache = summary["cache"]
+    assert cache["tiers"][0]["memory"]["capacity"] == 10**9 // 64  # capacities scaled like the payloads
+    assert cache["puts"] == 400 and cache["lookups"] == 400
+
+
+def test_a_small_cache_evicts_and_serves_less(tmp_path):
+    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4, "disk": "none"}
+    small, _ = search(tmp_path, "small", memory="8MB", **kw)
+    large, _ = search(tmp_path, "large", memory="1GB", **kw)
+    assert sum(small["cache"]["evictions"].values()) > 0 and not large["cache"]["evictions"]
+    assert list(small["cache"]["tiers"][0]) == ["memory"]
+    assert small["transfer_bytes"] < large["transfer_bytes"] / 2
+
+
+def test_synthetic_payloads_are_scaled_distinct_and_cheap():
+    payloads = SyntheticPayloads(seed=0)
+    a = payloads.layers("m1", [6400, 0, 64000], 1 / 64)
+    b = payloads.layers("m2", [6400, 0, 64000], 1 / 64)
+    assert [len(x) for x in a] == [1, 0, 1]
+    assert a[0]["w"].nbytes == 100 and a[2]["w"].nbytes == 1000
+    assert a[0]["w"].tobytes() != b[0]["w"].tobytes()
+    assert payloads.layers("m1", [6400], 1 / 64)[0]["w"].tobytes() == a[0]["w"].tobytes()
+
+
+def test_bad_table_and_dataset_are_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        TabularEvaluator(tmp_path / "missing.csv").check()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("arch_str,score\nx,1\n")
+    with pytest.raises(ValueError, match="c10_valid_200ep_mean"):
+        TabularEvaluator(bad).check()
+    with pytest.raises(ValueError, match="imagenet"):
+        TabularEvaluator(TABLE, dataset="imagenet")
+    evaluator = TabularEvaluator(TABLE)
+    evaluator.setup()
+    with pytest.raises(ValueError, match="not in table"):
+        evaluator.start(Candidate(0, "m", (9, 9, 9, 9, 9, 9)), None)

@@ -1,0 +1,56 @@
+"""Training evaluator: a child really starts from its donor's trained tensors, then trains and is put back."""
+import random
+
+import pytest
+import torch
+
+from nas_integration.evaluators.train import TrainEvaluator
+from nas_integration.evolution import Candidate
+from nas_integration.spaces import get_space
+from tensorcache import TensorCache
+
+MNIST = "/work/shared/data/mnist"
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    ev = TrainEvaluator(MNIST, space="attn", dataset="mnist", train_subset=600, batch_size=64, device="cpu",
+                        namespace="test-train", seed=3)
+    ev.setup()
+    return ev
+
+
+def test_warm_start_copies_the_donors_trained_tensors(evaluator, tmp_path):
+    space = get_space("attn")
+    cache = TensorCache(memory="256MB", disk=tmp_path / "c.lmdb", namespace="test-train")
+    parent_arch = space.sample(random.Random(0))
+    parent = Candidate(0, "parent", parent_arch)
+    result = evaluator.evaluate(parent, cache)
+    assert 0 <= result.score <= 100 and result.test is not None and result.transfer_layers == 0
+    # a child mutated at the last position shares every earlier layer with its parent
+    child_arch = parent_arch[:-1] + ((parent_arch[-1] + 1) % space.choices[-1],)
+    child = Candidate(1, "child", child_arch, parent_id="parent", mutation_pos=len(child_arch) - 1)
+    warm, report, _ = evaluator.prepare(child, cache)
+    cold, _, _ = evaluator.prepare(child, None)  # same seed, same initialisation, no transfer
+    assert report.donor == "parent" and report.layers > 0 and report.nbytes > 0
+    donor = cache.lookup(parent_arch, parent="parent", layer_map=space.layer_map(parent_arch))
+    donor_tensors = {n: a for layer in donor.layers for n, a in layer.items()}
+    served = [p for spec in space.layer_map(child_arch).layers[:report.layers] for p in spec.params]
+    warm_state, cold_state = warm.state_dict(), cold.state_dict()
+    for name in served:
+        assert torch.equal(warm_state[name], torch.from_numpy(donor_tensors[name]))
+        assert not torch.equal(warm_state[name], cold_state[name])  # trained values, not a fresh init
+    untouched = set(warm_state) - set(served)
+    assert untouched and all(torch.equal(warm_state[n], cold_state[n]) for n in untouched)
+    child_result = evaluator.evaluate(child, cache)
+    assert child_result.donor_id == "parent" and child_result.transfer_bytes == report.nbytes
+    assert child_result.transfer_bytes == sum(child_result.layer_bytes[:child_result.transfer_layers])
+    assert child_result.cache_s > 0 and child_result.train_s > 0 and child_result.tier == "memory"
+    cache.close()
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        TrainEvaluator(tmp_path / "nowhere").check()
+    with pytest.raises(ValueError, match="epochs"):
+        TrainEvaluator(MNIST, epochs=0)

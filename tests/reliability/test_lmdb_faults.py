@@ -1,0 +1,167 @@
+"""LMDB faults: a map that must grow, a tier that must evict, a disk that fills up, a process killed mid-put."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lmdb
+
+from tensorcache import TensorCache
+from tensorcache.catalog import ModelRecord, decode_event
+from tensorcache.payload import decode
+from tensorcache.tiers import LMDBTier
+
+WIDTH = 4096  # float32 values per layer: 16 kB per payload
+
+
+def test_a_full_map_grows_instead_of_failing_puts(tmp_path, layers_of, genuine, caplog):
+    path = tmp_path / "cache.lmdb"
+    archs = {f"m{m}": (m, 1, 2) for m in range(20)}
+    with LMDBTier(path, capacity=1 << 20, map_size=1 << 16):  # the file is opened first with a 64 kB map
+        cache = TensorCache(memory=0, disk=path, disk_capacity="64MB", policy="lru")
+        for model, arch in archs.items():
+            assert cache.put(model, arch, layers_of(int(model[1:]), 3, WIDTH)) > 3 * WIDTH * 4
+        for model, arch in archs.items():
+            hit = cache.lookup(arch)
+            assert hit.donor == model and hit.prefix_len == 3
+            genuine(hit, archs, arch)
+        cache.close()
+    assert "full" not in caplog.text
+    assert (path / "data.mdb").stat().st_size > 20 * 3 * WIDTH * 4
+
+
+def test_a_tier_at_capacity_evicts_and_every_put_returns(tmp_path, layers_of, genuine):
+    cache = TensorCache(memory=50_000, disk=tmp_path / "cache.lmdb", disk_capacity=200_000, policy="lfu")
+    archs = {}
+    for m in range(40):
+        archs[f"m{m}"] = arch = (m % 4, m, 0)
+        assert cache.put(f"m{m}", arch, layers_of(m, 3, WIDTH)) > 0
+        hit = cache.lookup((m % 4, m, 1))
+        assert hit is not None
+        genuine(hit, archs, (m % 4, m, 1))
+        cache.notify_evaluation()
+    stats = cache.stats()
+    assert stats["evictions"].get("lmdb:capacity", 0) > 0
+    assert all(tier["used_bytes"] <= tier["capacity"] for tier in stats["tiers"].values())
+    cache.close()
+
+
+# A worker whose disk fills up: RLIMIT_FSIZE makes every write past the limit fail with EFBIG (SIGXFSZ is
+# ignored, as a server process would), exactly what a full file system does to LMDB's writes.
+DISK_FULL = r"""
+import json, os, resource, signal, sys
+from tensorcache import TensorCache
+path, width = sys.argv[1], int(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+cache = TensorCache(memory=100_000, disk=path, disk_capacity="1GB", policy="lru")
+cache.put("m0", (0, 0, 0), make_layers(0, 3, width))
+limit = os.path.getsize(os.path.join(path, "data.mdb")) + 300_000
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+served = []
+for m in range(1, 60):
+    cache.put(f"m{m}", (m, 0, 0), make_layers(m, 3, width))
+    hit = cache.lookup((m, 0, 1))
+    served.append(None if hit is None else [hit.donor, hit.tier, [float(l[f"w{i}"][0]) for i, l in zip(hit.indices, hit.layers)]])
+print(json.dumps({"stats": cache.stats(), "served": served}))
+cache.close()
+"""
+
+
+def test_a_full_disk_drops_puts_and_the_worker_carries_on(tmp_path, python, layers_of, genuine):
+    path = tmp_path / "cache.lmdb"
+    done = python(DISK_FULL, str(path), str(WIDTH))
+    report = json.loads(done.stdout)
+    stats = report["stats"]
+    assert stats["dropped_puts"] > 0, "the disk never filled up"
+    assert stats["puts"] == 60 and stats["corrupt"] == 0
+    for m, served in enumerate(report["served"], start=1):  # every child was warm-started from its donor
+        assert served is not None and served[0] == f"m{m}"
+        assert served[2] == [m * 1000 + i for i in range(2)]
+    assert "full" in done.stderr or "failed" in done.stderr
+    # the file the full disk left behind is consistent (a model may keep the layers that fit), and usable
+    # once there is room again
+    reader = TensorCache(memory=0, disk=path, disk_capacity="1GB", policy="lru")
+    whole = 0
+    for m in range(60):
+        hit = reader.lookup((m, 0, 0))
+        if hit is not None:
+            genuine(hit, {f"m{m}": (m, 0, 0)}, (m, 0, 0))
+            whole += hit.prefix_len == 3
+    assert 0 < whole < 60 and reader.stats()["corrupt"] == 0
+    assert reader.put("m77", (77, 0, 0), layers_of(77, 3)) > 0
+    genuine(reader.lookup((77, 0, 0)), {"m77": (77, 0, 0)}, (77, 0, 0))
+    reader.close()
+
+
+# ---------------------------------------------------------------- a process killed in the middle of a put
+PUT_LOOP = r"""
+import sys
+from tensorcache import TensorCache
+path, first, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cache = TensorCache(memory=200_000, disk=path, disk_capacity="1GB", policy="fifo")
+m = first
+while True:
+    cache.put(f"m{m}", (m % 3, m % 5, m, 1), make_layers(m, 4, width))
+    print(m, flush=True)
+    m += 1
+"""
+
+
+def _arch(m: int) -> tuple[int, ...]:
+    return (m % 3, m % 5, m, 1)
+
+
+def _raw_log_models(path: Path) -> dict[str, tuple[ModelRecord, list[int]]]:
+    """Model records (and the layers said to be held) in the LMDB log, checked against the stored payloads."""
+    models = {}
+    with lmdb.open(str(path), max_dbs=3, readonly=True, lock=False) as env:
+        blobs, log = env.open_db(b"blobs"), env.open_db(b"log")
+        with env.begin() as txn:
+            for _, raw in txn.cursor(db=log):
+                event = decode_event(raw)
+                if event["op"] != "put":
+                    continue
+                record = ModelRecord.from_json(event["record"])
+                models[record.model_id] = (record, event["held"])
+                for index in event["held"]:
+                    for ref in record.layers[index].tensors.values():
+                        blob = txn.get(ref.digest, db=blobs)
+                        assert blob is not None, f"{record.model_id} layer {index}: payload missing"
+                        decode(ref.digest, blob)  # raises on a torn or damaged payload
+    return models
+
+
+def test_a_process_killed_mid_put_leaves_only_whole_models_visible(tmp_path, python_script, genuine):
+    path = tmp_path / "cache.lmdb"
+    rng = random.Random(3)
+    first, archs = 0, {}
+    for _ in range(3):
+        worker = subprocess.Popen([sys.executable, "-c", python_script(PUT_LOOP), str(path), str(first), "2048"],
+                                  stdout=subprocess.PIPE, text=True)
+        done = [int(worker.stdout.readline()) for _ in range(5)]  # a few puts have completed
+        time.sleep(rng.uniform(0.0, 0.05))
+        worker.send_signal(signal.SIGKILL)
+        rest = worker.stdout.read().split()
+        assert worker.wait(timeout=30) == -signal.SIGKILL
+        done += [int(m) for m in rest]
+        archs.update({f"m{m}": _arch(m) for m in range(first, done[-1] + 2)})  # + the put in flight
+        logged = _raw_log_models(path)
+        assert {f"m{m}" for m in done} <= set(logged), "a completed put was lost"
+        reader = TensorCache(memory=0, disk=path, disk_capacity="1GB", policy="fifo")
+        for model in sorted(logged, key=lambda name: int(name[1:])):
+            hit = reader.lookup(archs[model])
+            assert hit is not None and hit.donor == model and hit.prefix_len == 4, model
+            genuine(hit, archs, archs[model])
+        in_flight = f"m{done[-1] + 1}"
+        hit = reader.lookup(archs[in_flight])
+        if hit is not None:  # either whole or absent
+            genuine(hit, archs, archs[in_flight])
+            assert hit.donor != in_flight or hit.prefix_len == 4
+        assert reader.stats()["corrupt"] == 0
+        reader.close()
+        first = done[-1] + 2

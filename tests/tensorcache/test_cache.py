@@ -1,0 +1,176 @@
+"""TensorCache end to end on real tiers: API, lookup correctness, capacities, corruption, sharing."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tensorcache import LayerMap, TensorCache
+
+
+def layer_tensors(model: int, arch, width: int = 4):
+    """One {name: tensor} per position whose values identify (model, position)."""
+    return [{f"w{i}": np.full(width, model * 1000 + i, dtype=np.float32)} for i in range(len(arch))]
+
+
+def shared_prefix(a, b) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_api_as_documented(tmp_path):
+    cache = TensorCache(memory="2MB", disk=tmp_path / "cache.lmdb", disk_capacity="20MB", policy="donor-window",
+                        namespace="my-search")
+    cache.put("m17", [1, 2, 3], layer_tensors(17, [1, 2, 3]), score=0.91)
+    cache.put("m18", [1, 2, 0], layer_tensors(18, [1, 2, 0]), score=0.95, parent="m17")
+    hit = cache.lookup([1, 2, 4], parent="m17")
+    assert hit.donor == "m17" and hit.prefix_len == 2 and hit.indices == [0, 1]
+    assert [sorted(layer) for layer in hit.layers] == [["w0"], ["w1"]]
+    assert hit.layers[1]["w1"][0] == 17001
+    assert cache.lookup([1, 2, 4]).donor == "m18"  # no parent given: better score wins the tie
+    assert cache.lookup([0, 2, 3]) is None
+    stats = cache.stats()
+    assert stats["hits"] == 2 and stats["misses"] == 1 and stats["tiers"]["lmdb"]["used_bytes"] > 0
+    cache.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(models=st.lists(st.tuples(st.lists(st.integers(0, 2), min_size=5, max_size=5), st.floats(0, 1)),
+                       min_size=1, max_size=12),
+       child=st.lists(st.integers(0, 2), min_size=5, max_size=5), parent_pick=st.integers(0, 20))
+def test_lookup_returns_longest_prefix_single_donor(models, child, parent_pick):
+    cache = TensorCache(memory="64MB", namespace="prop")
+    for m, (arch, score) in enumerate(models):
+        cache.put(f"m{m}", arch, layer_tensors(m, arch), score=score)
+    parent = f"m{parent_pick}" if parent_pick < len(models) else None
+    best = max(shared_prefix(arch, child) for arch, _ in models)
+    hit = cache.lookup(child, parent=parent)
+    if best == 0:
+        assert hit is None
+        return
+    assert hit.prefix_len == best and hit.indices == list(range(best))
+    donor = int(hit.donor[1:])
+    assert shared_prefix(models[donor][0], child) == best
+    tied = [m for m, (arch, _) in enumerate(models) if shared_prefix(arch, child) == best]
+    if parent is not None and int(parent[1:]) in tied:
+        assert donor == int(parent[1:])
+    else:
+        assert models[donor][1] == max(models[m][1] for m in tied)
+    for i, layer in enumerate(hit.layers):  # one donor's tensors only, each at its own position
+        assert np.all(layer[f"w{i}"] == donor * 1000 + i)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.lists(st.integers(0, 3), min_size=4, max_size=4), st.integers(1, 3000),
+                              st.booleans()), min_size=1, max_size=40),
+       policy=st.sampled_from(["fifo", "lru", "lfu", "donor-window", "evolution-aware"]))
+def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, ops, policy):
+    path = tmp_path_factory.mktemp("cap") / "c.lmdb"
+    cache = TensorCache(memory=20_000, disk=path, disk_capacity=60_000, policy=policy, namespace="cap")
+    stored = {}
+    for n, (arch, width, do_lookup) in enumerate(ops):
+        if do_lookup:
+            hit = cache.lookup(arch)
+            if hit is not None:
+                donor_arch = stored[hit.donor]
+                assert shared_prefix(donor_arch, arch) >= hit.prefix_len
+                d = int(hit.donor[1:])
+                for i, layer in zip(hit.indices, hit.layers):
+                    assert np.all(layer[f"w{i}"] == d * 1000 + i)
+        cache.put(f"m{n}", arch, layer_tensors(n, arch, width), score=n)
+        stored[f"m{n}"] = arch
+        cache.notify_evaluation()
+        for name, tier in cache.stats()["tiers"].items():
+            assert tier["used_bytes"] <= tier["capacity"], name
+    cache.close()
+
+
+def test_eviction_demotes_to_disk_and_hit_promotes_back(tmp_path):
+    blob = 40_000  # bytes per layer, so the memory tier holds only a few layers
+    cache = TensorCache(memory=100_000, disk=tmp_path / "c.lmdb", disk_capacity="10MB", policy="fifo")
+    for m in range(4):
+        cache.put(f"m{m}", [m, 0], [{"a": np.full(blob // 4, m, np.float32)}, {"b": np.ones(10, np.float32) * m}])
+    assert cache.stats()["evictions"].get("memory:capacity", 0) > 0
+    hit = cache.lookup([0, 0])
+    assert hit.donor == "m0" and hit.tier == "lmdb" and hit.prefix_len == 2
+    assert cache.lookup([0, 0]).tier == "memory"  # promoted on the first hit
+    assert cache.stats()["promotions"] >= 1
+
+
+def test_corrupt_disk_payload_is_a_miss_and_is_dropped(tmp_path, caplog):
+    cache = TensorCache(memory=0, disk=tmp_path / "c.lmdb", policy="lru")
+    cache.put("m0", [1], [{"w": np.arange(64, dtype=np.float32)}])
+    tier = cache._slots[0].tier
+    digest = next(iter(cache._slots[0].refs))
+    raw = bytearray(tier.get(digest))
+    raw[-1] ^= 0xFF
+    tier.delete(digest)
+    tier.put(digest, bytes(raw))
+    assert cache.lookup([1]) is None
+    assert cache.stats()["corrupt"] == 1
+    assert "digest mismatch" in caplog.text
+    assert cache.lookup([1]) is None  # dropped, not re-read
+
+
+def test_compatible_mode_serves_matching_layers_anywhere():
+    lmap = LayerMap.generic(3, mode="compatible")
+    own = LayerMap(tuple(type(s)(s.name, s.params, (int(s.name),)) for s in lmap.layers), "compatible")
+    cache = TensorCache(memory="1MB")
+    cache.put("a", [1, 1, 1], layer_tensors(1, [1, 1, 1]), layer_map=own)
+    hit = cache.lookup([2, 1, 1], layer_map=own)
+    assert hit.donor == "a" and hit.indices == [1, 2] and hit.prefix_len == 0
+
+
+def test_bad_input_is_rejected_with_the_bad_value():
+    with pytest.raises(ValueError, match="2GiBx"):
+        TensorCache(memory="2GiBx")
+    with pytest.raises(ValueError, match="nope"):
+        TensorCache(policy="nope")
+    cache = TensorCache(memory="1MB")
+    with pytest.raises(ValueError, match="arch"):
+        cache.put("m", [1, -2], layer_tensors(0, [1, 2]))
+    with pytest.raises(ValueError, match="3 layer dicts"):
+        cache.put("m", [1, 2], layer_tensors(0, [1, 2, 3]))
+    with pytest.raises(ValueError, match="arch"):
+        cache.lookup(["x"])
+
+
+WRITER = """
+import sys, numpy as np
+from tensorcache import TensorCache
+path, worker = sys.argv[1], int(sys.argv[2])
+cache = TensorCache(memory="1MB", disk=path, policy="lru", namespace="shared")
+def layers(m, n): return [{f"w{i}": np.full(4, m * 1000 + i, dtype=np.float32)} for i in range(n)]
+for m in range(10):
+    cache.put(f"w{worker}m{m}", [worker, m], layers(worker * 100 + m, 2))
+cache.put("same", [9, 9], layers(999, 2))  # both processes put the same donor
+cache.close()
+"""
+
+
+def test_processes_on_one_node_share_models_through_lmdb(tmp_path):
+    path = str(tmp_path / "c.lmdb")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, path, str(w)]) for w in (1, 2)]
+    for p in procs:
+        assert p.wait(120) == 0
+    reader = TensorCache(memory="1MB", disk=path, policy="lru", namespace="shared")
+    for w in (1, 2):
+        for m in range(10):
+            hit = reader.lookup([w, m])
+            assert hit.donor == f"w{w}m{m}" and hit.tier == "lmdb"
+            assert hit.layers[1]["w1"][0] == (w * 100 + m) * 1000 + 1
+    assert reader.lookup([9, 9]).prefix_len == 2
+    assert reader.stats()["models"] == 21
+
+
+def test_a_put_that_evicts_its_own_first_layers_keeps_the_rest():
+    layer = {"w": np.zeros(1000, np.float32)}
+    one = len(__import__("tensorcache.payload", fromlist=["encode"]).encode(layer["w"])[1])
+    cache = TensorCache(memory=int(one * 1.5), policy="fifo")
+    cache.put("m0", [0, 1], [{"w": np.zeros(1000, np.float32)}, {"w": np.ones(1000, np.float32)}])
+    assert cache.stats()["tiers"]["memory"]["used_bytes"] <= int(one * 1.5)
+    assert cache.lookup([0, 1]) is None  # layer 0 was evicted: no unbroken run from layer 0 remains
+    assert cache.lookup([0, 1], layer_map=LayerMap.generic(2, mode="compatible")).indices == [1]

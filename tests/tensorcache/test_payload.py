@@ -1,0 +1,79 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from tensorcache.payload import MAGIC, PayloadError, decode, encode, header
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.bool, torch.uint8])
+def test_torch_round_trip_keeps_dtype_shape_and_bits(dtype):
+    t = (torch.randn(3, 5) * 10).to(dtype)
+    key, blob, ref = encode(t)
+    arr, name = decode(key, bytes(blob))
+    assert name == str(dtype).removeprefix("torch.") == ref["dtype"]
+    assert arr.shape == (3, 5) and not arr.flags.writeable
+    back = torch.from_numpy(arr.copy())
+    if dtype == torch.bfloat16:
+        back = back.view(torch.bfloat16)
+    assert torch.equal(back, t)
+
+
+@given(st.lists(st.floats(allow_nan=False, width=32), max_size=50))
+def test_identical_tensors_share_a_key_and_different_ones_do_not(values):
+    a = np.array(values, dtype=np.float32)
+    assert encode(a)[0] == encode(a.copy())[0]
+    assert encode(a)[0] != encode(a.reshape(1, -1))[0]  # same bytes, other shape: another payload
+    b = np.append(a, np.float32(1.0))
+    assert encode(a)[0] != encode(b)[0]
+
+
+def test_flipped_byte_and_truncation_are_detected():
+    key, blob, _ = encode(np.arange(100, dtype=np.float32))
+    bad = bytearray(blob)
+    bad[-7] ^= 0x40
+    with pytest.raises(PayloadError, match="digest"):
+        decode(key, bytes(bad))
+    with pytest.raises(PayloadError, match="length"):
+        decode(key, bytes(blob[:-4]))
+    arr, _ = decode(key, bytes(bad), verify=False)  # unverified reads are possible but not the default
+    assert arr.shape == (100,)
+
+
+def _forged(meta: dict, payload: bytes = b"") -> bytes:
+    raw = json.dumps(meta).encode()
+    return MAGIC + struct.pack("<I", len(raw)) + raw + payload
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"dtype": "object", "shape": [1], "nbytes": 8}, "dtype"),
+    ({"dtype": "float32", "shape": [2**40, 2**40], "nbytes": 4}, "shape|bytes"),
+    ({"dtype": "float32", "shape": [-1], "nbytes": 4}, "shape"),
+    ({"dtype": "float32", "shape": [1], "nbytes": 2**50}, "length"),
+    ({"dtype": "float32", "shape": [3], "nbytes": 8}, "make"),
+    ({"dtype": "float32", "shape": [1] * 20, "nbytes": 4}, "shape"),
+])
+def test_hostile_headers_are_rejected_before_trusting_sizes(meta, match):
+    with pytest.raises(PayloadError, match=match):
+        decode(b"\0" * 16, _forged(meta, b"\0" * 4))
+
+
+def test_garbage_is_not_a_payload():
+    for junk in [b"", b"PK\x03\x04" + b"\0" * 20, b"\x80\x04\x95pickle", MAGIC + struct.pack("<I", 10**6)]:
+        with pytest.raises(PayloadError):
+            decode(b"\0" * 16, junk)
+
+
+def test_header_is_canonical():
+    assert header("float32", (2, 3), 24) == header("float32", (2, 3), 24)
+    with pytest.raises(TypeError, match="unsupported dtype|expected"):
+        encode([1, 2, 3])
+
+
+def test_zero_dim_tensors_keep_their_shape():
+    key, blob, ref = encode(torch.tensor(7, dtype=torch.int64))
+    arr, _ = decode(key, bytes(blob))
+    assert arr.shape == () and ref["shape"] == [] and int(arr) == 7

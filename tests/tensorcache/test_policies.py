@@ -1,0 +1,507 @@
+"""Eviction policies: exact victim orders on hand-made sequences, the registry, donor-window windows,
+the evolution-aware value model and its donor-window fallback, Belady, and held-key invariants."""
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tensorcache import policies
+from tensorcache.policies import (LFU, LRU, POLICIES, Belady, DonorWindow, EvolutionAware, FIFO, Policy,
+                                  make_policy, register_policy)
+
+
+def drain(policy):
+    """Evict everything, returning the victims in order (as a tier does: victim, then on_remove)."""
+    out = []
+    while len(policy):
+        key = policy.victim()
+        policy.on_remove(key)
+        out.append(key)
+    return out
+
+
+def insert_model(policy, model, sizes, deps=None):
+    for i, size in enumerate(sizes):
+        policy.on_insert((model, i), size, model, tuple(range(i + 1)) if deps is None else deps[i])
+
+
+# ------------------------------------------------------------------------------- baselines
+def test_fifo_ignores_hits_and_reinsert_moves_to_the_back():
+    p = FIFO()
+    for k in "abc":
+        p.on_insert(k, 1, "m")
+    p.on_hit("a")
+    p.on_insert("b", 1, "m")
+    assert drain(p) == ["a", "c", "b"]
+
+
+def test_lru_hits_refresh_recency():
+    p = LRU()
+    for k in "abcd":
+        p.on_insert(k, 1, "m")
+    p.on_hit("a")
+    p.on_hit("c")
+    p.on_hit("zz")  # not held: ignored
+    assert drain(p) == ["b", "d", "a", "c"]
+
+
+def test_lfu_counts_hits_and_breaks_ties_by_recency():
+    p = LFU()
+    for k in "abcd":
+        p.on_insert(k, 1, "m")
+    for k in "acdac":  # a: 2, b: 0, c: 2 (last hit later than a's), d: 1
+        p.on_hit(k)
+    assert drain(p) == ["b", "d", "a", "c"]
+
+
+def test_lfu_reinsert_resets_the_count():
+    p = LFU()
+    p.on_insert("a", 1, "m")
+    p.on_insert("b", 1, "m")
+    p.on_hit("a")
+    p.on_insert("a", 1, "m")
+    assert drain(p) == ["b", "a"]  # both at 0 hits; b is the less recent
+
+
+@pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
+def test_empty_policy_raises_lookup_error(name):
+    p = make_policy(name)
+    with pytest.raises(LookupError, match=name):
+        p.victim()
+    p.on_insert(("m", 0), 1, "m")
+    p.on_remove(("m", 0))
+    p.on_remove(("m", 0))  # removing twice is harmless
+    assert len(p) == 0 and ("m", 0) not in p
+    with pytest.raises(LookupError):
+        p.victim()
+    with pytest.raises(ValueError, match="-5"):
+        p.on_insert(("m", 1), -5, "m")
+
+
+# ---------------------------------------------------------------------------- donor window
+def test_donor_window_evicts_least_popular_model_deepest_layer_first():
+    p = DonorWindow()
+    insert_model(p, "x", [1, 1, 1])
+    insert_model(p, "y", [1, 1])
+    insert_model(p, "z", [1])
+    p.on_donation("y")
+    assert p.victim() == ("x", 2)
+    assert drain(p) == [("x", 2), ("x", 1), ("x", 0), ("z", 0), ("y", 1), ("y", 0)]
+
+
+@pytest.mark.parametrize("touch", ["hit", "insert", "donation"])
+def test_donor_window_ties_go_to_the_least_recently_touched_model(touch):
+    p = DonorWindow()
+    insert_model(p, "x", [1, 1])
+    insert_model(p, "z", [1])
+    p.on_donation("w")  # w holds nothing; x and z both have popularity 0... until x is touched:
+    if touch == "hit":
+        p.on_hit(("x", 0))
+    elif touch == "insert":
+        p.on_insert(("x", 2), 1, "x")
+    else:
+        p.on_donation("x")
+        p.on_donation("z")  # equal popularity again; z's donation is the more recent
+        assert drain(p) == [("x", 1), ("x", 0), ("z", 0)]
+        return
+    assert drain(p)[0] == ("z", 0)
+
+
+def test_donor_window_expiry_a_donor_popular_long_ago_loses_to_a_recent_one():
+    p = DonorWindow(window=3)
+    p.on_insert(("a", 0), 1, "a")
+    p.on_insert(("b", 0), 1, "b")
+    p.on_donation("a")
+    p.on_donation("a")
+    p.on_evaluation()
+    p.on_evaluation()
+    p.on_donation("b")
+    assert (p.popularity("a"), p.popularity("b")) == (2, 1)
+    assert p.victim() == ("b", 0)
+    p.on_evaluation()  # clock 3: the donations of evaluation 0 are still among the last 3
+    assert p.victim() == ("b", 0)
+    p.on_evaluation()  # clock 4: they expire
+    assert (p.popularity("a"), p.popularity("b")) == (0, 1)
+    assert p.victim() == ("a", 0)
+    for _ in range(2):
+        p.on_evaluation()
+    assert p.popularity("b") == 0
+    assert p.victim() == ("a", 0)  # tie at 0: a was touched least recently
+
+
+def test_donor_window_size_aware_ranks_donations_per_held_byte():
+    def run(size_aware):
+        p = DonorWindow(size_aware=size_aware)
+        insert_model(p, "a", [500, 500])
+        p.on_insert(("b", 0), 300, "b")
+        for m in "aab":
+            p.on_donation(m)
+        return drain(p)
+
+    assert run(False) == [("b", 0), ("a", 1), ("a", 0)]
+    # a: 2 donations / 1000 B < b: 1 / 300 B; once a holds 500 B it is worth 2/500 > 1/300
+    assert run(True) == [("a", 1), ("b", 0), ("a", 0)]
+
+
+def test_donor_window_rejects_a_bad_window():
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="window"):
+            DonorWindow(window=bad)
+
+
+# ------------------------------------------------------------------------- evolution aware
+def test_evolution_aware_ranks_live_members_by_donor_chance_times_lifetime():
+    p = EvolutionAware()
+    for m in ("top", "mid", "old"):  # inserted newest-last: recency alone would evict top first
+        p.on_insert((m, 0), 100, m)
+    p.update_population([("old", 0.1), ("mid", 0.5), ("top", 0.9)], population_size=3, sample_size=2)
+    # P(donor) with 2 draws from 3: old (1/3)^2, mid (2/3)^2-(1/3)^2, top 1-(2/3)^2; lifetimes 1, 2, 3
+    assert p.reuse(("old", 0)) == pytest.approx(1 / 9)
+    assert p.reuse(("mid", 0)) == pytest.approx(2 / 3)
+    assert p.reuse(("top", 0)) == pytest.approx(5 / 3)
+    assert drain(p) == [("old", 0), ("mid", 0), ("top", 0)]
+
+
+def test_evolution_aware_lifetime_counts_the_free_places_of_a_filling_population():
+    p = EvolutionAware()
+    p.on_insert(("a", 0), 1, "a")
+    p.update_population([("a", 1.0)], population_size=4, sample_size=1)
+    assert p.reuse(("a", 0)) == pytest.approx(4.0)  # sole member, dies after 3 more arrivals + 1 step
+
+
+def test_evolution_aware_splits_tied_scores_evenly():
+    p = EvolutionAware()
+    for m in "abc":
+        p.on_insert((m, 0), 1, m)
+    p.update_population([("a", 0.5), ("b", 0.5), ("c", None)], population_size=3, sample_size=2)
+    # c (no score) is worst: P(c) = (1/3)^2; a and b share 1 - (1/3)^2
+    assert p.reuse(("c", 0)) == pytest.approx(1 / 9 * 3)
+    assert p.reuse(("a", 0)) == pytest.approx(4 / 9 * 1)
+    assert p.reuse(("b", 0)) == pytest.approx(4 / 9 * 2)
+
+
+def test_evolution_aware_evicts_a_dead_model_before_live_ones():
+    p = EvolutionAware()
+    p.on_insert(("b", 0), 10, "b")
+    p.on_insert(("a", 0), 10, "a")
+    p.update_population([("a", 0.9), ("b", 0.1)], population_size=2, sample_size=1)
+    p.on_insert(("c", 0), 10, "c")
+    p.update_population([("b", 0.1), ("c", 0.5)], population_size=2, sample_size=1)
+    for _ in range(5):  # a is popular and recently used, but it left the population
+        p.on_donation("a")
+        p.on_hit(("a", 0))
+    assert p.reuse(("a", 0)) == 0.0
+    assert drain(p) == [("a", 0), ("b", 0), ("c", 0)]  # b: 1/2 x 1, c: 1/2 x 2
+
+
+def test_evolution_aware_newcomers_rank_like_the_median_member_until_they_age_out():
+    p = EvolutionAware()
+    for m in ("c", "b", "a"):
+        p.on_insert((m, 0), 1, m)
+    members = [("a", 0.1), ("b", 0.5), ("c", 0.9)]
+    p.update_population(members, population_size=3, sample_size=2)
+    p.on_insert(("n", 0), 1, "n")  # finished after the last update: newest member, median score
+    assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 3)
+    assert [p.victim()] == [("a", 0)]
+    p.update_population(members, population_size=3, sample_size=2)  # still not listed: one step older
+    assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 2)
+    p.update_population(members, population_size=3, sample_size=2)
+    p.update_population(members, population_size=3, sample_size=2)
+    assert p.reuse(("n", 0)) == 0.0
+    assert drain(p) == [("n", 0), ("a", 0), ("b", 0), ("c", 0)]
+
+
+def test_evolution_aware_mutation_histogram_decides_which_layers_survive():
+    def order(position):
+        p = EvolutionAware()
+        p.on_insert(("m", 0), 10, "m", (0,))
+        p.on_insert(("m", 1), 30, "m", (3,))  # deeper and bigger
+        p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+        for _ in range(20):
+            p.observe_mutation(position)
+        return drain(p)
+
+    assert order(0) == [("m", 0), ("m", 1)]  # (1 - 21/24) / 10 B < (1 - 1/24) / 30 B
+    assert order(3) == [("m", 1), ("m", 0)]
+
+
+def test_evolution_aware_equally_worthless_layers_go_biggest_first():
+    p = EvolutionAware()
+    for i, size in enumerate([10, 30, 20]):
+        p.on_insert(("m", i), size, "m", (0, i + 1))
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    for _ in range(50):
+        p.observe_mutation(0)  # every child breaks every layer: equal (small) reuse, so bytes decide
+    covers = {p.reuse(("m", i)) for i in range(3)}
+    assert len(covers) == 1 and covers.pop() == pytest.approx(1 - 52 / 54)
+    assert drain(p) == [("m", 1), ("m", 2), ("m", 0)]
+
+
+def test_evolution_aware_counts_repeated_dependencies_once():
+    p = EvolutionAware()
+    p.on_insert(("m", 0), 1, "m", (1, 1, 1))
+    p.on_insert(("m", 1), 1, "m", (1,))
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    assert p.reuse(("m", 0)) == p.reuse(("m", 1)) == pytest.approx(1 / 2)
+
+
+def test_evolution_aware_layer_depending_on_every_position_is_worth_nothing():
+    p = EvolutionAware()
+    insert_model(p, "m", [1, 1, 1])  # prefix deps: the last layer depends on positions 0..2
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    assert p.reuse(("m", 2)) == 0.0 and p.reuse(("m", 0)) == pytest.approx(2 / 3)
+    assert drain(p) == [("m", 2), ("m", 1), ("m", 0)]
+
+
+def test_evolution_aware_ties_follow_recency_updates_after_a_ranking():
+    p = EvolutionAware()
+    p.on_insert(("d1", 0), 1, "d1")
+    p.on_insert(("d2", 0), 1, "d2")
+    p.on_insert(("d3", 0), 1, "d3")
+    p.update_population([("d1", 1.0), ("d2", 1.0), ("d3", 1.0)], 3, 1)
+    p.update_population([("live", 1.0)], 3, 1)  # all three are dead now: value 0, ties by recency
+    assert p.victim() == ("d1", 0)  # ranks everything
+    p.on_hit(("d1", 0))
+    assert p.victim() == ("d2", 0)
+    p.on_donation("d2")
+    p.on_insert(("d3", 1), 1, "d3")  # inserted after the ranking, into the same tie
+    assert drain(p) == [("d1", 0), ("d2", 0), ("d3", 1), ("d3", 0)]
+
+
+def random_ops(seed, n=600):
+    rng = random.Random(seed)
+    ops = []
+    for _ in range(n):
+        m, layer = f"m{rng.randrange(12)}", rng.randrange(4)
+        ops.append((rng.choice(["insert", "insert", "hit", "donate", "eval", "remove", "evict"]), m, layer,
+                    rng.randint(1, 100)))
+    return ops
+
+
+def apply(policy, op, m, layer, size):
+    """One random operation; returns the victim for 'evict' (None when empty)."""
+    key = (m, layer)
+    if op == "insert":
+        policy.on_insert(key, size, m, tuple(range(layer + 1)))
+    elif op == "hit":
+        policy.on_hit(key)
+    elif op == "donate":
+        policy.on_donation(m)
+    elif op == "eval":
+        policy.on_evaluation()
+    elif op == "remove":
+        policy.on_remove(key)
+    elif len(policy):
+        victim = policy.victim()
+        policy.on_remove(victim)
+        return victim
+    return None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_evolution_aware_without_population_state_behaves_like_donor_window(seed):
+    ref, p = DonorWindow(window=5), EvolutionAware(window=5)
+    ops = random_ops(seed)
+    for op in ops[:300]:
+        assert apply(p, *op) == apply(ref, *op)
+    p.update_population([("m1", 0.3), ("m2", 0.7)], population_size=4, sample_size=2)
+    differ = 0
+    for op in ops[300:450]:  # the population takes over; both evict its choice to stay comparable
+        if op[0] == "evict" and len(p):
+            own, theirs = p.victim(), ref.victim()
+            differ += own != theirs
+            op = ("remove", *own, 0)
+        apply(p, *op)
+        apply(ref, *op)
+    assert differ > 0
+    p.update_population([], population_size=4, sample_size=2)  # state withdrawn: back to the fallback
+    for op in ops[450:]:
+        assert apply(p, *op) == apply(ref, *op)
+
+
+def test_evolution_aware_rejects_bad_state():
+    p = EvolutionAware()
+    with pytest.raises(ValueError, match="exceed"):
+        p.update_population([("a", 1.0), ("b", 2.0)], population_size=1, sample_size=1)
+    with pytest.raises(ValueError, match="sample_size"):
+        p.update_population([("a", 1.0)], population_size=2, sample_size=0)
+    for bad in (-1, 2.5, "3"):
+        with pytest.raises(ValueError, match="mutation position"):
+            p.observe_mutation(bad)
+    with pytest.raises(ValueError, match="deps.*-2"):
+        p.on_insert(("a", 0), 1, "a", (0, -2))
+    p.observe_mutation(np.int64(2))  # numpy ints are positions too
+    p.on_insert(("a", 0), 1, "a", (np.int64(0),))
+    assert len(p) == 1
+
+
+# ------------------------------------------------------------------------------------ Belady
+def test_belady_evicts_the_farthest_next_use_and_follows_time():
+    p = Belady({"a": [5], "b": [9, 2], "c": [7], "e": [], "f": [1]})
+    for key, size in [("a", 10), ("b", 10), ("c", 10), ("d", 10)]:
+        p.on_insert(key, size, "m")
+    assert p.victim() == "d"  # never requested
+    p.on_remove("d")
+    assert p.victim() == "c"  # next uses: a 5, b 2, c 7
+    p.set_time(3)
+    assert p.victim() == "b"  # b's next use is now 9
+    p.on_remove("b")
+    p.set_time(6)
+    assert p.victim() == "a"  # a is never requested again; c at 7
+    p.set_time(7)
+    assert p.victim() == "a"  # c's use at 7 is still ahead ("at or after t")
+    p.set_time(8)
+    p.on_insert("e", 5, "m")
+    p.on_insert("f", 50, "m")
+    p.on_insert("g", 5, "m")
+    assert drain(p) == ["f", "a", "c", "e", "g"]  # all never again: bigger first, then inserted earlier
+    with pytest.raises(ValueError, match="back"):
+        p.set_time(2)
+
+
+def test_belady_is_a_registered_policy():
+    p = make_policy("belady", next_uses={("m", 0): [3]})
+    assert isinstance(p, Belady) and p.name == "belady"
+    p.on_insert(("m", 0), 1, "m")
+    p.on_hit(("m", 0))
+    p.on_donation("m")
+    p.on_evaluation()
+    assert len(p) == 1 and ("m", 0) in p and drain(p) == [("m", 0)]
+
+
+# ---------------------------------------------------------------------------------- registry
+class MRU(Policy):
+    """Evicts the most recently inserted entry (a user-defined policy)."""
+
+    name = "mru"
+
+    def __init__(self, start=0):
+        self.stack = []
+
+    def on_insert(self, key, size, model_id, deps=()):
+        self.stack.append(key)
+
+    def on_remove(self, key):
+        self.stack.remove(key)
+
+    def victim(self):
+        if not self.stack:
+            raise LookupError("empty")
+        return self.stack[-1]
+
+    def __len__(self):
+        return len(self.stack)
+
+    def __contains__(self, key):
+        return key in self.stack
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    monkeypatch.setattr(policies, "POLICIES", dict(POLICIES))
+    return policies.POLICIES
+
+
+def test_registry_has_every_builtin():
+    assert {"fifo", "lru", "lfu", "donor-window", "evolution-aware", "belady"} <= set(POLICIES)
+    assert all(POLICIES[name].name == name for name in POLICIES)
+
+
+def test_make_policy_by_name_class_and_object():
+    assert isinstance(make_policy("lru"), LRU)
+    assert make_policy("donor-window", window=7, size_aware=True).window == 7
+    assert isinstance(make_policy(LFU), LFU)
+    obj = EvolutionAware()
+    assert make_policy(obj) is obj
+    with pytest.raises(ValueError, match="window"):
+        make_policy(obj, window=3)
+    with pytest.raises(TypeError):
+        make_policy("lru", window=3)
+
+
+def test_unknown_names_and_bad_specs_are_rejected():
+    with pytest.raises(ValueError) as err:
+        make_policy("nope")
+    assert "'nope'" in str(err.value)
+    assert all(name in str(err.value) for name in ("fifo", "lru", "lfu", "donor-window", "belady"))
+    for bad in (42, dict, None):
+        with pytest.raises(TypeError):
+            make_policy(bad)
+    with pytest.raises(TypeError):
+        Policy()
+
+
+def test_user_defined_policy_registered_by_name(registry):
+    register_policy("mru", MRU)
+    register_policy("mru", MRU)  # same class again is fine
+    assert registry["mru"] is MRU
+    p = make_policy("mru", start=1)
+    for k in "abc":
+        p.on_insert(k, 1, "m")
+    assert drain(p) == ["c", "b", "a"]
+    with pytest.raises(ValueError, match="already taken"):
+        register_policy("fifo", MRU)
+    with pytest.raises(TypeError, match="Policy subclass"):
+        register_policy("dict", dict)
+    with pytest.raises(ValueError, match="non-empty"):
+        register_policy("", MRU)
+    assert "dict" not in registry and "" not in registry
+
+
+# -------------------------------------------------------------------------------- invariants
+NEXT_USES = {(f"m{m}", l): sorted({(m * 7 + l * 3 + k * 11) % 40 for k in range(3)})
+             for m in range(6) for l in range(4)}
+
+
+def build(name):
+    return make_policy(name, next_uses=NEXT_USES) if name == "belady" else make_policy(name)
+
+
+OP = st.tuples(st.sampled_from(["insert", "insert", "hit", "donate", "eval", "remove", "evict", "population",
+                                "mutation", "time"]),
+               st.integers(0, 5), st.integers(0, 3), st.integers(0, 50))
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(["fifo", "lru", "lfu", "donor-window", "evolution-aware", "belady"]),
+       ops=st.lists(OP, max_size=80))
+def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
+    p = build(name)
+    sizes, t = {}, 0
+    for op, m, layer, x in ops:
+        model, key = f"m{m}", (f"m{m}", layer)
+        if op == "insert":
+            p.on_insert(key, x, model, tuple(range(layer + 1)))
+            sizes[key] = x
+        elif op == "hit":
+            p.on_hit(key)
+        elif op == "donate":
+            p.on_donation(model)
+        elif op == "eval":
+            p.on_evaluation()
+        elif op == "remove":
+            p.on_remove(key)
+            sizes.pop(key, None)
+        elif op == "evict" and sizes:
+            victim = p.victim()
+            assert victim in sizes
+            p.on_remove(victim)
+            del sizes[victim]
+        elif op == "population" and hasattr(p, "update_population"):
+            p.update_population([(f"m{i}", float(i * x % 7)) for i in range(m)], 6, 1 + x % 3)
+        elif op == "mutation" and hasattr(p, "observe_mutation"):
+            p.observe_mutation(layer)
+        elif op == "time" and hasattr(p, "set_time"):
+            t += x
+            p.set_time(t)
+        assert len(p) == len(sizes) and all(k in p for k in sizes)
+        if not sizes:
+            with pytest.raises(LookupError):
+                p.victim()
+            continue
+        victim = p.victim()
+        assert victim in sizes
+        if isinstance(p, EvolutionAware) and p.has_population:  # lowest expected reuse per byte
+            per_byte = {k: p.reuse(k) / max(s, 1) for k, s in sizes.items()}
+            assert per_byte[victim] <= min(per_byte.values()) + 1e-12

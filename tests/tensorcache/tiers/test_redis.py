@@ -1,0 +1,194 @@
+import logging
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+import redis
+
+from tensorcache.tiers import RedisTier, Tier
+
+
+@pytest.fixture
+def raw(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def tier(redis_url, redis_namespace):
+    tier = RedisTier(redis_url, capacity=1 << 30, namespace=redis_namespace, chunk_size=1000, required=True)
+    yield tier
+    tier.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _unreachable_warnings(caplog) -> list[str]:
+    return [r.message for r in caplog.records if "unreachable" in r.message]
+
+
+def test_round_trip_accounting_delete_and_contains(tier):
+    assert isinstance(tier, Tier) and tier.name == "redis" and tier.shared
+    assert tier.put(b"a", b"1234") and tier.put(b"empty", b"") and tier.put(b"view", memoryview(b"xy"))
+    assert tier.put(b"a", b"another value")  # present already: kept, not counted twice
+    assert tier.get(b"a") == b"1234" and tier.get(b"empty") == b"" and tier.get(b"nope") is None
+    assert tier.used_bytes() == 6
+    assert b"a" in tier and b"empty" in tier and b"nope" not in tier
+    tier.delete(b"a")
+    tier.delete(b"nope")
+    assert tier.get(b"a") is None and b"a" not in tier and tier.used_bytes() == 2
+
+
+def test_large_values_are_chunked_and_removed_whole(tier, raw, redis_namespace):
+    prefix = f"tc:{redis_namespace}:".encode()
+    exact, big = os.urandom(1000), os.urandom(3500)
+    assert tier.put(b"exact", exact) and tier.put(b"big", big)
+    assert tier.get(b"exact") == exact and tier.get(b"big") == big
+    assert sorted(raw.keys(prefix + b"*")) == sorted(
+        [prefix + k for k in (b"used", b"v:exact", b"m:big")] + [prefix + b"c:big:c%d" % i for i in range(4)])
+    assert tier.used_bytes() == 4500
+    tier.delete(b"big")
+    assert sorted(raw.keys(prefix + b"*")) == [prefix + b"used", prefix + b"v:exact"]
+    assert tier.used_bytes() == 1000
+
+
+@pytest.mark.parametrize("damage", ["missing", "short", "manifest"])
+def test_damaged_chunked_value_is_a_miss(tier, raw, redis_namespace, damage, caplog):
+    prefix = f"tc:{redis_namespace}:".encode()
+    tier.put(b"big", os.urandom(2500))
+    if damage == "missing":
+        raw.delete(prefix + b"c:big:c1")
+    elif damage == "short":
+        raw.set(prefix + b"c:big:c2", b"x")
+    else:
+        raw.set(prefix + b"m:big", b"garbage")
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        assert tier.get(b"big") is None
+        assert tier.get(b"big") is None
+    assert len(caplog.records) == 1
+
+
+def test_namespaces_never_collide(redis_url, redis_namespace):
+    first = RedisTier(redis_url, capacity=100, namespace=redis_namespace + "-1")
+    second = RedisTier(redis_url, capacity=100, namespace=redis_namespace + "-2")
+    try:
+        first.put(b"k", b"one")
+        first.append_log(b"log one")
+        assert second.get(b"k") is None and b"k" not in second and second.used_bytes() == 0
+        assert second.read_log(0) == ([], 0)
+        second.put(b"k", b"two!")
+        assert first.get(b"k") == b"one" and second.get(b"k") == b"two!" and first.used_bytes() == 3
+    finally:
+        for t in (first, second):
+            t.delete(b"k")
+            t.close()
+
+
+def test_log_is_ordered_pages_and_is_shared(redis_url, tier, redis_namespace):
+    other = RedisTier(redis_url, capacity=100, namespace=redis_namespace)
+    assert tier.read_log(0) == ([], 0)
+    for i in range(4):
+        (tier if i % 2 else other).append_log(b"r%d" % i)
+    records, nxt = other.read_log(0)
+    assert records == [b"r0", b"r1", b"r2", b"r3"] and nxt == 4
+    assert tier.read_log(2) == ([b"r2", b"r3"], 4)
+    other.append_log(b"r4")
+    assert tier.read_log(nxt) == ([b"r4"], 5) and tier.read_log(5) == ([], 5)
+    other.close()
+
+
+def test_concurrent_puts_of_one_key_count_it_once(redis_url, tier, redis_namespace):
+    clients = [RedisTier(redis_url, capacity=1 << 20, namespace=redis_namespace, chunk_size=1000) for _ in range(4)]
+    values = {b"k%d" % i: os.urandom(700 + 300 * (i % 3)) for i in range(30)}  # some are chunked
+    threads = [threading.Thread(target=lambda c=c: [c.put(k, v) for k, v in values.items()]) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(tier.get(k) == v for k, v in values.items())
+    assert tier.used_bytes() == sum(map(len, values.values()))
+    for c in clients:
+        c.close()
+
+
+def test_server_errors_are_misses_warned_once(tier, raw, redis_namespace, caplog):
+    raw.set(f"tc:{redis_namespace}:log".encode(), b"not a list")
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        tier.append_log(b"r")
+        tier.append_log(b"r")
+        assert tier.read_log(0) == ([], 0)
+    assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 2  # one per kind: append, read
+    assert tier.put(b"k", b"v") and tier.get(b"k") == b"v"
+
+
+def test_dead_server_costs_no_timeouts_and_is_used_again_after_restart(redis_server, caplog):
+    tier = RedisTier(redis_server.url, capacity=1 << 20, namespace="fault", required=True)
+    assert tier.put(b"before", b"1") and tier.used_bytes() == 1
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        start = time.monotonic()
+        for i in range(200):
+            assert tier.get(b"before") is None
+            assert not tier.put(b"k%d" % i, b"v")
+            assert b"before" not in tier
+            tier.append_log(b"lost")
+        assert tier.read_log(0) == ([], 0)
+        assert tier.used_bytes() == 1  # the last count the server gave
+        assert time.monotonic() - start < 1.0
+        redis_server.start()  # same port, empty server (no persistence)
+        deadline = time.monotonic() + 5.0
+        while not tier.put(b"after", b"22"):
+            assert time.monotonic() < deadline, "the tier did not come back after the server did"
+            time.sleep(0.05)
+    assert tier.get(b"after") == b"22" and tier.used_bytes() == 2
+    assert _unreachable_warnings(caplog) == [
+        f"redis at 127.0.0.1:{redis_server.port} unreachable; continuing on local tiers (ConnectionError)"]
+    tier.close()
+
+
+def test_a_silent_server_times_out_once_then_is_skipped(caplog):
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+        with caplog.at_level(logging.WARNING, logger="tensorcache"):
+            start = time.monotonic()
+            tier = RedisTier(url, capacity=100, namespace="silent", socket_timeout=0.2)
+            assert 0.15 < time.monotonic() - start < 1.0
+            start = time.monotonic()
+            assert all(tier.get(b"k") is None for _ in range(100))
+            assert time.monotonic() - start < 0.1
+        assert len(_unreachable_warnings(caplog)) == 1
+        tier.close()
+
+
+def test_unreachable_server_required_or_not_and_password_never_shown(caplog):
+    url = f"redis://admin:hunter2@127.0.0.1:{_closed_port()}/0?password=hunter2"
+    with pytest.raises(ConnectionError) as info:
+        RedisTier(url, capacity=100, namespace="x", required=True)
+    message = str(info.value)
+    assert "\n" not in message and "unreachable" in message and "hunter2" not in message
+    assert "redis://admin:***@127.0.0.1" in message
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        tier = RedisTier(url, capacity=100, namespace="x")
+        assert tier.get(b"k") is None and not tier.put(b"k", b"v")
+    assert len(_unreachable_warnings(caplog)) == 1
+    assert "hunter2" not in repr(tier) and "hunter2" not in caplog.text
+    tier.close()
+
+
+def test_rejects_bad_arguments(redis_url):
+    with pytest.raises(ValueError, match="'a:b'"):
+        RedisTier(redis_url, capacity=1, namespace="a:b")
+    with pytest.raises(ValueError, match="chunk_size"):
+        RedisTier(redis_url, capacity=1, namespace="n", chunk_size=0)
+    with pytest.raises(ValueError, match=re.escape("bad redis URL 'http://u:***@h'")):
+        RedisTier("http://u:pw@h", capacity=1, namespace="n")
