@@ -31,8 +31,7 @@ class _Env:
     """An open environment and its databases; LMDB forbids opening one file twice in a process."""
 
     def __init__(self, path: str, map_size: int) -> None:
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=3, max_readers=_MAX_READERS,
-                             readahead=False, sync=False, metasync=False)
+        self.env = self._open(path, map_size)
         # No fsync per commit: a killed process loses nothing (the OS holds the pages) and every read
         # re-checks payload digests; only a machine crash can lose the newest entries of this cache.
         try:
@@ -43,6 +42,16 @@ class _Env:
             raise
         self.lock = threading.Lock()  # no transaction may be open in this process while the map is resized
         self.users = 0
+
+    @staticmethod
+    def _open(path: str, map_size: int) -> lmdb.Environment:
+        for _ in range(_MAX_TRIES):
+            try:
+                return lmdb.open(path, map_size=map_size, max_dbs=3, max_readers=_MAX_READERS,
+                                 readahead=False, sync=False, metasync=False)
+            except lmdb.MapResizedError:
+                pass  # another process grew the map between reading its size and the first transaction
+        raise lmdb.MapResizedError("the map kept growing while the environment was opened")
 
     def _open_dbs(self) -> list[lmdb._Database]:
         for _ in range(_MAX_TRIES):
