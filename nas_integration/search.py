@@ -79,8 +79,8 @@ class SearchSettings:
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
     window: int | None = None  # donor-window W in evaluations (default 4 x population: bench/policy_compare sweep)
-    locality_wait: float | None = None  # tabular: reserve a busy worker holding the parent if free within this
-    worker_memory: str | None = None  # tabular: each simulated worker's memory tier (default: --memory)
+    locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
+    worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: --memory)
     epochs: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
@@ -119,6 +119,12 @@ class SearchSettings:
                   (s.population >= 1, f"population must be >= 1, got {s.population}"),
                   (s.window >= 1, f"window must be >= 1 evaluations, got {s.window}"),
                   (1 <= s.sample <= s.population, f"sample must be in 1..population ({s.population}), got {s.sample}"),
+                  (s.locality_wait is None or s.evaluator == "tabular",
+                   "--locality-wait needs the tabular evaluator (it reports which tier served each transfer)"),
+                  (s.locality_wait is None or s.executor == "serial" or not s.cache
+                   or s.disk.lower() not in ("", "none") or s.redis,
+                   "--locality-wait with process or mpi workers needs a shared tier (--disk or --redis): the "
+                   "scheduler sees the workers' models through it"),
                   (s.evaluator == "tabular" or s.executor != "serial" or s.workers == 1,
                    (f"--workers {s.workers} needs --executor process or mpi: the serial executor trains one model "
                     "at a time (only the tabular evaluator simulates several workers in one process)"))]
@@ -183,8 +189,9 @@ def _record(outcome: Outcome) -> dict[str, Any]:
     return {"model_id": c.model_id, "parent_id": c.parent_id, "donor_id": r.donor_id, "worker": outcome.worker,
             "t_start": r.t_start, "t_end": r.t_end, "arch": list(c.arch), "mutation_pos": c.mutation_pos,
             "score": r.score, "test": r.test, "transfer_layers": r.transfer_layers,
-            "transfer_bytes": r.transfer_bytes, "tier": r.tier, "cache_s": r.cache_s, "train_s": r.train_s,
-            "layer_bytes": r.layer_bytes, "layer_keys": r.layer_keys, **r.extra}
+            "transfer_bytes": r.transfer_bytes, "tier": r.tier, "tier_bytes": r.tier_bytes,
+            "cache_s": r.cache_s, "train_s": r.train_s,
+            "layer_bytes": r.layer_bytes, "layer_keys": r.layer_keys, "layer_deps": r.layer_deps, **r.extra}
 
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
@@ -346,14 +353,19 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
 
 def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_settings: CacheSettings | None,
                    comm: Any = None) -> Executor:
+    locality = None
+    if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
+        workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
+        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory, what="worker memory"),
+                                   s.locality_wait)
     if s.executor == "serial":
         cache = cache_settings.open() if cache_settings is not None else None
-        if s.evaluator == "tabular":
-            worker_memory = parse_size(s.worker_memory or s.memory, what="worker memory")
-            return SimulatedExecutor(evaluator, cache, s.workers,
-                                     LocalityTracker(s.workers, worker_memory, s.locality_wait))
+        if locality is not None:
+            return SimulatedExecutor(evaluator, cache, s.workers, locality)
         return SerialExecutor(evaluator, cache)
     if s.executor == "process":
         gpus = _gpu_ids() if s.evaluator == "train" else []
-        return ProcessExecutor(evaluator, cache_settings, s.workers, gpus=gpus, job_timeout=s.job_timeout)
-    return MPIExecutor(comm, job_timeout=s.job_timeout)
+        return ProcessExecutor(evaluator, cache_settings, s.workers, gpus=gpus, job_timeout=s.job_timeout,
+                               locality=locality)
+    return MPIExecutor(comm, job_timeout=s.job_timeout, locality=locality, evaluator=evaluator,
+                       cache_settings=cache_settings)

@@ -1,9 +1,11 @@
 """TensorCache: put trained layers, look up the best donor for a child, warm-start a module.
 
-Tiers are ordered fastest first (memory, LMDB, Redis). A put writes to the fastest tier and through to
-the widest one (the last), whose log also carries the catalog so other processes see the model. An entry
-evicted from a tier moves down to the next tier that lacks it; a hit served from a slower tier is copied
-up into the faster ones. Each tier has its own policy instance and byte budget.
+Tiers are ordered fastest first (device, memory, LMDB, Redis). A put writes to the fastest tier and
+through to the widest one (the last), whose log also carries the catalog so other processes see the model.
+An entry evicted from a tier moves down to the next tier that lacks it; a hit served from a slower tier is
+copied up into the faster ones. Each tier has its own policy instance and byte budget. Layers read from a
+process-local tier (device, memory) are decoded once and kept until they leave that tier, so a warm start
+from them costs little more than the copy.
 """
 from __future__ import annotations
 
@@ -16,15 +18,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, decode_event, encode_event
 from .layers import LayerMap
 from .payload import PayloadError, decode, encode
 from .policies import Policy, make_policy
 from .sizes import parse_size
-from .tiers import LMDBTier, MemoryTier, RedisTier, Tier
-from .transfer import TransferError, TransferReport, check, copy_into
+from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
+from .transfer import Layer, TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
 
@@ -33,26 +33,37 @@ Entry = tuple[str, int]  # (model_id, layer index)
 
 @dataclass
 class Hit:
-    """One donor's servable layers for a child. ``layers[k]`` belongs to child layer ``indices[k]``."""
+    """One donor's servable layers for a child. ``layers[k]`` belongs to child layer ``indices[k]``.
+
+    Tensors are read-only numpy views, or tensors on the device tier's device when served from there."""
 
     donor: str
     prefix_len: int
     indices: list[int]
-    layers: list[dict[str, np.ndarray]]
+    served: list[Layer] = field(repr=False)  # shared with the cache: read only
     nbytes: int
     tier: str
     seconds: float
-    dtypes: list[dict[str, str]] = field(default_factory=list, repr=False)
+    tiers: list[str] = field(default_factory=list, repr=False)  # tier that served each layer, as ``indices``
 
-    def tensors(self) -> dict[str, tuple[np.ndarray, str]]:
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        """Each served layer's tensors by name."""
+        return [dict(layer.arrays) for layer in self.served]
+
+    @property
+    def dtypes(self) -> list[dict[str, str]]:
+        """Each served layer's dtype names by tensor name."""
+        return [dict(layer.dtypes) for layer in self.served]
+
+    def tensors(self) -> dict[str, tuple[Any, str]]:
         """All served tensors, name -> (array, dtype name)."""
-        return {n: (a, d[n]) for layer, d in zip(self.layers, self.dtypes) for n, a in layer.items()}
+        return {n: (a, layer.dtypes[n]) for layer in self.served for n, a in layer.arrays.items()}
 
     def apply(self, module: Any) -> TransferReport:
         """Copy every served tensor into ``module``, or nothing (TransferError names each misfit)."""
-        report = copy_into(module, self.tensors())
-        report.layers, report.donor, report.tier, report.lookup_seconds = (
-            len(self.indices), self.donor, self.tier, self.seconds)
+        report, _ = copy_layers(module, self.served)
+        report.donor, report.tier, report.lookup_seconds = self.donor, self.tier, self.seconds
         return report
 
 
@@ -61,6 +72,7 @@ class _Slot:
     tier: Tier
     policy: Policy
     refs: dict[bytes, int] = field(default_factory=dict)  # payload digest -> entries of this tier using it
+    layers: dict[Entry, Layer] | None = None  # decoded entries, kept for process-local unverified tiers
 
 
 class TensorCache:
@@ -70,20 +82,24 @@ class TensorCache:
                  disk_capacity: int | str = "20GB", redis: str | None = None,
                  redis_capacity: int | str = "100GB", policy: str | Policy | type = "donor-window",
                  namespace: str = "default", policy_kwargs: Mapping[str, Any] | None = None,
-                 redis_required: bool = False, pinned: bool = False, verify_memory: bool = False) -> None:
+                 redis_required: bool = False, pinned: bool = False, verify_memory: bool = False,
+                 device_memory: int | str = 0, device: str = "cuda") -> None:
         if not isinstance(namespace, str) or not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         self.namespace = namespace
         self.verify_memory = verify_memory
         kw = dict(policy_kwargs or {})
         make_policy(policy, **kw)  # fail fast on bad arguments before any tier is opened
-        mem_size, disk_size, redis_size = (parse_size(memory, what="memory size"),
-                                           parse_size(disk_capacity, what="disk capacity"),
-                                           parse_size(redis_capacity, what="redis capacity"))
-        if mem_size <= 0 and disk is None and redis is None:
-            raise ValueError("no tier to store into: give memory > 0, a disk path or a redis URL")
+        mem_size, disk_size, redis_size, device_size = (parse_size(memory, what="memory size"),
+                                                        parse_size(disk_capacity, what="disk capacity"),
+                                                        parse_size(redis_capacity, what="redis capacity"),
+                                                        parse_size(device_memory, what="device memory size"))
+        if mem_size <= 0 and device_size <= 0 and disk is None and redis is None:
+            raise ValueError("no tier to store into: give memory > 0, device_memory > 0, a disk path or a redis URL")
         tiers: list[Tier] = []
         try:
+            if device_size > 0:
+                tiers.append(DeviceTier(device_size, device))
             if mem_size > 0:
                 tiers.append(MemoryTier(mem_size, pinned=pinned))
             if disk is not None:
@@ -95,8 +111,8 @@ class TensorCache:
                 tier.close()
             raise
         # each tier needs its own bookkeeping: a policy object given by the user is copied per tier
-        self._slots = [_Slot(t, copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw))
-                       for t in tiers]
+        self._slots = [_Slot(t, copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw),
+                             layers=None if t.shared or verify_memory else {}) for t in tiers]
         self._where: dict[Entry, set[int]] = {}
         self._catalog = Catalog()
         self._origin = uuid.uuid4().hex
@@ -135,6 +151,7 @@ class TensorCache:
         record = ModelRecord(model_id, arch, None if score is None else float(score), parent, tuple(records))
         self._catalog.add(record)
         self._catalog.pin(model_id)
+        self._describe(model_id, arch, lmap.mode, len(records))
         written = 0
         try:
             for i in sorted({0, len(self._slots) - 1}):
@@ -144,7 +161,7 @@ class TensorCache:
             self._catalog.unpin(model_id)
         last = len(self._slots) - 1
         held = [k for k in range(len(records)) if last in self._where.get((model_id, k), ())]
-        self._slots[last].tier.append_log(encode_event({"op": "put", "origin": self._origin,
+        self._slots[last].tier.append_log(encode_event({"op": "put", "origin": self._origin, "mode": lmap.mode,
                                                         "record": record.to_json(), "held": held}))
         self._counts["puts"] += 1
         self._counts["bytes_stored"] += written
@@ -189,27 +206,9 @@ class TensorCache:
         hit = self.lookup(arch, parent=parent, layer_map=lmap)
         if hit is None:
             return TransferReport()
-        t0 = time.perf_counter()
-        skipped: list[str] = []
-        keep = []
-        for k, (layer, dtypes) in enumerate(zip(hit.layers, hit.dtypes)):
-            problems = check(module, {n: (a, dtypes[n]) for n, a in layer.items()})
-            if problems:
-                skipped.extend(problems)
-                if lmap.mode == "prefix":
-                    break
-                continue
-            keep.append(k)
-        indices = [hit.indices[k] for k in keep]
-        hit = Hit(hit.donor, len(keep) if lmap.mode == "prefix" else _run_length(indices), indices,
-                  [hit.layers[k] for k in keep], sum(a.nbytes for k in keep for a in hit.layers[k].values()),
-                  hit.tier, hit.seconds, [hit.dtypes[k] for k in keep])
-        try:
-            report = hit.apply(module)
-        except TransferError as exc:  # defensive: check() above already passed per layer
-            return TransferReport(skipped=[str(exc)], donor=hit.donor, tier=hit.tier, lookup_seconds=hit.seconds)
-        report.skipped = skipped
-        self._seconds["apply"] += time.perf_counter() - t0
+        report, _ = copy_layers(module, hit.served, "stop" if lmap.mode == "prefix" else "skip")
+        report.donor, report.tier, report.lookup_seconds = hit.donor, hit.tier, hit.seconds
+        self._seconds["apply"] += report.seconds
         return report
 
     def notify_evaluation(self) -> None:
@@ -231,6 +230,13 @@ class TensorCache:
             if hook is not None:
                 hook(position)
 
+    def _describe(self, model_id: str, arch: Sequence[int], mode: str, layers: int) -> None:
+        """Tell population-aware policies a model's arch before its layers arrive."""
+        for slot in self._slots:
+            hook = getattr(slot.policy, "observe_model", None)
+            if hook is not None:
+                hook(model_id, arch, mode, layers)
+
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
         c = dict(self._counts)
@@ -245,6 +251,8 @@ class TensorCache:
 
     def close(self) -> None:
         for slot in self._slots:
+            if slot.layers is not None:
+                slot.layers.clear()
             slot.tier.close()
 
     def __enter__(self) -> TensorCache:
@@ -315,6 +323,8 @@ class TensorCache:
                 if self._admit(i + 1, entry, blobs):
                     self._counts["demotions"] += 1
         where.discard(i)
+        if slot.layers is not None:
+            slot.layers.pop(entry, None)
         for ref in refs:
             self._unref(slot, ref.digest)
         if not where:
@@ -334,7 +344,7 @@ class TensorCache:
             if found is None:
                 return None
             donor, pairs = found
-            layers, dtypes, indices, slowest, broken = [], [], [], 0, False
+            layers, indices, tiers, slowest, broken = [], [], [], 0, False
             for child_index, donor_index in pairs:
                 got = self._read_entry((donor, donor_index))
                 if got is None:
@@ -342,10 +352,10 @@ class TensorCache:
                     if mode == "prefix":
                         break
                     continue
-                tensors, tier_index = got
-                layers.append({n: a for n, (a, _) in tensors.items()})
-                dtypes.append({n: d for n, (_, d) in tensors.items()})
+                layer, tier_index = got
+                layers.append(layer)
                 indices.append(child_index)
+                tiers.append(self._slots[tier_index].tier.name)
                 slowest = max(slowest, tier_index)
             if not indices and broken:
                 continue  # every layer of that donor was unreadable and is now dropped: ask again
@@ -357,36 +367,56 @@ class TensorCache:
                 self._slots[-1].tier.append_log(encode_event({"op": "donate", "origin": self._origin,
                                                               "model_id": donor}))
             prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
-            nbytes = sum(a.nbytes for layer in layers for a in layer.values())
-            return Hit(donor, prefix_len, indices, layers, nbytes, self._slots[slowest].tier.name, 0.0, dtypes)
+            nbytes = sum(layer.nbytes for layer in layers)
+            return Hit(donor, prefix_len, indices, layers, nbytes, self._slots[slowest].tier.name, 0.0, tiers)
 
-    def _read_entry(self, entry: Entry) -> tuple[dict[str, tuple[np.ndarray, str]], int] | None:
+    def _read_entry(self, entry: Entry) -> tuple[Layer, int] | None:
         """Read and verify one entry from the fastest tier holding it; bad copies are dropped."""
         for i in sorted(self._where.get(entry, ())):
             slot = self._slots[i]
-            out, raw_blobs = {}, {}
-            try:
-                for name, ref in self._catalog.models[entry[0]].layers[entry[1]].tensors.items():
-                    raw = slot.tier.get(ref.digest)
-                    if raw is None:
-                        raise PayloadError("missing payload")
-                    arr, dtype = decode(ref.digest, raw, verify=slot.tier.shared or self.verify_memory
-                                        or not isinstance(slot.tier, MemoryTier), max_nbytes=ref.nbytes)
-                    if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
-                        raise PayloadError("payload header disagrees with the model record")
-                    out[name] = (arr, dtype)
-                    raw_blobs[ref.digest] = raw
-            except PayloadError as exc:
-                self._counts["corrupt"] += exc.args[0] != "missing payload"
-                log.warning("dropping %s layer %d from %s: %s", entry[0], entry[1], slot.tier.name, exc)
-                self._evict(i, entry, "corrupt" if exc.args[0] != "missing payload" else "missing", demote=False)
-                continue
+            layer = None if slot.layers is None else slot.layers.get(entry)
+            raw_blobs: dict[bytes, Any] = {}
+            if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
+                try:
+                    layer, raw_blobs = self._load(slot, entry, layer)
+                except PayloadError as exc:
+                    self._counts["corrupt"] += exc.args[0] != "missing payload"
+                    log.warning("dropping %s layer %d from %s: %s", entry[0], entry[1], slot.tier.name, exc)
+                    self._evict(i, entry, "corrupt" if exc.args[0] != "missing payload" else "missing", demote=False)
+                    continue
+                if slot.layers is not None:
+                    slot.layers[entry] = layer
             slot.policy.on_hit(entry)
             for faster in range(i):
                 if self._admit(faster, entry, raw_blobs):
                     self._counts["promotions"] += 1
-            return out, i
+            return layer, i
         return None
+
+    def _load(self, slot: _Slot, entry: Entry, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
+        """Decode ``entry`` from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
+        the raw payloads read; PayloadError if one is missing or does not match the model record."""
+        arrays, dtypes, raw_blobs = {}, {}, {}
+        views = isinstance(slot.tier, DeviceTier) and not self.verify_memory
+        verify = slot.tier.shared or self.verify_memory or not isinstance(slot.tier, MemoryTier)
+        refs = self._catalog.models[entry[0]].layers[entry[1]].tensors
+        digests = [ref.digest for ref in refs.values()]
+        for (name, ref), got in zip(refs.items(), map(slot.tier.view, digests) if views else
+                                    slot.tier.get_many(digests)):
+            if got is None:
+                raise PayloadError("missing payload")
+            if views:
+                arr, dtype = got
+            else:
+                raw_blobs[ref.digest] = got
+                if kept is not None:
+                    continue
+                arr, dtype = decode(ref.digest, got, verify=verify, max_nbytes=ref.nbytes,
+                                    expect=(ref.dtype, ref.shape, ref.nbytes))
+            if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
+                raise PayloadError("payload header disagrees with the model record")
+            arrays[name], dtypes[name] = arr, dtype
+        return kept or Layer(arrays, dtypes), raw_blobs
 
     def _sync(self) -> None:
         """Replay catalog events other processes appended to the widest tier's log."""
@@ -412,6 +442,7 @@ class TensorCache:
             if record.model_id in self._catalog.models:
                 return
             self._catalog.add(record)
+            self._describe(record.model_id, record.arch, str(event.get("mode", "prefix")), len(record.layers))
             for index in event.get("held", range(len(record.layers))):
                 layer = record.layers[index]
                 entry = (record.model_id, index)

@@ -79,10 +79,12 @@ class _LazyHeap:
     """Min-heap of keys whose priorities change: a new priority pushes a new item and stale items are
     skipped when they surface; the heap is compacted when stale items outnumber live ones."""
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[Any, int, Key]] = []
-        self._live: dict[Key, int] = {}  # key -> token of its current item
+    def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
+        """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
         self._tokens = itertools.count()
+        self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
+        self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
+        heapq.heapify(self._heap)
 
     def push(self, key: Key, priority: Any) -> None:
         token = next(self._tokens)
@@ -349,73 +351,89 @@ def _position(value: Any, what: str) -> int:
     return position
 
 
+Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
+
+
 @dataclass
-class _Held:
-    """A model holding entries in an EvolutionAware policy."""
+class _Entry:
+    model_id: str
+    depth: int
+    deps: tuple[int, ...]
+    size: float  # >= 1, so per-byte values stay finite
+    seq: int
+    content: Content = ()  # set when filed under its holders
 
-    index: int  # its row in the touch array
+
+@dataclass
+class _Model:
+    """A model holding entries: its arch and mode once described, its layers, and when it arrived."""
+
     born: int  # population updates seen when its first entry arrived
-    keys: set = field(default_factory=set)
-    live: bool = False  # expected reuse > 0: its entries are ranked by value, else by recency only
+    touch: int  # tick of its last insert, donation or hit
+    arch: tuple[int, ...] | None = None
+    prefix: bool = False  # prefix mode: a layer is only served after all the layers before it
+    layers: int = 0  # how many layers it has (0: unknown)
+    lost: bool = False  # one of its layers left the tier
+    keys: dict[int, Key] = field(default_factory=dict)  # depth -> key
 
+    def run(self) -> int:
+        """Length of the unbroken run of held layers from depth 0."""
+        n = 0
+        while n in self.keys:
+            n += 1
+        return n
 
-Priority = tuple[float, int, int, int]  # (reuse per byte, model touch, -layer index, -insert seq)
+    def reach(self) -> int:
+        """The run it can serve: a model still arriving layer by layer counts with all its layers."""
+        run = self.run()
+        return max(run, self.layers) if not self.lost and run == len(self.keys) else run
 
 
 class EvolutionAware(Policy):
-    """Evicts the lowest expected reuse per byte: P(model is the next parent) x its remaining lifetime x
-    P(a child's mutation spares the entry's positions), from the last population and histogram given.
+    """Evicts the entry with the lowest expected future reuse per byte, given the evolution's state.
 
-    Models that left the population are worth 0. Stale news: a model not yet listed counts as a member
-    that joined at its insert with the median score, until P updates pass. Ties: least recently
-    inserted, donated or hit model, deepest layer first. No population yet: exactly DonorWindow(window).
+    A future child is a one-position mutation of a population member p, chosen with P(p wins a tournament)
+    over p's remaining lifetime (``update_population``), at position j with the observed mutation
+    frequency (``observe_mutation``, Laplace-smoothed) to one of the other values seen at j. An entry whose
+    layer depends on positions D is reused when that child agrees with it on D: p agrees and j is not in D,
+    or p differs from it on D at exactly j and the mutation picks its value. Models described with
+    ``observe_model`` get this over the whole population (so an evaluated architecture a member can mutate
+    back into keeps its value); undescribed ones only through themselves as a parent. Worthless first:
+    a second copy of the same content, and in prefix mode a layer whose earlier layers are gone. Stale
+    news: a model not yet listed counts as a member with the median score that joined at its insert. Ties:
+    fewer hits on the content, least recently used model, deepest layer. No population: DonorWindow(window).
     """
 
     name = "evolution-aware"
 
-    def __init__(self, window: int = 100) -> None:
+    def __init__(self, window: int = 100, refresh: int | None = None) -> None:
+        if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1):
+            raise ValueError(f"refresh must be an int >= 1 population updates, got {refresh!r}")
+        self.refresh = refresh  # re-rank every this many population updates (None: P // 20)
         self._fallback = DonorWindow(window)
         self._tick = itertools.count()
-        self._entries: dict[Key, tuple[str, int, float, int]] = {}  # key -> (model, sig, size >= 1, seq)
-        self._held: dict[str, _Held] = {}
-        self._rows = 0
-        self._free_rows: list[int] = []
-        self._touch_of = np.zeros(0, np.int64)  # model row -> tick of its last insert, donation or hit
-        self._dead = _Pool()  # entries of models worth 0, ranked by recency alone
-        self._live: set[str] = set()
-        self._newcomers: set[str] = set()  # held models never listed in a population
-        # entries of live models sit in slots of parallel arrays, so re-ranking is a few numpy operations
-        self._slot_of: dict[Key, int] = {}
-        self._keys: list[Key | None] = []
-        self._free: list[int] = []
-        self._s_row = np.zeros(0, np.int64)
-        self._s_sig = np.zeros(0, np.int64)
-        self._s_size = np.zeros(0, np.float64)
-        self._s_depth = np.zeros(0, np.int64)
-        self._s_seq = np.zeros(0, np.int64)
-        self._s_gen = np.zeros(0, np.int64)
-        self._s_alive = np.zeros(0, bool)
-        self._sig_index: dict[tuple[int, ...], int] = {}
-        self._sigs: list[tuple[int, ...]] = []  # distinct dependency tuples
+        self._entries: dict[Key, _Entry] = {}
+        self._models: dict[str, _Model] = {}
+        self._hits: dict[Content, int] = {}
+        self._holders: dict[Content, set[Key]] = {}
         # evolution state
-        self._members: dict[str, float] = {}  # member -> P(donor) x remaining lifetime
-        self._ever: set[str] = set()
+        self._weights: dict[str, float] = {}  # member -> P(donor at one step) x remaining lifetime
+        self._listed: set[str] = set()  # every model ever listed as a member
+        self._archs: dict[str, tuple[int, ...]] = {}  # described models that are members or hold entries
+        self._modes: dict[str, tuple[bool, int]] = {}  # described model -> (prefix mode, layer count)
         self._updates = 0
+        self._ranked_at = 0  # population updates seen at the last rebuild
         self._population_size = 0
         self._newcomer_p = 0.0
         self._hist: list[int] = []
         self._mutations = 0
-        self._positions = 0  # 1 + the largest position seen in a mutation or a dependency
-        self._cover_cache: dict[int, float] = {}
-        # ranking of the live entries, rebuilt lazily when the state version moves
-        self._version = 0
-        self._built = -1
-        self._order = np.zeros(0, np.int64)
-        self._o_value = np.zeros(0)
-        self._o_touch = np.zeros(0, np.int64)
-        self._o_gen = np.zeros(0, np.int64)
-        self._pos = 0
-        self._fresh = _LazyHeap()  # live slots inserted or re-touched since the last rebuild
+        self._values_seen: list[set[int]] = []  # per position, the values seen in described archs
+        # ranking: rebuilt when the state moves, kept up to date entry by entry in between
+        self._stale = True
+        self._value: dict[Content, float] = {}  # expected reuses of each held content, as of the last rebuild
+        self._rank: dict[Key, float] = {}  # value per byte of each entry; -1 marks a worthless one
+        self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
+        self._heap = _LazyHeap()
 
     # --------------------------------------------------------------- evolution state
     def update_population(self, members: Sequence[tuple[str, float]], population_size: int,
@@ -428,9 +446,7 @@ class EvolutionAware(Policy):
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
         self._updates += 1
         self._population_size = population_size
-        self._bump()
-        changed = self._live | self._newcomers | {m for m, _ in members if m in self._held}
-        self._members, self._newcomer_p = {}, 0.0
+        self._weights, self._newcomer_p = {}, 0.0
         if members:
             ascending = sorted(s for _, s in members)
             n, spare = len(members), population_size - len(members)
@@ -441,17 +457,14 @@ class EvolutionAware(Policy):
                 better, tied = n - hi, hi - lo
                 return (((n - better) / n) ** sample_size - ((n - better - tied) / n) ** sample_size) / tied
 
-            self._members = {m: p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
+            self._weights = {m: p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
             self._newcomer_p = p_donor(statistics.median_low(ascending))
-            self._ever.update(self._members)
-        for m in list(self._newcomers):
-            if m in self._ever:
-                self._newcomers.discard(m)
-            elif self._updates - self._held[m].born >= population_size:  # aged out unlisted: dead for good
-                self._newcomers.discard(m)
-                self._ever.add(m)
-        for model_id in changed:
-            self._classify(model_id)
+            self._listed.update(self._weights)
+        for m in [m for m in self._archs if m not in self._weights and m not in self._models]:
+            del self._archs[m]  # a dead model that holds nothing is no parent and no entry
+            self._modes.pop(m, None)
+        if self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)) or not self._rank:
+            self._stale = True
 
     def observe_mutation(self, position: int) -> None:
         """A child's mutation landed on arch ``position``."""
@@ -460,18 +473,41 @@ class EvolutionAware(Policy):
             self._hist.extend([0] * (position + 1 - len(self._hist)))
         self._hist[position] += 1
         self._mutations += 1
-        self._positions = max(self._positions, position + 1)
-        self._bump()
+
+    def observe_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0) -> None:
+        """``model_id`` has architecture ``arch`` and ``layers`` layers (0: unknown), served in ``mode``
+        ("prefix" or "compatible"); call it before inserting its layers."""
+        model_id = str(model_id)
+        arch = tuple(_position(a, "arch value") for a in arch)
+        self._archs[model_id] = arch
+        self._modes[model_id] = (mode == "prefix", int(layers))
+        for j, a in enumerate(arch):
+            if j == len(self._values_seen):
+                self._values_seen.append(set())
+            self._values_seen[j].add(a)
+        model = self._models.get(model_id)
+        if model is not None:
+            for key in list(model.keys.values()):  # re-file its entries under the content they now name
+                self._unfile(key, self._entries[key])
+            self._describe(model_id, model)
+            for key in list(model.keys.values()):
+                self._file(key, self._entries[key])
+
+    def _describe(self, model_id: str, model: _Model) -> None:
+        model.arch = self._archs.get(model_id)
+        model.prefix, model.layers = self._modes.get(model_id, (False, 0))
 
     @property
     def has_population(self) -> bool:
         """True once a non-empty population drives the ranking (else donor-window decides)."""
-        return bool(self._members)
+        return bool(self._weights)
 
     def reuse(self, key: Key) -> float:
         """Expected future reuses of a held entry under the current state (0 for keys not held)."""
-        got = self._entries.get(key)
-        return 0.0 if got is None else self._model_value(got[0]) * self._cover(got[1])
+        if key not in self._entries:
+            return 0.0
+        self._rebuild_if_stale()
+        return 0.0 if self._rank[key] < 0 else self._value[self._entries[key].content]
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
@@ -479,66 +515,66 @@ class EvolutionAware(Policy):
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
         self._fallback.on_insert(key, size, model_id, deps)
-        if deps and max(deps) >= self._positions:
-            self._positions = max(deps) + 1
-            self._bump()
-        held = self._held.get(model_id)
-        if held is None:
-            held = self._held[model_id] = _Held(self._new_row(), self._updates)
-            if model_id not in self._ever:
-                self._newcomers.add(model_id)
-            held.live = self._model_value(model_id) > 0
-            if held.live:
-                self._live.add(model_id)
-        seq = self._touch(model_id)
-        held.keys.add(key)
-        self._entries[key] = (model_id, self._sig(deps), float(max(size, 1)), seq)
-        self._place(key, held)
+        model = self._models.get(model_id)
+        tick = next(self._tick)
+        if model is None:
+            model = self._models[model_id] = _Model(self._updates, tick)
+            self._describe(model_id, model)
+        entry = self._entries[key] = _Entry(model_id, _depth(key), deps, float(max(size, 1)), tick)
+        model.keys[entry.depth] = key
+        self._file(key, entry)
+        self._touch(model_id, ())
 
     def on_hit(self, key: Key) -> None:
         self._fallback.on_hit(key)
-        if key in self._entries:
-            self._touch(self._entries[key][0])
+        entry = self._entries.get(key)
+        if entry is not None:
+            content = self._entries[key].content
+            self._hits[content] = self._hits.get(content, 0) + 1
+            self._touch(entry.model_id, self._holders[content])
 
     def on_donation(self, model_id: str) -> None:
         self._fallback.on_donation(model_id)
-        if model_id in self._held:
-            self._touch(model_id)
+        if model_id in self._models:
+            self._touch(model_id, ())
 
     def on_evaluation(self) -> None:
         self._fallback.on_evaluation()
 
     def on_remove(self, key: Key) -> None:
-        got = self._entries.pop(key, None)
-        if got is None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
             return
         self._fallback.on_remove(key)
-        model_id = got[0]
-        held = self._held[model_id]
-        held.keys.discard(key)
-        self._unplace(key, model_id, held)
-        if not held.keys:
-            del self._held[model_id]
-            self._free_rows.append(held.index)
-            self._live.discard(model_id)
-            self._newcomers.discard(model_id)
+        model = self._models[entry.model_id]
+        content = self._unfile(key, entry)
+        del model.keys[entry.depth]
+        model.lost = True
+        if self._rank.pop(key, -1.0) >= 0 and not self._stale:  # re-rank what its loss changes, until the next rebuild
+            for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
+                if self._rank[other] < 0:
+                    self._rank[other] = self._value[content] / self._entries[other].size
+                    self._push(other)
+            if model.prefix:  # the layers after it can no longer be served
+                for depth, other in model.keys.items():
+                    if depth > entry.depth:
+                        self._rank[other] = -1.0
+                        self._push(other)
+        if not model.keys:
+            del self._models[entry.model_id]
+            if entry.model_id not in self._weights:
+                self._archs.pop(entry.model_id, None)
+                self._modes.pop(entry.model_id, None)
 
     def victim(self) -> Key:
         if not self._entries:
             raise _empty(self)
         if not self.has_population:
             return self._fallback.victim()
-        if self._built != self._version:
-            self._rebuild()
-        best: tuple[Priority, Key] | None = None
-        dead = self._dead.head()
-        if dead is not None:  # worth 0: only recency and depth order them
-            best = ((0.0, dead[0]) + dead[1], dead[2])
-        for head in (self._ranked_head(), self._fresh_head()):
-            if head is not None and (best is None or head[0] < best[0]):
-                best = (head[0], self._keys[head[1]])
-        assert best is not None  # every entry is dead, ranked or fresh
-        return best[1]
+        self._rebuild_if_stale()
+        top = self._heap.peek()
+        assert top is not None  # every held entry has a live item
+        return top[1]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -546,151 +582,155 @@ class EvolutionAware(Policy):
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    # --------------------------------------------------------------- values
-    def _bump(self) -> None:
-        self._version += 1
-        self._cover_cache.clear()
+    # --------------------------------------------------------------- contents and values
+    def _content_of(self, key: Key, entry: _Entry) -> Content:
+        arch = self._models[entry.model_id].arch
+        if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
+            return ("own", key)
+        return (entry.depth, entry.deps, tuple(arch[j] for j in entry.deps))
 
-    def _model_value(self, model_id: str) -> float:
-        """P(donor at one step) x remaining lifetime of a held model."""
-        value = self._members.get(model_id)
-        if value is not None:
-            return value
-        age = self._updates - self._held[model_id].born
-        if model_id in self._ever or age >= self._population_size:
+    def _file(self, key: Key, entry: _Entry) -> None:
+        content = entry.content = self._content_of(key, entry)
+        self._holders.setdefault(content, set()).add(key)
+        if not self._stale:  # a new layer is its model's deepest: its own value per byte
+            self._rank[key] = self._content_value(content) / entry.size
+            self._push(key)
+
+    def _unfile(self, key: Key, entry: _Entry) -> Content:
+        content = entry.content
+        holders = self._holders[content]
+        holders.discard(key)
+        if not holders:
+            del self._holders[content]
+            self._hits.pop(content, None)
+        self._heap.discard(key)
+        return content
+
+    def _touch(self, model_id: str, also: Any) -> None:
+        """Mark a model used now and re-rank its entries and the ``also`` keys."""
+        model = self._models[model_id]
+        model.touch = next(self._tick)
+        if self._stale:
+            return
+        for key in {*model.keys.values(), *also}:
+            self._push(key)
+
+    def _content_value(self, content: Content) -> float:
+        value = self._value.get(content)
+        if value is None:
+            value = self._value[content] = float(self._values([content])[0])
+        return value
+
+    def _push(self, key: Key) -> None:
+        self._heap.push(key, self._priority(key))
+
+    def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
+        entry = self._entries[key]
+        hits = self._hits.get(entry.content, 0)
+        return (self._rank[key], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
+
+    def _weight(self, model_id: str) -> float:
+        """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
+        weight = self._weights.get(model_id)
+        if weight is not None:
+            return weight
+        model = self._models.get(model_id)
+        if model is None or model_id in self._listed:
             return 0.0
-        return self._newcomer_p * (self._population_size - age)
+        return self._newcomer_p * max(0, self._population_size - (self._updates - model.born))
 
-    def _cover(self, sig: int) -> float:
-        """P(a child's single mutation lands outside the positions of ``sig``), Laplace-smoothed."""
-        got = self._cover_cache.get(sig)
-        if got is None:
-            deps, hist = self._sigs[sig], self._hist
-            got = 1.0
-            if deps:  # then self._positions > max(deps) >= 0
-                hits = sum(hist[p] if p < len(hist) else 0 for p in deps) + len(deps)
-                got = 1.0 - hits / (self._mutations + self._positions)
-            self._cover_cache[sig] = got
-        return got
+    def _mutation_odds(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per position: P(the mutation lands there), and P(it then picks one given other value)."""
+        width = max(width, len(self._hist))
+        hist = np.zeros(width)
+        hist[: len(self._hist)] = self._hist
+        where = (hist + 1) / (self._mutations + width)
+        choices = np.array([len(self._values_seen[j]) if j < len(self._values_seen) else 2
+                            for j in range(width)], dtype=np.float64)
+        return where, where / np.maximum(choices - 1, 1)
 
-    def _rebuild(self) -> None:
-        """Rank every live entry under the current state (one numpy sort over live entries only)."""
-        live = np.flatnonzero(self._s_alive)
-        model_values = np.zeros(len(self._touch_of))
-        for model_id in self._live:
-            model_values[self._held[model_id].index] = self._model_value(model_id)
-        covers = np.array([self._cover(s) for s in range(len(self._sigs))], dtype=np.float64)
-        rows = self._s_row[live]
-        values = model_values[rows] * covers[self._s_sig[live]] / self._s_size[live]
-        touch = self._touch_of[rows]
-        order = np.lexsort((-self._s_seq[live], -self._s_depth[live], touch, values))
-        self._order, self._o_value, self._o_touch = live[order], values[order], touch[order]
-        self._o_gen = self._s_gen[self._order]
-        self._pos = 0
-        self._fresh = _LazyHeap()
-        self._built = self._version
+    def _parents(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
+        width = max([width, len(self._hist)] + [len(a) for a in self._archs.values()])
+        parents = [(m, a, w) for m, a in self._archs.items() if (w := self._weight(m)) > 0]
+        arch = np.full((len(parents), width), -1, np.int64)
+        for r, (_, a, _) in enumerate(parents):
+            arch[r, : len(a)] = a
+        where, pick = self._mutation_odds(width)
+        return arch, np.array([w for _, _, w in parents]), where, pick
 
-    def _priority(self, slot: int, value: float) -> Priority:
-        return (value, int(self._touch_of[self._s_row[slot]]), -int(self._s_depth[slot]), -int(self._s_seq[slot]))
+    def _values(self, contents: Sequence[Content]) -> np.ndarray:
+        """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
+        need = max([1] + [c[1][-1] + 1 for c in contents if c[0] != "own" and c[1]] +
+                   [self._entries[c[1]].deps[-1] + 1 for c in contents if c[0] == "own" and self._entries[c[1]].deps])
+        if self._state is None or self._state[2].shape[0] < need:
+            self._state = self._parents(need)
+        arch, weight, where, pick = self._state
+        out = np.zeros(len(contents))
+        patterns: dict[tuple, list[int]] = {}  # (deps, values) -> contents with them (layers differ only)
+        for i, c in enumerate(contents):
+            if c[0] == "own":
+                entry = self._entries[c[1]]
+                out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
+            else:
+                patterns.setdefault(c[1:], []).append(i)
+        if not patterns or not len(weight):
+            return out
+        want = np.full((len(patterns), arch.shape[1]), -1, np.int64)
+        mask = np.zeros(want.shape, bool)
+        for r, (deps, vals) in enumerate(patterns):
+            want[r, list(deps)] = vals
+            mask[r, list(deps)] = True
+        differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
+        count = differ.sum(axis=2)
+        stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
+        chance = np.where(count == 0, stay[None, :], 0.0) + np.where(count == 1, differ @ pick, 0.0)
+        for value, rows in zip((weight @ chance).tolist(), patterns.values()):
+            out[rows] = value
+        return out
 
-    def _ranked_head(self) -> tuple[Priority, int] | None:
-        """The best entry of the last ranking still valid; entries touched since move to the fresh heap."""
-        while self._pos < len(self._order):
-            i = self._pos
-            slot = int(self._order[i])
-            if self._s_alive[slot] and self._s_gen[slot] == self._o_gen[i]:
-                priority = self._priority(slot, float(self._o_value[i]))
-                if priority[1] == self._o_touch[i]:
-                    return priority, slot
-                self._fresh.push(slot, priority)
-            self._pos += 1
-        return None
-
-    def _fresh_head(self) -> tuple[Priority, int] | None:
-        while (top := self._fresh.peek()) is not None:
-            priority, slot = top
-            touch = int(self._touch_of[self._s_row[slot]])
-            if touch == priority[1]:
-                return top
-            self._fresh.push(slot, (priority[0], touch) + priority[2:])
-        return None
-
-    # --------------------------------------------------------------- placement
-    def _touch(self, model_id: str) -> int:
-        tick = next(self._tick)
-        held = self._held[model_id]
-        self._touch_of[held.index] = tick
-        if model_id in self._dead:
-            self._dead.rank(model_id, tick)
-        return tick
-
-    def _classify(self, model_id: str) -> None:
-        """Move a model's entries between the dead pool and the ranked slots when its value crosses 0."""
-        held = self._held[model_id]
-        live = self._model_value(model_id) > 0
-        if live == held.live:
+    def _rebuild_if_stale(self) -> None:
+        """Value every held content and re-rank every entry (once per state change, not per call)."""
+        if not self._stale:
             return
-        for key in held.keys:
-            self._unplace(key, model_id, held)
-        held.live = live
-        if live:
-            self._live.add(model_id)
-        else:
-            self._live.discard(model_id)
-        for key in held.keys:
-            self._place(key, held)
+        contents = list(self._holders)
+        self._state, self._ranked_at = None, self._updates
+        self._value = dict(zip(contents, self._values(contents).tolist()))
+        self._rank = {}
+        for model in self._models.values():
+            if model.prefix:
+                self._rank_run(model)
+        for content, keys in self._holders.items():  # compatible mode and undescribed: one copy per content
+            keys = [k for k in keys if k not in self._rank]
+            best = max(keys, key=self._completeness, default=None)
+            for key in keys:
+                self._rank[key] = self._value[content] / self._entries[key].size if key == best else -1.0
+        self._heap = _LazyHeap([(self._priority(key), key) for key in self._entries])
+        self._stale = False
 
-    def _place(self, key: Key, held: _Held) -> None:
-        model_id, sig, size, seq = self._entries[key]
-        if not held.live:
-            self._dead.add(model_id, key, seq)
-            self._dead.rank(model_id, int(self._touch_of[held.index]))
-            return
-        slot = self._free.pop() if self._free else self._new_slot()
-        self._slot_of[key], self._keys[slot] = slot, key
-        self._s_row[slot], self._s_sig[slot], self._s_size[slot] = held.index, sig, size
-        self._s_depth[slot], self._s_seq[slot], self._s_alive[slot] = _depth(key), seq, True
-        if self._built == self._version:
-            value = self._model_value(model_id) * self._cover(sig) / size
-            self._fresh.push(slot, self._priority(slot, value))
+    def _rank_run(self, model: _Model) -> None:
+        """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
+        is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
+        so is the whole run when another model holds the same run's last layer with a run as long."""
+        run = model.run()
+        keys = [model.keys[d] for d in range(run)]
+        dominated = run > 0 and any(
+            other != keys[-1] and self._completeness(other) > self._completeness(keys[-1])
+            for other in self._holders[self._entries[keys[-1]].content])
+        value = size = 0.0
+        for key in reversed(keys):
+            value += self._value[self._entries[key].content]
+            size += self._entries[key].size
+            self._rank[key] = -1.0 if dominated else value / size
+        for depth, key in model.keys.items():
+            if depth > run:
+                self._rank[key] = -1.0
 
-    def _unplace(self, key: Key, model_id: str, held: _Held) -> None:
-        if not held.live:
-            self._dead.discard(model_id, key)
-            return
-        slot = self._slot_of.pop(key)
-        self._s_alive[slot] = False
-        self._s_gen[slot] += 1
-        self._keys[slot] = None
-        self._free.append(slot)
-        self._fresh.discard(slot)
-
-    def _new_slot(self) -> int:
-        slot = len(self._keys)
-        self._keys.append(None)
-        if slot >= len(self._s_alive):
-            size = max(64, 2 * len(self._s_alive))
-            for name in ("_s_row", "_s_sig", "_s_size", "_s_depth", "_s_seq", "_s_gen", "_s_alive"):
-                old = getattr(self, name)
-                new = np.zeros(size, old.dtype)
-                new[: len(old)] = old
-                setattr(self, name, new)
-        return slot
-
-    def _new_row(self) -> int:
-        if self._free_rows:
-            return self._free_rows.pop()
-        row, self._rows = self._rows, self._rows + 1
-        if row >= len(self._touch_of):
-            self._touch_of = np.concatenate([self._touch_of, np.zeros(max(64, len(self._touch_of)), np.int64)])
-        return row
-
-    def _sig(self, deps: tuple[int, ...]) -> int:
-        s = self._sig_index.get(deps)
-        if s is None:
-            s = self._sig_index[deps] = len(self._sigs)
-            self._sigs.append(deps)
-        return s
+    def _completeness(self, key: Key) -> tuple[int, int, int]:
+        """How much a copy can serve: its model's run (prefix) or held layers, then recency."""
+        entry = self._entries[key]
+        model = self._models[entry.model_id]
+        return (model.reach() if model.prefix else len(model.keys), model.touch, entry.seq)
 
 
 # ------------------------------------------------------------------------------------------ Belady

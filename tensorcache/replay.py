@@ -51,6 +51,8 @@ class Evaluation:
     mutation_pos: int | None
     keys: tuple[bytes, ...]
     sizes: tuple[int, ...]
+    arch: tuple[int, ...] | None = None
+    deps: tuple[tuple[int, ...], ...] | None = None  # per layer, from the optional ``layer_deps`` field
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,12 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
             sizes = tuple(int(b) for b in rec["layer_bytes"])
             t_start, t_end = float(rec["t_start"]), float(rec["t_end"])
             parent, score, pos = rec.get("parent_id"), rec.get("score"), rec.get("mutation_pos")
+            arch = None if rec.get("arch") is None else tuple(int(a) for a in rec["arch"])
+            deps = None if rec.get("layer_deps") is None else tuple(tuple(int(p) for p in d) for d in rec["layer_deps"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"trace record {n} is not replayable: {exc!r}") from None
+        if deps is not None and len(deps) != len(keys):
+            raise ValueError(f"trace record {n} ({model_id}): {len(deps)} layer_deps vs {len(keys)} layer keys")
         if len(keys) != len(sizes) or any(b < 0 for b in sizes) or t_end < t_start:
             raise ValueError(f"trace record {n} ({model_id}): {len(keys)} layer keys vs {len(sizes)} layer bytes, "
                              f"sizes {list(sizes)[:8]}, t_start {t_start} > t_end {t_end}?")
@@ -101,7 +107,7 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
         seen.add(model_id)
         out.append(Evaluation(model_id, None if parent is None else str(parent), t_start, t_end,
                               None if score is None else float(score), None if pos is None else int(pos),
-                              keys, sizes))
+                              keys, sizes, arch, deps))
     return out
 
 
@@ -143,6 +149,7 @@ class Store:
     def evaluation(self) -> None: ...
     def population(self, members: list[tuple[str, float]], population_size: int, sample_size: int) -> None: ...
     def mutation(self, position: int) -> None: ...
+    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int) -> None: ...
     def tick(self, start: int, end: int) -> None:
         """The next event's requests are positions ``start:end`` of the request stream (Belady's clock)."""
 
@@ -212,6 +219,11 @@ class PolicyStore(Store):
         hook = getattr(self.policy, "observe_mutation", None)
         if hook is not None:
             hook(position)
+
+    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int) -> None:
+        hook = getattr(self.policy, "observe_model", None)
+        if hook is not None:
+            hook(model_id, arch, mode, layers)
 
     def tick(self, start: int, end: int) -> None:
         hook = getattr(self.policy, "set_time", None)
@@ -375,7 +387,9 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
         e = ev.evaluation
         store.tick(workload.clock[ev.index], workload.clock[ev.index + 1])
         if ev.insert:
-            deps = [tuple(range(i + 1)) if prefix else () for i in range(len(e.keys))]
+            deps = e.deps or [tuple(range(i + 1)) if prefix else () for i in range(len(e.keys))]
+            if e.arch is not None:
+                store.model(e.model_id, e.arch, workload.mode, len(e.keys))
             record = ModelRecord(e.model_id, (), e.score, e.parent_id,
                                  tuple(LayerRecord(k, {}, d) for k, d in zip(e.keys, deps)))
             catalog.add(record)

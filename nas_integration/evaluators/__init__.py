@@ -28,8 +28,10 @@ class Result:
     transfer_layers: int = 0
     transfer_bytes: int = 0
     tier: str | None = None
+    tier_bytes: dict[str, int] = field(default_factory=dict)  # transfer bytes by the tier that served them
     layer_bytes: list[int] = field(default_factory=list)
     layer_keys: list[str] = field(default_factory=list)
+    layer_deps: list[list[int]] = field(default_factory=list)  # arch positions each layer depends on
     t_start: float = 0.0
     t_end: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)

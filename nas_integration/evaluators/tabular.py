@@ -201,12 +201,17 @@ class TabularEvaluator(Evaluator):
                       layer_map=pending.layer_map)
             cache_s += time.perf_counter() - t0
         served = hit.indices if hit is not None else []
+        tier_bytes: dict[str, int] = {}
+        for index, tier in zip(served, hit.tiers if hit is not None else []):
+            tier_bytes[tier] = tier_bytes.get(tier, 0) + pending.layer_bytes[index]
         return Result(
             score=pending.row.score, test=pending.row.test, train_s=pending.duration, cache_s=cache_s,
             donor_id=hit.donor if hit else None, transfer_layers=len(served),
             transfer_bytes=sum(pending.layer_bytes[i] for i in served), tier=hit.tier if hit else None,
+            tier_bytes=tier_bytes,
             layer_bytes=list(pending.layer_bytes),
             layer_keys=[k.hex() for k in pending.layer_map.keys(self.namespace, cand.arch)],
+            layer_deps=[list(layer.depends_on) for layer in pending.layer_map.layers],
             extra={"epochs": self.epochs})
 
     def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> Result:

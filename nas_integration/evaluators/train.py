@@ -126,6 +126,7 @@ class TrainEvaluator(Evaluator):
             transfer_layers=report.layers, transfer_bytes=report.nbytes, tier=report.tier,
             layer_bytes=self._space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape),
             layer_keys=[k.hex() for k in lmap.keys(self.namespace, candidate.arch)],
+            layer_deps=[list(layer.depends_on) for layer in lmap.layers],
             t_start=t_start, t_end=time.time(),
             extra={"epochs": self.epochs, "device": str(self._device), "skipped": len(report.skipped)})
 

@@ -254,19 +254,84 @@ def test_evolution_aware_layer_depending_on_every_position_is_worth_nothing():
     assert drain(p) == [("m", 2), ("m", 1), ("m", 0)]
 
 
-def test_evolution_aware_ties_follow_recency_updates_after_a_ranking():
+def test_evolution_aware_ties_follow_hits_then_recency_updated_after_a_ranking():
     p = EvolutionAware()
     p.on_insert(("d1", 0), 1, "d1")
     p.on_insert(("d2", 0), 1, "d2")
     p.on_insert(("d3", 0), 1, "d3")
     p.update_population([("d1", 1.0), ("d2", 1.0), ("d3", 1.0)], 3, 1)
-    p.update_population([("live", 1.0)], 3, 1)  # all three are dead now: value 0, ties by recency
+    p.update_population([("live", 1.0)], 3, 1)  # all three are dead now: value 0, ties by hits, recency
     assert p.victim() == ("d1", 0)  # ranks everything
     p.on_hit(("d1", 0))
     assert p.victim() == ("d2", 0)
     p.on_donation("d2")
-    p.on_insert(("d3", 1), 1, "d3")  # inserted after the ranking, into the same tie
-    assert drain(p) == [("d1", 0), ("d2", 0), ("d3", 1), ("d3", 0)]
+    assert p.victim() == ("d3", 0)
+    p.on_insert(("d3", 1), 1, "d3")  # inserted after the ranking, into the same tie; d3 is now newest
+    assert drain(p) == [("d2", 0), ("d3", 1), ("d3", 0), ("d1", 0)]
+
+
+FULL = (0, 1, 2)  # deps of a layer that depends on every position of a 3-position arch
+
+
+def described(p, model, arch, sizes=(1, 1), deps=((), FULL), mode="prefix"):
+    """Describe ``model`` and insert one layer per size (stem first, as a cache put does)."""
+    p.observe_model(model, arch, mode, len(sizes))
+    insert_model(p, model, sizes, deps)
+
+
+def test_evolution_aware_values_an_architecture_a_member_can_mutate_back_into():
+    p = EvolutionAware()
+    described(p, "near", (0, 0, 1))  # one mutation away from the member
+    described(p, "far", (2, 2, 2))  # three away: no single mutation recreates it
+    described(p, "m", (0, 0, 0))
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    for _ in range(10):
+        p.observe_mutation(2)
+    # P(mutation at position 2) = 11/13, then value 1 among the 2 others seen there (0, 1, 2 seen): 1/2
+    assert p.reuse(("near", 1)) == pytest.approx(11 / 13 / 2)
+    assert p.reuse(("far", 1)) == 0.0
+    assert p.reuse(("m", 1)) == 0.0  # a child never equals its parent
+    assert p.victim() in {("far", 1), ("m", 1)} and ("near", 1) not in drain(p)[:2]
+
+
+def test_evolution_aware_keeps_one_copy_of_a_repeated_architecture():
+    p = EvolutionAware()
+    described(p, "old", (0, 0, 1))
+    described(p, "new", (0, 0, 1))  # the same architecture evaluated again: the same layer contents
+    described(p, "m", (0, 0, 0))
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    assert p.reuse(("old", 1)) == 0.0 and p.reuse(("new", 1)) > 0  # the older copy is spare
+    assert drain(p)[:2] == [("old", 1), ("old", 0)]
+
+
+def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
+    p = EvolutionAware()
+    described(p, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL))
+    described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
+    p.update_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
+    p.on_remove(("a", 1))  # "a" lost its middle layer: its last one can no longer be served
+    assert p.reuse(("a", 2)) == 0.0 and p.victim() == ("a", 2)
+    compat = EvolutionAware()  # compatible mode serves layers wherever they sit
+    described(compat, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
+    described(compat, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
+    compat.update_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
+    compat.on_remove(("a", 1))
+    assert compat.reuse(("a", 2)) > 0
+
+
+def test_evolution_aware_does_not_evict_a_model_while_its_layers_arrive():
+    p = EvolutionAware()
+    described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
+    p.update_population([("m", 1.0)], population_size=2, sample_size=1)
+    p.observe_model("n", (0, 0, 1), "prefix", 3)
+    p.on_insert(("n", 0), 1, "n", ())  # the stem arrives first; "m" holds the same stem with a longer run
+    assert p.reuse(("n", 0)) > 0 and p.victim() != ("n", 0)
+
+
+def test_evolution_aware_rejects_a_bad_refresh():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="refresh"):
+            EvolutionAware(refresh=bad)
 
 
 def random_ops(seed, n=600):
