@@ -14,8 +14,12 @@ subject and baseline timed in turns on identical bytes:
 * lookup: ``TensorCache.lookup`` of a model of 8 layers totalling N bytes from a cache holding only that
   tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
 * warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5) at the best CIFAR-10 cell from each tier
-  vs ``model.load_state_dict`` of the same tensors; on CUDA also vs one pinned host-to-device copy of
-  the same bytes (target: warm start from memory <= 2x that copy, i.e. ratio >= 0.5).
+  (device tier on the model's device: "cuda", or "cpu") vs ``model.load_state_dict`` of the same tensors,
+  and vs one copy of the same bytes: one pinned host-to-device copy on CUDA, one torch copy between two
+  host buffers on CPU (target for the memory and device tiers: <= 2x that copy, i.e. ratio >= 0.5). The
+  LMDB tier is also compared with raw LMDB reads of its payloads plus that copy; and, to show the floor
+  of a model of many small tensors, one ``torch._foreach_copy_`` of the same tensors into the module,
+  targets resolved beforehand, vs the copy.
 
 A redis-server is started on a free loopback port unless --redis or $TENSORCACHE_TEST_REDIS_URL names
 one. Writes DIR/tiers.csv and DIR/tiers.json.
@@ -185,9 +189,12 @@ def _drop_namespace(client: redis.Redis, namespace: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ full path
-def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str, pinned: bool = False) -> TensorCache:
+def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str, pinned: bool = False,
+                       device: str = "cpu") -> TensorCache:
     """A TensorCache holding only ``tier`` (a fresh LMDB folder or Redis namespace each time)."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
+    if tier == "device":
+        return TensorCache(memory=0, device_memory=capacity, device=device, namespace=ns)
     if tier == "memory":
         return TensorCache(memory=capacity, namespace=ns, pinned=pinned)
     if tier == "lmdb":
@@ -286,38 +293,61 @@ def _warm_start_cases(quick: bool, workdir: str, url: str, device: Any) -> list[
             for c in warm_mode(space.layer_map(arch, mode), arch, state, target, reps, workdir, url)]
 
 
+WARM_TIERS = ("device", "memory", "lmdb", "redis")
+
+
 def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], target: Any, reps: int, workdir: str,
               url: str) -> list[Comparison]:
-    """Warm starts from each tier vs load_state_dict (and, on CUDA, vs one pinned host-to-device copy)."""
+    """Warm starts from each tier vs load_state_dict and vs one copy of the same bytes (pinned host-to-device
+    on CUDA, host to host on CPU); LMDB also vs raw reads + that copy; the foreach floor vs that copy."""
     import torch
 
     device = next(target.parameters()).device
     cuda = device.type == "cuda"
-    nbytes = sum(state[p].numel() * state[p].element_size() for layer in lmap.layers for p in layer.params)
-    cases: dict[str, Any] = {"load_state_dict": (lambda: _sync(target.load_state_dict(state), cuda), None)}
-    if cuda:
-        pinned = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-        dev_buf = torch.empty(nbytes, dtype=torch.uint8, device=device)
-        cases["pinned_h2d"] = (lambda: _sync(dev_buf.copy_(pinned, non_blocking=True), cuda), None)
+    params = [p for layer in lmap.layers for p in layer.params]
+    nbytes = sum(state[p].numel() * state[p].element_size() for p in params)
+    src = torch.empty(nbytes, dtype=torch.uint8, pin_memory=cuda)
+    dst = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    copy = "pinned H2D copy" if cuda else "torch copy"
+    module_tensors = target.state_dict(keep_vars=True)
+    floor_dst = [module_tensors[p] for p in params]
+    floor_src = [state[p].to(device) for p in params]
+
+    def foreach_floor() -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(floor_dst, floor_src)
+        _sync(None, cuda)
+
+    cases: dict[str, Any] = {"load_state_dict": (lambda: _sync(target.load_state_dict(state), cuda), None),
+                             "copy": (lambda: _sync(dst.copy_(src, non_blocking=cuda), cuda), None),
+                             "foreach": (foreach_floor, None)}
     caches: dict[str, TensorCache] = {}
+    raw: Tier | None = None
     try:
-        for tier in ("memory", "lmdb", "redis"):
-            caches[tier] = _single_tier_cache(tier, 64 * MiB, workdir, url, pinned=cuda)
+        for tier in WARM_TIERS:
+            caches[tier] = _single_tier_cache(tier, 64 * MiB, workdir, url, pinned=cuda, device=str(device))
             caches[tier].put("donor", arch, state, layer_map=lmap)
-            cases[tier] = (_warm(caches[tier], target, arch, lmap, nbytes), None)
+            cases[tier] = (_warm(caches[tier], target, arch, lmap, nbytes, cuda), None)
+        blobs = dict(encode(state[p])[:2] for p in params)
+        raw, read_all = _raw_reader("lmdb", caches["lmdb"], blobs, workdir, url)
+        cases["lmdb_read+copy"] = (lambda: (read_all(), _sync(dst.copy_(src, non_blocking=cuda), cuda)), None)
         t = interleaved(cases, reps, warmup=2)
     finally:
+        if raw is not None:
+            raw.close()
         for tier, cache in caches.items():
             _close(cache, tier, url)
+    note = f"{len(lmap)} layers, {len(params)} tensors, {device}, {torch.get_num_threads()} torch thread(s)"
     out = []
     for tier in caches:
         out.append(Comparison("warm_start", f"warm.{lmap.mode}.{tier}.vs_load", f"warm_start({tier})",
-                              "load_state_dict", nbytes, t[tier], t["load_state_dict"], None,
-                              f"{len(lmap)} layers, {device}, {torch.get_num_threads()} torch thread(s)"))
-        if cuda:
-            out.append(Comparison("warm_start", f"warm.{lmap.mode}.{tier}.vs_h2d", f"warm_start({tier})",
-                                  "pinned H2D copy", nbytes, t[tier], t["pinned_h2d"],
-                                  0.5 if tier == "memory" else None, f"{len(lmap)} layers, cuda"))
+                              "load_state_dict", nbytes, t[tier], t["load_state_dict"], None, note))
+        out.append(Comparison("warm_start", f"warm.{lmap.mode}.{tier}.vs_copy", f"warm_start({tier})", copy,
+                              nbytes, t[tier], t["copy"], 0.5 if tier in ("device", "memory") else None, note))
+    out.append(Comparison("warm_start", f"warm.{lmap.mode}.lmdb.vs_read+copy", "warm_start(lmdb)",
+                          f"raw lmdb reads + {copy}", nbytes, t["lmdb"], t["lmdb_read+copy"], None, note))
+    out.append(Comparison("warm_start", f"warm.{lmap.mode}.foreach_floor.vs_copy", "_foreach_copy_ (floor)", copy,
+                          nbytes, t["foreach"], t["copy"], None, note))
     return out
 
 
@@ -329,9 +359,11 @@ def _sync(result: Any, cuda: bool) -> Any:
     return result
 
 
-def _warm(cache: TensorCache, target: Any, arch: tuple[int, ...], lmap: LayerMap, nbytes: int) -> Callable[[], None]:
+def _warm(cache: TensorCache, target: Any, arch: tuple[int, ...], lmap: LayerMap, nbytes: int,
+          cuda: bool) -> Callable[[], None]:
     def run() -> None:
         report = cache.warm_start(target, arch, layer_map=lmap)
+        _sync(None, cuda)  # device-to-device copies return before they finish
         if report.nbytes != nbytes or report.skipped:
             raise RuntimeError(f"warm start moved {report.nbytes} of {nbytes} bytes; skipped {report.skipped[:3]}")
     return run

@@ -1,15 +1,26 @@
 """Copy cached tensors into a torch module: everything validated first, then copied, or nothing.
 
-On a CUDA target all tensors go through one pinned, contiguous staging buffer: one host-to-device copy
-of the whole transfer, then device-side copies into the parameters (per-tensor pageable copies cost far
-more than the bytes they move).
+A model has hundreds of small tensors, so the per-tensor Python work of a warm start costs more than
+the bytes it moves; this module keeps it off the hot path:
+
+* the module's targets (parameters and persistent buffers by state_dict name) are resolved once per
+  module and re-validated on each use by the identity of every entry on their paths (resolving them again
+  whenever a name is missing), at a fraction of the cost of ``state_dict()``;
+* a served ``Layer`` builds its torch views once, and the cache keeps layers of process-local tiers;
+* validation compares whole lists of shapes and dtypes; copies are one ``torch._foreach_copy_`` per dtype.
+
+Host tensors bound for a CUDA module go through one pinned staging buffer: one ``torch.cat`` per dtype
+packs them, one host-to-device copy moves them, one call per dtype splits them into views on the device.
+Tensors already on the module's device (a device tier) are copied device to device.
 """
 from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,27 +43,216 @@ class TransferReport:
     lookup_seconds: float = 0.0
 
 
-def _torch_dtype_name(t: Any) -> str:
-    return str(t.dtype).removeprefix("torch.")
+@dataclass(frozen=True, eq=False)
+class _Views:
+    """Torch views of one layer's tensors, ordered by dtype; tensors without elements come last and are
+    validated but not copied (``groups`` covers the others: (dtype, start, stop, elements))."""
+
+    names: list[str]
+    tensors: list[Any]
+    shapes: list[Any]
+    dtypes: list[Any]
+    keys: frozenset[str]
+    groups: list[tuple[Any, int, int, int]]
+    on_host: bool
+    nbytes: int
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, Any], dtypes: Mapping[str, str]) -> _Views:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only numpy views are never written through
+            by_name = {n: _as_torch(a, dtypes[n]) for n, a in arrays.items()}
+        names = sorted(by_name, key=lambda n: (by_name[n].numel() == 0, str(by_name[n].dtype)))
+        tensors = [by_name[n] for n in names]
+        groups: list[tuple[Any, int, int, int]] = []
+        for i, t in enumerate(tensors):
+            if t.numel() == 0:
+                break
+            if groups and groups[-1][0] == t.dtype:
+                dtype, start, _, numel = groups[-1]
+                groups[-1] = (dtype, start, i + 1, numel + t.numel())
+            else:
+                groups.append((t.dtype, i, i + 1, t.numel()))
+        return cls(names, tensors, [t.shape for t in tensors], [t.dtype for t in tensors], frozenset(names),
+                   groups, all(t.device.type == "cpu" for t in tensors), sum(t.nbytes for t in tensors))
+
+    @cached_property
+    def flat(self) -> list[Any]:
+        """1-d views of ``tensors`` (what the staging buffer is packed from)."""
+        return [t.reshape(-1) for t in self.tensors]
 
 
-def check(module: Any, tensors: Mapping[str, tuple[np.ndarray, str]]) -> list[str]:
-    """Reasons why ``tensors`` (name -> (array, dtype name)) cannot be copied into ``module``."""
-    state = module.state_dict(keep_vars=True)
+class Layer:
+    """One served layer: tensors by name (numpy views of host payloads, or tensors on a device tier's
+    device) and their dtype names. Its torch views are built on first use and kept with it."""
+
+    __slots__ = ("arrays", "dtypes", "nbytes", "_views")
+
+    def __init__(self, arrays: dict[str, Any], dtypes: dict[str, str]) -> None:
+        self.arrays, self.dtypes = arrays, dtypes
+        self.nbytes: int = sum(a.nbytes for a in arrays.values())
+        self._views: _Views | None = None
+
+    def views(self) -> _Views:
+        if self._views is None:
+            self._views = _Views.of(self.arrays, self.dtypes)
+        return self._views
+
+
+def _as_torch(arr: Any, dtype: str) -> Any:
+    """A torch view of a numpy array (bfloat16 travels as uint16), or the tensor itself."""
+    if not isinstance(arr, np.ndarray):
+        return arr
+    import torch
+
+    t = torch.from_numpy(arr)
+    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+
+
+# ------------------------------------------------------------------------------------------- targets
+_TARGETS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], list[tuple[dict, str, Any]]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def targets(module: Any, fresh: bool = False) -> dict[str, Any]:
+    """``module``'s parameters and persistent buffers by state_dict name (shared between calls: read only).
+
+    Reused while every parameter, buffer and submodule entry on the way to them is still the same object
+    (setattr, register_*, del and ``load_state_dict(assign=True)`` replace entries; ``.to()`` and
+    ``.data =`` change an entry's data in place, which its shape and dtype checks see); ``fresh`` resolves
+    them again, which also finds entries added since."""
+    cached = None if fresh else _TARGETS.get(module)
+    if cached is not None:
+        found, links = cached
+        for container, name, obj in links:
+            if container.get(name) is not obj:
+                break
+        else:
+            return found
+    found, links = _walk(module)
+    _TARGETS[module] = (found, links)
+    return found
+
+
+def _walk(module: Any) -> tuple[dict[str, Any], list[tuple[dict, str, Any]]]:
+    """What state_dict(keep_vars=True) names, and every (container, name, entry) it went through."""
+    found: dict[str, Any] = {}
+    links: list[tuple[dict, str, Any]] = []
+    stack = [("", module)]
+    while stack:
+        prefix, m = stack.pop()
+        params, buffers, children = m._parameters, m._buffers, m._modules
+        for name, t in params.items():
+            links.append((params, name, t))
+            if t is not None:
+                found[prefix + name] = t
+        for name, t in buffers.items():
+            links.append((buffers, name, t))
+            if t is not None and name not in m._non_persistent_buffers_set:
+                found[prefix + name] = t
+        for name, child in children.items():
+            links.append((children, name, child))
+            if child is not None:
+                stack.append((f"{prefix}{name}.", child))
+    return found, links
+
+
+def _match(found: Mapping[str, Any], views: _Views) -> list[Any] | None:
+    """The module's tensors for ``views.names`` in order, or None if any name, shape or dtype misfits."""
+    if not found.keys() >= views.keys:
+        return None
+    dst = [found[n] for n in views.names]
+    if [d.shape for d in dst] != views.shapes or [d.dtype for d in dst] != views.dtypes:
+        return None
+    return dst
+
+
+def _problems(found: Mapping[str, Any], layer: Layer) -> list[str]:
+    """Why ``layer`` does not fit, one line per misfit tensor."""
     problems = []
-    for name, (arr, dtype) in tensors.items():
-        target = state.get(name)
+    for name, arr in layer.arrays.items():
+        target, dtype = found.get(name), layer.dtypes[name]
         if target is None:
             problems.append(f"{name}: no such parameter or buffer in the module")
         elif tuple(target.shape) != tuple(arr.shape):
             problems.append(f"{name}: shape {tuple(arr.shape)} does not match the module's {tuple(target.shape)}")
-        elif _torch_dtype_name(target) != dtype:
-            problems.append(f"{name}: dtype {dtype} does not match the module's {_torch_dtype_name(target)}")
+        elif str(target.dtype).removeprefix("torch.") != dtype:
+            problems.append(f"{name}: dtype {dtype} does not match the module's "
+                            f"{str(target.dtype).removeprefix('torch.')}")
     return problems
 
 
+# -------------------------------------------------------------------------------------------- copying
+def copy_layers(module: Any, layers: Sequence[Layer], misfits: str = "raise") -> tuple[TransferReport, list[int]]:
+    """Copy the layers that fit ``module`` in one batch; returns the report and the positions copied.
+
+    ``misfits``: "raise": TransferError naming every misfit, nothing copied; "skip": leave misfit layers
+    out (named in ``report.skipped``); "stop": also leave out every layer after the first misfit.
+    """
+    if misfits not in ("raise", "skip", "stop"):
+        raise ValueError(f"misfits must be 'raise', 'skip' or 'stop', got {misfits!r}")
+    t0 = time.perf_counter()
+    views = [layer.views() for layer in layers]
+    found = targets(module)
+    dsts = [_match(found, v) for v in views]
+    if None in dsts:  # a name may have been added since the targets were resolved: look again
+        found = targets(module, fresh=True)
+        dsts = [_match(found, v) for v in views]
+    kept, skipped = [], []
+    for k, dst in enumerate(dsts):
+        if dst is None:
+            skipped += _problems(found, layers[k])
+            if misfits == "stop":
+                break
+        else:
+            kept.append(k)
+    if skipped and misfits == "raise":
+        raise TransferError("; ".join(skipped))
+    nbytes = _copy([(views[k], dsts[k]) for k in kept])
+    return TransferReport(layers=len(kept), nbytes=nbytes, seconds=time.perf_counter() - t0, skipped=skipped), kept
+
+
+def copy_into(module: Any, tensors: Mapping[str, tuple[Any, str]]) -> TransferReport:
+    """Validate every tensor (name -> (array or tensor, dtype name)) against ``module``, then copy all of
+    them; TransferError if any misfits."""
+    layer = Layer({n: a for n, (a, _) in tensors.items()}, {n: d for n, (_, d) in tensors.items()})
+    return copy_layers(module, [layer])[0]
+
+
+def _copy(pairs: list[tuple[_Views, list[Any]]]) -> int:
+    """Copy each layer's views into its module tensors; returns bytes copied."""
+    import torch
+
+    if not pairs:
+        return 0
+    # staged to the device of the module's first tensor; tensors elsewhere get foreach's per-tensor copies
+    device = next((dst[0].device for _, dst in pairs if dst), torch.device("cpu"))
+    staged = [p for p in pairs if p[0].on_host] if device.type == "cuda" else []
+    direct = [p for p in pairs if not p[0].on_host] if staged else pairs
+    with torch.no_grad():
+        for dst, src, _ in _by_dtype(direct).values():
+            torch._foreach_copy_(dst, src)
+        if staged:
+            _copy_staged(staged, device)
+    return sum(v.nbytes for v, _ in pairs)
+
+
+def _by_dtype(pairs: list[tuple[_Views, list[Any]]], flat: bool = False) -> dict[Any, tuple[list, list, int]]:
+    """Module tensors and their sources grouped by dtype (the fast foreach route needs one dtype per
+    list), and each group's element count; ``flat`` gives 1-d sources."""
+    out: dict[Any, tuple[list, list, int]] = {}
+    for views, dst in pairs:
+        src = views.flat if flat else views.tensors
+        for dtype, start, stop, numel in views.groups:
+            d, s, n = out.get(dtype) or ([], [], 0)
+            d += dst[start:stop]
+            s += src[start:stop]
+            out[dtype] = (d, s, n + numel)
+    return out
+
+
 class Stager:
-    """Reusable pinned host buffer for host-to-device transfers (grows, never shrinks)."""
+    """Reusable host buffer for host-to-device transfers, pinned where CUDA is available (grows, never shrinks)."""
 
     def __init__(self) -> None:
         self._buf = None
@@ -61,7 +261,7 @@ class Stager:
         import torch
 
         if self._buf is None or self._buf.numel() < nbytes:
-            self._buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=True)
+            self._buf = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=torch.cuda.is_available())
         return self._buf[:nbytes]
 
 
@@ -69,57 +269,23 @@ _STAGER = Stager()
 _ALIGN = 64
 
 
-def _as_torch(arr: np.ndarray, dtype: str):
+def _copy_staged(pairs: list[tuple[_Views, list[Any]]], device: Any) -> None:
+    """One staging buffer packed per dtype (``torch.cat``), one copy to ``device``, views split off there
+    (one call per dtype), one ``_foreach_copy_`` per dtype."""
     import torch
+    from torch._utils import _unflatten_dense_tensors
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # read-only views are never written through
-        t = torch.from_numpy(arr)
-    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
-
-
-def copy_into(module: Any, tensors: Mapping[str, tuple[np.ndarray, str]]) -> TransferReport:
-    """Validate every tensor against ``module``, then copy all of them; TransferError if any misfits."""
-    import torch
-
-    t0 = time.perf_counter()
-    problems = check(module, tensors)
-    if problems:
-        raise TransferError("; ".join(problems))
-    state = module.state_dict(keep_vars=True)
-    on_cuda = [(n, v) for n, v in tensors.items() if state[n].device.type == "cuda"]
-    on_host = [(n, v) for n, v in tensors.items() if state[n].device.type != "cuda"]
-    nbytes = 0
-    with torch.no_grad():
-        for name, (arr, dtype) in on_host:
-            state[name].copy_(_as_torch(arr, dtype))
-            nbytes += arr.nbytes
-        if on_cuda:
-            nbytes += _copy_cuda(state, on_cuda)
-    return TransferReport(nbytes=nbytes, seconds=time.perf_counter() - t0)
-
-
-def _copy_cuda(state: Mapping[str, Any], items: list[tuple[str, tuple[np.ndarray, str]]]) -> int:
-    """One pinned staging buffer, one H2D copy, then device-side copies grouped by dtype."""
-    import torch
-
+    groups = _by_dtype(pairs, flat=True)
     spans, offset = [], 0
-    for name, (arr, _) in items:
-        spans.append((name, offset, arr.nbytes))
-        offset += -(-arr.nbytes // _ALIGN) * _ALIGN  # keep every view aligned for its dtype
+    for dtype, (_, _, numel) in groups.items():
+        nbytes = numel * dtype.itemsize
+        spans.append((offset, nbytes))
+        offset += -(-nbytes // _ALIGN) * _ALIGN  # every region starts aligned for its dtype
     staging = _STAGER.buffer(offset)
-    host = staging.numpy()
-    for (_, start, n), (_, (arr, _)) in zip(spans, items):
-        host[start : start + n] = arr.reshape(-1).view(np.uint8)
-    device = state[items[0][0]].device
-    if any(state[name].device != device for name, _ in items):
-        raise TransferError("warm start into a module spread over several GPUs is not supported")
+    for (dtype, (_, flat, _)), (start, n) in zip(groups.items(), spans):
+        torch.cat(flat, out=staging[start : start + n].view(dtype))
     on_device = staging.to(device, non_blocking=True)
-    dst, src = [], []
-    for name, start, n in spans:
-        target = state[name]
-        dst.append(target)
-        src.append(on_device[start : start + n].view(target.dtype).view(target.shape))
-    torch._foreach_copy_(dst, src)
-    torch.cuda.current_stream(device).synchronize()
-    return sum(n for _, _, n in spans)
+    for (dtype, (dst, _, _)), (start, n) in zip(groups.items(), spans):
+        torch._foreach_copy_(dst, _unflatten_dense_tensors(on_device[start : start + n].view(dtype), dst))
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()  # the staging buffer is reused by the next call

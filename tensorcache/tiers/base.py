@@ -67,6 +67,10 @@ class Tier(ABC):
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
         """Store ``value`` under ``key``; True if it is stored now (also if it already was)."""
 
+    def get_many(self, keys: Sequence[bytes]) -> list[memoryview | bytes | None]:
+        """``get`` of each key. Stores that can batch read them all in one transaction."""
+        return [self.get(key) for key in keys]
+
     def put_many(self, items: Sequence[tuple[bytes, bytes | bytearray | memoryview]]) -> bool:
         """Store several values; True if all are stored. Stores that can batch do it in one transaction."""
         return all([self.put(key, value) for key, value in items])
@@ -100,3 +104,16 @@ class Tier(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ProcessLog:
+    """The catalog log of a process-local tier: a list that lives and dies with the tier."""
+
+    def __init__(self) -> None:
+        self._log: list[bytes] = []
+
+    def append_log(self, record: bytes) -> None:
+        self._log.append(bytes(record))
+
+    def read_log(self, start: int) -> tuple[list[bytes], int]:
+        return self._log[check_start(start):], max(start, len(self._log))

@@ -89,6 +89,10 @@ def _get(e: _Env, txn: lmdb.Transaction, key: bytes) -> bytes | None:
     return None if view is None else bytes(view)  # the one copy, made before the transaction ends
 
 
+def _get_many(e: _Env, txn: lmdb.Transaction, keys: list[bytes]) -> list[bytes | None]:
+    return [_get(e, txn, key) for key in keys]
+
+
 def _contains(e: _Env, txn: lmdb.Transaction, key: bytes) -> bool:
     return txn.get(key, db=e.blobs) is not None
 
@@ -203,6 +207,10 @@ class LMDBTier(Tier):
 
     def get(self, key: bytes) -> bytes | None:
         return self._run("read", False, _get, check_key(key), None)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """All values from one read transaction (one snapshot, one reader slot)."""
+        return self._run("read", False, _get_many, [check_key(key) for key in keys], [None] * len(keys))
 
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
         return self._run("write", True, _put, (check_key(key), as_bytes_view(value)), False)

@@ -5,10 +5,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import Tier, as_bytes_view, check_key, check_start
+from .base import ProcessLog, Tier, as_bytes_view, check_key
 
 
-class MemoryTier(Tier):
+class MemoryTier(ProcessLog, Tier):
     """A dict of owned byte buffers; ``get`` returns a read-only memoryview of the stored buffer.
 
     With ``pinned=True`` each value lives in page-locked memory (a torch uint8 tensor) so copies to
@@ -16,10 +16,10 @@ class MemoryTier(Tier):
     """
 
     def __init__(self, capacity: int, pinned: bool = False) -> None:
-        super().__init__("memory", capacity, shared=False)
+        Tier.__init__(self, "memory", capacity, shared=False)
+        ProcessLog.__init__(self)
         self._values: dict[bytes, memoryview] = {}
         self._used = 0
-        self._log: list[bytes] = []
         self._torch = _pinning_torch() if pinned else None
         if pinned and self._torch is None:
             self._warn("pinned", "pinned memory needs torch with CUDA; the memory tier uses ordinary RAM")
@@ -58,12 +58,6 @@ class MemoryTier(Tier):
 
     def used_bytes(self) -> int:
         return self._used
-
-    def append_log(self, record: bytes) -> None:
-        self._log.append(bytes(record))
-
-    def read_log(self, start: int) -> tuple[list[bytes], int]:
-        return self._log[check_start(start):], max(start, len(self._log))
 
     def close(self) -> None:
         self._values.clear()

@@ -67,9 +67,11 @@ def test_lookup_returns_longest_prefix_single_donor(models, child, parent_pick):
 @given(ops=st.lists(st.tuples(st.lists(st.integers(0, 3), min_size=4, max_size=4), st.integers(1, 3000),
                               st.booleans()), min_size=1, max_size=40),
        policy=st.sampled_from(["fifo", "lru", "lfu", "donor-window", "evolution-aware"]))
-def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, ops, policy):
+@pytest.mark.parametrize("device_memory", [0, 8_000])
+def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, ops, policy, device_memory):
     path = tmp_path_factory.mktemp("cap") / "c.lmdb"
-    cache = TensorCache(memory=20_000, disk=path, disk_capacity=60_000, policy=policy, namespace="cap")
+    cache = TensorCache(memory=20_000, disk=path, disk_capacity=60_000, policy=policy, namespace="cap",
+                        device_memory=device_memory, device="cpu")
     stored = {}
     for n, (arch, width, do_lookup) in enumerate(ops):
         if do_lookup:
@@ -78,13 +80,15 @@ def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, op
                 donor_arch = stored[hit.donor]
                 assert shared_prefix(donor_arch, arch) >= hit.prefix_len
                 d = int(hit.donor[1:])
-                for i, layer in zip(hit.indices, hit.layers):
-                    assert np.all(layer[f"w{i}"] == d * 1000 + i)
+                for i, layer in zip(hit.indices, hit.layers):  # torch tensors when served by the device tier
+                    assert np.all(np.asarray(layer[f"w{i}"]) == d * 1000 + i)
         cache.put(f"m{n}", arch, layer_tensors(n, arch, width), score=n)
         stored[f"m{n}"] = arch
         cache.notify_evaluation()
         for name, tier in cache.stats()["tiers"].items():
             assert tier["used_bytes"] <= tier["capacity"], name
+        for i, slot in enumerate(cache._slots):  # decoded layers are kept only while their tier holds them
+            assert slot.layers is None or all(i in cache._where.get(entry, ()) for entry in slot.layers)
     cache.close()
 
 

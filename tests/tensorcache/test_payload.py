@@ -77,3 +77,17 @@ def test_zero_dim_tensors_keep_their_shape():
     key, blob, ref = encode(torch.tensor(7, dtype=torch.int64))
     arr, _ = decode(key, bytes(blob))
     assert arr.shape == () and ref["shape"] == [] and int(arr) == 7
+
+
+def test_an_expected_header_is_a_shortcut_never_an_override():
+    from tensorcache.keys import digest
+
+    key, blob, _ = encode(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert decode(key, blob, expect=("float32", (2, 3), 24))[0].shape == (2, 3)
+    arr, name = decode(key, blob, expect=("int32", (3, 2), 24))  # a record that disagrees changes nothing
+    assert (name, arr.shape) == ("float32", (2, 3))
+    spaced = _forged({"dtype": "float32", "shape": [2, 3], "nbytes": 24}, bytes(24))  # not canonical: parsed
+    assert decode(digest(spaced), spaced, expect=("float32", (2, 3), 24))[0].shape == (2, 3)
+    short = _forged({"dtype": "float32", "shape": [2, 3], "nbytes": 24}, bytes(20))
+    with pytest.raises(PayloadError, match="length"):
+        decode(digest(short), short, expect=("float32", (2, 3), 24))

@@ -67,3 +67,96 @@ def test_cuda_warm_start_goes_through_staging():
     report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
     assert report.layers == 3
     assert torch.equal(child[2].weight.cpu(), donor[2].weight)
+
+
+def test_device_tier_serves_views_of_its_own_memory():
+    torch.manual_seed(0)
+    donor, child = net(), net()
+    cache = TensorCache(memory=0, device_memory="1MB", device="cpu")
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    hit = cache.lookup([3, 1, 2], layer_map=LMAP)
+    assert hit.tier == "device" and isinstance(hit.layers[0]["0.weight"], torch.Tensor)
+    again = cache.lookup([3, 1, 2], layer_map=LMAP)
+    assert again.layers[0]["0.weight"].data_ptr() == hit.layers[0]["0.weight"].data_ptr()  # no copy per lookup
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
+    assert report.layers == 3 and report.tier == "device"
+    assert all(torch.equal(child.state_dict()[k], v) for k, v in donor.state_dict().items())
+
+
+def test_device_tier_demotes_to_memory_and_a_hit_promotes_back():
+    nets = [net() for _ in range(3)]
+    one_model = sum(t.nbytes + 100 for t in nets[0].state_dict().values())  # + payload headers
+    cache = TensorCache(memory="1MB", device_memory=one_model, device="cpu", policy="fifo")
+    for m, n in enumerate(nets):
+        cache.put(f"m{m}", [m, 0, 0], n.state_dict(), layer_map=LMAP)
+    assert cache.stats()["evictions"].get("device:capacity", 0) > 0
+    child = net()
+    assert cache.warm_start(child, [0, 0, 0], layer_map=LMAP).tier == "memory"
+    assert torch.equal(child[2].weight, nets[0][2].weight)
+    assert cache.warm_start(child, [0, 0, 0], layer_map=LMAP).tier == "device"  # promoted on the first hit
+    assert cache.stats()["promotions"] >= 1
+
+
+def test_verify_memory_catches_a_corrupted_device_copy(caplog):
+    cache = TensorCache(memory=0, device_memory="1MB", device="cpu", verify_memory=True)
+    cache.put("d", [1], [{"w": np.arange(64, dtype=np.float32)}])
+    tier = cache._slots[0].tier
+    view, _ = tier.view(next(iter(cache._slots[0].refs)))
+    view[0] += 1  # a stray write into the device copy
+    assert cache.lookup([1]) is None and cache.stats()["corrupt"] == 1 and "digest mismatch" in caplog.text
+
+
+def test_module_changes_after_a_warm_start_are_seen_by_the_next():
+    torch.manual_seed(0)
+    donor, child = net(), net()
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).layers == 3
+    child[0].weight = nn.Parameter(torch.zeros(3, 4))  # a new object under the same name
+    child[1] = nn.BatchNorm1d(3)  # a new submodule on the way to five names
+    assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).layers == 3
+    assert torch.equal(child[0].weight, donor[0].weight) and torch.equal(child[1].running_var, donor[1].running_var)
+    child[2].weight.data = torch.zeros(2, 5)  # same object, new shape
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
+    assert report.layers == 2 and "2.weight: shape (2, 3) does not match the module's (2, 5)" in report.skipped[0]
+
+
+def test_a_name_registered_after_a_warm_start_is_found():
+    lmap = LayerMap((LayerSpec("fc0", ("0.weight", "0.bias"), (0,)), LayerSpec("extra", ("extra",), (0, 1))),
+                    "compatible")
+    donor, child = net(), net()
+    donor.register_buffer("extra", torch.arange(4.0))
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [1, 1], donor.state_dict(), layer_map=lmap)
+    report = cache.warm_start(child, [1, 1], layer_map=lmap)
+    assert report.layers == 1 and "extra: no such parameter" in report.skipped[0]
+    child.register_buffer("extra", torch.zeros(4))
+    assert cache.warm_start(child, [1, 1], layer_map=lmap).layers == 2 and torch.equal(child.extra, donor.extra)
+
+
+def test_staged_copy_packs_every_dtype_at_its_place():
+    """The CUDA path's packing (one buffer, one region per dtype, views split off again), run on the CPU."""
+    from tensorcache.transfer import Layer, _copy_staged, _match, targets
+
+    m = nn.Module()
+    shapes = {"a": ((3, 5), torch.float32), "b": ((7,), torch.bfloat16), "c": ((), torch.int64),
+              "d": ((2, 3), torch.bool), "e": ((3,), torch.float32), "f": ((0, 4), torch.float32)}
+    for name, (shape, dtype) in shapes.items():
+        m.register_buffer(name, torch.zeros(shape, dtype=dtype))
+    src = {n: (torch.randn(s) * 10).to(d) for n, (s, d) in shapes.items()}
+    layers = [Layer({n: src[n] for n in names}, {n: str(src[n].dtype).removeprefix("torch.") for n in names})
+              for names in (("a", "b", "c"), ("d", "e", "f"))]
+    found = targets(m)
+    _copy_staged([(layer.views(), _match(found, layer.views())) for layer in layers], torch.device("cpu"))
+    assert all(torch.equal(getattr(m, n), src[n]) for n in shapes)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_device_tier_warm_start_stays_on_the_gpu():
+    donor = net()
+    child = net().cuda()
+    cache = TensorCache(memory=0, device_memory="1MB", device="cuda")
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
+    assert report.layers == 3 and report.tier == "device"
+    assert all(torch.equal(child.state_dict()[k].cpu(), v) for k, v in donor.state_dict().items())

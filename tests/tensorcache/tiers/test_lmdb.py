@@ -82,6 +82,7 @@ def test_round_trip_returns_bytes_and_accounts(tmp_path):
     tier.delete(b"array")
     tier.delete(b"missing")
     assert b"array" not in tier and tier.used_bytes() == 5
+    assert tier.get_many([b"view", b"missing", b"bytes"]) == [b"xy", None, b"abc"]  # one read transaction
     tier.close()
 
 

@@ -1,0 +1,106 @@
+"""Device-memory tier (a GPU's memory, or "cpu"): warm starts copy device to device, no host round trip.
+
+A payload's raw bytes live in their own uint8 tensor on the device (allocations are aligned, so typed
+views need no copy) and its header stays on the host, parsed once on put; ``view`` returns the typed,
+shaped tensor the header describes. Values that are not payloads are stored whole. Process-local, like
+the memory tier: meant for single-node searches whose workers own one GPU each.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+from ..payload import PayloadError, read_header
+from .base import ProcessLog, Tier, as_bytes_view, check_key
+
+
+class _Stored(NamedTuple):
+    head: bytes  # the payload header (empty for a value that is not a payload)
+    body: Any  # uint8 torch tensor on the device
+    dtype: str | None  # None for a value that is not a payload
+    shape: tuple[int, ...]
+
+
+class DeviceTier(ProcessLog, Tier):
+    """A dict of torch tensors on ``device``; ``get`` copies a value to the host, ``view`` does not."""
+
+    def __init__(self, capacity: int, device: str = "cuda") -> None:
+        import torch
+
+        Tier.__init__(self, "device", capacity, shared=False)
+        ProcessLog.__init__(self)
+        try:
+            self.device = torch.device(device)
+            if self.device.type == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("CUDA is not available")
+            torch.empty(0, device=self.device)
+        except (RuntimeError, AssertionError) as exc:  # AssertionError: torch built without CUDA
+            raise ValueError(f"device tier: cannot use device {device!r}: {exc}") from None
+        self._torch = torch
+        self._values: dict[bytes, _Stored] = {}
+        self._used = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        """The stored value, copied to the host (for demotion and verified reads; warm starts use ``view``)."""
+        stored = self._values.get(check_key(key))
+        if stored is None:
+            return None
+        return stored.head + stored.body.cpu().numpy().tobytes()
+
+    def view(self, key: bytes) -> tuple[Any, str] | None:
+        """The stored payload as a (typed, shaped tensor on the device, dtype name), or None on a miss.
+
+        The tensor is the tier's own memory: read it, never write it. PayloadError for a stored value
+        that is not a payload."""
+        stored = self._values.get(check_key(key))
+        if stored is None:
+            return None
+        if stored.dtype is None:
+            raise PayloadError("the stored value is not a tensorcache payload")
+        body = stored.body if stored.dtype == "uint8" else stored.body.view(getattr(self._torch, stored.dtype))
+        return body.view(stored.shape), stored.dtype
+
+    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
+        if check_key(key) in self._values:
+            return True
+        src = as_bytes_view(value)
+        try:
+            dtype, shape, offset = read_header(src)
+        except PayloadError:
+            dtype, shape, offset = None, (), 0
+        torch = self._torch
+        try:
+            body = torch.empty(len(src) - offset, dtype=torch.uint8, device=self.device)
+            if len(body):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # a read-only source is only read
+                    body.copy_(torch.frombuffer(src, dtype=torch.uint8, offset=offset))
+        except RuntimeError as exc:  # out of device memory (torch.OutOfMemoryError is a RuntimeError)
+            self._warn("alloc", "device tier could not store %d bytes on %s (%s); value dropped",
+                       len(src), self.device, exc)
+            return False
+        self._values[key] = _Stored(bytes(src[:offset]), body, dtype, shape)
+        self._used += len(src)
+        return True
+
+    def delete(self, key: bytes) -> None:
+        stored = self._values.pop(check_key(key), None)
+        if stored is not None:
+            self._used -= len(stored.head) + len(stored.body)
+
+    def __contains__(self, key: bytes) -> bool:
+        return check_key(key) in self._values
+
+    def used_bytes(self) -> int:
+        return self._used
+
+    def close(self) -> None:
+        self._values.clear()
+        self._log.clear()
+        self._used = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"DeviceTier(capacity={self.capacity}, device={str(self.device)!r}, used={self._used}, n={len(self)})"
