@@ -205,7 +205,10 @@ class _Pool:
         self._layers: dict[str, _LazyHeap] = {}
 
     def add(self, model_id: str, key: Key, seq: int) -> None:
-        self._layers.setdefault(model_id, _LazyHeap()).push(key, (-_depth(key), -seq))
+        layers = self._layers.get(model_id)
+        if layers is None:
+            layers = self._layers[model_id] = _LazyHeap()
+        layers.push(key, (-_depth(key), -seq))
 
     def discard(self, model_id: str, key: Key) -> None:
         layers = self._layers[model_id]
@@ -528,10 +531,11 @@ class EvolutionAware(Policy):
     def on_hit(self, key: Key) -> None:
         self._fallback.on_hit(key)
         entry = self._entries.get(key)
-        if entry is not None:
-            content = self._entries[key].content
-            self._hits[content] = self._hits.get(content, 0) + 1
-            self._touch(entry.model_id, self._holders[content])
+        if entry is not None:  # other copies of the content see the hit at the next rebuild
+            self._hits[entry.content] = self._hits.get(entry.content, 0) + 1
+            self._models[entry.model_id].touch = next(self._tick)
+            if not self._stale:
+                self._push(key)
 
     def on_donation(self, model_id: str) -> None:
         self._fallback.on_donation(model_id)
@@ -696,41 +700,37 @@ class EvolutionAware(Policy):
         contents = list(self._holders)
         self._state, self._ranked_at = None, self._updates
         self._value = dict(zip(contents, self._values(contents).tolist()))
+        serves = {m: (model.reach() if model.prefix else len(model.keys), model.touch)
+                  for m, model in self._models.items()}  # how much a model's copy can serve, then recency
+        entries = self._entries
+        best = {content: max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
+                for content, keys in self._holders.items()}  # the one copy of each content worth keeping
         self._rank = {}
         for model in self._models.values():
             if model.prefix:
-                self._rank_run(model)
-        for content, keys in self._holders.items():  # compatible mode and undescribed: one copy per content
-            keys = [k for k in keys if k not in self._rank]
-            best = max(keys, key=self._completeness, default=None)
-            for key in keys:
-                self._rank[key] = self._value[content] / self._entries[key].size if key == best else -1.0
-        self._heap = _LazyHeap([(self._priority(key), key) for key in self._entries])
+                self._rank_run(model, best)
+        for key, entry in entries.items():  # compatible mode and undescribed models
+            if key not in self._rank:
+                self._rank[key] = self._value[entry.content] / entry.size if best[entry.content] == key else -1.0
+        self._heap = _LazyHeap([(self._priority(key), key) for key in entries])
         self._stale = False
 
-    def _rank_run(self, model: _Model) -> None:
+    def _rank_run(self, model: _Model, best: Mapping[Content, Key]) -> None:
         """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
         is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
-        so is the whole run when another model holds the same run's last layer with a run as long."""
+        so is the whole run when another model's copy of the run's last layer serves at least as much."""
         run = model.run()
         keys = [model.keys[d] for d in range(run)]
-        dominated = run > 0 and any(
-            other != keys[-1] and self._completeness(other) > self._completeness(keys[-1])
-            for other in self._holders[self._entries[keys[-1]].content])
+        dominated = run > 0 and best[self._entries[keys[-1]].content] != keys[-1]
         value = size = 0.0
         for key in reversed(keys):
-            value += self._value[self._entries[key].content]
-            size += self._entries[key].size
+            entry = self._entries[key]
+            value += self._value[entry.content]
+            size += entry.size
             self._rank[key] = -1.0 if dominated else value / size
         for depth, key in model.keys.items():
             if depth > run:
                 self._rank[key] = -1.0
-
-    def _completeness(self, key: Key) -> tuple[int, int, int]:
-        """How much a copy can serve: its model's run (prefix) or held layers, then recency."""
-        entry = self._entries[key]
-        model = self._models[entry.model_id]
-        return (model.reach() if model.prefix else len(model.keys), model.touch, entry.seq)
 
 
 # ------------------------------------------------------------------------------------------ Belady
