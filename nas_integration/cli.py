@@ -121,10 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--job-timeout", type=float, metavar="SECONDS",
                    help="process/mpi: a job running longer counts as a dead worker (default: no limit)")
     g.add_argument("--locality-wait", type=float, metavar="SECONDS",
-                   help="tabular: send a child to the simulated worker whose memory holds its donor, waiting up "
-                        "to SECONDS of simulated time for it to free up (default: off, place anywhere)")
+                   help="tabular: send a child to the worker whose memory tier holds its donor, waiting up to "
+                        "SECONDS for it to free up: simulated seconds (serial), wall seconds (process/mpi: a busy "
+                        "worker's finish is estimated from the mean job duration) (default: off, place anywhere)")
     g.add_argument("--worker-memory", metavar="SIZE",
-                   help="tabular: memory tier of each simulated worker, for locality accounting (default: --memory)")
+                   help="tabular: each worker's memory tier as placement models it; simulated workers are also "
+                        "accounted by it (default: --memory)")
     g.add_argument("--retries", type=int, default=1,
                    help="times a failed job is re-queued before it is dropped (default: 1)")
 

@@ -8,6 +8,12 @@
   where several exist.
 * ``MPIExecutor``: rank 0 schedules, ranks 1..K-1 run ``serve_mpi``.
 
+All but the serial executor can place a child on the worker whose memory tier holds its donor
+(``nas_integration.locality``). Simulated workers wait for a busy holder on the simulated clock; real
+workers (process, MPI) wait in wall seconds, a busy worker's finish being estimated as its job's start plus
+the mean duration of the jobs finished so far, and their local-versus-shared split comes from the bytes
+each worker's own cache reports its process-local tiers served (``Result.tier_bytes``).
+
 A worker that dies or exceeds ``job_timeout`` yields an ``Outcome`` with ``error`` set (the process
 executor kills and replaces it; MPI stops using the rank), so the loop can re-queue or drop the job and
 the search never hangs. Policy hooks (evaluations, mutation positions, the population) reach remote
@@ -24,7 +30,7 @@ import traceback
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +76,13 @@ class CacheSettings:
                            namespace=self.namespace,
                            policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)
 
+    def open_view(self) -> TensorCache:
+        """A cache with no memory tier over the shared tiers: the scheduler's view of the catalog (best_donor)."""
+        if self.disk is None and self.redis is None:
+            raise ValueError("the scheduler sees the workers' models only through a shared tier: give a disk or "
+                             "redis tier")
+        return replace(self, memory=0).open()
+
 
 @dataclass
 class CacheNews:
@@ -112,6 +125,7 @@ class Executor(ABC):
 
     workers: int
     clock = "wall"  # "simulated" when times in outcomes are simulated seconds
+    locality: LocalityTracker | None = None
 
     def __init__(self) -> None:
         self.t0 = time.time()
@@ -138,8 +152,11 @@ class Executor(ABC):
         return time.time() - self.t0
 
     def locality_summary(self) -> dict[str, Any] | None:
-        """Local versus shared-tier transfers and idle time, where the executor models worker memories."""
-        return None
+        """Local versus shared-tier transfers, waits and idle time, where the executor tracks worker memories."""
+        if self.locality is None:
+            return None
+        return {"enabled": self.locality.enabled, "max_wait_s": self.locality.max_wait,
+                **self.locality.stats.summary()}
 
     def close(self) -> list[dict[str, Any]]:
         """Stop the workers; return the stats of every cache that reported."""
@@ -205,7 +222,7 @@ class SerialExecutor(_LocalExecutor):
 class SimulatedExecutor(_LocalExecutor):
     """``workers`` simulated workers; each evaluation takes the tabular evaluator's simulated duration.
 
-    With a ``LocalityTracker`` that is enabled, a child goes to the worker whose memory holds its parent
+    With a ``LocalityTracker`` that is enabled, a child goes to the worker whose memory holds its donor
     (see ``nas_integration.locality``); the tracker also models each worker's memory when disabled, so
     both placements report local versus shared-tier transfer bytes and worker idle time.
     """
@@ -223,7 +240,7 @@ class SimulatedExecutor(_LocalExecutor):
         self._idle = list(range(workers))
         self._idle_since = dict.fromkeys(range(workers), 0.0)
         self._busy_until: dict[int, float] = {}
-        self._reserved: dict[int, Candidate] = {}
+        self._reserved: dict[int, tuple[Candidate, float]] = {}  # worker -> (child waiting for it, since)
         self._running: list[tuple[float, int, int, float, Any]] = []  # (end, issue index, worker, start, pending)
 
     def submit(self, candidate: Candidate) -> None:
@@ -236,7 +253,7 @@ class SimulatedExecutor(_LocalExecutor):
         worker, start_at = self.locality.place(donor, self._idle, self._busy_until, set(self._reserved),
                                                self._clock)
         if start_at is not None:
-            self._reserved[worker] = candidate
+            self._reserved[worker] = (candidate, self._clock)
             return
         self._idle.remove(worker)
         heapq.heapify(self._idle)
@@ -264,7 +281,8 @@ class SimulatedExecutor(_LocalExecutor):
                                    result.donor_id, result.transfer_bytes)
         reserved = self._reserved.pop(worker, None)
         if reserved is not None:
-            self._start(worker, reserved)
+            self.locality.waited(t_end - reserved[1])
+            self._start(worker, reserved[0])
         else:
             self._idle_since[worker] = t_end
             heapq.heappush(self._idle, worker)
@@ -272,12 +290,6 @@ class SimulatedExecutor(_LocalExecutor):
 
     def now(self) -> float:
         return self._clock
-
-    def locality_summary(self) -> dict[str, Any] | None:
-        if self.locality is None:
-            return None
-        return {"enabled": self.locality.enabled, "max_wait_s": self.locality.max_wait,
-                **self.locality.stats.summary()}
 
 
 def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
@@ -327,15 +339,29 @@ class _Worker:
 
 
 class _RemoteExecutor(Executor):
-    """Shared part of the process and MPI executors: job bookkeeping, news, timeouts."""
+    """Shared part of the process and MPI executors: job bookkeeping, news, timeouts, placement.
 
-    def __init__(self, job_timeout: float | None) -> None:
+    With a ``locality`` tracker the scheduler places children (see the module doc); when placement is
+    enabled it opens ``cache_settings.open_view()`` to ask ``evaluator.donor`` (tabular) for each child's donor.
+    """
+
+    def __init__(self, job_timeout: float | None, locality: LocalityTracker | None = None,
+                 evaluator: Evaluator | None = None, cache_settings: CacheSettings | None = None) -> None:
         super().__init__()
         if job_timeout is not None and job_timeout <= 0:
             raise ValueError(f"job timeout must be positive seconds, got {job_timeout}")
         self.job_timeout = job_timeout
         self._workers: list[_Worker] = []
         self._ready: deque[Outcome] = deque()
+        self.locality = locality
+        self._evaluator = evaluator
+        self._catalog: TensorCache | None = None
+        if locality is not None and locality.enabled and cache_settings is not None and evaluator is not None:
+            evaluator.setup()  # donor() needs the search space
+            self._catalog = cache_settings.open_view()
+        self._reserved: dict[int, tuple[Candidate, float]] = {}  # worker -> (child waiting for it, since)
+        self._idle_since: dict[int, float] = {}
+        self._jobs_done, self._jobs_s = 0, 0.0  # for the mean job duration
 
     def free(self) -> int:
         return sum(w.job is None and self._usable(w) for w in self._workers)
@@ -349,9 +375,46 @@ class _RemoteExecutor(Executor):
             w.news.add(mutation_pos, members, population_size, sample_size)
 
     def submit(self, candidate: Candidate) -> None:
-        index, worker = next((i, w) for i, w in enumerate(self._workers) if w.job is None and self._usable(w))
-        worker.job, worker.started, news, worker.news = candidate, time.time(), worker.news, CacheNews()
+        idle = [i for i, w in enumerate(self._workers) if w.job is None and self._usable(w)]
+        if self.locality is None:
+            self._start(idle[0], candidate)
+            return
+        donor = self._evaluator.donor(candidate, self._catalog) if self._catalog is not None else None
+        now = time.time()
+        index, start_at = self.locality.place(donor, idle, self._expected_ends(now), set(self._reserved), now)
+        if start_at is None:
+            self._start(index, candidate)
+        else:
+            self._reserved[index] = (candidate, now)
+
+    def _start(self, index: int, candidate: Candidate) -> None:
+        worker, now = self._workers[index], time.time()
+        if self.locality is not None:
+            self.locality.stats.idle_s += now - self._idle_since.pop(index, now)
+        worker.job, worker.started, news, worker.news = candidate, now, worker.news, CacheNews()
         self._send(index, ("job", candidate, news))
+
+    def _freed(self, index: int) -> None:
+        """Worker ``index`` took its last job's result back: start the child reserved for it, if any."""
+        reserved = self._reserved.pop(index, None)
+        if reserved is None:
+            self._idle_since[index] = time.time()
+            return
+        self.locality.waited(time.time() - reserved[1])
+        self._start(index, reserved[0])
+
+    def _expected_ends(self, now: float) -> dict[int, float]:
+        """When each busy worker should finish: its job's start plus the mean job duration so far (now, if
+        already past that); no estimate, so no worker counts as soon free, until a job has finished."""
+        if not self._jobs_done:
+            return {}
+        mean = self._jobs_s / self._jobs_done
+        return {i: max(now, self._job_start(w) + mean) for i, w in enumerate(self._workers)
+                if w.job is not None and self._usable(w)}
+
+    @staticmethod
+    def _job_start(worker: _Worker) -> float:
+        return worker.started if worker.ready is None else max(worker.started, worker.ready)
 
     @abstractmethod
     def _send(self, index: int, message: Any) -> None: ...
@@ -370,11 +433,17 @@ class _RemoteExecutor(Executor):
             log.warning("worker %d sent %r with no job outstanding; ignored", index, kind)
             return
         if kind == "done":
+            self._jobs_done += 1
+            self._jobs_s += time.time() - self._job_start(worker)
+            if self.locality is not None:
+                self.locality.finished(index, candidate.model_id, sum(payload.layer_bytes), payload.donor_id,
+                                       payload.transfer_bytes, payload.tier_bytes)
             payload.t_start -= self.t0
             payload.t_end -= self.t0
             self._ready.append(Outcome(candidate, index, payload))
         else:
             self._ready.append(Outcome(candidate, index, error=payload))
+        self._freed(index)
 
     def _fail(self, index: int, reason: str) -> None:
         worker = self._workers[index]
@@ -382,6 +451,9 @@ class _RemoteExecutor(Executor):
         if worker.job is not None:
             self._ready.append(Outcome(worker.job, index, error=reason))
             worker.job = None
+        if not self._usable(worker) and index in self._reserved:
+            waiting = self._reserved.pop(index)[0]
+            self._ready.append(Outcome(waiting, index, error=f"{reason}; the child waiting for it never started"))
 
     def _overdue(self) -> list[int]:
         if self.job_timeout is None:
@@ -397,15 +469,26 @@ class _RemoteExecutor(Executor):
         starts = [max(w.started, w.ready) for w in self._workers if w.job is not None and w.ready is not None]
         return max(0.0, min(starts) + self.job_timeout - time.time()) + 0.01 if starts else None
 
+    def close(self) -> list[dict[str, Any]]:
+        stats = self._stop()
+        if self._catalog is not None:
+            self._catalog.close()
+        return stats
+
+    @abstractmethod
+    def _stop(self) -> list[dict[str, Any]]:
+        """Stop the workers; return the stats of every cache that reported."""
+
 
 class ProcessExecutor(_RemoteExecutor):
     """``workers`` spawned processes; a dead or overdue one is replaced and its job reported as failed."""
 
     def __init__(self, evaluator: Evaluator, cache_settings: CacheSettings | None, workers: int,
-                 gpus: Sequence[str] = (), job_timeout: float | None = None) -> None:
-        super().__init__(job_timeout)
+                 gpus: Sequence[str] = (), job_timeout: float | None = None,
+                 locality: LocalityTracker | None = None) -> None:
         if workers < 1:
             raise ValueError(f"need at least 1 worker, got {workers}")
+        super().__init__(job_timeout, locality, evaluator, cache_settings)
         self.workers = workers
         self._ctx = mp.get_context("spawn")
         self._args = (evaluator, cache_settings)
@@ -432,6 +515,7 @@ class ProcessExecutor(_RemoteExecutor):
         self._workers[index] = self._spawn(index)
         self._workers[index].news = old.news
         self.replaced += 1
+        self._freed(index)
 
     def _send(self, index: int, message: Any) -> None:
         try:
@@ -464,7 +548,7 @@ class ProcessExecutor(_RemoteExecutor):
                 self._replace(i, f"timed out after {self.job_timeout:g} s; killed")
         return self._ready.popleft()
 
-    def close(self) -> list[dict[str, Any]]:
+    def _stop(self) -> list[dict[str, Any]]:
         stats = []
         for w in self._workers:
             try:
@@ -494,10 +578,11 @@ class MPIExecutor(_RemoteExecutor):
 
     TAG = 7
 
-    def __init__(self, comm: Any, job_timeout: float | None = None) -> None:
-        super().__init__(job_timeout)
+    def __init__(self, comm: Any, job_timeout: float | None = None, locality: LocalityTracker | None = None,
+                 evaluator: Evaluator | None = None, cache_settings: CacheSettings | None = None) -> None:
         if comm.Get_size() < 2:
             raise ValueError(f"--executor mpi needs at least 2 ranks (mpirun -n K, K >= 2), got {comm.Get_size()}")
+        super().__init__(job_timeout, locality, evaluator, cache_settings)
         self.comm = comm
         self.workers = comm.Get_size() - 1
         self._workers = [_Worker(rank) for rank in range(1, comm.Get_size())]
@@ -536,7 +621,7 @@ class MPIExecutor(_RemoteExecutor):
                 pause = min(pause * 2, 0.01)
         return self._ready.popleft()
 
-    def close(self) -> list[dict[str, Any]]:
+    def _stop(self) -> list[dict[str, Any]]:
         stats = []
         live = [w.handle for i, w in enumerate(self._workers) if i not in self.lost]
         for rank in live:

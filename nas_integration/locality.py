@@ -1,12 +1,13 @@
 """Locality-aware placement: run a child on the worker whose memory tier already holds its donor.
 
-Each worker keeps the models it trained or fetched in its own memory tier (modelled here as an LRU of
-model ids with a byte budget). A child is sent to an idle worker holding its donor (the model the
-cache would serve it, ``TensorCache.best_donor``); failing that it is
-reserved for a busy holder that finishes within ``max_wait`` seconds (the child waits, the free workers
-take other children); otherwise it runs anywhere. The tracker counts what that buys: transfer bytes
-served from the worker's own memory versus fetched from a shared tier (LMDB/Redis: bytes that move
-between nodes), and what it costs: time children spent waiting for their holder.
+Each worker keeps the models it trained or fetched in its own memory tier; the scheduler models that
+tier as an LRU of model ids with a byte budget. A child is sent to an idle worker holding its donor (the
+model the cache would serve it, ``TensorCache.best_donor``); failing that it is reserved for a busy holder
+expected to finish within ``max_wait`` seconds (the child waits, the free workers take other children);
+otherwise it runs anywhere. The tracker counts what that buys: transfer bytes served from the worker's own
+memory versus fetched from a shared tier (LMDB/Redis: bytes that move between nodes), and what it costs:
+time children spent waiting for their holder. Simulated workers share one real cache, so their split is
+judged by the model; real workers (process, MPI) report the bytes their own process-local tiers served.
 """
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+LOCAL_TIERS = ("device", "memory")  # tiers private to one worker process; LMDB and Redis are shared
+
 
 @dataclass
 class LocalityStats:
     local_bytes: int = 0
     remote_bytes: int = 0
-    local_hits: int = 0
+    local_hits: int = 0  # hits served wholly from the worker's own memory tier
     remote_hits: int = 0
+    modelled_local_hits: int = 0  # hits the memory model expected to be local (placement's guess)
     placed_on_holder: int = 0
     reserved: int = 0
     wait_s: float = 0.0
@@ -83,20 +87,34 @@ class LocalityTracker:
                       if w in busy_until and w not in reserved and busy_until[w] - now <= self.max_wait)
         if soon:
             self.stats.reserved += 1
-            self.stats.wait_s += soon[0][0] - now
             return soon[0][1], soon[0][0]
         return min(idle), None
 
-    def finished(self, worker: int, model_id: str, nbytes: int, donor_id: str | None, transfer_bytes: int) -> None:
-        """Account one evaluation: where its transfer came from, then what the worker now holds."""
+    def waited(self, seconds: float) -> None:
+        """A reserved child started on its holder ``seconds`` after it was placed."""
+        self.stats.wait_s += seconds
+
+    def finished(self, worker: int, model_id: str, nbytes: int, donor_id: str | None, transfer_bytes: int,
+                 tier_bytes: dict[str, int] | None = None) -> None:
+        """Account one evaluation: where its transfer came from, then what the worker now holds.
+
+        ``tier_bytes`` is what the worker's cache reports each tier served (``Result.tier_bytes``); None
+        (simulated workers, which share one cache) takes the modelled memory's word for it.
+        """
         mem = self.memories[worker]
         if donor_id is not None and transfer_bytes:
-            if donor_id in mem.held:
+            modelled = donor_id in mem.held
+            self.stats.modelled_local_hits += modelled
+            if tier_bytes is None:
+                local = transfer_bytes if modelled else 0
+            else:
+                local = sum(tier_bytes.get(tier, 0) for tier in LOCAL_TIERS)
+            if local >= transfer_bytes:
                 self.stats.local_hits += 1
-                self.stats.local_bytes += transfer_bytes
             else:
                 self.stats.remote_hits += 1
-                self.stats.remote_bytes += transfer_bytes
+            self.stats.local_bytes += local
+            self.stats.remote_bytes += transfer_bytes - local
             mem.touch(donor_id, self.model_bytes.get(donor_id, transfer_bytes))
         self.model_bytes[model_id] = nbytes
         mem.touch(model_id, nbytes)

@@ -24,7 +24,8 @@ def test_placement_prefers_an_idle_holder_then_a_soon_free_one_then_anyone():
     assert t.place("d", idle=[0, 1], busy_until={2: 30}, reserved=set(), now=0) == (2, 30)
     assert t.place("d", idle=[0, 1], busy_until={2: 80}, reserved=set(), now=0) == (0, None)  # too long a wait
     assert t.place("d", idle=[0, 1], busy_until={2: 30}, reserved={2}, now=0) == (0, None)   # already reserved
-    assert t.stats.placed_on_holder == 1 and t.stats.reserved == 1 and t.stats.wait_s == 30
+    assert t.stats.placed_on_holder == 1 and t.stats.reserved == 1
+    assert t.stats.wait_s == 0  # counted when the reserved child starts (executors call waited)
 
 
 def test_transfers_are_counted_local_or_remote_by_worker_memory():
@@ -36,6 +37,16 @@ def test_transfers_are_counted_local_or_remote_by_worker_memory():
     s = t.stats.summary()
     assert (s["local_hits"], s["remote_hits"], s["local_bytes"], s["remote_bytes"]) == (2, 1, 16, 8)
     assert not t.enabled and t.place("a", [0, 1], {}, set(), 0) == (0, None)
+
+
+def test_reported_tier_bytes_override_the_model_and_partial_hits_count_remote():
+    t = LocalityTracker(workers=2, worker_memory=100, max_wait=None)
+    t.finished(0, "a", 10, None, 0)
+    t.finished(0, "b", 10, "a", 8, {"memory": 5, "lmdb": 3})  # model says local; 3 bytes came from LMDB
+    t.finished(1, "c", 10, "a", 8, {"device": 2, "memory": 6})  # model says remote; all served locally
+    s = t.stats.summary()
+    assert (s["local_hits"], s["remote_hits"], s["local_bytes"], s["remote_bytes"]) == (1, 1, 13, 3)
+    assert s["modelled_local_hits"] == 1
 
 
 @pytest.mark.skipif(not TABLE.exists(), reason="needs ../shared/data/nb201")

@@ -85,6 +85,16 @@ def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path)
     assert cache["puts"] == 400 and cache["lookups"] == 400
 
 
+def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path):
+    _, trace = search(tmp_path, evals=200, population=20, sample=5, workers=4, memory="8MB")
+    hits = [r for r in trace if r["transfer_bytes"]]
+    for r in hits:
+        assert sum(r["tier_bytes"].values()) == r["transfer_bytes"]
+        assert r["tier"] in r["tier_bytes"] and set(r["tier_bytes"]) <= {"memory", "lmdb"}  # tier: the slowest
+    # an 8 MB memory tier (scaled: 125 kB) evicts to LMDB, so some hits mix layers from both tiers
+    assert any(set(r["tier_bytes"]) == {"memory", "lmdb"} for r in hits)
+
+
 def test_a_small_cache_evicts_and_serves_less(tmp_path):
     kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4, "disk": "none"}
     small, _ = search(tmp_path, "small", memory="8MB", **kw)
