@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", default="donor-window",
                    help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware (default: donor-window)")
     g.add_argument("--memory", default="2GB", help="memory tier capacity, e.g. 512MB; 0 = none (default: 2GB)")
+    g.add_argument("--device-memory", default="0", metavar="SIZE",
+                   help="GPU-resident tier ahead of the memory tier, on the training device (--device), e.g. "
+                        "1GB: hits copy device to device; for single-node GPU searches (default: 0 = none)")
     g.add_argument("--disk", metavar="PATH", help="LMDB tier path (default: DIR/cache.lmdb; 'none' = no disk tier)")
     g.add_argument("--disk-capacity", default="20GB", help="LMDB tier capacity (default: 20GB)")
     g.add_argument("--redis", metavar="URL", help="shared Redis tier, e.g. redis://host:6379/0 (default: none)")

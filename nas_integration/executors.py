@@ -63,6 +63,8 @@ class CacheSettings:
     policy: str = "donor-window"
     scale: float = 1.0
     window: int | None = None  # donor-window / evolution-aware sliding window, in evaluations
+    device_memory: int | str = 0  # GPU-resident tier ahead of the memory tier
+    device: str = "cuda"
 
     def open(self) -> TensorCache:
         from tensorcache import TensorCache
@@ -73,15 +75,15 @@ class CacheSettings:
         return TensorCache(memory=size(self.memory, "memory size"), disk=self.disk,
                            disk_capacity=size(self.disk_capacity, "disk capacity"), redis=self.redis,
                            redis_capacity=size(self.redis_capacity, "redis capacity"), policy=self.policy,
-                           namespace=self.namespace,
-                           policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)
+                           namespace=self.namespace, device_memory=size(self.device_memory, "device memory size"),
+                           device=self.device, policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)
 
     def open_view(self) -> TensorCache:
         """A cache with no memory tier over the shared tiers: the scheduler's view of the catalog (best_donor)."""
         if self.disk is None and self.redis is None:
             raise ValueError("the scheduler sees the workers' models only through a shared tier: give a disk or "
                              "redis tier")
-        return replace(self, memory=0).open()
+        return replace(self, memory=0, device_memory=0).open()
 
 
 @dataclass

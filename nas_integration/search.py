@@ -70,6 +70,7 @@ class SearchSettings:
     cache: bool = True
     policy: str = "donor-window"
     memory: str = "2GB"
+    device_memory: str = "0"  # GPU-resident tier ahead of the memory tier, on the training device
     disk: str | None = None  # None: out/cache.lmdb; "none": no disk tier
     disk_capacity: str = "20GB"
     redis: str | None = None
@@ -140,7 +141,7 @@ class SearchSettings:
         return CacheSettings(namespace=self.namespace, memory=self.memory, disk=disk,
                              disk_capacity=self.disk_capacity, redis=self.redis,
                              redis_capacity=self.redis_capacity, policy=self.policy, scale=scale,
-                             window=self.window)
+                             window=self.window, device_memory=self.device_memory, device=_cache_device(self.device))
 
     def make_evaluator(self, threads: int | None = None) -> Evaluator:
         common = {"space": self.space, "dataset": self.dataset, "epochs": self.epochs, "transfer": self.transfer,
@@ -253,6 +254,15 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
             executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
 
 
+def _cache_device(device: str) -> str:
+    """The device tier's device: the training device, with "auto" resolved as training resolves it."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _gpu_ids() -> list[str]:
     """Visible CUDA device ids when there are several (one per worker process), else []."""
     import torch
@@ -356,8 +366,8 @@ def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_settings: Cach
     locality = None
     if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
         workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
-        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory, what="worker memory"),
-                                   s.locality_wait)
+        what = "worker memory" if s.worker_memory else "memory size"
+        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory, what=what), s.locality_wait)
     if s.executor == "serial":
         cache = cache_settings.open() if cache_settings is not None else None
         if locality is not None:
