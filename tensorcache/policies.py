@@ -402,7 +402,9 @@ class EvolutionAware(Policy):
     or p differs from it on D at exactly j and the mutation picks its value. Models described with
     ``observe_model`` get this over the whole population (so an evaluated architecture a member can mutate
     back into keeps its value); undescribed ones only through themselves as a parent. Worthless first:
-    a second copy of the same content, and in prefix mode a layer whose earlier layers are gone. Stale
+    spare copies (a prefix run whose last layer another model holds with a run as long; in compatible
+    mode the layers of a model whose arch another model holds more of) and, in prefix mode, layers after
+    a gap. Stale
     news: a model not yet listed counts as a member with the median score that joined at its insert. Ties:
     fewer hits on the content, least recently used model, deepest layer. No population: DonorWindow(window).
     """
@@ -706,12 +708,20 @@ class EvolutionAware(Policy):
         best = {content: max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
                 for content, keys in self._holders.items()}  # the one copy of each content worth keeping
         self._rank = {}
-        for model in self._models.values():
+        twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
+        for m, model in self._models.items():
             if model.prefix:
                 self._rank_run(model, best)
+            elif model.arch is not None:
+                twin = twins.get(model.arch)
+                if twin is None or serves[m] > serves[twin]:
+                    twins[model.arch] = m
         for key, entry in entries.items():  # compatible mode and undescribed models
             if key not in self._rank:
-                self._rank[key] = self._value[entry.content] / entry.size if best[entry.content] == key else -1.0
+                model = self._models[entry.model_id]
+                twin = twins.get(model.arch) if model.arch is not None else None
+                spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
+                self._rank[key] = -1.0 if spare else self._value[entry.content] / entry.size
         self._heap = _LazyHeap([(self._priority(key), key) for key in entries])
         self._stale = False
 

@@ -304,6 +304,17 @@ def test_evolution_aware_keeps_one_copy_of_a_repeated_architecture():
     assert drain(p)[:2] == [("old", 1), ("old", 0)]
 
 
+def test_evolution_aware_compatible_mode_keeps_whole_models_not_scattered_layers():
+    p = EvolutionAware()
+    described(p, "old", (0, 0, 1), mode="compatible")
+    described(p, "new", (0, 0, 1), mode="compatible")  # the same arch: "old" is spare as a whole
+    described(p, "other", (0, 2, 1), mode="compatible")  # shares the stem content but is another donor
+    described(p, "m", (0, 0, 0), mode="compatible")
+    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    assert p.reuse(("old", 0)) == p.reuse(("old", 1)) == 0.0
+    assert p.reuse(("other", 0)) > 0 and p.reuse(("new", 0)) > 0  # a lookup takes one donor's layers
+
+
 def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
     p = EvolutionAware()
     described(p, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL))
