@@ -151,7 +151,7 @@ class TensorCache:
         record = ModelRecord(model_id, arch, None if score is None else float(score), parent, tuple(records))
         self._catalog.add(record)
         self._catalog.pin(model_id)
-        self._describe(model_id, arch, lmap.mode, len(records))
+        self._describe(record, lmap.mode)
         written = 0
         try:
             for i in sorted({0, len(self._slots) - 1}):
@@ -230,12 +230,12 @@ class TensorCache:
             if hook is not None:
                 hook(position)
 
-    def _describe(self, model_id: str, arch: Sequence[int], mode: str, layers: int) -> None:
-        """Tell population-aware policies a model's arch before its layers arrive."""
+    def _describe(self, record: ModelRecord, mode: str) -> None:
+        """Tell population-aware policies a model's arch, size and score before its layers arrive."""
         for slot in self._slots:
             hook = getattr(slot.policy, "observe_model", None)
             if hook is not None:
-                hook(model_id, arch, mode, layers)
+                hook(record.model_id, record.arch, mode, len(record.layers), record.score)
 
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
@@ -442,7 +442,7 @@ class TensorCache:
             if record.model_id in self._catalog.models:
                 return
             self._catalog.add(record)
-            self._describe(record.model_id, record.arch, str(event.get("mode", "prefix")), len(record.layers))
+            self._describe(record, str(event.get("mode", "prefix")))
             for index in event.get("held", range(len(record.layers))):
                 layer = record.layers[index]
                 entry = (record.model_id, index)

@@ -386,6 +386,10 @@ class _Model:
             n += 1
         return n
 
+    def arriving(self) -> bool:
+        """Its layers are still being inserted (a put in progress): it keeps them until the put ends."""
+        return not self.lost and len(self.keys) < self.layers
+
     def reach(self) -> int:
         """The run it can serve: a model still arriving layer by layer counts with all its layers."""
         run = self.run()
@@ -428,8 +432,10 @@ class EvolutionAware(Policy):
         self._modes: dict[str, tuple[bool, int]] = {}  # described model -> (prefix mode, layer count)
         self._updates = 0
         self._ranked_at = 0  # population updates seen at the last rebuild
-        self._population_size = 0
+        self._population_size = self._sample_size = 0
+        self._ascending: list[float] = []  # member scores of the last update
         self._newcomer_p = 0.0
+        self._scores: dict[str, float] = {}  # described models not yet listed -> their score
         self._hist: list[int] = []
         self._mutations = 0
         self._values_seen: list[set[int]] = []  # per position, the values seen in described archs
@@ -450,26 +456,29 @@ class EvolutionAware(Policy):
         if len(members) > population_size:
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
         self._updates += 1
-        self._population_size = population_size
-        self._weights, self._newcomer_p = {}, 0.0
-        if members:
-            ascending = sorted(s for _, s in members)
-            n, spare = len(members), population_size - len(members)
-
-            def p_donor(score: float) -> float:
-                """P(the best of S uniform draws scores ``score``), split evenly among the tied members."""
-                lo, hi = bisect_left(ascending, score), bisect_right(ascending, score)
-                better, tied = n - hi, hi - lo
-                return (((n - better) / n) ** sample_size - ((n - better - tied) / n) ** sample_size) / tied
-
-            self._weights = {m: p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
-            self._newcomer_p = p_donor(statistics.median_low(ascending))
-            self._listed.update(self._weights)
+        self._population_size, self._sample_size = population_size, sample_size
+        self._ascending = sorted(s for _, s in members)
+        spare = population_size - len(members)
+        self._weights = {m: self._p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
+        self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
+        self._listed.update(self._weights)
+        for m in self._weights:
+            self._scores.pop(m, None)
         for m in [m for m in self._archs if m not in self._weights and m not in self._models]:
             del self._archs[m]  # a dead model that holds nothing is no parent and no entry
             self._modes.pop(m, None)
+            self._scores.pop(m, None)
         if self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)) or not self._rank:
             self._stale = True
+
+    def _p_donor(self, score: float, joining: int = 0) -> float:
+        """P(the best of S uniform draws from the members, plus ``joining`` newcomers with this score, scores
+        ``score``), split evenly among the tied ones."""
+        ascending, sample = self._ascending, self._sample_size
+        lo, hi = bisect_left(ascending, score), bisect_right(ascending, score)
+        n, tied = len(ascending) + joining, hi - lo + joining
+        better = n - tied - lo
+        return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
 
     def observe_mutation(self, position: int) -> None:
         """A child's mutation landed on arch ``position``."""
@@ -479,10 +488,13 @@ class EvolutionAware(Policy):
         self._hist[position] += 1
         self._mutations += 1
 
-    def observe_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0) -> None:
-        """``model_id`` has architecture ``arch`` and ``layers`` layers (0: unknown), served in ``mode``
-        ("prefix" or "compatible"); call it before inserting its layers."""
+    def observe_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0,
+                      score: float | None = None) -> None:
+        """``model_id`` has architecture ``arch``, ``layers`` layers (0: unknown) and ``score`` (None: not
+        known), served in ``mode`` ("prefix" or "compatible"); call it before inserting its layers."""
         model_id = str(model_id)
+        if score is not None and model_id not in self._listed:
+            self._scores[model_id] = _score(score)
         arch = tuple(_position(a, "arch value") for a in arch)
         self._archs[model_id] = arch
         self._modes[model_id] = (mode == "prefix", int(layers))
@@ -512,7 +524,7 @@ class EvolutionAware(Policy):
         if key not in self._entries:
             return 0.0
         self._rebuild_if_stale()
-        return 0.0 if self._rank[key] < 0 else self._value[self._entries[key].content]
+        return 0.0 if self._rank[key] < 0 else self._entry_value(key)
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
@@ -571,6 +583,7 @@ class EvolutionAware(Policy):
             if entry.model_id not in self._weights:
                 self._archs.pop(entry.model_id, None)
                 self._modes.pop(entry.model_id, None)
+                self._scores.pop(entry.model_id, None)
 
     def victim(self) -> Key:
         if not self._entries:
@@ -598,9 +611,18 @@ class EvolutionAware(Policy):
     def _file(self, key: Key, entry: _Entry) -> None:
         content = entry.content = self._content_of(key, entry)
         self._holders.setdefault(content, set()).add(key)
-        if not self._stale:  # a new layer is its model's deepest: its own value per byte
-            self._rank[key] = self._content_value(content) / entry.size
-            self._push(key)
+        if not self._stale:
+            model = self._models[entry.model_id]
+            if model.arriving():
+                self._rank[key] = math.inf
+                self._push(key)
+            elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
+                self._rank_run(model, None)
+                for other in model.keys.values():
+                    self._push(other)
+            else:  # a new layer is its model's deepest: its own value per byte
+                self._rank[key] = self._entry_value(key) / entry.size
+                self._push(key)
 
     def _unfile(self, key: Key, entry: _Entry) -> Content:
         content = entry.content
@@ -620,6 +642,18 @@ class EvolutionAware(Policy):
             return
         for key in {*model.keys.values(), *also}:
             self._push(key)
+
+    def _entry_value(self, key: Key) -> float:
+        """Expected reuses of one entry. Compatible mode serves a child every matching layer of the one
+        donor with the most: a model is that donor for its own children (weight x P(the mutation spares
+        the layer)) and for a child that repeats its arch, so its layers share its arch's value."""
+        entry = self._entries[key]
+        model = self._models[entry.model_id]
+        if model.prefix or entry.content[0] == "own":
+            return self._content_value(entry.content)
+        repeat = self._content_value((-1, tuple(range(len(model.arch))), model.arch))
+        assert self._state is not None  # computed by _content_value, covering the arch's positions
+        return repeat + self._weight(entry.model_id) * (1.0 - self._state[2][list(entry.deps)].sum())
 
     def _content_value(self, content: Content) -> float:
         value = self._value.get(content)
@@ -641,9 +675,11 @@ class EvolutionAware(Policy):
         if weight is not None:
             return weight
         model = self._models.get(model_id)
-        if model is None or model_id in self._listed:
+        if model is None or model_id in self._listed or not self._ascending:
             return 0.0
-        return self._newcomer_p * max(0, self._population_size - (self._updates - model.born))
+        score = self._scores.get(model_id)
+        p = self._newcomer_p if score is None else self._p_donor(score, joining=1)
+        return p * max(0, self._population_size - (self._updates - model.born))
 
     def _mutation_odds(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Per position: P(the mutation lands there), and P(it then picks one given other value)."""
@@ -710,7 +746,7 @@ class EvolutionAware(Policy):
         self._rank = {}
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
         for m, model in self._models.items():
-            if model.prefix:
+            if model.prefix or model.arriving():
                 self._rank_run(model, best)
             elif model.arch is not None:
                 twin = twins.get(model.arch)
@@ -721,21 +757,31 @@ class EvolutionAware(Policy):
                 model = self._models[entry.model_id]
                 twin = twins.get(model.arch) if model.arch is not None else None
                 spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
-                self._rank[key] = -1.0 if spare else self._value[entry.content] / entry.size
+                self._rank[key] = -1.0 if spare else self._entry_value(key) / entry.size
         self._heap = _LazyHeap([(self._priority(key), key) for key in entries])
         self._stale = False
 
-    def _rank_run(self, model: _Model, best: Mapping[Content, Key]) -> None:
+    def _rank_run(self, model: _Model, best: Mapping[Content, Key] | None) -> None:
         """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
         is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
-        so is the whole run when another model's copy of the run's last layer serves at least as much."""
+        so is the whole run when another model's copy of the run's last layer serves at least as much
+        (``best``: the copy of each content worth keeping; None: not checked). A model still arriving
+        keeps everything."""
+        if model.arriving():
+            self._rank.update((key, math.inf) for key in model.keys.values())
+            return
+        if not model.prefix:
+            for key in model.keys.values():
+                entry = self._entries[key]
+                self._rank[key] = self._entry_value(key) / entry.size
+            return
         run = model.run()
         keys = [model.keys[d] for d in range(run)]
-        dominated = run > 0 and best[self._entries[keys[-1]].content] != keys[-1]
+        dominated = run > 0 and best is not None and best[self._entries[keys[-1]].content] != keys[-1]
         value = size = 0.0
         for key in reversed(keys):
             entry = self._entries[key]
-            value += self._value[entry.content]
+            value += self._content_value(entry.content)
             size += entry.size
             self._rank[key] = -1.0 if dominated else value / size
         for depth, key in model.keys.items():

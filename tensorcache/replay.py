@@ -149,7 +149,7 @@ class Store:
     def evaluation(self) -> None: ...
     def population(self, members: list[tuple[str, float]], population_size: int, sample_size: int) -> None: ...
     def mutation(self, position: int) -> None: ...
-    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int) -> None: ...
+    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int, score: float | None) -> None: ...
     def tick(self, start: int, end: int) -> None:
         """The next event's requests are positions ``start:end`` of the request stream (Belady's clock)."""
 
@@ -220,10 +220,10 @@ class PolicyStore(Store):
         if hook is not None:
             hook(position)
 
-    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int) -> None:
+    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int, score: float | None) -> None:
         hook = getattr(self.policy, "observe_model", None)
         if hook is not None:
-            hook(model_id, arch, mode, layers)
+            hook(model_id, arch, mode, layers, score)
 
     def tick(self, start: int, end: int) -> None:
         hook = getattr(self.policy, "set_time", None)
@@ -389,7 +389,7 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
         if ev.insert:
             deps = e.deps or [tuple(range(i + 1)) if prefix else () for i in range(len(e.keys))]
             if e.arch is not None:
-                store.model(e.model_id, e.arch, workload.mode, len(e.keys))
+                store.model(e.model_id, e.arch, workload.mode, len(e.keys), e.score)
             record = ModelRecord(e.model_id, (), e.score, e.parent_id,
                                  tuple(LayerRecord(k, {}, d) for k, d in zip(e.keys, deps)))
             catalog.add(record)

@@ -312,7 +312,10 @@ def test_evolution_aware_compatible_mode_keeps_whole_models_not_scattered_layers
     described(p, "m", (0, 0, 0), mode="compatible")
     p.update_population([("m", 1.0)], population_size=1, sample_size=1)
     assert p.reuse(("old", 0)) == p.reuse(("old", 1)) == 0.0
-    assert p.reuse(("other", 0)) > 0 and p.reuse(("new", 0)) > 0  # a lookup takes one donor's layers
+    assert p.reuse(("new", 0)) == p.reuse(("new", 1)) > 0  # m can mutate into (0, 0, 1): all its layers serve
+    assert p.reuse(("m", 0)) > 0 == p.reuse(("m", 1))  # m's children take its stem; its last layer changes
+    # "other" shares the stem content with everyone but is a donor of its own: not spare, only worth 0 now
+    assert sorted(drain(p)[:2]) == [("old", 0), ("old", 1)]
 
 
 def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
