@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("tensorcache")
 
@@ -106,14 +107,41 @@ class Tier(ABC):
         self.close()
 
 
-class ProcessLog:
-    """The catalog log of a process-local tier: a list that lives and dies with the tier."""
+class ProcessTier(Tier):
+    """A process-local tier: values in a dict, their bytes counted, and a catalog log that is a list
+    living and dying with the tier. Subclasses store values their own way and say their size."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, capacity: int) -> None:
+        super().__init__(name, capacity, shared=False)
+        self._values: dict[bytes, Any] = {}
+        self._used = 0
         self._log: list[bytes] = []
+
+    @abstractmethod
+    def _nbytes(self, stored: Any) -> int:
+        """Bytes one stored value counts against the capacity."""
+
+    def delete(self, key: bytes) -> None:
+        stored = self._values.pop(check_key(key), None)
+        if stored is not None:
+            self._used -= self._nbytes(stored)
+
+    def __contains__(self, key: bytes) -> bool:
+        return check_key(key) in self._values
+
+    def used_bytes(self) -> int:
+        return self._used
 
     def append_log(self, record: bytes) -> None:
         self._log.append(bytes(record))
 
     def read_log(self, start: int) -> tuple[list[bytes], int]:
         return self._log[check_start(start):], max(start, len(self._log))
+
+    def close(self) -> None:
+        self._values.clear()
+        self._log.clear()
+        self._used = 0
+
+    def __len__(self) -> int:
+        return len(self._values)

@@ -11,7 +11,7 @@ import warnings
 from typing import Any, NamedTuple
 
 from ..payload import PayloadError, read_header
-from .base import ProcessLog, Tier, as_bytes_view, check_key
+from .base import ProcessTier, as_bytes_view, check_key
 
 
 class _Stored(NamedTuple):
@@ -21,14 +21,13 @@ class _Stored(NamedTuple):
     shape: tuple[int, ...]
 
 
-class DeviceTier(ProcessLog, Tier):
+class DeviceTier(ProcessTier):
     """A dict of torch tensors on ``device``; ``get`` copies a value to the host, ``view`` does not."""
 
     def __init__(self, capacity: int, device: str = "cuda") -> None:
         import torch
 
-        Tier.__init__(self, "device", capacity, shared=False)
-        ProcessLog.__init__(self)
+        super().__init__("device", capacity)
         try:
             self.device = torch.device(device)
             if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -37,8 +36,6 @@ class DeviceTier(ProcessLog, Tier):
         except (RuntimeError, AssertionError) as exc:  # AssertionError: torch built without CUDA
             raise ValueError(f"device tier: cannot use device {device!r}: {exc}") from None
         self._torch = torch
-        self._values: dict[bytes, _Stored] = {}
-        self._used = 0
 
     def get(self, key: bytes) -> bytes | None:
         """The stored value, copied to the host (for demotion and verified reads; warm starts use ``view``)."""
@@ -83,24 +80,8 @@ class DeviceTier(ProcessLog, Tier):
         self._used += len(src)
         return True
 
-    def delete(self, key: bytes) -> None:
-        stored = self._values.pop(check_key(key), None)
-        if stored is not None:
-            self._used -= len(stored.head) + len(stored.body)
-
-    def __contains__(self, key: bytes) -> bool:
-        return check_key(key) in self._values
-
-    def used_bytes(self) -> int:
-        return self._used
-
-    def close(self) -> None:
-        self._values.clear()
-        self._log.clear()
-        self._used = 0
-
-    def __len__(self) -> int:
-        return len(self._values)
+    def _nbytes(self, stored: _Stored) -> int:
+        return len(stored.head) + len(stored.body)
 
     def __repr__(self) -> str:
         return f"DeviceTier(capacity={self.capacity}, device={str(self.device)!r}, used={self._used}, n={len(self)})"

@@ -5,10 +5,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import ProcessLog, Tier, as_bytes_view, check_key
+from .base import ProcessTier, as_bytes_view, check_key
 
 
-class MemoryTier(ProcessLog, Tier):
+class MemoryTier(ProcessTier):
     """A dict of owned byte buffers; ``get`` returns a read-only memoryview of the stored buffer.
 
     With ``pinned=True`` each value lives in page-locked memory (a torch uint8 tensor) so copies to
@@ -16,10 +16,7 @@ class MemoryTier(ProcessLog, Tier):
     """
 
     def __init__(self, capacity: int, pinned: bool = False) -> None:
-        Tier.__init__(self, "memory", capacity, shared=False)
-        ProcessLog.__init__(self)
-        self._values: dict[bytes, memoryview] = {}
-        self._used = 0
+        super().__init__("memory", capacity)
         self._torch = _pinning_torch() if pinned else None
         if pinned and self._torch is None:
             self._warn("pinned", "pinned memory needs torch with CUDA; the memory tier uses ordinary RAM")
@@ -48,24 +45,8 @@ class MemoryTier(ProcessLog, Tier):
             return self._torch.empty(n, dtype=self._torch.uint8, pin_memory=True).numpy()
         return np.empty(n, dtype=np.uint8)
 
-    def delete(self, key: bytes) -> None:
-        view = self._values.pop(check_key(key), None)
-        if view is not None:
-            self._used -= view.nbytes
-
-    def __contains__(self, key: bytes) -> bool:
-        return check_key(key) in self._values
-
-    def used_bytes(self) -> int:
-        return self._used
-
-    def close(self) -> None:
-        self._values.clear()
-        self._log.clear()
-        self._used = 0
-
-    def __len__(self) -> int:
-        return len(self._values)
+    def _nbytes(self, stored: memoryview) -> int:
+        return stored.nbytes
 
     def __repr__(self) -> str:
         return f"MemoryTier(capacity={self.capacity}, pinned={self.pinned}, used={self._used}, n={len(self)})"
