@@ -291,7 +291,7 @@ class TensorCache:
         written = sum(len(v) for v in missing.values())
         for ref in refs:
             slot.refs[ref.digest] = slot.refs.get(ref.digest, 0) + 1
-        where.add(i)
+        self._where.setdefault(entry, set()).add(i)  # not ``where``: the evictions above may have replaced it
         model = self._catalog.models[entry[0]]
         slot.policy.on_insert(entry, size, entry[0], model.layers[entry[1]].deps)
         self._catalog.hold(*entry)
@@ -387,9 +387,13 @@ class TensorCache:
                 if slot.layers is not None:
                     slot.layers[entry] = layer
             slot.policy.on_hit(entry)
-            for faster in range(i):
-                if self._admit(faster, entry, raw_blobs):
-                    self._counts["promotions"] += 1
+            self._catalog.pin(entry[0])  # evictions the promotion cascades may take the copy it reads from
+            try:
+                for faster in range(i):
+                    if self._admit(faster, entry, raw_blobs):
+                        self._counts["promotions"] += 1
+            finally:
+                self._catalog.unpin(entry[0])
             return layer, i
         return None
 

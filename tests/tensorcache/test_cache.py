@@ -92,6 +92,26 @@ def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, op
     cache.close()
 
 
+def test_a_promotion_whose_evictions_cascade_onto_its_own_copy_keeps_the_catalog_whole(tmp_path):
+    # Found by the test above: promoting m6 from LMDB into the device tier demotes down the tiers until
+    # LMDB evicts m6's own copy; the model must stay known and every tier's bookkeeping exact.
+    cache = TensorCache(memory=20_000, disk=tmp_path / "c.lmdb", disk_capacity=60_000, policy="fifo",
+                        namespace="cap", device_memory=8000, device="cpu")
+    widths = [1, 1, 1, 94, 110, 510, 2964, 356]
+    archs = [[0, 0, 0, 0]] * 6 + [[1, 0, 0, 0], [0, 0, 0, 0]]
+    for n, (arch, width) in enumerate(zip(archs, widths)):
+        cache.put(f"m{n}", arch, layer_tensors(n, arch, width), score=n)
+    hit = cache.lookup([1, 0, 0, 0])
+    assert hit.donor == "m6" and all(np.all(np.asarray(layer[f"w{i}"]) == 6000 + i)
+                                     for i, layer in zip(hit.indices, hit.layers))
+    for entry, tiers in cache._where.items():
+        assert tiers and entry[0] in cache._catalog.models
+        for i in tiers:
+            assert entry in cache._slots[i].policy
+    cache.put("m9", [0, 0, 0, 0], layer_tensors(9, [0, 0, 0, 0], 787), score=9)  # raised KeyError before
+    cache.close()
+
+
 def test_eviction_demotes_to_disk_and_hit_promotes_back(tmp_path):
     blob = 40_000  # bytes per layer, so the memory tier holds only a few layers
     cache = TensorCache(memory=100_000, disk=tmp_path / "c.lmdb", disk_capacity="10MB", policy="fifo")
