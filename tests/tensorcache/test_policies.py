@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tensorcache import policies
+from tensorcache.policies import registry as policy_registry
 from tensorcache.policies import (LFU, LRU, POLICIES, Belady, DonorWindow, EvolutionAware, FIFO, Policy,
                                   make_policy, register_policy)
 
@@ -478,8 +478,8 @@ class MRU(Policy):
 
 @pytest.fixture
 def registry(monkeypatch):
-    monkeypatch.setattr(policies, "POLICIES", dict(POLICIES))
-    return policies.POLICIES
+    monkeypatch.setattr(policy_registry, "POLICIES", dict(POLICIES))
+    return policy_registry.POLICIES
 
 
 def test_registry_has_every_builtin():

@@ -1,343 +1,21 @@
-"""Eviction policies: pure bookkeeping over cache entries, no I/O.
-
-A tier tells its policy about inserts, hits, donations, evaluations and removals, and asks it for the
-next victim. An entry is one layer of one stored model, keyed ``(model_id, layer_index)``. Every policy
-costs O(log n) or amortised O(1) per call (heaps with lazy deletion, ordered dicts), because replaying a
-recorded search makes 10^5-10^6 calls. Inserting a key that is already held replaces it (as if removed
-first); hits and removals of keys that are not held are ignored.
-"""
+"""Evict the lowest expected future reuse per byte under regularized evolution (docs/policies.md)."""
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import operator
 import statistics
-from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict, deque
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-Key = Hashable  # the cache uses (model_id, layer_index)
+from .base import Key, Policy, check_size, layer_depth, empty_error, LazyHeap
+from .donor_window import DonorWindow
 
 
-class Policy(ABC):
-    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it."""
-
-    name: str = "policy"
-
-    @abstractmethod
-    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        """``key`` entered the tier: ``size`` bytes of ``model_id``, depending on arch positions ``deps``."""
-
-    def on_hit(self, key: Key) -> None:
-        """The entry was served to a child (ignored unless the policy needs it)."""
-
-    def on_donation(self, model_id: str) -> None:
-        """``model_id`` was chosen as a donor, once per lookup (ignored unless the policy needs it)."""
-
-    def on_evaluation(self) -> None:
-        """One evaluation finished: advances windows and clocks (ignored unless the policy needs it)."""
-
-    @abstractmethod
-    def on_remove(self, key: Key) -> None:
-        """The entry left the tier (evicted after ``victim`` or for another reason)."""
-
-    @abstractmethod
-    def victim(self) -> Key:
-        """The next entry to evict; LookupError when the policy holds nothing."""
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def __contains__(self, key: object) -> bool: ...
-
-
-def _check_size(size: int) -> int:
-    if size < 0:
-        raise ValueError(f"entry size must be >= 0 bytes, got {size!r}")
-    return int(size)
-
-
-def _depth(key: Key) -> int:
-    """Layer index of a ``(model_id, layer_index)`` key, 0 for other keys (deepest layers go first)."""
-    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], int):
-        return key[1]
-    return 0
-
-
-def _empty(policy: Policy) -> LookupError:
-    return LookupError(f"policy {policy.name!r} holds no entries to evict")
-
-
-class _LazyHeap:
-    """Min-heap of keys whose priorities change: a new priority pushes a new item and stale items are
-    skipped when they surface; the heap is compacted when stale items outnumber live ones."""
-
-    def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
-        """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
-        self._tokens = itertools.count()
-        self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
-        self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
-        heapq.heapify(self._heap)
-
-    def push(self, key: Key, priority: Any) -> None:
-        token = next(self._tokens)
-        self._live[key] = token
-        heapq.heappush(self._heap, (priority, token, key))
-        if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = [item for item in self._heap if self._live.get(item[2]) == item[1]]
-            heapq.heapify(self._heap)
-
-    def discard(self, key: Key) -> None:
-        self._live.pop(key, None)
-
-    def peek(self) -> tuple[Any, Key] | None:
-        """(priority, key) of the smallest live item, or None."""
-        heap = self._heap
-        while heap and self._live.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)
-        return (heap[0][0], heap[0][2]) if heap else None
-
-    def pop(self) -> tuple[Any, Key]:
-        top = self.peek()
-        if top is None:
-            raise LookupError("empty heap")
-        heapq.heappop(self._heap)
-        del self._live[top[1]]
-        return top
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._live
-
-
-# ---------------------------------------------------------------------------------------- baselines
-class FIFO(Policy):
-    """Evicts the entry inserted longest ago; hits do not matter."""
-
-    name = "fifo"
-
-    def __init__(self) -> None:
-        self._order: OrderedDict[Key, None] = OrderedDict()
-
-    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        _check_size(size)
-        self._order.pop(key, None)
-        self._order[key] = None
-
-    def on_remove(self, key: Key) -> None:
-        self._order.pop(key, None)
-
-    def victim(self) -> Key:
-        if not self._order:
-            raise _empty(self)
-        return next(iter(self._order))
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._order
-
-
-class LRU(FIFO):
-    """Evicts the entry least recently inserted or hit."""
-
-    name = "lru"
-
-    def on_hit(self, key: Key) -> None:
-        if key in self._order:
-            self._order.move_to_end(key)
-
-
-class LFU(Policy):
-    """Evicts the entry with the fewest hits since it was inserted; ties go to the least recently used."""
-
-    name = "lfu"
-
-    def __init__(self) -> None:
-        self._heap = _LazyHeap()
-        self._hits: dict[Key, int] = {}
-        self._tick = itertools.count()
-
-    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        _check_size(size)
-        self._hits[key] = 0
-        self._heap.push(key, (0, next(self._tick)))
-
-    def on_hit(self, key: Key) -> None:
-        if key in self._hits:
-            self._hits[key] += 1
-            self._heap.push(key, (self._hits[key], next(self._tick)))
-
-    def on_remove(self, key: Key) -> None:
-        if self._hits.pop(key, None) is not None:
-            self._heap.discard(key)
-
-    def victim(self) -> Key:
-        top = self._heap.peek()
-        if top is None:
-            raise _empty(self)
-        return top[1]
-
-    def __len__(self) -> int:
-        return len(self._hits)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._hits
-
-
-# ------------------------------------------------------------------------------------ donor window
-class _Pool:
-    """Entries grouped by model: models ordered by a changeable priority, and within a model the deepest
-    (then most recently inserted) layer first, since a prefix run is useless without its earlier layers."""
-
-    def __init__(self) -> None:
-        self._models = _LazyHeap()
-        self._layers: dict[str, _LazyHeap] = {}
-
-    def add(self, model_id: str, key: Key, seq: int) -> None:
-        layers = self._layers.get(model_id)
-        if layers is None:
-            layers = self._layers[model_id] = _LazyHeap()
-        layers.push(key, (-_depth(key), -seq))
-
-    def discard(self, model_id: str, key: Key) -> None:
-        layers = self._layers[model_id]
-        layers.discard(key)
-        if not layers:
-            del self._layers[model_id]
-            self._models.discard(model_id)
-
-    def rank(self, model_id: str, priority: Any) -> None:
-        """Set the priority of a model that has entries in the pool."""
-        self._models.push(model_id, priority)
-
-    def head(self) -> tuple[Any, tuple[int, int], Key] | None:
-        """(model priority, layer priority, key) of the next entry, or None when empty."""
-        top = self._models.peek()
-        if top is None:
-            return None
-        layer = self._layers[top[1]].peek()
-        assert layer is not None  # a model leaves the ranking with its last entry
-        return top[0], layer[0], layer[1]
-
-    def __contains__(self, model_id: object) -> bool:
-        return model_id in self._layers
-
-
-@dataclass
-class _Donor:
-    """What donor-window knows about one model that holds entries."""
-
-    touched: int  # tick of its last insert, donation or hit
-    nbytes: int = 0
-
-
-class DonorWindow(Policy):
-    """The study's policy: evicts the deepest layer of the model least often a donor in the last ``window``
-    evaluations (ties: least recently inserted, donated or hit); ``size_aware`` ranks donations per held byte.
-
-    ``window=100`` evaluations is a default pending the window-size bench (docs/policies.md).
-    """
-
-    name = "donor-window"
-
-    def __init__(self, window: int = 100, size_aware: bool = False) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be an int >= 1 evaluations, got {window!r}")
-        self.window = window
-        self.size_aware = bool(size_aware)
-        self._clock = 0  # evaluations finished
-        self._tick = itertools.count()
-        self._donations: deque[tuple[int, str]] = deque()  # (clock at donation, model), oldest first
-        self._popularity: dict[str, int] = {}  # donations inside the window, > 0 only
-        self._models: dict[str, _Donor] = {}
-        self._entries: dict[Key, tuple[str, int]] = {}  # key -> (model, size)
-        self._pool = _Pool()  # models ranked by (popularity [per byte], touched)
-
-    def popularity(self, model_id: str) -> int:
-        """Times ``model_id`` was a donor in the last ``window`` evaluations."""
-        return self._popularity.get(model_id, 0)
-
-    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        size = _check_size(size)
-        self.on_remove(key)
-        tick = next(self._tick)
-        model = self._models.setdefault(model_id, _Donor(tick))
-        model.touched, model.nbytes = tick, model.nbytes + size
-        self._entries[key] = (model_id, size)
-        self._pool.add(model_id, key, tick)
-        self._rank(model_id)
-
-    def on_hit(self, key: Key) -> None:
-        if key in self._entries:
-            self._touch(self._entries[key][0])
-
-    def on_donation(self, model_id: str) -> None:
-        self._donations.append((self._clock, model_id))
-        self._popularity[model_id] = self._popularity.get(model_id, 0) + 1
-        self._touch(model_id)
-
-    def on_evaluation(self) -> None:
-        self._clock += 1
-        while self._donations and self._donations[0][0] < self._clock - self.window:
-            _, model_id = self._donations.popleft()
-            left = self._popularity[model_id] - 1
-            if left:
-                self._popularity[model_id] = left
-            else:
-                del self._popularity[model_id]
-            if model_id in self._models:
-                self._rank(model_id)
-
-    def on_remove(self, key: Key) -> None:
-        got = self._entries.pop(key, None)
-        if got is None:
-            return
-        model_id, size = got
-        self._pool.discard(model_id, key)
-        self._models[model_id].nbytes -= size
-        if model_id not in self._pool:
-            del self._models[model_id]
-        elif self.size_aware:
-            self._rank(model_id)
-
-    def victim(self) -> Key:
-        head = self._pool.head()
-        if head is None:
-            raise _empty(self)
-        return head[2]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def _touch(self, model_id: str) -> None:
-        model = self._models.get(model_id)
-        if model is not None:
-            model.touched = next(self._tick)
-            self._rank(model_id)
-
-    def _rank(self, model_id: str) -> None:
-        model = self._models[model_id]
-        value: float = self.popularity(model_id)
-        if self.size_aware:
-            value /= max(model.nbytes, 1)
-        self._pool.rank(model_id, (value, model.touched))
-
-
-# --------------------------------------------------------------------------------- evolution aware
 def _score(value: float | None) -> float:
     """A member's score; a missing or NaN score ranks below every real one."""
     return -math.inf if value is None or value != value else float(value)
@@ -444,7 +122,7 @@ class EvolutionAware(Policy):
         self._value: dict[Content, float] = {}  # expected reuses of each held content, as of the last rebuild
         self._rank: dict[Key, float] = {}  # value per byte of each entry; -1 marks a worthless one
         self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
-        self._heap = _LazyHeap()
+        self._heap = LazyHeap()
 
     # --------------------------------------------------------------- evolution state
     def update_population(self, members: Sequence[tuple[str, float]], population_size: int,
@@ -528,7 +206,7 @@ class EvolutionAware(Policy):
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        size = _check_size(size)
+        size = check_size(size)
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
         self._fallback.on_insert(key, size, model_id, deps)
@@ -537,7 +215,7 @@ class EvolutionAware(Policy):
         if model is None:
             model = self._models[model_id] = _Model(self._updates, tick)
             self._describe(model_id, model)
-        entry = self._entries[key] = _Entry(model_id, _depth(key), deps, float(max(size, 1)), tick)
+        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick)
         model.keys[entry.depth] = key
         self._file(key, entry)
         self._touch(model_id, ())
@@ -587,7 +265,7 @@ class EvolutionAware(Policy):
 
     def victim(self) -> Key:
         if not self._entries:
-            raise _empty(self)
+            raise empty_error(self)
         if not self.has_population:
             return self._fallback.victim()
         self._rebuild_if_stale()
@@ -758,7 +436,7 @@ class EvolutionAware(Policy):
                 twin = twins.get(model.arch) if model.arch is not None else None
                 spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
                 self._rank[key] = -1.0 if spare else self._entry_value(key) / entry.size
-        self._heap = _LazyHeap([(self._priority(key), key) for key in entries])
+        self._heap = LazyHeap([(self._priority(key), key) for key in entries])
         self._stale = False
 
     def _rank_run(self, model: _Model, best: Mapping[Content, Key] | None) -> None:
@@ -787,94 +465,3 @@ class EvolutionAware(Policy):
         for depth, key in model.keys.items():
             if depth > run:
                 self._rank[key] = -1.0
-
-
-# ------------------------------------------------------------------------------------------ Belady
-class Belady(Policy):
-    """Offline bound for replays: evicts the entry whose next request (at or after ``set_time``) is
-    farthest away, never-requested first; ties go to the larger entry, then the earlier inserted."""
-
-    name = "belady"
-
-    def __init__(self, next_uses: Mapping[Key, Sequence[int]]) -> None:
-        self._uses = {k: sorted(v) for k, v in next_uses.items()}
-        self._t = 0
-        self._held: dict[Key, tuple[int, int]] = {}  # key -> (size, insert seq)
-        self._seq = itertools.count()
-        self._farthest = _LazyHeap()  # key -> (-next use, -size, seq)
-        self._expiring = _LazyHeap()  # key -> next use (finite only)
-
-    def set_time(self, t: int) -> None:
-        """The current request index; entries whose next use has passed look further ahead."""
-        if t < self._t:
-            raise ValueError(f"time must not go back: at {self._t}, got {t}")
-        self._t = t
-        while (top := self._expiring.peek()) is not None and top[0] < t:
-            self._expiring.pop()
-            self._schedule(top[1])
-
-    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        self._held[key] = (_check_size(size), next(self._seq))
-        self._schedule(key)
-
-    def on_remove(self, key: Key) -> None:
-        if self._held.pop(key, None) is not None:
-            self._farthest.discard(key)
-            self._expiring.discard(key)
-
-    def victim(self) -> Key:
-        top = self._farthest.peek()
-        if top is None:
-            raise _empty(self)
-        return top[1]
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._held
-
-    def _schedule(self, key: Key) -> None:
-        uses = self._uses.get(key, ())
-        i = bisect_left(uses, self._t)
-        size, seq = self._held[key]
-        if i < len(uses):
-            self._farthest.push(key, (-uses[i], -size, seq))
-            self._expiring.push(key, uses[i])
-        else:
-            self._farthest.push(key, (-math.inf, -size, seq))
-            self._expiring.discard(key)
-
-
-# ---------------------------------------------------------------------------------------- registry
-POLICIES: dict[str, type] = {}
-
-
-def register_policy(name: str, cls: type) -> None:
-    """Make ``cls`` (a Policy subclass) available to ``make_policy`` under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"policy name must be a non-empty string, got {name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Policy)):
-        raise TypeError(f"policy {name!r} must be a Policy subclass, got {cls!r}")
-    if POLICIES.get(name, cls) is not cls:
-        raise ValueError(f"policy name {name!r} is already taken by {POLICIES[name].__name__}")
-    POLICIES[name] = cls
-
-
-def make_policy(spec: str | Policy | type, **kwargs: Any) -> Policy:
-    """A policy from a registered name, a Policy subclass (built with ``kwargs``) or an instance (as is)."""
-    if isinstance(spec, Policy):
-        if kwargs:
-            raise ValueError(f"cannot apply options {sorted(kwargs)} to an already built {spec.name!r} policy")
-        return spec
-    if isinstance(spec, str):
-        if spec not in POLICIES:
-            raise ValueError(f"unknown policy {spec!r}; known: {', '.join(sorted(POLICIES))}")
-        spec = POLICIES[spec]
-    if isinstance(spec, type) and issubclass(spec, Policy):
-        return spec(**kwargs)
-    raise TypeError(f"expected a policy name, Policy subclass or Policy, got {spec!r}")
-
-
-for _cls in (FIFO, LRU, LFU, DonorWindow, EvolutionAware, Belady):
-    register_policy(_cls.name, _cls)

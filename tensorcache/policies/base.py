@@ -1,0 +1,105 @@
+"""The policy interface, and the bookkeeping pieces every policy shares (sizes, depths, a lazy heap)."""
+from __future__ import annotations
+
+import heapq
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+
+Key = Hashable  # the cache uses (model_id, layer_index)
+
+
+class Policy(ABC):
+    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it."""
+
+    name: str = "policy"
+
+    @abstractmethod
+    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
+        """``key`` entered the tier: ``size`` bytes of ``model_id``, depending on arch positions ``deps``."""
+
+    def on_hit(self, key: Key) -> None:
+        """The entry was served to a child (ignored unless the policy needs it)."""
+
+    def on_donation(self, model_id: str) -> None:
+        """``model_id`` was chosen as a donor, once per lookup (ignored unless the policy needs it)."""
+
+    def on_evaluation(self) -> None:
+        """One evaluation finished: advances windows and clocks (ignored unless the policy needs it)."""
+
+    @abstractmethod
+    def on_remove(self, key: Key) -> None:
+        """The entry left the tier (evicted after ``victim`` or for another reason)."""
+
+    @abstractmethod
+    def victim(self) -> Key:
+        """The next entry to evict; LookupError when the policy holds nothing."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __contains__(self, key: object) -> bool: ...
+
+
+def check_size(size: int) -> int:
+    if size < 0:
+        raise ValueError(f"entry size must be >= 0 bytes, got {size!r}")
+    return int(size)
+
+
+def layer_depth(key: Key) -> int:
+    """Layer index of a ``(model_id, layer_index)`` key, 0 for other keys (deepest layers go first)."""
+    if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], int):
+        return key[1]
+    return 0
+
+
+def empty_error(policy: Policy) -> LookupError:
+    return LookupError(f"policy {policy.name!r} holds no entries to evict")
+
+
+class LazyHeap:
+    """Min-heap of keys whose priorities change: a new priority pushes a new item and stale items are
+    skipped when they surface; the heap is compacted when stale items outnumber live ones."""
+
+    def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
+        """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
+        self._tokens = itertools.count()
+        self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
+        self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
+        heapq.heapify(self._heap)
+
+    def push(self, key: Key, priority: Any) -> None:
+        token = next(self._tokens)
+        self._live[key] = token
+        heapq.heappush(self._heap, (priority, token, key))
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = [item for item in self._heap if self._live.get(item[2]) == item[1]]
+            heapq.heapify(self._heap)
+
+    def discard(self, key: Key) -> None:
+        self._live.pop(key, None)
+
+    def peek(self) -> tuple[Any, Key] | None:
+        """(priority, key) of the smallest live item, or None."""
+        heap = self._heap
+        while heap and self._live.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
+        return (heap[0][0], heap[0][2]) if heap else None
+
+    def pop(self) -> tuple[Any, Key]:
+        top = self.peek()
+        if top is None:
+            raise LookupError("empty heap")
+        heapq.heappop(self._heap)
+        del self._live[top[1]]
+        return top
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._live

@@ -1,0 +1,150 @@
+"""The study's policy: evict the models least often chosen as donor in a sliding window."""
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Key, Policy, check_size, layer_depth, empty_error, LazyHeap
+
+
+class _Pool:
+    """Entries grouped by model: models ordered by a changeable priority, and within a model the deepest
+    (then most recently inserted) layer first, since a prefix run is useless without its earlier layers."""
+
+    def __init__(self) -> None:
+        self._models = LazyHeap()
+        self._layers: dict[str, LazyHeap] = {}
+
+    def add(self, model_id: str, key: Key, seq: int) -> None:
+        layers = self._layers.get(model_id)
+        if layers is None:
+            layers = self._layers[model_id] = LazyHeap()
+        layers.push(key, (-layer_depth(key), -seq))
+
+    def discard(self, model_id: str, key: Key) -> None:
+        layers = self._layers[model_id]
+        layers.discard(key)
+        if not layers:
+            del self._layers[model_id]
+            self._models.discard(model_id)
+
+    def rank(self, model_id: str, priority: Any) -> None:
+        """Set the priority of a model that has entries in the pool."""
+        self._models.push(model_id, priority)
+
+    def head(self) -> tuple[Any, tuple[int, int], Key] | None:
+        """(model priority, layer priority, key) of the next entry, or None when empty."""
+        top = self._models.peek()
+        if top is None:
+            return None
+        layer = self._layers[top[1]].peek()
+        assert layer is not None  # a model leaves the ranking with its last entry
+        return top[0], layer[0], layer[1]
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._layers
+
+
+@dataclass
+class _Donor:
+    """What donor-window knows about one model that holds entries."""
+
+    touched: int  # tick of its last insert, donation or hit
+    nbytes: int = 0
+
+
+class DonorWindow(Policy):
+    """The study's policy: evicts the deepest layer of the model least often a donor in the last ``window``
+    evaluations (ties: least recently inserted, donated or hit); ``size_aware`` ranks donations per held byte.
+
+    ``window=100`` evaluations is a default pending the window-size bench (docs/policies.md).
+    """
+
+    name = "donor-window"
+
+    def __init__(self, window: int = 100, size_aware: bool = False) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window must be an int >= 1 evaluations, got {window!r}")
+        self.window = window
+        self.size_aware = bool(size_aware)
+        self._clock = 0  # evaluations finished
+        self._tick = itertools.count()
+        self._donations: deque[tuple[int, str]] = deque()  # (clock at donation, model), oldest first
+        self._popularity: dict[str, int] = {}  # donations inside the window, > 0 only
+        self._models: dict[str, _Donor] = {}
+        self._entries: dict[Key, tuple[str, int]] = {}  # key -> (model, size)
+        self._pool = _Pool()  # models ranked by (popularity [per byte], touched)
+
+    def popularity(self, model_id: str) -> int:
+        """Times ``model_id`` was a donor in the last ``window`` evaluations."""
+        return self._popularity.get(model_id, 0)
+
+    def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
+        size = check_size(size)
+        self.on_remove(key)
+        tick = next(self._tick)
+        model = self._models.setdefault(model_id, _Donor(tick))
+        model.touched, model.nbytes = tick, model.nbytes + size
+        self._entries[key] = (model_id, size)
+        self._pool.add(model_id, key, tick)
+        self._rank(model_id)
+
+    def on_hit(self, key: Key) -> None:
+        if key in self._entries:
+            self._touch(self._entries[key][0])
+
+    def on_donation(self, model_id: str) -> None:
+        self._donations.append((self._clock, model_id))
+        self._popularity[model_id] = self._popularity.get(model_id, 0) + 1
+        self._touch(model_id)
+
+    def on_evaluation(self) -> None:
+        self._clock += 1
+        while self._donations and self._donations[0][0] < self._clock - self.window:
+            _, model_id = self._donations.popleft()
+            left = self._popularity[model_id] - 1
+            if left:
+                self._popularity[model_id] = left
+            else:
+                del self._popularity[model_id]
+            if model_id in self._models:
+                self._rank(model_id)
+
+    def on_remove(self, key: Key) -> None:
+        got = self._entries.pop(key, None)
+        if got is None:
+            return
+        model_id, size = got
+        self._pool.discard(model_id, key)
+        self._models[model_id].nbytes -= size
+        if model_id not in self._pool:
+            del self._models[model_id]
+        elif self.size_aware:
+            self._rank(model_id)
+
+    def victim(self) -> Key:
+        head = self._pool.head()
+        if head is None:
+            raise empty_error(self)
+        return head[2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def _touch(self, model_id: str) -> None:
+        model = self._models.get(model_id)
+        if model is not None:
+            model.touched = next(self._tick)
+            self._rank(model_id)
+
+    def _rank(self, model_id: str) -> None:
+        model = self._models[model_id]
+        value: float = self.popularity(model_id)
+        if self.size_aware:
+            value /= max(model.nbytes, 1)
+        self._pool.rank(model_id, (value, model.touched))
