@@ -76,7 +76,8 @@ class CacheSettings:
                            disk_capacity=size(self.disk_capacity, "disk capacity"), redis=self.redis,
                            redis_capacity=size(self.redis_capacity, "redis capacity"), policy=self.policy,
                            namespace=self.namespace, device_memory=size(self.device_memory, "device memory size"),
-                           device=self.device, policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)
+                           device=self.device,
+                           policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)
 
     def open_view(self) -> TensorCache:
         """A cache with no memory tier over the shared tiers: the scheduler's view of the catalog (best_donor)."""

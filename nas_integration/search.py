@@ -132,6 +132,11 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        sizes = ((s.memory, "memory size"), (s.device_memory, "device memory size"), (s.disk_capacity, "disk capacity"),
+                 (s.redis_capacity, "redis capacity"), (s.worker_memory, "worker memory"))
+        for value, what in sizes:  # named here, before any worker, tier or scheduler parses them
+            if value is not None:
+                parse_size(value, what=what)
         return s
 
     def cache_settings(self, scale: float) -> CacheSettings | None:
@@ -366,8 +371,7 @@ def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_settings: Cach
     locality = None
     if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
         workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
-        what = "worker memory" if s.worker_memory else "memory size"
-        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory, what=what), s.locality_wait)
+        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory), s.locality_wait)
     if s.executor == "serial":
         cache = cache_settings.open() if cache_settings is not None else None
         if locality is not None:

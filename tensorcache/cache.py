@@ -21,7 +21,7 @@ from typing import Any
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, decode_event, encode_event
 from .layers import LayerMap
 from .payload import PayloadError, decode, encode
-from .policies import Policy, make_policy
+from .policies import Policy, call_hook, make_policy
 from .sizes import parse_size
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .transfer import Layer, TransferReport, copy_layers
@@ -218,24 +218,20 @@ class TensorCache:
 
     def update_population(self, members: Sequence[tuple[str, float]], population_size: int, sample_size: int) -> None:
         """Tell population-aware policies the evolution's state (members oldest first)."""
-        for slot in self._slots:
-            hook = getattr(slot.policy, "update_population", None)
-            if hook is not None:
-                hook(members, population_size, sample_size)
+        self._tell("update_population", members, population_size, sample_size)
 
     def observe_mutation(self, position: int) -> None:
         """Tell population-aware policies where a child's mutation landed."""
-        for slot in self._slots:
-            hook = getattr(slot.policy, "observe_mutation", None)
-            if hook is not None:
-                hook(position)
+        self._tell("observe_mutation", position)
 
     def _describe(self, record: ModelRecord, mode: str) -> None:
         """Tell population-aware policies a model's arch, size and score before its layers arrive."""
+        self._tell("observe_model", record.model_id, record.arch, mode, len(record.layers), record.score)
+
+    def _tell(self, hook: str, *args: Any) -> None:
+        """Call the optional policy hook ``hook`` of every tier's policy that has it."""
         for slot in self._slots:
-            hook = getattr(slot.policy, "observe_model", None)
-            if hook is not None:
-                hook(record.model_id, record.arch, mode, len(record.layers), record.score)
+            call_hook(slot.policy, hook, *args)
 
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""

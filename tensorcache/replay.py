@@ -28,13 +28,11 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from .catalog import Catalog, LayerRecord, ModelRecord
 from .layers import MODES
-
-if TYPE_CHECKING:
-    from .policies import Policy
+from .policies import Policy, call_hook, make_policy
 
 Entry = tuple[str, int]  # (model_id, layer index), the cache's entry key
 
@@ -211,24 +209,16 @@ class PolicyStore(Store):
         self.policy.on_evaluation()
 
     def population(self, members: list[tuple[str, float]], population_size: int, sample_size: int) -> None:
-        hook = getattr(self.policy, "update_population", None)
-        if hook is not None:
-            hook(members, population_size, sample_size)
+        call_hook(self.policy, "update_population", members, population_size, sample_size)
 
     def mutation(self, position: int) -> None:
-        hook = getattr(self.policy, "observe_mutation", None)
-        if hook is not None:
-            hook(position)
+        call_hook(self.policy, "observe_mutation", position)
 
     def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int, score: float | None) -> None:
-        hook = getattr(self.policy, "observe_model", None)
-        if hook is not None:
-            hook(model_id, arch, mode, layers, score)
+        call_hook(self.policy, "observe_model", model_id, arch, mode, layers, score)
 
     def tick(self, start: int, end: int) -> None:
-        hook = getattr(self.policy, "set_time", None)
-        if hook is not None:
-            hook(start)
+        call_hook(self.policy, "set_time", start)
 
 
 @dataclass
@@ -457,8 +447,6 @@ def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy
     workload = records if isinstance(records, Workload) else Workload(records, mode)
     P, S = population_params(workload, population_size, sample_size)
     if isinstance(policy, str):
-        from .policies import make_policy  # only replay needs policies; analysis does not
-
         kw = dict(policy_kwargs or {})
         if policy == "belady":
             kw.setdefault("next_uses", workload.next_uses())

@@ -61,6 +61,14 @@ def empty_error(policy: Policy) -> LookupError:
     return LookupError(f"policy {policy.name!r} holds no entries to evict")
 
 
+def call_hook(policy: Policy, hook: str, *args: Any) -> None:
+    """Call ``policy``'s optional hook ``hook`` (update_population, observe_mutation, observe_model,
+    set_time: only some policies have them) if it has one."""
+    method = getattr(policy, hook, None)
+    if method is not None:
+        method(*args)
+
+
 class LazyHeap:
     """Min-heap of keys whose priorities change: a new priority pushes a new item and stale items are
     skipped when they surface; the heap is compacted when stale items outnumber live ones."""

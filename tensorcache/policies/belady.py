@@ -6,7 +6,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 
-from .base import Key, Policy, check_size, empty_error, LazyHeap
+from .base import Key, LazyHeap, Policy, check_size, empty_error
 
 
 class Belady(Policy):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 
-from .base import Key, Policy, check_size, empty_error, LazyHeap
+from .base import Key, LazyHeap, Policy, check_size, empty_error
 
 
 class FIFO(Policy):

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Key, Policy, check_size, layer_depth, empty_error, LazyHeap
+from .base import Key, LazyHeap, Policy, check_size, empty_error, layer_depth
 
 
 class _Pool:

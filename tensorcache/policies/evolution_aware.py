@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Key, Policy, check_size, layer_depth, empty_error, LazyHeap
+from .base import Key, LazyHeap, Policy, check_size, empty_error, layer_depth
 from .donor_window import DonorWindow
 
 
@@ -86,9 +86,9 @@ class EvolutionAware(Policy):
     back into keeps its value); undescribed ones only through themselves as a parent. Worthless first:
     spare copies (a prefix run whose last layer another model holds with a run as long; in compatible
     mode the layers of a model whose arch another model holds more of) and, in prefix mode, layers after
-    a gap. Stale
-    news: a model not yet listed counts as a member with the median score that joined at its insert. Ties:
-    fewer hits on the content, least recently used model, deepest layer. No population: DonorWindow(window).
+    a gap. Stale news: a model not yet listed counts as a member that joined at its insert, with its own
+    score if ``observe_model`` gave one, else the median. Ties: fewer hits on the content, least recently
+    used model, deepest layer. No population: DonorWindow(window).
     """
 
     name = "evolution-aware"
@@ -218,7 +218,7 @@ class EvolutionAware(Policy):
         entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick)
         model.keys[entry.depth] = key
         self._file(key, entry)
-        self._touch(model_id, ())
+        self._touch(model_id)
 
     def on_hit(self, key: Key) -> None:
         self._fallback.on_hit(key)
@@ -232,7 +232,7 @@ class EvolutionAware(Policy):
     def on_donation(self, model_id: str) -> None:
         self._fallback.on_donation(model_id)
         if model_id in self._models:
-            self._touch(model_id, ())
+            self._touch(model_id)
 
     def on_evaluation(self) -> None:
         self._fallback.on_evaluation()
@@ -312,13 +312,13 @@ class EvolutionAware(Policy):
         self._heap.discard(key)
         return content
 
-    def _touch(self, model_id: str, also: Any) -> None:
-        """Mark a model used now and re-rank its entries and the ``also`` keys."""
+    def _touch(self, model_id: str) -> None:
+        """Mark a model used now and re-rank its entries."""
         model = self._models[model_id]
         model.touch = next(self._tick)
         if self._stale:
             return
-        for key in {*model.keys.values(), *also}:
+        for key in model.keys.values():
             self._push(key)
 
     def _entry_value(self, key: Key) -> float:

@@ -45,21 +45,23 @@ class _Env:
 
     @staticmethod
     def _open(path: str, map_size: int) -> lmdb.Environment:
-        for _ in range(_MAX_TRIES):
-            try:
-                return lmdb.open(path, map_size=map_size, max_dbs=3, max_readers=_MAX_READERS,
-                                 readahead=False, sync=False, metasync=False)
-            except lmdb.MapResizedError:
-                pass  # another process grew the map between reading its size and the first transaction
-        raise lmdb.MapResizedError("the map kept growing while the environment was opened")
+        return _while_resized(lambda: lmdb.open(path, map_size=map_size, max_dbs=3, max_readers=_MAX_READERS,
+                                                readahead=False, sync=False, metasync=False),
+                              lambda: None, "the environment was opened")  # a fresh open reads the new size
 
     def _open_dbs(self) -> list[lmdb._Database]:
-        for _ in range(_MAX_TRIES):
-            try:
-                return [self.env.open_db(name) for name in (b"blobs", b"log", b"meta")]
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)  # another process grew the map while we opened it
-        raise lmdb.MapResizedError("the map kept growing while the databases were opened")
+        return _while_resized(lambda: [self.env.open_db(name) for name in (b"blobs", b"log", b"meta")],
+                              lambda: self.env.set_mapsize(0), "the databases were opened")
+
+
+def _while_resized(attempt: Callable[[], T], adopt: Callable[[], object], what: str) -> T:
+    """``attempt()``, again after ``adopt()`` each time another process grew the map meanwhile."""
+    for _ in range(_MAX_TRIES):
+        try:
+            return attempt()
+        except lmdb.MapResizedError:
+            adopt()
+    raise lmdb.MapResizedError(f"the map kept growing while {what}")
 
 
 _envs: dict[str, _Env] = {}
