@@ -249,7 +249,7 @@ class EvolutionAware(Policy):
         if self._rank.pop(key, -1.0) >= 0 and not self._stale:  # re-rank what its loss changes, until the next rebuild
             for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
                 if self._rank[other] < 0:
-                    self._rank[other] = self._value[content] / self._entries[other].size
+                    self._rank[other] = self._entry_value(other) / self._entries[other].size
                     self._push(other)
             if model.prefix:  # the layers after it can no longer be served
                 for depth, other in model.keys.items():
