@@ -1,5 +1,8 @@
-"""Dataset loaders for searches: MNIST/Fashion-MNIST (IDX) and CIFAR-10 (official binary or JPEG folders).
+"""Datasets for searches: the small set shipped with the package, and full sets found or fetched on demand.
 
+``mnist-small`` (7,000 MNIST images) and the NAS-Bench-201 table ship in ``nas_integration/datasets/``.
+``mnist``, ``fashion-mnist`` and ``cifar10`` are read from a folder the user names, else
+``$TENSORCACHE_DATA/<name>``, else the per-user cache folder, and downloaded there when absent.
 Every loader returns ``(x_train, y_train, x_test, y_test)``: uint8 images (N, H, W) or (N, H, W, 3) and
 int64 labels. CIFAR-10 is decoded once and cached as .npy files in a cache directory, keyed by the
 source's path, size and modification time.
@@ -16,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .download import SOURCES, download
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-DEFAULT_CACHE_DIR = Path("~/.cache/tensorcache/data")
+SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"
+SHIPPED = {"mnist-small": SHIPPED_DIR / "mnist-small"}
+DATASETS = (*SHIPPED, *SOURCES)  # every name load_dataset takes, the shipped ones first
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 CIFAR_BATCHES = tuple(f"data_batch_{i}.bin" for i in range(1, 6)) + ("test_batch.bin",)
@@ -61,11 +68,11 @@ def load_cifar10(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     ``path`` may be a folder or a tar.gz of either layout (or a folder holding such a tar.gz). JPEG
     class labels follow the alphabetical order of the class folders, and their images come in a fixed
     shuffled order so that any slice mixes classes. The decoded arrays are cached under ``cache_dir``
-    (default ``~/.cache/tensorcache/data``).
+    (default ``user_cache_dir()``).
     """
     source, stamps = _find_cifar(Path(path).expanduser())
     digest = hashlib.sha256(repr((str(source.resolve()), stamps)).encode()).hexdigest()[:16]
-    folder = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / f"cifar10-{digest}"
+    folder = Path(cache_dir or user_cache_dir()).expanduser() / f"cifar10-{digest}"
     files = [folder / f"{s}.npy" for s in _SPLITS]
     if all(f.is_file() for f in files):
         return tuple(np.load(f) for f in files)
@@ -80,20 +87,72 @@ def load_cifar10(path: str | os.PathLike, cache_dir: str | os.PathLike | None = 
     return arrays
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike, subset: int | tuple[int, int] | None = None,
-                 cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Arrays:
-    """``mnist``, ``fashion_mnist`` or ``cifar10`` from ``data_dir``.
+def user_cache_dir() -> Path:
+    """The per-user folder for downloads and decoded arrays: ``$XDG_CACHE_HOME/tensorcache/data``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tensorcache" / "data"
+
+
+def nb201_table() -> Path:
+    """The shipped NAS-Bench-201 table (gzip CSV, 15,625 rows) that the tabular evaluator reads by default."""
+    return SHIPPED_DIR / "nb201" / "nb201_combined.csv.gz"
+
+
+def open_text(path: str | os.PathLike) -> io.TextIOBase:
+    """A text file for csv, transparently gunzipped when its name ends in .gz."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rt", newline="")
+    return open(path, newline="")
+
+
+def dataset_name(name: str) -> str:
+    """The canonical spelling of a dataset name (``Fashion_MNIST`` -> ``fashion-mnist``); ValueError if unknown."""
+    key = name.lower().replace("_", "-")
+    key = {"cifar-10": "cifar10"}.get(key, key)
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return key
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, download_missing: bool = True,
+           mirror: str | None = None) -> Path:
+    """The folder or file to read dataset ``name`` from, downloading it when it is nowhere yet.
+
+    A shipped set is always its package folder (``data_dir`` must be None). For a full set the search
+    order is ``data_dir``, ``$TENSORCACHE_DATA/<name>``, then ``user_cache_dir()/<name>``; a download goes
+    to ``data_dir`` when given, else to the cache folder. ``mirror`` replaces the public download URLs.
+    """
+    key = dataset_name(name)
+    if key in SHIPPED:
+        if data_dir is not None:
+            raise ValueError(f"dataset {key} ships with the package and takes no data directory; the data "
+                             f"directory is for {', '.join(SOURCES)}")
+        return SHIPPED[key]
+    if data_dir is not None:
+        candidates = [Path(data_dir).expanduser()]
+        if candidates[0].is_file():  # an archive the user named: its reader says what is wrong with it
+            return candidates[0]
+    else:
+        env = os.environ.get("TENSORCACHE_DATA")
+        candidates = ([Path(env).expanduser() / key] if env else []) + [user_cache_dir() / key]
+    for path in candidates:
+        if _holds(key, path):
+            return path
+    if not download_missing:
+        raise FileNotFoundError(f"{key} not found in {', '.join(map(str, candidates))}")
+    return download(key, candidates[-1] if data_dir is None else candidates[0], mirror=mirror)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 subset: int | tuple[int, int] | None = None, cache_dir: str | os.PathLike | None = None,
+                 seed: int = 0, download_missing: bool = True, mirror: str | None = None) -> Arrays:
+    """Dataset ``name`` (one of ``DATASETS``) as uint8 images and int64 labels, fetched if needed (see ``locate``).
 
     ``subset=n`` keeps a seeded random n training and n test examples (``(n_train, n_test)`` sets each);
-    None keeps everything.
+    None keeps everything. ``cache_dir`` holds decoded CIFAR-10 arrays (default ``user_cache_dir()``).
     """
-    key = name.lower().replace("-", "_")
-    if key in ("mnist", "fashion_mnist"):
-        arrays = load_mnist(data_dir)
-    elif key in ("cifar10", "cifar_10"):
-        arrays = load_cifar10(data_dir, cache_dir)
-    else:
-        raise ValueError(f"unknown dataset {name!r}; expected mnist, fashion_mnist or cifar10")
+    key = dataset_name(name)
+    path = locate(key, data_dir, download_missing, mirror)
+    arrays = load_cifar10(path, cache_dir) if key == "cifar10" else load_mnist(path)
     if subset is None:
         return arrays
     n_train, n_test = (subset, subset) if isinstance(subset, int) else subset
@@ -102,6 +161,17 @@ def load_dataset(name: str, data_dir: str | os.PathLike, subset: int | tuple[int
     train = rng.permutation(len(x_train))[:n_train]
     test = rng.permutation(len(x_test))[:n_test]
     return x_train[train], y_train[train], x_test[test], y_test[test]
+
+
+def _holds(name: str, path: Path) -> bool:
+    """Whether ``path`` (a folder, or a CIFAR-10 archive) holds a readable copy of dataset ``name``."""
+    if name == "cifar10":
+        try:
+            _find_cifar(path)
+            return True
+        except (FileNotFoundError, ValueError):
+            return False
+    return all((path / n).is_file() or (path / (n + ".gz")).is_file() for n in MNIST_FILES)
 
 
 def _find_cifar(path: Path) -> tuple[Path, tuple]:

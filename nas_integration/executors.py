@@ -60,6 +60,7 @@ class CacheSettings:
     disk_capacity: int | str = "20GB"
     redis: str | None = None
     redis_capacity: int | str = "100GB"
+    redis_required: bool = False  # an unreachable Redis is an error instead of a cache without it
     policy: str = "donor-window"
     scale: float = 1.0
     window: int | None = None  # donor-window / evolution-aware sliding window, in evaluations
@@ -74,7 +75,8 @@ class CacheSettings:
 
         return TensorCache(memory=size(self.memory, "memory size"), disk=self.disk,
                            disk_capacity=size(self.disk_capacity, "disk capacity"), redis=self.redis,
-                           redis_capacity=size(self.redis_capacity, "redis capacity"), policy=self.policy,
+                           redis_capacity=size(self.redis_capacity, "redis capacity"),
+                           redis_required=self.redis_required, policy=self.policy,
                            namespace=self.namespace, device_memory=size(self.device_memory, "device memory size"),
                            device=self.device,
                            policy_kwargs={"window": self.window} if self.window and self.policy in WINDOWED else None)

@@ -20,7 +20,9 @@ from typing import Any
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceWriter
 
+from .data import DATASETS, nb201_table
 from .evaluators import Evaluator, make_evaluator
+from .evaluators.tabular import DATASETS as TABLE_DATASETS
 from .evolution import Candidate, RegularizedEvolution
 from .locality import LocalityTracker
 from .executors import (
@@ -42,9 +44,14 @@ log = logging.getLogger("nas_integration")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "tabular": {"space": "nb201", "dataset": "cifar10", "evals": 1000, "population": 100, "sample": 25,
                 "epochs": 200},
-    "train": {"space": "attn", "dataset": "mnist", "evals": 24, "population": 8, "sample": 3, "epochs": 1,
+    "train": {"space": "attn", "dataset": "mnist-small", "evals": 24, "population": 8, "sample": 3, "epochs": 1,
               "train_subset": 5000},
 }
+
+
+def evaluator_datasets(evaluator: str) -> tuple[str, ...]:
+    """The dataset names an evaluator takes, as ``--help`` and the errors spell them."""
+    return tuple(TABLE_DATASETS) if evaluator == "tabular" else DATASETS
 
 
 @dataclass
@@ -75,6 +82,7 @@ class SearchSettings:
     disk_capacity: str = "20GB"
     redis: str | None = None
     redis_capacity: str = "100GB"
+    redis_required: bool = False  # an unreachable --redis is an error, not a search without sharing
     transfer: str = "prefix"
     namespace: str | None = None
     payload_scale: float = 1 / 64
@@ -99,8 +107,8 @@ class SearchSettings:
         for key, default in DEFAULTS[self.evaluator].items():
             if values[key] is None:
                 values[key] = default
-        if values["data_dir"] is None:
-            values["data_dir"] = os.path.join(os.environ.get("TENSORCACHE_DATA", "data"), values["dataset"])
+        if self.evaluator == "tabular" and values["table"] is None:
+            values["table"] = os.fspath(nb201_table())
         if values["disk"] is None:
             values["disk"] = os.path.join(self.out, "cache.lmdb")
         if values["namespace"] is None:
@@ -110,7 +118,11 @@ class SearchSettings:
         if values["window"] is None:
             values["window"] = 4 * values["population"]
         s = SearchSettings(**values)
-        checks = [(s.mode in ("async", "batch"), f"mode must be 'async' or 'batch', got {s.mode!r}"),
+        names = evaluator_datasets(s.evaluator)
+        checks = [(s.dataset in names, f"{s.evaluator} evaluator: unknown dataset {s.dataset!r}; expected one of "
+                                       f"{', '.join(names)}"),
+                  (s.redis is not None or not s.redis_required, "--redis-required needs --redis URL"),
+                  (s.mode in ("async", "batch"), f"mode must be 'async' or 'batch', got {s.mode!r}"),
                   (s.executor in ("serial", "process", "mpi"),
                    f"executor must be serial, process or mpi, got {s.executor!r}"),
                   (s.transfer in ("prefix", "compatible"), f"transfer must be prefix or compatible, got {s.transfer!r}"),
@@ -145,15 +157,13 @@ class SearchSettings:
         disk = None if self.disk.lower() in ("", "none") else self.disk
         return CacheSettings(namespace=self.namespace, memory=self.memory, disk=disk,
                              disk_capacity=self.disk_capacity, redis=self.redis,
-                             redis_capacity=self.redis_capacity, policy=self.policy, scale=scale,
+                             redis_capacity=self.redis_capacity, redis_required=self.redis_required, policy=self.policy, scale=scale,
                              window=self.window, device_memory=self.device_memory, device=_cache_device(self.device))
 
     def make_evaluator(self, threads: int | None = None) -> Evaluator:
         common = {"space": self.space, "dataset": self.dataset, "epochs": self.epochs, "transfer": self.transfer,
                   "namespace": self.namespace, "seed": self.seed}
         if self.evaluator == "tabular":
-            if self.table is None:
-                raise ValueError("the tabular evaluator needs --table PATH (a NAS-Bench-201 CSV)")
             return make_evaluator("tabular", table=self.table, payload_scale=self.payload_scale,
                                   time_scale=self.time_scale, **common)
         return make_evaluator("train", data_dir=self.data_dir, batch_size=self.batch_size, lr=self.lr, amp=self.amp,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
+from ..data import nb201_table, open_text
 from ..evolution import Candidate
 from ..spaces import SearchSpace, get_space
 from . import Evaluator, Result
@@ -60,8 +61,8 @@ class Row:
 
 
 def read_table(path: str | os.PathLike, space: SearchSpace, columns: Columns) -> dict[tuple[int, ...], Row]:
-    """Architecture -> row of a NAS-Bench-201-style CSV; ValueError names a missing column or bad cell."""
-    with open(path, newline="") as f:
+    """Architecture -> row of a NAS-Bench-201-style CSV (or .csv.gz); ValueError names a missing column or bad cell."""
+    with open_text(path) as f:
         reader = csv.DictReader(f)
         missing = {ARCH_COLUMN, columns.score, columns.test, columns.train_time} - set(reader.fieldnames or ())
         if missing:
@@ -121,7 +122,7 @@ class TabularEvaluator(Evaluator):
 
     name = "tabular"
 
-    def __init__(self, table: str | os.PathLike, space: str = "nb201", dataset: str = "cifar10",
+    def __init__(self, table: str | os.PathLike | None = None, space: str = "nb201", dataset: str = "cifar10",
                  epochs: int = TABLE_EPOCHS, payload_scale: float = 1 / 64, transfer: str = "prefix",
                  namespace: str = "nb201", time_scale: float = 0.0, seed: int = 0) -> None:
         if dataset not in DATASETS:
@@ -132,7 +133,7 @@ class TabularEvaluator(Evaluator):
             raise ValueError(f"tabular: payload scale must be in (0, 1], got {payload_scale}")
         if time_scale < 0:
             raise ValueError(f"tabular: time scale must be >= 0, got {time_scale}")
-        self.table = os.fspath(table)
+        self.table = os.fspath(nb201_table() if table is None else table)
         self.space_name = space
         self.dataset = dataset
         self.epochs = epochs
@@ -150,7 +151,7 @@ class TabularEvaluator(Evaluator):
         if not os.path.isfile(self.table):
             raise FileNotFoundError(f"tabular: table {self.table!r} not found (give a NAS-Bench-201 CSV with "
                                     f"--table, e.g. one with columns {ARCH_COLUMN}, {self.columns.score}, ...)")
-        with open(self.table, newline="") as f:
+        with open_text(self.table) as f:
             header = next(csv.reader(f), [])
             first = next(csv.DictReader(f, fieldnames=header), None)
         missing = {ARCH_COLUMN, self.columns.score, self.columns.test, self.columns.train_time} - set(header)

@@ -15,6 +15,7 @@ from torch import nn
 
 from tensorcache.transfer import TransferReport
 
+from ..data import SHIPPED, dataset_name, load_dataset, locate
 from ..evolution import Candidate
 from ..spaces import get_space
 from . import Evaluator, Result
@@ -24,10 +25,25 @@ if TYPE_CHECKING:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when present, else cpu; anything else as torch spells it ("cpu", "cuda:1")."""
+    """``auto`` -> cuda when present, else cpu; anything else as torch spells it ("cpu", "cuda:1").
+
+    ValueError names a device torch does not know or a CUDA device this machine does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch "
+                             f"{torch.__version__}); use --device cpu or auto")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    return resolved
 
 
 class TrainEvaluator(Evaluator):
@@ -35,7 +51,7 @@ class TrainEvaluator(Evaluator):
 
     name = "train"
 
-    def __init__(self, data_dir: str | os.PathLike, space: str = "attn", dataset: str = "mnist",
+    def __init__(self, data_dir: str | os.PathLike | None = None, space: str = "attn", dataset: str = "mnist-small",
                  epochs: int = 1, batch_size: int = 128, lr: float = 1e-3, amp: bool = False,
                  train_subset: int | None = None, device: str = "auto", transfer: str = "prefix",
                  namespace: str = "attn", val_fraction: float = 0.1, seed: int = 0,
@@ -50,9 +66,9 @@ class TrainEvaluator(Evaluator):
             raise ValueError(f"train: validation fraction must be in (0, 1), got {val_fraction}")
         if train_subset is not None and train_subset < 2:
             raise ValueError(f"train: train subset must be >= 2 examples, got {train_subset}")
-        self.data_dir = os.fspath(data_dir)
+        self.data_dir = None if data_dir is None else os.fspath(data_dir)
         self.space_name = space
-        self.dataset = dataset
+        self.dataset = dataset_name(dataset)
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -66,18 +82,16 @@ class TrainEvaluator(Evaluator):
         self.threads = threads
 
     def check(self) -> None:
-        if not os.path.isdir(self.data_dir):
-            raise FileNotFoundError(
-                f"train: data directory {self.data_dir!r} does not exist; point --data-dir (or $TENSORCACHE_DATA) "
-                f"at a folder holding the {self.dataset} files")
+        """Check the space and device, then find (or download) the dataset and pin ``data_dir`` to it."""
         get_space(self.space_name)
         resolve_device(self.device)
+        path = locate(self.dataset, self.data_dir)
+        if self.dataset not in SHIPPED:
+            self.data_dir = os.fspath(path)
 
     def setup(self) -> None:
         if getattr(self, "_train", None) is not None:
             return
-        from ..data import load_dataset
-
         if self.threads:
             torch.set_num_threads(self.threads)
         self._device = resolve_device(self.device)
