@@ -31,7 +31,7 @@ RECORD = 1 + 32 * 32 * 3
 def needs(sub: str) -> pytest.MarkDecorator:
     present = DATA is not None and (DATA / sub).is_dir()
     return pytest.mark.skipif(not present, reason=f"needs the full {sub} data set: set $TENSORCACHE_DATA to a folder "
-                                                  f"holding {sub}/ (.ci/run sets it when ../shared/data exists)")
+                                                  f"holding {sub}/")
 
 
 # ---------------------------------------------------------------- shipped with the package
