@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -246,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     if summary is not None and not args.quiet:
         console.print(summary_table(summary))
-        console.print(f"trace: {summary['trace']}   summary: {settings.out}/summary.json")
+        console.print(f"trace: {summary['trace']}\nsummary: {os.path.join(settings.out, 'summary.json')}\n"
+                      f"plots: tensorcache analyze {summary['trace']} --out {os.path.join(settings.out, 'report')}",
+                      soft_wrap=True)
     return 0
 
 
