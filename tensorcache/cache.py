@@ -33,7 +33,7 @@ from .sizes import parse_size
 from .stack import Moves, Slot, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .tiers.base import SharedTier
-from .tiers.books import BooksDamaged, Change, Position
+from .tiers.books import WRONG_LENGTH, BooksDamaged, Change, Position
 from .transfer import Layer, TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
@@ -350,6 +350,8 @@ class TensorCache:
         for (name, ref), value in zip(refs.items(), got):
             if value is None:
                 raise PayloadError("missing payload")
+            if value is WRONG_LENGTH:
+                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
             if views:
                 arr, dtype = value
             else:
@@ -389,8 +391,11 @@ class TensorCache:
         entry = (change.model_id, change.index)
         if change.op == "hold":
             record = self._catalog.record(change.model_id) or self._fetch_record(slot.tier, change.model_id)
-            if record is None or change.index >= len(record.layers):
+            if record is None:
                 return
+            if change.index >= len(record.layers):
+                raise PayloadError(f"a change holds layer {change.index} of {change.model_id!r}, which has "
+                                   f"{len(record.layers)}")
             self._hold_seen(i, slot, record, change.index)
         elif change.op == "release":
             if self._catalog.release(entry, i):
@@ -431,17 +436,18 @@ class TensorCache:
                         tier.name)
         slot = self._stack.slots[i]
         seen: set[Entry] = set()
-        for raw, held in snap.models:
+        for model_id, raw, held in snap.models:
             try:
-                record = ModelRecord.from_bytes(raw)
+                record = self._catalog.record(model_id) or ModelRecord.from_bytes(raw)
+                if record.model_id != model_id or held[-1] >= len(record.layers):
+                    raise PayloadError(f"the record stored for {model_id!r} does not match its books")
             except PayloadError as exc:
                 self._counts["corrupt"] += 1
                 log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
                 continue
             for index in held:
-                if index < len(record.layers):
-                    seen.add((record.model_id, index))
-                    self._hold_seen(i, slot, self._catalog.record(record.model_id) or record, index)
+                seen.add((model_id, index))
+                self._hold_seen(i, slot, record, index)
         for entry in [e for e, tiers in self._catalog.entries() if i in tiers and e not in seen]:
             self._catalog.release(entry, i)
             slot.policy.handle(Removed(entry))

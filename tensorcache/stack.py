@@ -16,6 +16,7 @@ from .catalog import Catalog, Entry, ModelRecord
 from .events import Inserted, Removed
 from .policies import Policy
 from .tiers import Tier
+from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
 
 
@@ -94,7 +95,7 @@ class TierStack:
                 and t + 1 not in self.catalog.tiers_of(entry):
             refs = list(record.layers[entry[1]].tensors.values())
             got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
-            if all(g is not None for g in got):
+            if all(g is not None and g is not WRONG_LENGTH for g in got):
                 work.append((t + 1, record, entry[1], {r.digest: g for r, g in zip(refs, got)}))
         slot.tier.release(entry[0], entry[1], self.origin)
         self.drop(t, entry)

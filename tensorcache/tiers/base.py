@@ -123,8 +123,8 @@ class Tier(ABC):
         return self._attempt("read", False, lambda txn: [txn.get_blob(k) for k in keys], [None] * len(keys))
 
     def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
-        """Payloads by (digest, expected length), from one transaction; a value whose stored length differs
-        is a miss, found before its bytes are fetched."""
+        """Payloads by (digest, expected length), from one transaction: None if absent, ``books.WRONG_LENGTH``
+        if the stored length differs (found before its bytes are fetched)."""
         return self._attempt("read", False, lambda txn: [txn.get_blob(d, size) for d, size in wanted],
                              [None] * len(wanted))
 
@@ -324,8 +324,10 @@ class _ProcessTxn(Txn):
 
     def get_blob(self, digest: bytes, size: int | None = None) -> Any:
         stored = self.tier._values.get(digest)
-        if stored is None or (size is not None and self.tier._nbytes(stored) != size):
+        if stored is None:
             return None
+        if size is not None and self.tier._nbytes(stored) != size:
+            return books.WRONG_LENGTH
         return self.tier._load(stored)
 
     def put_blob(self, digest: bytes, value: Any) -> None:

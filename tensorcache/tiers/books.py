@@ -85,10 +85,17 @@ class Position:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A shared store's books at one position: each model's record bytes and held layer indices."""
+    """A shared store's books at one position: each held model's id, record bytes and held layer indices."""
 
     position: Position
-    models: list[tuple[bytes, tuple[int, ...]]]
+    models: list[tuple[str, bytes, tuple[int, ...]]]
+
+
+class _WrongLength(bytes):
+    """What a read returns for a stored value whose length is not the one asked for (read no further)."""
+
+
+WRONG_LENGTH = _WrongLength()
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,8 @@ class Txn(ABC):
 
     @abstractmethod
     def get_blob(self, digest: bytes, size: int | None = None) -> Any:
-        """A payload's bytes, or None if absent or (checked before fetching them) not ``size`` bytes long."""
+        """A payload's bytes, None if absent, or WRONG_LENGTH if it is not ``size`` bytes long (checked
+        before its bytes are fetched)."""
 
     @abstractmethod
     def put_blob(self, digest: bytes, value: bytes | bytearray | memoryview) -> None: ...
@@ -285,7 +293,7 @@ def snapshot(txn: Txn) -> Snapshot:
         record = txn.get(b"r:" + key[2:])
         held = read_indices(txn.get(key))
         if record is not None and held:
-            models.append((record, tuple(sorted(held))))
+            models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
     return Snapshot(at, models)
 
 

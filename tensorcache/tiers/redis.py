@@ -9,6 +9,7 @@ once per outage, then skipped for a back-off period (0.5 s doubling to 30 s).
 """
 from __future__ import annotations
 
+import random
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .base import SharedTier, StoreFailure, log
-from .books import Txn
+from .books import WRONG_LENGTH, Txn
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ _MANIFEST = struct.Struct(">QQ")  # total bytes, chunk size
 _MAX_CHUNK = 512 * 2**20  # Redis's largest string
 _MAX_CHUNKS = 2**24
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
-_WATCH_TRIES = 8
+_WATCH_TRIES = 100  # every hold moves the shared counters, so concurrent writers retry often
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -99,7 +100,7 @@ class RedisTier(SharedTier):
         if not write:
             return body(_RedisTxn(self, self._client, watching=False))
         with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(_WATCH_TRIES):
+            for attempt in range(_WATCH_TRIES):
                 txn = _RedisTxn(self, pipe, watching=True)
                 try:
                     result = body(txn)
@@ -110,6 +111,7 @@ class RedisTier(SharedTier):
                     return result
                 except redis.WatchError:
                     pipe.reset()  # another client changed what this transaction read: run it again
+                    time.sleep(random.uniform(0, 0.0005 * attempt))  # jittered, so writers fall out of step
         raise StoreFailure("other clients kept changing the same keys")
 
     def _unreachable(self, exc: BaseException) -> None:
@@ -198,8 +200,10 @@ class _RedisTxn(Txn):
 
     def get_blob(self, digest: bytes, size: int | None = None) -> bytes | None:
         stored, manifest = self._size_and_manifest(digest)
-        if stored is None or (size is not None and stored != size):
+        if stored is None:
             return None
+        if size is not None and stored != size:
+            return WRONG_LENGTH
         if manifest is None:
             return self.client.get(self._keys_of(digest)[0])
         parts = self.client.mget(self._chunk_keys(digest, *manifest))
