@@ -138,9 +138,8 @@ class TensorCache:
                           [layer.depends_on for layer in records], 0)
         self._tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
         moves = Moves()
-        for i in sorted({0, len(self._stack.slots) - 1}):
-            for index in range(len(records)):
-                self._stack.admit(i, record, index, blobs, moves)
+        for i in sorted({0, len(self._stack.slots) - 1}):  # the fastest tier, and through to the widest
+            self._stack.admit(i, record, range(len(records)), blobs, moves)
         self._count(moves)
         self._counts["puts"] += 1
         self._counts["bytes_stored"] += moves.written
@@ -298,9 +297,6 @@ class TensorCache:
             if not indices:
                 return None
             self._tell(Donated(donor))
-            for slot in self._stack.slots:
-                if isinstance(slot.tier, SharedTier):
-                    slot.tier.note_donation(donor, self._stack.origin)
             prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
             return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
                        self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
@@ -329,7 +325,7 @@ class TensorCache:
             slot.policy.handle(LayerServed(entry))
             moves = Moves()
             for faster in range(i):
-                if self._stack.admit(faster, record, index, raw, moves):
+                if self._stack.admit(faster, record, (index,), raw, moves):
                     self._counts["promotions"] += 1
             self._count(moves)
             return layer, i
@@ -397,13 +393,10 @@ class TensorCache:
                 raise PayloadError(f"a change holds layer {change.index} of {change.model_id!r}, which has "
                                    f"{len(record.layers)}")
             self._hold_seen(i, slot, record, change.index)
-        elif change.op == "release":
-            if self._catalog.release(entry, i):
-                slot.policy.handle(Removed(entry))
-                if slot.decoded is not None:
-                    slot.decoded.pop(entry, None)
-        elif change.model_id in self._catalog.models:
-            slot.policy.handle(Donated(change.model_id))
+        elif self._catalog.release(entry, i):
+            slot.policy.handle(Removed(entry))
+            if slot.decoded is not None:
+                slot.decoded.pop(entry, None)
 
     def _hold_seen(self, i: int, slot: Slot, record: ModelRecord, index: int) -> None:
         """Another process made tier ``i`` hold an entry: record it and tell the policies."""

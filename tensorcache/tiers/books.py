@@ -52,7 +52,7 @@ DROPPED = Admission(False, 0, "dropped")
 
 @dataclass(frozen=True)
 class Change:
-    """One change to a shared store's books, as readers see it: ``op`` is hold, release or donate."""
+    """One change to a shared store's books, as readers see it: ``op`` is hold or release."""
 
     op: str
     model_id: str
@@ -69,7 +69,7 @@ class Change:
             op, model_id, index, origin = json.loads(raw)
         except (ValueError, TypeError, RecursionError) as exc:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
-        if op not in ("hold", "release", "donate") or not isinstance(model_id, str) or not isinstance(origin, str) \
+        if op not in ("hold", "release") or not isinstance(model_id, str) or not isinstance(origin, str) \
                 or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
         return cls(op, model_id, index, origin)
@@ -122,6 +122,12 @@ class Txn(ABC):
 
     @abstractmethod
     def get(self, key: bytes) -> bytes | None: ...
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        """Hint: these book keys are read next (a remote store fetches them in one round trip)."""
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        """Hint: these payloads' sizes are asked next."""
 
     @abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
@@ -196,16 +202,20 @@ def new_epoch() -> bytes:
     return os.urandom(8)
 
 
-def hold(txn: Txn, record: bytes, model_id: str, index: int, digests: Sequence[bytes],
+def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
          blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
-    """Hold entry ``(model_id, index)`` naming payloads ``digests``: store the payloads no entry holds yet
-    (``blobs`` must have them), count refs and bytes, keep the record; NO_ROOM past ``capacity``."""
+    """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
+    pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
+    bytes, keep the record. NO_ROOM if they do not fit in ``capacity``; entries held already are skipped."""
     held_key = model_key(b"h", model_id)
+    all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
+    txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
     held = read_indices(txn.get(held_key))
-    if index in held:
+    entries = [(index, digests) for index, digests in entries if index not in held]
+    if not entries:
         return Admission(True)
     need, fresh = 0, {}
-    for d in dict.fromkeys(digests):
+    for d in dict.fromkeys(d for _, digests in entries for d in digests):
         if read_u64(txn.get(b"n:" + d), "a refcount") == 0:
             blob = blobs.get(d)
             if blob is None:
@@ -217,15 +227,17 @@ def hold(txn: Txn, record: bytes, model_id: str, index: int, digests: Sequence[b
         return NO_ROOM
     if txn.get(model_key(b"r", model_id)) is None:
         txn.set(model_key(b"r", model_id), record)
-    for d in digests:
-        count = read_u64(txn.get(b"n:" + d), "a refcount")
-        if count == 0 and d in fresh:
-            txn.put_blob(d, fresh.pop(d))
-        txn.set(b"n:" + d, pack_u64(count + 1))
-    txn.set(entry_key(model_id, index), b"".join(digests))
-    txn.set(held_key, pack_indices(held | {index}))
+    for index, digests in entries:
+        for d in digests:
+            count = read_u64(txn.get(b"n:" + d), "a refcount")
+            if count == 0 and d in fresh:
+                txn.put_blob(d, fresh.pop(d))
+            txn.set(b"n:" + d, pack_u64(count + 1))
+        txn.set(entry_key(model_id, index), b"".join(digests))
+        held.add(index)
+        _log(txn, Change("hold", model_id, index, origin))
+    txn.set(held_key, pack_indices(held))
     txn.set(USED, pack_u64(used + need))
-    _log(txn, Change("hold", model_id, index, origin))
     return Admission(True, need)
 
 
@@ -233,12 +245,16 @@ def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
     """Drop entry ``(model_id, index)``: payloads whose refcount reaches zero are deleted and their bytes
     uncounted; the record goes with the model's last entry. False if the store did not hold it."""
     held_key = model_key(b"h", model_id)
+    ekey = entry_key(model_id, index)
+    txn.prefetch([held_key, ekey, USED, SEQ, EPOCH])
     held = read_indices(txn.get(held_key))
     if index not in held:
         return False
-    ekey = entry_key(model_id, index)
     freed = 0
-    for d in read_digests(txn.get(ekey)):
+    digests = read_digests(txn.get(ekey))
+    txn.prefetch([b"n:" + d for d in digests])
+    txn.prefetch_blobs(digests)
+    for d in digests:
         count = read_u64(txn.get(b"n:" + d), "a refcount")
         if count <= 1:
             freed += txn.blob_size(d) or 0
@@ -256,11 +272,6 @@ def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
     txn.set(USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed)))
     _log(txn, Change("release", model_id, index, origin))
     return True
-
-
-def note_donation(txn: Txn, model_id: str, origin: str) -> None:
-    """Log that ``model_id`` donated, so other processes' policies hear it."""
-    _log(txn, Change("donate", model_id, 0, origin))
 
 
 def log_key(seq: int) -> bytes:
@@ -282,6 +293,7 @@ def _log(txn: Txn, change: Change) -> None:
 
 def position(txn: Txn) -> Position:
     """The log position of the books as they are now."""
+    txn.prefetch([EPOCH, SEQ])
     return Position(txn.get(EPOCH) or b"", read_u64(txn.get(SEQ), "the change sequence"))
 
 

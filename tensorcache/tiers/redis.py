@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -150,7 +150,9 @@ class _RedisTxn(Txn):
         self.p = tier.prefix
         self.writes: list[Callable[[Any], object]] = []
         self.pending: dict[bytes, bytes | None] = {}  # book key -> value written here (None: deleted)
+        self.fetched: dict[bytes, bytes | None] = {}  # book key -> value read (and watched) here
         self.blobs: dict[bytes, int | None] = {}  # digest -> size written here (None: deleted)
+        self.sizes: dict[bytes, tuple[int | None, tuple[int, int] | None]] = {}  # digest -> size, manifest read
 
     def _watch(self, *keys: bytes) -> None:
         if self.watching:
@@ -159,9 +161,35 @@ class _RedisTxn(Txn):
     def get(self, key: bytes) -> bytes | None:
         if key in self.pending:
             return self.pending[key]
-        full = self.p + b"b:" + key
-        self._watch(full)
-        return self.client.get(full)
+        if key not in self.fetched:
+            self.prefetch([key])
+        return self.fetched[key]
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.pending and k not in self.fetched]
+        if not wanted:
+            return
+        full = [self.p + b"b:" + k for k in wanted]
+        self._watch(*full)
+        self.fetched.update(zip(wanted, self.client.mget(full)))
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        wanted = [d for d in dict.fromkeys(digests) if d not in self.blobs and d not in self.sizes]
+        if not wanted:
+            return
+        keys = [self._keys_of(d) for d in wanted]
+        self._watch(*(k for pair in keys for k in pair))
+        with self.tier._client.pipeline(transaction=False) as pipe:
+            for vkey, mkey in keys:
+                pipe.strlen(vkey).exists(vkey).get(mkey)
+            got = pipe.execute()
+        for n, d in enumerate(wanted):
+            size, exists, raw = got[3 * n:3 * n + 3]
+            if size or exists:
+                self.sizes[d] = (size, None)
+            else:
+                manifest = self.tier.manifest(raw)
+                self.sizes[d] = (None, None) if manifest is None else (manifest[0], manifest)
 
     def set(self, key: bytes, value: bytes) -> None:
         self.pending[key] = value
@@ -185,13 +213,9 @@ class _RedisTxn(Txn):
         return self.p + b"v:" + digest, self.p + b"m:" + digest
 
     def _size_and_manifest(self, digest: bytes) -> tuple[int | None, tuple[int, int] | None]:
-        vkey, mkey = self._keys_of(digest)
-        self._watch(vkey, mkey)
-        size = self.client.strlen(vkey)
-        if size or self.client.exists(vkey):
-            return size, None
-        manifest = self.tier.manifest(self.client.get(mkey))
-        return (None, None) if manifest is None else (manifest[0], manifest)
+        if digest not in self.sizes:
+            self.prefetch_blobs([digest])
+        return self.sizes[digest]
 
     def blob_size(self, digest: bytes) -> int | None:
         if digest in self.blobs:
