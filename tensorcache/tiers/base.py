@@ -230,14 +230,16 @@ class SharedTier(Tier):
         the log was lost, restored, truncated, trimmed past ``since``, or its change at ``since`` is no longer
         ``last`` (the one the reader read there)."""
         def body(txn: Txn) -> tuple[list[bytes], books.Position] | None:
+            check = since.seq > 0 and last is not None
+            txn.prefetch([books.EPOCH, books.SEQ, *([books.log_key(since.seq)] if check else [])])
             now = books.position(txn)
             fresh = since == books.Position(b"", 0)  # read before the store's first change
             if (now.epoch != since.epoch and not fresh) or now.seq < since.seq or now.seq - since.seq > books.LOG_KEEP:
                 return None
-            if now.seq == since.seq and now.epoch == since.epoch:
+            if check and txn.get(books.log_key(since.seq)) != last:
+                return None  # the change read there is gone or another: the log was restored or rewritten
+            if now.seq == since.seq:
                 return [], now
-            if since.seq and last is not None and txn.get(books.log_key(since.seq)) != last:
-                return None
             keys = [books.log_key(s) for s in range(since.seq + 1, now.seq + 1)]
             txn.prefetch(keys)
             raw = [txn.get(k) for k in keys]

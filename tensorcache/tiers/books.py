@@ -283,6 +283,8 @@ def _log(txn: Txn, change: Change) -> None:
     if not txn.logs:
         return
     seq = read_u64(txn.get(SEQ), "the change sequence") + 1
+    if seq > 2**62:
+        raise BooksDamaged(f"change sequence {seq} is implausible")
     txn.set(SEQ, pack_u64(seq))
     if txn.get(EPOCH) is None:
         txn.set(EPOCH, new_epoch())
@@ -358,6 +360,11 @@ def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str
             problems.append(f"refcount kept for unheld payload {bytes(key[2:]).hex()}")
     if used != held_bytes:
         problems.append(f"used bytes counted {used}, held payloads are {held_bytes}")
+    try:
+        if read_u64(txn.get(SEQ), "the change sequence") > 2**62:
+            problems.append("the change sequence is implausible")
+    except BooksDamaged as exc:
+        problems.append(str(exc))
     if orphans:
         problems.append(f"{len(orphans)} payloads ({orphan_bytes} bytes) are named by no entry")
     return Audit(used, held_bytes, orphan_bytes, entries, tuple(problems)), refs, orphans, broken
@@ -397,6 +404,9 @@ def repair(txn: Txn) -> Audit:
         if txn.get(b"h:" + key[2:]) is None:
             txn.delete(key)
     txn.set(USED, pack_u64(sum(txn.blob_size(d) or 0 for d in refs)))
-    if txn.logs:
+    if txn.logs:  # a new log: every reader resynchronises from the rebuilt books
+        for key in list(txn.keys(b"l:")):
+            txn.delete(key)
+        txn.set(SEQ, pack_u64(0))
         txn.set(EPOCH, new_epoch())
     return before
