@@ -444,7 +444,7 @@ class TensorCache:
         for entry in [e for e, tiers in self._catalog.entries() if i in tiers and e not in seen]:
             self._catalog.release(entry, i)
             slot.policy.handle(Removed(entry))
-        self._positions[i] = (snap.position, None)
+        self._positions[i] = (snap.position, snap.last)
 
 
 def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -89,6 +89,7 @@ class Snapshot:
 
     position: Position
     models: list[tuple[str, bytes, tuple[int, ...]]]
+    last: bytes | None = None  # the change at the position, which tells a later reader the log is the same
 
 
 class _WrongLength(bytes):
@@ -302,13 +303,14 @@ def position(txn: Txn) -> Position:
 def snapshot(txn: Txn) -> Snapshot:
     """Every held model's record and held indices, with the position they are as of."""
     at = position(txn)  # first: a change made while the models are read is also in the log after it
+    last = txn.get(log_key(at.seq)) if at.seq else None
     models = []
     for key in txn.keys(b"h:"):
         record = txn.get(b"r:" + key[2:])
         held = read_indices(txn.get(key))
         if record is not None and held:
             models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
-    return Snapshot(at, models)
+    return Snapshot(at, models, last)
 
 
 def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
