@@ -228,9 +228,9 @@ class SharedTier(Tier):
     def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:
         """Raw changes after ``since`` and the new position, or None when the reader must resynchronise:
         the log was lost, restored, truncated, trimmed past ``since``, or its change at ``since`` is no longer
-        ``last`` (the one the reader read there)."""
+        ``last`` (what the reader found there, None for nothing)."""
         def body(txn: Txn) -> tuple[list[bytes], books.Position] | None:
-            check = since.seq > 0 and last is not None
+            check = since.seq > 0
             txn.prefetch([books.EPOCH, books.SEQ, *([books.log_key(since.seq)] if check else [])])
             now = books.position(txn)
             fresh = since == books.Position(b"", 0)  # read before the store's first change
