@@ -14,17 +14,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from tensorcache.config import CacheConfig
 from tensorcache.sizes import parse_size
-from tensorcache.trace import TraceWriter
+from tensorcache.trace import Revisits, TraceRecord, TraceWriter
 
 from .evaluators import Evaluator, make_evaluator
 from .evolution import Candidate, RegularizedEvolution
 from .locality import LocalityTracker
 from .executors import (
-    CacheSettings,
     Executor,
     MPIExecutor,
     Outcome,
@@ -68,20 +68,15 @@ class SearchSettings:
     job_timeout: float | None = None
     retries: int = 1
     cache: bool = True
-    policy: str = "donor-window"
-    memory: str = "2GB"
-    device_memory: str = "0"  # GPU-resident tier ahead of the memory tier, on the training device
-    disk: str | None = None  # None: out/cache.lmdb; "none": no disk tier
-    disk_capacity: str = "20GB"
-    redis: str | None = None
-    redis_capacity: str = "100GB"
+    # the workers' caches; the search fills in: disk None -> out/cache.lmdb ("none": no disk tier), namespace
+    # "default" -> <space>-<evaluator>-<dataset>, a policy's undeclared window -> 4 x population (the window
+    # sweep in docs/policies.md), the device tier's device -> the training device
+    cache_config: CacheConfig = field(default_factory=CacheConfig)
     transfer: str = "prefix"
-    namespace: str | None = None
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
-    window: int | None = None  # donor-window W in evaluations (default 4 x population: bench/policy_compare sweep)
     locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
-    worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: --memory)
+    worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: its memory)
     epochs: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
@@ -95,20 +90,15 @@ class SearchSettings:
         """A copy with every None default filled in and the values checked (resolving twice changes nothing)."""
         if self.evaluator not in DEFAULTS:
             raise ValueError(f"unknown evaluator {self.evaluator!r}; expected one of {sorted(DEFAULTS)}")
-        values = asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, default in DEFAULTS[self.evaluator].items():
             if values[key] is None:
                 values[key] = default
         if values["data_dir"] is None:
             values["data_dir"] = os.path.join(os.environ.get("TENSORCACHE_DATA", "data"), values["dataset"])
-        if values["disk"] is None:
-            values["disk"] = os.path.join(self.out, "cache.lmdb")
-        if values["namespace"] is None:
-            values["namespace"] = f"{get_space(values['space']).name}-{self.evaluator}-{values['dataset']}"
         if values["run_id"] is None:
             values["run_id"] = uuid.uuid4().hex[:8]
-        if values["window"] is None:
-            values["window"] = 4 * values["population"]
+        values["cache_config"] = self._resolved_cache(values)
         s = SearchSettings(**values)
         checks = [(s.mode in ("async", "batch"), f"mode must be 'async' or 'batch', got {s.mode!r}"),
                   (s.executor in ("serial", "process", "mpi"),
@@ -118,12 +108,11 @@ class SearchSettings:
                   (s.workers >= 1, f"workers must be >= 1, got {s.workers}"),
                   (s.retries >= 0, f"retries must be >= 0, got {s.retries}"),
                   (s.population >= 1, f"population must be >= 1, got {s.population}"),
-                  (s.window >= 1, f"window must be >= 1 evaluations, got {s.window}"),
                   (1 <= s.sample <= s.population, f"sample must be in 1..population ({s.population}), got {s.sample}"),
                   (s.locality_wait is None or s.evaluator == "tabular",
                    "--locality-wait needs the tabular evaluator (it reports which tier served each transfer)"),
                   (s.locality_wait is None or s.executor == "serial" or not s.cache
-                   or s.disk.lower() not in ("", "none") or s.redis,
+                   or s.cache_config.disk_path is not None or s.cache_config.redis is not None,
                    "--locality-wait with process or mpi workers needs a shared tier (--disk or --redis): the "
                    "scheduler sees the workers' models through it"),
                   (s.evaluator == "tabular" or s.executor != "serial" or s.workers == 1,
@@ -132,25 +121,31 @@ class SearchSettings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        sizes = ((s.memory, "memory size"), (s.device_memory, "device memory size"), (s.disk_capacity, "disk capacity"),
-                 (s.redis_capacity, "redis capacity"), (s.worker_memory, "worker memory"))
-        for value, what in sizes:  # named here, before any worker, tier or scheduler parses them
-            if value is not None:
-                parse_size(value, what=what)
+        if s.worker_memory is not None:  # named here, before the scheduler parses it (the cache config checks its own)
+            parse_size(s.worker_memory, what="worker memory")
         return s
 
-    def cache_settings(self, scale: float) -> CacheSettings | None:
-        if not self.cache:
-            return None
-        disk = None if self.disk.lower() in ("", "none") else self.disk
-        return CacheSettings(namespace=self.namespace, memory=self.memory, disk=disk,
-                             disk_capacity=self.disk_capacity, redis=self.redis,
-                             redis_capacity=self.redis_capacity, policy=self.policy, scale=scale,
-                             window=self.window, device_memory=self.device_memory, device=_cache_device(self.device))
+    def _resolved_cache(self, values: dict[str, Any]) -> CacheConfig:
+        """The cache config with the search's defaults filled in (see the ``cache_config`` field)."""
+        config = values["cache_config"]
+        if not isinstance(config, CacheConfig):
+            raise ValueError(f"cache_config must be a CacheConfig, got {config!r}")
+        changes: dict[str, Any] = {"device": _cache_device(values["device"])}
+        if config.disk is None:
+            changes["disk"] = os.path.join(self.out, "cache.lmdb")
+        if config.namespace == CacheConfig.namespace:
+            changes["namespace"] = f"{get_space(values['space']).name}-{self.evaluator}-{values['dataset']}"
+        if config.takes("window") and "window" not in config.policy_options:
+            config = config.with_options(window=4 * values["population"])
+        return replace(config, **changes)
+
+    def worker_cache(self, scale: float) -> CacheConfig | None:
+        """What each worker's cache is built from (capacities times ``scale``), or None without a cache."""
+        return self.cache_config.scaled(scale) if self.cache else None
 
     def make_evaluator(self, threads: int | None = None) -> Evaluator:
         common = {"space": self.space, "dataset": self.dataset, "epochs": self.epochs, "transfer": self.transfer,
-                  "namespace": self.namespace, "seed": self.seed}
+                  "namespace": self.cache_config.namespace, "seed": self.seed}
         if self.evaluator == "tabular":
             if self.table is None:
                 raise ValueError("the tabular evaluator needs --table PATH (a NAS-Bench-201 CSV)")
@@ -170,17 +165,17 @@ class Tally:
     transfer_layers: int = 0
     cache_s: float = 0.0
     train_s: float = 0.0
-    best: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None  # the best record so far, as its trace line
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: TraceRecord) -> None:
         self.evaluations += 1
-        self.hits += record["transfer_layers"] > 0
-        self.transfer_bytes += record["transfer_bytes"]
-        self.transfer_layers += record["transfer_layers"]
-        self.cache_s += record["cache_s"]
-        self.train_s += record["train_s"]
-        if self.best is None or record["score"] > self.best["score"]:
-            self.best = record
+        self.hits += record.transfer_layers > 0
+        self.transfer_bytes += record.transfer_bytes
+        self.transfer_layers += record.transfer_layers
+        self.cache_s += record.cache_s
+        self.train_s += record.train_s
+        if self.best is None or record.score > self.best["score"]:
+            self.best = record.to_dict()
 
     @property
     def hit_ratio(self) -> float:
@@ -190,14 +185,12 @@ class Tally:
 Progress = Callable[[Tally, int], None]
 
 
-def _record(outcome: Outcome) -> dict[str, Any]:
-    c, r = outcome.candidate, outcome.result
-    return {"model_id": c.model_id, "parent_id": c.parent_id, "donor_id": r.donor_id, "worker": outcome.worker,
-            "t_start": r.t_start, "t_end": r.t_end, "arch": list(c.arch), "mutation_pos": c.mutation_pos,
-            "score": r.score, "test": r.test, "transfer_layers": r.transfer_layers,
-            "transfer_bytes": r.transfer_bytes, "tier": r.tier, "tier_bytes": r.tier_bytes,
-            "cache_s": r.cache_s, "train_s": r.train_s,
-            "layer_bytes": r.layer_bytes, "layer_keys": r.layer_keys, "layer_deps": r.layer_deps, **r.extra}
+def _record(outcome: Outcome, revisits: Revisits) -> TraceRecord:
+    """The outcome's trace record with what only the search knows: the worker and whether it revisits."""
+    record = outcome.result
+    record.worker = outcome.worker
+    record.revisit = revisits.add(record.arch, record.t_start, record.t_end)
+    return record
 
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
@@ -210,6 +203,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
     generation: list[tuple[Candidate, float]] = []
     gen_left = executor.workers
     outstanding = streak = 0
+    revisits = Revisits()
     while True:
         while executor.free() and (retry or (evo.issued < evals and (not batch or gen_left > 0))):
             if retry:
@@ -247,7 +241,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 raise RuntimeError(f"{streak} evaluations failed in a row; the last error:\n{outcome.error}")
             continue
         streak = 0
-        record = _record(outcome)
+        record = _record(outcome, revisits)
         trace.write(record)
         tally.add(record)
         if on_record is not None:
@@ -296,10 +290,11 @@ def _prepare_out(s: SearchSettings) -> tuple[str, str]:
         for path in (trace_path, summary_path):
             if os.path.exists(path):
                 os.remove(path)
-        if s.disk == os.path.join(s.out, "cache.lmdb") and os.path.isdir(s.disk):
+        disk = s.cache_config.disk_path
+        if disk == os.path.join(s.out, "cache.lmdb") and os.path.isdir(disk):
             import shutil
 
-            shutil.rmtree(s.disk)
+            shutil.rmtree(disk)
     return trace_path, summary_path
 
 
@@ -320,7 +315,7 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
             if s.evaluator == "train" and (gpus := _gpu_ids()):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
-            serve_mpi(comm, evaluator, s.cache_settings(evaluator.payload_scale))
+            serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
             return None
     elif s.executor == "process":
         threads = max(1, (os.cpu_count() or 1) // s.workers)
@@ -332,8 +327,7 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     trace_path, summary_path = _prepare_out(s)
     if comm is not None:
         comm.barrier()
-    cache_settings = s.cache_settings(evaluator.payload_scale)
-    executor = _make_executor(s, evaluator, cache_settings, comm)
+    executor = _make_executor(s, evaluator, s.worker_cache(evaluator.payload_scale), comm)
     space = get_space(s.space)
     evo = RegularizedEvolution(space, s.population, s.sample, seed=s.seed, mutation_bias=s.mutation_bias,
                                id_prefix=f"{s.run_id}-")
@@ -366,20 +360,20 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     return summary
 
 
-def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_settings: CacheSettings | None,
+def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheConfig | None,
                    comm: Any = None) -> Executor:
     locality = None
     if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
         workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
-        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.memory), s.locality_wait)
+        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.cache_config.memory), s.locality_wait)
     if s.executor == "serial":
-        cache = cache_settings.open() if cache_settings is not None else None
+        cache = cache_config.open() if cache_config is not None else None
         if locality is not None:
             return SimulatedExecutor(evaluator, cache, s.workers, locality)
         return SerialExecutor(evaluator, cache)
     if s.executor == "process":
         gpus = _gpu_ids() if s.evaluator == "train" else []
-        return ProcessExecutor(evaluator, cache_settings, s.workers, gpus=gpus, job_timeout=s.job_timeout,
+        return ProcessExecutor(evaluator, cache_config, s.workers, gpus=gpus, job_timeout=s.job_timeout,
                                locality=locality)
     return MPIExecutor(comm, job_timeout=s.job_timeout, locality=locality, evaluator=evaluator,
-                       cache_settings=cache_settings)
+                       cache_config=cache_config)

@@ -15,6 +15,7 @@ class Policy(ABC):
     """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it."""
 
     name: str = "policy"
+    options: tuple[str, ...] = ()  # constructor keywords a config may set (CacheConfig.policy_options)
 
     @abstractmethod
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:

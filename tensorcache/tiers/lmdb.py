@@ -218,7 +218,8 @@ class LMDBTier(Tier):
         return self._run("write", True, _put, (check_key(key), as_bytes_view(value)), False)
 
     def put_many(self, items: Sequence[tuple[bytes, bytes | bytearray | memoryview]]) -> bool:
-        """All values in one write transaction (one sync instead of one per tensor)."""
+        """All values in one write transaction: one commit and one writer lock instead of one per tensor
+        (commits do not fsync, see ``_Env``), and the layer is stored whole or not at all."""
         batch = [(check_key(key), as_bytes_view(value)) for key, value in items]
         return self._run("write", True, _put_many, batch, False)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "nb201_combined.csv"
@@ -86,4 +87,4 @@ def test_process_workers_place_children_on_their_donors_holder(tmp_path):
 def test_placement_over_real_workers_needs_a_shared_tier(tmp_path):
     with pytest.raises(ValueError, match="shared tier"):
         SearchSettings(out=str(tmp_path), evaluator="tabular", table=str(TABLE), executor="process", workers=2,
-                       disk="none", locality_wait=1.0).resolved()
+                       cache_config=CacheConfig(disk="none"), locality_wait=1.0).resolved()
