@@ -55,7 +55,11 @@ class CacheConfig:
         if unknown:
             raise ValueError(f"policy {self.policy!r} takes no option(s) {sorted(unknown)}; it declares "
                              f"{list(policy_options(self.policy)) or 'none'}")
-        make_policy(self.policy, **self.policy_options)  # the policy names a bad option value itself
+        try:
+            make_policy(self.policy, **self.policy_options)  # the policy names a bad option value itself
+        except TypeError as exc:  # a required option is missing
+            raise ValueError(f"policy {self.policy!r} cannot be built from options {self.policy_options}: {exc}") \
+                from None
         if not isinstance(self.namespace, str) or not self.namespace:
             raise ValueError(f"namespace must be a non-empty string, got {self.namespace!r}")
 
@@ -119,10 +123,9 @@ class CacheConfig:
                 raise ValueError(f"bad cache URL {url!r}: {key!r} given twice")
             settings[key] = text
         names = {f.name: f for f in fields(cls)}
-        options = {k: _option_value(settings.pop(k)) for k in list(settings)
-                   if k not in names and k in policy_options(settings.get("policy", cls.policy))}
-        typed = {k: _field_value(names[k], v) if k in names else v for k, v in settings.items()}
-        return cls.from_dict({**typed, "policy_options": options} if options else typed)
+        options = {k: _option_value(settings.pop(k)) for k in list(settings) if k not in names}
+        typed = {k: _field_value(names[k], v) for k, v in settings.items()}
+        return cls(**typed, policy_options=options)
 
 
 def policy_options(policy: str | type | Policy) -> tuple[str, ...]:

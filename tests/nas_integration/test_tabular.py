@@ -97,9 +97,9 @@ def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path
 
 
 def test_a_small_cache_evicts_and_serves_less(tmp_path):
-    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4, "disk": "none"}
-    small, _ = search(tmp_path, "small", cache_config=CacheConfig(memory="8MB"), **kw)
-    large, _ = search(tmp_path, "large", cache_config=CacheConfig(memory="1GB"), **kw)
+    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4}
+    small, _ = search(tmp_path, "small", cache_config=CacheConfig(memory="8MB", disk="none"), **kw)
+    large, _ = search(tmp_path, "large", cache_config=CacheConfig(memory="1GB", disk="none"), **kw)
     assert sum(small["cache"]["evictions"].values()) > 0 and not large["cache"]["evictions"]
     assert list(small["cache"]["tiers"][0]) == ["memory"]
     assert small["transfer_bytes"] < large["transfer_bytes"] / 2
