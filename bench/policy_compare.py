@@ -32,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from tensorcache.events import ClockMoved, LayerServed, PolicyEvent
 from tensorcache.policies import make_policy
 from tensorcache.replay import (
     Entry,
@@ -103,11 +104,11 @@ class LibCacheSimStore(Store):
         self.cache.get(self._req(entry))
         return self.contains(entry), []
 
-    def hit(self, entry: Entry) -> None:
-        self.cache.get(self._req(entry))
-
-    def tick(self, start: int, end: int) -> None:
-        self.end = end
+    def handle(self, event: PolicyEvent) -> None:
+        if isinstance(event, LayerServed):
+            self.cache.get(self._req(event.key))
+        elif isinstance(event, ClockMoved):
+            self.end = event.end
 
 
 # -------------------------------------------------------------------------------------------- stream mode
@@ -144,9 +145,9 @@ def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, ca
 
     def get(pos: int, r: ObjectRequest) -> bool:
         entry = entry_of[r.key_id]
-        store.tick(pos, pos + 1)
+        store.handle(ClockMoved(pos, pos + 1))
         if store.contains(entry):
-            store.hit(entry)
+            store.handle(LayerServed(entry))
             return True
         store.insert(entry, r.size, entry[0], tuple(range(entry[1] + 1)) if work.mode == "prefix" else ())
         return False

@@ -21,7 +21,9 @@ from typing import Any
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, decode_event, encode_event
 from .layers import LayerMap
 from .payload import PayloadError, decode, encode
-from .policies import Policy, call_hook, make_policy
+from .events import (Donated, EvaluationDone, Inserted, LayerServed, ModelDescribed, Mutated, PolicyEvent,
+                     PopulationChanged, Removed)
+from .policies import Policy, make_policy
 from .sizes import parse_size
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .transfer import Layer, TransferReport, copy_layers
@@ -213,25 +215,24 @@ class TensorCache:
 
     def notify_evaluation(self) -> None:
         """One evaluation finished: advances sliding windows of the policies."""
-        for slot in self._slots:
-            slot.policy.on_evaluation()
+        self._tell(EvaluationDone())
 
     def update_population(self, members: Sequence[tuple[str, float]], population_size: int, sample_size: int) -> None:
         """Tell population-aware policies the evolution's state (members oldest first)."""
-        self._tell("update_population", members, population_size, sample_size)
+        self._tell(PopulationChanged(tuple(members), population_size, sample_size))
 
     def observe_mutation(self, position: int) -> None:
         """Tell population-aware policies where a child's mutation landed."""
-        self._tell("observe_mutation", position)
+        self._tell(Mutated(position))
 
     def _describe(self, record: ModelRecord, mode: str) -> None:
         """Tell population-aware policies a model's arch, size and score before its layers arrive."""
-        self._tell("observe_model", record.model_id, record.arch, mode, len(record.layers), record.score)
+        self._tell(ModelDescribed(record.model_id, record.arch, mode, len(record.layers), record.score))
 
-    def _tell(self, hook: str, *args: Any) -> None:
-        """Call the optional policy hook ``hook`` of every tier's policy that has it."""
+    def _tell(self, event: PolicyEvent) -> None:
+        """Give ``event`` to every tier's policy."""
         for slot in self._slots:
-            call_hook(slot.policy, hook, *args)
+            slot.policy.handle(event)
 
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
@@ -289,7 +290,7 @@ class TensorCache:
             slot.refs[ref.digest] = slot.refs.get(ref.digest, 0) + 1
         self._where.setdefault(entry, set()).add(i)  # not ``where``: the evictions above may have replaced it
         model = self._catalog.models[entry[0]]
-        slot.policy.on_insert(entry, size, entry[0], model.layers[entry[1]].deps)
+        slot.policy.handle(Inserted(entry, size, entry[0], model.layers[entry[1]].deps))
         self._catalog.hold(*entry)
         return written
 
@@ -304,7 +305,7 @@ class TensorCache:
     def _evict(self, i: int, entry: Entry, reason: str, demote: bool = True) -> None:
         """Remove ``entry`` from tier ``i``; move it to the next tier down that lacks it."""
         slot = self._slots[i]
-        slot.policy.on_remove(entry)
+        slot.policy.handle(Removed(entry))
         self._count_eviction(slot, reason)
         where = self._where.get(entry, set())
         refs = self._entry_blobs(entry)
@@ -357,8 +358,7 @@ class TensorCache:
                 continue  # every layer of that donor was unreadable and is now dropped: ask again
             if not indices:
                 return None
-            for slot in self._slots:
-                slot.policy.on_donation(donor)
+            self._tell(Donated(donor))
             if self._slots[-1].tier.shared:
                 self._slots[-1].tier.append_log(encode_event({"op": "donate", "origin": self._origin,
                                                               "model_id": donor}))
@@ -382,7 +382,7 @@ class TensorCache:
                     continue
                 if slot.layers is not None:
                     slot.layers[entry] = layer
-            slot.policy.on_hit(entry)
+            slot.policy.handle(LayerServed(entry))
             self._catalog.pin(entry[0])  # evictions the promotion cascades may take the copy it reads from
             try:
                 for faster in range(i):
@@ -449,12 +449,12 @@ class TensorCache:
                 self._where.setdefault(entry, set()).add(i)
                 for ref in layer.tensors.values():
                     slot.refs[ref.digest] = slot.refs.get(ref.digest, 0) + 1
-                slot.policy.on_insert(entry, layer.nbytes, record.model_id, layer.deps)
+                slot.policy.handle(Inserted(entry, layer.nbytes, record.model_id, layer.deps))
                 self._catalog.hold(*entry)
         elif op == "drop":
             entry = (str(event["model_id"]), int(event["layer"]))
             if i in self._where.get(entry, ()):
-                slot.policy.on_remove(entry)
+                slot.policy.handle(Removed(entry))
                 where = self._where[entry]
                 where.discard(i)
                 for ref in self._entry_blobs(entry):
@@ -468,7 +468,7 @@ class TensorCache:
                     self._catalog.release(*entry)
         elif op == "donate":
             if str(event["model_id"]) in self._catalog.models:
-                slot.policy.on_donation(str(event["model_id"]))
+                slot.policy.handle(Donated(str(event["model_id"])))
 
 
 def _check_arch(arch: Sequence[int]) -> tuple[int, ...]:

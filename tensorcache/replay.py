@@ -32,7 +32,9 @@ from typing import Any, NamedTuple
 
 from .catalog import Catalog, LayerRecord, ModelRecord
 from .layers import MODES
-from .policies import Policy, call_hook, make_policy
+from .events import (ClockMoved, Donated, Inserted, LayerServed, ModelDescribed, PolicyEvent, Removed,
+                     evaluation_news)
+from .policies import Policy, make_policy
 
 Entry = tuple[str, int]  # (model_id, layer index), the cache's entry key
 
@@ -130,8 +132,9 @@ def infer_population_size(evaluations: Sequence[Evaluation]) -> int:
 
 
 class Store:
-    """A set of cached entries that replay drives, plus policy hooks (no-ops here). ``exact`` stores report
-    every eviction from ``insert``; others are checked entry by entry with ``contains`` at lookup time."""
+    """A set of cached entries that replay drives; it hears the same typed policy events a live cache tier
+    does. ``exact`` stores report every eviction from ``insert``; others are checked entry by entry with
+    ``contains`` at lookup time."""
 
     exact = True
 
@@ -142,14 +145,8 @@ class Store:
         """Admit ``entry``; returns (admitted, entries evicted to make room)."""
         raise NotImplementedError
 
-    def hit(self, entry: Entry) -> None: ...
-    def donation(self, model_id: str) -> None: ...
-    def evaluation(self) -> None: ...
-    def population(self, members: list[tuple[str, float]], population_size: int, sample_size: int) -> None: ...
-    def mutation(self, position: int) -> None: ...
-    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int, score: float | None) -> None: ...
-    def tick(self, start: int, end: int) -> None:
-        """The next event's requests are positions ``start:end`` of the request stream (Belady's clock)."""
+    def handle(self, event: PolicyEvent) -> None:
+        """Hear one policy event other than an insert or removal (ignored unless the store has a policy)."""
 
 
 class UnboundedStore(Store):
@@ -187,38 +184,20 @@ class PolicyStore(Store):
             if victim not in self.sizes:
                 raise RuntimeError(f"policy {self.policy.name!r} named victim {victim!r}, which it was never "
                                    "given or which was already removed")
-            self.policy.on_remove(victim)
+            self.policy.handle(Removed(victim))
             self.used -= self.sizes.pop(victim)
             self.evictions += 1
             evicted.append(victim)
         if self.used + size > self.capacity:
             return False, evicted
-        self.policy.on_insert(entry, size, model_id, deps)
+        self.policy.handle(Inserted(entry, size, model_id, deps))
         self.sizes[entry] = size
         self.used += size
         self.max_used = max(self.max_used, self.used)
         return True, evicted
 
-    def hit(self, entry: Entry) -> None:
-        self.policy.on_hit(entry)
-
-    def donation(self, model_id: str) -> None:
-        self.policy.on_donation(model_id)
-
-    def evaluation(self) -> None:
-        self.policy.on_evaluation()
-
-    def population(self, members: list[tuple[str, float]], population_size: int, sample_size: int) -> None:
-        call_hook(self.policy, "update_population", members, population_size, sample_size)
-
-    def mutation(self, position: int) -> None:
-        call_hook(self.policy, "observe_mutation", position)
-
-    def model(self, model_id: str, arch: tuple[int, ...], mode: str, layers: int, score: float | None) -> None:
-        call_hook(self.policy, "observe_model", model_id, arch, mode, layers, score)
-
-    def tick(self, start: int, end: int) -> None:
-        call_hook(self.policy, "set_time", start)
+    def handle(self, event: PolicyEvent) -> None:
+        self.policy.handle(event)
 
 
 @dataclass
@@ -375,11 +354,11 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
     n_lookup = 0
     for ev in workload.events:
         e = ev.evaluation
-        store.tick(workload.clock[ev.index], workload.clock[ev.index + 1])
+        store.handle(ClockMoved(workload.clock[ev.index], workload.clock[ev.index + 1]))
         if ev.insert:
             deps = e.deps or [tuple(range(i + 1)) if prefix else () for i in range(len(e.keys))]
             if e.arch is not None:
-                store.model(e.model_id, e.arch, workload.mode, len(e.keys), e.score)
+                store.handle(ModelDescribed(e.model_id, e.arch, workload.mode, len(e.keys), e.score))
             record = ModelRecord(e.model_id, (), e.score, e.parent_id,
                                  tuple(LayerRecord(k, {}, d) for k, d in zip(e.keys, deps)))
             catalog.add(record)
@@ -391,12 +370,10 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
                     if e.model_id not in catalog.models:  # its own earlier layers were all evicted
                         catalog.add(record)
                     catalog.hold(e.model_id, i)
-            store.evaluation()
             population.append((e.model_id, e.score if e.score is not None else -math.inf))
-            store.population(list(population), population_size, sample_size)
+            for news in evaluation_news(e.mutation_pos, list(population), population_size, sample_size):
+                store.handle(news)  # at the child's finish, as a live search tells its cache
             continue
-        if e.mutation_pos is not None:
-            store.mutation(e.mutation_pos)
         got = _lookup(catalog, store, e, workload)
         result.served.append(got)
         result.lookups += 1
@@ -409,8 +386,8 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
         if got.donor is None:
             continue
         for _, j in got.pairs:
-            store.hit((got.donor, j))
-        store.donation(got.donor)
+            store.handle(LayerServed((got.donor, j)))
+        store.handle(Donated(got.donor))
         result.hits += 1
         result.bytes_served += got.nbytes
         result.entries_served += len(got.pairs)

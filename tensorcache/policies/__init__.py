@@ -10,12 +10,12 @@ costs O(log n) too, plus a re-rank of every held entry when the population has m
 ``refresh`` population updates). Inserting a key that is already held replaces it (as if removed first);
 hits and removals of keys that are not held are ignored.
 """
-from .base import Key, Policy, call_hook
+from .base import Key, Policy
 from .belady import Belady
 from .classic import FIFO, LFU, LRU
 from .donor_window import DonorWindow
 from .evolution_aware import EvolutionAware
 from .registry import POLICIES, make_policy, register_policy
 
-__all__ = ["Key", "Policy", "call_hook", "FIFO", "LRU", "LFU", "DonorWindow", "EvolutionAware", "Belady", "POLICIES",
+__all__ = ["Key", "Policy", "FIFO", "LRU", "LFU", "DonorWindow", "EvolutionAware", "Belady", "POLICIES",
            "make_policy", "register_policy"]

@@ -4,18 +4,26 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from ..events import Key
 
-Key = Hashable  # the cache uses (model_id, layer_index)
-
+if TYPE_CHECKING:
+    from ..events import PolicyEvent
 
 class Policy(ABC):
-    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it."""
+    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it.
+
+    It hears every event of ``tensorcache.events`` through ``handle``, each by its declared ``on_*``
+    method; a policy overrides those it needs (inserts and removals it must)."""
 
     name: str = "policy"
     options: tuple[str, ...] = ()  # constructor keywords a config may set (CacheConfig.policy_options)
+
+    def handle(self, event: PolicyEvent) -> None:
+        """Take one typed event by its declared method."""
+        event.deliver(self)
 
     @abstractmethod
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
@@ -29,6 +37,19 @@ class Policy(ABC):
 
     def on_evaluation(self) -> None:
         """One evaluation finished: advances windows and clocks (ignored unless the policy needs it)."""
+
+    def on_population(self, members: Sequence[tuple[str, float]], population_size: int, sample_size: int) -> None:
+        """The population as (model_id, score), oldest first, P and S (ignored unless the policy needs it)."""
+
+    def on_mutation(self, position: int) -> None:
+        """A child's mutation landed on arch ``position`` (ignored unless the policy needs it)."""
+
+    def on_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0,
+                 score: float | None = None) -> None:
+        """``model_id``'s arch, mode, layer count and score, before its layers arrive (ignored unless needed)."""
+
+    def on_clock(self, position: int) -> None:
+        """Replay's request-stream position (only the offline bound needs it)."""
 
     @abstractmethod
     def on_remove(self, key: Key) -> None:
@@ -60,14 +81,6 @@ def layer_depth(key: Key) -> int:
 
 def empty_error(policy: Policy) -> LookupError:
     return LookupError(f"policy {policy.name!r} holds no entries to evict")
-
-
-def call_hook(policy: Policy, hook: str, *args: Any) -> None:
-    """Call ``policy``'s optional hook ``hook`` (update_population, observe_mutation, observe_model,
-    set_time: only some policies have them) if it has one."""
-    method = getattr(policy, hook, None)
-    if method is not None:
-        method(*args)
 
 
 class LazyHeap:

@@ -10,7 +10,7 @@ from .base import Key, LazyHeap, Policy, check_size, empty_error
 
 
 class Belady(Policy):
-    """Offline bound for replays: evicts the entry whose next request (at or after ``set_time``) is
+    """Offline bound for replays: evicts the entry whose next request (at or after ``on_clock``) is
     farthest away, never-requested first; ties go to the larger entry, then the earlier inserted."""
 
     name = "belady"
@@ -24,7 +24,7 @@ class Belady(Policy):
         self._farthest = LazyHeap()  # key -> (-next use, -size, seq)
         self._expiring = LazyHeap()  # key -> next use (finite only)
 
-    def set_time(self, t: int) -> None:
+    def on_clock(self, t: int) -> None:
         """The current request index; entries whose next use has passed look further ahead."""
         if t < self._t:
             raise ValueError(f"time must not go back: at {self._t}, got {t}")

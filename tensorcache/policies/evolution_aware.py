@@ -78,16 +78,16 @@ class EvolutionAware(Policy):
     """Evicts the entry with the lowest expected future reuse per byte, given the evolution's state.
 
     A future child is a one-position mutation of a population member p, chosen with P(p wins a tournament)
-    over p's remaining lifetime (``update_population``), at position j with the observed mutation
-    frequency (``observe_mutation``, Laplace-smoothed) to one of the other values seen at j. An entry whose
+    over p's remaining lifetime (``on_population``), at position j with the observed mutation
+    frequency (``on_mutation``, Laplace-smoothed) to one of the other values seen at j. An entry whose
     layer depends on positions D is reused when that child agrees with it on D: p agrees and j is not in D,
     or p differs from it on D at exactly j and the mutation picks its value. Models described with
-    ``observe_model`` get this over the whole population (so an evaluated architecture a member can mutate
+    ``on_model`` get this over the whole population (so an evaluated architecture a member can mutate
     back into keeps its value); undescribed ones only through themselves as a parent. Worthless first:
     spare copies (a prefix run whose last layer another model holds with a run as long; in compatible
     mode the layers of a model whose arch another model holds more of) and, in prefix mode, layers after
     a gap. Stale news: a model not yet listed counts as a member that joined at its insert, with its own
-    score if ``observe_model`` gave one, else the median. Ties: fewer hits on the content, least recently
+    score if ``on_model`` gave one, else the median. Ties: fewer hits on the content, least recently
     used model, deepest layer. No population: DonorWindow(window).
     """
 
@@ -126,7 +126,7 @@ class EvolutionAware(Policy):
         self._heap = LazyHeap()
 
     # --------------------------------------------------------------- evolution state
-    def update_population(self, members: Sequence[tuple[str, float]], population_size: int,
+    def on_population(self, members: Sequence[tuple[str, float]], population_size: int,
                           sample_size: int) -> None:
         """The population as (model_id, score), oldest first (the first dies next), P and S."""
         members = [(str(m), _score(s)) for m, s in members]
@@ -159,7 +159,7 @@ class EvolutionAware(Policy):
         better = n - tied - lo
         return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
 
-    def observe_mutation(self, position: int) -> None:
+    def on_mutation(self, position: int) -> None:
         """A child's mutation landed on arch ``position``."""
         position = _position(position, "mutation position")
         if position >= len(self._hist):
@@ -167,7 +167,7 @@ class EvolutionAware(Policy):
         self._hist[position] += 1
         self._mutations += 1
 
-    def observe_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0,
+    def on_model(self, model_id: str, arch: Sequence[int], mode: str = "prefix", layers: int = 0,
                       score: float | None = None) -> None:
         """``model_id`` has architecture ``arch``, ``layers`` layers (0: unknown) and ``score`` (None: not
         known), served in ``mode`` ("prefix" or "compatible"); call it before inserting its layers."""

@@ -155,7 +155,7 @@ def test_evolution_aware_ranks_live_members_by_donor_chance_times_lifetime():
     p = EvolutionAware()
     for m in ("top", "mid", "old"):  # inserted newest-last: recency alone would evict top first
         p.on_insert((m, 0), 100, m)
-    p.update_population([("old", 0.1), ("mid", 0.5), ("top", 0.9)], population_size=3, sample_size=2)
+    p.on_population([("old", 0.1), ("mid", 0.5), ("top", 0.9)], population_size=3, sample_size=2)
     # P(donor) with 2 draws from 3: old (1/3)^2, mid (2/3)^2-(1/3)^2, top 1-(2/3)^2; lifetimes 1, 2, 3
     assert p.reuse(("old", 0)) == pytest.approx(1 / 9)
     assert p.reuse(("mid", 0)) == pytest.approx(2 / 3)
@@ -166,7 +166,7 @@ def test_evolution_aware_ranks_live_members_by_donor_chance_times_lifetime():
 def test_evolution_aware_lifetime_counts_the_free_places_of_a_filling_population():
     p = EvolutionAware()
     p.on_insert(("a", 0), 1, "a")
-    p.update_population([("a", 1.0)], population_size=4, sample_size=1)
+    p.on_population([("a", 1.0)], population_size=4, sample_size=1)
     assert p.reuse(("a", 0)) == pytest.approx(4.0)  # sole member, dies after 3 more arrivals + 1 step
 
 
@@ -174,7 +174,7 @@ def test_evolution_aware_splits_tied_scores_evenly():
     p = EvolutionAware()
     for m in "abc":
         p.on_insert((m, 0), 1, m)
-    p.update_population([("a", 0.5), ("b", 0.5), ("c", None)], population_size=3, sample_size=2)
+    p.on_population([("a", 0.5), ("b", 0.5), ("c", None)], population_size=3, sample_size=2)
     # c (no score) is worst: P(c) = (1/3)^2; a and b share 1 - (1/3)^2
     assert p.reuse(("c", 0)) == pytest.approx(1 / 9 * 3)
     assert p.reuse(("a", 0)) == pytest.approx(4 / 9 * 1)
@@ -185,9 +185,9 @@ def test_evolution_aware_evicts_a_dead_model_before_live_ones():
     p = EvolutionAware()
     p.on_insert(("b", 0), 10, "b")
     p.on_insert(("a", 0), 10, "a")
-    p.update_population([("a", 0.9), ("b", 0.1)], population_size=2, sample_size=1)
+    p.on_population([("a", 0.9), ("b", 0.1)], population_size=2, sample_size=1)
     p.on_insert(("c", 0), 10, "c")
-    p.update_population([("b", 0.1), ("c", 0.5)], population_size=2, sample_size=1)
+    p.on_population([("b", 0.1), ("c", 0.5)], population_size=2, sample_size=1)
     for _ in range(5):  # a is popular and recently used, but it left the population
         p.on_donation("a")
         p.on_hit(("a", 0))
@@ -200,14 +200,14 @@ def test_evolution_aware_newcomers_rank_like_the_median_member_until_they_age_ou
     for m in ("c", "b", "a"):
         p.on_insert((m, 0), 1, m)
     members = [("a", 0.1), ("b", 0.5), ("c", 0.9)]
-    p.update_population(members, population_size=3, sample_size=2)
+    p.on_population(members, population_size=3, sample_size=2)
     p.on_insert(("n", 0), 1, "n")  # finished after the last update: newest member, median score
     assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 3)
     assert [p.victim()] == [("a", 0)]
-    p.update_population(members, population_size=3, sample_size=2)  # still not listed: one step older
+    p.on_population(members, population_size=3, sample_size=2)  # still not listed: one step older
     assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 2)
-    p.update_population(members, population_size=3, sample_size=2)
-    p.update_population(members, population_size=3, sample_size=2)
+    p.on_population(members, population_size=3, sample_size=2)
+    p.on_population(members, population_size=3, sample_size=2)
     assert p.reuse(("n", 0)) == 0.0
     assert drain(p) == [("n", 0), ("a", 0), ("b", 0), ("c", 0)]
 
@@ -217,9 +217,9 @@ def test_evolution_aware_mutation_histogram_decides_which_layers_survive():
         p = EvolutionAware()
         p.on_insert(("m", 0), 10, "m", (0,))
         p.on_insert(("m", 1), 30, "m", (3,))  # deeper and bigger
-        p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+        p.on_population([("m", 1.0)], population_size=1, sample_size=1)
         for _ in range(20):
-            p.observe_mutation(position)
+            p.on_mutation(position)
         return drain(p)
 
     assert order(0) == [("m", 0), ("m", 1)]  # (1 - 21/24) / 10 B < (1 - 1/24) / 30 B
@@ -230,9 +230,9 @@ def test_evolution_aware_equally_worthless_layers_go_biggest_first():
     p = EvolutionAware()
     for i, size in enumerate([10, 30, 20]):
         p.on_insert(("m", i), size, "m", (0, i + 1))
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     for _ in range(50):
-        p.observe_mutation(0)  # every child breaks every layer: equal (small) reuse, so bytes decide
+        p.on_mutation(0)  # every child breaks every layer: equal (small) reuse, so bytes decide
     covers = {p.reuse(("m", i)) for i in range(3)}
     assert len(covers) == 1 and covers.pop() == pytest.approx(1 - 52 / 54)
     assert drain(p) == [("m", 1), ("m", 2), ("m", 0)]
@@ -242,14 +242,14 @@ def test_evolution_aware_counts_repeated_dependencies_once():
     p = EvolutionAware()
     p.on_insert(("m", 0), 1, "m", (1, 1, 1))
     p.on_insert(("m", 1), 1, "m", (1,))
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     assert p.reuse(("m", 0)) == p.reuse(("m", 1)) == pytest.approx(1 / 2)
 
 
 def test_evolution_aware_layer_depending_on_every_position_is_worth_nothing():
     p = EvolutionAware()
     insert_model(p, "m", [1, 1, 1])  # prefix deps: the last layer depends on positions 0..2
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     assert p.reuse(("m", 2)) == 0.0 and p.reuse(("m", 0)) == pytest.approx(2 / 3)
     assert drain(p) == [("m", 2), ("m", 1), ("m", 0)]
 
@@ -259,8 +259,8 @@ def test_evolution_aware_ties_follow_hits_then_recency_updated_after_a_ranking()
     p.on_insert(("d1", 0), 1, "d1")
     p.on_insert(("d2", 0), 1, "d2")
     p.on_insert(("d3", 0), 1, "d3")
-    p.update_population([("d1", 1.0), ("d2", 1.0), ("d3", 1.0)], 3, 1)
-    p.update_population([("live", 1.0)], 3, 1)  # all three are dead now: value 0, ties by hits, recency
+    p.on_population([("d1", 1.0), ("d2", 1.0), ("d3", 1.0)], 3, 1)
+    p.on_population([("live", 1.0)], 3, 1)  # all three are dead now: value 0, ties by hits, recency
     assert p.victim() == ("d1", 0)  # ranks everything
     p.on_hit(("d1", 0))
     assert p.victim() == ("d2", 0)
@@ -275,7 +275,7 @@ FULL = (0, 1, 2)  # deps of a layer that depends on every position of a 3-positi
 
 def described(p, model, arch, sizes=(1, 1), deps=((), FULL), mode="prefix"):
     """Describe ``model`` and insert one layer per size (stem first, as a cache put does)."""
-    p.observe_model(model, arch, mode, len(sizes))
+    p.on_model(model, arch, mode, len(sizes))
     insert_model(p, model, sizes, deps)
 
 
@@ -284,9 +284,9 @@ def test_evolution_aware_values_an_architecture_a_member_can_mutate_back_into():
     described(p, "near", (0, 0, 1))  # one mutation away from the member
     described(p, "far", (2, 2, 2))  # three away: no single mutation recreates it
     described(p, "m", (0, 0, 0))
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     for _ in range(10):
-        p.observe_mutation(2)
+        p.on_mutation(2)
     # P(mutation at position 2) = 11/13, then value 1 among the 2 others seen there (0, 1, 2 seen): 1/2
     assert p.reuse(("near", 1)) == pytest.approx(11 / 13 / 2)
     assert p.reuse(("far", 1)) == 0.0
@@ -299,7 +299,7 @@ def test_evolution_aware_keeps_one_copy_of_a_repeated_architecture():
     described(p, "old", (0, 0, 1))
     described(p, "new", (0, 0, 1))  # the same architecture evaluated again: the same layer contents
     described(p, "m", (0, 0, 0))
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     assert p.reuse(("old", 1)) == 0.0 and p.reuse(("new", 1)) > 0  # the older copy is spare
     assert drain(p)[:2] == [("old", 1), ("old", 0)]
 
@@ -310,7 +310,7 @@ def test_evolution_aware_compatible_mode_keeps_whole_models_not_scattered_layers
     described(p, "new", (0, 0, 1), mode="compatible")  # the same arch: "old" is spare as a whole
     described(p, "other", (0, 2, 1), mode="compatible")  # shares the stem content but is another donor
     described(p, "m", (0, 0, 0), mode="compatible")
-    p.update_population([("m", 1.0)], population_size=1, sample_size=1)
+    p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     assert p.reuse(("old", 0)) == p.reuse(("old", 1)) == 0.0
     assert p.reuse(("new", 0)) == p.reuse(("new", 1)) > 0  # m can mutate into (0, 0, 1): all its layers serve
     assert p.reuse(("m", 0)) > 0 == p.reuse(("m", 1))  # m's children take its stem; its last layer changes
@@ -322,13 +322,13 @@ def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
     p = EvolutionAware()
     described(p, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL))
     described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
-    p.update_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
+    p.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
     p.on_remove(("a", 1))  # "a" lost its middle layer: its last one can no longer be served
     assert p.reuse(("a", 2)) == 0.0 and p.victim() == ("a", 2)
     compat = EvolutionAware()  # compatible mode serves layers wherever they sit
     described(compat, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
     described(compat, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
-    compat.update_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
+    compat.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
     compat.on_remove(("a", 1))
     assert compat.reuse(("a", 2)) > 0
 
@@ -336,8 +336,8 @@ def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
 def test_evolution_aware_does_not_evict_a_model_while_its_layers_arrive():
     p = EvolutionAware()
     described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
-    p.update_population([("m", 1.0)], population_size=2, sample_size=1)
-    p.observe_model("n", (0, 0, 1), "prefix", 3)
+    p.on_population([("m", 1.0)], population_size=2, sample_size=1)
+    p.on_model("n", (0, 0, 1), "prefix", 3)
     p.on_insert(("n", 0), 1, "n", ())  # the stem arrives first; "m" holds the same stem with a longer run
     assert p.reuse(("n", 0)) > 0 and p.victim() != ("n", 0)
 
@@ -384,7 +384,7 @@ def test_evolution_aware_without_population_state_behaves_like_donor_window(seed
     ops = random_ops(seed)
     for op in ops[:300]:
         assert apply(p, *op) == apply(ref, *op)
-    p.update_population([("m1", 0.3), ("m2", 0.7)], population_size=4, sample_size=2)
+    p.on_population([("m1", 0.3), ("m2", 0.7)], population_size=4, sample_size=2)
     differ = 0
     for op in ops[300:450]:  # the population takes over; both evict its choice to stay comparable
         if op[0] == "evict" and len(p):
@@ -394,7 +394,7 @@ def test_evolution_aware_without_population_state_behaves_like_donor_window(seed
         apply(p, *op)
         apply(ref, *op)
     assert differ > 0
-    p.update_population([], population_size=4, sample_size=2)  # state withdrawn: back to the fallback
+    p.on_population([], population_size=4, sample_size=2)  # state withdrawn: back to the fallback
     for op in ops[450:]:
         assert apply(p, *op) == apply(ref, *op)
 
@@ -402,15 +402,15 @@ def test_evolution_aware_without_population_state_behaves_like_donor_window(seed
 def test_evolution_aware_rejects_bad_state():
     p = EvolutionAware()
     with pytest.raises(ValueError, match="exceed"):
-        p.update_population([("a", 1.0), ("b", 2.0)], population_size=1, sample_size=1)
+        p.on_population([("a", 1.0), ("b", 2.0)], population_size=1, sample_size=1)
     with pytest.raises(ValueError, match="sample_size"):
-        p.update_population([("a", 1.0)], population_size=2, sample_size=0)
+        p.on_population([("a", 1.0)], population_size=2, sample_size=0)
     for bad in (-1, 2.5, "3"):
         with pytest.raises(ValueError, match="mutation position"):
-            p.observe_mutation(bad)
+            p.on_mutation(bad)
     with pytest.raises(ValueError, match="deps.*-2"):
         p.on_insert(("a", 0), 1, "a", (0, -2))
-    p.observe_mutation(np.int64(2))  # numpy ints are positions too
+    p.on_mutation(np.int64(2))  # numpy ints are positions too
     p.on_insert(("a", 0), 1, "a", (np.int64(0),))
     assert len(p) == 1
 
@@ -423,20 +423,20 @@ def test_belady_evicts_the_farthest_next_use_and_follows_time():
     assert p.victim() == "d"  # never requested
     p.on_remove("d")
     assert p.victim() == "c"  # next uses: a 5, b 2, c 7
-    p.set_time(3)
+    p.on_clock(3)
     assert p.victim() == "b"  # b's next use is now 9
     p.on_remove("b")
-    p.set_time(6)
+    p.on_clock(6)
     assert p.victim() == "a"  # a is never requested again; c at 7
-    p.set_time(7)
+    p.on_clock(7)
     assert p.victim() == "a"  # c's use at 7 is still ahead ("at or after t")
-    p.set_time(8)
+    p.on_clock(8)
     p.on_insert("e", 5, "m")
     p.on_insert("f", 50, "m")
     p.on_insert("g", 5, "m")
     assert drain(p) == ["f", "a", "c", "e", "g"]  # all never again: bigger first, then inserted earlier
     with pytest.raises(ValueError, match="back"):
-        p.set_time(2)
+        p.on_clock(2)
 
 
 def test_belady_is_a_registered_policy():
@@ -567,13 +567,13 @@ def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
             assert victim in sizes
             p.on_remove(victim)
             del sizes[victim]
-        elif op == "population" and hasattr(p, "update_population"):
-            p.update_population([(f"m{i}", float(i * x % 7)) for i in range(m)], 6, 1 + x % 3)
-        elif op == "mutation" and hasattr(p, "observe_mutation"):
-            p.observe_mutation(layer)
-        elif op == "time" and hasattr(p, "set_time"):
+        elif op == "population":
+            p.on_population([(f"m{i}", float(i * x % 7)) for i in range(m)], 6, 1 + x % 3)
+        elif op == "mutation":
+            p.on_mutation(layer)
+        elif op == "time":
             t += x
-            p.set_time(t)
+            p.on_clock(t)
         assert len(p) == len(sizes) and all(k in p for k in sizes)
         if not sizes:
             with pytest.raises(LookupError):

@@ -197,11 +197,11 @@ def test_replay_matches_a_live_tensorcache(policy):
             if event.insert:
                 cache.put(r["model_id"], r["arch"], tensors[r["model_id"]], score=r["score"], parent=r["parent_id"])
                 cache.notify_evaluation()
+                if r["mutation_pos"] is not None:
+                    cache.observe_mutation(r["mutation_pos"])
                 population.append((r["model_id"], r["score"]))
                 cache.update_population(list(population), P, S)
             else:
-                if r["mutation_pos"] is not None:
-                    cache.observe_mutation(r["mutation_pos"])
                 hit = cache.lookup(r["arch"], parent=r["parent_id"])
                 live.append((hit.donor, tuple(hit.indices)) if hit else (None, ()))
         assert cache.stats()["evictions"]  # the capacity was binding
