@@ -1,9 +1,9 @@
 """Eviction policies: pure bookkeeping over cache entries, no I/O.
 
-The cache tells each tier's policy about inserts, hits, donations, evaluations and removals, and asks it
-for the next victim when that tier is full; the optional hooks a policy may have (``update_population``,
-``observe_mutation``, ``observe_model``, ``set_time``) reach it through ``call_hook``. An entry is one layer
-of one stored model, keyed ``(model_id, layer_index)``. Each policy lists the constructor options a config
+The cache tells each tier's policy the typed events of ``tensorcache.events`` (inserts, hits, donations,
+evaluations, removals, and the search's population, mutations and models), each through the ``on_*``
+method ``Policy`` declares for it, and asks it for the next victim when that tier is full. An entry is
+one layer of one stored model, keyed ``(model_id, layer_index)``. Each policy lists the constructor options a config
 may set in ``options``. Replaying a recorded search makes 10^5-10^6 calls, so per call FIFO and LRU
 cost O(1), LFU, donor-window and belady O(log n) amortised (heaps with lazy deletion); evolution-aware
 costs O(log n) too, plus a re-rank of every held entry when the population has moved (at most once per
