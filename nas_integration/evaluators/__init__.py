@@ -20,6 +20,7 @@ from ..spaces import SearchSpace, get_space
 
 if TYPE_CHECKING:
     from tensorcache import LayerMap, TensorCache
+    from tensorcache.hit import Stored
 
 
 @dataclass
@@ -75,15 +76,19 @@ class Evaluator(ABC):
         """Which arch positions decide each layer of ``arch``, in this evaluator's transfer mode."""
         return self.space.layer_map(arch, self.transfer)
 
-    def record(self, candidate: Candidate, layer_map: LayerMap, layer_bytes: list[int],
+    def record(self, candidate: Candidate, layer_map: LayerMap, layer_bytes: list[int], stored: Stored | None,
                **measured: Any) -> TraceRecord:
-        """The trace record of ``candidate`` with what the evaluation ``measured`` (the one place that
-        names the layer keys and dependencies a replay of the trace needs)."""
+        """The trace record of ``candidate`` with what the evaluation ``measured``: the layer keys and
+        dependencies as the cache's ``put`` reported them (``stored``); a search without a cache still
+        records them for replays, keyed as the cache would from the layer map and ``namespace``."""
+        if stored is not None:
+            keys, deps = stored.keys, stored.depends_on
+        else:
+            keys, deps = layer_map.keys(self.namespace, candidate.arch), [s.depends_on for s in layer_map.layers]
         return TraceRecord(model_id=candidate.model_id, parent_id=candidate.parent_id, worker=0,
                            arch=list(candidate.arch), mutation_pos=candidate.mutation_pos,
-                           layer_bytes=list(layer_bytes),
-                           layer_keys=[k.hex() for k in layer_map.keys(self.namespace, candidate.arch)],
-                           layer_deps=[list(layer.depends_on) for layer in layer_map.layers], **measured)
+                           layer_bytes=list(layer_bytes), layer_keys=[k.hex() for k in keys],
+                           layer_deps=[list(d) for d in deps], **measured)
 
     def describe(self) -> dict[str, Any]:
         """Settings worth recording in the summary."""

@@ -192,21 +192,22 @@ class TabularEvaluator(Evaluator):
         """Second half: put the child's synthetic layers and report (real bytes, simulated seconds)."""
         cand, looked = started.candidate, started.state
         hit, cache_s = looked.hit, looked.cache_s
+        stored = None
         if cache is not None:
             layers = self._payloads.layers(cand.model_id, looked.layer_bytes, self.payload_scale)
             t0 = time.perf_counter()
-            cache.put(cand.model_id, cand.arch, layers, score=looked.row.score, parent=cand.parent_id,
-                      layer_map=looked.layer_map)
+            stored = cache.put(cand.model_id, cand.arch, layers, score=looked.row.score, parent=cand.parent_id,
+                               layer_map=looked.layer_map)
             cache_s += time.perf_counter() - t0
         served = hit.indices if hit is not None else []
         tier_bytes: dict[str, int] = {}
         for index, tier in zip(served, hit.tiers if hit is not None else []):
             tier_bytes[tier] = tier_bytes.get(tier, 0) + looked.layer_bytes[index]
         return self.record(
-            cand, looked.layer_map, looked.layer_bytes, score=looked.row.score, test=looked.row.test,
+            cand, looked.layer_map, looked.layer_bytes, stored, score=looked.row.score, test=looked.row.test,
             train_s=started.duration, cache_s=cache_s, t_start=0.0, t_end=started.duration,
             donor_id=hit.donor if hit else None, transfer_layers=len(served),
-            transfer_bytes=sum(looked.layer_bytes[i] for i in served), tier=hit.tier if hit else None,
+            transfer_bytes=sum(looked.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
             tier_bytes=tier_bytes, extra={"epochs": self.epochs})
 
     def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:

@@ -116,14 +116,15 @@ class TrainEvaluator(Evaluator):
         train_s = time.perf_counter() - t0
         test = _accuracy(model, *self._test, self.batch_size)
         lmap = self.layer_map(candidate.arch)
+        stored = None
         if cache is not None:
             t0 = time.perf_counter()
-            cache.put(candidate.model_id, candidate.arch, model.state_dict(), score=score,
-                      parent=candidate.parent_id, layer_map=lmap)
+            stored = cache.put(candidate.model_id, candidate.arch, model.state_dict(), score=score,
+                               parent=candidate.parent_id, layer_map=lmap)
             cache_s += time.perf_counter() - t0
+        layer_bytes = self.space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape)
         return self.record(
-            candidate, lmap, self.space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape),
-            score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
+            candidate, lmap, layer_bytes, stored, score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
             transfer_layers=report.layers, transfer_bytes=report.nbytes, tier=report.tier,
             t_start=t_start, t_end=time.time(),
             extra={"epochs": self.epochs, "device": str(self._device), "skipped": len(report.skipped)})

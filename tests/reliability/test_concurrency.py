@@ -151,6 +151,6 @@ def test_mpi_ranks_putting_the_same_donor_store_it_once_and_lose_nothing(tmp_pat
     reader = TensorCache(memory=0, redis=redis_url, namespace=redis_namespace, redis_required=True)
     for model, arch in expected.items():
         hit = reader.lookup(arch)
-        assert hit.donor == model and hit.tier == "redis" and hit.prefix_len == 3
+        assert hit.donor == model and hit.slowest_tier == "redis" and hit.prefix_len == 3
         genuine(hit, expected, arch)
     reader.close()

@@ -66,7 +66,7 @@ served = []
 for m in range(1, 60):
     cache.put(f"m{m}", (m, 0, 0), make_layers(m, 3, width))
     hit = cache.lookup((m, 0, 1))
-    served.append(None if hit is None else [hit.donor, hit.tier, [float(l[f"w{i}"][0]) for i, l in zip(hit.indices, hit.layers)]])
+    served.append(None if hit is None else [hit.donor, hit.slowest_tier, [float(l[f"w{i}"][0]) for i, l in zip(hit.indices, hit.layers)]])
 print(json.dumps({"stats": cache.stats(), "served": served}))
 cache.close()
 """

@@ -93,7 +93,7 @@ def test_two_searches_on_one_redis_never_see_each_other(redis_url, redis_namespa
     for k, name in enumerate(names):
         fresh = TensorCache(memory="1MB", redis=redis_url, namespace=name, redis_required=True)
         hit = fresh.lookup((1, 2, 3))
-        assert hit.tier == "redis" and fresh.stats()["models"] == 1
+        assert hit.slowest_tier == "redis" and fresh.stats()["models"] == 1
         assert [float(layer[f"w{i}"][0]) for i, layer in enumerate(hit.layers)] == [100.0 * (k + 1) + i
                                                                                      for i in range(3)]
         fresh.close()

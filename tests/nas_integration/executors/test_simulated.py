@@ -21,7 +21,7 @@ class Timed(Evaluator):
     def evaluate(self, candidate, cache):
         lmap = self.layer_map(candidate.arch)
         t0 = time.time()
-        return self.record(candidate, lmap, [1] * len(lmap), score=float(candidate.arch[0]), train_s=0.0,
+        return self.record(candidate, lmap, [1] * len(lmap), None, score=float(candidate.arch[0]), train_s=0.0,
                            cache_s=0.0, t_start=t0, t_end=t0 + 1 + candidate.arch[0], donor_id=None,
                            transfer_layers=0, transfer_bytes=0, tier=None)
 
