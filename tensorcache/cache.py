@@ -33,7 +33,7 @@ from .sizes import parse_size
 from .stack import Moves, Slot, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .tiers.base import SharedTier
-from .tiers.books import BooksDamaged, Change, Position
+from .tiers.books import WRONG_LENGTH, BooksDamaged, Change, Position
 from .transfer import Layer, TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
@@ -138,9 +138,8 @@ class TensorCache:
                           [layer.depends_on for layer in records], 0)
         self._tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
         moves = Moves()
-        for i in sorted({0, len(self._stack.slots) - 1}):
-            for index in range(len(records)):
-                self._stack.admit(i, record, index, blobs, moves)
+        for i in sorted({0, len(self._stack.slots) - 1}):  # the fastest tier, and through to the widest
+            self._stack.admit(i, record, range(len(records)), blobs, moves)
         self._count(moves)
         self._counts["puts"] += 1
         self._counts["bytes_stored"] += moves.written
@@ -298,9 +297,6 @@ class TensorCache:
             if not indices:
                 return None
             self._tell(Donated(donor))
-            for slot in self._stack.slots:
-                if isinstance(slot.tier, SharedTier):
-                    slot.tier.note_donation(donor, self._stack.origin)
             prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
             return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
                        self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
@@ -329,7 +325,7 @@ class TensorCache:
             slot.policy.handle(LayerServed(entry))
             moves = Moves()
             for faster in range(i):
-                if self._stack.admit(faster, record, index, raw, moves):
+                if self._stack.admit(faster, record, (index,), raw, moves):
                     self._counts["promotions"] += 1
             self._count(moves)
             return layer, i
@@ -350,6 +346,8 @@ class TensorCache:
         for (name, ref), value in zip(refs.items(), got):
             if value is None:
                 raise PayloadError("missing payload")
+            if value is WRONG_LENGTH:
+                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
             if views:
                 arr, dtype = value
             else:
@@ -389,16 +387,16 @@ class TensorCache:
         entry = (change.model_id, change.index)
         if change.op == "hold":
             record = self._catalog.record(change.model_id) or self._fetch_record(slot.tier, change.model_id)
-            if record is None or change.index >= len(record.layers):
+            if record is None:
                 return
+            if change.index >= len(record.layers):
+                raise PayloadError(f"a change holds layer {change.index} of {change.model_id!r}, which has "
+                                   f"{len(record.layers)}")
             self._hold_seen(i, slot, record, change.index)
-        elif change.op == "release":
-            if self._catalog.release(entry, i):
-                slot.policy.handle(Removed(entry))
-                if slot.decoded is not None:
-                    slot.decoded.pop(entry, None)
-        elif change.model_id in self._catalog.models:
-            slot.policy.handle(Donated(change.model_id))
+        elif self._catalog.release(entry, i):
+            slot.policy.handle(Removed(entry))
+            if slot.decoded is not None:
+                slot.decoded.pop(entry, None)
 
     def _hold_seen(self, i: int, slot: Slot, record: ModelRecord, index: int) -> None:
         """Another process made tier ``i`` hold an entry: record it and tell the policies."""
@@ -431,21 +429,22 @@ class TensorCache:
                         tier.name)
         slot = self._stack.slots[i]
         seen: set[Entry] = set()
-        for raw, held in snap.models:
+        for model_id, raw, held in snap.models:
             try:
-                record = ModelRecord.from_bytes(raw)
+                record = self._catalog.record(model_id) or ModelRecord.from_bytes(raw)
+                if record.model_id != model_id or held[-1] >= len(record.layers):
+                    raise PayloadError(f"the record stored for {model_id!r} does not match its books")
             except PayloadError as exc:
                 self._counts["corrupt"] += 1
                 log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
                 continue
             for index in held:
-                if index < len(record.layers):
-                    seen.add((record.model_id, index))
-                    self._hold_seen(i, slot, self._catalog.record(record.model_id) or record, index)
+                seen.add((model_id, index))
+                self._hold_seen(i, slot, record, index)
         for entry in [e for e, tiers in self._catalog.entries() if i in tiers and e not in seen]:
             self._catalog.release(entry, i)
             slot.policy.handle(Removed(entry))
-        self._positions[i] = (snap.position, None)
+        self._positions[i] = (snap.position, snap.last)
 
 
 def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:

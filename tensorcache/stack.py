@@ -8,7 +8,7 @@ the catalog's: the stack tells it each hold and release, and tells the tier's po
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from .catalog import Catalog, Entry, ModelRecord
 from .events import Inserted, Removed
 from .policies import Policy
 from .tiers import Tier
+from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
 
 
@@ -45,43 +46,49 @@ class TierStack:
     def __init__(self, slots: list[Slot], catalog: Catalog, origin: str) -> None:
         self.slots, self.catalog, self.origin = slots, catalog, origin
 
-    def admit(self, i: int, record: ModelRecord, index: int, blobs: Mapping[bytes, Any], moves: Moves) -> bool:
-        """Hold layer ``index`` of ``record`` in tier ``i`` (``blobs``: its payloads by digest), evicting the
-        policy's victims while there is no room and demoting them; True if tier ``i`` holds it now."""
-        work = deque([(i, record, index, blobs)])
-        first = True
-        admitted = False
+    def admit(self, i: int, record: ModelRecord, indices: Sequence[int], blobs: Mapping[bytes, Any],
+              moves: Moves) -> bool:
+        """Hold layers ``indices`` of ``record`` in tier ``i`` in one transaction (``blobs``: their payloads by
+        digest), evicting the policy's victims while there is no room and demoting them; True if tier ``i``
+        holds them all now. A process-local tier takes them one by one, in order, as replay does; so does a
+        shared one when they cannot fit together."""
+        work = deque([(i, record, tuple(indices), blobs, True)])
+        admitted = True
         while work:
-            t, rec, idx, payloads = work.popleft()
-            written = self._place(t, rec, idx, payloads, work, moves)
-            if first:
-                admitted, moves.written = written is not None, moves.written + (written or 0)
-                first = False
+            t, rec, group, payloads, asked = work.popleft()
+            tier = self.slots[t].tier
+            if len(group) > 1 and (not tier.shares_books or sum(rec.layers[j].blob_bytes for j in group) > tier.capacity):
+                work.extendleft((t, rec, (j,), payloads, asked) for j in reversed(group))
+                continue
+            written = self._place(t, rec, group, payloads, work, moves)
+            if asked:
+                admitted = admitted and written is not None
+                moves.written += written or 0
             elif written is not None:
                 moves.demotions += 1
         return admitted
 
-    def _place(self, t: int, record: ModelRecord, index: int, blobs: Mapping[bytes, Any], work: deque,
+    def _place(self, t: int, record: ModelRecord, group: tuple[int, ...], blobs: Mapping[bytes, Any], work: deque,
                moves: Moves) -> int | None:
         slot = self.slots[t]
-        entry = (record.model_id, index)
-        layer = record.layers[index]
-        size = layer.blob_bytes
-        if size > slot.tier.capacity:
+        if len(group) == 1 and record.layers[group[0]].blob_bytes > slot.tier.capacity:
             moves.refused.append((slot.tier.name, "too_large"))
             return None
-        digests = [ref.digest for ref in layer.tensors.values()]
+        entries = [(j, [ref.digest for ref in record.layers[j].tensors.values()]) for j in group]
         raw = record.to_bytes()
         while True:
-            admission = slot.tier.hold(raw, record.model_id, index, digests, blobs, self.origin)
+            admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)
             if admission.held:
                 break
             if admission.reason != "no_room" or not len(slot.policy):
                 moves.refused.append((slot.tier.name, admission.reason or "dropped"))
                 return None
             self.evict(t, slot.policy.victim(), "capacity", moves, work)
-        if self.catalog.hold(record, index, t) or entry not in slot.policy:
-            slot.policy.handle(Inserted(entry, size, record.model_id, layer.depends_on))
+        for j in group:
+            entry = (record.model_id, j)
+            if self.catalog.hold(record, j, t) or entry not in slot.policy:
+                layer = record.layers[j]
+                slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
         return admission.written
 
     def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
@@ -94,8 +101,8 @@ class TierStack:
                 and t + 1 not in self.catalog.tiers_of(entry):
             refs = list(record.layers[entry[1]].tensors.values())
             got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
-            if all(g is not None for g in got):
-                work.append((t + 1, record, entry[1], {r.digest: g for r, g in zip(refs, got)}))
+            if all(g is not None and g is not WRONG_LENGTH for g in got):
+                work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
         slot.tier.release(entry[0], entry[1], self.origin)
         self.drop(t, entry)
 

@@ -123,10 +123,13 @@ class Tier(ABC):
         return self._attempt("read", False, lambda txn: [txn.get_blob(k) for k in keys], [None] * len(keys))
 
     def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
-        """Payloads by (digest, expected length), from one transaction; a value whose stored length differs
-        is a miss, found before its bytes are fetched."""
-        return self._attempt("read", False, lambda txn: [txn.get_blob(d, size) for d, size in wanted],
-                             [None] * len(wanted))
+        """Payloads by (digest, expected length), from one transaction: None if absent, ``books.WRONG_LENGTH``
+        if the stored length differs (found before its bytes are fetched)."""
+        def body(txn: Txn) -> list[Any]:
+            txn.prefetch_blobs([d for d, _ in wanted])
+            return [txn.get_blob(d, size) for d, size in wanted]
+
+        return self._attempt("read", False, body, [None] * len(wanted))
 
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
         """Store a payload outside the books (tier tests and benches; the cache uses ``hold``)."""
@@ -147,11 +150,17 @@ class Tier(ABC):
     def hold(self, record: bytes, model_id: str, index: int, digests: Sequence[bytes],
              blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
         """Hold one entry in one transaction (see ``books.hold``); a store failure drops it."""
+        return self.hold_many(record, model_id, [(index, digests)], blobs, origin)
+
+    def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
+                  blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
+        """Hold several entries of one model in one transaction, all or none (see ``books.hold``)."""
         def body(txn: Txn) -> Admission:
+            txn.prefetch([books.USED])
             used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
             if used > self.capacity and used != self._used_checked:
                 raise BooksDamaged(f"used bytes {used} exceed the capacity {self.capacity}")
-            return books.hold(txn, record, model_id, index, digests, blobs, self.capacity, origin)
+            return books.hold(txn, record, model_id, entries, blobs, self.capacity, origin)
 
         return self._attempt("write", True, body, books.DROPPED)
 
@@ -219,15 +228,21 @@ class SharedTier(Tier):
     def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:
         """Raw changes after ``since`` and the new position, or None when the reader must resynchronise:
         the log was lost, restored, truncated, trimmed past ``since``, or its change at ``since`` is no longer
-        ``last`` (the one the reader read there)."""
+        ``last`` (what the reader found there, None for nothing)."""
         def body(txn: Txn) -> tuple[list[bytes], books.Position] | None:
+            check = since.seq > 0
+            txn.prefetch([books.EPOCH, books.SEQ, *([books.log_key(since.seq)] if check else [])])
             now = books.position(txn)
             fresh = since == books.Position(b"", 0)  # read before the store's first change
             if (now.epoch != since.epoch and not fresh) or now.seq < since.seq or now.seq - since.seq > books.LOG_KEEP:
                 return None
-            if since.seq and last is not None and txn.get(books.log_key(since.seq)) != last:
-                return None
-            raw = [txn.get(books.log_key(s)) for s in range(since.seq + 1, now.seq + 1)]
+            if check and txn.get(books.log_key(since.seq)) != last:
+                return None  # the change read there is gone or another: the log was restored or rewritten
+            if now.seq == since.seq:
+                return [], now
+            keys = [books.log_key(s) for s in range(since.seq + 1, now.seq + 1)]
+            txn.prefetch(keys)
+            raw = [txn.get(k) for k in keys]
             if any(r is None for r in raw):
                 return None
             return raw, now
@@ -238,9 +253,6 @@ class SharedTier(Tier):
         """The stored record of ``model_id`` (None if absent or the store fails)."""
         return self._attempt("read", False, lambda txn: txn.get(books.model_key(b"r", model_id)), None)
 
-    def note_donation(self, model_id: str, origin: str) -> None:
-        """Log a donation so other processes' policies hear it."""
-        self._attempt("log append", True, lambda txn: books.note_donation(txn, model_id, origin), None)
 
 
 class ProcessTier(Tier):
@@ -324,8 +336,10 @@ class _ProcessTxn(Txn):
 
     def get_blob(self, digest: bytes, size: int | None = None) -> Any:
         stored = self.tier._values.get(digest)
-        if stored is None or (size is not None and self.tier._nbytes(stored) != size):
+        if stored is None:
             return None
+        if size is not None and self.tier._nbytes(stored) != size:
+            return books.WRONG_LENGTH
         return self.tier._load(stored)
 
     def put_blob(self, digest: bytes, value: Any) -> None:

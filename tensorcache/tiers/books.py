@@ -52,7 +52,7 @@ DROPPED = Admission(False, 0, "dropped")
 
 @dataclass(frozen=True)
 class Change:
-    """One change to a shared store's books, as readers see it: ``op`` is hold, release or donate."""
+    """One change to a shared store's books, as readers see it: ``op`` is hold or release."""
 
     op: str
     model_id: str
@@ -69,7 +69,7 @@ class Change:
             op, model_id, index, origin = json.loads(raw)
         except (ValueError, TypeError, RecursionError) as exc:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
-        if op not in ("hold", "release", "donate") or not isinstance(model_id, str) or not isinstance(origin, str) \
+        if op not in ("hold", "release") or not isinstance(model_id, str) or not isinstance(origin, str) \
                 or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
         return cls(op, model_id, index, origin)
@@ -85,10 +85,18 @@ class Position:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A shared store's books at one position: each model's record bytes and held layer indices."""
+    """A shared store's books at one position: each held model's id, record bytes and held layer indices."""
 
     position: Position
-    models: list[tuple[bytes, tuple[int, ...]]]
+    models: list[tuple[str, bytes, tuple[int, ...]]]
+    last: bytes | None = None  # the change at the position, which tells a later reader the log is the same
+
+
+class _WrongLength(bytes):
+    """What a read returns for a stored value whose length is not the one asked for (read no further)."""
+
+
+WRONG_LENGTH = _WrongLength()
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,12 @@ class Txn(ABC):
     @abstractmethod
     def get(self, key: bytes) -> bytes | None: ...
 
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        """Hint: these book keys are read next (a remote store fetches them in one round trip)."""
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        """Hint: these payloads' sizes are asked next."""
+
     @abstractmethod
     def set(self, key: bytes, value: bytes) -> None: ...
 
@@ -132,7 +146,8 @@ class Txn(ABC):
 
     @abstractmethod
     def get_blob(self, digest: bytes, size: int | None = None) -> Any:
-        """A payload's bytes, or None if absent or (checked before fetching them) not ``size`` bytes long."""
+        """A payload's bytes, None if absent, or WRONG_LENGTH if it is not ``size`` bytes long (checked
+        before its bytes are fetched)."""
 
     @abstractmethod
     def put_blob(self, digest: bytes, value: bytes | bytearray | memoryview) -> None: ...
@@ -188,16 +203,20 @@ def new_epoch() -> bytes:
     return os.urandom(8)
 
 
-def hold(txn: Txn, record: bytes, model_id: str, index: int, digests: Sequence[bytes],
+def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
          blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
-    """Hold entry ``(model_id, index)`` naming payloads ``digests``: store the payloads no entry holds yet
-    (``blobs`` must have them), count refs and bytes, keep the record; NO_ROOM past ``capacity``."""
+    """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
+    pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
+    bytes, keep the record. NO_ROOM if they do not fit in ``capacity``; entries held already are skipped."""
     held_key = model_key(b"h", model_id)
+    all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
+    txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
     held = read_indices(txn.get(held_key))
-    if index in held:
+    entries = [(index, digests) for index, digests in entries if index not in held]
+    if not entries:
         return Admission(True)
     need, fresh = 0, {}
-    for d in dict.fromkeys(digests):
+    for d in dict.fromkeys(d for _, digests in entries for d in digests):
         if read_u64(txn.get(b"n:" + d), "a refcount") == 0:
             blob = blobs.get(d)
             if blob is None:
@@ -209,15 +228,17 @@ def hold(txn: Txn, record: bytes, model_id: str, index: int, digests: Sequence[b
         return NO_ROOM
     if txn.get(model_key(b"r", model_id)) is None:
         txn.set(model_key(b"r", model_id), record)
-    for d in digests:
-        count = read_u64(txn.get(b"n:" + d), "a refcount")
-        if count == 0 and d in fresh:
-            txn.put_blob(d, fresh.pop(d))
-        txn.set(b"n:" + d, pack_u64(count + 1))
-    txn.set(entry_key(model_id, index), b"".join(digests))
-    txn.set(held_key, pack_indices(held | {index}))
+    for index, digests in entries:
+        for d in digests:
+            count = read_u64(txn.get(b"n:" + d), "a refcount")
+            if count == 0 and d in fresh:
+                txn.put_blob(d, fresh.pop(d))
+            txn.set(b"n:" + d, pack_u64(count + 1))
+        txn.set(entry_key(model_id, index), b"".join(digests))
+        held.add(index)
+        _log(txn, Change("hold", model_id, index, origin))
+    txn.set(held_key, pack_indices(held))
     txn.set(USED, pack_u64(used + need))
-    _log(txn, Change("hold", model_id, index, origin))
     return Admission(True, need)
 
 
@@ -225,12 +246,16 @@ def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
     """Drop entry ``(model_id, index)``: payloads whose refcount reaches zero are deleted and their bytes
     uncounted; the record goes with the model's last entry. False if the store did not hold it."""
     held_key = model_key(b"h", model_id)
+    ekey = entry_key(model_id, index)
+    txn.prefetch([held_key, ekey, USED, SEQ, EPOCH])
     held = read_indices(txn.get(held_key))
     if index not in held:
         return False
-    ekey = entry_key(model_id, index)
     freed = 0
-    for d in read_digests(txn.get(ekey)):
+    digests = read_digests(txn.get(ekey))
+    txn.prefetch([b"n:" + d for d in digests])
+    txn.prefetch_blobs(digests)
+    for d in digests:
         count = read_u64(txn.get(b"n:" + d), "a refcount")
         if count <= 1:
             freed += txn.blob_size(d) or 0
@@ -250,11 +275,6 @@ def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
     return True
 
 
-def note_donation(txn: Txn, model_id: str, origin: str) -> None:
-    """Log that ``model_id`` donated, so other processes' policies hear it."""
-    _log(txn, Change("donate", model_id, 0, origin))
-
-
 def log_key(seq: int) -> bytes:
     return b"l:" + _U64.pack(seq)
 
@@ -264,6 +284,8 @@ def _log(txn: Txn, change: Change) -> None:
     if not txn.logs:
         return
     seq = read_u64(txn.get(SEQ), "the change sequence") + 1
+    if seq > 2**62:
+        raise BooksDamaged(f"change sequence {seq} is implausible")
     txn.set(SEQ, pack_u64(seq))
     if txn.get(EPOCH) is None:
         txn.set(EPOCH, new_epoch())
@@ -274,19 +296,21 @@ def _log(txn: Txn, change: Change) -> None:
 
 def position(txn: Txn) -> Position:
     """The log position of the books as they are now."""
+    txn.prefetch([EPOCH, SEQ])
     return Position(txn.get(EPOCH) or b"", read_u64(txn.get(SEQ), "the change sequence"))
 
 
 def snapshot(txn: Txn) -> Snapshot:
     """Every held model's record and held indices, with the position they are as of."""
     at = position(txn)  # first: a change made while the models are read is also in the log after it
+    last = txn.get(log_key(at.seq)) if at.seq else None
     models = []
     for key in txn.keys(b"h:"):
         record = txn.get(b"r:" + key[2:])
         held = read_indices(txn.get(key))
         if record is not None and held:
-            models.append((record, tuple(sorted(held))))
-    return Snapshot(at, models)
+            models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
+    return Snapshot(at, models, last)
 
 
 def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
@@ -338,6 +362,11 @@ def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str
             problems.append(f"refcount kept for unheld payload {bytes(key[2:]).hex()}")
     if used != held_bytes:
         problems.append(f"used bytes counted {used}, held payloads are {held_bytes}")
+    try:
+        if read_u64(txn.get(SEQ), "the change sequence") > 2**62:
+            problems.append("the change sequence is implausible")
+    except BooksDamaged as exc:
+        problems.append(str(exc))
     if orphans:
         problems.append(f"{len(orphans)} payloads ({orphan_bytes} bytes) are named by no entry")
     return Audit(used, held_bytes, orphan_bytes, entries, tuple(problems)), refs, orphans, broken
@@ -377,6 +406,9 @@ def repair(txn: Txn) -> Audit:
         if txn.get(b"h:" + key[2:]) is None:
             txn.delete(key)
     txn.set(USED, pack_u64(sum(txn.blob_size(d) or 0 for d in refs)))
-    if txn.logs:
+    if txn.logs:  # a new log: every reader resynchronises from the rebuilt books
+        for key in list(txn.keys(b"l:")):
+            txn.delete(key)
+        txn.set(SEQ, pack_u64(0))
         txn.set(EPOCH, new_epoch())
     return before

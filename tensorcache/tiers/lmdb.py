@@ -21,7 +21,7 @@ import lmdb
 
 from ..keys import namespace_key
 from .base import SharedTier, StoreFailure
-from .books import Txn
+from .books import WRONG_LENGTH, Txn
 
 T = TypeVar("T")
 
@@ -153,8 +153,10 @@ class _LMDBTxn(Txn):
 
     def get_blob(self, digest: bytes, size: int | None = None) -> bytes | None:
         view = self.txn.get(self.blobs + digest)  # a view of the map: nothing read yet
-        if view is None or (size is not None and len(view) != size):
+        if view is None:
             return None
+        if size is not None and len(view) != size:
+            return WRONG_LENGTH
         return bytes(view)  # the one copy, made before the transaction ends
 
     def put_blob(self, digest: bytes, value: Any) -> None:

@@ -9,9 +9,10 @@ once per outage, then skipped for a back-off period (0.5 s doubling to 30 s).
 """
 from __future__ import annotations
 
+import random
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .base import SharedTier, StoreFailure, log
-from .books import Txn
+from .books import WRONG_LENGTH, Txn
 
 T = TypeVar("T")
 
@@ -28,7 +29,7 @@ _MANIFEST = struct.Struct(">QQ")  # total bytes, chunk size
 _MAX_CHUNK = 512 * 2**20  # Redis's largest string
 _MAX_CHUNKS = 2**24
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
-_WATCH_TRIES = 8
+_WATCH_TRIES = 100  # every hold moves the shared counters, so concurrent writers retry often
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -99,7 +100,7 @@ class RedisTier(SharedTier):
         if not write:
             return body(_RedisTxn(self, self._client, watching=False))
         with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(_WATCH_TRIES):
+            for attempt in range(_WATCH_TRIES):
                 txn = _RedisTxn(self, pipe, watching=True)
                 try:
                     result = body(txn)
@@ -110,6 +111,7 @@ class RedisTier(SharedTier):
                     return result
                 except redis.WatchError:
                     pipe.reset()  # another client changed what this transaction read: run it again
+                    time.sleep(random.uniform(0, 0.0005 * attempt))  # jittered, so writers fall out of step
         raise StoreFailure("other clients kept changing the same keys")
 
     def _unreachable(self, exc: BaseException) -> None:
@@ -148,7 +150,9 @@ class _RedisTxn(Txn):
         self.p = tier.prefix
         self.writes: list[Callable[[Any], object]] = []
         self.pending: dict[bytes, bytes | None] = {}  # book key -> value written here (None: deleted)
+        self.fetched: dict[bytes, bytes | None] = {}  # book key -> value read (and watched) here
         self.blobs: dict[bytes, int | None] = {}  # digest -> size written here (None: deleted)
+        self.sizes: dict[bytes, tuple[int | None, tuple[int, int] | None]] = {}  # digest -> size, manifest read
 
     def _watch(self, *keys: bytes) -> None:
         if self.watching:
@@ -157,9 +161,35 @@ class _RedisTxn(Txn):
     def get(self, key: bytes) -> bytes | None:
         if key in self.pending:
             return self.pending[key]
-        full = self.p + b"b:" + key
-        self._watch(full)
-        return self.client.get(full)
+        if key not in self.fetched:
+            self.prefetch([key])
+        return self.fetched[key]
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.pending and k not in self.fetched]
+        if not wanted:
+            return
+        full = [self.p + b"b:" + k for k in wanted]
+        self._watch(*full)
+        self.fetched.update(zip(wanted, self.client.mget(full)))
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        wanted = [d for d in dict.fromkeys(digests) if d not in self.blobs and d not in self.sizes]
+        if not wanted:
+            return
+        keys = [self._keys_of(d) for d in wanted]
+        self._watch(*(k for pair in keys for k in pair))
+        with self.tier._client.pipeline(transaction=False) as pipe:
+            for vkey, mkey in keys:
+                pipe.strlen(vkey).exists(vkey).get(mkey)
+            got = pipe.execute()
+        for n, d in enumerate(wanted):
+            size, exists, raw = got[3 * n:3 * n + 3]
+            if size or exists:
+                self.sizes[d] = (size, None)
+            else:
+                manifest = self.tier.manifest(raw)
+                self.sizes[d] = (None, None) if manifest is None else (manifest[0], manifest)
 
     def set(self, key: bytes, value: bytes) -> None:
         self.pending[key] = value
@@ -183,13 +213,9 @@ class _RedisTxn(Txn):
         return self.p + b"v:" + digest, self.p + b"m:" + digest
 
     def _size_and_manifest(self, digest: bytes) -> tuple[int | None, tuple[int, int] | None]:
-        vkey, mkey = self._keys_of(digest)
-        self._watch(vkey, mkey)
-        size = self.client.strlen(vkey)
-        if size or self.client.exists(vkey):
-            return size, None
-        manifest = self.tier.manifest(self.client.get(mkey))
-        return (None, None) if manifest is None else (manifest[0], manifest)
+        if digest not in self.sizes:
+            self.prefetch_blobs([digest])
+        return self.sizes[digest]
 
     def blob_size(self, digest: bytes) -> int | None:
         if digest in self.blobs:
@@ -198,8 +224,10 @@ class _RedisTxn(Txn):
 
     def get_blob(self, digest: bytes, size: int | None = None) -> bytes | None:
         stored, manifest = self._size_and_manifest(digest)
-        if stored is None or (size is not None and stored != size):
+        if stored is None:
             return None
+        if size is not None and stored != size:
+            return WRONG_LENGTH
         if manifest is None:
             return self.client.get(self._keys_of(digest)[0])
         parts = self.client.mget(self._chunk_keys(digest, *manifest))

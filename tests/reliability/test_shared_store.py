@@ -64,19 +64,19 @@ class _Exploit:
         return os.mkdir, (self.marker,)
 
 
-def test_a_pickle_planted_in_the_store_is_a_miss_and_never_runs(store, tmp_path, layers_of, genuine):
+def test_a_pickle_planted_in_the_store_is_a_miss_and_never_runs(store, planter, tmp_path, layers_of, genuine):
     marker = tmp_path / "pwned"
     exploit = pickle.dumps(_Exploit(str(marker)))
     writer = TensorCache(memory=0, **store.settings)
     writer.put("m1", (1, 2), layers_of(1, 2))
     writer.close()
     store.set(encode(layers_of(1, 2)[1]["w1"])[0], exploit)  # as a payload
-    store.append_log(exploit)  # and as a catalog record
+    planter(store, "exploit", exploit)  # and as a model record
     reader = TensorCache(memory="1MB", **store.settings)
     hit = reader.lookup((1, 2))
     assert hit.prefix_len == 1
     genuine(hit, {"m1": (1, 2)}, (1, 2))
-    assert reader.stats()["corrupt"] == 2  # the payload and the log record
+    assert reader.stats()["corrupt"] == 2  # the payload and the model record
     assert not marker.exists(), "a planted pickle was executed"
     reader.close()
 

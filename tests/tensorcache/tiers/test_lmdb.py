@@ -53,7 +53,7 @@ def _worker(path: Path, tag: str, shared: int, own: int, mode: str = "once") -> 
 def _held(tier: LMDBTier) -> dict[str, bytes]:
     """Every held model's payload, each checked whole."""
     out = {}
-    for record, indices in tier.snapshot().models:
+    for _, record, indices in tier.snapshot().models:
         assert indices == (0,)
         model, digest = record.decode().split()
         value = tier.get(bytes.fromhex(digest))
@@ -94,7 +94,7 @@ def test_two_tiers_on_one_path_share_the_environment(tmp_path):
     first = LMDBTier(tmp_path / "db", capacity=1000)
     second = LMDBTier(tmp_path / "db", capacity=1000)
     first.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"})
-    assert second.get(b"k" * 16) == b"v" and second.snapshot().models == [(b"r", (0,))]
+    assert second.get(b"k" * 16) == b"v" and second.snapshot().models == [("m", b"r", (0,))]
     first.close()
     assert second.get(b"k" * 16) == b"v"
     second.close()

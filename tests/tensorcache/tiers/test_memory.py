@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tensorcache.tiers import MemoryTier, Tier
+from tensorcache.tiers.books import WRONG_LENGTH
 
 
 def test_round_trip_is_one_copy_in_and_zero_copies_out():
@@ -55,7 +56,7 @@ def test_books_count_each_payload_once_and_free_it_with_its_last_entry():
     assert tier.used_bytes() == 50 and tier.audit().healthy  # refused whole: nothing half-held
     assert tier.release("m", 0) and not tier.release("m", 0)
     assert tier.used_bytes() == 30 and bytes(tier.read([(a, 30)])[0]) == b"x" * 30 and tier.get(b) is None
-    assert tier.read([(a, 29)]) == [None]  # a length other than the record's is a miss
+    assert tier.read([(a, 29)]) == [WRONG_LENGTH]  # a length other than the record's is found before reading
     assert tier.release("m", 1) and tier.used_bytes() == 0 and len(tier) == 0 and tier.audit().healthy
 
 

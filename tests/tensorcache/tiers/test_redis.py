@@ -126,13 +126,12 @@ def test_concurrent_puts_of_one_key_count_it_once(redis_url, tier, redis_namespa
 
 
 def test_server_errors_are_misses_warned_once(tier, raw, redis_namespace, caplog):
-    raw.rpush(f"tc:{redis_namespace}:b:u".encode(), b"a list where a counter belongs")
+    raw.rpush(f"tc:{redis_namespace}:v:".encode() + b"k" * 16, b"a list where a payload belongs")
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
-        assert tier.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}).reason == "dropped"
-        assert tier.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}).reason == "dropped"
-        assert tier.used_bytes() == 0 and tier.used_bytes() == 0
-    assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 2  # one per kind: write, read
-    raw.delete(f"tc:{redis_namespace}:b:u".encode())
+        assert tier.get(b"k" * 16) is None and tier.get(b"k" * 16) is None
+        assert tier.read([(b"k" * 16, 1)]) == [None] and b"k" * 16 not in tier
+    assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 1  # one per kind of failure
+    raw.delete(f"tc:{redis_namespace}:v:".encode() + b"k" * 16)
     assert tier.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}).held and tier.get(b"k" * 16) == b"v"
 
 
