@@ -3,7 +3,7 @@
 ``TraceRecord`` is the one schema of a trace line: the writer's required fields (``FIELDS``), the reader's
 validation and the columns analyses and replays read all come from it. Each line carries ``version``;
 lines without one are version 1 (written before the field existed) and read with the newer fields at their
-defaults (``revisit`` recomputed from the trace); a line of a newer version than this reader knows is an
+defaults (``revisit`` computed from the trace); a line of a newer version than this reader knows is an
 error naming it. A crash loses at most the record being written; ``read_trace`` skips a torn last line.
 """
 from __future__ import annotations
@@ -95,7 +95,9 @@ class TraceRecord:
     layer_deps: list[list[int]] | None = _column(_optional(_list(_list(_int))), None)  # arch positions per layer
     test: float | None = _column(_optional(_float), None)
     tier_bytes: dict[str, int] = _column(_counts, factory=dict)  # transfer bytes by the tier that served them
-    revisit: bool = _column(_bool, False)  # an evaluation of the same arch had finished before this one started
+    # an evaluation of the same arch had finished before this one started (None: not known when written;
+    # ``read_records`` computes it from the trace)
+    revisit: bool | None = _column(_optional(_bool), None)
     version: int = _column(_int, TRACE_VERSION)
     extra: dict[str, Any] = field(default_factory=dict)  # evaluator-specific values, written as top-level keys
 
@@ -183,7 +185,7 @@ def read_records(path: str | os.PathLike) -> list[TraceRecord]:
     """All records of a trace file in order, validated; a torn (unterminated, unparsable) last line is skipped."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
-    records, raw = [], []
+    records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -200,8 +202,7 @@ def read_records(path: str | os.PathLike) -> list[TraceRecord]:
             records.append(TraceRecord.from_dict(values))
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
-        raw.append(values)
-    _fill_revisits([r for r, values in zip(records, raw) if "revisit" not in values])
+    _fill_revisits([r for r in records if r.revisit is None])
     return records
 
 
@@ -211,7 +212,8 @@ def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _fill_revisits(records: list[TraceRecord]) -> None:
-    """Set ``revisit`` on records written before it was a field, as the writer would have."""
+    """Set ``revisit`` on records written without it (version 1, or not known to the writer), as the
+    search loop does: in finishing order, against the other records given."""
     revisits = Revisits()
     for record in sorted(records, key=lambda r: r.t_end):
         record.revisit = revisits.add(record.arch, record.t_start, record.t_end)

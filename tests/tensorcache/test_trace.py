@@ -96,6 +96,16 @@ def test_version_one_lines_read_with_defaults_and_revisits_recomputed(tmp_path):
     assert [r.revisit for r in got] == [False, False, True, False]
 
 
+def test_a_record_written_without_revisit_reads_with_it_computed(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(record(0, arch=[7], t_start=0, t_end=1))
+        w.write(record(1, arch=[7], t_start=2, t_end=3))
+        w.write(dict(record(2, arch=[7], t_start=4, t_end=5), revisit=False))  # the writer's word is kept
+    assert json.loads(path.read_text().splitlines()[0])["revisit"] is None
+    assert [r.revisit for r in read_records(path)] == [False, True, False]
+
+
 def test_an_unknown_version_fails_clearly(tmp_path):
     path = tmp_path / "v9.jsonl"
     path.write_text(json.dumps(dict(record(0), version=9)) + "\n")
