@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tensorcache.config import CacheConfig
 from tensorcache.sizes import format_size
 
 from .search import DEFAULTS, SearchSettings, Tally, evaluator_datasets, run_search
@@ -152,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """The search the flags describe; the cache flags become its ``CacheConfig`` (``--window`` a policy option)."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    cache = CacheConfig(**{f.name: given[f.name] for f in fields(CacheConfig) if f.name in given})
+    if args.window is not None and cache.takes("window"):
+        cache = cache.with_options(window=args.window)
     names = {f.name for f in fields(SearchSettings)}
-    return SearchSettings(**{k: v for k, v in vars(args).items() if k in names})
+    return SearchSettings(**{k: v for k, v in vars(args).items() if k in names}, cache_config=cache)
 
 
 class ProgressBar:
@@ -220,14 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
-    settings = settings_from_args(args)
     rank = 0
-    if settings.executor == "mpi":
+    if args.executor == "mpi":
         from mpi4py import MPI
 
         rank = MPI.COMM_WORLD.Get_rank()
     try:
-        settings = settings.resolved()
+        settings = settings_from_args(args).resolved()
         console = Console()
         if args.quiet or rank != 0:
             summary = run_search(settings)
@@ -235,13 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             with ProgressBar(settings.evals, Console(stderr=True)) as bar:
                 summary = run_search(settings, on_record=bar)
     except (ValueError, OSError) as exc:  # bad settings, missing files, unreachable servers: one line, no traceback
-        if settings.executor == "mpi":
+        if args.executor == "mpi":
             logging.getLogger("nas_integration").error("rank %d: %s", rank, exc)
             MPI.COMM_WORLD.Abort(2)
         print(f"run_search: error: {exc}", file=sys.stderr)
         return 2
     except BaseException:
-        if settings.executor == "mpi":  # never leave the other ranks waiting for rank 0
+        if args.executor == "mpi":  # never leave the other ranks waiting for rank 0
             logging.getLogger("nas_integration").exception("rank %d failed", rank)
             MPI.COMM_WORLD.Abort(1)
         raise

@@ -1,7 +1,9 @@
 """Locality-aware placement: run a child on the worker whose memory tier already holds its donor.
 
-Each worker keeps the models it trained or fetched in its own memory tier; the scheduler models that
-tier as an LRU of model ids with a byte budget. A child is sent to an idle worker holding its donor (the
+Each worker keeps the models it trained or fetched in its own memory tier. The scheduler knows that tier
+from what its worker reports after each job (the model it put, the donor it was served and which tiers
+served it); what the tier has evicted since is modelled by the library's own LRU policy over model ids
+within the worker's byte budget. A child is sent to an idle worker holding its donor (the
 model the cache would serve it, ``TensorCache.best_donor``); failing that it is reserved for a busy holder
 expected to finish within ``max_wait`` seconds (the child waits, the free workers take other children);
 otherwise it runs anywhere. The tracker counts what that buys: transfer bytes served from the worker's own
@@ -11,9 +13,10 @@ judged by the model; real workers (process, MPI) report the bytes their own proc
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from tensorcache.policies import LRU
 
 LOCAL_TIERS = ("device", "memory")  # tiers private to one worker process; LMDB and Redis are shared
 
@@ -37,25 +40,32 @@ class LocalityStats:
                 "local_byte_share": self.local_bytes / moved if moved else 0.0}
 
 
-@dataclass
 class WorkerMemory:
-    """Model ids held in one worker's memory tier, least recently used first, within a byte budget."""
+    """Model ids one worker's memory tier holds as reported, within its byte budget (LRU policy evicts)."""
 
-    capacity: int
-    held: OrderedDict[str, int] = field(default_factory=OrderedDict)
-    used: int = 0
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._sizes: dict[str, int] = {}
+        self._order = LRU()
 
     def touch(self, model_id: str, nbytes: int) -> None:
-        if model_id in self.held:
-            self.held.move_to_end(model_id)
+        """The worker put or was served ``model_id`` (``nbytes``): it holds it now, most recently used."""
+        if model_id in self._sizes:
+            self._order.on_hit(model_id)
             return
         if nbytes > self.capacity:
             return
         while self.used + nbytes > self.capacity:
-            _, size = self.held.popitem(last=False)
-            self.used -= size
-        self.held[model_id] = nbytes
+            victim = self._order.victim()
+            self._order.on_remove(victim)
+            self.used -= self._sizes.pop(victim)
+        self._order.on_insert(model_id, nbytes, model_id)
+        self._sizes[model_id] = nbytes
         self.used += nbytes
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._sizes
 
 
 class LocalityTracker:
@@ -73,7 +83,7 @@ class LocalityTracker:
     def holders(self, model_id: str | None) -> list[int]:
         if model_id is None:
             return []
-        return [w for w, mem in enumerate(self.memories) if model_id in mem.held]
+        return [w for w, mem in enumerate(self.memories) if model_id in mem]
 
     def place(self, donor_id: str | None, idle: list[int], busy_until: dict[int, float],
               reserved: set[int], now: float) -> tuple[int, float | None]:
@@ -103,7 +113,7 @@ class LocalityTracker:
         """
         mem = self.memories[worker]
         if donor_id is not None and transfer_bytes:
-            modelled = donor_id in mem.held
+            modelled = donor_id in mem
             self.stats.modelled_local_hits += modelled
             if tier_bytes is None:
                 local = transfer_bytes if modelled else 0

@@ -1,23 +1,155 @@
 """Search traces: one JSON object per evaluation, appended and flushed as each evaluation finishes.
 
-Benchmarks and analyses read traces back (``read_trace``), so a recorded search can be replayed under any
-eviction policy and cache size: each record carries the model's layer keys and real per-layer bytes.
-A crash loses at most the record being written; ``read_trace`` skips a torn last line.
+``TraceRecord`` is the one schema of a trace line: the writer's required fields (``FIELDS``), the reader's
+validation and the columns analyses and replays read all come from it. Each line carries ``version``;
+lines without one are version 1 (written before the field existed) and read with the newer fields at their
+defaults (``revisit`` computed from the trace); a line of a newer version than this reader knows is an
+error naming it. A crash loses at most the record being written; ``read_trace`` skips a torn last line.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Mapping
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 log = logging.getLogger("tensorcache")
 
-FIELDS: tuple[str, ...] = (
-    "model_id", "parent_id", "donor_id", "worker", "t_start", "t_end", "arch", "mutation_pos", "score",
-    "transfer_layers", "transfer_bytes", "tier", "cache_s", "train_s", "layer_bytes", "layer_keys",
-)
+TRACE_VERSION = 2  # 1: no version, test, tier_bytes or revisit fields; 2: all of TraceRecord
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected an int, got {v!r}")
+    return v
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {v!r}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _worker(v: Any) -> int | str:
+    return v if isinstance(v, str) else _int(v)
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
+
+
+def _list(check: Callable[[Any], Any]) -> Callable[[Any], list]:
+    def checked(v: Any) -> list:
+        if not isinstance(v, list):
+            raise TypeError(f"expected a list, got {v!r}")
+        return [check(x) for x in v]
+    return checked
+
+
+def _counts(v: Any) -> dict[str, int]:
+    if not isinstance(v, dict):
+        raise TypeError(f"expected an object of byte counts, got {v!r}")
+    return {_str(k): _int(n) for k, n in v.items()}
+
+
+def _column(check: Callable[[Any], Any], default: Any = MISSING, factory: Any = MISSING) -> Any:
+    """A TraceRecord field and the check (and coercion) its JSON value passes on read and write."""
+    return field(default=default, default_factory=factory, metadata={"check": check})
+
+
+@dataclass
+class TraceRecord:
+    """One evaluation as a trace records it; fields without a default are required in every version."""
+
+    model_id: str = _column(_str)
+    parent_id: str | None = _column(_optional(_str))
+    donor_id: str | None = _column(_optional(_str))  # the model the cache served layers from (None: miss)
+    worker: int | str = _column(_worker)
+    t_start: float = _column(_float)  # seconds since the search started, on the executor's clock
+    t_end: float = _column(_float)
+    arch: list[int] = _column(_list(_int))
+    mutation_pos: int | None = _column(_optional(_int))
+    score: float | None = _column(_optional(_float))
+    transfer_layers: int = _column(_int)
+    transfer_bytes: int = _column(_int)  # real bytes, even where the cache held scaled-down payloads
+    tier: str | None = _column(_optional(_str))  # the slowest tier that served the transfer
+    cache_s: float = _column(_float)
+    train_s: float = _column(_float)
+    layer_bytes: list[int] = _column(_list(_int))  # each layer of this model, in layer order
+    layer_keys: list[str] = _column(_list(_str))  # hex layer keys, as the cache keys them
+    layer_deps: list[list[int]] | None = _column(_optional(_list(_list(_int))), None)  # arch positions per layer
+    test: float | None = _column(_optional(_float), None)
+    tier_bytes: dict[str, int] = _column(_counts, factory=dict)  # transfer bytes by the tier that served them
+    # an evaluation of the same arch had finished before this one started (None: not known when written;
+    # ``read_records`` computes it from the trace)
+    revisit: bool | None = _column(_optional(_bool), None)
+    version: int = _column(_int, TRACE_VERSION)
+    extra: dict[str, Any] = field(default_factory=dict)  # evaluator-specific values, written as top-level keys
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of one trace line (``extra`` flattened into it)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        clash = set(self.extra) & set(out)
+        if clash:
+            raise ValueError(f"trace record {self.model_id}: extra values {sorted(clash)} shadow record fields")
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TraceRecord:
+        """Validate one trace line; ValueError names a missing field, a bad value or an unknown version."""
+        version = values.get("version", 1)
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= TRACE_VERSION:
+            raise ValueError(f"trace record has version {version!r}; this tensorcache reads versions 1 to "
+                             f"{TRACE_VERSION} (a newer tensorcache wrote it?)")
+        missing = [name for name in FIELDS if name not in values]
+        if missing:
+            raise ValueError(f"trace record lacks fields {missing}")
+        checked: dict[str, Any] = {"version": version}
+        for f in fields(cls):
+            if f.name in values and f.name not in ("extra", "version"):
+                try:
+                    checked[f.name] = f.metadata["check"](values[f.name])
+                except TypeError as exc:
+                    raise ValueError(f"trace record field {f.name}: {exc}") from None
+        names = {f.name for f in fields(cls)}
+        record = cls(**checked, extra={k: v for k, v in values.items() if k not in names})
+        if len(record.layer_keys) != len(record.layer_bytes):
+            raise ValueError(f"trace record {record.model_id}: {len(record.layer_keys)} layer keys vs "
+                             f"{len(record.layer_bytes)} layer bytes")
+        return record
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TraceRecord)
+                                if f.default is MISSING and f.default_factory is MISSING)
+
+
+class Revisits:
+    """Which evaluations revisit an architecture: one of the same arch finished at or before their start."""
+
+    def __init__(self) -> None:
+        self._ends: dict[tuple[int, ...], list[float]] = {}
+
+    def add(self, arch: Iterable[int], t_start: float, t_end: float) -> bool:
+        """Record an evaluation (feed them in finishing order); True if it revisits its architecture."""
+        ends = self._ends.setdefault(tuple(arch), [])
+        revisit = bisect_right(ends, t_start) > 0
+        ends.insert(bisect_right(ends, t_end), t_end)
+        return revisit
 
 
 class TraceWriter:
@@ -31,12 +163,11 @@ class TraceWriter:
         self._file = open(self.path, "a", encoding="utf-8")
         self.count = 0
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Append ``record``; raise ValueError naming any of ``FIELDS`` it lacks."""
-        missing = [f for f in FIELDS if f not in record]
-        if missing:
-            raise ValueError(f"trace record lacks fields {missing}")
-        self._file.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
+    def write(self, record: TraceRecord | Mapping[str, Any]) -> None:
+        """Append ``record`` (a mapping is validated as a TraceRecord first: ValueError names what is wrong)."""
+        if not isinstance(record, TraceRecord):
+            record = TraceRecord.from_dict({"version": TRACE_VERSION, **record})
+        self._file.write(json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False) + "\n")
         self._file.flush()
         self.count += 1
 
@@ -50,8 +181,8 @@ class TraceWriter:
         self.close()
 
 
-def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a trace file in order; a torn (unterminated, unparsable) last line is skipped."""
+def read_records(path: str | os.PathLike) -> list[TraceRecord]:
+    """All records of a trace file in order, validated; a torn (unterminated, unparsable) last line is skipped."""
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
     records = []
@@ -59,13 +190,30 @@ def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            values = json.loads(line)
         except json.JSONDecodeError as exc:
             if number == len(lines):  # no newline after it: the writer died mid-line
                 log.warning("%s: skipping a torn last record", path)
                 break
             raise ValueError(f"{path}:{number}: not a JSON trace record ({exc})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: trace record is {type(record).__name__}, not an object")
-        records.append(record)
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}:{number}: trace record is {type(values).__name__}, not an object")
+        try:
+            records.append(TraceRecord.from_dict(values))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    _fill_revisits([r for r in records if r.revisit is None])
     return records
+
+
+def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """``read_records`` as plain dicts (``TraceRecord.to_dict``), for callers that index records by name."""
+    return [record.to_dict() for record in read_records(path)]
+
+
+def _fill_revisits(records: list[TraceRecord]) -> None:
+    """Set ``revisit`` on records written without it (version 1, or not known to the writer), as the
+    search loop does: in finishing order, against the other records given."""
+    revisits = Revisits()
+    for record in sorted(records, key=lambda r: r.t_end):
+        record.revisit = revisits.add(record.arch, record.t_start, record.t_end)

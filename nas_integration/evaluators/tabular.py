@@ -8,7 +8,8 @@ records carry the REAL bytes (``layer_bytes``, ``transfer_bytes``), so replays s
 
 Durations come from the table's per-architecture 200-epoch training time, scaled by ``epochs / 200``.
 The scores are always the table's 200-epoch values. Under the serial executor a discrete-event clock
-(``executors.SimulatedExecutor``) runs the search in simulated time; under real workers (process, mpi)
+(``executors.simulated``) runs the search in simulated time, calling ``start`` when a child starts (the
+lookup) and ``finish`` when it ends (the put); under real workers (process, mpi)
 each evaluation sleeps ``duration x time_scale`` seconds (default 0: no sleep) and ``train_s`` still
 reports the simulated duration.
 """
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
+from tensorcache.trace import TraceRecord
+
 from ..data import nb201_table, open_text
 from ..evolution import Candidate
 from ..spaces import SearchSpace, get_space
-from . import Evaluator, Result
+from . import Evaluator, Started
 
 if TYPE_CHECKING:
     from tensorcache import Hit, LayerMap, TensorCache
@@ -105,16 +108,14 @@ class SyntheticPayloads:
 
 
 @dataclass
-class Pending:
-    """A started tabular evaluation: the lookup is done, the put waits until the evaluation ends."""
+class Lookup:
+    """What a started tabular evaluation looked up; the put waits until the evaluation ends."""
 
-    candidate: Candidate
     row: Row
     layer_map: LayerMap
     layer_bytes: list[int]
     hit: Hit | None
     cache_s: float
-    duration: float  # simulated seconds: the table's training time scaled by epochs
 
 
 class TabularEvaluator(Evaluator):
@@ -167,63 +168,58 @@ class TabularEvaluator(Evaluator):
     def setup(self) -> None:
         if getattr(self, "_rows", None) is not None:
             return
-        self._space = get_space(self.space_name)
-        self._rows = read_table(self.table, self._space, self.columns)
+        self._rows = read_table(self.table, self.space, self.columns)
         self._payloads = SyntheticPayloads(self.seed)
 
-    def donor(self, candidate: Candidate, cache: TensorCache) -> str | None:
-        """The donor the cache would serve this child now (for locality-aware placement)."""
-        return cache.best_donor(candidate.arch, parent=candidate.parent_id,
-                                layer_map=self._space.layer_map(candidate.arch, self.transfer))
-
-    def start(self, candidate: Candidate, cache: TensorCache | None) -> Pending:
-        """First half of an evaluation: find the row and look up a donor for the child."""
+    def start(self, candidate: Candidate, cache: TensorCache | None) -> Started:
+        """First half of an evaluation: find the row and look up a donor for the child; the duration is the
+        table's training time scaled by epochs (simulated seconds)."""
+        self.setup()
         row = self._rows.get(candidate.arch)
         if row is None:
             raise ValueError(f"tabular: architecture {candidate.arch} is not in table {self.table!r}")
-        space, cols = self._space, self.columns
-        lmap = space.layer_map(candidate.arch, self.transfer)
-        layer_bytes = space.layer_nbytes(candidate.arch, self.transfer, cols.num_classes, cols.input_shape)
+        cols = self.columns
+        lmap = self.layer_map(candidate.arch)
+        layer_bytes = self.space.layer_nbytes(candidate.arch, self.transfer, cols.num_classes, cols.input_shape)
         hit, cache_s = None, 0.0
         if cache is not None:
             t0 = time.perf_counter()
             hit = cache.lookup(candidate.arch, parent=candidate.parent_id, layer_map=lmap)
             cache_s = time.perf_counter() - t0
-        return Pending(candidate, row, lmap, layer_bytes, hit, cache_s, row.train_time * self.epochs / TABLE_EPOCHS)
+        return Started(candidate, row.train_time * self.epochs / TABLE_EPOCHS,
+                       Lookup(row, lmap, layer_bytes, hit, cache_s))
 
-    def finish(self, pending: Pending, cache: TensorCache | None) -> Result:
+    def finish(self, started: Started, cache: TensorCache | None) -> TraceRecord:
         """Second half: put the child's synthetic layers and report (real bytes, simulated seconds)."""
-        cand, hit = pending.candidate, pending.hit
-        cache_s = pending.cache_s
+        cand, looked = started.candidate, started.state
+        hit, cache_s = looked.hit, looked.cache_s
+        stored = None
         if cache is not None:
-            layers = self._payloads.layers(cand.model_id, pending.layer_bytes, self.payload_scale)
+            layers = self._payloads.layers(cand.model_id, looked.layer_bytes, self.payload_scale)
             t0 = time.perf_counter()
-            cache.put(cand.model_id, cand.arch, layers, score=pending.row.score, parent=cand.parent_id,
-                      layer_map=pending.layer_map)
+            stored = cache.put(cand.model_id, cand.arch, layers, score=looked.row.score, parent=cand.parent_id,
+                               layer_map=looked.layer_map)
             cache_s += time.perf_counter() - t0
         served = hit.indices if hit is not None else []
         tier_bytes: dict[str, int] = {}
         for index, tier in zip(served, hit.tiers if hit is not None else []):
-            tier_bytes[tier] = tier_bytes.get(tier, 0) + pending.layer_bytes[index]
-        return Result(
-            score=pending.row.score, test=pending.row.test, train_s=pending.duration, cache_s=cache_s,
+            tier_bytes[tier] = tier_bytes.get(tier, 0) + looked.layer_bytes[index]
+        return self.record(
+            cand, looked.layer_map, looked.layer_bytes, stored, score=looked.row.score, test=looked.row.test,
+            train_s=started.duration, cache_s=cache_s, t_start=0.0, t_end=started.duration,
             donor_id=hit.donor if hit else None, transfer_layers=len(served),
-            transfer_bytes=sum(pending.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
-            tier_bytes=tier_bytes,
-            layer_bytes=list(pending.layer_bytes),
-            layer_keys=[k.hex() for k in pending.layer_map.keys(self.namespace, cand.arch)],
-            layer_deps=[list(layer.depends_on) for layer in pending.layer_map.layers],
-            extra={"epochs": self.epochs})
+            transfer_bytes=sum(looked.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
+            tier_bytes=tier_bytes, extra={"epochs": self.epochs})
 
-    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> Result:
+    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:
         """Both halves in real time, sleeping ``duration x time_scale`` between them."""
         t_start = time.time()
-        pending = self.start(candidate, cache)
+        started = self.start(candidate, cache)
         if self.time_scale:
-            time.sleep(pending.duration * self.time_scale)
-        result = self.finish(pending, cache)
-        result.t_start, result.t_end = t_start, time.time()
-        return result
+            time.sleep(started.duration * self.time_scale)
+        record = self.finish(started, cache)
+        record.t_start, record.t_end = t_start, time.time()
+        return record
 
     def describe(self) -> dict[str, Any]:
         return {"evaluator": self.name, "table": self.table, "dataset": self.dataset, "epochs": self.epochs,

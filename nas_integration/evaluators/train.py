@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from tensorcache.trace import TraceRecord
 from tensorcache.transfer import TransferReport
 
 from ..data import SHIPPED, dataset_name, load_dataset, locate
 from ..evolution import Candidate
 from ..spaces import get_space
-from . import Evaluator, Result
+from . import Evaluator
 
 if TYPE_CHECKING:
     from tensorcache import TensorCache
@@ -95,7 +96,6 @@ class TrainEvaluator(Evaluator):
         if self.threads:
             torch.set_num_threads(self.threads)
         self._device = resolve_device(self.device)
-        self._space = get_space(self.space_name)
         x_train, y_train, x_test, y_test = (torch.as_tensor(a) for a in
                                             load_dataset(self.dataset, self.data_dir, subset=self.train_subset))
         x_train, x_test = _as_images(x_train), _as_images(x_test)
@@ -113,15 +113,15 @@ class TrainEvaluator(Evaluator):
         """A fresh model of the child, warm-started from the cache; returns (model, report, seconds in cache)."""
         self.setup()
         torch.manual_seed(self.seed * 1_000_003 + candidate.index)
-        model = self._space.build(candidate.arch, self.num_classes, self.input_shape).to(self._device)
+        model = self.space.build(candidate.arch, self.num_classes, self.input_shape).to(self._device)
         if cache is None:
             return model, TransferReport(), 0.0
         t0 = time.perf_counter()
         report = cache.warm_start(model, candidate.arch, parent=candidate.parent_id,
-                                  layer_map=self._space.layer_map(candidate.arch, self.transfer))
+                                  layer_map=self.layer_map(candidate.arch))
         return model, report, time.perf_counter() - t0
 
-    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> Result:
+    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:
         t_start = time.time()
         model, report, cache_s = self.prepare(candidate, cache)
         t0 = time.perf_counter()
@@ -129,18 +129,17 @@ class TrainEvaluator(Evaluator):
         score = _accuracy(model, *self._val, self.batch_size)
         train_s = time.perf_counter() - t0
         test = _accuracy(model, *self._test, self.batch_size)
-        lmap = self._space.layer_map(candidate.arch, self.transfer)
+        lmap = self.layer_map(candidate.arch)
+        stored = None
         if cache is not None:
             t0 = time.perf_counter()
-            cache.put(candidate.model_id, candidate.arch, model.state_dict(), score=score,
-                      parent=candidate.parent_id, layer_map=lmap)
+            stored = cache.put(candidate.model_id, candidate.arch, model.state_dict(), score=score,
+                               parent=candidate.parent_id, layer_map=lmap)
             cache_s += time.perf_counter() - t0
-        return Result(
-            score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
+        layer_bytes = self.space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape)
+        return self.record(
+            candidate, lmap, layer_bytes, stored, score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
             transfer_layers=report.layers, transfer_bytes=report.nbytes, tier=report.tier,
-            layer_bytes=self._space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape),
-            layer_keys=[k.hex() for k in lmap.keys(self.namespace, candidate.arch)],
-            layer_deps=[list(layer.depends_on) for layer in lmap.layers],
             t_start=t_start, t_end=time.time(),
             extra={"epochs": self.epochs, "device": str(self._device), "skipped": len(report.skipped)})
 

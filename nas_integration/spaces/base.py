@@ -186,9 +186,23 @@ class SequenceSpace(SearchSpace):
 _REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
 
 
-def register_space(name: str, factory: Callable[..., SearchSpace]) -> None:
-    """Make ``get_space(name, **kw)`` call ``factory(**kw)``; a later registration replaces an earlier one."""
+def register_space(name: str, factory: Callable[..., SearchSpace], replace: bool = False) -> None:
+    """Make ``get_space(name, **kw)`` call ``factory(**kw)``; a taken name raises unless ``replace=True``
+    (the rule ``register_policy`` follows), so two spaces never silently share a name."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"search space name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"search space {name!r} needs a factory that builds it, got {factory!r}")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"search space name {name!r} is already registered; pass replace=True to replace it")
     _REGISTRY[name] = factory
+
+
+def unregister_space(name: str) -> None:
+    """Forget the space registered as ``name`` (KeyError naming it if none is)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"no search space registered as {name!r}")
+    del _REGISTRY[name]
 
 
 def get_space(name: str | SearchSpace, **kw: Any) -> SearchSpace:

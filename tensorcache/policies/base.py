@@ -19,6 +19,7 @@ class Policy(ABC):
     method; a policy overrides those it needs (inserts and removals it must)."""
 
     name: str = "policy"
+    options: tuple[str, ...] = ()  # constructor keywords a config may set (CacheConfig.policy_options)
 
     def handle(self, event: PolicyEvent) -> None:
         """Take one typed event by its declared method."""

@@ -14,6 +14,7 @@ class Belady(Policy):
     farthest away, never-requested first; ties go to the larger entry, then the earlier inserted."""
 
     name = "belady"
+    options = ("next_uses",)
 
     def __init__(self, next_uses: Mapping[Key, Sequence[int]]) -> None:
         self._uses = {k: sorted(v) for k, v in next_uses.items()}

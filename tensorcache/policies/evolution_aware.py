@@ -92,6 +92,7 @@ class EvolutionAware(Policy):
     """
 
     name = "evolution-aware"
+    options = ("window", "refresh")
 
     def __init__(self, window: int = 100, refresh: int | None = None) -> None:
         if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1):

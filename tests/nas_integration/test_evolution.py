@@ -8,6 +8,7 @@ from nas_integration.data import nb201_table
 from nas_integration.evolution import RegularizedEvolution
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
+from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -109,7 +110,8 @@ def test_parents_are_finished_before_their_children_start(tmp_path, mode):
 
 
 def test_tabular_simulation_is_reproducible_for_any_worker_count(tmp_path):
-    traces = [run(tmp_path, f"run{i}", seed=5, memory="64MB", disk="none")[1] for i in range(2)]
+    config = CacheConfig(memory="64MB", disk="none")
+    traces = [run(tmp_path, f"run{i}", seed=5, cache_config=config)[1] for i in range(2)]
     strip = [[{k: v for k, v in r.items() if k != "cache_s"} for r in t] for t in traces]
     assert strip[0] == strip[1]
     assert json.dumps(strip[0]) != json.dumps(run(tmp_path, "other", seed=6, cache=False)[1])

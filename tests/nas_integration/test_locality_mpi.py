@@ -9,6 +9,7 @@ import pytest
 
 from nas_integration.data import nb201_table
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -85,4 +86,4 @@ def test_process_workers_place_children_on_their_donors_holder(tmp_path):
 def test_placement_over_real_workers_needs_a_shared_tier(tmp_path):
     with pytest.raises(ValueError, match="shared tier"):
         SearchSettings(out=str(tmp_path), evaluator="tabular", table=TABLE, executor="process", workers=2,
-                       disk="none", locality_wait=1.0).resolved()
+                       cache_config=CacheConfig(disk="none"), locality_wait=1.0).resolved()

@@ -10,6 +10,7 @@ from nas_integration.evaluators.tabular import SyntheticPayloads, TabularEvaluat
 from nas_integration.evolution import Candidate
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
+from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -63,7 +64,7 @@ def test_reaches_a_top_one_percent_architecture_within_3000_evaluations(tmp_path
 
 
 def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path):
-    summary, trace = search(tmp_path, evals=400, population=40, sample=10, workers=8, memory="1GB")
+    summary, trace = search(tmp_path, evals=400, population=40, sample=10, workers=8, cache_config=CacheConfig(memory="1GB"))
     keys = {r["model_id"]: r["layer_keys"] for r in trace}
     space = get_space("nb201")
     hits = [r for r in trace if r["donor_id"] is not None]
@@ -87,7 +88,7 @@ def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path)
 
 
 def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path):
-    _, trace = search(tmp_path, evals=200, population=20, sample=5, workers=4, memory="8MB")
+    _, trace = search(tmp_path, evals=200, population=20, sample=5, workers=4, cache_config=CacheConfig(memory="8MB"))
     hits = [r for r in trace if r["transfer_bytes"]]
     for r in hits:
         assert sum(r["tier_bytes"].values()) == r["transfer_bytes"]
@@ -97,9 +98,9 @@ def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path
 
 
 def test_a_small_cache_evicts_and_serves_less(tmp_path):
-    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4, "disk": "none"}
-    small, _ = search(tmp_path, "small", memory="8MB", **kw)
-    large, _ = search(tmp_path, "large", memory="1GB", **kw)
+    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4}
+    small, _ = search(tmp_path, "small", cache_config=CacheConfig(memory="8MB", disk="none"), **kw)
+    large, _ = search(tmp_path, "large", cache_config=CacheConfig(memory="1GB", disk="none"), **kw)
     assert sum(small["cache"]["evictions"].values()) > 0 and not large["cache"]["evictions"]
     assert list(small["cache"]["tiers"][0]) == ["memory"]
     assert small["transfer_bytes"] < large["transfer_bytes"] / 2

@@ -74,7 +74,7 @@ def test_workers_killed_mid_training_are_replaced_and_the_search_completes(tmp_p
     assert {f["model_id"] for f in failures} <= {r["model_id"] for r in trace}  # re-queued jobs finished
     # whatever the killed workers were doing to the shared LMDB file, every traced model is whole in it
     space = get_space("nb201")
-    cache = TensorCache(memory=0, disk=out / "cache.lmdb", namespace=summary["settings"]["namespace"])
+    cache = TensorCache(memory=0, disk=out / "cache.lmdb", namespace=summary["settings"]["cache_config"]["namespace"])
     for record in trace:
         lmap = space.layer_map(record["arch"])
         hit = cache.lookup(record["arch"], layer_map=lmap)

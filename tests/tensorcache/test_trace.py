@@ -1,15 +1,18 @@
-"""TraceWriter appends flushed JSON lines; read_trace reads them back and tolerates a torn last line."""
+"""TraceWriter appends flushed JSON lines; read_trace reads them back, validated by TraceRecord, and
+tolerates a torn last line; version-1 lines still read, lines of an unknown version fail clearly."""
 import json
+from dataclasses import fields
 
 import pytest
 
-from tensorcache.trace import FIELDS, TraceWriter, read_trace
+from tensorcache.trace import FIELDS, TRACE_VERSION, Revisits, TraceRecord, TraceWriter, read_records, read_trace
 
 
-def record(i: int) -> dict:
-    r = {f: None for f in FIELDS}
-    r.update(model_id=f"m{i}", arch=[i, 1], score=50.0 + i, layer_bytes=[4, 8], layer_keys=["ab", "cd"])
-    return r
+def record(i: int, arch=None, t_start=0.0, t_end=1.0) -> dict:
+    return {"model_id": f"m{i}", "parent_id": None, "donor_id": None, "worker": 0, "t_start": t_start,
+            "t_end": t_end, "arch": arch or [i, 1], "mutation_pos": None, "score": 50.0 + i, "transfer_layers": 0,
+            "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": 1.0, "layer_bytes": [4, 8],
+            "layer_keys": ["ab", "cd"]}
 
 
 def test_records_are_readable_before_close(tmp_path):
@@ -39,6 +42,18 @@ def test_missing_fields_are_named(tmp_path):
         w.write(bad)
 
 
+def test_bad_values_are_named_on_write_and_read(tmp_path):
+    with TraceWriter(tmp_path / "t.jsonl") as w, pytest.raises(ValueError, match="transfer_bytes.*'many'"):
+        w.write(dict(record(0), transfer_bytes="many"))
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(record(0)) + "\n" + json.dumps(dict(record(1), arch=[1, "x"])) + "\n")
+    with pytest.raises(ValueError, match=r":2: trace record field arch"):
+        read_trace(path)
+    path.write_text(json.dumps(dict(record(0), layer_keys=["ab"])) + "\n")
+    with pytest.raises(ValueError, match="1 layer keys vs 2 layer bytes"):
+        read_trace(path)
+
+
 def test_torn_last_line_is_skipped_but_a_bad_middle_line_is_an_error(tmp_path):
     path = tmp_path / "trace.jsonl"
     good = json.dumps(record(0))
@@ -47,3 +62,60 @@ def test_torn_last_line_is_skipped_but_a_bad_middle_line_is_an_error(tmp_path):
     path.write_text(good + "\n{not json\n" + good + "\n")
     with pytest.raises(ValueError, match=":2:"):
         read_trace(path)
+
+
+def test_required_fields_are_the_record_fields_without_a_default():
+    required = [f.name for f in fields(TraceRecord) if f.name in FIELDS]
+    assert required == list(FIELDS) and "revisit" not in FIELDS and "version" not in FIELDS
+    with pytest.raises(TypeError):
+        TraceRecord(model_id="m")  # the dataclass itself requires them too
+
+
+def test_a_record_round_trips_with_its_extra_values_at_the_top_level(tmp_path):
+    rec = TraceRecord.from_dict(dict(record(0), epochs=3, tier_bytes={"memory": 12}, revisit=True, version=2))
+    assert rec.extra == {"epochs": 3} and rec.tier_bytes == {"memory": 12} and rec.revisit
+    with TraceWriter(tmp_path / "t.jsonl") as w:
+        w.write(rec)
+    line = json.loads((tmp_path / "t.jsonl").read_text())
+    assert line["epochs"] == 3 and line["version"] == TRACE_VERSION and "extra" not in line
+    assert read_records(tmp_path / "t.jsonl") == [rec]
+    clashing = TraceRecord.from_dict(record(0))
+    clashing.extra = {"score": 1}
+    with pytest.raises(ValueError, match="shadow"):
+        clashing.to_dict()
+
+
+def test_version_one_lines_read_with_defaults_and_revisits_recomputed(tmp_path):
+    path = tmp_path / "v1.jsonl"
+    lines = [record(0, arch=[1, 2], t_start=0, t_end=2), record(1, arch=[1, 2], t_start=1, t_end=3),
+             record(2, arch=[1, 2], t_start=2, t_end=4), record(3, arch=[5, 5], t_start=4, t_end=5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))  # no version, revisit, test or tier_bytes
+    got = read_records(path)
+    assert [r.version for r in got] == [1] * 4 and got[0].test is None and got[0].tier_bytes == {}
+    # m1 started before m0 finished: not a revisit; m2 started when m0 had finished
+    assert [r.revisit for r in got] == [False, False, True, False]
+
+
+def test_a_record_written_without_revisit_reads_with_it_computed(tmp_path):
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path) as w:
+        w.write(record(0, arch=[7], t_start=0, t_end=1))
+        w.write(record(1, arch=[7], t_start=2, t_end=3))
+        w.write(dict(record(2, arch=[7], t_start=4, t_end=5), revisit=False))  # the writer's word is kept
+    assert json.loads(path.read_text().splitlines()[0])["revisit"] is None
+    assert [r.revisit for r in read_records(path)] == [False, True, False]
+
+
+def test_an_unknown_version_fails_clearly(tmp_path):
+    path = tmp_path / "v9.jsonl"
+    path.write_text(json.dumps(dict(record(0), version=9)) + "\n")
+    with pytest.raises(ValueError, match=r":1: trace record has version 9; this tensorcache reads versions 1 to 2"):
+        read_trace(path)
+
+
+def test_revisits_count_only_evaluations_finished_before_the_start():
+    revisits = Revisits()
+    assert not revisits.add([1], 0.0, 5.0)
+    assert not revisits.add([1], 4.0, 6.0)  # started while the first was still running
+    assert revisits.add([1], 5.0, 7.0)  # the first had finished at 5
+    assert not revisits.add([2], 9.0, 10.0)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas_integration.spaces import SearchSpace, SequenceSpace, get_space, known_spaces, register_space, state_nbytes
+from nas_integration.spaces import (SearchSpace, SequenceSpace, get_space, known_spaces, register_space, state_nbytes,
+                                   unregister_space)
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "search_spaces.md"
 
@@ -127,7 +128,17 @@ def test_sequence_space_rejects_inconsistent_definitions():
         SequenceSpace("bad", (2, 0), _mlp, (5,))
 
 
-def test_registry_resolves_names_and_lists_known_ones():
+@pytest.fixture
+def registry():
+    """Unregisters every space a test registers, so no test leaves the global registry changed."""
+    before = set(known_spaces())
+    yield
+    for name in set(known_spaces()) - before:
+        unregister_space(name)
+    assert set(known_spaces()) == before
+
+
+def test_registry_resolves_names_and_lists_known_ones(registry):
     assert {"nb201", "attn"} <= set(known_spaces())
     assert get_space("nb201", C=8, N=1).name == "nb201-C8-N1"
     space = get_space("attn")
@@ -138,7 +149,22 @@ def test_registry_resolves_names_and_lists_known_ones():
     assert get_space("toy-registry", width=2).choices == (2,)
 
 
-def test_documentation_example_runs():
+def test_a_taken_space_name_raises_unless_replaced(registry):
+    register_space("toy-dup", lambda: SequenceSpace("toy-dup", (2,), _mlp, (5,)))
+    with pytest.raises(ValueError, match="'toy-dup' is already registered; pass replace=True"):
+        register_space("toy-dup", lambda: SequenceSpace("other", (3,), _mlp, (5,)))
+    assert get_space("toy-dup").choices == (2,)
+    register_space("toy-dup", lambda: SequenceSpace("other", (3,), _mlp, (5,)), replace=True)
+    assert get_space("toy-dup").choices == (3,)
+    with pytest.raises(ValueError, match="'nb201' is already registered"):
+        register_space("nb201", lambda: SequenceSpace("x", (2,), _mlp, (5,)))
+    with pytest.raises(TypeError, match="factory"):
+        register_space("toy-none", None)
+    with pytest.raises(KeyError, match="toy-never"):
+        unregister_space("toy-never")
+
+
+def test_documentation_example_runs(registry):
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert blocks, f"no python example in {DOC}"
     for block in blocks:

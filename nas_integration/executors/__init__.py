@@ -1,0 +1,21 @@
+"""Executors: where evaluations run. The search loop submits candidates and waits for outcomes.
+
+* ``SerialExecutor`` (``serial``): one evaluation at a time in this process (wall clock).
+* ``SimulatedExecutor`` (``simulated``): K simulated workers on a discrete-event clock.
+* ``ProcessExecutor`` (``process``): K spawned processes, each with its own cache.
+* ``MPIExecutor`` (``mpi``): rank 0 schedules, ranks 1..K-1 run ``serve_mpi``.
+
+Every executor that places children (simulated, process, MPI) does so through one ``Placement``
+(``placement``), its clock injected; remote workers run ``worker.serve`` and receive the policy events
+they missed as ``CacheNews`` (``news``) with their next job.
+"""
+from .base import Executor, Outcome, merge_stats
+from .mpi import MPIExecutor, serve_mpi
+from .news import CacheNews
+from .placement import Placement
+from .process import ProcessExecutor
+from .serial import SerialExecutor
+from .simulated import SimulatedExecutor
+
+__all__ = ["CacheNews", "Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SerialExecutor",
+           "SimulatedExecutor", "merge_stats", "serve_mpi"]

@@ -1,0 +1,66 @@
+"""In-process executors' shared part, and the serial executor: one evaluation at a time (wall clock)."""
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ..evaluators import Evaluator
+from ..evolution import Candidate
+from .base import Executor, Outcome
+from .news import CacheNews
+
+if TYPE_CHECKING:
+    from tensorcache import TensorCache
+
+
+class LocalExecutor(Executor):
+    """Shared part of the in-process executors: one cache, told about evaluations at once."""
+
+    def __init__(self, evaluator: Evaluator, cache: TensorCache | None) -> None:
+        super().__init__()
+        self.evaluator, self.cache = evaluator, cache
+        evaluator.setup()
+
+    def observe(self, mutation_pos: int | None, members: list[tuple[str, float]], population_size: int,
+                sample_size: int) -> None:
+        if self.cache is not None:
+            news = CacheNews()
+            news.add(mutation_pos, members, population_size, sample_size)
+            news.apply(self.cache)
+
+    def close(self) -> list[dict[str, Any]]:
+        if self.cache is None:
+            return []
+        stats = self.cache.stats()
+        self.cache.close()
+        return [stats]
+
+
+class SerialExecutor(LocalExecutor):
+    """One evaluation at a time, in this process."""
+
+    workers = 1
+
+    def __init__(self, evaluator: Evaluator, cache: TensorCache | None) -> None:
+        super().__init__(evaluator, cache)
+        self._job: Candidate | None = None
+
+    def submit(self, candidate: Candidate) -> None:
+        if self._job is not None:
+            raise RuntimeError("serial executor is busy")
+        self._job = candidate
+
+    def free(self) -> int:
+        return int(self._job is None)
+
+    def next_outcome(self) -> Outcome:
+        candidate, self._job = self._job, None
+        if candidate is None:
+            raise RuntimeError("serial executor has no job to wait for")
+        try:
+            record = self.evaluator.evaluate(candidate, self.cache)
+        except Exception:  # a failing candidate is an outcome for the loop to retry or drop
+            return Outcome(candidate, 0, error=traceback.format_exc())
+        record.t_start -= self.t0
+        record.t_end -= self.t0
+        return Outcome(candidate, 0, record)

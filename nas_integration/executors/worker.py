@@ -1,0 +1,43 @@
+"""The worker loop of the process and MPI executors: set up, then evaluate jobs until told to stop.
+
+Messages to a worker: ``("job", candidate, news)`` or ``("stop",)``. Replies: ``("ready", None)`` once
+set up, ``("fatal", traceback)`` if it could not set up, ``("done", record)``, ``("error", traceback)``
+per job, and ``("stats", cache stats)`` when stopped.
+"""
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from tensorcache.config import CacheConfig
+
+from ..evaluators import Evaluator
+
+
+def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
+          cache_config: CacheConfig | None) -> None:
+    """Answer ``recv()``'s messages through ``send`` (see the module doc) until a stop."""
+    try:
+        evaluator.setup()
+        cache = cache_config.open() if cache_config is not None else None
+    except Exception:
+        send(("fatal", traceback.format_exc()))
+        return
+    send(("ready", None))
+    try:
+        while True:
+            message = recv()
+            if message[0] == "stop":
+                send(("stats", cache.stats() if cache is not None else {}))
+                return
+            _, candidate, news = message
+            if cache is not None:
+                news.apply(cache)
+            try:
+                send(("done", evaluator.evaluate(candidate, cache)))
+            except Exception:
+                send(("error", traceback.format_exc()))
+    finally:
+        if cache is not None:
+            cache.close()
