@@ -165,6 +165,18 @@ def _check_redis(config: CacheConfig) -> None:
     RedisTier(config.redis, 1, namespace=config.namespace, required=True).close()
 
 
+def _inside(path: str, folder: str) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
+
+
+def _check_disk(config: CacheConfig) -> None:
+    """Raise OSError now, naming the path, when the LMDB tier's folder cannot be made (a mistyped --disk)."""
+    try:
+        os.makedirs(config.disk_path, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot open LMDB tier at {config.disk_path!r}: {exc.strerror or exc}") from None
+
+
 def _prepare_out(s: SearchSettings) -> tuple[str, str]:
     os.makedirs(s.out, exist_ok=True)
     trace_path, summary_path = os.path.join(s.out, "trace.jsonl"), os.path.join(s.out, "summary.json")
@@ -206,6 +218,8 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     cache_config = s.worker_cache(evaluator.payload_scale)
     if cache_config is not None and cache_config.redis_required:
         _check_redis(cache_config)
+    if cache_config is not None and cache_config.disk_path is not None and not _inside(cache_config.disk_path, s.out):
+        _check_disk(cache_config)
     if s.mutation_bias:
         log.warning("mutation bias %g: position i is mutated with weight (i+1)^%g, not uniformly",
                     s.mutation_bias, s.mutation_bias)
