@@ -21,11 +21,17 @@ def _digests(cell: str) -> dict[str, str]:
     return dict(part.split("=") for part in cell.split(";"))
 
 
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def _common_prefix(a: tuple, b: tuple) -> int:
     n = 0
-    while n < len(a) and a[n] == b[n]:
+    while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def _shared_layers(app: ModuleType, parent: tuple[int, ...], child: tuple[int, ...]) -> int:
+    """Leading layers of ``child`` that ``parent`` can give (equal layer keys)."""
+    keys = [app.SPACE.layer_map(a).keys("any", a) for a in (parent, child)]
+    return _common_prefix(tuple(keys[0]), tuple(keys[1]))
 
 
 def check_results(app: ModuleType, log_dir: Path) -> pd.DataFrame:
@@ -40,11 +46,14 @@ def check_results(app: ModuleType, log_dir: Path) -> pd.DataFrame:
     arch = {m: tuple(int(r[f"p:{n}"]) for n in app.ARCH) for m, r in rows.items()}
     children = [r for r in rows.values() if r["p:tc_parent"]]
     assert len(children) >= MAX_EVALS - app.POPULATION - 2   # the first population has no parents
-    from_parent = 0
+    from_parent, checked = 0, []
     for child in children:
         me, parent, donor = child["m:tc_model"], child["p:tc_parent"], child["m:tc_donor"]
         assert child["m:tc_parent"] == parent and parent in rows
+        if not _shared_layers(app, arch[parent], arch[me]):   # the mutation changed the first layer
+            continue
         assert donor and child["m:tc_layers"] > 0 and child["m:tc_bytes"] > 0
+        checked.append(me)
         if donor == parent:
             from_parent += 1
         else:  # lookup prefers the parent unless another model shares a longer prefix with the child
@@ -53,7 +62,7 @@ def check_results(app: ModuleType, log_dir: Path) -> pd.DataFrame:
         moved = [p for layer in lmap.layers[:int(child["m:tc_layers"])] for p in layer.params]
         init, donor_final = _digests(child["m:init"]), _digests(rows[donor]["m:final"])
         assert moved and all(init[p] == donor_final[p] for p in moved)
-    assert from_parent >= len(children) / 2
+    assert from_parent >= len(checked) / 2 and checked
     first = df.sort_values("job_id").head(app.POPULATION)
     assert (first["p:tc_parent"] == "").all() and (first["m:tc_layers"] == 0).all()
     return df
