@@ -190,12 +190,20 @@ class WarmStartRun:
             out.append(int(value))
         return tuple(out)
 
-    def coroutine(self) -> Callable[..., Any]:
-        """This run function as ``async def``, which DeepHyper's ``serial`` evaluator requires."""
-        async def run(job: Any, **kwargs: Any) -> dict[str, Any]:
-            return self(job, **kwargs)
+    def for_evaluator(self, method: str) -> Callable[..., Any]:
+        """This run function in the form ``Evaluator.create(..., method=method)`` accepts: ``serial`` wants
+        ``async def``, ``ray`` a plain function; the others take this object (it pickles by value)."""
+        if method == "serial":
+            async def coroutine(job: Any, **kwargs: Any) -> dict[str, Any]:
+                return self(job, **kwargs)
 
-        return run
+            return coroutine
+        if method == "ray":
+            def function(job: Any, **kwargs: Any) -> dict[str, Any]:
+                return self(job, **kwargs)
+
+            return function
+        return self
 
     def _tell(self, worker: Any, news: EvolutionNews) -> None:
         """Pass on what this worker's cache has not been told yet."""

@@ -85,7 +85,7 @@ def test_serial_search_warm_starts_children_from_their_parent(dh_app, tmp_path):
     from tensorcache.integrations import worker
 
     run = dh_app.make_run(_cache(tmp_path, "dh-serial", None))
-    dh_app.search(str(tmp_path)).search(_evaluator(dh_app, run.coroutine(), "serial"), max_evals=MAX_EVALS)
+    dh_app.search(str(tmp_path)).search(_evaluator(dh_app, run.for_evaluator("serial"), "serial"), max_evals=MAX_EVALS)
     df = check_results(dh_app, tmp_path)
     assert df["m:tc_worker"].nunique() == 1
     assert sorted(df["m:tc_worker_jobs"]) == list(range(1, len(df) + 1))   # one cache served every job
@@ -120,7 +120,7 @@ class Recording(EvolutionAware):
 def test_feed_tells_the_evolution_aware_policy_the_population_and_mutations(dh_app, tmp_path):
     Recording.told.clear()
     run = dh_app.make_run(dict(_cache(tmp_path, "dh-feed", None), policy=Recording))
-    dh_app.search(str(tmp_path)).search(_evaluator(dh_app, run.coroutine(), "serial"), max_evals=MAX_EVALS)
+    dh_app.search(str(tmp_path)).search(_evaluator(dh_app, run.for_evaluator("serial"), "serial"), max_evals=MAX_EVALS)
     df = pd.read_csv(tmp_path / "results.csv", dtype={"p:tc_mutated": str}).fillna({"p:tc_mutated": ""})
     tiers = 2   # memory and LMDB: each tier's policy is told
     populations = [t for t in Recording.told if t[0] == "population"]
@@ -150,14 +150,14 @@ def test_mpicomm_ranks_share_one_lmdb_and_redis(dh_app, tmp_path, redis_url, red
 
 @pytest.mark.slow
 def test_ray_evaluator_on_a_local_ray(dh_app, ray, tmp_path):
-    import cloudpickle
+    from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(dh_app)   # Ray workers do not import the test's helper module
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
     try:
         run = dh_app.make_run(_cache(tmp_path, "dh-ray"))
-        with _evaluator(dh_app, run, "ray", num_cpus_per_task=1) as evaluator:
+        with _evaluator(dh_app, run.for_evaluator("ray"), "ray", num_cpus_per_task=1) as evaluator:
             dh_app.search(str(tmp_path)).search(evaluator, max_evals=MAX_EVALS)
         df = check_results(dh_app, tmp_path)
         for _, jobs in df.groupby("m:tc_worker"):
