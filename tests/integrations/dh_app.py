@@ -2,24 +2,20 @@
 
 Imported by the tests (serial, process, Ray) and run as a script under ``mpirun -n 3`` (mpicomm):
 ``python dh_app.py OUT_DIR LMDB_PATH REDIS_URL NAMESPACE``. Every job records digests of its tensors
-right after the warm start (``init``) and after training (``final``), so a test can check that each
-transferred tensor is the donor's own.
+right after the warm start (``m:init``) and after training (``m:final``).
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from typing import Any
 
-import torch
 from deephyper.hpo import HpProblem
 from torch import nn
 
-from nas_integration.data import load_dataset
-from nas_integration.spaces import AttnSpace
+import tiny_job as tiny
 from tensorcache.integrations.deephyper import EvolutionFeed, LineageEvolution, WarmStartRun
 
-SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
+SPACE = tiny.SPACE
 ARCH = [f"a{i}" for i in range(SPACE.n_positions)]
 POPULATION, SAMPLE = 4, 2
 
@@ -32,48 +28,17 @@ def problem() -> HpProblem:
     return p
 
 
-_DATA: list[tuple[torch.Tensor, ...]] = []
-
-
-def data() -> tuple[torch.Tensor, ...]:
-    """480 training and 120 validation images of the shipped mnist-small set, as flat floats (read once)."""
-    if not _DATA:
-        x, y, _, _ = load_dataset("mnist-small", subset=(600, 1), download_missing=False)
-        x = torch.as_tensor(x).float().div_(255).flatten(1)
-        y = torch.as_tensor(y).long()
-        _DATA.append((x[:480], y[:480], x[480:], y[480:]))
-    return _DATA[0]
-
-
 def build(job: Any) -> nn.Module:
-    """A freshly initialised model of the job's architecture."""
-    torch.manual_seed(int(job.parameters["tc_id"][:8], 16) if job.parameters.get("tc_id") else 0)
-    return SPACE.build(tuple(int(job.parameters[n]) for n in ARCH), 10, (784,))
-
-
-def digests(model: nn.Module) -> str:
-    """``name=sha1`` of every tensor, ';'-joined (fits a CSV cell)."""
-    return ";".join(f"{k}={hashlib.sha1(v.detach().contiguous().numpy().tobytes()).hexdigest()[:16]}"
-                    for k, v in model.state_dict().items())
+    """A freshly initialised model of the job's architecture, seeded by its model id."""
+    model_id = job.parameters.get("tc_id") or "0"
+    return tiny.build(tuple(int(job.parameters[n]) for n in ARCH), int(model_id[:8], 16))
 
 
 def train(job: Any, model: nn.Module) -> dict[str, Any]:
-    """One epoch of Adam; validation accuracy in percent is the objective."""
-    torch.set_num_threads(1)
-    init = digests(model)
-    x, y, xv, yv = data()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for batch in torch.randperm(len(x), generator=gen).split(32):
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        acc = 100.0 * float((model(xv).argmax(1) == yv).float().mean())
-    return {"objective": acc, "metadata": {"init": init, "final": digests(model)}}
+    """Validation accuracy after one epoch, with digests of the tensors before and after training."""
+    init = tiny.digests(model)
+    acc = tiny.fit(model)
+    return {"objective": acc, "metadata": {"init": init, "final": tiny.digests(model)}}
 
 
 def make_run(cache: dict[str, Any]) -> WarmStartRun:
