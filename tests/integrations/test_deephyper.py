@@ -19,7 +19,7 @@ from deephyper.evaluator import Evaluator  # noqa: E402
 
 from tensorcache.integrations import worker  # noqa: E402
 from tensorcache.integrations.deephyper import EvolutionFeed, WarmStartRun  # noqa: E402
-from tensorcache.policies import EvolutionAware  # noqa: E402
+from tensorcache import TensorCache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["m:tc_model", "m:tc_parent", "m:tc_donor", "m:tc_layers", "m:tc_bytes", "m:tc_tier", "m:tc_cache_s"]
@@ -88,32 +88,28 @@ def test_process_evaluator_opens_one_cache_per_worker(tmp_path):
     assert df["m:tc_worker"].nunique() == 2
 
 
-class Recording(EvolutionAware):
-    """The evolution-aware policy, noting what the cache tells it (serial runs share this process)."""
-
+def test_feed_tells_the_evolution_aware_policy_the_population_and_mutations(tmp_path, monkeypatch):
     told: list[tuple] = []
+    for hook in ("update_population", "observe_mutation", "notify_evaluation"):
+        original = getattr(TensorCache, hook)
 
-    def update_population(self, members, population_size, sample_size):
-        Recording.told.append(("population", len(members), population_size, sample_size))
-        super().update_population(members, population_size, sample_size)
+        def record(cache, *args, _hook=hook, _original=original):
+            told.append((_hook, *args))
+            return _original(cache, *args)
 
-    def observe_mutation(self, position):
-        Recording.told.append(("mutation", position))
-        super().observe_mutation(position)
-
-
-def test_feed_tells_the_evolution_aware_policy_the_population_and_mutations(tmp_path):
-    Recording.told.clear()
-    run = dh_app.make_run(dict(_cache(tmp_path, "dh-feed", None), policy=Recording))
+        monkeypatch.setattr(TensorCache, hook, record)
+    run = dh_app.make_run(dict(_cache(tmp_path, "dh-feed", None), policy="evolution-aware"))
     dh_app.search(str(tmp_path)).search(_evaluator(run.for_evaluator("serial"), "serial"), max_evals=MAX_EVALS)
-    df = pd.read_csv(tmp_path / "results.csv", dtype={"p:tc_mutated": str}).fillna({"p:tc_mutated": ""})
-    tiers = 2   # memory and LMDB: each tier's policy is told
-    populations = [t for t in Recording.told if t[0] == "population"]
+    df = pd.read_csv(tmp_path / "results.csv", dtype={"p:tc_mutated": str, "p:tc_id": str})
+    df = df.fillna({"p:tc_mutated": ""}).sort_values("job_id")
+    populations = [t for t in told if t[0] == "update_population"]
     assert populations and all(t[2:] == (dh_app.POPULATION, dh_app.SAMPLE) for t in populations)
-    assert max(t[1] for t in populations) == dh_app.POPULATION
-    positions = [t[1] for t in Recording.told if t[0] == "mutation"]
-    mutated = [dh_app.ARCH.index(name) for name in df.sort_values("job_id")["p:tc_mutated"] if name]
-    assert mutated and positions == [p for p in mutated for _ in range(tiers)]
+    members, objective = dict(populations[-1][1]), dict(zip(df["p:tc_id"], df["objective"]))
+    assert len(members) == dh_app.POPULATION and all(objective[m] == pytest.approx(s) for m, s in members.items())
+    positions = [t[1] for t in told if t[0] == "observe_mutation"]
+    mutated = [dh_app.ARCH.index(name) for name in df["p:tc_mutated"] if name]
+    assert mutated and positions == mutated[:len(positions)] and len(positions) >= len(mutated) - 1
+    assert sum(t[0] == "notify_evaluation" for t in told) == len(df) - 1   # told at the next job's start
 
 
 @pytest.mark.slow
