@@ -172,10 +172,11 @@ class WarmStartRun:
         output = self.train(job, module, **kwargs)
         objective, metadata = (output.get("objective"), dict(output.get("metadata") or {})) \
             if isinstance(output, Mapping) else (output, {})
+        stored = 0
         if isinstance(objective, Real) and not isinstance(objective, bool):
-            store(worker, module, arch, float(objective), transfer, lmap)
+            stored = store(worker, module, arch, float(objective), transfer, lmap)
         metadata.update(transfer.metadata())
-        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": worker.jobs})
+        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored})
         return {"objective": objective, "metadata": metadata}
 
     def arch(self, params: Mapping[str, Any]) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ class WorkerCache:
 
     cache: TensorCache
     lock: threading.Lock = field(default_factory=threading.Lock)
-    jobs: int = 0          # jobs served by this cache
+    jobs: int = 0          # jobs whose models this cache stored
     evaluations: int = 0   # evaluations already passed to notify_evaluation
     mutations: int = 0     # sequence number of the last mutation passed to observe_mutation
 
@@ -89,11 +89,14 @@ def warm(worker: WorkerCache, module: Any, arch: tuple[int, ...], transfer: Tran
 
 
 def store(worker: WorkerCache, module: Any, arch: tuple[int, ...], score: float | None, transfer: Transfer,
-          layer_map: LayerMap | None) -> None:
-    """Put ``module``'s trained tensors under the job's model id, timing it into ``transfer``."""
+          layer_map: LayerMap | None) -> int:
+    """Put ``module``'s trained tensors under the job's model id, timing it into ``transfer``; returns how
+    many jobs this process's cache has stored, this one included."""
     t0 = time.perf_counter()
     with worker.lock:
         worker.cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
                          layer_map=layer_map)
         worker.jobs += 1
+        jobs = worker.jobs
     transfer.seconds += time.perf_counter() - t0
+    return jobs

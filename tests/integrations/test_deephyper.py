@@ -90,6 +90,14 @@ def test_process_evaluator_opens_one_cache_per_worker(tmp_path):
     assert df["m:tc_worker"].nunique() == 2
 
 
+def test_thread_evaluator_shares_one_cache_between_threads(tmp_path):
+    run = dh_app.make_run(_cache(tmp_path, "dh-thread"))
+    with _evaluator(run.for_evaluator("thread"), "thread", num_workers=2) as evaluator:
+        dh_app.search(str(tmp_path)).search(evaluator, max_evals=MAX_EVALS)
+    df = check_results(tmp_path)
+    assert df["m:tc_worker"].nunique() == 1 and sorted(df["m:tc_worker_jobs"]) == list(range(1, len(df) + 1))
+
+
 def test_feed_tells_the_evolution_aware_policy_the_population_and_mutations(tmp_path, monkeypatch):
     told: list[tuple] = []
     for hook in ("update_population", "observe_mutation", "notify_evaluation"):
