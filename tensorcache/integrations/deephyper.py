@@ -70,9 +70,10 @@ class LineageEvolution(_hpo.RegularizedEvolution):
 
     def _ask(self, n: int = 1) -> list[dict[str, Any]]:
         self._copied = []
+        evolving = len(self._population) >= self.population_size   # else RE samples at random
         children = super()._ask(n)
-        evolved = len(self._copied) == len(children)
-        if self._copied and not evolved:
+        evolved = evolving and len(self._copied) == len(children)
+        if evolving and not evolved:
             warnings.warn(f"LineageEvolution saw {len(self._copied)} parent copies for {len(children)} children; "
                           "this DeepHyper version evolves differently, so parents are not recorded", stacklevel=2)
         for i, child in enumerate(children):

@@ -161,6 +161,22 @@ def test_ray_evaluator_on_a_local_ray(tmp_path):
             cloudpickle.unregister_pickle_by_value(module)
 
 
+def test_lineage_warns_and_records_no_parent_when_the_tournament_does_not_copy(monkeypatch, tmp_path):
+    from deephyper.hpo import RegularizedEvolution
+
+    search = dh_app.search(str(tmp_path))
+    population = [search.ask(1)[0] for _ in range(dh_app.POPULATION)]
+    assert all(c["tc_parent"] == "" and c["tc_mutated"] == "" for c in population)
+    search.tell([(config, float(i)) for i, config in enumerate(population)])
+    child = search.ask(1)[0]
+    assert child["tc_parent"] in {c["tc_id"] for c in population} and child["tc_id"] not in child["tc_parent"]
+    plain = {k: v for k, v in population[0].items() if not k.startswith("tc_")}
+    monkeypatch.setattr(RegularizedEvolution, "_ask", lambda self, n=1: [dict(plain) for _ in range(n)])
+    with pytest.warns(UserWarning, match="parents are not recorded"):   # a DeepHyper that evolves otherwise
+        child = search.ask(1)[0]
+    assert child["tc_parent"] == "" and child["tc_id"]
+
+
 def test_run_names_a_missing_or_non_int_architecture_parameter():
     run = dh_app.make_run({"memory": "1MB", "namespace": "dh-bad"})
     with pytest.raises(ValueError, match="'a0' is missing"):
