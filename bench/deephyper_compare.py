@@ -2,8 +2,9 @@
 
     python bench/deephyper_compare.py [--evals 40] [--population 10] [--sample 3] [--seeds 0,1] [--out DIR] [--quick]
 
-For each seed, two DeepHyper searches run back to back in this process (their order alternating by seed) (serial evaluator, CPU, one
-torch thread) on the attn space over the shipped mnist-small set, each child trained the same epochs:
+For each seed, two DeepHyper searches run back to back in this process, their order alternating by
+seed (serial evaluator, CPU, one torch thread), on the attn space over the shipped mnist-small set,
+each child trained the same epochs:
 ``without`` trains every model from scratch; ``with`` is the same search through
 ``tensorcache.integrations.deephyper`` (LineageEvolution, WarmStartRun, EvolutionFeed; memory tier).
 Reported per run: best validation accuracy, mean validation accuracy of the mutated children (the

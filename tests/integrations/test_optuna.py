@@ -50,7 +50,8 @@ def test_trials_warm_start_from_the_nearest_completed_trial(tmp_path):
         assert layers == (tiny.shared_layers(arch[donor], a) if donor else 0)
         if layers:
             warmed += 1
-            init, final = tiny.parse_digests(t.user_attrs["init"]), tiny.parse_digests(models[donor].user_attrs["final"])
+            init = tiny.parse_digests(t.user_attrs["init"])
+            final = tiny.parse_digests(models[donor].user_attrs["final"])
             assert all(init[p] == final[p] for p in tiny.moved_params(a, layers))
             assert t.user_attrs["tc_bytes"] > 0 and t.user_attrs["tc_tier"] in ("memory", "lmdb")
     assert warmed >= 3
