@@ -1,0 +1,227 @@
+"""Warm starts inside a DeepHyper search: a run-function wrapper, lineage under regularized evolution, and
+a callback that feeds the evolution-aware policy.
+
+* ``WarmStartRun(build, train, arch_params, ...)`` turns "build a torch model from the job, train it,
+  return the objective" into a run function that warm-starts the model before ``train`` and puts it
+  after; the transfer lands in ``results.csv`` as ``m:tc_*`` columns. Each worker process opens its
+  cache once (``worker.worker_cache``), whatever the evaluator method.
+* ``LineageEvolution`` is DeepHyper's ``RegularizedEvolution`` that also records, in each child's
+  parameters, its own model id (``tc_id``), the id of the parent the tournament picked (``tc_parent``)
+  and the mutated hyperparameter (``tc_mutated``), so lookups follow the real lineage.
+* ``EvolutionFeed`` is an evaluator callback that sends the population, sizes, evaluation count and
+  mutations to every job through the run function's keyword arguments, where ``WarmStartRun`` tells them
+  to the worker's cache (``update_population``, ``observe_mutation``, ``notify_evaluation``).
+"""
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+from ..layers import LayerMap
+from . import require
+from .worker import Transfer, check_options, store, warm, worker_cache, worker_name
+
+_hpo = require("deephyper.hpo", "tensorcache.integrations.deephyper")
+_callback = require("deephyper.evaluator.callback", "tensorcache.integrations.deephyper")
+
+MODEL_ID, PARENT, MUTATED = "tc_id", "tc_parent", "tc_mutated"
+LINEAGE = (MODEL_ID, PARENT, MUTATED)
+FEED = "tensorcache_feed"   # run-function keyword that carries the evolution's state to workers
+
+
+@dataclass(frozen=True)
+class EvolutionNews:
+    """The evolution's state when a job was started: what a worker's cache policies are told."""
+
+    evaluations: int
+    members: tuple[tuple[str, float], ...]        # (model id, objective), oldest first
+    population_size: int
+    sample_size: int
+    mutations: tuple[tuple[int, str], ...]         # (sequence number, mutated hyperparameter), recent ones
+
+
+class _Member(dict):
+    """A population config that knows its model id and reports when the tournament copies it as a parent."""
+
+    def __init__(self, config: Mapping[str, Any], model_id: str | None, on_copy: Callable[[_Member], None]) -> None:
+        super().__init__(config)
+        self.model_id = model_id
+        self._on_copy = on_copy
+
+    def copy(self) -> dict[str, Any]:
+        self._on_copy(self)
+        return dict(self)
+
+
+class LineageEvolution(_hpo.RegularizedEvolution):
+    """RegularizedEvolution whose children name their parent (``tc_parent``) and their own id (``tc_id``).
+
+    Regularized evolution copies the tournament winner and mutates the copy; population members here
+    record that copy, so the parent is the one the tournament picked, not a guess."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._copied: list[_Member] = []
+
+    def _ask(self, n: int = 1) -> list[dict[str, Any]]:
+        self._copied = []
+        evolving = len(self._population) >= self.population_size   # else RE samples at random
+        children = super()._ask(n)
+        evolved = evolving and len(self._copied) == len(children)
+        if evolving and not evolved:
+            warnings.warn(f"LineageEvolution saw {len(self._copied)} parent copies for {len(children)} children; "
+                          "this DeepHyper version evolves differently, so parents are not recorded", stacklevel=2)
+        for i, child in enumerate(children):
+            parent = self._copied[i] if evolved else None
+            changed = [] if parent is None else [k for k, v in parent.items() if child.get(k) != v]
+            child[MODEL_ID] = uuid.uuid4().hex
+            child[PARENT] = (parent.model_id or "") if parent is not None else ""
+            child[MUTATED] = changed[0] if changed else ""
+        return children
+
+    def _tell(self, results: list[tuple[dict[str, Any], Any]]) -> None:
+        tagged = []
+        for config, objective in results:
+            config = dict(config)
+            model_id = config.get(MODEL_ID) or None
+            for key in LINEAGE:
+                config.pop(key, None)
+            tagged.append((_Member(config, model_id, self._note_copy), objective))
+        super()._tell(tagged)
+
+    def _note_copy(self, member: _Member) -> None:
+        self._copied.append(member)
+
+    def members(self) -> list[tuple[str, float]]:
+        """The population as (model id, objective), oldest first."""
+        return [(m.model_id, float(obj)) for m, obj in self._population if m.model_id]
+
+
+class EvolutionFeed(_callback.Callback):
+    """Evaluator callback: every started job carries the evolution's state to its worker's cache.
+
+    Pass ``method_kwargs=feed.method_kwargs(...)`` to ``Evaluator.create``: it adds the callback and the
+    run-function keyword through which the state travels (a dict the callback keeps current)."""
+
+    def __init__(self, keep_mutations: int = 1024) -> None:
+        self._kwargs: dict[str, Any] = {}
+        self._evaluations = 0
+        self._seq = 0
+        self._mutations: deque[tuple[int, str]] = deque(maxlen=keep_mutations)
+
+    def method_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """``Evaluator.create`` method kwargs with this callback and its run-function keyword added."""
+        out = dict(kwargs)
+        out["callbacks"] = [*out.get("callbacks", []), self]
+        self._kwargs.update(out.get("run_function_kwargs", {}))
+        out["run_function_kwargs"] = self._kwargs
+        return out
+
+    def on_launch(self, job: Any) -> None:
+        mutated = job.args.get(MUTATED)
+        if mutated:
+            self._seq += 1
+            self._mutations.append((self._seq, mutated))
+        search = job.context.search
+        members = search.members() if isinstance(search, LineageEvolution) else []
+        self._kwargs[FEED] = EvolutionNews(self._evaluations, tuple(members),
+                                           getattr(search, "population_size", 0), getattr(search, "sample_size", 0),
+                                           tuple(self._mutations))
+
+    def on_done(self, job: Any) -> None:
+        self._evaluations += 1
+
+    def on_done_other(self, job: Any) -> None:
+        self._evaluations += 1
+
+
+class WarmStartRun:
+    """A DeepHyper run function: build, warm-start, ``train``, put; transfer fields in the job's metadata.
+
+    ``build(job) -> torch module``; ``train(job, module, **kwargs)`` returns the objective, or DeepHyper's
+    ``{"objective": ..., "metadata": {...}}``. The architecture is ``job.parameters[name]`` for each name of
+    ``arch_params``, in order; ``layer_map(arch)`` gives its layer map (e.g. a search space's
+    ``layer_map``); ``cache`` holds ``TensorCache`` keyword arguments. Objects given must pickle for
+    process, MPI and Ray evaluators (module-level functions, ``functools.partial``, search spaces).
+    """
+
+    def __init__(self, build: Callable[[Any], Any], train: Callable[..., Any], arch_params: Sequence[str],
+                 cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None) -> None:
+        if isinstance(arch_params, str) or not arch_params:
+            raise ValueError(f"arch_params must name the hyperparameters of the architecture, got {arch_params!r}")
+        self.build, self.train = build, train
+        self.arch_params = tuple(arch_params)
+        self.cache = check_options(cache)
+        self.layer_map = layer_map
+
+    def __call__(self, job: Any, **kwargs: Any) -> dict[str, Any]:
+        news = kwargs.pop(FEED, None)
+        worker = worker_cache(self.cache)
+        if isinstance(news, EvolutionNews):
+            self._tell(worker, news)
+        params = job.parameters
+        arch = self.arch(params)
+        lmap = self.layer_map(arch) if self.layer_map is not None else None
+        transfer = Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), _text(params.get(PARENT)))
+        module = self.build(job)
+        warm(worker, module, arch, transfer, lmap)
+        output = self.train(job, module, **kwargs)
+        objective, metadata = (output.get("objective"), dict(output.get("metadata") or {})) \
+            if isinstance(output, Mapping) else (output, {})
+        stored = 0
+        if isinstance(objective, Real) and not isinstance(objective, bool):
+            stored = store(worker, module, arch, float(objective), transfer, lmap)
+        metadata.update(transfer.metadata())
+        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored})
+        return {"objective": objective, "metadata": metadata}
+
+    def arch(self, params: Mapping[str, Any]) -> tuple[int, ...]:
+        """The architecture sequence of a job's parameters; ValueError naming a missing or non-int one."""
+        out = []
+        for name in self.arch_params:
+            if name not in params:
+                raise ValueError(f"architecture hyperparameter {name!r} is missing from the job's parameters")
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, Real) or int(value) != value:
+                raise ValueError(f"architecture hyperparameter {name!r} = {value!r} is not an int")
+            out.append(int(value))
+        return tuple(out)
+
+    def for_evaluator(self, method: str) -> Callable[..., Any]:
+        """This run function in the form ``Evaluator.create(..., method=method)`` accepts: ``serial`` wants
+        ``async def``, ``ray`` a plain function; the others take this object (it pickles by value)."""
+        if method == "serial":
+            async def coroutine(job: Any, **kwargs: Any) -> dict[str, Any]:
+                return self(job, **kwargs)
+
+            return coroutine
+        if method == "ray":
+            def function(job: Any, **kwargs: Any) -> dict[str, Any]:
+                return self(job, **kwargs)
+
+            return function
+        return self
+
+    def _tell(self, worker: Any, news: EvolutionNews) -> None:
+        """Pass on what this worker's cache has not been told yet."""
+        with worker.lock:
+            cache = worker.cache
+            for _ in range(max(0, news.evaluations - worker.evaluations)):
+                cache.notify_evaluation()
+            worker.evaluations = max(worker.evaluations, news.evaluations)
+            for seq, name in news.mutations:
+                if seq > worker.mutations and name in self.arch_params:
+                    cache.observe_mutation(self.arch_params.index(name))
+                worker.mutations = max(worker.mutations, seq)
+            if news.members:
+                cache.update_population(list(news.members), news.population_size, news.sample_size)
+
+
+def _text(value: Any) -> str | None:
+    """A lineage field as an id, or None when empty (CSV reloads turn empty strings into NaN)."""
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,102 @@
+"""One cache per worker process, shared by every job the process runs, and what a warm start reports.
+
+Frameworks run a user's function in worker processes they own (process pools, MPI ranks, Ray actors);
+opening tiers per job would re-read the shared catalog every time. ``worker_cache`` opens a
+``TensorCache`` on a process's first job and hands the same one to later jobs; a cache inherited across
+``fork`` belongs to the parent and is never used by the child.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cache import TensorCache
+from ..layers import LayerMap
+from ..transfer import TransferReport
+
+_LOCK = threading.Lock()
+_OPEN: dict[tuple[int, str], WorkerCache] = {}
+
+
+@dataclass
+class WorkerCache:
+    """A process's cache, the lock its threads share, and what the process has told its policies."""
+
+    cache: TensorCache
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: int = 0          # jobs whose models this cache stored
+    evaluations: int = 0   # evaluations already passed to notify_evaluation
+    mutations: int = 0     # sequence number of the last mutation passed to observe_mutation
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as TensorCache keyword arguments; TypeError naming an argument TensorCache lacks."""
+    options = dict(options)
+    try:
+        inspect.signature(TensorCache).bind(**options)
+    except TypeError as exc:
+        raise TypeError(f"cache options {sorted(options)} do not fit TensorCache: {exc}") from None
+    return options
+
+
+def worker_cache(options: Mapping[str, Any]) -> WorkerCache:
+    """This process's cache for ``options`` (TensorCache keyword arguments), opened on first use."""
+    key = (os.getpid(), repr(sorted(options.items())))
+    with _LOCK:
+        found = _OPEN.get(key)
+        if found is None:
+            for stale in [k for k in _OPEN if k[0] != key[0]]:  # inherited through fork: the parent's handles
+                del _OPEN[stale]
+            found = _OPEN[key] = WorkerCache(TensorCache(**options))
+        return found
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Transfer:
+    """What the cache did for one job: the warm start's report and seconds spent in the cache."""
+
+    model_id: str
+    parent: str | None
+    report: TransferReport = field(default_factory=TransferReport)
+    seconds: float = 0.0
+
+    def metadata(self, prefix: str = "tc_") -> dict[str, Any]:
+        """Flat, CSV-friendly fields: model, parent, donor, layers and bytes transferred, tier, seconds."""
+        r = self.report
+        return {f"{prefix}model": self.model_id, f"{prefix}parent": self.parent or "",
+                f"{prefix}donor": r.donor or "", f"{prefix}layers": r.layers, f"{prefix}bytes": r.nbytes,
+                f"{prefix}tier": r.tier or "", f"{prefix}cache_s": round(self.seconds, 6)}
+
+
+def warm(worker: WorkerCache, module: Any, arch: tuple[int, ...], transfer: Transfer,
+         layer_map: LayerMap | None) -> None:
+    """Warm-start ``module`` from the cache (the known parent preferred), timing it into ``transfer``."""
+    t0 = time.perf_counter()
+    with worker.lock:
+        transfer.report = worker.cache.warm_start(module, arch, parent=transfer.parent, layer_map=layer_map)
+    transfer.seconds += time.perf_counter() - t0
+
+
+def store(worker: WorkerCache, module: Any, arch: tuple[int, ...], score: float | None, transfer: Transfer,
+          layer_map: LayerMap | None) -> int:
+    """Put ``module``'s trained tensors under the job's model id, timing it into ``transfer``; returns how
+    many jobs this process's cache has stored, this one included."""
+    t0 = time.perf_counter()
+    with worker.lock:
+        worker.cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
+                         layer_map=layer_map)
+        worker.jobs += 1
+        jobs = worker.jobs
+    transfer.seconds += time.perf_counter() - t0
+    return jobs

@@ -1,0 +1,81 @@
+"""A tiny real training job for the integration tests: the attn space on 600 images of the shipped mnist-small.
+
+``digests`` fingerprints every tensor of a model, so a test can check that each transferred tensor is
+the donor's own (the child's digests right after the warm start against the donor's after training).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+from nas_integration.data import load_dataset
+from nas_integration.spaces import AttnSpace
+
+SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
+_DATA: list[tuple[torch.Tensor, ...]] = []
+
+
+def data() -> tuple[torch.Tensor, ...]:
+    """480 training and 120 validation images as flat floats, read once per process."""
+    if not _DATA:
+        x, y, _, _ = load_dataset("mnist-small", subset=(600, 1), download_missing=False)
+        x = torch.as_tensor(x).float().div_(255).flatten(1)
+        y = torch.as_tensor(y).long()
+        _DATA.append((x[:480], y[:480], x[480:], y[480:]))
+    return _DATA[0]
+
+
+def build(arch: tuple[int, ...], seed: int) -> nn.Module:
+    """A freshly initialised model of ``arch``."""
+    torch.manual_seed(seed)
+    return SPACE.build(arch, 10, (784,))
+
+
+def digests(model: nn.Module) -> str:
+    """``name=sha1`` of every tensor, ';'-joined (fits a CSV cell or an Optuna user attribute)."""
+    return ";".join(f"{k}={hashlib.sha1(v.detach().contiguous().numpy().tobytes()).hexdigest()[:16]}"
+                    for k, v in model.state_dict().items())
+
+
+def parse_digests(text: str) -> dict[str, str]:
+    return dict(part.split("=") for part in text.split(";"))
+
+
+def fit(model: nn.Module) -> float:
+    """One epoch of Adam on one thread; validation accuracy in percent."""
+    torch.set_num_threads(1)
+    x, y, xv, yv = data()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for batch in torch.randperm(len(x), generator=gen).split(32):
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return 100.0 * float((model(xv).argmax(1) == yv).float().mean())
+
+
+def moved_params(arch: tuple[int, ...], layers: int) -> list[str]:
+    """Tensor names of the first ``layers`` layers of ``arch`` (what a prefix warm start copies)."""
+    return [p for layer in SPACE.layer_map(arch).layers[:layers] for p in layer.params]
+
+
+def shared_layers(donor: tuple[int, ...], child: tuple[int, ...]) -> int:
+    """Leading layers of ``child`` that ``donor`` can give (equal layer keys)."""
+    a, b = (SPACE.layer_map(x).keys("any", x) for x in (donor, child))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
