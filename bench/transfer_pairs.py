@@ -74,7 +74,7 @@ class Scale:
 
 SCALES = {
     "gpu": Scale(C=16, N=5, epochs=20, n_train=45000, n_val=5000, batch_size=256, lr=2e-3),
-    "cpu": Scale(C=8, N=1, epochs=4, n_train=4000, n_val=5000, batch_size=128, lr=2e-3),
+    "cpu": Scale(C=4, N=1, epochs=4, n_train=4000, n_val=5000, batch_size=128, lr=2e-3),
     "quick": Scale(C=2, N=1, epochs=1, n_train=256, n_val=128, batch_size=64, lr=2e-3),
 }
 
@@ -440,7 +440,7 @@ def read_done(path: str) -> dict[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: NB201 C=8 N=1, 4000 training images, 4 epochs; gpu: C=16 N=5, 45000, 20 epochs")
+                   help="cpu: NB201 C=4 N=1, 4000 training images, 4 epochs; gpu: C=16 N=5, 45000, 20 epochs")
     p.add_argument("--pairs", type=int, default=24, help="parent/child pairs (default: 24)")
     p.add_argument("--parents", type=int, default=3, help="parents, from high/middle/low table accuracy (default: 3)")
     p.add_argument("--epochs", type=int, help="override the scale's epochs")
@@ -485,7 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": asdict(scale), "planned_pairs": len(plan), "checks_per_epoch": CHECKS_PER_EPOCH}
     todo = [pair for k, pair in enumerate(plan) if pair.key not in done and k % shards == shard]
     print(f"bench/transfer_pairs.py: {scale_name.upper()} scale on {device} ({meta['device']}), "
-          f"{len(plan)} pairs planned, {len(plan) - len(todo)} already in {jsonl}", flush=True)
+          f"{len(plan)} pairs planned, {len(done)} already in {jsonl}, {len(todo)} to run in shard {args.shard}",
+          flush=True)
     t0 = time.perf_counter()
     if todo and not args.report_only:
         trainer = Trainer(scale, args.cifar, device, args.seed)

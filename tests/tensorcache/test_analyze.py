@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tensorcache.analyze import PLOTS, SECTIONS, analyze, findings_dict
+from tensorcache.analyze import PLOTS, SECTIONS, STEPS, STUDY, RunFacts, analyze, findings_dict
 from tensorcache.cli import main
 from tensorcache.layers import LayerMap
 
@@ -50,6 +50,18 @@ def test_report_has_four_sections_and_plots(result):
             assert f"]({png})" in report
     assert "population P = 3" in report  # inferred: 3 models had finished when the first child (e) started
     assert "mutations often land in the middle" in report  # the study's statement beside ours
+    assert "2 workers" in report and "mutation operator: one position, uniform over positions" in report
+
+
+def test_every_study_finding_gets_a_verdict_and_a_reason(result):
+    out, _ = result
+    report = (out / "report.md").read_text()
+    verdicts = report.split("## Verdicts")[1].split("## 1.")[0]
+    for claim in STUDY.values():
+        row = next(line for line in verdicts.splitlines() if line.startswith(f"| {claim} |"))
+        verdict, reason = row.split(" | ")[3:5]
+        assert verdict.strip("* ") in ("agrees", "differs", "not measurable here")
+        assert len(reason) > 20
 
 
 def test_structure_numbers(result):
@@ -57,8 +69,10 @@ def test_structure_numbers(result):
     assert f["mutations"] == 4
     assert f["middle_third_share"] == 0.5          # positions 2,1,3,0 of 4 -> 2/3 and 1/3 are in the middle
     assert f["shared_prefix_mean"] == 1.5          # (2 + 1 + 3 + 0) / 4
-    assert f["layers_transferable"] == pytest.approx(6 / 16)
-    assert f["bytes_transferable"] == pytest.approx((0.3 + 0.1 + 0.6 + 0.0) / 4)  # layer bytes 10,20,30,40
+    # no space named: the generic map (layer i depends on positions 0..i) for both rules, one byte per layer
+    assert f["layers_transferable_prefix"] == pytest.approx(6 / 16)
+    assert f["bytes_transferable_prefix"] == pytest.approx(6 / 16)
+    assert f["layers_transferable_compatible"] == pytest.approx(6 / 16)
     assert f["bytes_transferred"] == pytest.approx(0.3 / 4)  # only e recorded a transfer (30 of 100 B)
     assert f["repeated_arch_share"] == 0
 
@@ -89,11 +103,20 @@ def test_popularity_numbers(result):
 
 def test_quality_numbers(result):
     _, f = result
-    assert f["bottom_quartile_score"] == pytest.approx(0.275)  # 25th percentile of the 8 scores
+    assert math.isnan(f["low_cut"])  # 4 random initial architectures: too few for an absolute cut
     assert f["donor_percentile"] == pytest.approx((1 + 2 / 3 + 1 + 1) / 4)  # c is 2nd of {0.5, 0.3, 0.2}
-    assert f["bottom_quartile_population_early"] == pytest.approx((1 + 1 / 2) / 2)  # a alone, then {a, b}
-    assert f["bottom_quartile_population_late"] == 0.0
-    assert f["bottom_quartile_residence"] == 3 and f["bottom_quartile_donations"] == 0
+
+
+def test_low_quality_uses_an_absolute_cut(tmp_path):
+    f = findings_dict(analyze(TRACE, tmp_path, RunFacts(low_cut=0.275, low_cut_source="test")))
+    assert f["low_cut"] == 0.275
+    assert f["low_population_early"] == pytest.approx((1 + 1 / 2) / 2)  # a alone, then {a, b}
+    assert f["low_population_late"] == 0.0
+    assert f["low_residence"] == 3 and f["low_donations"] == 0
+    # a higher bar: the last quarter's populations {e,f,g} and {f,g,h} hold 2 and 1 models below 0.65
+    high = analyze(TRACE, tmp_path, RunFacts(low_cut=0.65))
+    persist = next(x for x in high if x.key == "low_population_late")
+    assert persist.value == pytest.approx((2 / 3 + 1 / 3) / 2) and persist.verdict == "agrees"  # 1.5 models
     assert f["best_score"] == 0.7
     assert f["eval_to_90pct_improvement"] == 7 / 8  # running best .1 .5 .5 .5 .6 .6 .7 .7 reaches .64 at 7th
     assert f["last_half_improvement"] == pytest.approx(1 / 3)
@@ -103,9 +126,12 @@ def test_cli_analyze_reads_population_from_summary(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRACE))
-    (run / "summary.json").write_text(json.dumps({"settings": {"population": 4, "sample": 2}}))
+    (run / "summary.json").write_text(json.dumps({"settings": {"population": 4, "sample": 2, "window": 7,
+                                                                "mutation_bias": 2.0}}))
     assert main(["analyze", str(run / "trace.jsonl"), "--out", str(tmp_path / "rep")]) == 0
-    assert "population P = 4" in (tmp_path / "rep" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "population P = 4" in report and "popularity window 7 evaluations" in report
+    assert "position i drawn with weight (i+1)^2" in report
     assert main(["analyze", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
 
 
@@ -116,3 +142,9 @@ def test_empty_or_broken_trace_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="layer keys vs 2 layer bytes"):
         analyze([bad], tmp_path)
     assert math.isnan(findings_dict(analyze(TRACE[:3], tmp_path))["shared_prefix_mean"])  # no children yet
+
+
+def test_progress_hears_every_step(tmp_path):
+    steps = []
+    analyze(TRACE, tmp_path, progress=steps.append)
+    assert len(steps) == STEPS and steps[-1] == "report"
