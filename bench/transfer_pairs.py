@@ -74,7 +74,7 @@ class Scale:
 
 SCALES = {
     "gpu": Scale(C=16, N=5, epochs=20, n_train=45000, n_val=5000, batch_size=256, lr=2e-3),
-    "cpu": Scale(C=4, N=1, epochs=4, n_train=4000, n_val=5000, batch_size=128, lr=2e-3),
+    "cpu": Scale(C=4, N=1, epochs=3, n_train=2000, n_val=5000, batch_size=128, lr=2e-3),
     "quick": Scale(C=2, N=1, epochs=1, n_train=256, n_val=128, batch_size=64, lr=2e-3),
 }
 
@@ -142,8 +142,8 @@ def draw_pairs(space: NB201Space, table: dict[tuple[int, ...], float], parents: 
             for op in range(len(OPS)):
                 child = parent[:edge] + (op,) + parent[edge + 1:]
                 if op != parent[edge] and table.get(child, 0.0) >= MIN_TABLE_ACC:
-                    pool[stratum(space, parent, child)].append(Pair(region, parent, child, edge,
-                                                                    stratum(space, parent, child)))
+                    kind = stratum(space, parent, child)
+                    pool[kind].append(Pair(region, parent, child, edge, kind))
         for members in pool.values():
             rng.shuffle(members)
         while len(out) < want and any(pool.values()):
@@ -440,7 +440,7 @@ def read_done(path: str) -> dict[str, dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
-                   help="cpu: NB201 C=4 N=1, 4000 training images, 4 epochs; gpu: C=16 N=5, 45000, 20 epochs")
+                   help="cpu: NB201 C=4 N=1, 2000 training images, 3 epochs; gpu: C=16 N=5, 45000, 20 epochs")
     p.add_argument("--pairs", type=int, default=24, help="parent/child pairs (default: 24)")
     p.add_argument("--parents", type=int, default=3, help="parents, from high/middle/low table accuracy (default: 3)")
     p.add_argument("--epochs", type=int, help="override the scale's epochs")
