@@ -454,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--budget-min", type=float, help="start no new pair after this many minutes (rerun to go on)")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="run only the pairs whose number is I mod N "
                    "(several processes may share one --out; default: 0/1)")
+    p.add_argument("--reverse", action="store_true", help="take the pairs last first, so that a second process on "
+                   "the same --out meets the first in the middle (pairs another process finished are skipped)")
     p.add_argument("--report-only", action="store_true", help="summarise DIR/pairs.jsonl without training")
     p.add_argument("--out", metavar="DIR", default="runs/transfer_pairs", help="results folder (resumed if present)")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, few pairs)")
@@ -484,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run_device": str(device), "torch_threads": torch.get_num_threads(), "seed": args.seed,
             "settings": asdict(scale), "planned_pairs": len(plan), "checks_per_epoch": CHECKS_PER_EPOCH}
     todo = [pair for k, pair in enumerate(plan) if pair.key not in done and k % shards == shard]
+    todo = todo[::-1] if args.reverse else todo
     print(f"bench/transfer_pairs.py: {scale_name.upper()} scale on {device} ({meta['device']}), "
           f"{len(plan)} pairs planned, {len(done)} already in {jsonl}, {len(todo)} to run in shard {args.shard}",
           flush=True)
@@ -496,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.budget_min is not None and n > 1 and elapsed * n / (n - 1) > args.budget_min:
                 print(f"  budget of {args.budget_min:g} min reached after {n - 1} pair(s); rerun to go on", flush=True)
                 break
+            if pair.key in read_done(jsonl):  # another process on this --out finished it meanwhile
+                continue
             if pair.parent not in states:
                 path = os.path.join(args.out, f"parent-{''.join(map(str, pair.parent))}.pt")
                 seed = args.seed + zlib.crc32(space.decode(pair.parent).encode())
