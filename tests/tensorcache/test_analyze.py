@@ -301,3 +301,15 @@ def test_count_axes_have_integer_ticks(tmp_path, monkeypatch):
     for ax in counted:
         ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_ylabel(), ticks)
+
+
+def test_progress_bar_appears_only_on_long_runs(capsys):
+    from tensorcache.cli import lazy_progress
+
+    with lazy_progress(2, after_s=3600) as step:  # a quick run: never drawn
+        step("a")
+        step("b")
+    assert capsys.readouterr().err == ""
+    with lazy_progress(2, after_s=0) as step:  # a long one: drawn, then cleared
+        step("a")
+        step("b")
