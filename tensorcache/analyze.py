@@ -335,18 +335,46 @@ def distribution(tr: Trace, out: str | os.PathLike, rng: np.random.Generator) ->
 
 
 # --------------------------------------------------------------------------------------------- 3. popularity
-def windowed_counts(n_records: int, donations: Sequence[tuple[int, Any]], window: int) -> tuple[list[Any], np.ndarray]:
-    """Donors and, per evaluation (start order), how often each donated in the last ``window`` evaluations;
+def windowed_counts(n_records: int, donations: Sequence[tuple[int, Any]], window: int,
+                    donors: Sequence[Any]) -> np.ndarray:
+    """Per evaluation (start order), how often each of ``donors`` donated in the last ``window`` evaluations;
     ``donations`` = (start index of the child, donor)."""
-    donors = sorted({d for _, d in donations}, key=str)
     col = {d: j for j, d in enumerate(donors)}
     hits = np.zeros((n_records, len(donors)))
     for i, d in donations:
-        hits[i, col[d]] += 1
+        if d in col:
+            hits[i, col[d]] += 1
     csum = np.cumsum(hits, axis=0)
     lagged = np.vstack([np.zeros((window, len(donors))), csum[:-window]]) if window < len(csum) else \
         np.zeros_like(csum)
-    return donors, csum - lagged[: len(csum)]
+    return csum - lagged[: len(csum)]
+
+
+def window_top_share(n_records: int, donations: Sequence[tuple[int, Any]], window: int) -> float:
+    """Mean, over evaluations whose last ``window`` evaluations saw a donation, of the top donor's share."""
+    at: dict[int, list[Any]] = defaultdict(list)
+    for i, d in donations:
+        at[i].append(d)
+    counts: Counter = Counter()
+    tally: Counter = Counter()  # how many donors have each count
+    top = total = 0
+    shares = []
+    for j in range(n_records):
+        for d in at.get(j, ()):
+            tally[counts[d]] -= 1
+            counts[d] += 1
+            tally[counts[d]] += 1
+            top, total = max(top, counts[d]), total + 1
+        for d in at.get(j - window, ()):
+            tally[counts[d]] -= 1
+            if counts[d] == top and tally[top] == 0:
+                top -= 1
+            counts[d] -= 1
+            tally[counts[d]] += 1
+            total -= 1
+        if total:
+            shares.append(top / total)
+    return _mean(np.array(shares))
 
 
 def concentration(n_records: int, donations: Sequence[tuple[int, Any]], window: int) -> tuple[float, float]:
@@ -354,10 +382,7 @@ def concentration(n_records: int, donations: Sequence[tuple[int, Any]], window: 
     ranked = sorted(Counter(d for _, d in donations).values(), reverse=True)
     total = sum(ranked)
     top10 = sum(ranked[: max(1, math.ceil(0.1 * len(ranked)))]) / total if total else math.nan
-    _, freq = windowed_counts(n_records, donations, window)
-    in_window = freq.sum(axis=1) if freq.size else np.zeros(0)
-    top = (freq.max(axis=1) if freq.size else np.zeros(0))[in_window > 0] / in_window[in_window > 0]
-    return top10, _mean(top)
+    return top10, window_top_share(n_records, donations, window)
 
 
 def uniform_donors(tr: Trace, rng: np.random.Generator) -> list[list[tuple[int, Any]]]:
@@ -379,7 +404,8 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
     counts = Counter(d for _, d in donations)
     top10, window_top = concentration(len(tr.records), donations, window)
     chance = np.array([concentration(len(tr.records), d, window) for d in uniform_donors(tr, rng)]).reshape(-1, 2)
-    donors, freq = windowed_counts(len(tr.records), donations, window)
+    top8 = sorted(counts, key=counts.get, reverse=True)[:8]
+    freq = windowed_counts(len(tr.records), donations, window, top8)
     starts = defaultdict(list)
     for i, d in donations:
         starts[d].append(i)
@@ -396,7 +422,7 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
     lasting = (NOT_MEASURABLE, f"a model leaves the population after P = {tr.P} newer evaluations (aging), so a "
                                f"donor's span is capped near P (longest here {span_max:.0f}); 'staying popular' "
                                "cannot outlast that in regularized evolution")
-    _popularity_plot(out, donors, freq, counts, window)
+    _popularity_plot(out, top8, freq, counts, window)
     return [
         Finding(S, "donors", "models that donated at least once", len(counts), "{:.0f}"),
         Finding(S, "donor_fraction", "share of all evaluated models that ever donated",
@@ -586,8 +612,8 @@ def _concurrency(ax, tr: Trace) -> None:
 def _popularity_plot(out, donors, freq, counts, window) -> None:
     fig = Figure(figsize=(10, 4))
     ax = fig.add_subplot()
-    for d in sorted(counts, key=counts.get, reverse=True)[:8]:
-        ax.plot(freq[:, donors.index(d)], label=f"{d} ({counts[d]})")
+    for j, d in enumerate(donors):
+        ax.plot(freq[:, j], label=f"{d} ({counts[d]})")
     ax.set(xlabel="evaluation (start order)", ylabel=f"donations in last {window}",
            title="Donor popularity in a sliding window (top 8 donors)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
