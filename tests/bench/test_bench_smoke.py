@@ -18,10 +18,10 @@ DATA = Path(os.environ.get("TENSORCACHE_TEST_DATA", ROOT.parent / "shared" / "da
 RATIO = re.compile(r"^ratio (\S+)\s+(\d+\.\d+|inf|n/a)\b", re.MULTILINE)
 
 
-def run_bench(script: str, *args: str, env: dict[str, str] | None = None) -> str:
+def run_bench(script: str, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
     """Run ``bench/<script> --quick ARGS`` from the repository root; return its stdout (fails on rc != 0)."""
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -65,7 +65,8 @@ def test_bookkeeping_quick(tmp_path: Path) -> None:
 @needs("cifar10", "cifar10-jpg.tar.gz")
 def test_transfer_e2e_quick(tmp_path: Path) -> None:
     tar = DATA / "cifar10" / "cifar10-jpg.tar.gz"  # --cifar takes the archive itself, as its help says
-    out = run_bench("transfer_e2e.py", "--mnist", str(DATA / "mnist"), "--cifar", str(tar), "--out", str(tmp_path))
+    out = run_bench("transfer_e2e.py", "--mnist", str(DATA / "mnist"), "--cifar", str(tar), "--out", str(tmp_path),
+                    timeout=600)  # trains real models: slow when the machine is shared
     found = ratios(out)
     for space in ("nb201-C4-N1", "attn"):
         assert f"e2e.{space}.compatible.evals_to_target" in found, out
@@ -86,9 +87,9 @@ def test_transfer_e2e_quick(tmp_path: Path) -> None:
 def test_transfer_pairs_quick_resumes(tmp_path: Path) -> None:
     args = ("--cifar", str(DATA / "cifar10" / "cifar10-jpg.tar.gz"), "--table",
             str(DATA / "nb201" / "nb201_combined.csv"), "--pairs", "4", "--out", str(tmp_path))
-    first = run_bench("transfer_pairs.py", *args, "--shard", "0/2")
+    first = run_bench("transfer_pairs.py", *args, "--shard", "0/2", timeout=600)
     assert "2 to run in shard 0/2" in first
-    out = run_bench("transfer_pairs.py", *args)
+    out = run_bench("transfer_pairs.py", *args, timeout=600)
     assert "2 already in" in out and "2 to run in shard 0/1" in out  # the first call's pairs are not run again
     found = ratios(out)
     assert {"pairs.all.median_epochs_best", "pairs.all.median_epochs_plateau"} <= set(found), out
