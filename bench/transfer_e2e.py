@@ -1,35 +1,27 @@
-"""End to end: what warm-starting from the cache buys real searches, cache on against off, same seeds.
+"""End to end: the same search with and without transfer, several seeds, time to target with its spread.
 
-    python bench/transfer_e2e.py [--scale cpu|gpu|auto] [--seed 0] [--out DIR] [--quick]
+    python bench/transfer_e2e.py [--scale cpu|gpu|auto] [--seeds 0,1,2] [--out DIR] [--quick]
 
-Part 1, searches. For NB201 on CIFAR-10 and attn on MNIST, ``run_search`` (real training) runs three
-times with the same seed: cache off, cache on with ``prefix`` transfer, cache on with ``compatible``
-transfer. Reported per run: best validation accuracy over wall time (DIR/anytime_<space>.png), time to
-reach the target accuracy (default: the cache-off run's final best), final best accuracy and the test
-accuracy of that model, the mean validation accuracy of the mutated children (each trained the same
-epochs, so this is what a warm start adds at equal cost), hit ratio, layers and bytes transferred,
-cache time as a share of wall time.
-Ratio lines: cache-off time to target / cache-on time to target.
+For NB201 on CIFAR-10 and attn on MNIST and each seed, ``run_search`` (real training) runs once with the
+cache off. Its evaluations are then replayed in the same order with the cache on: the same
+architectures, the same parents, and for every child the same initial weights and batch order (the
+train evaluator seeds both from the search seed and the child's index); each child is warm-started from
+its parent's weights as trained in that replay (``compatible`` and ``prefix`` layer maps). So the arms
+differ only in transfer. Reported per space, seed and arm: best validation accuracy, mean accuracy of the
+mutated children (each trained the same epochs), and the evaluations and training seconds until the
+best-so-far accuracy first reaches the target (default: the cache-off run's final best). Across seeds:
+the median, minimum and maximum of cache-off / cache-on evaluations to target (seconds too, noisier on a
+shared machine). How many epochs a warm start saves per child is ``bench/transfer_pairs.py``'s question.
 
-Part 2, epochs to accuracy. A parent NB201 model is trained for K epochs and put in a TensorCache; a
-one-edge mutation of it (the child) is trained K epochs from scratch, which sets the target A (its
-final validation accuracy), and again warm-started from the parent (``compatible`` and ``prefix`` layer
-maps), same initial seed and batch order. Validation accuracy is measured every 1/4 epoch (and before
-training); reported: epochs each arm needs to first reach A (DIR/epochs_<pair>.png). Ratio lines:
-scratch epochs / warm epochs, target >= 4 for ``compatible``.
-
-Scales: ``gpu`` (NB201 C=16 N=5, about 10 minutes on one GPU), ``cpu`` (NB201 C=8 N=1, data subsets, few
-children: a few minutes on 2 cores; results labelled CPU), ``auto`` = gpu when CUDA is present. Writes
-DIR/e2e_runs.csv, DIR/e2e_epochs.csv, DIR/e2e.json (command, device, settings, curves) and the PNGs.
+Writes DIR/e2e_runs.csv, DIR/e2e.json (command, device, settings, curves) and DIR/anytime_<space>.png.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -41,22 +33,17 @@ import torch
 from common import data_path, machine, write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch import nn
 
-from nas_integration.data import load_dataset
+from nas_integration.evolution import Candidate
 from nas_integration.search import SearchSettings, run_search
-from nas_integration.spaces import NB201Space, get_space, register_space
+from nas_integration.spaces import NB201Space, register_space
 from tensorcache import TensorCache
-
-BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
-CONFIGS = (("off", None), ("prefix", "prefix"), ("compatible", "compatible"))  # label, transfer (None: no cache)
-EPOCH_TARGET = 4.0
-STEPS_PER_EPOCH_EVAL = 4
+from tensorcache.trace import read_trace
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """One search of part 1 (run three times: cache off, prefix, compatible)."""
+    """One search, run with the cache off and replayed with it on."""
 
     space: str
     dataset: str
@@ -68,216 +55,101 @@ class SearchSpec:
     batch_size: int = 128
 
 
-@dataclass(frozen=True)
-class EpochSpec:
-    """Part 2: parent/child pairs trained ``epochs`` epochs on ``n_train`` examples (``n_val`` held out)."""
-
-    space: str
-    epochs: int
-    n_train: int
-    n_val: int
-    pairs: int
-    batch_size: int = 128
-    lr: float = 1e-3
-
-
-SCALES: dict[str, tuple[list[SearchSpec], EpochSpec]] = {
-    "gpu": ([SearchSpec("nb201", "cifar10", evals=24, population=8, sample=3, epochs=2, train_subset=10000),
-             SearchSpec("attn", "mnist", evals=24, population=8, sample=3, epochs=2, train_subset=0)],
-            EpochSpec("nb201", epochs=12, n_train=10000, n_val=2000, pairs=3)),
-    "cpu": ([SearchSpec("nb201-C8-N1", "cifar10", evals=12, population=4, sample=2, epochs=1, train_subset=2000),
-             SearchSpec("attn", "mnist", evals=30, population=6, sample=3, epochs=1, train_subset=2500)],
-            EpochSpec("nb201-C8-N1", epochs=4, n_train=2500, n_val=500, pairs=1)),
+SCALES: dict[str, tuple[list[SearchSpec], tuple[str, ...]]] = {  # searches, transfer modes replayed
+    "gpu": ([SearchSpec("nb201", "cifar10", evals=40, population=10, sample=3, epochs=3, train_subset=0),
+             SearchSpec("attn", "mnist", evals=40, population=10, sample=3, epochs=2, train_subset=0)],
+            ("compatible", "prefix")),
+    "cpu": ([SearchSpec("nb201-C4-N1", "cifar10", evals=10, population=4, sample=2, epochs=1, train_subset=6000),
+             SearchSpec("attn", "mnist", evals=24, population=6, sample=3, epochs=1, train_subset=3000)],
+            ("compatible",)),
     "quick": ([SearchSpec("nb201-C4-N1", "cifar10", evals=3, population=2, sample=1, epochs=1, train_subset=300),
                SearchSpec("attn", "mnist", evals=3, population=2, sample=1, epochs=1, train_subset=300)],
-              EpochSpec("nb201-C4-N1", epochs=1, n_train=300, n_val=100, pairs=1)),
+              ("compatible",)),
 }
-register_space("nb201-C8-N1", lambda: NB201Space(C=8, N=1))
 register_space("nb201-C4-N1", lambda: NB201Space(C=4, N=1))
 
 
-# -------------------------------------------------------------------------------------- part 1: searches
-def run_one(spec: SearchSpec, label: str, transfer: str | None, data_dir: str | None, workdir: str, seed: int,
-            device: str) -> dict[str, Any]:
-    """One search; returns its summary figures and its anytime curve (seconds since it began, best so far)."""
-    settings = SearchSettings(out=os.path.join(workdir, f"{spec.space}-{label}"), evaluator="train",
+def search_off(spec: SearchSpec, seed: int, data_dir: str, workdir: str, device: str) -> tuple[SearchSettings,
+                                                                                             list[dict[str, Any]]]:
+    """The cache-off search; returns its settings and trace records in start order."""
+    settings = SearchSettings(out=os.path.join(workdir, f"{spec.space}-s{seed}"), evaluator="train",
                               space=spec.space, dataset=spec.dataset, data_dir=data_dir, evals=spec.evals,
                               population=spec.population, sample=spec.sample, epochs=spec.epochs,
-                              train_subset=spec.train_subset, batch_size=spec.batch_size, seed=seed,
-                              cache=transfer is not None, transfer=transfer or "prefix", device=device)
-    load_before = os.getloadavg()[0]
-    t_call = time.time()
+                              train_subset=spec.train_subset, batch_size=spec.batch_size, seed=seed, cache=False,
+                              device=device)
     summary = run_search(settings)
-    with open(summary["trace"]) as f:
-        records = sorted((json.loads(line) for line in f), key=lambda r: r["t_end"])
-    children = [r["score"] for r in records if r["parent_id"] is not None]  # mutations, after the random start
-    origin = t_call if records[0]["t_end"] > 1e9 else 0.0  # trace times: epoch seconds or since the search began
-    best, curve = -math.inf, []
-    for r in records:
-        best = max(best, r["score"])
-        curve.append((r["t_end"] - origin, best))
+    records = sorted(read_trace(summary["trace"]), key=lambda r: (r["t_start"], r["model_id"]))
     shutil.rmtree(settings.out, ignore_errors=True)
-    return {"space": spec.space, "dataset": spec.dataset, "config": label, "evaluations": len(records),
-            "wall_s": time.time() - t_call, "best_val": summary["best"]["score"], "test_of_best": summary["best"]["test"],
-            "best_arch": summary["best"]["native"], "hit_ratio": summary["hit_ratio"],
-            "transfer_layers": summary["transfer_layers"], "transfer_bytes": summary["transfer_bytes"],
-            "cache_s": summary["cache_s"], "train_s": summary["train_s"],
-            "cache_share": summary["cache_s"] / summary["wall_s"],
-            "mutated_children": len(children), "children_mean_val": sum(children) / len(children) if children else None,
-            "load_before": load_before,
-            "load_after": os.getloadavg()[0], "curve": curve}
+    return settings, records
 
 
-def time_to(curve: Sequence[tuple[float, float]], target: float) -> float | None:
-    """Seconds until the best-so-far accuracy first reaches ``target`` (None: never)."""
-    return next((t for t, best in curve if best >= target), None)
+def replay(settings: SearchSettings, records: Sequence[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """The same evaluations with the cache on: each child warm-started under layer map ``mode``."""
+    namespace = f"e2e-{mode}-{settings.seed}"
+    evaluator = replace(settings, cache=True, transfer=mode, namespace=namespace).make_evaluator(
+        threads=torch.get_num_threads())
+    out = []
+    with TensorCache(memory="4GB", namespace=namespace) as cache:
+        for r in records:
+            index = int(r["model_id"].rsplit("-", 1)[-1])  # run_search ids end in the issue index
+            result = evaluator.evaluate(Candidate(index, r["model_id"], tuple(r["arch"]), r["parent_id"],
+                                                  r["mutation_pos"]), cache)
+            out.append({"model_id": r["model_id"], "parent_id": r["parent_id"], "score": result.score,
+                        "seconds": result.train_s + result.cache_s, "transfer_bytes": result.transfer_bytes})
+    return out
 
 
-def plot_anytime(path: str, space: str, runs: Sequence[dict[str, Any]], target: float, scale: str) -> None:
+def arm_row(space: str, seed: int, arm: str, evals: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
+    """Summary of one arm: best, children's mean, and evaluations/seconds until best-so-far >= target."""
+    best, seconds, curve = float("-inf"), 0.0, []
+    for n, e in enumerate(evals, 1):
+        best, seconds = max(best, e["score"]), seconds + e["seconds"]
+        curve.append((n, seconds, best))
+    children = [e["score"] for e in evals if e["parent_id"] is not None]
+    reach = next(((n, s) for n, s, b in curve if b >= target), (None, None))
+    return {"space": space, "seed": seed, "arm": arm, "evaluations": len(evals), "best_val": best,
+            "children_mean_val": statistics.mean(children) if children else None, "target": target,
+            "evals_to_target": reach[0], "seconds_to_target": reach[1],
+            "train_seconds": seconds, "transfer_bytes": sum(e.get("transfer_bytes", 0) for e in evals), "curve": curve}
+
+
+def spread(values: Sequence[float | None]) -> str:
+    """Median [min, max] of the ratios that exist, and how many seeds never reached the target."""
+    have = [v for v in values if v is not None]
+    never = len(values) - len(have)
+    text = f"{statistics.median(have):.2f} [{min(have):.2f}, {max(have):.2f}]" if have else "n/a"
+    return text + (f", {never} seed(s) never reached it" if never else "")
+
+
+def _ratio(base: float | None, other: float | None) -> float | None:
+    return base / other if base is not None and other else None
+
+
+def plot_anytime(path: str, space: str, rows: Sequence[dict[str, Any]], scale: str) -> None:
     fig = Figure(figsize=(6.4, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for run in runs:
-        t, best = zip(*run["curve"])
-        ax.step([0.0, *t], [best[0], *best], where="post", label=run["config"], marker="o", markersize=3)
-    ax.axhline(target, color="grey", linestyle=":", label=f"target {target:.1f}%")
-    ax.set_xlabel("wall time (s)")
-    ax.set_ylabel("best validation accuracy so far (%)")
-    ax.set_title(f"{space}: cache off vs on ({scale.upper()} scale)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-# ------------------------------------------------------------------------------ part 2: epochs to accuracy
-class Trainer:
-    """Adam training on in-memory tensors with validation accuracy every 1/4 epoch."""
-
-    def __init__(self, spec: EpochSpec, data_dir: str | None, device: torch.device, seed: int) -> None:
-        x_train, y_train, _, _ = load_dataset("cifar10", data_dir, subset=(spec.n_train + spec.n_val, 1), seed=seed)
-        x = torch.as_tensor(x_train).float().div_(255).permute(0, 3, 1, 2).contiguous()
-        y = torch.as_tensor(y_train).long()
-        self.x, self.y = x[:spec.n_train].to(device), y[:spec.n_train].to(device)
-        self.xv, self.yv = x[spec.n_train:].to(device), y[spec.n_train:].to(device)
-        self.spec, self.device, self.seed = spec, device, seed
-
-    def train(self, model: nn.Module, epochs: int, evaluate: bool, stop_at: float | None = None) -> list[tuple[float, float]]:
-        """Train ``epochs`` epochs; returns [(epochs done, val accuracy)] (every 1/4 epoch if ``evaluate``),
-        stopping early once accuracy reaches ``stop_at``."""
-        model.to(self.device)
-        opt = torch.optim.Adam(model.parameters(), lr=self.spec.lr)
-        loss_fn = nn.CrossEntropyLoss()
-        order = torch.Generator().manual_seed(self.seed)
-        history = [(0.0, self.accuracy(model))] if evaluate else []
-        for epoch in range(epochs):
-            batches = torch.randperm(len(self.x), generator=order).split(self.spec.batch_size)
-            marks = {round(len(batches) * k / STEPS_PER_EPOCH_EVAL) - 1: k for k in range(1, STEPS_PER_EPOCH_EVAL + 1)}
-            model.train()
-            for i, batch in enumerate(batches):
-                batch = batch.to(self.device)
-                loss = loss_fn(model(self.x[batch]), self.y[batch])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if evaluate and i in marks:
-                    history.append((epoch + marks[i] / STEPS_PER_EPOCH_EVAL, self.accuracy(model)))
-                    model.train()
-                    if stop_at is not None and history[-1][1] >= stop_at:
-                        return history
-        return history
-
-    @torch.no_grad()
-    def accuracy(self, model: nn.Module) -> float:
-        model.eval()
-        correct = sum(int((model(self.xv[i:i + 512]).argmax(1) == self.yv[i:i + 512]).sum())
-                      for i in range(0, len(self.xv), 512))
-        return 100.0 * correct / len(self.xv)
-
-
-def first_reach(history: Sequence[tuple[float, float]], target: float) -> float | None:
-    return next((e for e, acc in history if acc >= target), None)
-
-
-def epochs_pairs(spec: EpochSpec, data_dir: str | None, device: torch.device, seed: int) -> list[dict[str, Any]]:
-    """Part 2 for ``spec.pairs`` parent/child pairs; one row per (pair, arm)."""
-    space = get_space(spec.space)
-    trainer = Trainer(spec, data_dir, device, seed)
-    rows = []
-    for pair in range(spec.pairs):
-        rng = random.Random(seed * 1000 + pair)
-        parent = space.encode(BEST_NB201)
-        child, pos = space.mutate(parent, rng)
-        torch.manual_seed(seed * 1000 + pair)
-        donor = space.build(parent, 10, (3, 32, 32))
-        trainer.train(donor, spec.epochs, evaluate=False)
-        parent_acc = trainer.accuracy(donor)
-        torch.manual_seed(seed * 1000 + pair + 1)
-        init = space.build(child, 10, (3, 32, 32)).state_dict()
-        scratch = space.build(child, 10, (3, 32, 32))
-        scratch.load_state_dict(init)
-        hist_scratch = trainer.train(scratch, spec.epochs, evaluate=True)
-        target = hist_scratch[-1][1]
-        arms = {"scratch": (hist_scratch, None)}
-        for mode in ("compatible", "prefix"):
-            model = space.build(child, 10, (3, 32, 32))
-            model.load_state_dict(init)
-            with TensorCache(memory="1GB", namespace=f"e2e-{mode}") as cache:
-                cache.put("parent", parent, donor.state_dict(), layer_map=space.layer_map(parent, mode))
-                report = cache.warm_start(model, child, parent="parent", layer_map=space.layer_map(child, mode))
-            arms[mode] = (trainer.train(model, spec.epochs, evaluate=True, stop_at=target), report)
-        base = first_reach(hist_scratch, target)
-        total = sum(v.numel() * v.element_size() for v in init.values())
-        for arm, (history, report) in arms.items():
-            reached = first_reach(history, target)
-            rows.append({"pair": pair, "parent": space.decode(parent), "child": space.decode(child),
-                         "mutated_position": pos, "parent_val": parent_acc, "target_val": target, "arm": arm,
-                         "epochs_to_target": reached, "epochs_scratch": base,
-                         "ratio": _ratio(base, reached), "final_val": history[-1][1],
-                         "transfer_layers": report.layers if report else 0,
-                         "transfer_fraction": (report.nbytes / total) if report else 0.0,
-                         "history": history})
-    return rows
-
-
-def _ratio(base: float | None, reached: float | None) -> float | None:
-    """scratch epochs / warm epochs; inf when the warm child is there before training; None if never."""
-    if base is None or reached is None:
-        return None
-    if reached == 0:
-        return 1.0 if base == 0 else math.inf
-    return base / reached
-
-
-def plot_epochs(path: str, rows: Sequence[dict[str, Any]], scale: str) -> None:
-    fig = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    colours = {}
     for row in rows:
-        e, acc = zip(*row["history"])
-        ax.plot(e, acc, marker="o", markersize=3, label=f"{row['arm']} ({_fmt_epochs(row['epochs_to_target'])})")
-    ax.axhline(rows[0]["target_val"], color="grey", linestyle=":", label=f"target {rows[0]['target_val']:.1f}%")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"child {rows[0]['child']}\n({scale.upper()} scale, pair {rows[0]['pair']})", fontsize=8)
+        n, _, best = zip(*row["curve"])
+        colour = colours.setdefault(row["arm"], f"C{len(colours)}")
+        ax.step(n, best, where="post", color=colour, alpha=0.8, label=row["arm"] if row["seed"] == rows[0]["seed"]
+                else None, marker="o", markersize=2)
+    ax.set_xlabel("evaluations (same architectures in every arm)")
+    ax.set_ylabel("best validation accuracy so far (%)")
+    ax.set_title(f"{space}: cache off vs on, {len({r['seed'] for r in rows})} seeds ({scale.upper()} scale)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
-def _fmt_epochs(e: float | None) -> str:
-    return "never" if e is None else f"{e:g} ep"
-
-
-# ------------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="gpu: NB201 C=16 N=5; cpu: NB201 C=8 N=1 on subsets; auto: gpu if CUDA is present")
-    p.add_argument("--seed", type=int, default=0, help="seed of every search and model (default: 0)")
-    p.add_argument("--pairs", type=int, metavar="N", help="parent/child pairs of part 2 (default: the scale's, "
-                   "cpu 1, gpu 3)")
+                   help="gpu: NB201 C=16 N=5 on all of CIFAR-10; cpu: NB201 C=4 N=1 on subsets; auto: gpu if CUDA")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds (default: 0,1,2)")
     p.add_argument("--target", type=float, metavar="ACC",
-                   help="accuracy (%%) for time-to-target (default: each space's cache-off final best)")
+                   help="accuracy (%%) to reach (default: each seed's cache-off final best)")
     p.add_argument("--cifar", default=data_path("cifar10"), metavar="PATH",
                    help="CIFAR-10 folder or tar.gz (default: $TENSORCACHE_DATA/cifar10, else found or downloaded)")
     p.add_argument("--mnist", default=data_path("mnist"), metavar="DIR",
@@ -286,98 +158,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 when training on the "
                    "CPU, where 2 threads stall whenever another process holds a core; else torch's default)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where results and PNGs go")
-    p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, 3 children)")
+    p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, 3 evaluations, one seed)")
     args = p.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    seeds = seeds[:1] if args.quick else seeds
     cuda = torch.cuda.is_available()
     scale = "quick" if args.quick else (args.scale if args.scale != "auto" else ("gpu" if cuda else "cpu"))
     device = torch.device(("cuda" if cuda else "cpu") if args.device == "auto" else args.device)
-    searches, epoch_spec = SCALES[scale]
-    if args.pairs is not None:
-        if args.pairs < 1:
-            p.error(f"--pairs must be >= 1, got {args.pairs}")
-        epoch_spec = replace(epoch_spec, pairs=args.pairs)
+    searches, modes = SCALES[scale]
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
-    data = {"cifar10": args.cifar and os.path.abspath(args.cifar), "mnist": args.mnist and os.path.abspath(args.mnist)}
     meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "scale": scale,
-            "run_device": str(device), "torch_threads": torch.get_num_threads(), "seed": args.seed,
-            "searches": [asdict(s) for s in searches],
-            "epochs": asdict(epoch_spec)}
+            "run_device": str(device), "torch_threads": torch.get_num_threads(), "seeds": seeds,
+            "searches": [asdict(s) for s in searches], "modes": modes}
     print(f"bench/transfer_e2e.py: {scale.upper()} scale on {device} ({meta['device']}), {meta['cpus']} CPUs, "
-          f"{meta['torch_threads']} torch thread(s), {meta['date']}")
-    load_dataset("cifar10", data["cifar10"], subset=1)  # decode CIFAR-10 once, outside every timing
+          f"{meta['torch_threads']} torch thread(s), seeds {seeds}, {meta['date']}")
     t0 = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    targets: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as workdir:
+        data = {"cifar10": args.cifar and cifar_folder(args.cifar, workdir),
+                "mnist": args.mnist and os.path.abspath(args.mnist)}
         for spec in searches:
-            warmup = replace(spec, evals=1, population=1, sample=1)  # first-use costs of torch and the data
-            run_one(warmup, "warmup", "prefix", data[spec.dataset], workdir, args.seed, str(device))
             group = []
-            for label, transfer in CONFIGS:
-                print(f"  search {spec.space} on {spec.dataset}, cache {label} ...", flush=True)
-                group.append(run_one(spec, label, transfer, data[spec.dataset], workdir, args.seed, str(device)))
-            targets[spec.space] = args.target if args.target is not None else group[0]["best_val"]
-            base = time_to(group[0]["curve"], targets[spec.space])
-            for run in group:
-                run["target"] = targets[spec.space]
-                run["time_to_target_s"] = time_to(run["curve"], targets[spec.space])
-                run["speedup_vs_off"] = (base / run["time_to_target_s"]
-                                         if base is not None and run["time_to_target_s"] else None)
+            for seed in seeds:
+                print(f"  {spec.space} on {spec.dataset}, seed {seed}: cache off ...", flush=True)
+                settings, records = search_off(spec, seed, data[spec.dataset], workdir, str(device))
+                off = [{"model_id": r["model_id"], "parent_id": r["parent_id"], "score": r["score"],
+                        "seconds": r["train_s"] + r["cache_s"], "transfer_bytes": 0} for r in records]
+                target = args.target if args.target is not None else max(e["score"] for e in off)
+                group.append(arm_row(spec.space, seed, "off", off, target))
+                for mode in modes:
+                    print(f"  {spec.space} on {spec.dataset}, seed {seed}: replayed, {mode} transfer ...", flush=True)
+                    group.append(arm_row(spec.space, seed, mode, replay(settings, records, mode), target))
             os.makedirs(args.out, exist_ok=True)
-            plot_anytime(os.path.join(args.out, f"anytime_{spec.space}.png"), spec.space, group,
-                         targets[spec.space], scale)
-            runs += group
-        print(f"  epochs to accuracy: {epoch_spec.pairs} pair(s), {epoch_spec.epochs} epochs ...", flush=True)
-        pairs = epochs_pairs(epoch_spec, data["cifar10"], device, args.seed)
-    for pair in sorted({r["pair"] for r in pairs}):
-        plot_epochs(os.path.join(args.out, f"epochs_{pair}.png"), [r for r in pairs if r["pair"] == pair], scale)
+            plot_anytime(os.path.join(args.out, f"anytime_{spec.space}.png"), spec.space, group, scale)
+            rows += group
     meta["seconds"] = time.perf_counter() - t0
-    report(runs, pairs, scale)
-    write_results(args.out, "e2e_runs", [{k: v for k, v in r.items() if k != "curve"} for r in runs], meta)
-    write_results(args.out, "e2e_epochs", [{k: v for k, v in r.items() if k != "history"} for r in pairs], meta)
+    report(rows, modes, scale)
+    write_results(args.out, "e2e_runs", [{k: v for k, v in r.items() if k != "curve"} for r in rows], meta)
     with open(os.path.join(args.out, "e2e.json"), "w") as f:
-        json.dump({"meta": meta, "runs": runs, "epochs": pairs}, f, indent=2, default=str)
-    print(f"\n{scale.upper()} scale, {meta['seconds']:.0f} s; wrote {args.out}/e2e_runs.csv, e2e_epochs.csv, e2e.json "
-          f"and PNGs")
+        json.dump({"meta": meta, "runs": rows}, f, indent=2, default=str)
+    print(f"\n{scale.upper()} scale, {meta['seconds']:.0f} s; wrote {args.out}/e2e_runs.csv, e2e.json and PNGs")
     return 0
 
 
-def report(runs: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]], scale: str) -> None:
+def cifar_folder(path: str, workdir: str) -> str:
+    """A folder ``run_search`` accepts for ``path``: the folder itself, or one holding just the given tar.gz."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        return path
+    folder = os.path.join(workdir, "cifar10")
+    os.makedirs(folder, exist_ok=True)
+    os.symlink(path, os.path.join(folder, os.path.basename(path)))
+    return folder
+
+
+def report(rows: Sequence[dict[str, Any]], modes: Sequence[str], scale: str) -> None:
     tag = scale.upper()
-    print(f"\n== searches ({tag} scale): same seed, cache off vs on")
-    print(f"{'space':<12} {'config':<10} {'wall s':>7} {'best val':>8} {'test':>6} {'t->target':>9} {'child val':>9} "
-          f"{'hit':>5} {'layers':>6} {'MB moved':>8} {'cache %':>7} {'load':>9}")
-    for r in runs:
-        tt = "-" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f}"
-        print(f"{r['space']:<12} {r['config']:<10} {r['wall_s']:>7.1f} {r['best_val']:>8.2f} "
-              f"{r['test_of_best'] or 0:>6.2f} {tt:>9} {r['children_mean_val'] or 0:>9.2f} {r['hit_ratio']:>5.0%} "
-              f"{r['transfer_layers']:>6} "
-              f"{r['transfer_bytes'] / 1e6:>8.1f} {r['cache_share']:>7.2%} "
-              f"{r['load_before']:>4.1f}/{r['load_after']:<4.1f}")
-    for r in runs:
-        if r["config"] == "off":
-            continue
-        label = f"e2e.{r['space']}.{r['config']}.time_to_target"
-        if r["speedup_vs_off"] is None:
-            print(f"ratio {label:<44} n/a     ({r['config']} never reached {r['target']:.2f}%) [{tag}]")
-        else:
-            off = next(o for o in runs if o["space"] == r["space"] and o["config"] == "off")
-            print(f"ratio {label:<44} {r['speedup_vs_off']:7.3f}   cache off {off['time_to_target_s']:.1f} s vs "
-                  f"{r['config']} {r['time_to_target_s']:.1f} s to {r['target']:.2f}% [{tag}]")
-    print(f"\n== epochs to the from-scratch child's final accuracy ({tag} scale)")
-    for r in pairs:
-        print(f"pair {r['pair']} {r['arm']:<10} target {r['target_val']:.2f}%  epochs {_fmt_epochs(r['epochs_to_target']):>8}"
-              f"  final {r['final_val']:.2f}%  transferred {r['transfer_fraction']:.0%} of the bytes")
-    for r in pairs:
-        if r["arm"] == "scratch":
-            continue
-        label = f"e2e.epochs.pair{r['pair']}.{r['arm']}"
-        target = f"  target >= {EPOCH_TARGET:.0f}: {'met' if (r['ratio'] or 0) >= EPOCH_TARGET else 'SHORT'}" \
-            if r["arm"] == "compatible" else ""
-        value = "n/a" if r["ratio"] is None else f"{r['ratio']:7.3f}"
-        print(f"ratio {label:<44} {value}   scratch {_fmt_epochs(r['epochs_scratch'])} vs {r['arm']} "
-              f"{_fmt_epochs(r['epochs_to_target'])}{target} [{tag}]")
+    print(f"\n== the same searches, cache off vs on ({tag} scale)")
+    print(f"{'space':<12} {'seed':>4} {'arm':<10} {'best val':>8} {'child val':>9} {'target':>7} {'evals->t':>8} "
+          f"{'s->t':>7} {'train s':>8} {'MB moved':>8}")
+    for r in rows:
+        ev = "never" if r["evals_to_target"] is None else str(r["evals_to_target"])
+        st = "-" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
+        print(f"{r['space']:<12} {r['seed']:>4} {r['arm']:<10} {r['best_val']:>8.2f} {r['children_mean_val'] or 0:>9.2f} "
+              f"{r['target']:>7.2f} {ev:>8} {st:>7} {r['train_seconds']:>8.1f} {r['transfer_bytes'] / 1e6:>8.2f}")
+    for space in dict.fromkeys(r["space"] for r in rows):
+        off = {r["seed"]: r for r in rows if r["space"] == space and r["arm"] == "off"}
+        for mode in modes:
+            on = [r for r in rows if r["space"] == space and r["arm"] == mode]
+            evals = [_ratio(off[r["seed"]]["evals_to_target"], r["evals_to_target"]) for r in on]
+            secs = [_ratio(off[r["seed"]]["seconds_to_target"], r["seconds_to_target"]) for r in on]
+            gain = [r["children_mean_val"] - off[r["seed"]]["children_mean_val"] for r in on
+                    if r["children_mean_val"] is not None and off[r["seed"]]["children_mean_val"] is not None]
+            have = [v for v in evals if v is not None]
+            label = f"e2e.{space}.{mode}.evals_to_target"
+            value = f"{statistics.median(have):7.3f}" if have else "n/a    "
+            print(f"ratio {label:<44} {value}   cache off / {mode}, median [min, max] over {len(on)} seeds: "
+                  f"{spread(evals)}; seconds: {spread(secs)}; children's mean accuracy "
+                  f"{statistics.mean(gain) if gain else float('nan'):+.2f} points [{tag}]")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
 
 from .sizes import parse_size
 
@@ -24,15 +31,96 @@ def capacity_bytes(text: str, total: int) -> int:
     return parse_size(text, what="capacity")
 
 
+def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
+    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable)."""
+    path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
+    """What ``analyze`` needs beyond the trace: options first, then the run's summary, then defaults."""
+    from .analyze import RunFacts
+
+    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    layers, layers_source = space_layers(settings.get("space"))
+    low_cut, low_cut_source = args.low_cut, "given with --low-cut"
+    if low_cut is None:
+        low_cut, low_cut_source = table_cut(summary)
+    return RunFacts(population_size=args.population or settings.get("population"),
+                    window=args.window or settings.get("window"),
+                    mutation_bias=float(settings.get("mutation_bias") or 0.0), low_cut=low_cut,
+                    low_cut_source=low_cut_source, layers=layers, layers_source=layers_source)
+
+
+def space_layers(name: Any) -> tuple[Any, str]:
+    """The layer maps of the search space the run names, if the driver knows it (else None: generic)."""
+    if not isinstance(name, str):
+        return None, ""
+    try:
+        from nas_integration.spaces import get_space
+
+        space = get_space(name)
+    except (ImportError, ValueError):
+        return None, ""
+    return (lambda arch, mode: (space.layer_map(arch, mode), space.layer_nbytes(arch, mode))), \
+        f"the {name} space's layer maps, bytes of its float32 model"
+
+
+def table_cut(summary: dict[str, Any]) -> tuple[float | None, str]:
+    """For a tabular run: the 25th percentile of its score column over the whole table (every architecture)."""
+    from .analyze import LOW_QUANTILE
+
+    evaluator = summary.get("evaluator") if isinstance(summary.get("evaluator"), dict) else {}
+    table, column = evaluator.get("table"), evaluator.get("score_column")
+    if not (isinstance(table, str) and isinstance(column, str) and os.path.isfile(table)):
+        return None, ""
+    with open(table, newline="", encoding="utf-8") as f:
+        values = [float(row[column]) for row in csv.DictReader(f) if row.get(column) not in (None, "")]
+    if not values:
+        return None, ""
+    return float(np.percentile(values, LOW_QUANTILE)), (f"{LOW_QUANTILE}th percentile of {column} over all "
+                                                        f"{len(values)} architectures of the table")
+
+
+@contextlib.contextmanager
+def lazy_progress(total: int, after_s: float = 2.0) -> Iterator[Callable[[str], None]]:
+    """A step callback that shows a progress bar on stderr once the work has run longer than ``after_s``."""
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task("", total=total)
+    t0, shown = time.monotonic(), False
+
+    def step(name: str) -> None:
+        nonlocal shown
+        if not shown and time.monotonic() - t0 > after_s:
+            bar.start()
+            shown = True
+        bar.update(task, advance=1, description=name)
+
+    try:
+        yield step
+    finally:
+        if shown:
+            bar.stop()
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analyze import analyze
-    from .replay import trace_settings
+    from .analyze import STEPS, analyze
     from .trace import read_trace
 
-    settings = trace_settings(args.trace)
-    findings = analyze(read_trace(args.trace), args.out, population_size=args.population or settings.get("population"),
-                       window=args.window, title=os.path.basename(os.path.dirname(os.path.abspath(args.trace))))
-    print(f"wrote {os.path.join(args.out, 'report.md')} ({len(findings)} findings)")
+    facts = run_facts(args, read_summary(args.trace))
+    with lazy_progress(STEPS) as step:
+        findings = analyze(read_trace(args.trace), args.out, facts, progress=step,
+                           title=os.path.basename(os.path.dirname(os.path.abspath(args.trace))))
+    verdicts = Counter(f.verdict for f in findings if f.verdict)
+    print(f"wrote {os.path.join(args.out, 'report.md')} ({len(findings)} findings; study's findings: "
+          + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items())) + ")")
     return 0
 
 
@@ -61,7 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, metavar="DIR")
     a.add_argument("--population", type=int, metavar="P", help="population size (default: summary.json, "
                    "else inferred from the trace)")
-    a.add_argument("--window", type=int, metavar="W", help="popularity window in evaluations (default: P)")
+    a.add_argument("--window", type=int, metavar="W", help="popularity window in evaluations (default: the "
+                   "run's --window from summary.json, else P)")
+    a.add_argument("--low-cut", type=float, metavar="SCORE", help="score below which a model counts as low "
+                   "quality (default: a tabular run's table, 25th percentile over all architectures; else the "
+                   "25th percentile of the run's random initial architectures)")
     a.set_defaults(func=cmd_analyze)
     r = sub.add_parser("replay", help="replay a trace under one policy and capacity; print the metrics as JSON")
     r.add_argument("trace", metavar="TRACE.jsonl")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tensorcache.analyze import PLOTS, SECTIONS, analyze, findings_dict
+from tensorcache.analyze import PLOTS, SECTIONS, STEPS, STUDY, RunFacts, analyze, findings_dict
 from tensorcache.cli import main
 from tensorcache.layers import LayerMap
 
@@ -50,6 +50,18 @@ def test_report_has_four_sections_and_plots(result):
             assert f"]({png})" in report
     assert "population P = 3" in report  # inferred: 3 models had finished when the first child (e) started
     assert "mutations often land in the middle" in report  # the study's statement beside ours
+    assert "2 workers" in report and "mutation operator: one position, uniform over positions" in report
+
+
+def test_every_study_finding_gets_a_verdict_and_a_reason(result):
+    out, _ = result
+    report = (out / "report.md").read_text()
+    verdicts = report.split("## Verdicts")[1].split("## 1.")[0]
+    for claim in STUDY.values():
+        row = next(line for line in verdicts.splitlines() if line.startswith(f"| {claim} |"))
+        verdict, reason = row.split(" | ")[3:5]
+        assert verdict.strip("* ") in ("agrees", "differs", "not measurable here")
+        assert len(reason) > 20
 
 
 def test_structure_numbers(result):
@@ -57,8 +69,10 @@ def test_structure_numbers(result):
     assert f["mutations"] == 4
     assert f["middle_third_share"] == 0.5          # positions 2,1,3,0 of 4 -> 2/3 and 1/3 are in the middle
     assert f["shared_prefix_mean"] == 1.5          # (2 + 1 + 3 + 0) / 4
-    assert f["layers_transferable"] == pytest.approx(6 / 16)
-    assert f["bytes_transferable"] == pytest.approx((0.3 + 0.1 + 0.6 + 0.0) / 4)  # layer bytes 10,20,30,40
+    # no space named: the generic map (layer i depends on positions 0..i) for both rules, one byte per layer
+    assert f["layers_transferable_prefix"] == pytest.approx(6 / 16)
+    assert f["bytes_transferable_prefix"] == pytest.approx(6 / 16)
+    assert f["layers_transferable_compatible"] == pytest.approx(6 / 16)
     assert f["bytes_transferred"] == pytest.approx(0.3 / 4)  # only e recorded a transfer (30 of 100 B)
     assert f["repeated_arch_share"] == 0
 
@@ -89,11 +103,20 @@ def test_popularity_numbers(result):
 
 def test_quality_numbers(result):
     _, f = result
-    assert f["bottom_quartile_score"] == pytest.approx(0.275)  # 25th percentile of the 8 scores
+    assert math.isnan(f["low_cut"])  # 4 random initial architectures: too few for an absolute cut
     assert f["donor_percentile"] == pytest.approx((1 + 2 / 3 + 1 + 1) / 4)  # c is 2nd of {0.5, 0.3, 0.2}
-    assert f["bottom_quartile_population_early"] == pytest.approx((1 + 1 / 2) / 2)  # a alone, then {a, b}
-    assert f["bottom_quartile_population_late"] == 0.0
-    assert f["bottom_quartile_residence"] == 3 and f["bottom_quartile_donations"] == 0
+
+
+def test_low_quality_uses_an_absolute_cut(tmp_path):
+    f = findings_dict(analyze(TRACE, tmp_path, RunFacts(low_cut=0.275, low_cut_source="test")))
+    assert f["low_cut"] == 0.275
+    assert f["low_population_early"] == pytest.approx((1 + 1 / 2) / 2)  # a alone, then {a, b}
+    assert f["low_population_late"] == 0.0
+    assert f["low_residence"] == 3 and f["low_donations"] == 0
+    # a higher bar: the last quarter's populations {e,f,g} and {f,g,h} hold 2 and 1 models below 0.65
+    high = analyze(TRACE, tmp_path, RunFacts(low_cut=0.65))
+    persist = next(x for x in high if x.key == "low_population_late")
+    assert persist.value == pytest.approx((2 / 3 + 1 / 3) / 2) and persist.verdict == "agrees"  # 1.5 models
     assert f["best_score"] == 0.7
     assert f["eval_to_90pct_improvement"] == 7 / 8  # running best .1 .5 .5 .5 .6 .6 .7 .7 reaches .64 at 7th
     assert f["last_half_improvement"] == pytest.approx(1 / 3)
@@ -103,9 +126,12 @@ def test_cli_analyze_reads_population_from_summary(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRACE))
-    (run / "summary.json").write_text(json.dumps({"settings": {"population": 4, "sample": 2}}))
+    (run / "summary.json").write_text(json.dumps({"settings": {"population": 4, "sample": 2, "window": 7,
+                                                                "mutation_bias": 2.0}}))
     assert main(["analyze", str(run / "trace.jsonl"), "--out", str(tmp_path / "rep")]) == 0
-    assert "population P = 4" in (tmp_path / "rep" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "population P = 4" in report and "popularity window 7 evaluations" in report
+    assert "position i drawn with weight (i+1)^2" in report
     assert main(["analyze", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
 
 
@@ -116,3 +142,174 @@ def test_empty_or_broken_trace_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="layer keys vs 2 layer bytes"):
         analyze([bad], tmp_path)
     assert math.isnan(findings_dict(analyze(TRACE[:3], tmp_path))["shared_prefix_mean"])  # no children yet
+
+
+def test_progress_hears_every_step(tmp_path):
+    steps = []
+    analyze(TRACE, tmp_path, progress=steps.append)
+    assert len(steps) == STEPS and steps[-1] == "report"
+
+
+# ------------------------------------------------------------------ transferable rows follow the rule, not the trace
+def nb201_trace(mode: str, n_children: int = 30, seed: int = 3) -> list[dict]:
+    """An NB201 lineage of one-edge mutations whose layer keys and bytes are recorded under ``mode``."""
+    import random
+
+    from nas_integration.spaces import get_space
+
+    space, rng = get_space("nb201"), random.Random(seed)
+    archs, parents, positions = [space.sample(rng) for _ in range(4)], [None] * 4, [None] * 4
+    for _ in range(n_children):
+        k = rng.randrange(len(archs))
+        child, pos = space.mutate(archs[k], rng)
+        archs.append(child)
+        parents.append(f"m{k}")
+        positions.append(pos)
+    out = []
+    for i, (arch, parent, pos) in enumerate(zip(archs, parents, positions)):
+        keys = [k.hex() for k in space.layer_map(arch, mode).keys("nb201", arch)]
+        out.append({"model_id": f"m{i}", "parent_id": parent, "donor_id": parent, "worker": i % 3, "t_start": i,
+                    "t_end": i + 0.5, "arch": list(arch), "mutation_pos": pos, "score": 50 + i % 7,
+                    "transfer_layers": 0, "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": 0.5,
+                    "layer_bytes": space.layer_nbytes(arch, mode), "layer_keys": keys})
+    return out
+
+
+TRANSFER_ROWS = ("layers_transferable_prefix", "bytes_transferable_prefix", "layers_transferable_compatible",
+                 "bytes_transferable_compatible")
+
+
+def test_transferable_rows_do_not_depend_on_the_traces_rule(tmp_path):
+    rows = {}
+    for mode in ("prefix", "compatible"):
+        run = tmp_path / mode
+        run.mkdir()
+        (run / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in nb201_trace(mode)))
+        (run / "summary.json").write_text(json.dumps({"settings": {"space": "nb201", "transfer": mode,
+                                                                   "population": 4}}))
+        assert main(["analyze", str(run / "trace.jsonl"), "--out", str(tmp_path / f"rep-{mode}")]) == 0
+        report = (tmp_path / f"rep-{mode}" / "report.md").read_text()
+        rows[mode] = [line for line in report.splitlines() if "transferable from the parent" in line]
+    assert len(rows["prefix"]) == 4 and rows["prefix"] == rows["compatible"]
+    # a one-edge NB201 mutation keeps every layer but the changed edge's under the compatible rule
+    assert "| 100.0% |" not in rows["prefix"][2] and "prefix rule" in rows["prefix"][0]
+
+
+def test_compatible_rule_counts_all_but_the_mutated_edge(tmp_path):
+    from nas_integration.spaces import get_space
+
+    space = get_space("nb201")
+    trace = nb201_trace("prefix", n_children=10)
+    facts = RunFacts(layers=lambda arch, mode: (space.layer_map(arch, mode), space.layer_nbytes(arch, mode)))
+    f = findings_dict(analyze(trace, tmp_path, facts))
+    kids = [r for r in trace if r["parent_id"] is not None]
+    expect = []
+    for r in kids:  # layers that own no tensors (param-free ops) are not in the map
+        names = [layer.name for layer in space.layer_map(r["arch"], "compatible").layers]
+        sizes = dict(zip(names, space.layer_nbytes(r["arch"], "compatible")))
+        moved = sum(b for name, b in sizes.items() if name != f"edge{r['mutation_pos']}")
+        expect.append(moved / sum(sizes.values()))
+    assert f["bytes_transferable_compatible"] == pytest.approx(sum(expect) / len(expect))
+    assert f["bytes_transferable_prefix"] < f["bytes_transferable_compatible"]
+
+
+# ------------------------------------------------------------------------------------------ baselines, verdicts
+def lineage(workers, same_donor: bool, n: int = 60) -> list[dict]:
+    """P = 4 random models, then ``n`` children; each child's donor is model 0 (same_donor) or a rotating pick."""
+    out = [rec(f"r{i}", None, workers[i % len(workers)], i, i + 0.5, [i % 4] * 4, None, 0.5) for i in range(4)]
+    for i in range(n):
+        donor = "r0" if same_donor else f"r{i % 4}"
+        w = workers[i % len(workers)]
+        out.append(rec(f"c{i:03d}", donor, w, 4 + i, 4.5 + i, [0, 0, 0, i % 4], 3, 0.4))
+    return out
+
+
+def verdict(findings, key):
+    return next(f for f in findings if f.key == key)
+
+
+def test_popularity_against_uniform_donor_choice(tmp_path):
+    skewed = verdict(analyze(lineage([0], same_donor=True), tmp_path, RunFacts(population_size=4)), "top10_share")
+    assert skewed.value == 1.0 and skewed.baseline < 0.5 and skewed.verdict == "agrees"
+    even = verdict(analyze(lineage([0], same_donor=False), tmp_path, RunFacts(population_size=4)), "top10_share")
+    assert even.verdict == "differs" and even.baseline > 0
+
+
+def test_worker_locality_against_a_shuffled_assignment(tmp_path):
+    one = verdict(analyze(lineage([0], True), tmp_path, RunFacts(population_size=4)), "same_worker_reuse")
+    assert one.verdict == "not measurable here" and "one worker" in one.reason
+    # child i has donor r(i mod 4) and runs on worker i mod 4, where that donor ran: every read stays local
+    f = verdict(analyze(lineage([0, 1, 2, 3], False), tmp_path, RunFacts(population_size=4)), "same_worker_reuse")
+    assert f.value == 1.0 and f.baseline == pytest.approx(0.25, abs=0.05) and f.verdict == "agrees"
+    spread = verdict(analyze(lineage([0, 1, 2, 3], True), tmp_path, RunFacts(population_size=4)), "same_worker_reuse")
+    assert spread.verdict == "differs"
+
+
+def test_mid_sequence_verdict_names_the_operator(tmp_path):
+    f = verdict(analyze(lineage([0], True), tmp_path, RunFacts(population_size=4, mutation_bias=1.5)),
+                "middle_third_share")
+    assert f.value == 0 and f.verdict == "differs" and "(i+1)^1.5" in f.reason  # every mutation at position 3
+
+
+def test_popular_span_is_not_a_finding_under_aging(tmp_path):
+    f = verdict(analyze(TRACE, tmp_path), "popular_span_median")
+    assert f.verdict == "not measurable here" and "P = 3" in f.reason
+
+
+def test_workers_sort_numerically():
+    from tensorcache.analyze import Trace
+
+    records = [dict(TRACE[k], worker=w) for k, w in enumerate([9, 63, 8, 10, 62, 7, 1, 0])]
+    assert Trace(records).workers == [0, 1, 7, 8, 9, 10, 62, 63]
+    assert Trace([dict(r, worker=str(r["worker"])) for r in records]).workers[-2:] == ["62", "63"]
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def many_workers(n_workers: int, per_worker: int = 2) -> list[dict]:
+    out = [rec(f"r{i}", None, i % n_workers, i, i + 3, [i % 4] * 4, None, 0.1 * (i % 7)) for i in range(8)]
+    for i in range(n_workers * per_worker):
+        out.append(rec(f"c{i:05d}", f"r{i % 8}", i % n_workers, 8 + i / n_workers, 10 + i / n_workers,
+                       [i % 4, 1, 2, 3], i % 4, 0.5, transfer_bytes=10 * (i % 2)))
+    return out
+
+
+@pytest.mark.parametrize("n_workers", [1, 8, 64, 1024])
+def test_timeline_is_readable_for_any_worker_count(tmp_path, n_workers):
+    from PIL import Image
+
+    analyze(many_workers(n_workers), tmp_path, RunFacts(population_size=8))
+    width, height = Image.open(tmp_path / "worker_timeline.png").size
+    assert 1000 <= width <= 1200 and 280 <= height <= 1300, (width, height)
+    report = (tmp_path / "report.md").read_text()
+    assert plural_ok(report, n_workers)
+
+
+def plural_ok(report: str, n: int) -> bool:
+    return ("1 worker," in report and "1 workers" not in report) if n == 1 else f"{n} workers" in report
+
+
+def test_count_axes_have_integer_ticks(tmp_path, monkeypatch):
+    import tensorcache.analyze as mod
+
+    figures = []
+    real = mod._save
+    monkeypatch.setattr(mod, "_save", lambda fig, out, name: (figures.append(fig), real(fig, out, name)))
+    analyze(TRACE, tmp_path)  # counts of 0..2: matplotlib's default locator would tick 0.25, 0.5, ...
+    counted = [ax for fig in figures for ax in fig.axes
+               if ax.get_ylabel() in ("children", "count", "evaluations running") or ax.get_ylabel().startswith("donations")]
+    assert len(counted) >= 5
+    for ax in counted:
+        ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_ylabel(), ticks)
+
+
+def test_progress_bar_appears_only_on_long_runs(capsys):
+    from tensorcache.cli import lazy_progress
+
+    with lazy_progress(2, after_s=3600) as step:  # a quick run: never drawn
+        step("a")
+        step("b")
+    assert capsys.readouterr().err == ""
+    with lazy_progress(2, after_s=0) as step:  # a long one: drawn, then cleared
+        step("a")
+        step("b")
