@@ -30,10 +30,11 @@ def ratios(stdout: str) -> dict[str, str]:
     return dict(RATIO.findall(stdout))
 
 
-def needs(name: str) -> pytest.MarkDecorator:
-    present = DATA is not None and (DATA / name).exists()
+def needs(name: str, *parts: str) -> pytest.MarkDecorator:
+    """Skip unless $TENSORCACHE_DATA holds data set ``name`` (and the file ``parts`` inside it)."""
+    present = DATA is not None and DATA.joinpath(name, *parts).exists()
     return pytest.mark.skipif(not present, reason=f"needs the full {name} data set: set $TENSORCACHE_DATA to a "
-                                                  f"folder holding {name}/")
+                                                  f"folder holding {'/'.join((name, *parts))}")
 
 
 def test_tiers_quick(tmp_path: Path, redis_url: str) -> None:
