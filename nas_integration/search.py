@@ -79,6 +79,7 @@ class SearchSettings:
     namespace: str | None = None
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
+    revisit: str = "train"  # a child repeating an evaluated arch: "train" it again or "reuse" the earlier score
     window: int | None = None  # donor-window W in evaluations (default 4 x population: bench/policy_compare sweep)
     locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
     worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: --memory)
@@ -114,6 +115,7 @@ class SearchSettings:
                   (s.executor in ("serial", "process", "mpi"),
                    f"executor must be serial, process or mpi, got {s.executor!r}"),
                   (s.transfer in ("prefix", "compatible"), f"transfer must be prefix or compatible, got {s.transfer!r}"),
+                  (s.revisit in ("train", "reuse"), f"revisit must be train or reuse, got {s.revisit!r}"),
                   (s.evals >= 1, f"evals must be >= 1, got {s.evals}"),
                   (s.workers >= 1, f"workers must be >= 1, got {s.workers}"),
                   (s.retries >= 0, f"retries must be >= 0, got {s.retries}"),
@@ -190,9 +192,9 @@ class Tally:
 Progress = Callable[[Tally, int], None]
 
 
-def _record(outcome: Outcome) -> dict[str, Any]:
+def _record(outcome: Outcome, revisit: bool) -> dict[str, Any]:
     c, r = outcome.candidate, outcome.result
-    return {"model_id": c.model_id, "parent_id": c.parent_id, "donor_id": r.donor_id, "worker": outcome.worker,
+    return {"revisit": revisit, "model_id": c.model_id, "parent_id": c.parent_id, "donor_id": r.donor_id, "worker": outcome.worker,
             "t_start": r.t_start, "t_end": r.t_end, "arch": list(c.arch), "mutation_pos": c.mutation_pos,
             "score": r.score, "test": r.test, "transfer_layers": r.transfer_layers,
             "transfer_bytes": r.transfer_bytes, "tier": r.tier, "tier_bytes": r.tier_bytes,
@@ -200,10 +202,42 @@ def _record(outcome: Outcome) -> dict[str, Any]:
             "layer_bytes": r.layer_bytes, "layer_keys": r.layer_keys, "layer_deps": r.layer_deps, **r.extra}
 
 
+class Revisits:
+    """Which children repeat an architecture issued before, and (``reuse``) the earlier score to return
+    for one instead of training it again; every trace record says whether it was a revisit."""
+
+    def __init__(self, reuse: bool) -> None:
+        self.reuse = reuse
+        self.issued: set[tuple[int, ...]] = set()
+        self.again: dict[int, bool] = {}  # candidate index -> revisit
+        self.scores: dict[tuple[int, ...], tuple[float, float | None]] = {}  # arch -> (score, test) when finished
+
+    def issue(self, cand: Candidate) -> None:
+        self.again[cand.index] = cand.arch in self.issued
+        self.issued.add(cand.arch)
+
+    def finished(self, cand: Candidate, score: float, test: float | None) -> None:
+        self.scores.setdefault(cand.arch, (score, test))
+
+    def reused(self, cand: Candidate, now: float) -> dict[str, Any] | None:
+        """The record of ``cand`` answered with the earlier score (no training), or None to train it."""
+        if not self.reuse or cand.arch not in self.scores:
+            return None
+        score, test = self.scores[cand.arch]
+        return {"revisit": True, "reused": True, "model_id": cand.model_id, "parent_id": cand.parent_id,
+                "donor_id": None, "worker": None, "t_start": now, "t_end": now, "arch": list(cand.arch),
+                "mutation_pos": cand.mutation_pos, "score": score, "test": test, "transfer_layers": 0,
+                "transfer_bytes": 0, "tier": None, "tier_bytes": {}, "cache_s": 0.0, "train_s": 0.0,
+                "layer_bytes": [], "layer_keys": [], "layer_deps": []}
+
+
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
-           trace: TraceWriter, tally: Tally, on_record: Progress | None = None) -> list[dict[str, Any]]:
-    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped)."""
+           trace: TraceWriter, tally: Tally, on_record: Progress | None = None,
+           revisit: str = "train") -> list[dict[str, Any]]:
+    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped).
+    ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained."""
     batch = mode == "batch"
+    revisits = Revisits(revisit == "reuse")
     retry: deque[Candidate] = deque()
     attempts: dict[int, int] = {}
     failures: list[dict[str, Any]] = []
@@ -215,8 +249,16 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
             if retry:
                 executor.submit(retry.popleft())
             else:
-                executor.submit(evo.ask())
+                cand = evo.ask()
+                revisits.issue(cand)
                 gen_left -= 1
+                record = revisits.reused(cand, executor.now())
+                if record is not None:
+                    _finish(evo, executor, trace, tally, record, cand, generation if batch else None)
+                    if on_record is not None:
+                        on_record(tally, sum(f["action"] == "dropped" for f in failures))
+                    continue
+                executor.submit(cand)
             outstanding += 1
         if outstanding == 0:
             if batch and generation:
@@ -247,16 +289,23 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 raise RuntimeError(f"{streak} evaluations failed in a row; the last error:\n{outcome.error}")
             continue
         streak = 0
-        record = _record(outcome)
-        trace.write(record)
-        tally.add(record)
+        revisits.finished(cand, outcome.result.score, outcome.result.test)
+        _finish(evo, executor, trace, tally, _record(outcome, revisits.again[cand.index]), cand,
+                generation if batch else None)
         if on_record is not None:
             on_record(tally, sum(f["action"] == "dropped" for f in failures))
-        if batch:
-            generation.append((cand, outcome.result.score))
-        else:
-            evo.tell(cand, outcome.result.score)
-            executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
+
+
+def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter, tally: Tally, record: dict[str, Any],
+            cand: Candidate, generation: list[tuple[Candidate, float]] | None) -> None:
+    """Write a finished child's record and add it to the population (batch mode: to its generation)."""
+    trace.write(record)
+    tally.add(record)
+    if generation is not None:
+        generation.append((cand, record["score"]))
+    else:
+        evo.tell(cand, record["score"])
+        executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
 
 
 def _cache_device(device: str) -> str:
@@ -341,7 +390,7 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     t0 = time.time()
     try:
         with TraceWriter(trace_path) as trace:
-            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record)
+            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit)
     finally:
         cache_stats = executor.close()
     best = tally.best

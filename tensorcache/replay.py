@@ -26,7 +26,7 @@ import math
 import os
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -366,8 +366,9 @@ def write_requests_csv(requests: Sequence[ObjectRequest], path: str | os.PathLik
 
 
 def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, population_size: int = 1,
-        sample_size: int = 1) -> ReplayResult:
-    """Drive ``store`` through the workload's event stream and count what each lookup got."""
+        sample_size: int = 1, progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+    """Drive ``store`` through the workload's event stream and count what each lookup got;
+    ``progress(done, total)`` hears how many events are done every 1000 events and at the end."""
     reference = workload.unbounded
     result = ReplayResult(name, capacity_bytes)
     catalog = Catalog()
@@ -375,6 +376,8 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
     prefix = workload.mode == "prefix"
     n_lookup = 0
     for ev in workload.events:
+        if progress is not None and ev.index % 1000 == 0:
+            progress(ev.index, len(workload.events))
         e = ev.evaluation
         store.handle(ClockMoved(workload.clock[ev.index], workload.clock[ev.index + 1]))
         if ev.insert:
@@ -423,6 +426,8 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
         else:
             result.transfer_bytes_served += got.nbytes
         result.entries_served += len(got.pairs)
+    if progress is not None:
+        progress(len(workload.events), len(workload.events))
     if isinstance(store, PolicyStore):
         result.evictions, result.max_used_bytes = store.evictions, store.max_used
     return result
@@ -447,7 +452,8 @@ def _lookup(catalog: Catalog, store: Store, e: Evaluation, workload: Workload) -
 
 def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy, capacity_bytes: int,
            mode: str = "prefix", population_size: int | None = None, sample_size: int | None = None,
-           policy_kwargs: Mapping[str, Any] | None = None) -> ReplayResult:
+           policy_kwargs: Mapping[str, Any] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
     """Re-run a trace's lookups and inserts under ``policy`` with ``capacity_bytes`` (see module doc).
 
     ``policy`` is a name for ``make_policy`` (``"belady"`` gets the trace's next uses) or a Policy object.
@@ -461,7 +467,7 @@ def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy
             kw.setdefault("next_uses", workload.next_uses())
         policy = make_policy(policy, **kw)
     store = PolicyStore(policy, capacity_bytes)
-    return run(workload, store, policy.name, capacity_bytes, P, S)
+    return run(workload, store, policy.name, capacity_bytes, P, S, progress)
 
 
 def population_params(workload: Workload, population_size: int | None, sample_size: int | None) -> tuple[int, int]:
