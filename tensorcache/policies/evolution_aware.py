@@ -93,10 +93,14 @@ class EvolutionAware(Policy):
 
     name = "evolution-aware"
 
-    def __init__(self, window: int = 100, refresh: int | None = None) -> None:
+    def __init__(self, window: int = 100, refresh: int | None = None, churn: float = 0.125) -> None:
         if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1):
             raise ValueError(f"refresh must be an int >= 1 population updates, got {refresh!r}")
-        self.refresh = refresh  # re-rank every this many population updates (None: P // 20)
+        if not 0 <= churn <= 1:
+            raise ValueError(f"churn must be a fraction in [0, 1], got {churn!r}")
+        self.refresh = refresh  # re-rank every this many population updates (None: P // 20) ...
+        self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
+        self._changes = 0  # inserts and removals since the last rebuild
         self._fallback = DonorWindow(window)
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
@@ -146,7 +150,9 @@ class EvolutionAware(Policy):
             del self._archs[m]  # a dead model that holds nothing is no parent and no entry
             self._modes.pop(m, None)
             self._scores.pop(m, None)
-        if self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)) or not self._rank:
+        due = (self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20))
+               and self._changes >= self.churn * len(self._entries))  # a rebuild is paid for by the changes since
+        if due or not self._rank:
             self._stale = True
 
     def _p_donor(self, score: float, joining: int = 0) -> float:
@@ -209,6 +215,7 @@ class EvolutionAware(Policy):
         size = check_size(size)
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
+        self._changes += 1
         self._fallback.on_insert(key, size, model_id, deps)
         model = self._models.get(model_id)
         tick = next(self._tick)
@@ -241,6 +248,7 @@ class EvolutionAware(Policy):
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self._changes += 1
         self._fallback.on_remove(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
@@ -333,6 +341,12 @@ class EvolutionAware(Policy):
         assert self._state is not None  # computed by _content_value, covering the arch's positions
         return repeat + self._weight(entry.model_id) * (1.0 - self._state[2][list(entry.deps)].sum())
 
+    def _value_missing(self, contents: Sequence[Content]) -> None:
+        """Value, in one pass, the contents not valued since the last rebuild (a model's layers at once)."""
+        missing = list(dict.fromkeys(c for c in contents if c not in self._value))
+        if len(missing) > 1:
+            self._value.update(zip(missing, self._values(missing).tolist()))
+
     def _content_value(self, content: Content) -> float:
         value = self._value.get(content)
         if value is None:
@@ -414,12 +428,13 @@ class EvolutionAware(Policy):
         if not self._stale:
             return
         contents = list(self._holders)
-        self._state, self._ranked_at = None, self._updates
+        self._state, self._ranked_at, self._changes = None, self._updates, 0
         self._value = dict(zip(contents, self._values(contents).tolist()))
         serves = {m: (model.reach() if model.prefix else len(model.keys), model.touch)
                   for m, model in self._models.items()}  # how much a model's copy can serve, then recency
         entries = self._entries
-        best = {content: max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
+        best = {content: next(iter(keys)) if len(keys) == 1 else
+                max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
                 for content, keys in self._holders.items()}  # the one copy of each content worth keeping
         self._rank = {}
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
@@ -436,7 +451,9 @@ class EvolutionAware(Policy):
                 twin = twins.get(model.arch) if model.arch is not None else None
                 spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
                 self._rank[key] = -1.0 if spare else self._entry_value(key) / entry.size
-        self._heap = LazyHeap([(self._priority(key), key) for key in entries])
+        rank, hits, models = self._rank, self._hits, self._models
+        self._heap = LazyHeap([((rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq), key)
+                               for key, e in entries.items()])  # what _priority gives, without a call per entry
         self._stale = False
 
     def _rank_run(self, model: _Model, best: Mapping[Content, Key] | None) -> None:
@@ -448,6 +465,7 @@ class EvolutionAware(Policy):
         if model.arriving():
             self._rank.update((key, math.inf) for key in model.keys.values())
             return
+        self._value_missing([self._entries[key].content for key in model.keys.values()])
         if not model.prefix:
             for key in model.keys.values():
                 entry = self._entries[key]
