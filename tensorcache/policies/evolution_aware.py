@@ -101,6 +101,7 @@ class EvolutionAware(Policy):
         self.refresh = refresh  # re-rank every this many population updates (None: P // 20) ...
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
+        self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
         self._fallback = DonorWindow(window)
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
@@ -150,10 +151,10 @@ class EvolutionAware(Policy):
             del self._archs[m]  # a dead model that holds nothing is no parent and no entry
             self._modes.pop(m, None)
             self._scores.pop(m, None)
-        due = (self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20))
-               and self._changes >= self.churn * len(self._entries))  # a rebuild is paid for by the changes since
-        if due or not self._rank:
+        if not self._rank:
             self._stale = True
+        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)):
+            self._pending = True  # rebuilt once enough entries changed too (``_rebuild_if_due``)
 
     def _p_donor(self, score: float, joining: int = 0) -> float:
         """P(the best of S uniform draws from the members, plus ``joining`` newcomers with this score, scores
@@ -207,6 +208,7 @@ class EvolutionAware(Policy):
         """Expected future reuses of a held entry under the current state (0 for keys not held)."""
         if key not in self._entries:
             return 0.0
+        self._stale = self._stale or self._pending
         self._rebuild_if_stale()
         return 0.0 if self._rank[key] < 0 else self._entry_value(key)
 
@@ -276,6 +278,8 @@ class EvolutionAware(Policy):
             raise empty_error(self)
         if not self.has_population:
             return self._fallback.victim()
+        if self._pending and self._changes >= self.churn * len(self._entries):
+            self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
         self._rebuild_if_stale()
         top = self._heap.peek()
         assert top is not None  # every held entry has a live item
@@ -428,7 +432,7 @@ class EvolutionAware(Policy):
         if not self._stale:
             return
         contents = list(self._holders)
-        self._state, self._ranked_at, self._changes = None, self._updates, 0
+        self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         self._value = dict(zip(contents, self._values(contents).tolist()))
         serves = {m: (model.reach() if model.prefix else len(model.keys), model.touch)
                   for m, model in self._models.items()}  # how much a model's copy can serve, then recency

@@ -584,3 +584,25 @@ def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
         if isinstance(p, EvolutionAware) and p.has_population:  # lowest expected reuse per byte
             per_byte = {k: p.reuse(k) / max(s, 1) for k, s in sizes.items()}
             assert per_byte[victim] <= min(per_byte.values()) + 1e-12
+
+
+def test_evolution_aware_rejects_a_bad_churn():
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="churn"):
+            EvolutionAware(churn=bad)
+
+
+def test_evolution_aware_rebuild_waits_for_enough_changes():
+    """A population update marks the ranking due; victim() rebuilds only once churn x entries changed.
+    With S = 1 every member is as likely a parent, so the oldest (shortest remaining life) goes first."""
+    p = EvolutionAware(refresh=1, churn=0.5)
+    for m in ("a", "b", "c", "d"):
+        p.on_insert((m, 0), 1, m)
+    p.on_population([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("a", 0)
+    p.on_population([("b", 1.0), ("c", 1.0), ("d", 1.0), ("a", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("a", 0)  # due, but no entry changed since: the old ranking stands
+    p.on_remove(("a", 0))
+    p.on_insert(("e", 0), 1, "e")  # 2 changes of 4 entries: the next victim() rebuilds
+    p.on_population([("c", 1.0), ("d", 1.0), ("e", 1.0), ("b", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("c", 0)  # the old ranking would name b
