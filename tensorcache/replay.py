@@ -366,9 +366,12 @@ def write_requests_csv(requests: Sequence[ObjectRequest], path: str | os.PathLik
 
 
 def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, population_size: int = 1,
-        sample_size: int = 1, progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+        sample_size: int = 1, progress: Callable[[int, int], None] | None = None,
+        inflight: bool = False) -> ReplayResult:
     """Drive ``store`` through the workload's event stream and count what each lookup got;
-    ``progress(done, total)`` hears how many events are done every 1000 events and at the end."""
+    ``progress(done, total)`` hears how many events are done every 1000 events and at the end;
+    ``inflight``: each child is described (``ModelDescribed`` without a score) at its lookup, as a driver
+    that tells its cache about the children it issues does."""
     reference = workload.unbounded
     result = ReplayResult(name, capacity_bytes)
     catalog = Catalog()
@@ -399,6 +402,8 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
             for news in evaluation_news(e.mutation_pos, list(population), population_size, sample_size):
                 store.handle(news)  # at the child's finish, as a live search tells its cache
             continue
+        if inflight and e.arch is not None:  # the driver tells its cache which child it just issued
+            store.handle(ModelDescribed(e.model_id, e.arch, workload.mode, len(e.keys), None))
         got = _lookup(catalog, store, e, workload)
         result.served.append(got)
         result.lookups += 1
@@ -453,7 +458,7 @@ def _lookup(catalog: Catalog, store: Store, e: Evaluation, workload: Workload) -
 def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy, capacity_bytes: int,
            mode: str = "prefix", population_size: int | None = None, sample_size: int | None = None,
            policy_kwargs: Mapping[str, Any] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
+           progress: Callable[[int, int], None] | None = None, inflight: bool = False) -> ReplayResult:
     """Re-run a trace's lookups and inserts under ``policy`` with ``capacity_bytes`` (see module doc).
 
     ``policy`` is a name for ``make_policy`` (``"belady"`` gets the trace's next uses) or a Policy object.
@@ -467,7 +472,7 @@ def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy
             kw.setdefault("next_uses", workload.next_uses())
         policy = make_policy(policy, **kw)
     store = PolicyStore(policy, capacity_bytes)
-    return run(workload, store, policy.name, capacity_bytes, P, S, progress)
+    return run(workload, store, policy.name, capacity_bytes, P, S, progress, inflight)
 
 
 def population_params(workload: Workload, population_size: int | None, sample_size: int | None) -> tuple[int, int]:

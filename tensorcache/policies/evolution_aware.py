@@ -119,6 +119,7 @@ class EvolutionAware(Policy):
         self._ascending: list[float] = []  # member scores of the last update
         self._newcomer_p = 0.0
         self._scores: dict[str, float] = {}  # described models not yet listed -> their score
+        self._inflight: dict[str, int] = {}  # described before any entry (a child in flight) -> updates then
         self._hist: list[int] = []
         self._mutations = 0
         self._values_seen: list[set[int]] = []  # per position, the values seen in described archs
@@ -147,7 +148,11 @@ class EvolutionAware(Policy):
         self._listed.update(self._weights)
         for m in self._weights:
             self._scores.pop(m, None)
-        for m in [m for m in self._archs if m not in self._weights and m not in self._models]:
+        for m in [m for m, born in self._inflight.items()
+                  if m in self._weights or self._updates - born >= population_size]:
+            del self._inflight[m]  # listed at last, or its news is too old to trust
+        for m in [m for m in self._archs
+                  if m not in self._weights and m not in self._models and m not in self._inflight]:
             del self._archs[m]  # a dead model that holds nothing is no parent and no entry
             self._modes.pop(m, None)
             self._scores.pop(m, None)
@@ -180,6 +185,8 @@ class EvolutionAware(Policy):
         model_id = str(model_id)
         if score is not None and model_id not in self._listed:
             self._scores[model_id] = _score(score)
+        if model_id not in self._models and model_id not in self._listed and model_id not in self._archs:
+            self._inflight[model_id] = self._updates  # described before its layers: a child in flight
         arch = tuple(_position(a, "arch value") for a in arch)
         self._archs[model_id] = arch
         self._modes[model_id] = (mode == "prefix", int(layers))
@@ -371,11 +378,12 @@ class EvolutionAware(Policy):
         if weight is not None:
             return weight
         model = self._models.get(model_id)
-        if model is None or model_id in self._listed or not self._ascending:
+        born = model.born if model is not None else self._inflight.get(model_id)
+        if born is None or model_id in self._listed or not self._ascending:
             return 0.0
         score = self._scores.get(model_id)
         p = self._newcomer_p if score is None else self._p_donor(score, joining=1)
-        return p * max(0, self._population_size - (self._updates - model.born))
+        return p * max(0, self._population_size - (self._updates - born))
 
     def _mutation_odds(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Per position: P(the mutation lands there), and P(it then picks one given other value)."""
@@ -390,12 +398,15 @@ class EvolutionAware(Policy):
     def _parents(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
         width = max([width, len(self._hist)] + [len(a) for a in self._archs.values()])
-        parents = [(m, a, w) for m, a in self._archs.items() if (w := self._weight(m)) > 0]
-        arch = np.full((len(parents), width), -1, np.int64)
-        for r, (_, a, _) in enumerate(parents):
+        merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
+        for m, a in self._archs.items():
+            if (w := self._weight(m)) > 0:
+                merged[a] = merged.get(a, 0.0) + w
+        arch = np.full((len(merged), width), -1, np.int64)
+        for r, a in enumerate(merged):
             arch[r, : len(a)] = a
         where, pick = self._mutation_odds(width)
-        return arch, np.array([w for _, _, w in parents]), where, pick
+        return arch, np.array(list(merged.values())), where, pick
 
     def _values(self, contents: Sequence[Content]) -> np.ndarray:
         """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
