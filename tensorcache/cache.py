@@ -1,11 +1,16 @@
 """TensorCache: put trained layers, look up the best donor for a child, warm-start a module.
 
-Tiers are ordered fastest first (device, memory, LMDB, Redis). A put writes to the fastest tier and
-through to the widest one (the last), whose log also carries the catalog so other processes see the model.
-An entry evicted from a tier moves down to the next tier that lacks it; a hit served from a slower tier is
-copied up into the faster ones. Each tier has its own policy instance and byte budget. Layers read from a
-process-local tier (device, memory) are decoded once and kept until they leave that tier, so a warm start
-from them costs little more than the copy.
+A thin facade over parts that each own one piece of state:
+
+* ``Catalog`` (catalog.py): model records and residency, which tier holds which entry;
+* ``TierStack`` (stack.py): the tiers fastest first (device, memory, LMDB, Redis), each with its policy,
+  admitting and evicting iteratively; an evicted entry moves down, a hit from a slower tier is copied up;
+* the tiers (tiers/): byte stores that keep their own books; a shared one (LMDB, Redis) changes them in
+  the payloads' transaction and logs each change, which ``_sync`` follows to learn other processes' work;
+* policies hear typed events (events.py), the same ones ``replay`` feeds them.
+
+A put writes to the fastest tier and through to the widest one (the last). Layers read from a
+process-local tier are decoded once and kept until they leave that tier.
 """
 from __future__ import annotations
 
@@ -15,66 +20,25 @@ import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, decode_event, encode_event
-from .layers import LayerMap
-from .payload import PayloadError, decode, encode
+from .catalog import Catalog, Entry, LayerRecord, ModelRecord, TensorRef, check_arch
 from .events import (Donated, EvaluationDone, Inserted, LayerServed, ModelDescribed, Mutated, PolicyEvent,
                      PopulationChanged, Removed)
+from .hit import Hit, Stored
+from .layers import LayerMap
+from .payload import PayloadError, decode, encode
 from .policies import Policy, make_policy
 from .sizes import parse_size
+from .stack import Moves, Slot, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
+from .tiers.base import SharedTier
+from .tiers.books import WRONG_LENGTH, BooksDamaged, Change, Position
 from .transfer import Layer, TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
 
-Entry = tuple[str, int]  # (model_id, layer index)
-
-
-@dataclass
-class Hit:
-    """One donor's servable layers for a child. ``layers[k]`` belongs to child layer ``indices[k]``.
-
-    Tensors are read-only numpy views, or tensors on the device tier's device when served from there."""
-
-    donor: str
-    prefix_len: int
-    indices: list[int]
-    served: list[Layer] = field(repr=False)  # shared with the cache: read only
-    nbytes: int
-    tier: str
-    seconds: float
-    tiers: list[str] = field(default_factory=list, repr=False)  # tier that served each layer, as ``indices``
-
-    @property
-    def layers(self) -> list[dict[str, Any]]:
-        """Each served layer's tensors by name."""
-        return [dict(layer.arrays) for layer in self.served]
-
-    @property
-    def dtypes(self) -> list[dict[str, str]]:
-        """Each served layer's dtype names by tensor name."""
-        return [dict(layer.dtypes) for layer in self.served]
-
-    def tensors(self) -> dict[str, tuple[Any, str]]:
-        """All served tensors, name -> (array, dtype name)."""
-        return {n: (a, layer.dtypes[n]) for layer in self.served for n, a in layer.arrays.items()}
-
-    def apply(self, module: Any) -> TransferReport:
-        """Copy every served tensor into ``module``, or nothing (TransferError names each misfit)."""
-        report, _ = copy_layers(module, self.served)
-        report.donor, report.tier, report.lookup_seconds = self.donor, self.tier, self.seconds
-        return report
-
-
-@dataclass
-class _Slot:
-    tier: Tier
-    policy: Policy
-    refs: dict[bytes, int] = field(default_factory=dict)  # payload digest -> entries of this tier using it
-    layers: dict[Entry, Layer] | None = None  # decoded entries, kept for process-local unverified tiers
+MAX_MODEL_ID_BYTES = 256
 
 
 class TensorCache:
@@ -105,42 +69,59 @@ class TensorCache:
             if mem_size > 0:
                 tiers.append(MemoryTier(mem_size, pinned=pinned))
             if disk is not None:
-                tiers.append(LMDBTier(os.fspath(disk), disk_size))
+                try:
+                    tiers.append(LMDBTier(os.fspath(disk), disk_size, namespace=namespace))
+                except OSError as exc:  # a damaged file: the search goes on without this tier
+                    log.error("LMDB tier refused: %s; continuing without it", exc)
             if redis is not None:
                 tiers.append(RedisTier(redis, redis_size, namespace=namespace, required=redis_required))
         except BaseException:  # e.g. a required Redis is down: release the tiers already opened
             for tier in tiers:
                 tier.close()
             raise
+        if not tiers:
+            raise ValueError(f"no tier could be opened (the LMDB file at {os.fspath(disk)!r} is damaged)")
         # each tier needs its own bookkeeping: a policy object given by the user is copied per tier
-        self._slots = [_Slot(t, copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw),
-                             layers=None if t.shared or verify_memory else {}) for t in tiers]
-        self._where: dict[Entry, set[int]] = {}
+        slots = [Slot(t, copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw),
+                      {} if t.keeps_decoded and not verify_memory else None) for t in tiers]
         self._catalog = Catalog()
-        self._origin = uuid.uuid4().hex
-        self._log_pos = 0
+        self._stack = TierStack(slots, self._catalog, uuid.uuid4().hex)
+        self._positions: dict[int, tuple[Position, bytes | None]] = {}
         self._counts = {k: 0 for k in ("puts", "lookups", "hits", "misses", "layers_served", "bytes_served",
-                                        "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions")}
+                                        "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions",
+                                        "resyncs")}
         self._evictions: dict[str, int] = {}
         self._seconds = {"put": 0.0, "lookup": 0.0, "apply": 0.0}
         self._served_by: dict[str, int] = {}
+        for i, slot in enumerate(slots):
+            if isinstance(slot.tier, SharedTier):
+                self._resync(i, slot.tier, quiet=True)
 
     # ------------------------------------------------------------------ public API
+    @property
+    def tiers(self) -> tuple[Tier, ...]:
+        """The tiers, fastest first (to inspect them; the cache alone changes what they hold)."""
+        return tuple(slot.tier for slot in self._stack.slots)
+
     def put(self, model_id: str, arch: Sequence[int], layers: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-            score: float | None = None, parent: str | None = None, layer_map: LayerMap | None = None) -> int:
-        """Store a trained model's layers; returns payload bytes written. Re-putting a known id is a no-op."""
+            score: float | None = None, parent: str | None = None, layer_map: LayerMap | None = None) -> Stored:
+        """Store a trained model's layers: a list of per-layer ``{name: tensor}`` dicts, or a state dict that
+        ``layer_map`` splits. Re-putting a known id stores nothing (``written`` 0). ValueError names bad input."""
         t0 = time.perf_counter()
-        arch = _check_arch(arch)
+        arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
-        per_layer = lmap.split(layers) if isinstance(layers, Mapping) else list(layers)
-        if len(per_layer) != len(lmap):
-            raise ValueError(f"got {len(per_layer)} layer dicts for a layer map of {len(lmap)} layers")
-        if not isinstance(model_id, str) or not model_id:
-            raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
-        self._sync()
-        if model_id in self._catalog.models:
-            return 0
+        per_layer = _split(lmap, layers)
+        _check_model_id(model_id)
+        if score is not None:
+            score = float(score)
+            if score != score:  # NaN ranks last, as no score does
+                score = None
         keys = lmap.keys(self.namespace, arch)
+        self._sync()
+        known = self._catalog.record(model_id)
+        if known is not None:
+            return Stored(model_id, keys, [layer.blob_bytes for layer in known.layers],
+                          [layer.depends_on for layer in known.layers], 0)
         blobs: dict[bytes, bytearray] = {}
         records = []
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
@@ -148,32 +129,28 @@ class TensorCache:
             for name, tensor in tensors.items():
                 digest, blob, ref = encode(tensor)
                 blobs[digest] = blob
-                refs[name] = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"])
+                refs[name] = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
             records.append(LayerRecord(key, refs, spec.depends_on))
-        record = ModelRecord(model_id, arch, None if score is None else float(score), parent, tuple(records))
-        self._catalog.add(record)
-        self._catalog.pin(model_id)
-        self._describe(record, lmap.mode)
-        written = 0
-        try:
-            for i in sorted({0, len(self._slots) - 1}):
-                for index in range(len(records)):
-                    written += self._admit(i, (model_id, index), blobs)
-        finally:
-            self._catalog.unpin(model_id)
-        last = len(self._slots) - 1
-        held = [k for k in range(len(records)) if last in self._where.get((model_id, k), ())]
-        self._slots[last].tier.append_log(encode_event({"op": "put", "origin": self._origin, "mode": lmap.mode,
-                                                        "record": record.to_json(), "held": held}))
+        record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
+        if not record.nbytes:  # a model with no bytes would win lookups and serve nothing: never a donor
+            log.warning("model %r has no tensor bytes; not stored", model_id)
+            return Stored(model_id, keys, [layer.blob_bytes for layer in records],
+                          [layer.depends_on for layer in records], 0)
+        self._tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
+        moves = Moves()
+        for i in sorted({0, len(self._stack.slots) - 1}):  # the fastest tier, and through to the widest
+            self._stack.admit(i, record, range(len(records)), blobs, moves)
+        self._count(moves)
         self._counts["puts"] += 1
-        self._counts["bytes_stored"] += written
+        self._counts["bytes_stored"] += moves.written
         self._seconds["put"] += time.perf_counter() - t0
-        return written
+        return Stored(model_id, keys, [layer.blob_bytes for layer in records],
+                      [layer.depends_on for layer in records], moves.written)
 
     def lookup(self, arch: Sequence[int], parent: str | None = None, layer_map: LayerMap | None = None) -> Hit | None:
         """The best single donor's servable layers for ``arch``, or None on a miss."""
         t0 = time.perf_counter()
-        arch = _check_arch(arch)
+        arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
         self._sync()
         self._counts["lookups"] += 1
@@ -187,14 +164,14 @@ class TensorCache:
         self._counts["hits"] += 1
         self._counts["layers_served"] += len(hit.indices)
         self._counts["bytes_served"] += hit.nbytes
-        self._served_by[hit.tier] = self._served_by.get(hit.tier, 0) + 1
+        self._served_by[hit.slowest_tier] = self._served_by.get(hit.slowest_tier, 0) + 1
         return hit
 
     def best_donor(self, arch: Sequence[int], parent: str | None = None,
                    layer_map: LayerMap | None = None) -> str | None:
         """The donor ``lookup`` would choose now, from the catalog alone (no payload read, no counters):
         lets a scheduler send the child to the worker that already holds that donor."""
-        arch = _check_arch(arch)
+        arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
         self._sync()
         found = self._catalog.find(lmap.keys(self.namespace, arch), parent, lmap.mode)
@@ -204,14 +181,18 @@ class TensorCache:
                    layer_map: LayerMap | None = None) -> TransferReport:
         """Lookup + copy into ``module``. Layers whose tensors misfit the module are left out (a prefix
         run stops at the first one); the rest is copied all-or-nothing. ``.layers == 0`` on a miss."""
-        lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
+        lmap = layer_map if layer_map is not None else LayerMap.generic(len(check_arch(arch)))
         hit = self.lookup(arch, parent=parent, layer_map=lmap)
         if hit is None:
             return TransferReport()
         report, _ = copy_layers(module, hit.served, "stop" if lmap.mode == "prefix" else "skip")
-        report.donor, report.tier, report.lookup_seconds = hit.donor, hit.tier, hit.seconds
+        report.donor, report.tier, report.lookup_seconds = hit.donor, hit.slowest_tier, hit.seconds
         self._seconds["apply"] += report.seconds
         return report
+
+    def observe(self, event: PolicyEvent) -> None:
+        """Give every tier's policy one typed event (see ``tensorcache.events``)."""
+        self._tell(event)
 
     def notify_evaluation(self) -> None:
         """One evaluation finished: advances sliding windows of the policies."""
@@ -225,31 +206,44 @@ class TensorCache:
         """Tell population-aware policies where a child's mutation landed."""
         self._tell(Mutated(position))
 
-    def _describe(self, record: ModelRecord, mode: str) -> None:
-        """Tell population-aware policies a model's arch, size and score before its layers arrive."""
-        self._tell(ModelDescribed(record.model_id, record.arch, mode, len(record.layers), record.score))
-
-    def _tell(self, event: PolicyEvent) -> None:
-        """Give ``event`` to every tier's policy."""
-        for slot in self._slots:
-            slot.policy.handle(event)
-
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
-        c = dict(self._counts)
+        c: dict[str, Any] = dict(self._counts)
         c["hit_ratio"] = c["hits"] / c["lookups"] if c["lookups"] else 0.0
         c["evictions"] = dict(self._evictions)
         c["served_by_tier"] = dict(self._served_by)
         c["seconds"] = dict(self._seconds)
         c["tiers"] = {s.tier.name: {"used_bytes": s.tier.used_bytes(), "capacity": s.tier.capacity,
-                                    "entries": len(s.policy)} for s in self._slots}
+                                    "entries": len(s.policy)} for s in self._stack.slots}
         c["models"] = len(self._catalog.models)
         return c
 
+    def check_invariants(self) -> list[str]:
+        """Problems found in the cache's bookkeeping, empty when whole: the catalog's own, each tier's books
+        against its store (used bytes equal what is held, no orphans), and each process-local tier's
+        residency against its policy and decoded layers."""
+        self._sync()
+        problems = [f"catalog: {p}" for p in self._catalog.check()]
+        for i, slot in enumerate(self._stack.slots):
+            audit = slot.tier.audit()
+            problems += [f"{slot.tier.name}: {p}" for p in audit.problems]
+            if slot.tier.used_bytes() > slot.tier.capacity:
+                problems.append(f"{slot.tier.name}: {slot.tier.used_bytes()} bytes used over {slot.tier.capacity}")
+            held = {entry for entry, tiers in self._catalog.entries() if i in tiers}
+            if any(entry not in slot.policy for entry in held):
+                problems.append(f"{slot.tier.name}: entries held but unknown to the policy")
+            if not slot.tier.shares_books and len(slot.policy) != len(held):
+                problems.append(f"{slot.tier.name}: policy has {len(slot.policy)} entries, the tier {len(held)}")
+            if slot.decoded is not None and not set(slot.decoded) <= held:
+                problems.append(f"{slot.tier.name}: decoded layers kept for entries it no longer holds")
+            if not slot.tier.shares_books and audit.entries != len(held):
+                problems.append(f"{slot.tier.name}: books hold {audit.entries} entries, the catalog {len(held)}")
+        return problems
+
     def close(self) -> None:
-        for slot in self._slots:
-            if slot.layers is not None:
-                slot.layers.clear()
+        for slot in self._stack.slots:
+            if slot.decoded is not None:
+                slot.decoded.clear()
             slot.tier.close()
 
     def __enter__(self) -> TensorCache:
@@ -259,81 +253,21 @@ class TensorCache:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _entry_blobs(self, entry: Entry) -> list[TensorRef]:
-        return list(self._catalog.models[entry[0]].layers[entry[1]].tensors.values())
+    def _tell(self, event: PolicyEvent) -> None:
+        for slot in self._stack.slots:
+            slot.policy.handle(event)
 
-    def _admit(self, i: int, entry: Entry, blobs: Mapping[bytes, bytes | bytearray | memoryview]) -> int:
-        """Put ``entry`` into tier ``i``, evicting to make room; returns bytes written (0 if not admitted)."""
-        slot = self._slots[i]
-        where = self._where.setdefault(entry, set())
-        if i in where:
-            return 0
-        refs = self._entry_blobs(entry)
-        size = sum(len(blobs[r.digest]) for r in refs)
-        if size > slot.tier.capacity:
-            self._count_eviction(slot, "too_large")
-            return 0
-        while slot.tier.used_bytes() + size > slot.tier.capacity and len(slot.policy):
-            self._evict(i, slot.policy.victim(), "capacity")
-        if slot.tier.used_bytes() + size > slot.tier.capacity:  # a shared tier filled by other processes
-            self._count_eviction(slot, "no_room")
-            return 0
-        missing = {r.digest: blobs[r.digest] for r in refs if slot.refs.get(r.digest, 0) == 0}
-        if missing and not slot.tier.put_many(list(missing.items())):
-            self._counts["dropped_puts"] += 1
-            if not slot.tier.shared:  # a shared store may hold the same payload for another process
-                for digest in missing:
-                    slot.tier.delete(digest)
-            return 0
-        written = sum(len(v) for v in missing.values())
-        for ref in refs:
-            slot.refs[ref.digest] = slot.refs.get(ref.digest, 0) + 1
-        self._where.setdefault(entry, set()).add(i)  # not ``where``: the evictions above may have replaced it
-        model = self._catalog.models[entry[0]]
-        slot.policy.handle(Inserted(entry, size, entry[0], model.layers[entry[1]].deps))
-        self._catalog.hold(*entry)
-        return written
-
-    def _unref(self, slot: _Slot, digest: bytes) -> None:
-        n = slot.refs.get(digest, 0) - 1
-        if n <= 0:
-            slot.refs.pop(digest, None)
-            slot.tier.delete(digest)
-        else:
-            slot.refs[digest] = n
-
-    def _evict(self, i: int, entry: Entry, reason: str, demote: bool = True) -> None:
-        """Remove ``entry`` from tier ``i``; move it to the next tier down that lacks it."""
-        slot = self._slots[i]
-        slot.policy.handle(Removed(entry))
-        self._count_eviction(slot, reason)
-        where = self._where.get(entry, set())
-        refs = self._entry_blobs(entry)
-        if demote and i + 1 < len(self._slots) and (i + 1) not in where:
-            blobs = {}
-            for ref in refs:
-                raw = slot.tier.get(ref.digest)
-                if raw is None:
-                    break
-                blobs[ref.digest] = raw
+    def _count(self, moves: Moves) -> None:
+        for tier, _, reason in moves.evicted:
+            key = f"{tier}:{reason}"
+            self._evictions[key] = self._evictions.get(key, 0) + 1
+        for tier, reason in moves.refused:
+            if reason == "dropped":
+                self._counts["dropped_puts"] += 1
             else:
-                if self._admit(i + 1, entry, blobs):
-                    self._counts["demotions"] += 1
-        where.discard(i)
-        if slot.layers is not None:
-            slot.layers.pop(entry, None)
-        for ref in refs:
-            self._unref(slot, ref.digest)
-        if not where:
-            self._where.pop(entry, None)
-            self._catalog.release(*entry)
-            if i == len(self._slots) - 1 and slot.tier.shared:
-                slot.tier.append_log(encode_event({"op": "drop", "origin": self._origin,
-                                                   "model_id": entry[0], "layer": entry[1]}))
-
-    def _count_eviction(self, slot: _Slot, reason: str) -> None:
-        key = f"{slot.tier.name}:{reason}"
-        self._evictions[key] = self._evictions.get(key, 0) + 1
+                key = f"{tier}:{reason}"
+                self._evictions[key] = self._evictions.get(key, 0) + 1
+        self._counts["demotions"] += moves.demotions
 
     def _fetch(self, keys: list[bytes], parent: str | None, mode: str) -> Hit | None:
         while True:
@@ -341,9 +275,11 @@ class TensorCache:
             if found is None:
                 return None
             donor, pairs = found
-            layers, indices, tiers, slowest, broken = [], [], [], 0, False
+            record = self._catalog.record(donor)
+            assert record is not None
+            layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
             for child_index, donor_index in pairs:
-                got = self._read_entry((donor, donor_index))
+                got = self._read_entry(record, donor_index)
                 if got is None:
                     broken = True
                     if mode == "prefix":
@@ -352,133 +288,192 @@ class TensorCache:
                 layer, tier_index = got
                 layers.append(layer)
                 indices.append(child_index)
-                tiers.append(self._slots[tier_index].tier.name)
+                tiers.append(self._stack.slots[tier_index].tier.name)
+                kinds.append({n: t.kind for n, t in record.layers[donor_index].tensors.items()})
+                served.append(record.layers[donor_index])
                 slowest = max(slowest, tier_index)
             if not indices and broken:
                 continue  # every layer of that donor was unreadable and is now dropped: ask again
             if not indices:
                 return None
             self._tell(Donated(donor))
-            if self._slots[-1].tier.shared:
-                self._slots[-1].tier.append_log(encode_event({"op": "donate", "origin": self._origin,
-                                                              "model_id": donor}))
             prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
-            nbytes = sum(layer.nbytes for layer in layers)
-            return Hit(donor, prefix_len, indices, layers, nbytes, self._slots[slowest].tier.name, 0.0, tiers)
+            return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
+                       self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
+                       [layer.blob_bytes for layer in served])
 
-    def _read_entry(self, entry: Entry) -> tuple[Layer, int] | None:
+    def _read_entry(self, record: ModelRecord, index: int) -> tuple[Layer, int] | None:
         """Read and verify one entry from the fastest tier holding it; bad copies are dropped."""
-        for i in sorted(self._where.get(entry, ())):
-            slot = self._slots[i]
-            layer = None if slot.layers is None else slot.layers.get(entry)
-            raw_blobs: dict[bytes, Any] = {}
+        entry = (record.model_id, index)
+        for i in self._catalog.tiers_of(entry):
+            slot = self._stack.slots[i]
+            layer = None if slot.decoded is None else slot.decoded.get(entry)
+            raw: dict[bytes, Any] = {}
             if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
                 try:
-                    layer, raw_blobs = self._load(slot, entry, layer)
+                    layer, raw = self._load(slot, record, index, layer)
                 except PayloadError as exc:
-                    self._counts["corrupt"] += exc.args[0] != "missing payload"
-                    log.warning("dropping %s layer %d from %s: %s", entry[0], entry[1], slot.tier.name, exc)
-                    self._evict(i, entry, "corrupt" if exc.args[0] != "missing payload" else "missing", demote=False)
+                    missing = exc.args[0] == "missing payload"
+                    self._counts["corrupt"] += not missing
+                    log.warning("dropping %s layer %d from %s: %s", entry[0], index, slot.tier.name, exc)
+                    moves = Moves()
+                    self._stack.evict(i, entry, "missing" if missing else "corrupt", moves)
+                    self._count(moves)
                     continue
-                if slot.layers is not None:
-                    slot.layers[entry] = layer
+                if slot.decoded is not None:
+                    slot.decoded[entry] = layer
             slot.policy.handle(LayerServed(entry))
-            self._catalog.pin(entry[0])  # evictions the promotion cascades may take the copy it reads from
-            try:
-                for faster in range(i):
-                    if self._admit(faster, entry, raw_blobs):
-                        self._counts["promotions"] += 1
-            finally:
-                self._catalog.unpin(entry[0])
+            moves = Moves()
+            for faster in range(i):
+                if self._stack.admit(faster, record, (index,), raw, moves):
+                    self._counts["promotions"] += 1
+            self._count(moves)
             return layer, i
         return None
 
-    def _load(self, slot: _Slot, entry: Entry, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
-        """Decode ``entry`` from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
+    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
+        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
         the raw payloads read; PayloadError if one is missing or does not match the model record."""
-        arrays, dtypes, raw_blobs = {}, {}, {}
-        views = isinstance(slot.tier, DeviceTier) and not self.verify_memory
-        verify = slot.tier.shared or self.verify_memory or not isinstance(slot.tier, MemoryTier)
-        refs = self._catalog.models[entry[0]].layers[entry[1]].tensors
-        digests = [ref.digest for ref in refs.values()]
-        for (name, ref), got in zip(refs.items(), map(slot.tier.view, digests) if views else
-                                    slot.tier.get_many(digests)):
-            if got is None:
+        arrays, dtypes, raw = {}, {}, {}
+        tier = slot.tier
+        views = isinstance(tier, DeviceTier) and not self.verify_memory
+        verify = self.verify_memory or not tier.trusted_bytes
+        refs = record.layers[index].tensors
+        if views:
+            got = [tier.view(ref.digest) for ref in refs.values()]
+        else:
+            got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
+        for (name, ref), value in zip(refs.items(), got):
+            if value is None:
                 raise PayloadError("missing payload")
+            if value is WRONG_LENGTH:
+                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
             if views:
-                arr, dtype = got
+                arr, dtype = value
             else:
-                raw_blobs[ref.digest] = got
+                raw[ref.digest] = value
                 if kept is not None:
                     continue
-                arr, dtype = decode(ref.digest, got, verify=verify, max_nbytes=ref.nbytes,
+                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes,
                                     expect=(ref.dtype, ref.shape, ref.nbytes))
             if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
                 raise PayloadError("payload header disagrees with the model record")
             arrays[name], dtypes[name] = arr, dtype
-        return kept or Layer(arrays, dtypes), raw_blobs
+        return kept or Layer(arrays, dtypes), raw
 
+    # ------------------------------------------------------------------ following shared tiers
     def _sync(self) -> None:
-        """Replay catalog events other processes appended to the widest tier's log."""
-        i = len(self._slots) - 1
-        slot = self._slots[i]
-        if not slot.tier.shared:
+        """Apply the changes other processes made to each shared tier's books since the last look."""
+        for i, slot in enumerate(self._stack.slots):
+            if not isinstance(slot.tier, SharedTier):
+                continue
+            since, last = self._positions[i]
+            got = slot.tier.changes(since, last)
+            if got is None:
+                self._resync(i, slot.tier)
+                continue
+            raws, now = got
+            for raw in raws:
+                try:
+                    self._apply(i, slot, Change.decode(raw))
+                except (BooksDamaged, PayloadError) as exc:
+                    self._counts["corrupt"] += 1
+                    log.warning("ignoring a malformed change in the %s tier's log: %s", slot.tier.name, exc)
+            self._positions[i] = (now, raws[-1] if raws else last)
+
+    def _apply(self, i: int, slot: Slot, change: Change) -> None:
+        if change.origin == self._stack.origin:
             return
-        events, self._log_pos = slot.tier.read_log(self._log_pos)
-        for raw in events:
-            try:
-                event = decode_event(raw)
-                if event.get("origin") == self._origin:
-                    continue
-                self._apply_event(i, slot, event)
-            except (PayloadError, ValueError, KeyError, TypeError, IndexError) as exc:
-                self._counts["corrupt"] += 1
-                log.warning("ignoring malformed catalog event: %s", exc)
-
-    def _apply_event(self, i: int, slot: _Slot, event: dict[str, Any]) -> None:
-        op = event.get("op")
-        if op == "put":
-            record = ModelRecord.from_json(event["record"])
-            if record.model_id in self._catalog.models:
+        entry = (change.model_id, change.index)
+        if change.op == "hold":
+            record = self._catalog.record(change.model_id) or self._fetch_record(slot.tier, change.model_id)
+            if record is None:
                 return
-            self._catalog.add(record)
-            self._describe(record, str(event.get("mode", "prefix")))
-            for index in event.get("held", range(len(record.layers))):
-                layer = record.layers[index]
-                entry = (record.model_id, index)
-                self._where.setdefault(entry, set()).add(i)
-                for ref in layer.tensors.values():
-                    slot.refs[ref.digest] = slot.refs.get(ref.digest, 0) + 1
-                slot.policy.handle(Inserted(entry, layer.nbytes, record.model_id, layer.deps))
-                self._catalog.hold(*entry)
-        elif op == "drop":
-            entry = (str(event["model_id"]), int(event["layer"]))
-            if i in self._where.get(entry, ()):
-                slot.policy.handle(Removed(entry))
-                where = self._where[entry]
-                where.discard(i)
-                for ref in self._entry_blobs(entry):
-                    n = slot.refs.get(ref.digest, 0) - 1
-                    if n <= 0:
-                        slot.refs.pop(ref.digest, None)
-                    else:
-                        slot.refs[ref.digest] = n
-                if not where:
-                    self._where.pop(entry, None)
-                    self._catalog.release(*entry)
-        elif op == "donate":
-            if str(event["model_id"]) in self._catalog.models:
-                slot.policy.handle(Donated(str(event["model_id"])))
+            if change.index >= len(record.layers):
+                raise PayloadError(f"a change holds layer {change.index} of {change.model_id!r}, which has "
+                                   f"{len(record.layers)}")
+            self._hold_seen(i, slot, record, change.index)
+        elif self._catalog.release(entry, i):
+            slot.policy.handle(Removed(entry))
+            if slot.decoded is not None:
+                slot.decoded.pop(entry, None)
+
+    def _hold_seen(self, i: int, slot: Slot, record: ModelRecord, index: int) -> None:
+        """Another process made tier ``i`` hold an entry: record it and tell the policies."""
+        if record.model_id not in self._catalog.models:
+            self._tell(ModelDescribed(record.model_id, record.arch, record.mode, len(record.layers), record.score))
+        if self._catalog.hold(record, index, i):
+            layer = record.layers[index]
+            slot.policy.handle(Inserted((record.model_id, index), layer.blob_bytes, record.model_id,
+                                        layer.depends_on))
+
+    def _fetch_record(self, tier: SharedTier, model_id: str) -> ModelRecord | None:
+        raw = tier.record(model_id)
+        if raw is None:
+            return None
+        record = ModelRecord.from_bytes(raw)
+        if record.model_id != model_id:
+            raise PayloadError(f"record stored for {model_id!r} names {record.model_id!r}")
+        return record
+
+    def _resync(self, i: int, tier: SharedTier, quiet: bool = False) -> None:
+        """Rebuild what this process knows of tier ``i`` from a snapshot of its books (on open, and when
+        its log was lost, restored, truncated or trimmed past this reader)."""
+        snap = tier.snapshot()
+        if snap is None:
+            self._positions.setdefault(i, (Position(b"", 0), None))
+            return
+        if not quiet:
+            self._counts["resyncs"] += 1
+            log.warning("the %s tier's change log was lost, restored or trimmed; resynchronised from its books",
+                        tier.name)
+        slot = self._stack.slots[i]
+        seen: set[Entry] = set()
+        for model_id, raw, held in snap.models:
+            try:
+                record = self._catalog.record(model_id) or ModelRecord.from_bytes(raw)
+                if record.model_id != model_id or held[-1] >= len(record.layers):
+                    raise PayloadError(f"the record stored for {model_id!r} does not match its books")
+            except PayloadError as exc:
+                self._counts["corrupt"] += 1
+                log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
+                continue
+            for index in held:
+                seen.add((model_id, index))
+                self._hold_seen(i, slot, record, index)
+        for entry in [e for e, tiers in self._catalog.entries() if i in tiers and e not in seen]:
+            self._catalog.release(entry, i)
+            slot.policy.handle(Removed(entry))
+        self._positions[i] = (snap.position, snap.last)
 
 
-def _check_arch(arch: Sequence[int]) -> tuple[int, ...]:
-    try:
-        out = tuple(int(a) for a in arch)
-    except (TypeError, ValueError):
-        raise ValueError(f"arch must be a sequence of small non-negative ints, got {arch!r}") from None
-    if not out or any(a < 0 for a in out) or any(float(a) != float(b) for a, b in zip(arch, out)):
-        raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r}")
-    return out
+def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Per-layer tensor dicts from a list of them or a state dict; ValueError naming what does not fit."""
+    if isinstance(layers, Mapping):
+        claimed = {p for spec in lmap.layers for p in spec.params}
+        unmatched = [name for name in layers if name not in claimed]
+        if layers and len(unmatched) == len(layers):
+            raise ValueError(f"state dict entries match no layer of the layer map: {unmatched[:8]}"
+                             f"{' ...' if len(unmatched) > 8 else ''} (give a layer_map that names them)")
+        try:
+            per_layer = lmap.split(layers)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+    else:
+        per_layer = list(layers)
+    if len(per_layer) != len(lmap):
+        raise ValueError(f"got {len(per_layer)} layer dicts for a layer map of {len(lmap)} layers")
+    for n, tensors in enumerate(per_layer):
+        if not isinstance(tensors, Mapping):
+            raise ValueError(f"layer {n} must be a dict of tensors by name, got {type(tensors).__name__}")
+    return per_layer
+
+
+def _check_model_id(model_id: Any) -> None:
+    if not isinstance(model_id, str) or not model_id:
+        raise ValueError(f"model_id must be a non-empty string, got {model_id!r}")
+    if len(model_id.encode()) > MAX_MODEL_ID_BYTES or "\x00" in model_id:
+        raise ValueError(f"model_id must be at most {MAX_MODEL_ID_BYTES} bytes without NUL, got {model_id!r:.80}")
 
 
 def _run_length(indices: Sequence[int]) -> int:

@@ -1,65 +1,91 @@
-"""Model records and the layer-key index that answers "the best donor for this child".
+"""Model records, and the catalog: which tier holds which entry (the one owner of residency in a process)
+and the layer-key index that answers "the best donor for this child".
 
-A record lists, per layer, the layer key and the payload references of its tensors. The index maps
-each layer key to the models holding that layer *somewhere in the cache*, so lookup only ever proposes
-layers that can be served. Records arrive from untrusted shared stores, so parsing validates them.
+A record lists, per layer, the layer key and the payload references of its tensors. The index maps each
+layer key to the models holding that layer in some tier, so lookup only proposes layers that can be
+served. Records also arrive from shared stores other processes write, so parsing validates them.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .payload import PayloadError, check_meta
+from .payload import PayloadError, canonical_header, check_meta
 
+Entry = tuple[str, int]  # (model_id, layer index): one layer of one stored model, the unit tiers hold
 MAX_LAYERS = 100_000
+KINDS = ("numpy", "torch")  # what a tensor was when it was put, and is again when it is served
 
 
 @dataclass(frozen=True)
 class TensorRef:
-    """Where one named tensor's payload lives and what it must look like."""
+    """Where one named tensor's payload lives, what it must look like, and the kind it was put as."""
 
     digest: bytes
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    kind: str = "numpy"
+
+    @property
+    def blob_size(self) -> int:
+        """Length of the stored payload (canonical header + data), known before reading it."""
+        return len(canonical_header(self.dtype, self.shape, self.nbytes)) + self.nbytes
 
 
 @dataclass(frozen=True)
 class LayerRecord:
+    """One stored layer: its key, its tensors by name, and the arch positions it depends on."""
+
     key: bytes
     tensors: dict[str, TensorRef]
-    deps: tuple[int, ...]
+    depends_on: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
+    @property
+    def blob_bytes(self) -> int:
+        """Bytes its payloads take in a tier."""
+        return sum(t.blob_size for t in self.tensors.values())
+
 
 @dataclass(frozen=True)
 class ModelRecord:
+    """A stored model: id, arch, score (None: unknown; ranks last), parent and layers."""
+
     model_id: str
     arch: tuple[int, ...]
     score: float | None
     parent: str | None
     layers: tuple[LayerRecord, ...]
+    mode: str = "prefix"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({
             "model_id": self.model_id, "arch": list(self.arch), "score": self.score, "parent": self.parent,
+            "mode": self.mode,
             "layers": [
-                {"key": layer.key.hex(), "deps": list(layer.deps),
+                {"key": layer.key.hex(), "deps": list(layer.depends_on),
                  "tensors": {n: {"digest": t.digest.hex(), "dtype": t.dtype, "shape": list(t.shape),
-                                 "nbytes": t.nbytes} for n, t in layer.tensors.items()}}
+                                 "nbytes": t.nbytes, "kind": t.kind} for n, t in layer.tensors.items()}}
                 for layer in self.layers
             ],
-        }
+        }, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, obj: Any, max_nbytes: int = 2**40) -> ModelRecord:
+    def from_bytes(cls, raw: bytes, max_nbytes: int = 2**40) -> ModelRecord:
         """Parse and validate a record; PayloadError on anything malformed."""
         try:
+            obj = json.loads(raw)
             layers = []
             if not isinstance(obj["layers"], list) or len(obj["layers"]) > MAX_LAYERS:
                 raise PayloadError("bad layer list")
@@ -67,17 +93,49 @@ class ModelRecord:
                 tensors = {}
                 for name, t in layer["tensors"].items():
                     _, shape, nbytes = check_meta(t["dtype"], t["shape"], t["nbytes"], max_nbytes)
-                    tensors[str(name)] = TensorRef(_hex16(t["digest"]), t["dtype"], shape, nbytes)
+                    kind = t.get("kind", "numpy")
+                    if kind not in KINDS:
+                        raise PayloadError(f"unknown tensor kind {kind!r}")
+                    tensors[str(name)] = TensorRef(_hex16(t["digest"]), t["dtype"], shape, nbytes, kind)
                 layers.append(LayerRecord(_hex16(layer["key"]), tensors, tuple(int(d) for d in layer["deps"])))
-            score = obj["score"]
-            parent = obj["parent"]
-            return cls(str(obj["model_id"]), tuple(int(a) for a in obj["arch"]),
-                       None if score is None else float(score), None if parent is None else str(parent),
-                       tuple(layers))
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: int(Infinity)
+            score, parent, mode = obj["score"], obj["parent"], obj.get("mode", "prefix")
+            if score is not None and not math.isfinite(float(score)):
+                score = None
+            if mode not in ("prefix", "compatible"):
+                raise PayloadError(f"unknown mode {mode!r}")
+            return cls(str(obj["model_id"]), check_arch(obj["arch"]), None if score is None else float(score),
+                       None if parent is None else str(parent), tuple(layers), mode)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
             if isinstance(exc, PayloadError):
                 raise
-            raise PayloadError(f"malformed model record: {exc!r}") from None
+            raise PayloadError(f"malformed model record: {exc!r:.200}") from None
+
+
+MAX_ARCH_VALUE = 2**63 - 1  # what a key's signed 64-bit field encodes
+
+
+def check_arch(arch: Any) -> tuple[int, ...]:
+    """``arch`` as a tuple of ints in 0..2^63-1; ValueError naming it unless it is a non-empty sequence of
+    such ints (bools, strings, floats that are not whole, inf and NaN are refused)."""
+    if isinstance(arch, (str, bytes)) or not isinstance(arch, Iterable):
+        raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r:.200}")
+    out = []
+    for value in arch:
+        if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
+            raise ValueError(f"arch values must be ints, got {value!r} in {arch!r:.200}")
+        try:
+            as_int = int(value)
+            whole = float(value) == float(as_int) if not isinstance(value, int) else True
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"arch values must be ints, got {value!r} in {arch!r:.200}") from None
+        if not whole or not 0 <= as_int <= MAX_ARCH_VALUE:
+            raise ValueError(f"arch values must be ints in 0..{MAX_ARCH_VALUE}, got {value!r} in {arch!r:.200}")
+        out.append(as_int)
+    if not out:
+        raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r:.200}")
+    if len(out) > MAX_LAYERS:
+        raise ValueError(f"arch has {len(out)} positions; at most {MAX_LAYERS}")
+    return tuple(out)
 
 
 def _hex16(text: Any) -> bytes:
@@ -87,64 +145,64 @@ def _hex16(text: Any) -> bytes:
     return raw
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
-def decode_event(raw: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(raw)
-    except RecursionError:  # a nesting bomb from a hostile writer of the shared log
-        raise PayloadError("log event nests too deeply") from None
-    if not isinstance(event, dict):
-        raise PayloadError("log event is not an object")
-    return event
+def rank(score: float | None) -> float:
+    """Sort key of a donor's score, lower first: higher scores first, unknown and NaN scores last."""
+    return math.inf if score is None or math.isnan(score) else -score
 
 
 class Catalog:
-    """Known models and, per layer key, which models hold that layer in some tier."""
+    """Known models, which tiers hold each entry, and per layer key which models hold that layer."""
 
     def __init__(self) -> None:
         self.models: dict[str, ModelRecord] = {}
-        self._by_key: dict[bytes, dict[str, int]] = {}
-        self._held: dict[str, set[int]] = {}
-        self._pinned: set[str] = set()
+        self._tiers: dict[Entry, set[int]] = {}  # entry -> indices of the tiers holding it
+        self._held: dict[str, int] = {}  # model -> how many of its entries some tier holds
+        self._by_key: dict[bytes, dict[str, int]] = {}  # layer key -> {model: its layer index}
 
-    def pin(self, model_id: str) -> None:
-        """Keep the record while it is being stored, even if its first layers get evicted meanwhile."""
-        self._pinned.add(model_id)
+    def hold(self, record: ModelRecord, index: int, tier: int) -> bool:
+        """Tier ``tier`` holds layer ``index`` of ``record``; True if it did not before."""
+        entry = (record.model_id, index)
+        tiers = self._tiers.get(entry)
+        if tiers is None:
+            tiers = self._tiers[entry] = set()
+            self.models.setdefault(record.model_id, record)
+            self._held[record.model_id] = self._held.get(record.model_id, 0) + 1
+            self._by_key.setdefault(record.layers[index].key, {})[record.model_id] = index
+        if tier in tiers:
+            return False
+        tiers.add(tier)
+        return True
 
-    def unpin(self, model_id: str) -> None:
-        self._pinned.discard(model_id)
-        if not self._held.get(model_id) and model_id in self.models:
-            self._held.pop(model_id, None)
-            del self.models[model_id]
+    def release(self, entry: Entry, tier: int) -> bool:
+        """Tier ``tier`` no longer holds ``entry``; True if it was held there. A model is forgotten when
+        no tier holds any of its layers."""
+        tiers = self._tiers.get(entry)
+        if tiers is None or tier not in tiers:
+            return False
+        tiers.discard(tier)
+        if not tiers:
+            del self._tiers[entry]
+            model_id, index = entry
+            record = self.models[model_id]
+            holders = self._by_key.get(record.layers[index].key)
+            if holders is not None and holders.get(model_id) == index:
+                del holders[model_id]
+                if not holders:
+                    del self._by_key[record.layers[index].key]
+            self._held[model_id] -= 1
+            if not self._held[model_id]:
+                del self._held[model_id], self.models[model_id]
+        return True
 
-    def add(self, record: ModelRecord) -> None:
-        self.models[record.model_id] = record
-        self._held.setdefault(record.model_id, set())
+    def tiers_of(self, entry: Entry) -> list[int]:
+        """Indices of the tiers holding ``entry``, fastest first."""
+        return sorted(self._tiers.get(entry, ()))
 
-    def hold(self, model_id: str, index: int) -> None:
-        """Mark layer ``index`` of ``model_id`` as servable (present in at least one tier)."""
-        key = self.models[model_id].layers[index].key
-        self._by_key.setdefault(key, {})[model_id] = index
-        self._held[model_id].add(index)
+    def entries(self) -> Iterable[tuple[Entry, set[int]]]:
+        return self._tiers.items()
 
-    def release(self, model_id: str, index: int) -> None:
-        """Layer left every tier; forget the model once none of its layers is held."""
-        record = self.models.get(model_id)
-        if record is None:
-            return
-        holders = self._by_key.get(record.layers[index].key)
-        if holders is not None:
-            holders.pop(model_id, None)
-            if not holders:
-                del self._by_key[record.layers[index].key]
-        held = self._held[model_id]
-        held.discard(index)
-        if not held and model_id not in self._pinned:
-            del self._held[model_id]
-            del self.models[model_id]
+    def record(self, model_id: str) -> ModelRecord | None:
+        return self.models.get(model_id)
 
     def find(self, keys: Sequence[bytes], parent: str | None, mode: str) -> tuple[str, list[tuple[int, int]]] | None:
         """Best single donor and its [(child layer, donor layer)] pairs, or None.
@@ -153,22 +211,16 @@ class Catalog:
         matching held layers anywhere. Ties go to ``parent``, then to the better score, then model id.
         """
         if mode == "prefix":
-            cands = self._by_key.get(keys[0]) if keys else None
-            if not cands:
-                return None
-            cands = dict(cands)
-            depth = 1
-            for key in keys[1:]:
-                nxt = self._by_key.get(key)
-                if not nxt:
-                    break
-                common = cands.keys() & nxt.keys()
-                if not common:
-                    break
-                cands = {m: nxt[m] for m in common}
-                depth += 1
-            donor = self._pick(cands, parent)
-            return donor, self._pairs(donor, keys[:depth])
+            for depth in range(len(keys), 0, -1):  # deepest first: deep keys have few holders
+                holders = self._by_key.get(keys[depth - 1])
+                if not holders:
+                    continue
+                shallower = [self._by_key.get(k, {}) for k in keys[:depth - 1]]
+                cands = [m for m in holders if all(m in h for h in shallower)]
+                if cands:
+                    donor = self._pick(cands, parent)
+                    return donor, self._pairs(donor, keys[:depth])
+            return None
         counts: dict[str, int] = {}
         for key in keys:
             for m in self._by_key.get(key, ()):
@@ -176,7 +228,7 @@ class Catalog:
         if not counts:
             return None
         best = max(counts.values())
-        donor = self._pick({m for m, c in counts.items() if c == best}, parent)
+        donor = self._pick([m for m, c in counts.items() if c == best], parent)
         return donor, self._pairs(donor, keys)
 
     def _pairs(self, donor: str, keys: Sequence[bytes]) -> list[tuple[int, int]]:
@@ -187,12 +239,24 @@ class Catalog:
                 out.append((j, holders[donor]))
         return out
 
-    def _pick(self, cands, parent: str | None) -> str:
+    def _pick(self, cands: Sequence[str], parent: str | None) -> str:
         if parent is not None and parent in cands:
             return parent
+        return min(cands, key=lambda m: (rank(self.models[m].score), m))
 
-        def rank(m: str) -> tuple[float, str]:
-            score = self.models[m].score
-            return (-(score if score is not None else float("-inf")), m)
+    def check(self) -> list[str]:
+        """Problems with the catalog's own invariants (empty when whole)."""
+        problems = []
+        counts: dict[str, int] = {}
+        for (model_id, index), tiers in self._tiers.items():
+            if not tiers:
+                problems.append(f"{model_id}[{index}] is held by no tier but still listed")
+            if model_id not in self.models:
+                problems.append(f"{model_id}[{index}] is held but its model is unknown")
+            counts[model_id] = counts.get(model_id, 0) + 1
+        if counts != self._held:
+            problems.append("held-entry counts disagree with the entries")
+        if set(self.models) != set(counts):
+            problems.append("models known without held entries, or the reverse")
+        return problems
 
-        return min(cands, key=rank)

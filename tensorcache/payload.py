@@ -38,9 +38,11 @@ class PayloadError(ValueError):
 
 
 def to_array(tensor: Any) -> tuple[np.ndarray, str]:
-    """A C-contiguous host numpy array of ``tensor`` (numpy or torch) and its dtype name."""
+    """A C-contiguous, native-byte-order host numpy array of ``tensor`` (numpy or torch) and its dtype name;
+    TypeError/ValueError naming what cannot be stored."""
     if isinstance(tensor, np.ndarray):
-        arr, name = _contiguous(tensor), tensor.dtype.name
+        arr = tensor if tensor.dtype.isnative else tensor.astype(tensor.dtype.newbyteorder("="))
+        arr, name = _contiguous(arr), tensor.dtype.name
     elif hasattr(tensor, "detach"):  # torch.Tensor, without importing torch
         t = tensor.detach()
         name = str(t.dtype).removeprefix("torch.")
@@ -55,6 +57,8 @@ def to_array(tensor: Any) -> tuple[np.ndarray, str]:
         raise TypeError(f"expected a numpy array or torch tensor, got {type(tensor).__name__}")
     if name not in DTYPES:
         raise TypeError(f"unsupported dtype {name!r}; supported: {sorted(DTYPES)}")
+    if arr.ndim > MAX_NDIM:
+        raise ValueError(f"a tensor of {arr.ndim} dimensions {arr.shape}: at most {MAX_NDIM} can be stored")
     return arr, name
 
 
@@ -77,7 +81,9 @@ def encode(tensor: Any) -> tuple[bytes, bytearray, dict[str, Any]]:
     blob[: len(head)] = head
     blob[len(head):] = arr.reshape(-1).view(np.uint8).data
     key = digest(blob)
-    return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(arr.shape), "nbytes": arr.nbytes}
+    kind = "numpy" if isinstance(tensor, np.ndarray) else "torch"
+    return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(arr.shape), "nbytes": arr.nbytes,
+                       "kind": kind}
 
 
 def check_meta(dtype: Any, shape: Any, nbytes: Any, max_nbytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -119,7 +125,8 @@ def read_header(blob: bytes | bytearray | memoryview, max_nbytes: int = 2**40) -
 
 
 @functools.lru_cache(maxsize=4096)
-def _canonical(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+def canonical_header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
+    """``header`` of a payload, cached (records name the same few shapes over and over)."""
     return header(dtype, shape, nbytes)
 
 
@@ -130,7 +137,7 @@ def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = T
     ``expect``: the (dtype, shape, nbytes) a validated record says the payload holds; a header that is
     byte for byte the canonical one for them is taken as read, others are parsed."""
     view = memoryview(blob).cast("B")
-    head = None if expect is None else _canonical(*expect)
+    head = None if expect is None else canonical_header(*expect)
     if head is not None and len(view) == len(head) + expect[2] and view[: len(head)] == head:
         dtype, shape, offset = expect[0], expect[1], len(head)
     else:

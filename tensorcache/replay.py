@@ -30,14 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .catalog import Catalog, LayerRecord, ModelRecord
+from .catalog import Catalog, Entry, LayerRecord, ModelRecord
 from .layers import MODES
 from .metrics import mark_revisits, positional, ratio
 from .events import (ClockMoved, Donated, Inserted, LayerServed, ModelDescribed, PolicyEvent, Removed,
                      evaluation_news)
 from .policies import Policy, make_policy
-
-Entry = tuple[str, int]  # (model_id, layer index), the cache's entry key
 
 
 @dataclass(frozen=True)
@@ -389,15 +387,12 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
                 store.handle(ModelDescribed(e.model_id, e.arch, workload.mode, len(e.keys), e.score))
             record = ModelRecord(e.model_id, (), e.score, e.parent_id,
                                  tuple(LayerRecord(k, {}, d) for k, d in zip(e.keys, deps)))
-            catalog.add(record)
             for i, size in enumerate(e.sizes):
                 admitted, evicted = store.insert((e.model_id, i), size, e.model_id, deps[i])
-                for m, j in evicted:
-                    catalog.release(m, j)
+                for victim in evicted:
+                    catalog.release(victim, 0)
                 if admitted:
-                    if e.model_id not in catalog.models:  # its own earlier layers were all evicted
-                        catalog.add(record)
-                    catalog.hold(e.model_id, i)
+                    catalog.hold(record, i, 0)
             population.append((e.model_id, e.score if e.score is not None else -math.inf))
             for news in evaluation_news(e.mutation_pos, list(population), population_size, sample_size):
                 store.handle(news)  # at the child's finish, as a live search tells its cache
@@ -449,7 +444,7 @@ def _lookup(catalog: Catalog, store: Store, e: Evaluation, workload: Workload) -
             missing = [j for _, j in pairs if not store.contains((donor, j))]
             if missing:
                 for j in missing:
-                    catalog.release(donor, j)
+                    catalog.release((donor, j), 0)
                 continue
         sizes = workload.sizes[donor]
         return Served(e.model_id, donor, tuple(pairs), sum(sizes[j] for _, j in pairs))

@@ -207,7 +207,7 @@ class TabularEvaluator(Evaluator):
         return Result(
             score=pending.row.score, test=pending.row.test, train_s=pending.duration, cache_s=cache_s,
             donor_id=hit.donor if hit else None, transfer_layers=len(served),
-            transfer_bytes=sum(pending.layer_bytes[i] for i in served), tier=hit.tier if hit else None,
+            transfer_bytes=sum(pending.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
             tier_bytes=tier_bytes,
             layer_bytes=list(pending.layer_bytes),
             layer_keys=[k.hex() for k in pending.layer_map.keys(self.namespace, cand.arch)],

@@ -13,14 +13,16 @@ from .evolution_aware import EvolutionAware
 POLICIES: dict[str, type] = {}
 
 
-def register_policy(name: str, cls: type) -> None:
-    """Make ``cls`` (a Policy subclass) available to ``make_policy`` under ``name``."""
+def register_policy(name: str, cls: type, replace: bool = False) -> None:
+    """Make ``cls`` (a Policy subclass) available to ``make_policy`` under ``name``; a name already
+    registered is an error unless ``replace=True``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"policy name must be a non-empty string, got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Policy)):
         raise TypeError(f"policy {name!r} must be a Policy subclass, got {cls!r}")
-    if POLICIES.get(name, cls) is not cls:
-        raise ValueError(f"policy name {name!r} is already taken by {POLICIES[name].__name__}")
+    if name in POLICIES and not replace:
+        raise ValueError(f"policy name {name!r} is already taken by {POLICIES[name].__name__} "
+                         "(register with replace=True to replace it)")
     POLICIES[name] = cls
 
 

@@ -1,14 +1,27 @@
-"""The Tier contract: a byte store with a byte capacity, plus an append-only log for the catalog."""
+"""The Tier contract: a payload store with a byte capacity that keeps its own books (see ``books``).
+
+What a tier can do is said by capability flags, not by one ``shared`` switch:
+
+* ``shares_books``: other processes see what it holds; it keeps a bounded change log and snapshots.
+* ``trusted_bytes``: stored bytes cannot change under this process (its own memory), so reads skip the
+  digest check unless the cache is told to verify.
+* ``keeps_decoded``: decoded layers may be kept while the tier holds them (process-local tiers).
+* ``device_views``: serves typed tensors on a device without a host copy (``view``).
+"""
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from . import books
+from .books import Admission, Audit, BooksDamaged, Txn
 
 log = logging.getLogger("tensorcache")
+T = TypeVar("T")
 
-MAX_KEY_BYTES = 511  # LMDB's key limit, applied to every tier so keys move freely between them
+MAX_KEY_BYTES = 494  # LMDB's 511-byte key limit less the 17-byte namespace and area prefix, for every tier
 
 
 def warn_once(seen: set[str], kind: str, message: str, *args: object) -> None:
@@ -27,74 +40,145 @@ def check_key(key: bytes) -> bytes:
     return key
 
 
-def check_start(start: int) -> int:
-    """Return a log index if it is a non-negative int; raise ValueError naming it otherwise."""
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise ValueError(f"log start must be a non-negative int, got {start!r}")
-    return start
-
-
 def as_bytes_view(value: bytes | bytearray | memoryview) -> memoryview:
     """A flat unsigned-byte view of ``value`` without copying (it must be C-contiguous)."""
     return memoryview(value).cast("B")
 
 
-class Tier(ABC):
-    """A byte store. Re-putting a key that is present keeps the stored value (keys address content).
+class StoreFailure(Exception):
+    """A store could not do what was asked (I/O error, full, unreachable); the tier reports a miss.
+    ``reported``: the tier has warned about it already."""
 
-    Tiers never evict on their own and never raise on I/O: a failure is logged once per kind and
-    reported as a miss (``get`` -> None) or a dropped put (``put`` -> False).
-    """
+    def __init__(self, message: str, reported: bool = False) -> None:
+        super().__init__(message)
+        self.reported = reported
+
+
+class Tier(ABC):
+    """A payload store with a byte capacity and its own books. Re-putting a stored key keeps the stored
+    value (keys address content). Tiers never evict on their own and never raise on I/O: a failure is
+    logged once per kind and reported as a miss, a refused hold or the last known count."""
 
     name: str
     capacity: int
-    shared: bool
+    shares_books = False
+    trusted_bytes = False
+    keeps_decoded = False
+    device_views = False
 
-    def __init__(self, name: str, capacity: int, shared: bool) -> None:
+    def __init__(self, name: str, capacity: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"{name} tier capacity must be a non-negative int of bytes, got {capacity!r}")
-        self.name, self.capacity, self.shared = name, capacity, shared
+        self.name, self.capacity = name, capacity
         self._warned: set[str] = set()
+        self._last_used = 0
+        self._used_checked = -1  # the used-bytes count the last repair found true (it may exceed the capacity)
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
         """Warn once per kind of failure of this tier."""
         warn_once(self._warned, kind, message, *args)
 
     @abstractmethod
-    def get(self, key: bytes) -> memoryview | bytes | None:
-        """The stored value, or None on a miss or any I/O failure."""
+    def _run(self, write: bool, body: Callable[[Txn], T]) -> T:
+        """``body(txn)`` in one transaction, committed if ``write`` and it returns; StoreFailure if the
+        store failed (the transaction then changed nothing)."""
 
-    @abstractmethod
+    def _attempt(self, kind: str, write: bool, body: Callable[[Txn], T], default: T) -> T:
+        """``_run``, turning a store failure into ``default`` and damaged books into a repair and one retry."""
+        for tries in range(2):
+            try:
+                return self._run(write, body)
+            except StoreFailure as exc:
+                if not exc.reported:
+                    self._warn(kind, "%s tier: %s failed (%s); treating as a miss", self.name, kind, exc)
+                return default
+            except BooksDamaged as exc:
+                if tries or not self._repair(str(exc)):
+                    return default
+        return default
+
+    def _repair(self, why: str) -> bool:
+        """Rebuild the books from the store's contents, with one warning; False if that failed too."""
+        try:
+            before = self._run(True, books.repair)
+        except (StoreFailure, BooksDamaged) as exc:
+            self._warn("repair", "%s tier: its books are damaged (%s) and could not be rebuilt (%s)",
+                       self.name, why, exc)
+            return False
+        if before.problems:
+            log.warning("%s tier: rebuilt its books from the store (%s; %s)", self.name, why,
+                        "; ".join(before.problems[:3]))
+        self._used_checked = self._run(False, lambda txn: books.read_u64(txn.get(books.USED), "used bytes"))
+        return True
+
+    # ------------------------------------------------------------------ payload bytes
+    def get(self, key: bytes) -> Any:
+        """The stored value, or None on a miss or any store failure."""
+        check_key(key)
+        return self._attempt("read", False, lambda txn: txn.get_blob(key), None)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Any]:
+        """``get`` of each key, from one transaction."""
+        keys = [check_key(k) for k in keys]
+        return self._attempt("read", False, lambda txn: [txn.get_blob(k) for k in keys], [None] * len(keys))
+
+    def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
+        """Payloads by (digest, expected length), from one transaction: None if absent, ``books.WRONG_LENGTH``
+        if the stored length differs (found before its bytes are fetched)."""
+        def body(txn: Txn) -> list[Any]:
+            txn.prefetch_blobs([d for d, _ in wanted])
+            return [txn.get_blob(d, size) for d, size in wanted]
+
+        return self._attempt("read", False, body, [None] * len(wanted))
+
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
-        """Store ``value`` under ``key``; True if it is stored now (also if it already was)."""
+        """Store a payload outside the books (tier tests and benches; the cache uses ``hold``)."""
+        check_key(key)
+        src = as_bytes_view(value)
+        return self._attempt("write", True, lambda txn: _raw_put(txn, key, src), False)
 
-    def get_many(self, keys: Sequence[bytes]) -> list[memoryview | bytes | None]:
-        """``get`` of each key. Stores that can batch read them all in one transaction."""
-        return [self.get(key) for key in keys]
-
-    def put_many(self, items: Sequence[tuple[bytes, bytes | bytearray | memoryview]]) -> bool:
-        """Store several values; True if all are stored. Stores that can batch do it in one transaction."""
-        return all([self.put(key, value) for key, value in items])
-
-    @abstractmethod
     def delete(self, key: bytes) -> None:
-        """Remove ``key`` if present."""
+        """Remove a payload stored with ``put``."""
+        check_key(key)
+        self._attempt("delete", True, lambda txn: _raw_delete(txn, key), None)
 
-    @abstractmethod
     def __contains__(self, key: bytes) -> bool:
-        """Whether ``key`` is stored (False on I/O failure)."""
+        check_key(key)
+        return self._attempt("read", False, lambda txn: txn.blob_size(key) is not None, False)
 
-    @abstractmethod
+    # ------------------------------------------------------------------ books
+    def hold(self, record: bytes, model_id: str, index: int, digests: Sequence[bytes],
+             blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
+        """Hold one entry in one transaction (see ``books.hold``); a store failure drops it."""
+        return self.hold_many(record, model_id, [(index, digests)], blobs, origin)
+
+    def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
+                  blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
+        """Hold several entries of one model in one transaction, all or none (see ``books.hold``)."""
+        def body(txn: Txn) -> Admission:
+            txn.prefetch([books.USED])
+            used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
+            if used > self.capacity and used != self._used_checked:
+                raise BooksDamaged(f"used bytes {used} exceed the capacity {self.capacity}")
+            return books.hold(txn, record, model_id, entries, blobs, self.capacity, origin)
+
+        return self._attempt("write", True, body, books.DROPPED)
+
+    def release(self, model_id: str, index: int, origin: str = "") -> bool:
+        """Drop one entry in one transaction (see ``books.release``); False if it was not held."""
+        return self._attempt("delete", True, lambda txn: books.release(txn, model_id, index, origin), False)
+
     def used_bytes(self) -> int:
-        """Value bytes currently stored (shared tiers count them in the store itself)."""
+        """Payload bytes the store counts (the last known count while it fails)."""
+        used = self._attempt("read", False, lambda txn: books.read_u64(txn.get(books.USED), "the used-bytes counter"),
+                             None)
+        if used is not None:
+            self._last_used = used
+        return self._last_used
 
-    @abstractmethod
-    def append_log(self, record: bytes) -> None:
-        """Append one record to the ordered, append-only log."""
-
-    @abstractmethod
-    def read_log(self, start: int) -> tuple[list[bytes], int]:
-        """Records from index ``start`` on, and the index to read from next time."""
+    def audit(self) -> Audit:
+        """The books checked against the store's contents (nothing is changed)."""
+        return self._run(False, lambda txn: books.audit(txn)[0])
 
     @abstractmethod
     def close(self) -> None:
@@ -107,41 +191,165 @@ class Tier(ABC):
         self.close()
 
 
+def _raw_put(txn: Txn, key: bytes, src: memoryview) -> bool:
+    if txn.blob_size(key) is None:
+        txn.put_blob(key, src)
+        used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
+        txn.set(books.USED, books.pack_u64(used + len(src)))
+    return True
+
+
+def _raw_delete(txn: Txn, key: bytes) -> None:
+    size = txn.blob_size(key)
+    if size is not None:
+        txn.delete_blob(key)
+        used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
+        txn.set(books.USED, books.pack_u64(max(0, used - size)))
+
+
+class SharedTier(Tier):
+    """A tier other processes read too: it logs each change of its books and serves snapshots."""
+
+    shares_books = True
+
+    def _check_on_open(self) -> None:
+        """Audit the books against the store; rebuild them if they disagree (orphans of killed writers)."""
+        try:
+            healthy = self._run(False, lambda txn: books.audit(txn)[0]).healthy
+        except (StoreFailure, BooksDamaged):
+            healthy = False
+        if not healthy:
+            self._repair("checked on open")
+
+    def snapshot(self) -> books.Snapshot | None:
+        """Every held model with its record, as of one log position (None if the store fails)."""
+        return self._attempt("snapshot", False, books.snapshot, None)
+
+    def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:
+        """Raw changes after ``since`` and the new position, or None when the reader must resynchronise:
+        the log was lost, restored, truncated, trimmed past ``since``, or its change at ``since`` is no longer
+        ``last`` (what the reader found there, None for nothing)."""
+        def body(txn: Txn) -> tuple[list[bytes], books.Position] | None:
+            check = since.seq > 0
+            txn.prefetch([books.EPOCH, books.SEQ, *([books.log_key(since.seq)] if check else [])])
+            now = books.position(txn)
+            fresh = since == books.Position(b"", 0)  # read before the store's first change
+            if (now.epoch != since.epoch and not fresh) or now.seq < since.seq or now.seq - since.seq > books.LOG_KEEP:
+                return None
+            if check and txn.get(books.log_key(since.seq)) != last:
+                return None  # the change read there is gone or another: the log was restored or rewritten
+            if now.seq == since.seq:
+                return [], now
+            keys = [books.log_key(s) for s in range(since.seq + 1, now.seq + 1)]
+            txn.prefetch(keys)
+            raw = [txn.get(k) for k in keys]
+            if any(r is None for r in raw):
+                return None
+            return raw, now
+
+        return self._attempt("log read", False, body, ([], since))
+
+    def record(self, model_id: str) -> bytes | None:
+        """The stored record of ``model_id`` (None if absent or the store fails)."""
+        return self._attempt("read", False, lambda txn: txn.get(books.model_key(b"r", model_id)), None)
+
+
+
 class ProcessTier(Tier):
-    """A process-local tier: values in a dict, their bytes counted, and a catalog log that is a list
-    living and dying with the tier. Subclasses store values their own way and say their size."""
+    """A process-local tier: payloads and books in dicts of this process, no log. Subclasses store values
+    their own way and say their size; a hold is all-or-nothing (a failed allocation undoes it)."""
+
+    trusted_bytes = True
+    keeps_decoded = True
 
     def __init__(self, name: str, capacity: int) -> None:
-        super().__init__(name, capacity, shared=False)
+        super().__init__(name, capacity)
         self._values: dict[bytes, Any] = {}
-        self._used = 0
-        self._log: list[bytes] = []
+        self._books: dict[bytes, bytes] = {}
+
+    @abstractmethod
+    def _store(self, src: memoryview) -> Any:
+        """The stored form of one payload; StoreFailure if it cannot be allocated."""
 
     @abstractmethod
     def _nbytes(self, stored: Any) -> int:
         """Bytes one stored value counts against the capacity."""
 
-    def delete(self, key: bytes) -> None:
-        stored = self._values.pop(check_key(key), None)
-        if stored is not None:
-            self._used -= self._nbytes(stored)
+    @abstractmethod
+    def _load(self, stored: Any) -> Any:
+        """What ``get`` returns for a stored value."""
 
-    def __contains__(self, key: bytes) -> bool:
-        return check_key(key) in self._values
+    def _run(self, write: bool, body: Callable[[Txn], T]) -> T:
+        txn = _ProcessTxn(self)
+        try:
+            return body(txn)
+        except BaseException:
+            txn.undo()
+            raise
 
     def used_bytes(self) -> int:
-        return self._used
-
-    def append_log(self, record: bytes) -> None:
-        self._log.append(bytes(record))
-
-    def read_log(self, start: int) -> tuple[list[bytes], int]:
-        return self._log[check_start(start):], max(start, len(self._log))
+        return books.read_u64(self._books.get(books.USED), "the used-bytes counter")
 
     def close(self) -> None:
         self._values.clear()
-        self._log.clear()
-        self._used = 0
+        self._books.clear()
 
     def __len__(self) -> int:
         return len(self._values)
+
+
+class _ProcessTxn(Txn):
+    """A transaction on a process tier's dicts, with an undo journal."""
+
+    def __init__(self, tier: ProcessTier) -> None:
+        self.tier = tier
+        self.journal: list[Callable[[], None]] = []
+
+    def undo(self) -> None:
+        for step in reversed(self.journal):
+            step()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.tier._books.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self._remember(self.tier._books, key)
+        self.tier._books[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._remember(self.tier._books, key)
+        self.tier._books.pop(key, None)
+
+    def _remember(self, table: dict[bytes, Any], key: bytes) -> None:
+        if key in table:
+            old = table[key]
+            self.journal.append(lambda: table.__setitem__(key, old))
+        else:
+            self.journal.append(lambda: table.pop(key, None))
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        return iter([k for k in self.tier._books if k.startswith(prefix)])
+
+    def blob_size(self, digest: bytes) -> int | None:
+        stored = self.tier._values.get(digest)
+        return None if stored is None else self.tier._nbytes(stored)
+
+    def get_blob(self, digest: bytes, size: int | None = None) -> Any:
+        stored = self.tier._values.get(digest)
+        if stored is None:
+            return None
+        if size is not None and self.tier._nbytes(stored) != size:
+            return books.WRONG_LENGTH
+        return self.tier._load(stored)
+
+    def put_blob(self, digest: bytes, value: Any) -> None:
+        stored = self.tier._store(as_bytes_view(value))
+        self._remember(self.tier._values, digest)
+        self.tier._values[digest] = stored
+
+    def delete_blob(self, digest: bytes) -> None:
+        self._remember(self.tier._values, digest)
+        self.tier._values.pop(digest, None)
+
+    def blob_digests(self) -> Iterator[bytes]:
+        return iter(list(self.tier._values))

@@ -11,7 +11,7 @@ import warnings
 from typing import Any, NamedTuple
 
 from ..payload import PayloadError, read_header
-from .base import ProcessTier, as_bytes_view, check_key
+from .base import ProcessTier, StoreFailure, check_key
 
 
 class _Stored(NamedTuple):
@@ -23,6 +23,8 @@ class _Stored(NamedTuple):
 
 class DeviceTier(ProcessTier):
     """A dict of torch tensors on ``device``; ``get`` copies a value to the host, ``view`` does not."""
+
+    device_views = True
 
     def __init__(self, capacity: int, device: str = "cuda") -> None:
         import torch
@@ -37,11 +39,8 @@ class DeviceTier(ProcessTier):
             raise ValueError(f"device tier: cannot use device {device!r}: {exc}") from None
         self._torch = torch
 
-    def get(self, key: bytes) -> bytes | None:
+    def _load(self, stored: _Stored) -> bytes:
         """The stored value, copied to the host (for demotion and verified reads; warm starts use ``view``)."""
-        stored = self._values.get(check_key(key))
-        if stored is None:
-            return None
         return stored.head + stored.body.cpu().numpy().tobytes()
 
     def view(self, key: bytes) -> tuple[Any, str] | None:
@@ -57,10 +56,7 @@ class DeviceTier(ProcessTier):
         body = stored.body if stored.dtype == "uint8" else stored.body.view(getattr(self._torch, stored.dtype))
         return body.view(stored.shape), stored.dtype
 
-    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
-        if check_key(key) in self._values:
-            return True
-        src = as_bytes_view(value)
+    def _store(self, src: memoryview) -> _Stored:
         try:
             dtype, shape, offset = read_header(src)
         except PayloadError:
@@ -75,13 +71,11 @@ class DeviceTier(ProcessTier):
         except RuntimeError as exc:  # out of device memory (torch.OutOfMemoryError is a RuntimeError)
             self._warn("alloc", "device tier could not store %d bytes on %s (%s); value dropped",
                        len(src), self.device, exc)
-            return False
-        self._values[key] = _Stored(bytes(src[:offset]), body, dtype, shape)
-        self._used += len(src)
-        return True
+            raise StoreFailure(f"cannot store {len(src)} bytes on {self.device}") from None
+        return _Stored(bytes(src[:offset]), body, dtype, shape)
 
     def _nbytes(self, stored: _Stored) -> int:
         return len(stored.head) + len(stored.body)
 
     def __repr__(self) -> str:
-        return f"DeviceTier(capacity={self.capacity}, device={str(self.device)!r}, used={self._used}, n={len(self)})"
+        return f"DeviceTier(capacity={self.capacity}, device={str(self.device)!r}, used={self.used_bytes()}, n={len(self)})"

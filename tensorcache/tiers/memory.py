@@ -5,11 +5,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import ProcessTier, as_bytes_view, check_key
+from .base import ProcessTier, StoreFailure
 
 
 class MemoryTier(ProcessTier):
-    """A dict of owned byte buffers; ``get`` returns a read-only memoryview of the stored buffer.
+    """A dict of owned byte buffers; ``get`` and ``read`` return a read-only memoryview of the stored buffer.
 
     With ``pinned=True`` each value lives in page-locked memory (a torch uint8 tensor) so copies to
     the GPU can be asynchronous; without torch or CUDA the tier warns once and uses plain buffers.
@@ -22,22 +22,17 @@ class MemoryTier(ProcessTier):
             self._warn("pinned", "pinned memory needs torch with CUDA; the memory tier uses ordinary RAM")
         self.pinned = self._torch is not None
 
-    def get(self, key: bytes) -> memoryview | None:
-        return self._values.get(check_key(key))
-
-    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
-        if check_key(key) in self._values:
-            return True
-        src = as_bytes_view(value)
+    def _store(self, src: memoryview) -> memoryview:
         try:
             buf = self._alloc(len(src))
         except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch failing to pin
             self._warn("alloc", "memory tier could not allocate %d bytes (%s); value dropped", len(src), exc)
-            return False
+            raise StoreFailure(f"cannot allocate {len(src)} bytes") from None
         buf[:] = src
-        self._values[key] = memoryview(buf).toreadonly()
-        self._used += len(src)
-        return True
+        return memoryview(buf).toreadonly()
+
+    def _load(self, stored: memoryview) -> memoryview:
+        return stored
 
     def _alloc(self, n: int) -> Any:
         """A writable uint8 buffer of ``n`` bytes, page-locked when pinning."""
@@ -49,7 +44,7 @@ class MemoryTier(ProcessTier):
         return stored.nbytes
 
     def __repr__(self) -> str:
-        return f"MemoryTier(capacity={self.capacity}, pinned={self.pinned}, used={self._used}, n={len(self)})"
+        return f"MemoryTier(capacity={self.capacity}, pinned={self.pinned}, used={self.used_bytes()}, n={len(self)})"
 
 
 def _pinning_torch() -> Any:

@@ -1,27 +1,27 @@
 """Shared tier on a Redis server, seen by every node of a search.
 
 Keys live under ``tc:{namespace}:`` so searches sharing a server never collide: ``v:<key>`` holds a
-whole value, or for a value over ``chunk_size`` ``m:<key>`` holds a manifest and ``c:<key>:c<i>`` the
-chunks; ``used`` counts stored value bytes and ``log`` is the catalog log (a list), whose generation
-``epoch`` names so that a reader notices a server that restarted empty. Each put or delete is one
-WATCH/MULTI transaction, so the counter moves only when a value really was stored or removed.
-An unreachable server is warned about once per outage, then skipped for a back-off period (0.5 s
-doubling to 30 s).
+whole payload, or for one over ``chunk_size`` ``m:<key>`` holds a manifest and ``c:<key>:c<i>`` the
+chunks; ``b:`` prefixes the tier's books (``books``). Each hold or release is one WATCH/MULTI/EXEC
+transaction over payloads and books together, retried when another client touched what it read. A
+value's length is read (STRLEN, or its manifest) before its bytes. An unreachable server is warned about
+once per outage, then skipped for a back-off period (0.5 s doubling to 30 s).
 """
 from __future__ import annotations
 
-import os
+import random
 import struct
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .base import Tier, as_bytes_view, check_key, check_start, log
+from .base import SharedTier, StoreFailure, log
+from .books import WRONG_LENGTH, Txn
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ _MANIFEST = struct.Struct(">QQ")  # total bytes, chunk size
 _MAX_CHUNK = 512 * 2**20  # Redis's largest string
 _MAX_CHUNKS = 2**24
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
-_WATCH_TRIES = 8
+_WATCH_TRIES = 100  # every hold moves the shared counters, so concurrent writers retry often
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -44,16 +44,14 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
-class RedisTier(Tier):
-    """A byte store on the Redis server at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
-
-    With ``required=True`` an unreachable server at construction raises ConnectionError; otherwise the
-    tier warns and reports misses until the server answers.
-    """
+class RedisTier(SharedTier):
+    """A payload store with its own books on the Redis server at ``url`` (``redis://``, ``rediss://`` or
+    ``unix://``). With ``required=True`` an unreachable server at construction raises ConnectionError;
+    otherwise the tier warns and reports misses until the server answers."""
 
     def __init__(self, url: str, capacity: int, namespace: str, chunk_size: int = 256 * 2**20,
                  required: bool = False, socket_timeout: float = 2.0) -> None:
-        super().__init__("redis", capacity, shared=True)
+        super().__init__("redis", capacity)
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise ValueError(f"redis namespace must be a non-empty string without ':', got {namespace!r}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 0 < chunk_size <= _MAX_CHUNK:
@@ -66,14 +64,11 @@ class RedisTier(Tier):
                                                 socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 0))
         except ValueError as exc:
             raise ValueError(f"bad redis URL {self.url!r}: {exc}") from None
-        self._prefix = f"tc:{namespace}:".encode()
+        self.prefix = f"tc:{namespace}:".encode()
         # a manifest may not name more chunks than this tier's capacity needs (a hostile one could name 2**64)
         self._max_chunks = min(_MAX_CHUNKS, max(1, -(-capacity // chunk_size)))
-        self._used_key, self._log_key = self._prefix + b"used", self._prefix + b"log"
-        self._epoch_key, self._epoch = self._prefix + b"epoch", None  # names the log generation last read
         self._backoff = 0.0
         self._down_until = 0.0
-        self._last_used = 0
         try:
             self._client.ping()
         except (redis.RedisError, OSError) as exc:
@@ -81,26 +76,43 @@ class RedisTier(Tier):
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ConnectionError(f"redis at {self.url} is unreachable and was required: {reason}") from None
             self._unreachable(exc)
+        else:
+            self._check_on_open()
 
-    # ------------------------------------------------------------------ failure handling
-    def _call(self, kind: str, fn: Callable[[], T], default: T) -> T:
-        """``fn()``, or ``default`` while backing off from an unreachable server or on any Redis error."""
+    # ------------------------------------------------------------------ transactions and failures
+    def _run(self, write: bool, body: Callable[[Txn], T]) -> T:
         if time.monotonic() < self._down_until:
-            return default
+            raise StoreFailure("unreachable (backing off)", reported=True)
         try:
-            result = fn()
+            result = self._transact(write, body)
         except _UNREACHABLE as exc:
             self._unreachable(exc)
-            return default
+            raise StoreFailure(f"unreachable ({type(exc).__name__})", reported=True) from None
         except redis.RedisError as exc:
-            self._warn(f"{kind}:{type(exc).__name__}", "redis at %s: %s failed (%s); treating as a miss",
-                       self.address, kind, exc)
-            return default
+            raise StoreFailure(f"{type(exc).__name__}: {exc}") from None
         if self._backoff:
             log.info("redis at %s reachable again", self.address)
             self._backoff = 0.0
             self._warned.discard("unreachable")  # the next outage gets its own warning
         return result
+
+    def _transact(self, write: bool, body: Callable[[Txn], T]) -> T:
+        if not write:
+            return body(_RedisTxn(self, self._client, watching=False))
+        with self._client.pipeline(transaction=True) as pipe:
+            for attempt in range(_WATCH_TRIES):
+                txn = _RedisTxn(self, pipe, watching=True)
+                try:
+                    result = body(txn)
+                    pipe.multi()
+                    for op in txn.writes:
+                        op(pipe)
+                    pipe.execute()
+                    return result
+                except redis.WatchError:
+                    pipe.reset()  # another client changed what this transaction read: run it again
+                    time.sleep(random.uniform(0, 0.0005 * attempt))  # jittered, so writers fall out of step
+        raise StoreFailure("other clients kept changing the same keys")
 
     def _unreachable(self, exc: BaseException) -> None:
         self._warn("unreachable", "redis at %s unreachable; continuing on local tiers (%s)", self.address,
@@ -109,17 +121,7 @@ class RedisTier(Tier):
         self._down_until = time.monotonic() + self._backoff
         self._client.connection_pool.disconnect()  # stale sockets would fail once more after a restart
 
-    # ------------------------------------------------------------------ keys
-    def _value_key(self, key: bytes) -> bytes:
-        return self._prefix + b"v:" + key
-
-    def _manifest_key(self, key: bytes) -> bytes:
-        return self._prefix + b"m:" + key
-
-    def _chunk_keys(self, key: bytes, size: int, chunk: int) -> list[bytes]:
-        return [self._prefix + b"c:" + key + b":c%d" % i for i in range(-(-size // chunk))]
-
-    def _manifest(self, raw: bytes | None) -> tuple[int, int] | None:
+    def manifest(self, raw: bytes | None) -> tuple[int, int] | None:
         """(size, chunk size) from a stored manifest, None if absent or malformed."""
         if raw is None:
             return None
@@ -130,112 +132,136 @@ class RedisTier(Tier):
         self._warn("manifest", "redis at %s: malformed chunk manifest; treating as a miss", self.address)
         return None
 
-    # ------------------------------------------------------------------ Tier
-    def get(self, key: bytes) -> bytes | None:
-        check_key(key)
-        return self._call("read", lambda: self._read(key), None)
-
-    def _read(self, key: bytes) -> bytes | None:
-        value, raw = self._client.mget([self._value_key(key), self._manifest_key(key)])
-        manifest = self._manifest(raw)
-        if value is not None or manifest is None:
-            return value
-        size, chunk = manifest
-        parts = self._client.mget(self._chunk_keys(key, size, chunk))
-        if any(p is None for p in parts) or sum(map(len, parts)) != size:
-            self._warn("chunks", "redis at %s: a chunked value lost chunks; treating as a miss", self.address)
-            return None
-        return b"".join(parts)
-
-    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
-        check_key(key)
-        src = as_bytes_view(value)
-        return self._call("write", lambda: self._write(key, src), False)
-
-    def _write(self, key: bytes, src: memoryview) -> bool:
-        vkey, mkey = self._value_key(key), self._manifest_key(key)
-        with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(_WATCH_TRIES):
-                try:
-                    pipe.watch(vkey, mkey)
-                    if pipe.exists(vkey, mkey):
-                        return True
-                    pipe.multi()
-                    if len(src) <= self.chunk_size:
-                        pipe.set(vkey, src)
-                    else:
-                        chunks = self._chunk_keys(key, len(src), self.chunk_size)
-                        for i, ckey in enumerate(chunks):
-                            pipe.set(ckey, src[i * self.chunk_size:(i + 1) * self.chunk_size])
-                        pipe.set(mkey, _MANIFEST.pack(len(src), self.chunk_size))
-                    pipe.incrby(self._used_key, len(src))
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue  # another client stored or removed this key meanwhile: look again
-        return False
-
-    def delete(self, key: bytes) -> None:
-        check_key(key)
-        self._call("delete", lambda: self._remove(key), None)
-
-    def _remove(self, key: bytes) -> None:
-        vkey, mkey = self._value_key(key), self._manifest_key(key)
-        with self._client.pipeline(transaction=True) as pipe:
-            for _ in range(_WATCH_TRIES):
-                try:
-                    pipe.watch(vkey, mkey)
-                    if pipe.exists(vkey):
-                        size, extra = pipe.strlen(vkey), []
-                    else:
-                        manifest = self._manifest(pipe.get(mkey))
-                        size, extra = (manifest[0], self._chunk_keys(key, *manifest)) if manifest else (0, [])
-                    pipe.multi()
-                    pipe.delete(vkey, mkey, *extra)
-                    if size:
-                        pipe.decrby(self._used_key, size)
-                    pipe.execute()
-                    return
-                except redis.WatchError:
-                    continue
-
-    def __contains__(self, key: bytes) -> bool:
-        check_key(key)
-        return self._call("read", lambda: self._client.exists(self._value_key(key), self._manifest_key(key)) > 0,
-                          False)
-
-    def used_bytes(self) -> int:
-        """Stored value bytes as the server counts them (the last known count while it is unreachable)."""
-        used = self._call("read", lambda: int(self._client.get(self._used_key) or 0), None)
-        if used is not None:
-            self._last_used = used
-        return self._last_used
-
-    def append_log(self, record: bytes) -> None:
-        self._call("log append", lambda: self._append(record), None)
-
-    def _append(self, record: bytes) -> None:
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(self._epoch_key, os.urandom(16).hex(), nx=True)  # a new log starts a new generation
-            pipe.rpush(self._log_key, record)
-            pipe.execute()
-
-    def read_log(self, start: int) -> tuple[list[bytes], int]:
-        check_start(start)
-        got = self._call("log read", lambda: self._read_log(start), None)
-        return ([], start) if got is None else got
-
-    def _read_log(self, start: int) -> tuple[list[bytes], int]:
-        with self._client.pipeline(transaction=True) as pipe:
-            epoch, records = pipe.get(self._epoch_key).lrange(self._log_key, start, -1).execute()
-        if start and self._epoch not in (None, epoch):  # the server lost the log (restarted empty): read anew
-            log.info("redis at %s: the catalog log was reset; reading it from the start", self.address)
-            records, start = self._client.lrange(self._log_key, 0, -1), 0
-        self._epoch = epoch
-        return records, start + len(records)
-
     def close(self) -> None:
         self._client.close()
 
     def __repr__(self) -> str:
         return f"RedisTier({self.url!r}, capacity={self.capacity}, namespace={self.namespace!r})"
+
+
+class _RedisTxn(Txn):
+    """Books and payloads under one namespace: reads go to the server (watched in a write transaction),
+    writes are queued for MULTI/EXEC and seen by this transaction's later reads."""
+
+    logs = True
+
+    def __init__(self, tier: RedisTier, client: Any, watching: bool) -> None:
+        self.tier, self.client, self.watching = tier, client, watching
+        self.p = tier.prefix
+        self.writes: list[Callable[[Any], object]] = []
+        self.pending: dict[bytes, bytes | None] = {}  # book key -> value written here (None: deleted)
+        self.fetched: dict[bytes, bytes | None] = {}  # book key -> value read (and watched) here
+        self.blobs: dict[bytes, int | None] = {}  # digest -> size written here (None: deleted)
+        self.sizes: dict[bytes, tuple[int | None, tuple[int, int] | None]] = {}  # digest -> size, manifest read
+
+    def _watch(self, *keys: bytes) -> None:
+        if self.watching:
+            self.client.watch(*keys)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        if key not in self.fetched:
+            self.prefetch([key])
+        return self.fetched[key]
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if k not in self.pending and k not in self.fetched]
+        if not wanted:
+            return
+        full = [self.p + b"b:" + k for k in wanted]
+        self._watch(*full)
+        self.fetched.update(zip(wanted, self.client.mget(full)))
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        wanted = [d for d in dict.fromkeys(digests) if d not in self.blobs and d not in self.sizes]
+        if not wanted:
+            return
+        keys = [self._keys_of(d) for d in wanted]
+        self._watch(*(k for pair in keys for k in pair))
+        with self.tier._client.pipeline(transaction=False) as pipe:
+            for vkey, mkey in keys:
+                pipe.strlen(vkey).exists(vkey).get(mkey)
+            got = pipe.execute()
+        for n, d in enumerate(wanted):
+            size, exists, raw = got[3 * n:3 * n + 3]
+            if size or exists:
+                self.sizes[d] = (size, None)
+            else:
+                manifest = self.tier.manifest(raw)
+                self.sizes[d] = (None, None) if manifest is None else (manifest[0], manifest)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        self.pending[key] = value
+        self.writes.append(lambda pipe, k=self.p + b"b:" + key, v=value: pipe.set(k, v))
+
+    def delete(self, key: bytes) -> None:
+        self.pending[key] = None
+        self.writes.append(lambda pipe, k=self.p + b"b:" + key: pipe.delete(k))
+
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        return self._scan(b"b:", prefix)
+
+    def _scan(self, area: bytes, prefix: bytes = b"") -> Iterator[bytes]:
+        """Keys under ``area`` + ``prefix``, relative to ``area`` (SCAN: not atomic, used by audits only)."""
+        full = self.p + area + prefix
+        pattern = b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in full) + b"*"
+        skip = len(self.p) + len(area)
+        return iter([k[skip:] for k in self.tier._client.scan_iter(match=pattern, count=1000)])
+
+    def _keys_of(self, digest: bytes) -> tuple[bytes, bytes]:
+        return self.p + b"v:" + digest, self.p + b"m:" + digest
+
+    def _size_and_manifest(self, digest: bytes) -> tuple[int | None, tuple[int, int] | None]:
+        if digest not in self.sizes:
+            self.prefetch_blobs([digest])
+        return self.sizes[digest]
+
+    def blob_size(self, digest: bytes) -> int | None:
+        if digest in self.blobs:
+            return self.blobs[digest]
+        return self._size_and_manifest(digest)[0]
+
+    def get_blob(self, digest: bytes, size: int | None = None) -> bytes | None:
+        stored, manifest = self._size_and_manifest(digest)
+        if stored is None:
+            return None
+        if size is not None and stored != size:
+            return WRONG_LENGTH
+        if manifest is None:
+            return self.client.get(self._keys_of(digest)[0])
+        parts = self.client.mget(self._chunk_keys(digest, *manifest))
+        if any(p is None for p in parts) or sum(map(len, parts)) != stored:
+            self.tier._warn("chunks", "redis at %s: a chunked value lost chunks; treating as a miss",
+                            self.tier.address)
+            return None
+        return b"".join(parts)
+
+    def _chunk_keys(self, digest: bytes, size: int, chunk: int) -> list[bytes]:
+        return [self.p + b"c:" + digest + b":c%d" % i for i in range(-(-size // chunk))]
+
+    def put_blob(self, digest: bytes, value: Any) -> None:
+        src = memoryview(value).cast("B")
+        vkey, mkey = self._keys_of(digest)
+        chunk = self.tier.chunk_size
+        self.blobs[digest] = len(src)
+        if len(src) <= chunk:
+            self.writes.append(lambda pipe: pipe.set(vkey, src))
+            return
+        keys = self._chunk_keys(digest, len(src), chunk)
+
+        def write(pipe: Any) -> None:
+            for i, ckey in enumerate(keys):
+                pipe.set(ckey, src[i * chunk:(i + 1) * chunk])
+            pipe.set(mkey, _MANIFEST.pack(len(src), chunk))
+
+        self.writes.append(write)
+
+    def delete_blob(self, digest: bytes) -> None:
+        _, manifest = self._size_and_manifest(digest)
+        keys = [*self._keys_of(digest), *(self._chunk_keys(digest, *manifest) if manifest else [])]
+        self.blobs[digest] = None
+        self.writes.append(lambda pipe: pipe.delete(*keys))
+
+    def blob_digests(self) -> Iterator[bytes]:
+        return iter([*self._scan(b"v:"), *self._scan(b"m:")])

@@ -2,6 +2,7 @@
 a runner for scripts that must run in another process, and raw write access to the shared stores."""
 from __future__ import annotations
 
+import hashlib
 import inspect
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import lmdb
 import numpy as np
 import pytest
 import redis
+
+from tensorcache.keys import namespace_key
+from tensorcache.tiers import LMDBTier, RedisTier
 
 
 def make_layers(model: int, n_layers: int, width: int = 16) -> list[dict[str, np.ndarray]]:
@@ -74,30 +78,25 @@ class LMDBStore:
     def __init__(self, path: Path) -> None:
         self.path, self.namespace = path, "default"
         self.settings: dict[str, Any] = {"disk": path}
-
-    def _env(self) -> lmdb.Environment:
-        return lmdb.open(str(self.path), max_dbs=3)
+        self.payloads = namespace_key(self.namespace) + b"b"  # a payload's key is this + its digest
 
     def get(self, key: bytes) -> bytes | None:
-        with self._env() as env, env.begin(db=env.open_db(b"blobs")) as txn:
-            return txn.get(key)
+        with lmdb.open(str(self.path)) as env, env.begin() as txn:
+            return txn.get(self.payloads + key)
 
     def set(self, key: bytes, value: bytes) -> None:
-        with self._env() as env, env.begin(write=True, db=env.open_db(b"blobs")) as txn:
-            txn.put(key, value)
+        with lmdb.open(str(self.path)) as env, env.begin(write=True) as txn:
+            txn.put(self.payloads + key, value)
 
-    def append_log(self, record: bytes) -> None:
-        with self._env() as env, env.begin(write=True, db=env.open_db(b"log")) as txn:
-            cursor = txn.cursor()
-            seq = int.from_bytes(cursor.key(), "big") + 1 if cursor.last() else 0
-            txn.put(seq.to_bytes(8, "big"), record)
+    def tier(self) -> LMDBTier:
+        return LMDBTier(self.path, capacity=1 << 30, namespace=self.namespace)
 
 
 class RedisStore:
     """The cache's keys in Redis, written with a plain client."""
 
     def __init__(self, url: str, namespace: str) -> None:
-        self.client, self.namespace = redis.Redis.from_url(url), namespace
+        self.client, self.namespace, self.url = redis.Redis.from_url(url), namespace, url
         self.prefix = f"tc:{namespace}:".encode()
         self.settings = {"redis": url, "namespace": namespace}
 
@@ -107,13 +106,29 @@ class RedisStore:
     def set(self, key: bytes, value: bytes) -> None:
         self.client.set(self.prefix + b"v:" + key, value)
 
-    def append_log(self, record: bytes) -> None:
-        self.client.rpush(self.prefix + b"log", record)
+    def tier(self) -> RedisTier:
+        return RedisTier(self.url, capacity=1 << 30, namespace=self.namespace)
+
+
+def plant(store: LMDBStore | RedisStore, model_id: str, record: bytes, held: Sequence[int] = (0,),
+          payload: bytes = b"planted bytes") -> None:
+    """Make the store hold entries of ``model_id`` described by an arbitrary ``record``, as a hostile writer
+    that follows the books' protocol would (so audits find nothing to repair: only the record is bad)."""
+    digest = hashlib.blake2b(payload, digest_size=16).digest()
+    tier = store.tier()
+    for index in held:
+        assert tier.hold(record, model_id, index, [digest], {digest: payload}).held
+    tier.close()
 
 
 @pytest.fixture
 def lmdb_store(tmp_path: Path) -> LMDBStore:
     return LMDBStore(tmp_path / "cache.lmdb")
+
+
+@pytest.fixture
+def planter() -> Callable[..., None]:
+    return plant
 
 
 @pytest.fixture(params=["lmdb", "redis"])

@@ -59,7 +59,7 @@ def test_bad_layers_are_named_and_nothing_is_stored(layers_of):
         cache.put("m1", (1, 2), [{"w0": np.zeros(4, np.float32)}, {"w1": np.zeros(4, np.uint32)}])
     with pytest.raises(TypeError, match="list"):
         cache.put("m1", (1, 2), [{"w0": np.zeros(4, np.float32)}, {"w1": [0.0, 1.0]}])
-    with pytest.raises(KeyError, match="1.bias"):
+    with pytest.raises(ValueError, match="1.bias"):
         cache.put("m1", (1, 2), {"0.weight": torch.zeros(2)}, layer_map=_two_linear_map())
     with pytest.raises(ValueError, match="model_id must be a non-empty string, got ''"):
         cache.put("", (1, 2), layers_of(1, 2))

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tensorcache import TensorCache
-from tensorcache.catalog import decode_event
+from tensorcache.keys import namespace_key
 
 SHARED = range(0, 40, 4)  # models every writer puts (same id, same tensors)
 
@@ -70,16 +70,12 @@ def test_two_processes_writing_one_lmdb_lose_and_duplicate_nothing(tmp_path, pyt
         assert hit is not None and hit.donor == model and hit.prefix_len == 3, model
         genuine(hit, expected, arch)
     assert reader.stats()["models"] == len(expected) and reader.stats()["corrupt"] == 0
+    assert reader.check_invariants() == []  # used bytes are what is held, no orphans
     reader.close()
-    with lmdb.open(str(path), max_dbs=3, readonly=True, lock=False) as env:
-        blobs, meta, log = (env.open_db(name) for name in (b"blobs", b"meta", b"log"))
-        with env.begin() as txn:
-            values = [bytes(v) for _, v in txn.cursor(db=blobs)]
-            used = int.from_bytes(txn.get(b"used_bytes", db=meta), "big")
-            events = [decode_event(r) for _, r in txn.cursor(db=log)]
+    payloads = namespace_key("node") + b"b"
+    with lmdb.open(str(path), readonly=True, lock=False) as env, env.begin() as txn:
+        values = [bytes(v) for k, v in txn.cursor() if k.startswith(payloads)]
     assert len(values) == 3 * len(expected), "one payload per distinct tensor: none lost, none twice"
-    assert used == sum(map(len, values))
-    assert {e["record"]["model_id"] for e in events if e["op"] == "put"} == set(expected)
 
 
 # argv: lmdb path, redis url, namespace. Each rank puts the same donor at the same moment (a barrier per
@@ -142,15 +138,11 @@ def test_mpi_ranks_putting_the_same_donor_store_it_once_and_lose_nothing(tmp_pat
     prefix = f"tc:{redis_namespace}:".encode()
     with redis.Redis.from_url(redis_url) as raw:
         keys = list(raw.scan_iter(match=prefix + b"v:*"))
-        sizes = [raw.strlen(k) for k in keys]
-        used = int(raw.get(prefix + b"used"))
-        puts = [decode_event(r) for r in raw.lrange(prefix + b"log", 0, -1)]
     assert len(keys) == 3 * len(expected), "one payload per distinct tensor: none lost, none twice"
-    assert used == sum(sizes)
-    assert {e["record"]["model_id"] for e in puts if e["op"] == "put"} == set(expected)
     reader = TensorCache(memory=0, redis=redis_url, namespace=redis_namespace, redis_required=True)
+    assert reader.check_invariants() == [] and reader.stats()["models"] == len(expected)
     for model, arch in expected.items():
         hit = reader.lookup(arch)
-        assert hit.donor == model and hit.tier == "redis" and hit.prefix_len == 3
+        assert hit.donor == model and hit.slowest_tier == "redis" and hit.prefix_len == 3
         genuine(hit, expected, arch)
     reader.close()

@@ -2,6 +2,7 @@
 ask for, counted, and never a crash or a wrong tensor."""
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import time
@@ -14,7 +15,6 @@ import pytest
 import redis
 
 from tensorcache import LayerMap, TensorCache
-from tensorcache.catalog import encode_event
 from tensorcache.payload import MAGIC, PayloadError, decode, encode
 
 TB = 2**40
@@ -99,7 +99,7 @@ def test_a_hostile_chunk_manifest_in_redis_costs_neither_memory_nor_time(redis_u
     reader.close()
 
 
-# ---------------------------------------------------------------- hostile catalog records in the shared log
+# ---------------------------------------------------------------- hostile model records in a shared store
 def _record(model_id: str, arch: list, tensor: dict[str, Any], namespace: str = "elsewhere") -> dict[str, Any]:
     """A model record as JSON whose layer keys are those of ``arch`` in ``namespace``; ``tensor`` overrides
     fields of the single tensor of each layer."""
@@ -110,8 +110,8 @@ def _record(model_id: str, arch: list, tensor: dict[str, Any], namespace: str = 
     return {"model_id": model_id, "arch": arch, "score": 0.5, "parent": None, "layers": layers}
 
 
-def _put(record: dict[str, Any], **extra: Any) -> bytes:
-    return encode_event({"op": "put", "record": record, **extra})
+def _raw(record: dict[str, Any]) -> bytes:
+    return json.dumps(record).encode()
 
 
 TARGET = (5, 5, 5)  # the architecture a hostile record pretends to hold layers for
@@ -120,53 +120,53 @@ MALFORMED: dict[str, bytes] = {  # each must be counted as corrupt
     "not-json": b"\xff\xfe garbage",
     "json-array": b"[1, 2]",
     "nesting-bomb": b"[" * 100_000 + b"]" * 100_000,
-    "infinite-arch": _put(_record("inf", [1, 2], {})).replace(b'"arch":[1,2]', b'"arch":[Infinity,2]'),
-    "score-not-a-number": _put({**_record("nan", [1], {}), "score": "NaN?"}),
-    "tensor-over-the-limit": _put(_record("big", [6], {"shape": [2 * TB], "dtype": "uint8", "nbytes": 2 * TB})),
-    "unknown-dtype": _put(_record("obj", [6], {"dtype": "object"})),
-    "shape-disagrees-with-nbytes": _put(_record("lie", [6], {"shape": [1000]})),
-    "digest-not-hex": _put(_record("hex", [6], {"digest": "zz" * 16})),
-    "digest-too-short": _put(_record("short", [6], {"digest": "ab"})),
-    "layers-not-a-list": _put({**_record("lay", [6], {}), "layers": {"0": 1}}),
-    "record-missing": encode_event({"op": "put"}),
-    "held-out-of-range": _put(_record("held", [6], {}), held=[7]),
-    "drop-with-bad-layer": encode_event({"op": "drop", "model_id": "x", "layer": "first"}),
+    "infinite-arch": _raw(_record("infinite-arch", [1, 2], {})).replace(b'"arch": [1, 2]', b'"arch": [Infinity, 2]'),
+    "arch-over-the-key-range": _raw({**_record("arch-over-the-key-range", [1, 2], {}), "arch": [2**64, 2]}),
+    "arch-of-bools": _raw({**_record("arch-of-bools", [1, 1], {}), "arch": [True, False]}),
+    "score-not-a-number": _raw({**_record("score-not-a-number", [1], {}), "score": "NaN?"}),
+    "tensor-over-the-limit": _raw(_record("tensor-over-the-limit", [6], {"shape": [2 * TB], "dtype": "uint8",
+                                                                          "nbytes": 2 * TB})),
+    "nine-dims": _raw(_record("nine-dims", [6], {"shape": [1] * 8 + [4]})),
+    "unknown-dtype": _raw(_record("unknown-dtype", [6], {"dtype": "object"})),
+    "shape-disagrees-with-nbytes": _raw(_record("shape-disagrees-with-nbytes", [6], {"shape": [1000]})),
+    "digest-not-hex": _raw(_record("digest-not-hex", [6], {"digest": "zz" * 16})),
+    "digest-too-short": _raw(_record("digest-too-short", [6], {"digest": "ab"})),
+    "layers-not-a-list": _raw({**_record("layers-not-a-list", [6], {}), "layers": {"0": 1}}),
+    "names-another-model": _raw(_record("m1", [6], {})),  # would shadow the genuine m1
+    "held-out-of-range": _raw(_record("held-out-of-range", [6], {})),  # planted as holding layer 7
 }
 
 
-def _harmless(namespace: str) -> list[bytes]:
-    """Well-formed events: accepted or ignored, never served wrongly."""
-    return [encode_event({"op": "rm -rf /"}), encode_event({"op": "donate", "model_id": "ghost"}),
-            _put(_record("tera", list(TARGET), {"shape": [2**38], "nbytes": TB}, namespace))]
-
-
-def test_hostile_catalog_records_are_counted_skipped_and_cost_nothing(store, layers_of, genuine):
-    for raw in [*MALFORMED.values(), *_harmless(store.namespace)]:
-        store.append_log(raw)
+def test_hostile_model_records_are_counted_skipped_and_cost_nothing(store, planter, layers_of, genuine):
+    for name, raw in MALFORMED.items():
+        planter(store, name, raw, held=(7,) if name == "held-out-of-range" else (0,))
+    planted = hashlib.blake2b(b"planted bytes", digest_size=16).hexdigest()  # the payload ``planter`` stores
+    tera = _record("tera", list(TARGET), {"shape": [2**38], "nbytes": TB, "digest": planted}, store.namespace)
+    planter(store, "tera", _raw(tera), held=(0, 1, 2))  # well formed; its payloads are not what it claims
     writer = TensorCache(memory=0, **store.settings)  # a legitimate worker that joins after the attack
-    assert writer.put("m1", (1, 2), layers_of(1, 2)) > 0
+    assert writer.put("m1", (1, 2), layers_of(1, 2)).written > 0
     assert writer.stats()["corrupt"] == len(MALFORMED)
     writer.close()
     reader = TensorCache(memory="1MB", **store.settings)
     with allocation_peak() as peak:
         hit = reader.lookup((1, 2))
         target = reader.lookup(TARGET)
-    assert peak[0] < 8 * SMALL, f"replaying the hostile log allocated {peak[0]} bytes"
+    assert peak[0] < 8 * SMALL, f"reading the hostile records allocated {peak[0]} bytes"
     genuine(hit, {"m1": (1, 2)}, (1, 2))
     assert hit.prefix_len == 2
-    assert target is None  # the 1 TB "donor" was proposed, had no payload, and was dropped: a miss
-    assert any(reason.endswith(":missing") for reason in reader.stats()["evictions"])
-    assert reader.stats()["corrupt"] == len(MALFORMED)
+    assert target is None  # the 1 TB "donor" was proposed, its payload's length was wrong: dropped, a miss
+    assert any(reason.endswith(":corrupt") for reason in reader.stats()["evictions"])
+    assert reader.stats()["corrupt"] == len(MALFORMED) + 1
     reader.close()
 
 
-def test_a_record_disagreeing_with_its_payload_is_never_served(store, layers_of):
+def test_a_record_disagreeing_with_its_payload_is_never_served(store, planter, layers_of):
     writer = TensorCache(memory=0, **store.settings)
     writer.put("m1", (1, 2), layers_of(1, 2))
     writer.close()
-    real = encode(layers_of(1, 2)[0]["w0"])[0]  # a real payload: float32, shape [16]
-    store.append_log(_put(_record("liar", [9, 9], {"digest": real.hex(), "shape": [2, 8], "nbytes": 64},
-                                  store.namespace)))
+    real = encode(layers_of(1, 2)[0]["w0"])  # a real payload: float32, shape [16]
+    liar = _record("liar", [9, 9], {"digest": real[0].hex(), "shape": [2, 8], "nbytes": 64}, store.namespace)
+    planter(store, "liar", _raw(liar), held=(0, 1), payload=bytes(real[1]))
     reader = TensorCache(memory="1MB", **store.settings)
     assert reader.lookup((9, 9)) is None
     assert reader.stats()["corrupt"] >= 1

@@ -44,11 +44,11 @@ def test_redis_killed_mid_search_is_a_miss_warned_once_per_outage_and_used_again
 
     def put(cache: TensorCache, m: int, arch: tuple[int, ...]) -> int:
         archs[f"m{m}"] = arch
-        return cache.put(f"m{m}", arch, layers_of(m, 3, WIDTH), score=float(m))
+        return cache.put(f"m{m}", arch, layers_of(m, 3, WIDTH), score=float(m)).written
 
     for m in range(8):
         put(worker, m, (m, 0, 0))
-    assert worker.lookup((0, 0, 1)).tier == "redis"  # m0 left the small memory tier long ago
+    assert worker.lookup((0, 0, 1)).slowest_tier == "redis"  # m0 left the small memory tier long ago
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
         for outage in range(2):
             redis_server.stop()
@@ -57,7 +57,7 @@ def test_redis_killed_mid_search_is_a_miss_warned_once_per_outage_and_used_again
                 child = (m % 10, 1, 0)
                 hit = worker.lookup(child)
                 if hit is not None:
-                    assert hit.tier == "memory"
+                    assert hit.slowest_tier == "memory"
                     genuine(hit, archs, child)
                 assert put(worker, m, (m, 1, 0)) > 0  # stored in memory, the Redis copy dropped
                 worker.notify_evaluation()
@@ -66,7 +66,7 @@ def test_redis_killed_mid_search_is_a_miss_warned_once_per_outage_and_used_again
             redis_server.start()  # same port, empty (no persistence)
             fresh = itertools.count(10_000 * (outage + 1))
             with redis.Redis.from_url(redis_server.url) as raw:
-                _until(lambda: put(worker, m := next(fresh), (m, 2, 0)) and raw.get(b"tc:search:used"),
+                _until(lambda: put(worker, m := next(fresh), (m, 2, 0)) and raw.get(b"tc:search:b:u"),
                        what="puts to reach Redis again")
     assert worker.lookup((0, 0, 0)) is None  # m0 lived only in the lost Redis: a miss, not an error
     stats = worker.stats()
@@ -76,11 +76,11 @@ def test_redis_killed_mid_search_is_a_miss_warned_once_per_outage_and_used_again
                         redis_required=True)
     assert put(other, 2000, (7, 7, 7)) > 0
     hit = _until(lambda: worker.lookup((7, 7, 7)), what="the first worker to see the second worker's model")
-    assert hit.donor == "m2000" and hit.tier == "redis" and hit.prefix_len == 3
+    assert hit.donor == "m2000" and hit.slowest_tier == "redis" and hit.prefix_len == 3
     genuine(hit, archs, (7, 7, 7))
     assert put(worker, 2001, (8, 8, 8)) > 0
     hit = other.lookup((8, 8, 8))
-    assert hit.donor == "m2001" and hit.tier == "redis"
+    assert hit.donor == "m2001" and hit.slowest_tier == "redis"
     genuine(hit, archs, (8, 8, 8))
     worker.close()
     other.close()
@@ -97,7 +97,7 @@ def test_unreachable_redis_at_start_is_one_clear_error_if_required_else_local_ti
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
         cache = TensorCache(memory="1MB", disk=disk, redis=url)
         for m in range(5):
-            assert cache.put(f"m{m}", (m, 1), layers_of(m, 2)) > 0
+            assert cache.put(f"m{m}", (m, 1), layers_of(m, 2)).written > 0
             assert cache.lookup((m, 1)).donor == f"m{m}"
     assert len(_unreachable(caplog)) == 1
     assert cache.stats()["hits"] == 5
@@ -176,7 +176,7 @@ def test_password_and_tls_urls_pass_through_and_no_secret_is_logged(secured, lay
         writer.put("m1", (1, 2), layers_of(1, 2))
         reader = TensorCache(memory="1MB", redis=secured.url(PASSWORD), namespace="auth", redis_required=True)
         hit = reader.lookup((1, 2))
-        assert hit.tier == "redis"
+        assert hit.slowest_tier == "redis"
         genuine(hit, {"m1": (1, 2)}, (1, 2))
         wrong = "Wr0ng-" + PASSWORD
         for password in (wrong, ""):
@@ -184,7 +184,7 @@ def test_password_and_tls_urls_pass_through_and_no_secret_is_logged(secured, lay
                 TensorCache(memory="1MB", redis=secured.url(password), namespace="auth", redis_required=True)
             assert "\n" not in str(info.value) and (not password or password not in str(info.value))
         lenient = TensorCache(memory="1MB", redis=secured.url(wrong), namespace="auth")
-        assert lenient.lookup((1, 2)) is None and lenient.put("m2", (2, 2), layers_of(2, 2)) > 0
+        assert lenient.lookup((1, 2)) is None and lenient.put("m2", (2, 2), layers_of(2, 2)).written > 0
         shown = " ".join([caplog.text, repr(writer.stats()), repr(lenient.stats())])
     assert len(_unreachable(caplog)) == 1
     assert PASSWORD not in shown and wrong not in shown

@@ -64,19 +64,19 @@ class _Exploit:
         return os.mkdir, (self.marker,)
 
 
-def test_a_pickle_planted_in_the_store_is_a_miss_and_never_runs(store, tmp_path, layers_of, genuine):
+def test_a_pickle_planted_in_the_store_is_a_miss_and_never_runs(store, planter, tmp_path, layers_of, genuine):
     marker = tmp_path / "pwned"
     exploit = pickle.dumps(_Exploit(str(marker)))
     writer = TensorCache(memory=0, **store.settings)
     writer.put("m1", (1, 2), layers_of(1, 2))
     writer.close()
     store.set(encode(layers_of(1, 2)[1]["w1"])[0], exploit)  # as a payload
-    store.append_log(exploit)  # and as a catalog record
+    planter(store, "exploit", exploit)  # and as a model record
     reader = TensorCache(memory="1MB", **store.settings)
     hit = reader.lookup((1, 2))
     assert hit.prefix_len == 1
     genuine(hit, {"m1": (1, 2)}, (1, 2))
-    assert reader.stats()["corrupt"] == 2  # the payload and the log record
+    assert reader.stats()["corrupt"] == 2  # the payload and the model record
     assert not marker.exists(), "a planted pickle was executed"
     reader.close()
 
@@ -93,7 +93,7 @@ def test_two_searches_on_one_redis_never_see_each_other(redis_url, redis_namespa
     for k, name in enumerate(names):
         fresh = TensorCache(memory="1MB", redis=redis_url, namespace=name, redis_required=True)
         hit = fresh.lookup((1, 2, 3))
-        assert hit.tier == "redis" and fresh.stats()["models"] == 1
+        assert hit.slowest_tier == "redis" and fresh.stats()["models"] == 1
         assert [float(layer[f"w{i}"][0]) for i, layer in enumerate(hit.layers)] == [100.0 * (k + 1) + i
                                                                                      for i in range(3)]
         fresh.close()

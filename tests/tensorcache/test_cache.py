@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import lmdb
+
 from tensorcache import LayerMap, TensorCache
+from tensorcache.keys import namespace_key
+from tensorcache.payload import encode
 
 
 def layer_tensors(model: int, arch, width: int = 4):
@@ -87,8 +91,7 @@ def test_capacities_are_never_exceeded_and_hits_are_genuine(tmp_path_factory, op
         cache.notify_evaluation()
         for name, tier in cache.stats()["tiers"].items():
             assert tier["used_bytes"] <= tier["capacity"], name
-        for i, slot in enumerate(cache._slots):  # decoded layers are kept only while their tier holds them
-            assert slot.layers is None or all(i in cache._where.get(entry, ()) for entry in slot.layers)
+        assert cache.check_invariants() == []  # books, residency, policies and kept layers agree
     cache.close()
 
 
@@ -104,10 +107,7 @@ def test_a_promotion_whose_evictions_cascade_onto_its_own_copy_keeps_the_catalog
     hit = cache.lookup([1, 0, 0, 0])
     assert hit.donor == "m6" and all(np.all(np.asarray(layer[f"w{i}"]) == 6000 + i)
                                      for i, layer in zip(hit.indices, hit.layers))
-    for entry, tiers in cache._where.items():
-        assert tiers and entry[0] in cache._catalog.models
-        for i in tiers:
-            assert entry in cache._slots[i].policy
+    assert cache.check_invariants() == []
     cache.put("m9", [0, 0, 0, 0], layer_tensors(9, [0, 0, 0, 0], 787), score=9)  # raised KeyError before
     cache.close()
 
@@ -119,20 +119,22 @@ def test_eviction_demotes_to_disk_and_hit_promotes_back(tmp_path):
         cache.put(f"m{m}", [m, 0], [{"a": np.full(blob // 4, m, np.float32)}, {"b": np.ones(10, np.float32) * m}])
     assert cache.stats()["evictions"].get("memory:capacity", 0) > 0
     hit = cache.lookup([0, 0])
-    assert hit.donor == "m0" and hit.tier == "lmdb" and hit.prefix_len == 2
-    assert cache.lookup([0, 0]).tier == "memory"  # promoted on the first hit
+    assert hit.donor == "m0" and hit.slowest_tier == "lmdb" and hit.prefix_len == 2
+    assert cache.lookup([0, 0]).slowest_tier == "memory"  # promoted on the first hit
     assert cache.stats()["promotions"] >= 1
 
 
 def test_corrupt_disk_payload_is_a_miss_and_is_dropped(tmp_path, caplog):
     cache = TensorCache(memory=0, disk=tmp_path / "c.lmdb", policy="lru")
     cache.put("m0", [1], [{"w": np.arange(64, dtype=np.float32)}])
-    tier = cache._slots[0].tier
-    digest = next(iter(cache._slots[0].refs))
-    raw = bytearray(tier.get(digest))
-    raw[-1] ^= 0xFF
-    tier.delete(digest)
-    tier.put(digest, bytes(raw))
+    cache.close()
+    digest = encode(np.arange(64, dtype=np.float32))[0]
+    with lmdb.open(str(tmp_path / "c.lmdb")) as env, env.begin(write=True) as txn:
+        key = namespace_key("default") + b"b" + digest  # the payload's key in the file
+        raw = bytearray(txn.get(key))
+        raw[-1] ^= 0xFF
+        txn.put(key, bytes(raw))
+    cache = TensorCache(memory=0, disk=tmp_path / "c.lmdb", policy="lru")
     assert cache.lookup([1]) is None
     assert cache.stats()["corrupt"] == 1
     assert "digest mismatch" in caplog.text
@@ -184,7 +186,7 @@ def test_processes_on_one_node_share_models_through_lmdb(tmp_path):
     for w in (1, 2):
         for m in range(10):
             hit = reader.lookup([w, m])
-            assert hit.donor == f"w{w}m{m}" and hit.tier == "lmdb"
+            assert hit.donor == f"w{w}m{m}" and hit.slowest_tier == "lmdb"
             assert hit.layers[1]["w1"][0] == (w * 100 + m) * 1000 + 1
     assert reader.lookup([9, 9]).prefix_len == 2
     assert reader.stats()["models"] == 21
@@ -198,3 +200,33 @@ def test_a_put_that_evicts_its_own_first_layers_keeps_the_rest():
     assert cache.stats()["tiers"]["memory"]["used_bytes"] <= int(one * 1.5)
     assert cache.lookup([0, 1]) is None  # layer 0 was evicted: no unbroken run from layer 0 remains
     assert cache.lookup([0, 1], layer_map=LayerMap.generic(2, mode="compatible")).indices == [1]
+
+
+def test_a_state_dict_matching_no_layer_is_named_and_an_empty_model_is_never_a_donor():
+    torch = pytest.importorskip("torch")
+    cache = TensorCache(memory="1MB")
+    state = torch.nn.Linear(3, 2).state_dict()
+    with pytest.raises(ValueError, match=r"match no layer.*'weight', 'bias'"):
+        cache.put("m", [1, 2], state)  # no layer_map: the generic map names no state-dict entry
+    cache.put("real", [1, 2], layer_tensors(1, [1, 2]), score=0.1)
+    assert cache.put("empty", [1, 2], [{}, {}], score=0.99).written == 0
+    assert cache.lookup([1, 2]).donor == "real"
+
+
+def test_served_layers_are_the_kind_and_dtype_that_was_put():
+    torch = pytest.importorskip("torch")
+    cache = TensorCache(memory="1MB")
+    bf = torch.randn(4).to(torch.bfloat16)
+    cache.put("t", [1, 2], [{"a": bf}, {"b": np.arange(3, dtype=np.int16)}])
+    a, b = cache.lookup([1, 2]).layers
+    assert isinstance(a["a"], torch.Tensor) and a["a"].dtype == torch.bfloat16 and torch.equal(a["a"], bf)
+    assert isinstance(b["b"], np.ndarray) and b["b"].dtype == np.int16 and not b["b"].flags.writeable
+
+
+def test_put_and_lookup_report_keys_bytes_dependencies_and_tiers(tmp_path):
+    cache = TensorCache(memory="1MB", disk=tmp_path / "c.lmdb")
+    stored = cache.put("m", [1, 2], layer_tensors(1, [1, 2]))
+    assert stored.keys == LayerMap.generic(2).keys("default", [1, 2])
+    assert stored.depends_on == [(0,), (0, 1)] and stored.written == 2 * sum(stored.layer_bytes)  # both tiers
+    hit = cache.lookup([1, 2])
+    assert hit.keys == stored.keys and hit.layer_bytes == stored.layer_bytes and hit.tiers == ["memory", "memory"]

@@ -68,9 +68,21 @@ def test_garbage_is_not_a_payload():
 
 
 def test_header_is_canonical():
-    assert header("float32", (2, 3), 24) == header("float32", (2, 3), 24)
+    meta = b'{"dtype":"float32","shape":[2,3],"nbytes":24}'
+    assert header("float32", (2, 3), 24) == b"TCP1" + struct.pack("<I", len(meta)) + meta  # these bytes, always
+    assert len(meta) == 45
     with pytest.raises(TypeError, match="unsupported dtype|expected"):
         encode([1, 2, 3])
+
+
+def test_byte_order_is_normalised_and_dimensions_are_limited():
+    big = np.arange(6, dtype=">f4").reshape(2, 3)
+    key, blob, ref = encode(big)
+    arr, _ = decode(key, bytes(blob))
+    assert arr.dtype.isnative and np.array_equal(arr, big) and key == encode(big.astype("<f4"))[0]
+    with pytest.raises(ValueError, match="9 dimensions"):
+        encode(np.zeros([1] * 9, np.float32))
+    assert encode(np.zeros([1] * 8, np.float32))[2]["shape"] == [1] * 8  # the reader's limit is the writer's
 
 
 def test_zero_dim_tensors_keep_their_shape():

@@ -513,7 +513,9 @@ def test_unknown_names_and_bad_specs_are_rejected():
 
 def test_user_defined_policy_registered_by_name(registry):
     register_policy("mru", MRU)
-    register_policy("mru", MRU)  # same class again is fine
+    with pytest.raises(ValueError, match="already taken by MRU.*replace=True"):
+        register_policy("mru", MRU)  # one rule for every duplicate, the same class included
+    register_policy("mru", MRU, replace=True)
     assert registry["mru"] is MRU
     p = make_policy("mru", start=1)
     for k in "abc":

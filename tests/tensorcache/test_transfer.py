@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from tensorcache import LayerMap, LayerSpec, TensorCache, TransferError
+from tensorcache.payload import encode
 from tensorcache.transfer import copy_into
 
 
@@ -75,7 +76,7 @@ def test_device_tier_serves_views_of_its_own_memory():
     cache = TensorCache(memory=0, device_memory="1MB", device="cpu")
     cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
     hit = cache.lookup([3, 1, 2], layer_map=LMAP)
-    assert hit.tier == "device" and isinstance(hit.layers[0]["0.weight"], torch.Tensor)
+    assert hit.slowest_tier == "device" and isinstance(hit.layers[0]["0.weight"], torch.Tensor)
     again = cache.lookup([3, 1, 2], layer_map=LMAP)
     assert again.layers[0]["0.weight"].data_ptr() == hit.layers[0]["0.weight"].data_ptr()  # no copy per lookup
     report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
@@ -100,8 +101,7 @@ def test_device_tier_demotes_to_memory_and_a_hit_promotes_back():
 def test_verify_memory_catches_a_corrupted_device_copy(caplog):
     cache = TensorCache(memory=0, device_memory="1MB", device="cpu", verify_memory=True)
     cache.put("d", [1], [{"w": np.arange(64, dtype=np.float32)}])
-    tier = cache._slots[0].tier
-    view, _ = tier.view(next(iter(cache._slots[0].refs)))
+    view, _ = cache.tiers[0].view(encode(np.arange(64, dtype=np.float32))[0])
     view[0] += 1  # a stray write into the device copy
     assert cache.lookup([1]) is None and cache.stats()["corrupt"] == 1 and "digest mismatch" in caplog.text
 

@@ -3,43 +3,43 @@ import logging
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 
 from tensorcache.tiers import LMDBTier, Tier
 
-# A separate interpreter (what multiprocessing's "spawn" gives) writing self-checking values: 32 bytes of
-# blake2b over the payload, then the payload. argv: path tag shared own mode; mode "once" or "loop".
-# "loop" puts fresh keys round after round and deletes some of the previous round, until killed.
+# A separate interpreter (what multiprocessing's "spawn" gives) holding self-checking entries: each payload
+# is 32 bytes of blake2b over the rest, and its record names its digest. argv: path tag shared own mode;
+# mode "once" or "loop" ("loop" holds fresh entries round after round and releases some of the previous
+# round, until killed). Shared entries carry the same bytes in every worker: stored once, counted twice.
 WORKER = r"""
-import hashlib, os, sys
+import hashlib, random, sys
 from tensorcache.tiers import LMDBTier
-path, tag, shared, own, mode = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+path, tag, shared, own, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 tier = LMDBTier(path, capacity=1 << 30, map_size=1 << 16)
 
-def put(key):
-    payload = os.urandom(1 + hashlib.blake2b(key, digest_size=2).digest()[0] * 256)
-    assert tier.put(key, hashlib.blake2b(payload, digest_size=32).digest() + payload), key
+def hold(model, seed):
+    body = random.Random(seed).randbytes(1 + hashlib.blake2b(seed.encode(), digest_size=2).digest()[0] * 256)
+    value = hashlib.blake2b(body, digest_size=32).digest() + body
+    digest = hashlib.blake2b(value, digest_size=16).digest()
+    assert tier.hold(f"{model} {digest.hex()}".encode(), model, 0, [digest], {digest: value}).held, model
 
 round = 0
 while True:
     for i in range(shared):
-        put(b"shared-%d" % i)
+        hold(f"{tag}-shared-{i}", f"shared-{i}")
     for i in range(own):
-        put(b"%s-%d-%d" % (tag, round, i))
-        tier.append_log(b"%s-%d-%d" % (tag, round, i))
+        hold(f"{tag}-{round}-{i}", f"{tag}-{round}-{i}")
     if mode == "once":
         break
     print("wrote", round, flush=True)
     for i in range(0, own, 3):
-        tier.delete(b"%s-%d-%d" % (tag, round, i))
+        assert tier.release(f"{tag}-{round}-{i}", 0)
     round += 1
 tier.close()
 """
@@ -50,27 +50,21 @@ def _worker(path: Path, tag: str, shared: int, own: int, mode: str = "once") -> 
                             stdout=subprocess.PIPE, text=True)
 
 
-def _scan(path: Path) -> tuple[dict[bytes, bytes], int, list[bytes]]:
-    """Every stored value, the stored-bytes counter and the log, read with plain lmdb."""
-    with lmdb.open(str(path), max_dbs=3, readonly=True, lock=False) as env:
-        blobs, meta, log = env.open_db(b"blobs"), env.open_db(b"meta"), env.open_db(b"log")
-        with env.begin() as txn:
-            values = dict(txn.cursor(db=blobs))
-            raw = txn.get(b"used_bytes", db=meta)
-            records = list(txn.cursor(db=log))
-    seqs = [int.from_bytes(k, "big") for k, _ in records]
-    assert seqs == list(range(len(seqs))), "log sequence numbers must be contiguous from 0"
-    return values, (struct.unpack(">q", raw)[0] if raw else 0), [v for _, v in records]
-
-
-def _check_whole(values: dict[bytes, bytes]) -> None:
-    for key, value in values.items():
-        assert hashlib.blake2b(value[32:], digest_size=32).digest() == value[:32], f"torn value under {key!r}"
+def _held(tier: LMDBTier) -> dict[str, bytes]:
+    """Every held model's payload, each checked whole."""
+    out = {}
+    for _, record, indices in tier.snapshot().models:
+        assert indices == (0,)
+        model, digest = record.decode().split()
+        value = tier.get(bytes.fromhex(digest))
+        assert value is not None and hashlib.blake2b(value[32:], digest_size=32).digest() == value[:32]
+        out[model] = value
+    return out
 
 
 def test_round_trip_returns_bytes_and_accounts(tmp_path):
     tier = LMDBTier(tmp_path / "db", capacity=1 << 20)
-    assert isinstance(tier, Tier) and tier.name == "lmdb" and tier.shared and tier.capacity == 1 << 20
+    assert isinstance(tier, Tier) and tier.name == "lmdb" and tier.shares_books and tier.capacity == 1 << 20
     array = np.arange(100, dtype=np.float64).reshape(10, 10)
     assert tier.put(b"array", array) and tier.put(b"bytes", b"abc") and tier.put(b"view", memoryview(b"xy"))
     got = tier.get(b"array")
@@ -86,30 +80,37 @@ def test_round_trip_returns_bytes_and_accounts(tmp_path):
     tier.close()
 
 
-def test_data_log_and_counter_survive_reopening(tmp_path):
+def test_books_and_payloads_survive_reopening_and_orphans_do_not(tmp_path, caplog):
     with LMDBTier(tmp_path / "db", capacity=1 << 20) as tier:
-        tier.put(b"k", b"value")
-        for i in range(3):
-            tier.append_log(b"r%d" % i)
-    with LMDBTier(tmp_path / "db", capacity=1 << 20) as tier:
-        assert tier.get(b"k") == b"value" and tier.used_bytes() == 5
-        tier.append_log(b"r3")
-        assert tier.read_log(0) == ([b"r0", b"r1", b"r2", b"r3"], 4)
-        assert tier.read_log(2) == ([b"r2", b"r3"], 4)
-        assert tier.read_log(4) == ([], 4)
+        assert tier.hold(b"record", "m", 0, [b"d" * 16], {b"d" * 16: b"value"}).written == 5
+        tier.put(b"o" * 16, b"an orphan no entry names")
+    with caplog.at_level(logging.WARNING, logger="tensorcache"), LMDBTier(tmp_path / "db", capacity=1 << 20) as tier:
+        assert tier.get(b"d" * 16) == b"value" and tier.get(b"o" * 16) is None  # reclaimed on open
+        assert tier.used_bytes() == 5 and tier.audit().healthy and tier.record("m") == b"record"
+    assert "rebuilt its books" in caplog.text and "named by no entry" in caplog.text
 
 
 def test_two_tiers_on_one_path_share_the_environment(tmp_path):
     first = LMDBTier(tmp_path / "db", capacity=1000)
     second = LMDBTier(tmp_path / "db", capacity=1000)
-    first.put(b"k", b"v")
-    second.append_log(b"r")
-    assert second.get(b"k") == b"v" and first.read_log(0) == ([b"r"], 1)
+    first.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"})
+    assert second.get(b"k" * 16) == b"v" and second.snapshot().models == [("m", b"r", (0,))]
     first.close()
-    assert second.get(b"k") == b"v"
+    assert second.get(b"k" * 16) == b"v"
     second.close()
     with pytest.raises(ValueError, match="closed"):
         second.get(b"k")
+
+
+def test_namespaces_on_one_file_never_see_each_other(tmp_path):
+    a = LMDBTier(tmp_path / "db", capacity=1000, namespace="a")
+    b = LMDBTier(tmp_path / "db", capacity=1000, namespace="b")
+    a.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"from a"})
+    assert b.get(b"k" * 16) is None and b.snapshot().models == [] and not b.release("m", 0)
+    assert b.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"from b"}).written == 6  # not a no-op
+    assert b.release("m", 0) and a.get(b"k" * 16) == b"from a" and a.used_bytes() == 6
+    a.close()
+    b.close()
 
 
 def test_map_grows_from_a_tiny_initial_size(tmp_path):
@@ -134,27 +135,24 @@ def test_full_map_drops_puts_with_one_warning(tmp_path, caplog):
 
 def test_adopts_a_map_grown_by_another_process(tmp_path):
     tier = LMDBTier(tmp_path / "db", capacity=1 << 30, map_size=1 << 16)
-    assert tier.put(b"mine", b"1")
+    mine = hashlib.blake2b(b"1", digest_size=32).digest() + b"1"
+    assert tier.hold(b"mine " + (b"m" * 16).hex().encode(), "mine", 0, [b"m" * 16], {b"m" * 16: mine}).held
     worker = _worker(tmp_path / "db", "other", shared=0, own=60)
     assert worker.wait(timeout=60) == 0
-    values = {k: tier.get(k) for k in (b"other-0-%d" % i for i in range(60))}
-    assert all(v is not None for v in values.values()), "values written under a grown map must be readable"
-    _check_whole(values)
-    assert tier.used_bytes() == 1 + sum(map(len, values.values())) > 1 << 16
-    assert tier.put(b"mine-too", b"22") and b"mine-too" in tier
+    values = _held(tier)  # written under a grown map, readable here
+    assert len(values) == 61 and tier.used_bytes() == sum(map(len, values.values())) > 1 << 16
+    assert tier.hold(b"r", "mine-too", 0, [b"n" * 16], {b"n" * 16: b"22"}).held and b"n" * 16 in tier
 
 
 def test_two_processes_writing_at_once_lose_and_duplicate_nothing(tmp_path):
     workers = [_worker(tmp_path / "db", tag, shared=40, own=40) for tag in ("a", "b")]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
-    values, used, log = _scan(tmp_path / "db")
-    expected = {b"shared-%d" % i for i in range(40)} | {b"%s-0-%d" % (t, i) for t in (b"a", b"b") for i in range(40)}
-    assert set(values) == expected
-    _check_whole(values)
-    assert used == sum(map(len, values.values()))
-    assert sorted(log) == sorted(b"%s-0-%d" % (t, i) for t in (b"a", b"b") for i in range(40))
     with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
-        assert tier.used_bytes() == used and tier.read_log(0) == (log, len(log))
+        values = _held(tier)
+        assert len(values) == 160 and len(set(values.values())) == 120  # shared payloads are stored once
+        audit = tier.audit()
+        assert audit.healthy and audit.entries == 160
+        assert tier.used_bytes() == sum(map(len, set(values.values())))
 
 
 def test_a_process_killed_mid_put_leaves_a_consistent_file(tmp_path):
@@ -165,14 +163,11 @@ def test_a_process_killed_mid_put_leaves_a_consistent_file(tmp_path):
         time.sleep(rng.uniform(0, 0.2))
         worker.send_signal(signal.SIGKILL)
         assert worker.wait(timeout=30) == -signal.SIGKILL
-        values, used, _ = _scan(tmp_path / "db")
+        with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
+            audit = tier.audit()  # before any repair could run: the killed put left nothing behind
+            values = _held(tier)
         assert values, "the killed worker stored nothing"
-        _check_whole(values)
-        assert used == sum(map(len, values.values()))
-    with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
-        assert tier.used_bytes() == used
-        key = rng.choice(sorted(values))
-        assert tier.get(key) == values[key]
+        assert audit.healthy and audit.orphan_bytes == 0 and audit.used == sum(map(len, set(values.values())))
 
 
 def test_rejects_bad_arguments(tmp_path):
@@ -184,7 +179,7 @@ def test_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="capacity"):
         LMDBTier(tmp_path / "db", capacity=-5)
     with LMDBTier(tmp_path / "db", capacity=10) as tier:
-        with pytest.raises(ValueError, match="1..511"):
+        with pytest.raises(ValueError, match="1..494"):
             tier.put(b"k" * 600, b"v")
-        with pytest.raises(ValueError, match="-1"):
-            tier.read_log(-1)
+    with pytest.raises(ValueError, match="namespace"):
+        LMDBTier(tmp_path / "db", capacity=10, namespace="")

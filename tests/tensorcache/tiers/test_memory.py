@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tensorcache.tiers import MemoryTier, Tier
+from tensorcache.tiers.books import WRONG_LENGTH
 
 
 def test_round_trip_is_one_copy_in_and_zero_copies_out():
@@ -32,7 +33,7 @@ def test_accepts_any_contiguous_buffer():
 
 def test_used_bytes_delete_and_contains():
     tier = MemoryTier(100)
-    assert isinstance(tier, Tier) and tier.name == "memory" and not tier.shared and tier.capacity == 100
+    assert isinstance(tier, Tier) and tier.name == "memory" and not tier.shares_books and tier.capacity == 100
     tier.put(b"a", b"1234")
     tier.put(b"b", b"")
     assert tier.put(b"a", b"other value")  # present already: kept, not counted twice
@@ -44,39 +45,54 @@ def test_used_bytes_delete_and_contains():
     assert tier.get(b"a") is None and b"a" not in tier and tier.used_bytes() == 0
 
 
-def test_log_keeps_order_and_pages():
-    tier = MemoryTier(0)
-    assert tier.read_log(0) == ([], 0)
-    for i in range(5):
-        tier.append_log(b"r%d" % i)
-    records, nxt = tier.read_log(0)
-    assert records == [b"r0", b"r1", b"r2", b"r3", b"r4"] and nxt == 5
-    assert tier.read_log(3) == ([b"r3", b"r4"], 5)
-    tier.append_log(b"r5")
-    assert tier.read_log(nxt) == ([b"r5"], 6)
-    assert tier.read_log(6) == ([], 6)
+def test_books_count_each_payload_once_and_free_it_with_its_last_entry():
+    tier = MemoryTier(100)
+    a, b = b"a" * 16, b"b" * 16
+    assert tier.hold(b"rec", "m", 0, [a, b], {a: b"x" * 30, b: b"y" * 20}).written == 50
+    assert tier.hold(b"rec", "m", 1, [a], {}).written == 0  # a is stored already: one more reference
+    assert tier.hold(b"rec", "m", 1, [a], {}).held  # holding it again changes nothing
+    assert tier.used_bytes() == 50 and tier.audit().healthy and tier.audit().entries == 2
+    assert tier.hold(b"rec", "n", 0, [b"c" * 16], {b"c" * 16: b"z" * 51}).reason == "no_room"
+    assert tier.used_bytes() == 50 and tier.audit().healthy  # refused whole: nothing half-held
+    assert tier.release("m", 0) and not tier.release("m", 0)
+    assert tier.used_bytes() == 30 and bytes(tier.read([(a, 30)])[0]) == b"x" * 30 and tier.get(b) is None
+    assert tier.read([(a, 29)]) == [WRONG_LENGTH]  # a length other than the record's is found before reading
+    assert tier.release("m", 1) and tier.used_bytes() == 0 and len(tier) == 0 and tier.audit().healthy
 
 
-def test_rejects_bad_keys_capacity_and_log_start():
+def test_a_hold_whose_allocation_fails_leaves_nothing(monkeypatch):
+    tier = MemoryTier(100)
+    a, b = b"a" * 16, b"b" * 16
+    calls = []
+
+    def alloc(n):
+        calls.append(n)
+        if len(calls) == 2:
+            raise MemoryError("no room in RAM")
+        return np.empty(n, dtype=np.uint8)
+
+    monkeypatch.setattr(tier, "_alloc", alloc)
+    assert tier.hold(b"rec", "m", 0, [a, b], {a: b"x" * 10, b: b"y" * 10}).reason == "dropped"
+    assert tier.used_bytes() == 0 and len(tier) == 0 and tier.audit().healthy
+
+
+def test_rejects_bad_keys_and_capacity():
     tier = MemoryTier(10)
     with pytest.raises(TypeError, match="bytes"):
         tier.put("text", b"x")
-    with pytest.raises(ValueError, match="1..511"):
+    with pytest.raises(ValueError, match="1..494"):
         tier.get(b"")
-    with pytest.raises(ValueError, match="1..511"):
-        tier.put(b"k" * 512, b"x")
+    with pytest.raises(ValueError, match="1..494"):
+        tier.put(b"k" * 495, b"x")
     with pytest.raises(ValueError, match="-1"):
         MemoryTier(-1)
-    with pytest.raises(ValueError, match="-2"):
-        tier.read_log(-2)
 
 
 def test_close_releases_everything():
     tier = MemoryTier(10)
     tier.put(b"a", b"1")
-    tier.append_log(b"r")
     tier.close()
-    assert tier.get(b"a") is None and tier.used_bytes() == 0 and tier.read_log(0) == ([], 0)
+    assert tier.get(b"a") is None and tier.used_bytes() == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback when CUDA is absent")

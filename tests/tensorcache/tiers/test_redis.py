@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from tensorcache.tiers import RedisTier, Tier
+from tensorcache.tiers.books import Change, log_key
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def _unreachable_warnings(caplog) -> list[str]:
 
 
 def test_round_trip_accounting_delete_and_contains(tier):
-    assert isinstance(tier, Tier) and tier.name == "redis" and tier.shared
+    assert isinstance(tier, Tier) and tier.name == "redis" and tier.shares_books
     assert tier.put(b"a", b"1234") and tier.put(b"empty", b"") and tier.put(b"view", memoryview(b"xy"))
     assert tier.put(b"a", b"another value")  # present already: kept, not counted twice
     assert tier.get(b"a") == b"1234" and tier.get(b"empty") == b"" and tier.get(b"nope") is None
@@ -53,10 +54,10 @@ def test_large_values_are_chunked_and_removed_whole(tier, raw, redis_namespace):
     assert tier.put(b"exact", exact) and tier.put(b"big", big)
     assert tier.get(b"exact") == exact and tier.get(b"big") == big
     assert sorted(raw.keys(prefix + b"*")) == sorted(
-        [prefix + k for k in (b"used", b"v:exact", b"m:big")] + [prefix + b"c:big:c%d" % i for i in range(4)])
+        [prefix + k for k in (b"b:u", b"v:exact", b"m:big")] + [prefix + b"c:big:c%d" % i for i in range(4)])
     assert tier.used_bytes() == 4500
     tier.delete(b"big")
-    assert sorted(raw.keys(prefix + b"*")) == [prefix + b"used", prefix + b"v:exact"]
+    assert sorted(raw.keys(prefix + b"*")) == [prefix + b"b:u", prefix + b"v:exact"]
     assert tier.used_bytes() == 1000
 
 
@@ -80,28 +81,33 @@ def test_namespaces_never_collide(redis_url, redis_namespace):
     first = RedisTier(redis_url, capacity=100, namespace=redis_namespace + "-1")
     second = RedisTier(redis_url, capacity=100, namespace=redis_namespace + "-2")
     try:
-        first.put(b"k", b"one")
-        first.append_log(b"log one")
-        assert second.get(b"k") is None and b"k" not in second and second.used_bytes() == 0
-        assert second.read_log(0) == ([], 0)
-        second.put(b"k", b"two!")
-        assert first.get(b"k") == b"one" and second.get(b"k") == b"two!" and first.used_bytes() == 3
+        first.hold(b"r1", "m", 0, [b"k" * 16], {b"k" * 16: b"one"})
+        assert second.get(b"k" * 16) is None and b"k" * 16 not in second and second.used_bytes() == 0
+        assert second.snapshot().models == [] and not second.release("m", 0)
+        assert second.hold(b"r2", "m", 0, [b"k" * 16], {b"k" * 16: b"two!"}).written == 4
+        assert first.get(b"k" * 16) == b"one" and second.get(b"k" * 16) == b"two!" and first.used_bytes() == 3
     finally:
         for t in (first, second):
-            t.delete(b"k")
+            t.release("m", 0)
             t.close()
 
 
-def test_log_is_ordered_pages_and_is_shared(redis_url, tier, redis_namespace):
-    other = RedisTier(redis_url, capacity=100, namespace=redis_namespace)
-    assert tier.read_log(0) == ([], 0)
+def test_changes_are_ordered_shared_and_a_lost_log_is_noticed(redis_url, tier, raw, redis_namespace):
+    other = RedisTier(redis_url, capacity=1 << 20, namespace=redis_namespace)
+    start = tier.snapshot().position
     for i in range(4):
-        (tier if i % 2 else other).append_log(b"r%d" % i)
-    records, nxt = other.read_log(0)
-    assert records == [b"r0", b"r1", b"r2", b"r3"] and nxt == 4
-    assert tier.read_log(2) == ([b"r2", b"r3"], 4)
-    other.append_log(b"r4")
-    assert tier.read_log(nxt) == ([b"r4"], 5) and tier.read_log(5) == ([], 5)
+        (tier if i % 2 else other).hold(b"r%d" % i, f"m{i}", 0, [b"%d" % i * 16], {b"%d" % i * 16: b"v"})
+    got, now = tier.changes(start, None)
+    assert [Change.decode(c).model_id for c in got] == ["m0", "m1", "m2", "m3"] and now.seq == start.seq + 4
+    assert tier.changes(now, got[-1]) == ([], now)
+    assert other.release("m0", 0)
+    later, after = tier.changes(now, got[-1])
+    assert [Change.decode(c).op for c in later] == ["release"]
+    raw.delete(f"tc:{redis_namespace}:b:".encode() + log_key(after.seq))  # the newest change is lost
+    assert tier.changes(now, got[-1]) is None  # the reader must resynchronise from a snapshot
+    raw.delete(f"tc:{redis_namespace}:b:e".encode())  # a new epoch: the books were rebuilt or restored
+    other.hold(b"r9", "m9", 0, [b"9" * 16], {b"9" * 16: b"v"})
+    assert tier.changes(after, later[-1]) is None
     other.close()
 
 
@@ -120,13 +126,13 @@ def test_concurrent_puts_of_one_key_count_it_once(redis_url, tier, redis_namespa
 
 
 def test_server_errors_are_misses_warned_once(tier, raw, redis_namespace, caplog):
-    raw.set(f"tc:{redis_namespace}:log".encode(), b"not a list")
+    raw.rpush(f"tc:{redis_namespace}:v:".encode() + b"k" * 16, b"a list where a payload belongs")
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
-        tier.append_log(b"r")
-        tier.append_log(b"r")
-        assert tier.read_log(0) == ([], 0)
-    assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 2  # one per kind: append, read
-    assert tier.put(b"k", b"v") and tier.get(b"k") == b"v"
+        assert tier.get(b"k" * 16) is None and tier.get(b"k" * 16) is None
+        assert tier.read([(b"k" * 16, 1)]) == [None] and b"k" * 16 not in tier
+    assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 1  # one per kind of failure
+    raw.delete(f"tc:{redis_namespace}:v:".encode() + b"k" * 16)
+    assert tier.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}).held and tier.get(b"k" * 16) == b"v"
 
 
 def test_dead_server_costs_no_timeouts_and_is_used_again_after_restart(redis_server, caplog):
@@ -139,8 +145,7 @@ def test_dead_server_costs_no_timeouts_and_is_used_again_after_restart(redis_ser
             assert tier.get(b"before") is None
             assert not tier.put(b"k%d" % i, b"v")
             assert b"before" not in tier
-            tier.append_log(b"lost")
-        assert tier.read_log(0) == ([], 0)
+            assert tier.snapshot() is None
         assert tier.used_bytes() == 1  # the last count the server gave
         assert time.monotonic() - start < 1.0
         redis_server.start()  # same port, empty server (no persistence)

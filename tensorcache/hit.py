@@ -1,0 +1,78 @@
+"""What put and lookup report: the entries stored, and one donor's servable layers as the kind that was put."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .transfer import Layer, TransferReport, copy_layers
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What ``put`` did: per layer its key, the bytes it takes in a tier and the arch positions it depends
+    on; ``written``: payload bytes newly written (0 for a model id already known)."""
+
+    model_id: str
+    keys: list[bytes]
+    layer_bytes: list[int]
+    depends_on: list[tuple[int, ...]]
+    written: int
+
+
+@dataclass
+class Hit:
+    """One donor's servable layers for a child: ``served[k]`` belongs to child layer ``indices[k]``, came
+    from tier ``tiers[k]`` and has key ``keys[k]`` and ``layer_bytes[k]`` payload bytes. ``slowest_tier``
+    is the slowest tier any layer came from."""
+
+    donor: str
+    prefix_len: int
+    indices: list[int]
+    served: list[Layer] = field(repr=False)  # shared with the cache: read only
+    kinds: list[dict[str, str]] = field(repr=False)  # per layer, tensor name -> "numpy" or "torch"
+    nbytes: int
+    slowest_tier: str
+    seconds: float
+    tiers: list[str] = field(default_factory=list, repr=False)
+    keys: list[bytes] = field(default_factory=list, repr=False)
+    layer_bytes: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        """Each served layer's tensors by name, read only, as the kind and dtype that was put: torch
+        tensors (bfloat16 included) for torch input, numpy arrays for numpy input."""
+        return [_as_kinds(layer, kinds) for layer, kinds in zip(self.served, self.kinds)]
+
+    @property
+    def dtypes(self) -> list[dict[str, str]]:
+        """Each served layer's dtype names by tensor name."""
+        return [dict(layer.dtypes) for layer in self.served]
+
+    def tensors(self) -> dict[str, tuple[Any, str]]:
+        """All served tensors, name -> (tensor as put, dtype name)."""
+        return {n: (t, layer.dtypes[n]) for layer, ts in zip(self.served, self.layers) for n, t in ts.items()}
+
+    def apply(self, module: Any) -> TransferReport:
+        """Copy every served tensor into ``module``, or nothing (TransferError names each misfit)."""
+        report, _ = copy_layers(module, self.served)
+        report.donor, report.tier, report.lookup_seconds = self.donor, self.slowest_tier, self.seconds
+        return report
+
+
+def _as_kinds(layer: Layer, kinds: dict[str, str]) -> dict[str, Any]:
+    """``layer``'s tensors, each as the kind it was put as (torch views share the served memory)."""
+    out = {}
+    torch_views = None
+    for name, arr in layer.arrays.items():
+        torch_input = kinds.get(name) == "torch"
+        on_device = not hasattr(arr, "flags")  # a device tier serves torch tensors
+        if torch_input and not on_device:
+            if torch_views is None:
+                views = layer.views()
+                torch_views = dict(zip(views.names, views.tensors))
+            out[name] = torch_views[name]
+        elif not torch_input and on_device:
+            out[name] = arr.cpu().numpy()
+        else:
+            out[name] = arr
+    return out

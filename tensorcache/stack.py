@@ -1,0 +1,114 @@
+"""The tier stack: tiers fastest first, each with its own policy; admits entries, evicting and demoting
+iteratively (a work list, no recursion), and says what it did.
+
+An entry evicted from a tier moves down to the next tier that lacks it; its bytes are read before it is
+released, so a cascade of evictions can never take the copy a pending admission reads from. Residency is
+the catalog's: the stack tells it each hold and release, and tells the tier's policy the same.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .catalog import Catalog, Entry, ModelRecord
+from .events import Inserted, Removed
+from .policies import Policy
+from .tiers import Tier
+from .tiers.books import WRONG_LENGTH
+from .transfer import Layer
+
+
+@dataclass
+class Slot:
+    """One tier, its policy, and (for process-local tiers) the decoded layers it holds."""
+
+    tier: Tier
+    policy: Policy
+    decoded: dict[Entry, Layer] | None = None
+
+
+@dataclass
+class Moves:
+    """What the stack did: evictions as (tier name, entry, reason), refusals as (tier name, reason),
+    demotions made, and payload bytes written into the first tier asked."""
+
+    evicted: list[tuple[str, Entry, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    demotions: int = 0
+    written: int = 0
+
+
+class TierStack:
+    """Tiers fastest first with their policies, over one catalog; ``origin`` names this process in shared logs."""
+
+    def __init__(self, slots: list[Slot], catalog: Catalog, origin: str) -> None:
+        self.slots, self.catalog, self.origin = slots, catalog, origin
+
+    def admit(self, i: int, record: ModelRecord, indices: Sequence[int], blobs: Mapping[bytes, Any],
+              moves: Moves) -> bool:
+        """Hold layers ``indices`` of ``record`` in tier ``i`` in one transaction (``blobs``: their payloads by
+        digest), evicting the policy's victims while there is no room and demoting them; True if tier ``i``
+        holds them all now. A process-local tier takes them one by one, in order, as replay does; so does a
+        shared one when they cannot fit together."""
+        work = deque([(i, record, tuple(indices), blobs, True)])
+        admitted = True
+        while work:
+            t, rec, group, payloads, asked = work.popleft()
+            tier = self.slots[t].tier
+            if len(group) > 1 and (not tier.shares_books or sum(rec.layers[j].blob_bytes for j in group) > tier.capacity):
+                work.extendleft((t, rec, (j,), payloads, asked) for j in reversed(group))
+                continue
+            written = self._place(t, rec, group, payloads, work, moves)
+            if asked:
+                admitted = admitted and written is not None
+                moves.written += written or 0
+            elif written is not None:
+                moves.demotions += 1
+        return admitted
+
+    def _place(self, t: int, record: ModelRecord, group: tuple[int, ...], blobs: Mapping[bytes, Any], work: deque,
+               moves: Moves) -> int | None:
+        slot = self.slots[t]
+        if len(group) == 1 and record.layers[group[0]].blob_bytes > slot.tier.capacity:
+            moves.refused.append((slot.tier.name, "too_large"))
+            return None
+        entries = [(j, [ref.digest for ref in record.layers[j].tensors.values()]) for j in group]
+        raw = record.to_bytes()
+        while True:
+            admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)
+            if admission.held:
+                break
+            if admission.reason != "no_room" or not len(slot.policy):
+                moves.refused.append((slot.tier.name, admission.reason or "dropped"))
+                return None
+            self.evict(t, slot.policy.victim(), "capacity", moves, work)
+        for j in group:
+            entry = (record.model_id, j)
+            if self.catalog.hold(record, j, t) or entry not in slot.policy:
+                layer = record.layers[j]
+                slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
+        return admission.written
+
+    def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
+        """Remove ``entry`` from tier ``t``; with a ``work`` list, queue its move to the next tier down."""
+        slot = self.slots[t]
+        slot.policy.handle(Removed(entry))
+        moves.evicted.append((slot.tier.name, entry, reason))
+        record = self.catalog.record(entry[0])
+        if work is not None and record is not None and t + 1 < len(self.slots) \
+                and t + 1 not in self.catalog.tiers_of(entry):
+            refs = list(record.layers[entry[1]].tensors.values())
+            got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
+            if all(g is not None and g is not WRONG_LENGTH for g in got):
+                work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
+        slot.tier.release(entry[0], entry[1], self.origin)
+        self.drop(t, entry)
+
+    def drop(self, t: int, entry: Entry) -> None:
+        """Forget that tier ``t`` holds ``entry`` (the store no longer does)."""
+        slot = self.slots[t]
+        if slot.decoded is not None:
+            slot.decoded.pop(entry, None)
+        self.catalog.release(entry, t)

@@ -1,0 +1,414 @@
+"""A tier's own books: which model entries it holds, payload refcounts and used bytes, kept in the store.
+
+Every change to the books happens in the same transaction as the payloads it concerns (one LMDB write
+transaction, one Redis WATCH/MULTI/EXEC, one step in process memory), so a payload is deleted exactly
+when the store's own count of entries naming it reaches zero and a process killed mid-put leaves nothing
+behind. The algorithm is written once, here, over a small ``Txn`` interface each store implements.
+
+Keys (each store puts them under its namespace): ``u`` used bytes, ``s`` change sequence, ``e`` epoch
+(renewed when a store loses its books, so readers resynchronise), ``r:<model>`` the model record,
+``h:<model>`` its held layer indices, ``d:<model>:<index>`` the digests of one entry, ``n:<digest>`` a
+payload's refcount. A store shared between processes also keeps the last ``LOG_KEEP`` changes, keyed by
+sequence number, so readers follow along; older ones are trimmed, and a reader that fell behind the trim
+point (or sees a restored, truncated or lost log) rebuilds its view from a snapshot of the books.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("tensorcache")
+
+LOG_KEEP = 65536  # changes a shared store keeps for readers; one that falls further behind resynchronises
+MAX_INDEX = 2**31 - 1
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+USED, SEQ, EPOCH = b"u", b"s", b"e"
+
+
+class BooksDamaged(Exception):
+    """A bookkeeping value read back is implausible; the store's books are rebuilt from what it holds."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What one ``hold`` did: ``held`` (the entry is in the tier now), payload bytes ``written``, and
+    ``reason`` it was not held: ``no_room`` (evict and try again) or ``dropped`` (the store refused it)."""
+
+    held: bool
+    written: int = 0
+    reason: str | None = None
+
+
+NO_ROOM = Admission(False, 0, "no_room")
+DROPPED = Admission(False, 0, "dropped")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change to a shared store's books, as readers see it: ``op`` is hold or release."""
+
+    op: str
+    model_id: str
+    index: int
+    origin: str
+
+    def encode(self) -> bytes:
+        return json.dumps([self.op, self.model_id, self.index, self.origin], separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Change:
+        """Parse one logged change; BooksDamaged if it is not one."""
+        try:
+            op, model_id, index, origin = json.loads(raw)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
+        if op not in ("hold", "release") or not isinstance(model_id, str) or not isinstance(origin, str) \
+                or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+            raise BooksDamaged(f"malformed change record {raw[:80]!r}")
+        return cls(op, model_id, index, origin)
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a reader is in a shared store's change log: the log's epoch and the last sequence read."""
+
+    epoch: bytes
+    seq: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A shared store's books at one position: each held model's id, record bytes and held layer indices."""
+
+    position: Position
+    models: list[tuple[str, bytes, tuple[int, ...]]]
+    last: bytes | None = None  # the change at the position, which tells a later reader the log is the same
+
+
+class _WrongLength(bytes):
+    """What a read returns for a stored value whose length is not the one asked for (read no further)."""
+
+
+WRONG_LENGTH = _WrongLength()
+
+
+@dataclass(frozen=True)
+class Audit:
+    """A store's books against its contents: ``used`` as counted, ``held_bytes`` the payload bytes held
+    entries name, ``orphan_bytes`` stored payload bytes no entry names, and any ``problems`` found."""
+
+    used: int
+    held_bytes: int
+    orphan_bytes: int
+    entries: int
+    problems: tuple[str, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems and self.used == self.held_bytes and not self.orphan_bytes
+
+
+class Txn(ABC):
+    """One transaction on a store's books and payloads (all keys relative to the store's namespace);
+    ``logs``: the store is shared and keeps the change log."""
+
+    logs = False
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def prefetch(self, keys: Sequence[bytes]) -> None:
+        """Hint: these book keys are read next (a remote store fetches them in one round trip)."""
+
+    def prefetch_blobs(self, digests: Sequence[bytes]) -> None:
+        """Hint: these payloads' sizes are asked next."""
+
+    @abstractmethod
+    def set(self, key: bytes, value: bytes) -> None: ...
+
+    @abstractmethod
+    def delete(self, key: bytes) -> None: ...
+
+    @abstractmethod
+    def keys(self, prefix: bytes) -> Iterator[bytes]:
+        """Book keys starting with ``prefix``."""
+
+    @abstractmethod
+    def blob_size(self, digest: bytes) -> int | None:
+        """Stored length of a payload, without reading its bytes (None: absent)."""
+
+    @abstractmethod
+    def get_blob(self, digest: bytes, size: int | None = None) -> Any:
+        """A payload's bytes, None if absent, or WRONG_LENGTH if it is not ``size`` bytes long (checked
+        before its bytes are fetched)."""
+
+    @abstractmethod
+    def put_blob(self, digest: bytes, value: bytes | bytearray | memoryview) -> None: ...
+
+    @abstractmethod
+    def delete_blob(self, digest: bytes) -> None: ...
+
+    @abstractmethod
+    def blob_digests(self) -> Iterator[bytes]:
+        """Every stored payload's digest (for audits)."""
+
+
+def pack_u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def read_u64(raw: bytes | None, what: str) -> int:
+    """A stored counter (0 when absent); BooksDamaged when it is not 8 bytes."""
+    if raw is None:
+        return 0
+    if len(raw) != 8:
+        raise BooksDamaged(f"{what} is {len(raw)} bytes, not 8")
+    return _U64.unpack(raw)[0]
+
+
+def pack_indices(indices: Sequence[int]) -> bytes:
+    return b"".join(_U32.pack(i) for i in sorted(indices))
+
+
+def read_indices(raw: bytes | None) -> set[int]:
+    if raw is None:
+        return set()
+    if len(raw) % 4:
+        raise BooksDamaged(f"held-layer list of {len(raw)} bytes")
+    return {i for (i,) in _U32.iter_unpack(raw)}
+
+
+def read_digests(raw: bytes | None) -> list[bytes]:
+    if raw is None or len(raw) % 16:
+        raise BooksDamaged("an entry's digest list is missing or not whole")
+    return [bytes(raw[k:k + 16]) for k in range(0, len(raw), 16)]
+
+
+def model_key(kind: bytes, model_id: str) -> bytes:
+    return kind + b":" + model_id.encode()
+
+
+def entry_key(model_id: str, index: int) -> bytes:
+    return b"d:" + model_id.encode() + b"\x00" + _U32.pack(index)
+
+
+def new_epoch() -> bytes:
+    return os.urandom(8)
+
+
+def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
+         blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
+    """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
+    pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
+    bytes, keep the record. NO_ROOM if they do not fit in ``capacity``; entries held already are skipped."""
+    held_key = model_key(b"h", model_id)
+    all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
+    txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
+    held = read_indices(txn.get(held_key))
+    entries = [(index, digests) for index, digests in entries if index not in held]
+    if not entries:
+        return Admission(True)
+    need, fresh = 0, {}
+    for d in dict.fromkeys(d for _, digests in entries for d in digests):
+        if read_u64(txn.get(b"n:" + d), "a refcount") == 0:
+            blob = blobs.get(d)
+            if blob is None:
+                return DROPPED  # the caller no longer has bytes another process just dropped
+            fresh[d] = blob
+            need += len(blob)
+    used = read_u64(txn.get(USED), "the used-bytes counter")
+    if used + need > capacity:
+        return NO_ROOM
+    if txn.get(model_key(b"r", model_id)) is None:
+        txn.set(model_key(b"r", model_id), record)
+    for index, digests in entries:
+        for d in digests:
+            count = read_u64(txn.get(b"n:" + d), "a refcount")
+            if count == 0 and d in fresh:
+                txn.put_blob(d, fresh.pop(d))
+            txn.set(b"n:" + d, pack_u64(count + 1))
+        txn.set(entry_key(model_id, index), b"".join(digests))
+        held.add(index)
+        _log(txn, Change("hold", model_id, index, origin))
+    txn.set(held_key, pack_indices(held))
+    txn.set(USED, pack_u64(used + need))
+    return Admission(True, need)
+
+
+def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
+    """Drop entry ``(model_id, index)``: payloads whose refcount reaches zero are deleted and their bytes
+    uncounted; the record goes with the model's last entry. False if the store did not hold it."""
+    held_key = model_key(b"h", model_id)
+    ekey = entry_key(model_id, index)
+    txn.prefetch([held_key, ekey, USED, SEQ, EPOCH])
+    held = read_indices(txn.get(held_key))
+    if index not in held:
+        return False
+    freed = 0
+    digests = read_digests(txn.get(ekey))
+    txn.prefetch([b"n:" + d for d in digests])
+    txn.prefetch_blobs(digests)
+    for d in digests:
+        count = read_u64(txn.get(b"n:" + d), "a refcount")
+        if count <= 1:
+            freed += txn.blob_size(d) or 0
+            txn.delete_blob(d)
+            txn.delete(b"n:" + d)
+        else:
+            txn.set(b"n:" + d, pack_u64(count - 1))
+    txn.delete(ekey)
+    held.discard(index)
+    if held:
+        txn.set(held_key, pack_indices(held))
+    else:
+        txn.delete(held_key)
+        txn.delete(model_key(b"r", model_id))
+    txn.set(USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed)))
+    _log(txn, Change("release", model_id, index, origin))
+    return True
+
+
+def log_key(seq: int) -> bytes:
+    return b"l:" + _U64.pack(seq)
+
+
+def _log(txn: Txn, change: Change) -> None:
+    """Append ``change`` to a shared store's log and trim it to ``LOG_KEEP`` (other stores keep none)."""
+    if not txn.logs:
+        return
+    seq = read_u64(txn.get(SEQ), "the change sequence") + 1
+    if seq > 2**62:
+        raise BooksDamaged(f"change sequence {seq} is implausible")
+    txn.set(SEQ, pack_u64(seq))
+    if txn.get(EPOCH) is None:
+        txn.set(EPOCH, new_epoch())
+    txn.set(log_key(seq), change.encode())
+    if seq > LOG_KEEP:
+        txn.delete(log_key(seq - LOG_KEEP))
+
+
+def position(txn: Txn) -> Position:
+    """The log position of the books as they are now."""
+    txn.prefetch([EPOCH, SEQ])
+    return Position(txn.get(EPOCH) or b"", read_u64(txn.get(SEQ), "the change sequence"))
+
+
+def snapshot(txn: Txn) -> Snapshot:
+    """Every held model's record and held indices, with the position they are as of."""
+    at = position(txn)  # first: a change made while the models are read is also in the log after it
+    last = txn.get(log_key(at.seq)) if at.seq else None
+    models = []
+    for key in txn.keys(b"h:"):
+        record = txn.get(b"r:" + key[2:])
+        held = read_indices(txn.get(key))
+        if record is not None and held:
+            models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
+    return Snapshot(at, models, last)
+
+
+def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
+    """Check the books against the store; also returns what ``repair`` needs: the true refcounts, the
+    orphaned digests and the entries whose payloads are gone."""
+    txn.get(SEQ)  # read first: a store that watches reads (Redis) then refuses to commit over a concurrent change
+    problems = []
+    try:
+        used = read_u64(txn.get(USED), "the used-bytes counter")
+    except BooksDamaged as exc:
+        used, problems = -1, [str(exc)]
+    refs: dict[bytes, int] = {}
+    broken: list[tuple[str, int]] = []
+    entries = 0
+    for key in list(txn.keys(b"h:")):
+        model_id = key[2:].decode(errors="replace")
+        try:
+            held = read_indices(txn.get(key))
+        except BooksDamaged as exc:
+            problems.append(f"{model_id}: {exc}")
+            held = set()
+            broken.append((model_id, -1))
+        for index in held:
+            try:
+                digests = read_digests(txn.get(entry_key(model_id, index)))
+            except BooksDamaged as exc:
+                problems.append(f"{model_id}[{index}]: {exc}")
+                broken.append((model_id, index))
+                continue
+            if any(txn.blob_size(d) is None for d in digests):
+                problems.append(f"{model_id}[{index}]: a payload is missing")
+                broken.append((model_id, index))
+                continue
+            entries += 1
+            for d in digests:
+                refs[d] = refs.get(d, 0) + 1
+    held_bytes = sum(txn.blob_size(d) or 0 for d in refs)
+    orphans = {d for d in txn.blob_digests() if d not in refs}
+    orphan_bytes = sum(txn.blob_size(d) or 0 for d in orphans)
+    for d, count in refs.items():
+        try:
+            stored = read_u64(txn.get(b"n:" + d), "a refcount")
+        except BooksDamaged:
+            stored = -1
+        if stored != count:
+            problems.append(f"refcount of {d.hex()} is {stored}, entries name it {count} times")
+    for key in txn.keys(b"n:"):
+        if bytes(key[2:]) not in refs:
+            problems.append(f"refcount kept for unheld payload {bytes(key[2:]).hex()}")
+    if used != held_bytes:
+        problems.append(f"used bytes counted {used}, held payloads are {held_bytes}")
+    try:
+        if read_u64(txn.get(SEQ), "the change sequence") > 2**62:
+            problems.append("the change sequence is implausible")
+    except BooksDamaged as exc:
+        problems.append(str(exc))
+    if orphans:
+        problems.append(f"{len(orphans)} payloads ({orphan_bytes} bytes) are named by no entry")
+    return Audit(used, held_bytes, orphan_bytes, entries, tuple(problems)), refs, orphans, broken
+
+
+def repair(txn: Txn) -> Audit:
+    """Rebuild the books from what the store holds: true refcounts and used bytes, orphans deleted,
+    entries with lost payloads dropped; a new epoch makes every reader resynchronise. Returns the audit
+    made before the repair."""
+    before, refs, orphans, broken = audit(txn)
+    if not before.problems:
+        return before
+    for model_id, index in broken:
+        held_key = model_key(b"h", model_id)
+        try:
+            held = read_indices(txn.get(held_key))
+        except BooksDamaged:
+            held = set()
+        held.discard(index)
+        if index < 0:
+            held = set()
+        if index >= 0:
+            txn.delete(entry_key(model_id, index))
+        if held:
+            txn.set(held_key, pack_indices(held))
+        else:
+            txn.delete(held_key)
+            txn.delete(model_key(b"r", model_id))
+    for key in list(txn.keys(b"n:")):
+        if bytes(key[2:]) not in refs:
+            txn.delete(key)
+    for d in orphans:
+        txn.delete_blob(d)
+    for d, count in refs.items():
+        txn.set(b"n:" + d, pack_u64(count))
+    for key in list(txn.keys(b"r:")):  # records of models holding nothing
+        if txn.get(b"h:" + key[2:]) is None:
+            txn.delete(key)
+    txn.set(USED, pack_u64(sum(txn.blob_size(d) or 0 for d in refs)))
+    if txn.logs:  # a new log: every reader resynchronises from the rebuilt books
+        for key in list(txn.keys(b"l:")):
+            txn.delete(key)
+        txn.set(SEQ, pack_u64(0))
+        txn.set(EPOCH, new_epoch())
+    return before
