@@ -43,9 +43,7 @@ def exhaustive(work: Workload, capacity: int, which: str = "all") -> int:
             return 0
         catalog = Catalog()
         for m, j in sorted(held):
-            if m not in catalog.models:
-                catalog.add(records[m])
-            catalog.hold(m, j)
+            catalog.hold(records[m], j, 0)
         found = catalog.find(e.keys, e.parent_id, work.mode)
         return 0 if found is None else sum(work.sizes[found[0]][j] for _, j in found[1])
 
