@@ -66,7 +66,7 @@ def exhaustive(work: Workload, capacity: int, which: str = "all") -> int:
 
 
 def random_trace(rng, n, layers, positions=2, choices=2):
-    recs, t = [], 0.0
+    recs = []
     for i in range(n):
         arch = [rng.randrange(choices) for _ in range(positions)]
         deps = [[] if j == 0 and layers > 1 else list(range(min(j, positions - 1) + 1)) for j in range(layers)]
