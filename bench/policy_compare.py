@@ -3,7 +3,10 @@
     python bench/policy_compare.py TRACE... --capacities 1,2,5,10,20,50 --out DIR [--window-sweep 10,25,50,100]
 
 Capacities are percent of all bytes the trace ever stores. Every policy sees the identical event stream
-of ``tensorcache.replay`` (inserts at t_end, lookups at t_start). Two evaluations (bench/README.md):
+of ``tensorcache.replay`` (inserts at t_end, lookups at t_start), at the setting a search uses (donor-window
+and evolution-aware with W = 4P). Yields are split into transfer (the headline: children of a new
+architecture) and revisit bytes; ``bound`` is the proven upper bound of ``tensorcache.bound`` (interval
+relaxation) and ``belady`` the Belady heuristic. Two evaluations (bench/README.md):
 
 * prefix-aware (transfer_yield, hit_ratio, byte_hit_ratio, object_hit_ratio): the policy decides what is
   cached, and each lookup serves the best single donor among cached entries as TensorCache does. Our
@@ -12,6 +15,9 @@ of ``tensorcache.replay`` (inserts at t_end, lookups at t_start). Two evaluation
   still holds. Entries a lookup does not serve are never requested, so nothing evicted comes back.
 * stream (stream_object_hit_ratio, stream_byte_hit_ratio): the exported object request stream played
   through each cache as a plain object cache (a miss admits), ratios over the lookup requests.
+
+libCacheSim gets sizes in a unit that keeps its capacity below 2**30 (``lcs_unit``): bytes when the
+capacity is under 1 GiB, else the smallest power of two that brings it under, sizes rounded up.
 
 Writes DIR/policy_compare.csv, DIR/<trace>.png (yield vs capacity), and with --window-sweep
 DIR/window_sweep.csv and DIR/window_sweep_<trace>.png (donor-window's W against yield).
@@ -23,6 +29,7 @@ import csv
 import math
 import os
 import sys
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,6 +40,7 @@ from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tensorcache.events import ClockMoved, LayerServed, PolicyEvent
+from tensorcache.bound import interval_bound
 from tensorcache.policies import make_policy
 from tensorcache.replay import (
     Entry,
@@ -56,19 +64,41 @@ LIBCACHESIM = {"LRU": "LRU", "ARC": "ARC", "LIRS": "LIRS", "TinyLFU": "WTinyLFU"
 # counter, which only matches the stream when every stream request is sent (stream mode).
 STREAM_ONLY = {"BeladySize"}
 NEVER = 2**63 - 1  # libCacheSim's "no next access"
-COLUMNS = ("trace", "family", "policy", "capacity_pct", "capacity_bytes", "transfer_yield", "yield_vs_belady",
-           "hit_ratio", "byte_hit_ratio", "object_hit_ratio", "stream_object_hit_ratio", "stream_byte_hit_ratio",
-           "evictions", "max_used_bytes")
+# libCacheSim's parameters, stated in bench/README.md: its defaults, passed explicitly so a change shows here
+LCS_PARAMS: dict[str, dict[str, Any]] = {"WTinyLFU": {"main_cache": "SLRU", "window_size": 0.01},
+                                         "S3FIFO": {"small_size_ratio": 0.1, "ghost_size_ratio": 0.9,
+                                                    "move_to_main_threshold": 2}}
+LCS_MAX_UNITS = 2**30  # WTinyLFU's counting Bloom filter overflows above 2**31 units of capacity
+WINDOWED = ("donor-window", "evolution-aware")  # run at W = 4P, as run_search does
+COLUMNS = ("trace", "family", "policy", "capacity_pct", "capacity_bytes", "transfer_yield", "revisit_yield",
+           "total_yield", "transfer_vs_bound", "transfer_vs_belady", "total_vs_bound", "hit_ratio",
+           "byte_hit_ratio", "object_hit_ratio", "stream_object_hit_ratio", "stream_byte_hit_ratio", "evictions",
+           "max_used_bytes", "seconds")
 
 
 # ------------------------------------------------------------------------------------------ libCacheSim
 def libcachesim_policies() -> dict[str, Callable[[int], Any]]:
-    """label -> constructor taking the cache size in bytes, for the libCacheSim classes installed."""
+    """label -> constructor taking the cache size in units (``lcs_unit``), for the libCacheSim classes installed."""
     try:
         import libcachesim
     except ImportError:
         return {}
-    return {label: getattr(libcachesim, cls) for label, cls in LIBCACHESIM.items() if hasattr(libcachesim, cls)}
+    return {label: (lambda size, c=getattr(libcachesim, cls), kw=LCS_PARAMS.get(cls, {}): c(size, **kw))
+            for label, cls in LIBCACHESIM.items() if hasattr(libcachesim, cls)}
+
+
+def lcs_unit(capacity_bytes: int) -> int:
+    """Bytes per unit given to libCacheSim: 1 while the capacity is under 2**30, else the smallest power of
+    two that brings it under."""
+    unit = 1
+    while capacity_bytes // unit >= LCS_MAX_UNITS:
+        unit *= 2
+    return unit
+
+
+def units(nbytes: int, unit: int) -> int:
+    """A size in libCacheSim units, rounded up (an object never looks smaller than it is)."""
+    return -(-nbytes // unit)
 
 
 def lcs_request(obj_id: int, size: int, next_access: int) -> Any:
@@ -80,13 +110,17 @@ def lcs_request(obj_id: int, size: int, next_access: int) -> Any:
 
 
 class LibCacheSimStore(Store):
-    """A libCacheSim cache as replay's store: it admits and evicts on its own, replay asks what it holds."""
+    """A libCacheSim cache as replay's store: it admits and evicts on its own, replay asks what it holds.
+    Sizes and capacity go to it in units of ``lcs_unit(capacity)`` bytes."""
 
     exact = False
 
-    def __init__(self, cache: Any, capacity: int, ids: dict[Entry, int], uses: dict[Entry, list[int]]) -> None:
-        self.cache, self.capacity, self.ids, self.uses = cache, capacity, ids, uses
-        self.sizes: dict[Entry, int] = {}
+    def __init__(self, make: Callable[[int], Any], capacity: int, ids: dict[Entry, int],
+                 uses: dict[Entry, list[int]]) -> None:
+        self.unit = lcs_unit(capacity)
+        self.capacity = capacity // self.unit
+        self.cache, self.ids, self.uses = make(self.capacity), ids, uses
+        self.sizes: dict[Entry, int] = {}  # in units
         self.end = 0
 
     def _req(self, entry: Entry) -> Any:
@@ -98,6 +132,7 @@ class LibCacheSimStore(Store):
         return entry in self.sizes and self.cache.find(self._req(entry), False) is not None
 
     def insert(self, entry: Entry, size: int, model_id: str, deps: tuple[int, ...]) -> tuple[bool, list[Entry]]:
+        size = units(size, self.unit)
         if size > self.capacity:  # libCacheSim would refuse it too, with a warning per request
             return False, []
         self.sizes[entry] = size
@@ -135,11 +170,9 @@ def next_positions(requests: Sequence[ObjectRequest]) -> list[int]:
     return out
 
 
-def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, capacity: int,
-                **kw: Any) -> tuple[float, float]:
+def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, capacity: int, P: int) -> tuple[float, float]:
     """One of our policies as a plain object cache over the stream (only insert/hit/evict reach it)."""
-    if name == "belady":
-        kw["next_uses"] = work.next_uses()
+    kw = policy_kwargs(work, name, P)
     store = PolicyStore(make_policy(name, **kw), capacity)
     entry_of = {i: e for e, i in work.entry_ids().items()}
 
@@ -157,47 +190,97 @@ def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, ca
 
 def stream_lcs(requests: Sequence[ObjectRequest], nxt: Sequence[int], make: Callable[[int], Any],
                capacity: int) -> tuple[float, float]:
-    cache = make(capacity)
-    return stream_ratios(requests, lambda i, r: r.size <= capacity and cache.get(lcs_request(r.key_id, r.size, nxt[i])))
+    unit = lcs_unit(capacity)
+    cap = capacity // unit
+    cache = make(cap)
+    return stream_ratios(requests, lambda i, r: units(r.size, unit) <= cap and
+                         cache.get(lcs_request(r.key_id, units(r.size, unit), nxt[i])))
 
 
-# ------------------------------------------------------------------------------------------------ driver
-def row(trace: str, family: str, policy: str, pct: float, cap: int, result: ReplayResult | None,
-        stream: tuple[float, float]) -> dict[str, Any]:
-    out = {"trace": trace, "family": family, "policy": policy, "capacity_pct": pct, "capacity_bytes": cap,
-           "stream_object_hit_ratio": stream[0], "stream_byte_hit_ratio": stream[1]}
-    if result is not None:
-        out.update(transfer_yield=result.transfer_yield, hit_ratio=result.hit_ratio,
-                   byte_hit_ratio=result.byte_hit_ratio, object_hit_ratio=result.object_hit_ratio)
-        if family == "ours":
-            out.update(evictions=result.evictions, max_used_bytes=result.max_used_bytes)
+# ------------------------------------------------------------------------------------ prefix-aware runs
+def policy_kwargs(work: Workload, name: str, P: int) -> dict[str, Any]:
+    """What a search would give the policy: W = 4P for the windowed ones, the future for Belady."""
+    if name in WINDOWED:
+        return {"window": 4 * P}
+    if name == "belady":
+        return {"next_uses": work.next_uses()}
+    return {}
+
+
+def bound_row(work: Workload, capacity: int) -> dict[str, Any]:
+    """The proven upper bound (interval relaxation) on each yield at ``capacity``."""
+    t0 = time.perf_counter()
+    ref = work.unbounded
+    out = {"transfer_yield": interval_bound(work, capacity, "transfer") / ref.transfer_bytes_served
+           if ref.transfer_bytes_served else math.nan,
+           "revisit_yield": interval_bound(work, capacity, "revisit") / ref.revisit_bytes_served
+           if ref.revisit_bytes_served else math.nan,
+           "total_yield": interval_bound(work, capacity, "all") / ref.bytes_served if ref.bytes_served else math.nan}
+    out["seconds"] = time.perf_counter() - t0
     return out
 
 
+def result_row(result: ReplayResult, seconds: float) -> dict[str, Any]:
+    return {"transfer_yield": result.transfer_yield, "revisit_yield": result.revisit_yield,
+            "total_yield": result.total_yield, "hit_ratio": result.hit_ratio, "byte_hit_ratio": result.byte_hit_ratio,
+            "object_hit_ratio": result.object_hit_ratio, "evictions": result.evictions,
+            "max_used_bytes": result.max_used_bytes, "seconds": seconds}
+
+
+def prefix_aware(work: Workload, capacity: int, P: int, S: int, ours: Sequence[str],
+                 lcs: dict[str, Callable[[int], Any]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(family, policy, metrics) of every policy at one capacity, plus the bound, as ``TensorCache`` serves."""
+    out = [("bound", "bound", bound_row(work, capacity))]
+    ids, uses = (work.entry_ids(), work.next_uses()) if lcs else ({}, {})
+    for name in ours:
+        t0 = time.perf_counter()
+        result = replay(work, name, capacity, population_size=P, sample_size=S,
+                        policy_kwargs=policy_kwargs(work, name, P))
+        out.append(("ours", name, result_row(result, time.perf_counter() - t0)))
+    for label, make in lcs.items():
+        if label in STREAM_ONLY:
+            continue
+        t0 = time.perf_counter()
+        result = run(work, LibCacheSimStore(make, capacity, ids, uses), f"libcachesim:{label}", capacity, P, S)
+        out.append(("libcachesim", label, result_row(result, time.perf_counter() - t0)))
+    for _, _, row in out:  # the yields as fractions of the bound and of the Belady heuristic
+        bound = out[0][2]
+        belady = next((r for _, n, r in out if n == "belady"), None)
+        row["transfer_vs_bound"] = _frac(row["transfer_yield"], bound["transfer_yield"])
+        row["total_vs_bound"] = _frac(row["total_yield"], bound["total_yield"])
+        row["transfer_vs_belady"] = _frac(row["transfer_yield"], belady["transfer_yield"]) if belady else math.nan
+    return out
+
+
+def _frac(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else math.nan
+
+
+# ------------------------------------------------------------------------------------------------ driver
 def compare_trace(name: str, work: Workload, capacities: Sequence[float], P: int, S: int,
                   advance: Callable[[], None]) -> list[dict[str, Any]]:
-    """Every policy at every capacity on one trace."""
+    """Every policy at every capacity on one trace: prefix-aware metrics, then the stream evaluation."""
     rows = []
     requests = work.requests()
     nxt = next_positions(requests)
-    ids, uses = work.entry_ids(), work.next_uses()
     lcs = libcachesim_policies()
     for pct in capacities:
         cap = int(work.total_bytes * pct / 100)
-        for policy in OURS:
-            result = replay(work, policy, cap, population_size=P, sample_size=S)
-            rows.append(row(name, "ours", policy, pct, cap, result, stream_ours(work, requests, policy, cap)))
+        for family, policy, metrics in prefix_aware(work, cap, P, S, OURS, lcs):
+            row = {"trace": name, "family": family, "policy": policy, "capacity_pct": pct, "capacity_bytes": cap,
+                   **metrics}
+            if family == "ours":
+                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_ours(work, requests, policy, cap, P)
+            elif family == "libcachesim":
+                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_lcs(requests, nxt, lcs[policy], cap)
+            rows.append(row)
             advance()
-        for label, make in lcs.items():
-            result = None
-            if label not in STREAM_ONLY:
-                result = run(work, LibCacheSimStore(make(cap), cap, ids, uses), f"libcachesim:{label}", cap, P, S)
-            rows.append(row(name, "libcachesim", label, pct, cap, result, stream_lcs(requests, nxt, make, cap)))
+        for label in STREAM_ONLY & lcs.keys():
+            ratios = stream_lcs(requests, nxt, lcs[label], cap)
+            rows.append({"trace": name, "family": "libcachesim", "policy": label, "capacity_pct": pct,
+                         "capacity_bytes": cap, "stream_object_hit_ratio": ratios[0],
+                         "stream_byte_hit_ratio": ratios[1]})
             advance()
-        best = next(r["transfer_yield"] for r in rows if r["policy"] == "belady" and r["capacity_pct"] == pct)
-        for r in rows:
-            if r["capacity_pct"] == pct and "transfer_yield" in r:
-                r["yield_vs_belady"] = r["transfer_yield"] / best if best else math.nan
     return rows
 
 
@@ -230,11 +313,13 @@ def plot_yield(path: str, trace: str, rows: Sequence[dict[str, Any]]) -> None:
     for n, (family, policy) in enumerate(lines):
         pts = [(r["capacity_pct"], r["transfer_yield"]) for r in rows
                if r["family"] == family and r["policy"] == policy and "transfer_yield" in r]
-        ax.plot(*zip(*pts), "-" if family == "ours" else "--", marker="o" if family == "ours" else "s", ms=3,
-                color=colors(n % 20), label=policy if family == "ours" else f"libCacheSim {policy}")
+        style = {"ours": "-", "bound": ":"}.get(family, "--")
+        ax.plot(*zip(*pts), style, marker="o" if family == "ours" else "s", ms=3, color=colors(n % 20),
+                label=f"libCacheSim {policy}" if family == "libcachesim" else policy)
     _log_x(ax, [r["capacity_pct"] for r in rows])
-    ax.set(xlabel="cache capacity (% of all bytes stored)", ylabel="transfer yield (vs unbounded cache)",
-           title=f"{trace}: bytes served as warm starts", ylim=(0, 1.05))
+    ax.set(xlabel="cache capacity (% of all bytes stored)",
+           ylabel="transfer yield (new architectures, vs unbounded cache)",
+           title=f"{trace}: bytes served as warm starts, revisits excluded", ylim=(0, 1.05))
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
 
@@ -303,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not lcs:
         print("libcachesim is not installed (pip install -e '.[bench]'): comparing our policies only",
               file=sys.stderr)
-    per_trace = len(args.capacities) * (len(OURS) + len(lcs) + len(args.window_sweep or ()))
+    per_trace = len(args.capacities) * (1 + len(OURS) + len(lcs) + len(args.window_sweep or ()))
     rows, sweep = [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as bar:

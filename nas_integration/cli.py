@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mode", choices=("async", "batch"), default="async",
                    help="async: a free worker gets a new child at once; batch: generations of --workers "
                         "children (default: async)")
+    g.add_argument("--revisit", choices=("train", "reuse"), default="train",
+                   help="a child repeating an architecture evaluated before: train it again (as the study did) or "
+                        "reuse the earlier score without training; traces mark revisits either way (default: train)")
     g.add_argument("--mutation-bias", type=float, default=0.0, metavar="B",
                    help="favour mutating later positions with weight (i+1)^B; 0 = uniform (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the search and of training (default: 0)")

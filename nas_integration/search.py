@@ -19,7 +19,7 @@ from typing import Any
 
 from tensorcache.config import CacheConfig
 from tensorcache.sizes import parse_size
-from tensorcache.trace import Revisits, TraceRecord, TraceWriter
+from tensorcache.trace import TraceRecord, TraceWriter
 
 from .evaluators import Evaluator
 from .evolution import Candidate, RegularizedEvolution
@@ -71,32 +71,71 @@ class Tally:
 Progress = Callable[[Tally, int], None]
 
 
-def _record(outcome: Outcome, revisits: Revisits) -> TraceRecord:
+def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
     """The outcome's trace record with what only the search knows: the worker and whether it revisits."""
     record = outcome.result
     record.worker = outcome.worker
-    record.revisit = revisits.add(record.arch, record.t_start, record.t_end)
+    record.revisit = revisit
     return record
 
 
+class Revisits:
+    """Which children repeat an architecture issued before, and (``reuse``) the earlier score to return
+    for one instead of training it again; every trace record says whether it was a revisit."""
+
+    def __init__(self, reuse: bool) -> None:
+        self.reuse = reuse
+        self.issued: set[tuple[int, ...]] = set()
+        self.again: dict[int, bool] = {}  # candidate index -> revisit
+        self.scores: dict[tuple[int, ...], tuple[float, float | None]] = {}  # arch -> (score, test) when finished
+
+    def issue(self, cand: Candidate) -> None:
+        self.again[cand.index] = cand.arch in self.issued
+        self.issued.add(cand.arch)
+
+    def finished(self, cand: Candidate, score: float, test: float | None) -> None:
+        self.scores.setdefault(cand.arch, (score, test))
+
+    def reused(self, cand: Candidate, now: float) -> TraceRecord | None:
+        """The record of ``cand`` answered with the earlier score (no training), or None to train it."""
+        if not self.reuse or cand.arch not in self.scores:
+            return None
+        score, test = self.scores[cand.arch]
+        return TraceRecord(model_id=cand.model_id, parent_id=cand.parent_id, donor_id=None, worker="reused",
+                           t_start=now, t_end=now, arch=list(cand.arch), mutation_pos=cand.mutation_pos,
+                           score=score, test=test, transfer_layers=0, transfer_bytes=0, tier=None, cache_s=0.0,
+                           train_s=0.0, layer_bytes=[], layer_keys=[], layer_deps=[], revisit=True,
+                           extra={"reused": True})
+
+
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
-           trace: TraceWriter, tally: Tally, on_record: Progress | None = None) -> list[dict[str, Any]]:
-    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped)."""
+           trace: TraceWriter, tally: Tally, on_record: Progress | None = None,
+           revisit: str = "train") -> list[dict[str, Any]]:
+    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped).
+    ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained."""
     batch = mode == "batch"
+    revisits = Revisits(revisit == "reuse")
     retry: deque[Candidate] = deque()
     attempts: dict[int, int] = {}
     failures: list[dict[str, Any]] = []
     generation: list[tuple[Candidate, float]] = []
     gen_left = executor.workers
     outstanding = streak = 0
-    revisits = Revisits()
     while True:
         while executor.free() and (retry or (evo.issued < evals and (not batch or gen_left > 0))):
             if retry:
                 executor.submit(retry.popleft())
             else:
-                executor.submit(evo.ask())
+                cand = evo.ask()
+                revisits.issue(cand)
                 gen_left -= 1
+                record = revisits.reused(cand, executor.now())
+                if record is not None:
+                    _finish(evo, executor, trace, tally, record, cand, generation if batch else None)
+                    if on_record is not None:
+                        on_record(tally, sum(f["action"] == "dropped" for f in failures))
+                    continue
+                executor.submit(cand)
             outstanding += 1
         if outstanding == 0:
             if batch and generation:
@@ -127,16 +166,23 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 raise RuntimeError(f"{streak} evaluations failed in a row; the last error:\n{outcome.error}")
             continue
         streak = 0
-        record = _record(outcome, revisits)
-        trace.write(record)
-        tally.add(record)
+        revisits.finished(cand, outcome.result.score, outcome.result.test)
+        _finish(evo, executor, trace, tally, _record(outcome, revisits.again[cand.index]), cand,
+                generation if batch else None)
         if on_record is not None:
             on_record(tally, sum(f["action"] == "dropped" for f in failures))
-        if batch:
-            generation.append((cand, outcome.result.score))
-        else:
-            evo.tell(cand, outcome.result.score)
-            executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
+
+
+def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter, tally: Tally, record: TraceRecord,
+            cand: Candidate, generation: list[tuple[Candidate, float]] | None) -> None:
+    """Write a finished child's record and add it to the population (batch mode: to its generation)."""
+    trace.write(record)
+    tally.add(record)
+    if generation is not None:
+        generation.append((cand, record.score))
+    else:
+        evo.tell(cand, record.score)
+        executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
 
 
 def _gpu_ids() -> list[str]:
@@ -240,7 +286,7 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     t0 = time.time()
     try:
         with TraceWriter(trace_path) as trace:
-            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record)
+            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit)
     finally:
         cache_stats = executor.close()
     best = tally.best

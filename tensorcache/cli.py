@@ -110,6 +110,28 @@ def lazy_progress(total: int, after_s: float = 2.0) -> Iterator[Callable[[str], 
             bar.stop()
 
 
+@contextlib.contextmanager
+def replay_progress(label: str, after_s: float = 3.0) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback that shows a rich bar on stderr once a replay has run ``after_s`` seconds."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(f"replay {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task("events", total=None)
+    t0 = time.monotonic()
+
+    def update(done: int, total: int) -> None:
+        if not bar.live.is_started and time.monotonic() - t0 >= after_s:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import STEPS, analyze
     from .trace import read_trace
@@ -132,9 +154,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
     if args.requests_csv:
         write_requests_csv(work.requests(), args.requests_csv)
-    result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
-                    population_size=args.population or settings.get("population"),
-                    sample_size=args.sample or settings.get("sample"))
+    with replay_progress(args.policy) as progress:
+        result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
+                        population_size=args.population or settings.get("population"),
+                        sample_size=args.sample or settings.get("sample"), progress=progress)
     print(json.dumps(result.metrics(), indent=2))
     return 0
 

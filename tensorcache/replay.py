@@ -26,12 +26,13 @@ import math
 import os
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .catalog import Catalog, Entry, LayerRecord, ModelRecord
 from .layers import MODES
+from .metrics import mark_revisits, positional, ratio
 from .events import (ClockMoved, Donated, Inserted, LayerServed, ModelDescribed, PolicyEvent, Removed,
                      evaluation_news)
 from .policies import Policy, make_policy
@@ -51,6 +52,7 @@ class Evaluation:
     sizes: tuple[int, ...]
     arch: tuple[int, ...] | None = None
     deps: tuple[tuple[int, ...], ...] | None = None  # per layer, from the optional ``layer_deps`` field
+    revisit: bool | None = None  # the optional ``revisit`` field (None: worked out from the archs)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
             parent, score, pos = rec.get("parent_id"), rec.get("score"), rec.get("mutation_pos")
             arch = None if rec.get("arch") is None else tuple(int(a) for a in rec["arch"])
             deps = None if rec.get("layer_deps") is None else tuple(tuple(int(p) for p in d) for d in rec["layer_deps"])
+            revisit = rec.get("revisit")
+            if revisit is not None and not isinstance(revisit, bool):
+                raise ValueError(f"revisit must be true or false, got {revisit!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"trace record {n} is not replayable: {exc!r}") from None
         if deps is not None and len(deps) != len(keys):
@@ -105,7 +110,7 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
         seen.add(model_id)
         out.append(Evaluation(model_id, None if parent is None else str(parent), t_start, t_end,
                               None if score is None else float(score), None if pos is None else int(pos),
-                              keys, sizes, arch, deps))
+                              keys, sizes, arch, deps, revisit))
     return out
 
 
@@ -200,14 +205,21 @@ class PolicyStore(Store):
 
 @dataclass
 class ReplayResult:
-    """Counters of one replay; ratios are properties (NaN when their denominator is 0)."""
+    """Counters of one replay; ratios are properties (NaN when their denominator is 0). Bytes served are
+    split into transfer and revisit bytes (``tensorcache.metrics``); ``hits`` counts lookups that served a
+    layer depending on an arch position, ``lookups_served`` those that served any layer."""
 
     policy: str
     capacity_bytes: int
     lookups: int = 0
     hits: int = 0
+    lookups_served: int = 0
     bytes_served: int = 0
     bytes_unbounded: int = 0
+    transfer_bytes_served: int = 0
+    transfer_bytes_unbounded: int = 0
+    revisit_bytes_served: int = 0
+    revisit_bytes_unbounded: int = 0
     bytes_requested: int = 0
     entries_served: int = 0
     entries_unbounded: int = 0
@@ -217,34 +229,41 @@ class ReplayResult:
 
     @property
     def transfer_yield(self) -> float:
-        """Bytes served / bytes an unbounded cache serves on the same stream."""
-        return _ratio(self.bytes_served, self.bytes_unbounded)
+        """The headline: bytes served to children of a new architecture / what an unbounded cache serves them."""
+        return ratio(self.transfer_bytes_served, self.transfer_bytes_unbounded)
+
+    @property
+    def revisit_yield(self) -> float:
+        """Bytes served to revisit children / what an unbounded cache serves them."""
+        return ratio(self.revisit_bytes_served, self.revisit_bytes_unbounded)
+
+    @property
+    def total_yield(self) -> float:
+        """All bytes served / all bytes an unbounded cache serves on the same stream."""
+        return ratio(self.bytes_served, self.bytes_unbounded)
 
     @property
     def hit_ratio(self) -> float:
-        """Lookups that got at least one layer / lookups."""
-        return _ratio(self.hits, self.lookups)
+        """Lookups that served a layer depending on an arch position / lookups."""
+        return ratio(self.hits, self.lookups)
 
     @property
     def byte_hit_ratio(self) -> float:
         """Bytes served / bytes of every child's full model."""
-        return _ratio(self.bytes_served, self.bytes_requested)
+        return ratio(self.bytes_served, self.bytes_requested)
 
     @property
     def object_hit_ratio(self) -> float:
         """Entries served / entries requested (those an unbounded cache serves)."""
-        return _ratio(self.entries_served, self.entries_unbounded)
+        return ratio(self.entries_served, self.entries_unbounded)
 
     def metrics(self) -> dict[str, Any]:
         """Flat dict for CSV rows and JSON."""
         out = {k: v for k, v in self.__dict__.items() if k != "served"}
-        out.update(transfer_yield=self.transfer_yield, hit_ratio=self.hit_ratio,
-                   byte_hit_ratio=self.byte_hit_ratio, object_hit_ratio=self.object_hit_ratio)
+        out.update(transfer_yield=self.transfer_yield, revisit_yield=self.revisit_yield,
+                   total_yield=self.total_yield, hit_ratio=self.hit_ratio, byte_hit_ratio=self.byte_hit_ratio,
+                   object_hit_ratio=self.object_hit_ratio)
         return out
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
 
 
 class Workload:
@@ -259,6 +278,9 @@ class Workload:
         self.events = merge_events(self.evaluations)
         self.total_bytes = sum(sum(e.sizes) for e in self.evaluations)
         self.sizes = {e.model_id: e.sizes for e in self.evaluations}
+        self.deps = {e.model_id: e.deps or tuple(tuple(range(i + 1)) if mode == "prefix" else ()
+                                                 for i in range(len(e.keys))) for e in self.evaluations}
+        self.revisit = mark_revisits((e.model_id, e.arch, e.t_start, e.revisit) for e in self.evaluations)
         self.unbounded: ReplayResult | None = None
         self.clock = [0] * (len(self.events) + 1)  # set below, once the request stream is known
         self.unbounded = run(self, UnboundedStore(), "unbounded")
@@ -342,8 +364,12 @@ def write_requests_csv(requests: Sequence[ObjectRequest], path: str | os.PathLik
 
 
 def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, population_size: int = 1,
-        sample_size: int = 1) -> ReplayResult:
-    """Drive ``store`` through the workload's event stream and count what each lookup got."""
+        sample_size: int = 1, progress: Callable[[int, int], None] | None = None,
+        inflight: bool = False) -> ReplayResult:
+    """Drive ``store`` through the workload's event stream and count what each lookup got;
+    ``progress(done, total)`` hears how many events are done every 1000 events and at the end;
+    ``inflight``: each child is described (``ModelDescribed`` without a score) at its lookup, as a driver
+    that tells its cache about the children it issues does."""
     reference = workload.unbounded
     result = ReplayResult(name, capacity_bytes)
     catalog = Catalog()
@@ -351,6 +377,8 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
     prefix = workload.mode == "prefix"
     n_lookup = 0
     for ev in workload.events:
+        if progress is not None and ev.index % 1000 == 0:
+            progress(ev.index, len(workload.events))
         e = ev.evaluation
         store.handle(ClockMoved(workload.clock[ev.index], workload.clock[ev.index + 1]))
         if ev.insert:
@@ -369,23 +397,37 @@ def run(workload: Workload, store: Store, name: str, capacity_bytes: int = 0, po
             for news in evaluation_news(e.mutation_pos, list(population), population_size, sample_size):
                 store.handle(news)  # at the child's finish, as a live search tells its cache
             continue
+        if inflight and e.arch is not None:  # the driver tells its cache which child it just issued
+            store.handle(ModelDescribed(e.model_id, e.arch, workload.mode, len(e.keys), None))
         got = _lookup(catalog, store, e, workload)
         result.served.append(got)
         result.lookups += 1
         result.bytes_requested += sum(e.sizes)
+        again = workload.revisit[e.model_id]
         if reference is not None:
             ref = reference.served[n_lookup]
             result.bytes_unbounded += ref.nbytes
             result.entries_unbounded += len(ref.pairs)
+            if again:
+                result.revisit_bytes_unbounded += ref.nbytes
+            else:
+                result.transfer_bytes_unbounded += ref.nbytes
         n_lookup += 1
         if got.donor is None:
             continue
         for _, j in got.pairs:
             store.handle(LayerServed((got.donor, j)))
         store.handle(Donated(got.donor))
-        result.hits += 1
+        result.lookups_served += 1
+        result.hits += positional(workload.deps[got.donor][j] for _, j in got.pairs)
         result.bytes_served += got.nbytes
+        if again:
+            result.revisit_bytes_served += got.nbytes
+        else:
+            result.transfer_bytes_served += got.nbytes
         result.entries_served += len(got.pairs)
+    if progress is not None:
+        progress(len(workload.events), len(workload.events))
     if isinstance(store, PolicyStore):
         result.evictions, result.max_used_bytes = store.evictions, store.max_used
     return result
@@ -410,7 +452,8 @@ def _lookup(catalog: Catalog, store: Store, e: Evaluation, workload: Workload) -
 
 def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy, capacity_bytes: int,
            mode: str = "prefix", population_size: int | None = None, sample_size: int | None = None,
-           policy_kwargs: Mapping[str, Any] | None = None) -> ReplayResult:
+           policy_kwargs: Mapping[str, Any] | None = None,
+           progress: Callable[[int, int], None] | None = None, inflight: bool = False) -> ReplayResult:
     """Re-run a trace's lookups and inserts under ``policy`` with ``capacity_bytes`` (see module doc).
 
     ``policy`` is a name for ``make_policy`` (``"belady"`` gets the trace's next uses) or a Policy object.
@@ -424,7 +467,7 @@ def replay(records: Sequence[Mapping[str, Any]] | Workload, policy: str | Policy
             kw.setdefault("next_uses", workload.next_uses())
         policy = make_policy(policy, **kw)
     store = PolicyStore(policy, capacity_bytes)
-    return run(workload, store, policy.name, capacity_bytes, P, S)
+    return run(workload, store, policy.name, capacity_bytes, P, S, progress, inflight)
 
 
 def population_params(workload: Workload, population_size: int | None, sample_size: int | None) -> tuple[int, int]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
+
+from .metrics import mark_revisits
 
 log = logging.getLogger("tensorcache")
 
@@ -95,8 +96,8 @@ class TraceRecord:
     layer_deps: list[list[int]] | None = _column(_optional(_list(_list(_int))), None)  # arch positions per layer
     test: float | None = _column(_optional(_float), None)
     tier_bytes: dict[str, int] = _column(_counts, factory=dict)  # transfer bytes by the tier that served them
-    # an evaluation of the same arch had finished before this one started (None: not known when written;
-    # ``read_records`` computes it from the trace)
+    # the same arch was evaluated before: an evaluation of it started earlier (tensorcache.metrics.mark_revisits;
+    # None: not known when written, ``read_records`` computes it from the trace)
     revisit: bool | None = _column(_optional(_bool), None)
     version: int = _column(_int, TRACE_VERSION)
     extra: dict[str, Any] = field(default_factory=dict)  # evaluator-specific values, written as top-level keys
@@ -136,20 +137,6 @@ class TraceRecord:
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TraceRecord)
                                 if f.default is MISSING and f.default_factory is MISSING)
-
-
-class Revisits:
-    """Which evaluations revisit an architecture: one of the same arch finished at or before their start."""
-
-    def __init__(self) -> None:
-        self._ends: dict[tuple[int, ...], list[float]] = {}
-
-    def add(self, arch: Iterable[int], t_start: float, t_end: float) -> bool:
-        """Record an evaluation (feed them in finishing order); True if it revisits its architecture."""
-        ends = self._ends.setdefault(tuple(arch), [])
-        revisit = bisect_right(ends, t_start) > 0
-        ends.insert(bisect_right(ends, t_end), t_end)
-        return revisit
 
 
 class TraceWriter:
@@ -202,7 +189,7 @@ def read_records(path: str | os.PathLike) -> list[TraceRecord]:
             records.append(TraceRecord.from_dict(values))
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
-    _fill_revisits([r for r in records if r.revisit is None])
+    _fill_revisits(records)
     return records
 
 
@@ -212,8 +199,9 @@ def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _fill_revisits(records: list[TraceRecord]) -> None:
-    """Set ``revisit`` on records written without it (version 1, or not known to the writer), as the
-    search loop does: in finishing order, against the other records given."""
-    revisits = Revisits()
-    for record in sorted(records, key=lambda r: r.t_end):
-        record.revisit = revisits.add(record.arch, record.t_start, record.t_end)
+    """Set ``revisit`` where the writer did not (version 1), by the one rule of ``metrics.mark_revisits``."""
+    if all(r.revisit is not None for r in records):
+        return
+    flags = mark_revisits((str(n), r.arch, r.t_start, r.revisit) for n, r in enumerate(records))
+    for n, record in enumerate(records):
+        record.revisit = flags[str(n)]

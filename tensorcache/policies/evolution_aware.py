@@ -94,10 +94,15 @@ class EvolutionAware(Policy):
     name = "evolution-aware"
     options = ("window", "refresh")
 
-    def __init__(self, window: int = 100, refresh: int | None = None) -> None:
+    def __init__(self, window: int = 100, refresh: int | None = None, churn: float = 0.125) -> None:
         if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1):
             raise ValueError(f"refresh must be an int >= 1 population updates, got {refresh!r}")
-        self.refresh = refresh  # re-rank every this many population updates (None: P // 20)
+        if not 0 <= churn <= 1:
+            raise ValueError(f"churn must be a fraction in [0, 1], got {churn!r}")
+        self.refresh = refresh  # re-rank every this many population updates (None: P // 20) ...
+        self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
+        self._changes = 0  # inserts and removals since the last rebuild
+        self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
         self._fallback = DonorWindow(window)
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
@@ -115,6 +120,7 @@ class EvolutionAware(Policy):
         self._ascending: list[float] = []  # member scores of the last update
         self._newcomer_p = 0.0
         self._scores: dict[str, float] = {}  # described models not yet listed -> their score
+        self._inflight: dict[str, int] = {}  # described before any entry (a child in flight) -> updates then
         self._hist: list[int] = []
         self._mutations = 0
         self._values_seen: list[set[int]] = []  # per position, the values seen in described archs
@@ -143,12 +149,18 @@ class EvolutionAware(Policy):
         self._listed.update(self._weights)
         for m in self._weights:
             self._scores.pop(m, None)
-        for m in [m for m in self._archs if m not in self._weights and m not in self._models]:
+        for m in [m for m, born in self._inflight.items()
+                  if m in self._weights or self._updates - born >= population_size]:
+            del self._inflight[m]  # listed at last, or its news is too old to trust
+        for m in [m for m in self._archs
+                  if m not in self._weights and m not in self._models and m not in self._inflight]:
             del self._archs[m]  # a dead model that holds nothing is no parent and no entry
             self._modes.pop(m, None)
             self._scores.pop(m, None)
-        if self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)) or not self._rank:
+        if not self._rank:
             self._stale = True
+        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)):
+            self._pending = True  # rebuilt once enough entries changed too (``_rebuild_if_due``)
 
     def _p_donor(self, score: float, joining: int = 0) -> float:
         """P(the best of S uniform draws from the members, plus ``joining`` newcomers with this score, scores
@@ -174,6 +186,8 @@ class EvolutionAware(Policy):
         model_id = str(model_id)
         if score is not None and model_id not in self._listed:
             self._scores[model_id] = _score(score)
+        if model_id not in self._models and model_id not in self._listed and model_id not in self._archs:
+            self._inflight[model_id] = self._updates  # described before its layers: a child in flight
         arch = tuple(_position(a, "arch value") for a in arch)
         self._archs[model_id] = arch
         self._modes[model_id] = (mode == "prefix", int(layers))
@@ -202,6 +216,7 @@ class EvolutionAware(Policy):
         """Expected future reuses of a held entry under the current state (0 for keys not held)."""
         if key not in self._entries:
             return 0.0
+        self._stale = self._stale or self._pending
         self._rebuild_if_stale()
         return 0.0 if self._rank[key] < 0 else self._entry_value(key)
 
@@ -210,6 +225,7 @@ class EvolutionAware(Policy):
         size = check_size(size)
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
+        self._changes += 1
         self._fallback.on_insert(key, size, model_id, deps)
         model = self._models.get(model_id)
         tick = next(self._tick)
@@ -242,6 +258,7 @@ class EvolutionAware(Policy):
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self._changes += 1
         self._fallback.on_remove(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
@@ -269,6 +286,8 @@ class EvolutionAware(Policy):
             raise empty_error(self)
         if not self.has_population:
             return self._fallback.victim()
+        if self._pending and self._changes >= self.churn * len(self._entries):
+            self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
         self._rebuild_if_stale()
         top = self._heap.peek()
         assert top is not None  # every held entry has a live item
@@ -334,6 +353,12 @@ class EvolutionAware(Policy):
         assert self._state is not None  # computed by _content_value, covering the arch's positions
         return repeat + self._weight(entry.model_id) * (1.0 - self._state[2][list(entry.deps)].sum())
 
+    def _value_missing(self, contents: Sequence[Content]) -> None:
+        """Value, in one pass, the contents not valued since the last rebuild (a model's layers at once)."""
+        missing = list(dict.fromkeys(c for c in contents if c not in self._value))
+        if len(missing) > 1:
+            self._value.update(zip(missing, self._values(missing).tolist()))
+
     def _content_value(self, content: Content) -> float:
         value = self._value.get(content)
         if value is None:
@@ -354,11 +379,12 @@ class EvolutionAware(Policy):
         if weight is not None:
             return weight
         model = self._models.get(model_id)
-        if model is None or model_id in self._listed or not self._ascending:
+        born = model.born if model is not None else self._inflight.get(model_id)
+        if born is None or model_id in self._listed or not self._ascending:
             return 0.0
         score = self._scores.get(model_id)
         p = self._newcomer_p if score is None else self._p_donor(score, joining=1)
-        return p * max(0, self._population_size - (self._updates - model.born))
+        return p * max(0, self._population_size - (self._updates - born))
 
     def _mutation_odds(self, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Per position: P(the mutation lands there), and P(it then picks one given other value)."""
@@ -373,12 +399,15 @@ class EvolutionAware(Policy):
     def _parents(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
         width = max([width, len(self._hist)] + [len(a) for a in self._archs.values()])
-        parents = [(m, a, w) for m, a in self._archs.items() if (w := self._weight(m)) > 0]
-        arch = np.full((len(parents), width), -1, np.int64)
-        for r, (_, a, _) in enumerate(parents):
+        merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
+        for m, a in self._archs.items():
+            if (w := self._weight(m)) > 0:
+                merged[a] = merged.get(a, 0.0) + w
+        arch = np.full((len(merged), width), -1, np.int64)
+        for r, a in enumerate(merged):
             arch[r, : len(a)] = a
         where, pick = self._mutation_odds(width)
-        return arch, np.array([w for _, _, w in parents]), where, pick
+        return arch, np.array(list(merged.values())), where, pick
 
     def _values(self, contents: Sequence[Content]) -> np.ndarray:
         """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
@@ -415,12 +444,13 @@ class EvolutionAware(Policy):
         if not self._stale:
             return
         contents = list(self._holders)
-        self._state, self._ranked_at = None, self._updates
+        self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         self._value = dict(zip(contents, self._values(contents).tolist()))
         serves = {m: (model.reach() if model.prefix else len(model.keys), model.touch)
                   for m, model in self._models.items()}  # how much a model's copy can serve, then recency
         entries = self._entries
-        best = {content: max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
+        best = {content: next(iter(keys)) if len(keys) == 1 else
+                max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
                 for content, keys in self._holders.items()}  # the one copy of each content worth keeping
         self._rank = {}
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
@@ -437,7 +467,9 @@ class EvolutionAware(Policy):
                 twin = twins.get(model.arch) if model.arch is not None else None
                 spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
                 self._rank[key] = -1.0 if spare else self._entry_value(key) / entry.size
-        self._heap = LazyHeap([(self._priority(key), key) for key in entries])
+        rank, hits, models = self._rank, self._hits, self._models
+        self._heap = LazyHeap([((rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq), key)
+                               for key, e in entries.items()])  # what _priority gives, without a call per entry
         self._stale = False
 
     def _rank_run(self, model: _Model, best: Mapping[Content, Key] | None) -> None:
@@ -449,6 +481,7 @@ class EvolutionAware(Policy):
         if model.arriving():
             self._rank.update((key, math.inf) for key in model.keys.values())
             return
+        self._value_missing([self._entries[key].content for key in model.keys.values()])
         if not model.prefix:
             for key in model.keys.values():
                 entry = self._entries[key]

@@ -35,7 +35,7 @@ def test_warm_start_copies_the_donors_trained_tensors(evaluator, tmp_path):
     served = [p for spec in space.layer_map(child_arch).layers[:report.layers] for p in spec.params]
     warm_state, cold_state = warm.state_dict(), cold.state_dict()
     for name in served:
-        assert torch.equal(warm_state[name], torch.as_tensor(donor_tensors[name]))  # served as it was put
+        assert torch.equal(warm_state[name], donor_tensors[name])  # torch was put: torch is served
         assert not torch.equal(warm_state[name], cold_state[name])  # trained values, not a fresh init
     untouched = set(warm_state) - set(served)
     assert untouched and all(torch.equal(warm_state[n], cold_state[n]) for n in untouched)

@@ -586,3 +586,43 @@ def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
         if isinstance(p, EvolutionAware) and p.has_population:  # lowest expected reuse per byte
             per_byte = {k: p.reuse(k) / max(s, 1) for k, s in sizes.items()}
             assert per_byte[victim] <= min(per_byte.values()) + 1e-12
+
+
+def test_evolution_aware_rejects_a_bad_churn():
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="churn"):
+            EvolutionAware(churn=bad)
+
+
+def test_evolution_aware_rebuild_waits_for_enough_changes():
+    """A population update marks the ranking due; victim() rebuilds only once churn x entries changed.
+    With S = 1 every member is as likely a parent, so the oldest (shortest remaining life) goes first."""
+    p = EvolutionAware(refresh=1, churn=0.5)
+    for m in ("a", "b", "c", "d"):
+        p.on_insert((m, 0), 1, m)
+    p.on_population([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("a", 0)
+    p.on_population([("b", 1.0), ("c", 1.0), ("d", 1.0), ("a", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("a", 0)  # due, but no entry changed since: the old ranking stands
+    p.on_remove(("a", 0))
+    p.on_insert(("e", 0), 1, "e")  # 2 changes of 4 entries: the next victim() rebuilds
+    p.on_population([("c", 1.0), ("d", 1.0), ("e", 1.0), ("b", 1.0)], population_size=4, sample_size=1)
+    assert p.victim() == ("c", 0)  # the old ranking would name b
+
+
+def test_evolution_aware_counts_a_child_in_flight_as_a_parent_until_it_is_old_news():
+    """A child described before its layers (in flight) is a newcomer parent: the arch it can mutate back
+    into gains value; after P updates without being listed it counts no more."""
+    p = EvolutionAware(refresh=1)
+    for m, arch in (("a", (0, 0)), ("b", (2, 2))):
+        p.on_model(m, arch, "compatible", 1, 0.5)
+        p.on_insert((m, 0), 1, m, (0, 1))
+    members = [("a", 0.5), ("b", 0.5)]
+    p.on_mutation(0)
+    p.on_population(members, population_size=2, sample_size=1)
+    before = p.reuse(("a", 0))
+    p.on_model("kid", (1, 0), "compatible", 1)  # issued; a mutation of it at position 0 can make (0, 0)
+    p.on_population(members, population_size=2, sample_size=1)
+    assert p.reuse(("a", 0)) > before
+    p.on_population(members, population_size=2, sample_size=1)
+    assert p.reuse(("a", 0)) == pytest.approx(before)

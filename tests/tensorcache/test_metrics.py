@@ -1,0 +1,43 @@
+"""Served bytes split into revisits and transfers; a hit needs a served layer that depends on a position."""
+import math
+
+from tensorcache.metrics import mark_revisits, positional, summarize_records
+from tensorcache.replay import Workload, replay
+
+
+def rec(i, arch, t0, t1, revisit=None, transfer_layers=0, transfer_bytes=0):
+    # layer 0: a stem no position decides (one key in every model); layer 1 depends on both positions
+    keys = [b"\1" * 16, bytes([2, *arch]).ljust(16, b"\0")]
+    out = {"model_id": f"m{i}", "parent_id": None, "t_start": t0, "t_end": t1, "arch": list(arch),
+           "mutation_pos": None, "score": float(i), "layer_keys": [k.hex() for k in keys], "layer_bytes": [2, 10],
+           "layer_deps": [[], [0, 1]], "transfer_layers": transfer_layers, "transfer_bytes": transfer_bytes}
+    if revisit is not None:
+        out["revisit"] = revisit
+    return out
+
+
+def test_mark_revisits_by_start_order_and_recorded_flag():
+    marks = mark_revisits([("a", (1, 2), 5.0, None), ("b", (1, 2), 1.0, None), ("c", (3,), 2.0, True),
+                           ("d", None, 0.0, None)])
+    assert marks == {"b": False, "a": True, "c": True, "d": False}
+    assert positional([[], [0]]) and not positional([[], []])
+
+
+def test_replay_splits_bytes_and_counts_only_positional_hits():
+    records = [rec(0, (0, 0), 0.0, 1.0), rec(1, (1, 1), 2.0, 3.0), rec(2, (0, 0), 4.0, 5.0)]
+    result = replay(Workload(records, "compatible"), "lru", 10**6, population_size=2, sample_size=1)
+    # m1 gets only the stem (not a hit, a transfer of 2 B); m2 repeats m0's arch and gets both layers
+    assert result.lookups_served == 2 and result.hits == 1 and result.hit_ratio == 1 / 3
+    assert (result.transfer_bytes_served, result.revisit_bytes_served) == (2, 12)
+    assert result.transfer_yield == 1.0 and result.revisit_yield == 1.0
+    small = replay(Workload(records, "compatible"), "fifo", 12, population_size=2, sample_size=1)
+    assert small.revisit_bytes_served < 12 and small.metrics()["revisit_yield"] < 1
+
+
+def test_summarize_records_for_the_live_summary():
+    records = [rec(0, (0, 0), 0.0, 1.0), rec(1, (1, 1), 2.0, 3.0, transfer_layers=1, transfer_bytes=2),
+               rec(2, (0, 0), 4.0, 5.0, revisit=True, transfer_layers=2, transfer_bytes=12)]
+    got = summarize_records(records, "prefix")
+    assert got["hits"] == 1 and got["revisits"] == 1 and got["revisit_fraction"] == 1 / 3
+    assert got["transfer_bytes"] == 2 and got["revisit_bytes"] == 12
+    assert math.isnan(summarize_records([])["hit_ratio"])
