@@ -52,9 +52,16 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
     if low_cut is None:
         low_cut, low_cut_source = table_cut(summary)
     return RunFacts(population_size=args.population or settings.get("population"),
-                    window=args.window or settings.get("window"),
+                    window=args.window or settings.get("window") or _policy_option(settings, "window"),
                     mutation_bias=float(settings.get("mutation_bias") or 0.0), low_cut=low_cut,
                     low_cut_source=low_cut_source, layers=layers, layers_source=layers_source)
+
+
+def _policy_option(settings: dict[str, Any], name: str) -> Any:
+    """A policy option the run's cache config recorded (``settings.cache_config.policy_options``), or None."""
+    config = settings.get("cache_config")
+    options = config.get("policy_options") if isinstance(config, dict) else None
+    return options.get(name) if isinstance(options, dict) else None
 
 
 def space_layers(name: Any) -> tuple[Any, str]:
