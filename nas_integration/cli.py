@@ -204,8 +204,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("best score", f"{best.get('score', float('nan')):.2f}  (model {best.get('model_id')})"),
         ("test of best", "-" if best.get("test") is None else f"{best['test']:.2f}"),
         ("best architecture", str(best.get("native"))),
-        ("cache hit ratio", f"{summary['hit_ratio']:.1%}"),
-        ("bytes transferred", format_size(summary["transfer_bytes"])),
+        ("cache hit ratio", f"{summary['hit_ratio']:.1%} of children got a layer that depends on their arch"),
+        ("bytes served", f"{format_size(summary['transfer_bytes'])}: {format_size(summary['transfer_only_bytes'])} "
+                         f"transferred to new architectures, {format_size(summary['revisit_bytes'])} to "
+                         f"{summary['revisits']} revisits"),
         ("time in cache", f"{summary['cache_s']:.2f} s"),
         ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),

@@ -19,6 +19,7 @@ from typing import Any
 
 from tensorcache.config import CacheConfig
 from tensorcache.sizes import parse_size
+from tensorcache.metrics import is_hit
 from tensorcache.trace import TraceRecord, TraceWriter
 
 from .evaluators import Evaluator
@@ -43,11 +44,15 @@ __all__ = ["DEFAULTS", "SearchSettings", "Tally", "evaluator_datasets", "evolve"
 
 @dataclass
 class Tally:
-    """Running totals for the summary, fed one trace record at a time."""
+    """Running totals for the summary, fed one trace record at a time (hits and revisits as
+    ``tensorcache.metrics`` defines them)."""
 
+    mode: str = "prefix"  # the transfer mode, which decides which served layers a hit counts
     evaluations: int = 0
     hits: int = 0
-    transfer_bytes: int = 0
+    revisits: int = 0
+    transfer_bytes: int = 0  # every byte served
+    revisit_bytes: int = 0  # of which served to revisits
     transfer_layers: int = 0
     cache_s: float = 0.0
     train_s: float = 0.0
@@ -55,8 +60,10 @@ class Tally:
 
     def add(self, record: TraceRecord) -> None:
         self.evaluations += 1
-        self.hits += record.transfer_layers > 0
+        self.hits += is_hit(record.to_dict(), self.mode)
+        self.revisits += bool(record.revisit)
         self.transfer_bytes += record.transfer_bytes
+        self.revisit_bytes += record.transfer_bytes if record.revisit else 0
         self.transfer_layers += record.transfer_layers
         self.cache_s += record.cache_s
         self.train_s += record.train_s
@@ -282,7 +289,7 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     space = get_space(s.space)
     evo = RegularizedEvolution(space, s.population, s.sample, seed=s.seed, mutation_bias=s.mutation_bias,
                                id_prefix=f"{s.run_id}-")
-    tally = Tally()
+    tally = Tally(s.transfer)
     t0 = time.time()
     try:
         with TraceWriter(trace_path) as trace:
@@ -299,7 +306,9 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
         "best": None if best is None else {"model_id": best["model_id"], "arch": best["arch"],
                                            "native": space.decode(best["arch"]), "score": best["score"],
                                            "test": best["test"]},
-        "hit_ratio": tally.hit_ratio, "transfer_bytes": tally.transfer_bytes,
+        # a hit serves a layer that depends on a position; served bytes split into transfers and revisits
+        "hit_ratio": tally.hit_ratio, "revisits": tally.revisits, "transfer_bytes": tally.transfer_bytes,
+        "transfer_only_bytes": tally.transfer_bytes - tally.revisit_bytes, "revisit_bytes": tally.revisit_bytes,
         "transfer_layers": tally.transfer_layers, "cache_s": tally.cache_s, "train_s": tally.train_s,
         "cache": merge_stats(cache_stats) if cache_stats else None,
         "locality": executor.locality_summary(),

@@ -56,13 +56,14 @@ def summarize_records(records: Sequence[Mapping[str, Any]], mode: str = "prefix"
         out["children"] += 1
         out["revisits"] += again
         out["revisit_bytes" if again else "transfer_bytes"] += int(r.get("transfer_bytes") or 0)
-        out["hits"] += _hit(r, mode)
+        out["hits"] += is_hit(r, mode)
     out["hit_ratio"] = ratio(out["hits"], out["children"])
     out["revisit_fraction"] = ratio(out["revisits"], out["children"])
     return out
 
 
-def _hit(record: Mapping[str, Any], mode: str) -> bool:
+def is_hit(record: Mapping[str, Any], mode: str) -> bool:
+    """Whether a trace record's lookup served a layer that depends on a position (``mode``: prefix or compatible)."""
     n = int(record.get("transfer_layers") or 0)
     deps = record.get("layer_deps")
     if n == 0:
