@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common import DATA_DIR, Comparison, machine, print_comparisons, write_comparisons
+from nas_integration.data import nb201_table
+from common import Comparison, machine, print_comparisons, write_comparisons
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.config import CacheConfig
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_trace
 
@@ -43,15 +45,15 @@ def cpu_turns(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, li
 def live_search(table: str, folder: str, policy: str, evals: int, memory: str) -> Callable[[], Any]:
     def call() -> Any:
         return run_search(SearchSettings(out=os.path.join(folder, policy), evaluator="tabular", table=table,
-                                         evals=evals, population=100, sample=25, workers=64, disk="none",
-                                         memory=memory, policy=policy, run_id="c", overwrite=True))
+                                         evals=evals, population=100, sample=25, workers=64,
+                                         cache_config=CacheConfig(memory=memory, disk="none", policy=policy), run_id="c", overwrite=True))
     return call
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV")
+    p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
     p.add_argument("--live-evals", type=int, default=1500)
     p.add_argument("--memory", default="48MB", help="memory tier of the live search (synthetic payloads are "
                    "1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           for pol in ("donor-window", "evolution-aware")}, args.repeats)
         trace_dir = os.path.join(work_dir, "long")
         run_search(SearchSettings(out=trace_dir, evaluator="tabular", table=args.table, evals=args.replay_evals,
-                                  population=100, sample=25, workers=64, disk="none", policy="lru", run_id="l"))
+                                  population=100, sample=25, workers=64, cache_config=CacheConfig(disk="none", policy="lru"), run_id="l"))
         work = Workload(read_trace(os.path.join(trace_dir, "trace.jsonl")), "prefix")
         cap = int(work.total_bytes * 0.05)
         replays = cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,

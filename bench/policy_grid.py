@@ -23,8 +23,9 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common import DATA_DIR
 from policy_compare import OURS, libcachesim_policies, numbers, prefix_aware
+
+from nas_integration.data import nb201_table
 from tensorcache.replay import Workload
 from tensorcache.trace import read_trace
 
@@ -61,12 +62,13 @@ def cell_name(P: int, S: int, workers: int, seed: int, mode: str) -> str:
 def record_trace(out: str, table: str, evals: int, P: int, S: int, workers: int, seed: int, mode: str) -> str:
     """Run (or reuse) the cell's tabular search; returns its trace path."""
     from nas_integration.search import SearchSettings, run_search
+    from tensorcache.config import CacheConfig
 
     folder = os.path.join(out, "traces", cell_name(P, S, workers, seed, mode))
     path = os.path.join(folder, "trace.jsonl")
     if not os.path.exists(os.path.join(folder, "summary.json")):
         run_search(SearchSettings(out=folder, evaluator="tabular", table=table, evals=evals, population=P, sample=S,
-                                  workers=workers, seed=seed, transfer=mode, disk="none", policy="lru",
+                                  workers=workers, seed=seed, transfer=mode, cache_config=CacheConfig(disk="none", policy="lru"),
                                   run_id=f"s{seed}", overwrite=True))
     return path
 
@@ -141,7 +143,7 @@ def write_table(path: str, summary: Sequence[dict[str, Any]]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV")
+    p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
     p.add_argument("--evals", type=int, default=1000, help="evaluations per search, at least 2 x workers "
                    "(default 1000: 2048 with 1024 workers)")
     p.add_argument("--populations", type=lambda t: numbers(t, int), default=[50, 100, 200])

@@ -22,7 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import DATA_DIR, machine, write_results
+from common import machine, write_results
+from nas_integration.data import nb201_table
 
 from nas_integration.search import SearchSettings, run_search
 from tensorcache import TensorCache
@@ -69,7 +70,7 @@ def one_search(table: str, workdir: str, evals: int, workers: int) -> dict[str, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV")
+    p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
     p.add_argument("--evals", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--workers", type=int, default=10_000)
     p.add_argument("--out", metavar="DIR", default="runs/bench")

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import DATA_DIR, machine
+from nas_integration.data import nb201_table
+from common import data_path, machine
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
@@ -445,9 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parents", type=int, default=3, help="parents, from high/middle/low table accuracy (default: 3)")
     p.add_argument("--epochs", type=int, help="override the scale's epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw, the data split and every model")
-    p.add_argument("--cifar", default=os.path.join(DATA_DIR, "cifar10"), metavar="PATH",
+    p.add_argument("--cifar", default=data_path("cifar10"), metavar="PATH",
                    help="CIFAR-10 folder or tar.gz")
-    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV",
+    p.add_argument("--table", default=str(nb201_table()), metavar="CSV",
                    help="NAS-Bench-201 table with index, arch_str and c10_valid_200ep_mean")
     p.add_argument("--device", default="auto", help="torch device (default: cuda if present)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")

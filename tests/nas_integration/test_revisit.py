@@ -5,6 +5,7 @@ import os
 import pytest
 
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.config import CacheConfig
 from tensorcache.metrics import mark_revisits, summarize_records
 from tensorcache.replay import replay
 from tensorcache.trace import read_trace
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(TABLE), reason="needs $TENSOR
 def search(tmp_path, revisit, mode="async"):
     out = tmp_path / revisit
     run_search(SearchSettings(out=str(out), evaluator="tabular", table=TABLE, evals=300, population=30, sample=10,
-                              workers=4, mode=mode, disk="none", run_id="r", revisit=revisit))
+                              workers=4, mode=mode, cache_config=CacheConfig(disk="none"), run_id="r", revisit=revisit))
     return read_trace(out / "trace.jsonl")
 
 

@@ -5,7 +5,7 @@ from dataclasses import fields
 
 import pytest
 
-from tensorcache.trace import FIELDS, TRACE_VERSION, Revisits, TraceRecord, TraceWriter, read_records, read_trace
+from tensorcache.trace import FIELDS, TRACE_VERSION, TraceRecord, TraceWriter, read_records, read_trace
 
 
 def record(i: int, arch=None, t_start=0.0, t_end=1.0) -> dict:
@@ -92,8 +92,8 @@ def test_version_one_lines_read_with_defaults_and_revisits_recomputed(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))  # no version, revisit, test or tier_bytes
     got = read_records(path)
     assert [r.version for r in got] == [1] * 4 and got[0].test is None and got[0].tier_bytes == {}
-    # m1 started before m0 finished: not a revisit; m2 started when m0 had finished
-    assert [r.revisit for r in got] == [False, False, True, False]
+    # m1 and m2 repeat the arch of m0, which started before them (tensorcache.metrics.mark_revisits)
+    assert [r.revisit for r in got] == [False, True, True, False]
 
 
 def test_a_record_written_without_revisit_reads_with_it_computed(tmp_path):
@@ -111,11 +111,3 @@ def test_an_unknown_version_fails_clearly(tmp_path):
     path.write_text(json.dumps(dict(record(0), version=9)) + "\n")
     with pytest.raises(ValueError, match=r":1: trace record has version 9; this tensorcache reads versions 1 to 2"):
         read_trace(path)
-
-
-def test_revisits_count_only_evaluations_finished_before_the_start():
-    revisits = Revisits()
-    assert not revisits.add([1], 0.0, 5.0)
-    assert not revisits.add([1], 4.0, 6.0)  # started while the first was still running
-    assert revisits.add([1], 5.0, 7.0)  # the first had finished at 5
-    assert not revisits.add([2], 9.0, 10.0)
