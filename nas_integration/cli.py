@@ -29,7 +29,7 @@ totals (best model, hit ratio, bytes moved, time in cache vs training) go to DIR
 
 Two evaluators:
   train    real torch training (default: attn space on the mnist-small set shipped with the package,
-           24 children of 1 epoch on 5000 examples: about a minute on a 2-core CPU). Full data sets
+           24 children of 1 epoch on 5000 examples, a tenth of them held out to score). Full data sets
            (mnist, fashion-mnist, cifar10) are read from --data-dir, else $TENSORCACHE_DATA/<dataset>,
            else ~/.cache/tensorcache/data/<dataset>, and downloaded there (MD5-checked) when absent.
   tabular  NAS-Bench-201 accuracies and training times from the table shipped with the package (or
