@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from .payload import PayloadError, canonical_header, check_meta
@@ -69,7 +70,9 @@ class ModelRecord:
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
 
-    def to_bytes(self) -> bytes:
+    @cached_property
+    def encoded(self) -> bytes:
+        """The record as JSON bytes, made once (a shared tier stores it with the model's first entry)."""
         return json.dumps({
             "model_id": self.model_id, "arch": list(self.arch), "score": self.score, "parent": self.parent,
             "mode": self.mode,

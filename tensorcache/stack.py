@@ -75,7 +75,7 @@ class TierStack:
             moves.refused.append((slot.tier.name, "too_large"))
             return None
         entries = [(j, [ref.digest for ref in record.layers[j].tensors.values()]) for j in group]
-        raw = record.to_bytes()
+        raw = record.encoded if slot.tier.shares_books else b""  # only a shared tier keeps records
         while True:
             admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)
             if admission.held:

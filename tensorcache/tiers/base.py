@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from . import books
@@ -256,16 +256,19 @@ class SharedTier(Tier):
 
 
 class ProcessTier(Tier):
-    """A process-local tier: payloads and books in dicts of this process, no log. Subclasses store values
-    their own way and say their size; a hold is all-or-nothing (a failed allocation undoes it)."""
+    """A process-local tier: payloads and books in dicts of this process, changed directly (no transaction to
+    survive: the books die with the process), no log. Subclasses store values their own way and say their
+    size; a hold is all-or-nothing (a failed allocation undoes it)."""
 
     trusted_bytes = True
     keeps_decoded = True
 
     def __init__(self, name: str, capacity: int) -> None:
         super().__init__(name, capacity)
-        self._values: dict[bytes, Any] = {}
-        self._books: dict[bytes, bytes] = {}
+        self._values: dict[bytes, Any] = {}  # digest -> stored payload
+        self._refs: dict[bytes, int] = {}  # digest -> held entries naming it
+        self._held: dict[tuple[str, int], list[bytes]] = {}  # entry -> its digests
+        self._used = 0
 
     @abstractmethod
     def _store(self, src: memoryview) -> Any:
@@ -280,76 +283,111 @@ class ProcessTier(Tier):
         """What ``get`` returns for a stored value."""
 
     def _run(self, write: bool, body: Callable[[Txn], T]) -> T:
-        txn = _ProcessTxn(self)
+        raise NotImplementedError("a process tier changes its dicts directly")
+
+    def get(self, key: bytes) -> Any:
+        stored = self._values.get(check_key(key))
+        return None if stored is None else self._load(stored)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Any]:
+        return [self.get(k) for k in keys]
+
+    def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
+        out = []
+        for digest, size in wanted:
+            stored = self._values.get(digest)
+            out.append(None if stored is None else
+                       books.WRONG_LENGTH if self._nbytes(stored) != size else self._load(stored))
+        return out
+
+    def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
+        if check_key(key) in self._values:
+            return True
         try:
-            return body(txn)
-        except BaseException:
-            txn.undo()
-            raise
+            stored = self._store(as_bytes_view(value))
+        except StoreFailure:
+            return False
+        self._values[key] = stored
+        self._used += self._nbytes(stored)
+        return True
+
+    def delete(self, key: bytes) -> None:
+        stored = self._values.pop(check_key(key), None)
+        if stored is not None:
+            self._used -= self._nbytes(stored)
+
+    def __contains__(self, key: bytes) -> bool:
+        return check_key(key) in self._values
+
+    def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
+                  blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
+        entries = [(index, digests) for index, digests in entries if (model_id, index) not in self._held]
+        if not entries:
+            return Admission(True)
+        fresh: dict[bytes, Any] = {}
+        for _, digests in entries:
+            for d in digests:
+                if d not in self._refs and d not in fresh:
+                    if blobs.get(d) is None:
+                        return books.DROPPED
+                    fresh[d] = blobs[d]
+        need = sum(len(as_bytes_view(b)) for b in fresh.values())
+        if self._used + need > self.capacity:
+            return books.NO_ROOM
+        stored: dict[bytes, Any] = {}
+        try:
+            for d, blob in fresh.items():
+                stored[d] = self._store(as_bytes_view(blob))
+        except StoreFailure:
+            return books.DROPPED  # nothing was changed yet
+        self._values.update(stored)
+        for index, digests in entries:
+            self._held[(model_id, index)] = list(digests)
+            for d in digests:
+                self._refs[d] = self._refs.get(d, 0) + 1
+        self._used += sum(self._nbytes(v) for v in stored.values())
+        return Admission(True, need)
+
+    def release(self, model_id: str, index: int, origin: str = "") -> bool:
+        digests = self._held.pop((model_id, index), None)
+        if digests is None:
+            return False
+        for d in digests:
+            count = self._refs[d] - 1
+            if count:
+                self._refs[d] = count
+            else:
+                del self._refs[d]
+                stored = self._values.pop(d, None)
+                if stored is not None:
+                    self._used -= self._nbytes(stored)
+        return True
 
     def used_bytes(self) -> int:
-        return books.read_u64(self._books.get(books.USED), "the used-bytes counter")
+        return self._used
+
+    def audit(self) -> Audit:
+        refs: dict[bytes, int] = {}
+        for digests in self._held.values():
+            for d in digests:
+                refs[d] = refs.get(d, 0) + 1
+        held = sum(self._nbytes(self._values[d]) for d in refs if d in self._values)
+        orphans = sum(self._nbytes(v) for d, v in self._values.items() if d not in refs)
+        problems = [f"{len([d for d in refs if d not in self._values])} payloads held entries name are missing"
+                    ] if any(d not in self._values for d in refs) else []
+        if refs != self._refs:
+            problems.append("refcounts disagree with the held entries")
+        if self._used != held + orphans:
+            problems.append(f"used bytes counted {self._used}, stored payloads are {held + orphans}")
+        if orphans:
+            problems.append(f"{orphans} payload bytes are named by no entry")
+        return Audit(self._used, held, orphans, len(self._held), tuple(problems))
 
     def close(self) -> None:
         self._values.clear()
-        self._books.clear()
+        self._refs.clear()
+        self._held.clear()
+        self._used = 0
 
     def __len__(self) -> int:
         return len(self._values)
-
-
-class _ProcessTxn(Txn):
-    """A transaction on a process tier's dicts, with an undo journal."""
-
-    def __init__(self, tier: ProcessTier) -> None:
-        self.tier = tier
-        self.journal: list[Callable[[], None]] = []
-
-    def undo(self) -> None:
-        for step in reversed(self.journal):
-            step()
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.tier._books.get(key)
-
-    def set(self, key: bytes, value: bytes) -> None:
-        self._remember(self.tier._books, key)
-        self.tier._books[key] = value
-
-    def delete(self, key: bytes) -> None:
-        self._remember(self.tier._books, key)
-        self.tier._books.pop(key, None)
-
-    def _remember(self, table: dict[bytes, Any], key: bytes) -> None:
-        if key in table:
-            old = table[key]
-            self.journal.append(lambda: table.__setitem__(key, old))
-        else:
-            self.journal.append(lambda: table.pop(key, None))
-
-    def keys(self, prefix: bytes) -> Iterator[bytes]:
-        return iter([k for k in self.tier._books if k.startswith(prefix)])
-
-    def blob_size(self, digest: bytes) -> int | None:
-        stored = self.tier._values.get(digest)
-        return None if stored is None else self.tier._nbytes(stored)
-
-    def get_blob(self, digest: bytes, size: int | None = None) -> Any:
-        stored = self.tier._values.get(digest)
-        if stored is None:
-            return None
-        if size is not None and self.tier._nbytes(stored) != size:
-            return books.WRONG_LENGTH
-        return self.tier._load(stored)
-
-    def put_blob(self, digest: bytes, value: Any) -> None:
-        stored = self.tier._store(as_bytes_view(value))
-        self._remember(self.tier._values, digest)
-        self.tier._values[digest] = stored
-
-    def delete_blob(self, digest: bytes) -> None:
-        self._remember(self.tier._values, digest)
-        self.tier._values.pop(digest, None)
-
-    def blob_digests(self) -> Iterator[bytes]:
-        return iter(list(self.tier._values))

@@ -200,3 +200,33 @@ def test_a_put_that_evicts_its_own_first_layers_keeps_the_rest():
     assert cache.stats()["tiers"]["memory"]["used_bytes"] <= int(one * 1.5)
     assert cache.lookup([0, 1]) is None  # layer 0 was evicted: no unbroken run from layer 0 remains
     assert cache.lookup([0, 1], layer_map=LayerMap.generic(2, mode="compatible")).indices == [1]
+
+
+def test_a_state_dict_matching_no_layer_is_named_and_an_empty_model_is_never_a_donor():
+    torch = pytest.importorskip("torch")
+    cache = TensorCache(memory="1MB")
+    state = torch.nn.Linear(3, 2).state_dict()
+    with pytest.raises(ValueError, match=r"match no layer.*'weight', 'bias'"):
+        cache.put("m", [1, 2], state)  # no layer_map: the generic map names no state-dict entry
+    cache.put("real", [1, 2], layer_tensors(1, [1, 2]), score=0.1)
+    assert cache.put("empty", [1, 2], [{}, {}], score=0.99).written == 0
+    assert cache.lookup([1, 2]).donor == "real"
+
+
+def test_served_layers_are_the_kind_and_dtype_that_was_put():
+    torch = pytest.importorskip("torch")
+    cache = TensorCache(memory="1MB")
+    bf = torch.randn(4).to(torch.bfloat16)
+    cache.put("t", [1, 2], [{"a": bf}, {"b": np.arange(3, dtype=np.int16)}])
+    a, b = cache.lookup([1, 2]).layers
+    assert isinstance(a["a"], torch.Tensor) and a["a"].dtype == torch.bfloat16 and torch.equal(a["a"], bf)
+    assert isinstance(b["b"], np.ndarray) and b["b"].dtype == np.int16 and not b["b"].flags.writeable
+
+
+def test_put_and_lookup_report_keys_bytes_dependencies_and_tiers(tmp_path):
+    cache = TensorCache(memory="1MB", disk=tmp_path / "c.lmdb")
+    stored = cache.put("m", [1, 2], layer_tensors(1, [1, 2]))
+    assert stored.keys == LayerMap.generic(2).keys("default", [1, 2])
+    assert stored.depends_on == [(0,), (0, 1)] and stored.written == 2 * sum(stored.layer_bytes)  # both tiers
+    hit = cache.lookup([1, 2])
+    assert hit.keys == stored.keys and hit.layer_bytes == stored.layer_bytes and hit.tiers == ["memory", "memory"]

@@ -3,8 +3,10 @@ live TensorCache on the same event stream. Traces come from a small regularized-
 import csv
 import heapq
 import json
+import os
 import random
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from tensorcache import LayerMap, TensorCache
 from tensorcache.cli import main
 from tensorcache.payload import encode
 from tensorcache.replay import Workload, infer_population_size, merge_events, parse_records, replay
+from tensorcache.trace import read_trace
 
 ONLINE = ("fifo", "lru", "lfu", "donor-window", "evolution-aware")
 NAMESPACE = "sim"
@@ -223,3 +226,35 @@ def test_cli_replay_prints_metrics_and_writes_the_request_stream(tmp_path, capsy
     rows = list(csv.reader(csv_path.open()))
     assert rows[0] == ["time", "obj_id", "obj_size", "insert"] and len(rows) - 1 == len(Workload(records).requests())
     assert main(["replay", str(path), "--capacity", "lots"]) == 2
+
+
+NB201_TABLE = Path(os.environ.get("TENSORCACHE_DATA", "")) / "nb201" / "nb201_combined.csv"
+
+
+@pytest.mark.skipif(not NB201_TABLE.is_file(), reason="needs $TENSORCACHE_DATA/nb201/nb201_combined.csv")
+@pytest.mark.parametrize("policy", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
+def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, policy):
+    """A small search through ``run_search`` with a binding memory tier, then its trace replayed at the same
+    capacity: the same donor and the same number of layers for every child (so the same evictions)."""
+    from nas_integration.evaluators.tabular import SyntheticPayloads
+    from nas_integration.search import SearchSettings, run_search
+    from tensorcache.config import CacheConfig
+
+    scale, memory = 1 / 64, 40_000_000
+    config = CacheConfig(policy=policy, memory=str(memory), disk="none")
+    summary = run_search(SearchSettings(out=str(tmp_path / "run"), evaluator="tabular", table=str(NB201_TABLE),
+                                        evals=300, population=20, sample=5, workers=1, cache_config=config,
+                                        payload_scale=scale, run_id="live"))
+    records = read_trace(tmp_path / "run" / "trace.jsonl")
+    payloads = SyntheticPayloads()
+    for r in records:  # layer bytes as the cache counted them: the synthetic payloads with their headers
+        layers = payloads.layers(r["model_id"], r["layer_bytes"], scale)
+        r["layer_bytes"] = [sum(len(encode(t)[1]) for t in layer.values()) for layer in layers]
+    capacity = int(memory * scale)
+    assert summary["cache"]["evictions"], "the capacity must bind for the comparison to mean anything"
+    windowed = {"window": summary["settings"]["window"]} if policy in ("donor-window", "evolution-aware") else None
+    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=windowed)
+    live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
+    replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
+    assert replayed == live
+    assert 0 < result.transfer_yield < 1  # the capacity changed what was served

@@ -1,0 +1,112 @@
+"""What opening a cache costs against the history of its shared tier: time and peak memory of a fresh process
+that opens a TensorCache on an LMDB file which saw H puts but holds L live models now.
+
+    python bench/catalog.py [--live 10000] [--history 1000 10000 100000] [--repeats 3] [--out DIR]
+
+Each file is filled through the LMDB tier's own books (one-layer models of one small tensor, written with
+``hold_many``); past L models every new put releases the oldest one, as evictions do. The baseline is a
+file whose history is its live models (H = L, or H when H < L). Each open runs in a new interpreter
+(``python -c``: import, open, one lookup, close) and reports its seconds and its resident memory growth
+while opening (the mapped file's pages it touched included); the ratio
+printed is baseline time / subject time (1.0: history costs nothing), and the memory ratio likewise.
+
+Writes DIR/catalog.csv and DIR/catalog.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from common import machine, write_results
+
+import numpy as np
+
+from tensorcache.catalog import LayerRecord, ModelRecord, TensorRef
+from tensorcache.layers import LayerMap
+from tensorcache.payload import encode
+from tensorcache.tiers import LMDBTier
+
+NAMESPACE = "bench-catalog"
+
+OPEN = r"""
+import json, os, sys, time
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from tensorcache import TensorCache
+before = resident()
+t0 = time.perf_counter()
+cache = TensorCache(memory=0, disk=sys.argv[1], disk_capacity="8GB", namespace=sys.argv[2])
+opened = time.perf_counter() - t0
+grown = resident() - before
+models = cache.stats()["models"]
+cache.lookup((1, 2, 3))
+cache.close()
+print(json.dumps({"open_s": opened, "rss_kib": grown / 1024, "models": models}))
+"""
+
+def fill(path: str, live: int, history: int) -> None:
+    """``history`` puts of one-layer models into a fresh LMDB tier at ``path``, keeping the last ``live``."""
+    tier = LMDBTier(path, capacity=1 << 33, namespace=NAMESPACE)
+    lmap = LayerMap.generic(1)
+    for m in range(history):
+        arch = (m % 7, m)
+        digest, blob, ref = encode(np.full(4, m, dtype=np.float32))
+        tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
+        layer = LayerRecord(lmap.keys(NAMESPACE, arch)[0], {"w": tensor}, (0,))
+        record = ModelRecord(f"m{m}", arch, float(m), None, (layer,))
+        assert tier.hold_many(record.encoded, record.model_id, [(0, [digest])], {digest: blob}).held
+        if m >= live:
+            assert tier.release(f"m{m - live}", 0)
+    tier.close()
+
+
+def open_once(path: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-c", OPEN, path, NAMESPACE], capture_output=True, text=True,
+                          check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--live", type=int, default=10_000)
+    ap.add_argument("--history", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        for history in args.history:
+            live = min(args.live, history)
+            subject, baseline = os.path.join(work, f"h{history}"), os.path.join(work, f"b{history}")
+            fill(subject, live, history)
+            fill(baseline, live, live)
+            runs: dict[str, list[dict[str, Any]]] = {"subject": [], "baseline": []}
+            for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
+                runs["baseline"].append(open_once(baseline))
+                runs["subject"].append(open_once(subject))
+            med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "rss_kib")} for k, v in runs.items()}
+            assert all(r["models"] == live for v in runs.values() for r in v)
+            row = {"history": history, "live": live, "subject_open_s": med["subject"]["open_s"],
+                   "baseline_open_s": med["baseline"]["open_s"],
+                   "time_ratio": med["baseline"]["open_s"] / med["subject"]["open_s"],
+                   "subject_rss_kib": med["subject"]["rss_kib"], "baseline_rss_kib": med["baseline"]["rss_kib"],
+                   "memory_ratio": med["baseline"]["rss_kib"] / max(1, med["subject"]["rss_kib"]),
+                   "repeats": args.repeats}
+            rows.append(row)
+            print(f"ratio catalog.open_h{history}_vs_h{live} {row['time_ratio']:.3f}   open {row['subject_open_s']:.3f} s "
+                  f"vs {row['baseline_open_s']:.3f} s at {live} live models; memory ratio {row['memory_ratio']:.3f} "
+                  f"({row['subject_rss_kib'] / 1024:.1f} MiB vs {row['baseline_rss_kib'] / 1024:.1f} MiB)", flush=True)
+    write_results(args.out, "catalog", rows, {"machine": machine(), "args": vars(args)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

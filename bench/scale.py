@@ -1,0 +1,98 @@
+"""Does the cache's cost per evaluation stay flat as a search grows, and are its tiers whole at the end?
+
+    python bench/scale.py [--table CSV] [--evals 10000 100000] [--workers 10000] [--out DIR]
+
+Tabular NB201 searches (``run_search --evaluator tabular``, simulated workers, memory + LMDB tiers at their
+defaults, synthetic tensors of 1/64 the real layer sizes) of each size in ``--evals``. The cost of one
+evaluation is the run_search call's seconds over its evaluations; the ratio printed is that of the smallest
+search over each larger one (1.0: flat; the target is >= 1/1.3). After each search its LMDB file is opened
+again and checked: no dropped puts for want of map space, the books need no repair, used bytes equal to the
+payloads held, and the catalog and policies agree (``TensorCache.check_invariants``).
+
+Writes DIR/scale.csv and DIR/scale.json.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from common import DATA_DIR, machine, write_results
+
+from nas_integration.search import SearchSettings, run_search
+from tensorcache import TensorCache
+
+FLAT = 1.3
+
+
+class _Repairs(logging.Handler):
+    """Counts the warnings that say a tier's books had to be rebuilt."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "rebuilt its books" in record.getMessage()
+
+
+def one_search(table: str, workdir: str, evals: int, workers: int) -> dict[str, Any]:
+    out = os.path.join(workdir, f"s{evals}")
+    settings = SearchSettings(out=out, evaluator="tabular", table=table, space="nb201", dataset="cifar10",
+                              evals=evals, workers=workers, seed=0)
+    t0 = time.perf_counter()
+    summary = run_search(settings)
+    call_s = time.perf_counter() - t0
+    stats = summary["cache"] or {}
+    repairs = _Repairs()
+    logging.getLogger("tensorcache").addHandler(repairs)
+    try:
+        reopened = TensorCache(memory=0, disk=os.path.join(out, "cache.lmdb"),
+                               disk_capacity=stats["tiers"][0]["lmdb"]["capacity"],
+                               namespace=summary["settings"]["namespace"])
+        problems = reopened.check_invariants()
+        audit = reopened.tiers[0].audit()
+        reopened.close()
+    finally:
+        logging.getLogger("tensorcache").removeHandler(repairs)
+    return {"evaluations": summary["evaluations"], "workers": workers, "call_s": call_s,
+            "per_eval_ms": 1e3 * call_s / summary["evaluations"], "hit_ratio": summary["hit_ratio"],
+            "dropped_puts": stats.get("dropped_puts"), "lmdb_used": audit.used, "lmdb_held": audit.held_bytes,
+            "lmdb_orphans": audit.orphan_bytes, "repairs_on_reopen": repairs.count, "problems": len(problems),
+            "healthy": not problems and audit.healthy and not repairs.count and not stats.get("dropped_puts")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV")
+    p.add_argument("--evals", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--workers", type=int, default=10_000)
+    p.add_argument("--out", metavar="DIR", default="runs/bench")
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as workdir:
+        for evals in sorted(args.evals):
+            row = one_search(os.path.abspath(args.table), workdir, evals, args.workers)
+            rows.append(row)
+            print(f"  {row['evaluations']} evaluations on {args.workers} simulated workers: {row['call_s']:.1f} s, "
+                  f"{row['per_eval_ms']:.2f} ms per evaluation, hit ratio {row['hit_ratio']:.1%}, dropped puts "
+                  f"{row['dropped_puts']}, LMDB used {row['lmdb_used']} = held {row['lmdb_held']}, orphans "
+                  f"{row['lmdb_orphans']}, healthy {row['healthy']}", flush=True)
+    base = rows[0]
+    for row in rows[1:]:
+        ratio = base["per_eval_ms"] / row["per_eval_ms"]
+        verdict = "met" if ratio >= 1 / FLAT else "SHORT"
+        print(f"ratio scale.per_eval_{row['evaluations']}_vs_{base['evaluations']} {ratio:7.3f}   "
+              f"{row['per_eval_ms']:.2f} ms vs {base['per_eval_ms']:.2f} ms  target >= {1 / FLAT:.2f}: {verdict}")
+    write_results(args.out, "scale", rows, {**machine(), "command": " ".join([os.path.basename(sys.executable),
+                                                                              *sys.argv])})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Every typed policy event reaches the policy method that declares it; no hook is looked up by name."""
+import pytest
+
+from tensorcache import events
+from tensorcache.policies import Policy, make_policy
+
+
+class Recorder(Policy):
+    """Keeps what it was told, in order."""
+
+    name = "recorder"
+
+    def __init__(self):
+        self.calls, self.keys = [], set()
+
+    def on_insert(self, key, size, model_id, deps=()):
+        self.calls.append(("insert", key, size, model_id, deps))
+        self.keys.add(key)
+
+    def on_remove(self, key):
+        self.calls.append(("remove", key))
+        self.keys.discard(key)
+
+    def on_hit(self, key):
+        self.calls.append(("hit", key))
+
+    def on_donation(self, model_id):
+        self.calls.append(("donation", model_id))
+
+    def on_evaluation(self):
+        self.calls.append(("evaluation",))
+
+    def on_population(self, members, population_size, sample_size):
+        self.calls.append(("population", members, population_size, sample_size))
+
+    def on_mutation(self, position):
+        self.calls.append(("mutation", position))
+
+    def on_model(self, model_id, arch, mode="prefix", layers=0, score=None):
+        self.calls.append(("model", model_id, arch, mode, layers, score))
+
+    def on_clock(self, position):
+        self.calls.append(("clock", position))
+
+    def victim(self):
+        return next(iter(self.keys))
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __contains__(self, key):
+        return key in self.keys
+
+
+def test_each_event_calls_its_declared_method():
+    p = Recorder()
+    for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
+                  events.LayerServed(("m", 0)), events.Donated("m"), *events.evaluation_news(1, [("m", 0.5)], 4, 2),
+                  events.ClockMoved(7, 9), events.Removed(("m", 0))]:
+        p.handle(event)
+    assert p.calls == [("model", "m", (1, 2), "prefix", 2, 0.5), ("insert", ("m", 0), 10, "m", (0,)),
+                       ("hit", ("m", 0)), ("donation", "m"), ("evaluation",), ("mutation", 1),
+                       ("population", (("m", 0.5),), 4, 2), ("clock", 7), ("remove", ("m", 0))]
+
+
+def test_news_of_an_evaluation_without_a_mutation_or_population_is_just_done():
+    assert events.evaluation_news(None, None, 4, 2) == [events.EvaluationDone()]
+
+
+@pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
+def test_every_built_in_policy_takes_every_event(name):
+    p = make_policy(name)
+    for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
+                  events.LayerServed(("m", 0)), events.Donated("m"), *events.evaluation_news(1, [("m", 0.5)], 4, 2)]:
+        p.handle(event)
+    assert ("m", 0) in p and p.victim() == ("m", 0)
+    p.handle(events.Removed(("m", 0)))
+    assert len(p) == 0
