@@ -252,8 +252,8 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
         r["layer_bytes"] = [sum(len(encode(t)[1]) for t in layer.values()) for layer in layers]
     capacity = int(memory * scale)
     assert summary["cache"]["evictions"], "the capacity must bind for the comparison to mean anything"
-    windowed = {"window": summary["settings"]["window"]} if policy in ("donor-window", "evolution-aware") else None
-    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=windowed)
+    options = summary["settings"]["cache_config"]["policy_options"] or None  # as the live cache's policy got them
+    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=options)
     live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
     replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
     assert replayed == live
