@@ -108,7 +108,7 @@ class LocalityTracker:
                  tier_bytes: dict[str, int] | None = None) -> None:
         """Account one evaluation: where its transfer came from, then what the worker now holds.
 
-        ``tier_bytes`` is what the worker's cache reports each tier served (``Result.tier_bytes``); None
+        ``tier_bytes`` is what the worker's cache reports each tier served (``TraceRecord.tier_bytes``); None
         (simulated workers, which share one cache) takes the modelled memory's word for it.
         """
         mem = self.memories[worker]

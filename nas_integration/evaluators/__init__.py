@@ -37,9 +37,15 @@ class Evaluator(ABC):
 
     name: str
     payload_scale: float = 1.0  # cache capacities are multiplied by this (synthetic payloads shrink bytes)
-    space_name: str
-    transfer: str  # "prefix" or "compatible": which layers a child may take from a donor
-    namespace: str  # the cache namespace, for the layer keys of searches that run without a cache
+
+    def __init__(self, space: str, dataset: str, epochs: int, transfer: str, namespace: str, seed: int) -> None:
+        """The settings every evaluator has (subclasses check their own values first)."""
+        self.space_name = space
+        self.dataset = dataset
+        self.epochs = epochs
+        self.transfer = transfer  # "prefix" or "compatible": which layers a child may take from a donor
+        self.namespace = namespace  # the cache namespace, for the layer keys of searches without a cache
+        self.seed = seed
 
     def check(self) -> None:
         """Raise a clear error if the settings cannot work (missing files, wrong space) before workers start."""

@@ -134,15 +134,10 @@ class TabularEvaluator(Evaluator):
             raise ValueError(f"tabular: payload scale must be in (0, 1], got {payload_scale}")
         if time_scale < 0:
             raise ValueError(f"tabular: time scale must be >= 0, got {time_scale}")
+        super().__init__(space, dataset, epochs, transfer, namespace, seed)
         self.table = os.fspath(nb201_table() if table is None else table)
-        self.space_name = space
-        self.dataset = dataset
-        self.epochs = epochs
         self.payload_scale = float(payload_scale)
-        self.transfer = transfer
-        self.namespace = namespace
         self.time_scale = float(time_scale)
-        self.seed = seed
 
     @property
     def columns(self) -> Columns:

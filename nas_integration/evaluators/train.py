@@ -67,19 +67,14 @@ class TrainEvaluator(Evaluator):
             raise ValueError(f"train: validation fraction must be in (0, 1), got {val_fraction}")
         if train_subset is not None and train_subset < 2:
             raise ValueError(f"train: train subset must be >= 2 examples, got {train_subset}")
+        super().__init__(space, dataset_name(dataset), epochs, transfer, namespace, seed)
         self.data_dir = None if data_dir is None else os.fspath(data_dir)
-        self.space_name = space
-        self.dataset = dataset_name(dataset)
-        self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.amp = amp
         self.train_subset = train_subset
         self.device = device
-        self.transfer = transfer
-        self.namespace = namespace
         self.val_fraction = val_fraction
-        self.seed = seed
         self.threads = threads
 
     def check(self) -> None:

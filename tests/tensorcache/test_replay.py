@@ -238,11 +238,13 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
     capacity: the same donor and the same number of layers for every child (so the same evictions)."""
     from nas_integration.evaluators.tabular import SyntheticPayloads
     from nas_integration.search import SearchSettings, run_search
+    from tensorcache.config import CacheConfig
 
     scale, memory = 1 / 64, 40_000_000
+    config = CacheConfig(policy=policy, memory=str(memory), disk="none")
     summary = run_search(SearchSettings(out=str(tmp_path / "run"), evaluator="tabular", table=str(NB201_TABLE),
-                                        evals=300, population=20, sample=5, workers=1, policy=policy,
-                                        memory=str(memory), disk="none", payload_scale=scale, run_id="live"))
+                                        evals=300, population=20, sample=5, workers=1, cache_config=config,
+                                        payload_scale=scale, run_id="live"))
     records = read_trace(tmp_path / "run" / "trace.jsonl")
     payloads = SyntheticPayloads()
     for r in records:  # layer bytes as the cache counted them: the synthetic payloads with their headers
@@ -250,8 +252,8 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
         r["layer_bytes"] = [sum(len(encode(t)[1]) for t in layer.values()) for layer in layers]
     capacity = int(memory * scale)
     assert summary["cache"]["evictions"], "the capacity must bind for the comparison to mean anything"
-    windowed = {"window": summary["settings"]["window"]} if policy in ("donor-window", "evolution-aware") else None
-    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=windowed)
+    options = summary["settings"]["cache_config"]["policy_options"] or None  # as the live cache's policy got them
+    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=options)
     live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
     replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
     assert replayed == live

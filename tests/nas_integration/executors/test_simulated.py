@@ -11,9 +11,9 @@ class Timed(Evaluator):
     """Scores a candidate by its first position; each evaluation 'takes' 1 + arch[0] seconds of trace time."""
 
     name = "timed"
-    space_name = "nb201"
-    transfer = "prefix"
-    namespace = "timed"
+
+    def __init__(self) -> None:
+        super().__init__(space="nb201", dataset="none", epochs=1, transfer="prefix", namespace="timed", seed=0)
 
     def setup(self) -> None:
         pass
