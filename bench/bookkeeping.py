@@ -26,8 +26,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import DATA_DIR, machine, write_results
+from common import data_path, machine, write_results
 
+from nas_integration.data import nb201_table
 from nas_integration.search import SearchSettings, run_search
 
 TABULAR_TARGET_S = 60.0
@@ -40,7 +41,7 @@ def timed_search(settings: SearchSettings) -> tuple[dict[str, Any], float]:
     return summary, time.perf_counter() - t0
 
 
-def train_share(data_dir: str, workdir: str, quick: bool) -> dict[str, Any]:
+def train_share(data_dir: str | None, workdir: str, quick: bool) -> dict[str, Any]:
     """(a): cache seconds over wall seconds of a small real-training search."""
     size = dict(evals=3, population=2, sample=1, train_subset=400) if quick else \
         dict(evals=24, population=8, sample=3, train_subset=5000)  # run_search's defaults for --evaluator train
@@ -85,9 +86,11 @@ def tabular_runs(table: str, workdir: str, repeats: int, quick: bool) -> list[di
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mnist", default=os.path.join(DATA_DIR, "mnist"), metavar="DIR", help="MNIST IDX folder")
-    p.add_argument("--table", default=os.path.join(DATA_DIR, "nb201", "nb201_combined.csv"), metavar="CSV",
-                   help="NAS-Bench-201 table")
+    p.add_argument("--mnist", default=data_path("mnist"), metavar="DIR",
+                   help="MNIST IDX folder (default: $TENSORCACHE_DATA/mnist, else found or downloaded as "
+                        "run_search --dataset mnist does)")
+    p.add_argument("--table", default=str(nb201_table()), metavar="CSV",
+                   help="NAS-Bench-201 table (default: the one shipped with the package)")
     p.add_argument("--repeats", type=int, default=2, help="cache-on tabular runs (one more cache-off run "
                                                          "brackets them) (default: 2)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where bookkeeping.csv/json go")
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench/bookkeeping.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
     with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as workdir:
         print("(a) small real-training search ...", flush=True)
-        a = train_share(os.path.abspath(args.mnist), workdir, args.quick)
+        a = train_share(args.mnist and os.path.abspath(args.mnist), workdir, args.quick)
         print("(b) tabular search, cache off/on interleaved ...", flush=True)
         b = tabular_runs(os.path.abspath(args.table), workdir, args.repeats, args.quick)
     on = [r["call_s"] for r in b if r["cache"]]

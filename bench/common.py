@@ -25,9 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MiB = 2**20
-# where the benches look for datasets unless told: $TENSORCACHE_DATA, else ../shared/data beside the checkout
-DATA_DIR = os.environ.get("TENSORCACHE_DATA") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+
+
+def data_path(name: str) -> str | None:
+    """Default folder of full data set ``name`` for a bench: $TENSORCACHE_DATA/<name>, or None to let the
+    loader look in the user cache and download it there."""
+    root = os.environ.get("TENSORCACHE_DATA")
+    return os.path.join(root, name) if root else None
 
 Case = tuple[Callable[[], Any], Callable[[], Any] | None]  # (timed call, untimed setup run before it)
 

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from common import DATA_DIR, machine, write_results
+from common import data_path, machine, write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
@@ -97,7 +97,7 @@ register_space("nb201-C4-N1", lambda: NB201Space(C=4, N=1))
 
 
 # -------------------------------------------------------------------------------------- part 1: searches
-def run_one(spec: SearchSpec, label: str, transfer: str | None, data_dir: str, workdir: str, seed: int,
+def run_one(spec: SearchSpec, label: str, transfer: str | None, data_dir: str | None, workdir: str, seed: int,
             device: str) -> dict[str, Any]:
     """One search; returns its summary figures and its anytime curve (seconds since it began, best so far)."""
     settings = SearchSettings(out=os.path.join(workdir, f"{spec.space}-{label}"), evaluator="train",
@@ -153,7 +153,7 @@ def plot_anytime(path: str, space: str, runs: Sequence[dict[str, Any]], target: 
 class Trainer:
     """Adam training on in-memory tensors with validation accuracy every 1/4 epoch."""
 
-    def __init__(self, spec: EpochSpec, data_dir: str, device: torch.device, seed: int) -> None:
+    def __init__(self, spec: EpochSpec, data_dir: str | None, device: torch.device, seed: int) -> None:
         x_train, y_train, _, _ = load_dataset("cifar10", data_dir, subset=(spec.n_train + spec.n_val, 1), seed=seed)
         x = torch.as_tensor(x_train).float().div_(255).permute(0, 3, 1, 2).contiguous()
         y = torch.as_tensor(y_train).long()
@@ -198,7 +198,7 @@ def first_reach(history: Sequence[tuple[float, float]], target: float) -> float 
     return next((e for e, acc in history if acc >= target), None)
 
 
-def epochs_pairs(spec: EpochSpec, data_dir: str, device: torch.device, seed: int) -> list[dict[str, Any]]:
+def epochs_pairs(spec: EpochSpec, data_dir: str | None, device: torch.device, seed: int) -> list[dict[str, Any]]:
     """Part 2 for ``spec.pairs`` parent/child pairs; one row per (pair, arm)."""
     space = get_space(spec.space)
     trainer = Trainer(spec, data_dir, device, seed)
@@ -278,8 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "cpu 1, gpu 3)")
     p.add_argument("--target", type=float, metavar="ACC",
                    help="accuracy (%%) for time-to-target (default: each space's cache-off final best)")
-    p.add_argument("--cifar", default=os.path.join(DATA_DIR, "cifar10"), metavar="PATH", help="CIFAR-10 folder or tar.gz")
-    p.add_argument("--mnist", default=os.path.join(DATA_DIR, "mnist"), metavar="DIR", help="MNIST IDX folder")
+    p.add_argument("--cifar", default=data_path("cifar10"), metavar="PATH",
+                   help="CIFAR-10 folder or tar.gz (default: $TENSORCACHE_DATA/cifar10, else found or downloaded)")
+    p.add_argument("--mnist", default=data_path("mnist"), metavar="DIR",
+                   help="MNIST IDX folder (default: $TENSORCACHE_DATA/mnist, else found or downloaded)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda if present)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 when training on the "
                    "CPU, where 2 threads stall whenever another process holds a core; else torch's default)")
@@ -296,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epoch_spec = replace(epoch_spec, pairs=args.pairs)
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
-    data = {"cifar10": os.path.abspath(args.cifar), "mnist": os.path.abspath(args.mnist)}
+    data = {"cifar10": args.cifar and os.path.abspath(args.cifar), "mnist": args.mnist and os.path.abspath(args.mnist)}
     meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "scale": scale,
             "run_device": str(device), "torch_threads": torch.get_num_threads(), "seed": args.seed,
             "searches": [asdict(s) for s in searches],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from tensorcache.sizes import format_size
 
-from .search import DEFAULTS, SearchSettings, Tally, run_search
+from .search import DEFAULTS, SearchSettings, Tally, evaluator_datasets, run_search
 from .spaces import known_spaces
 
 DESCRIPTION = """\
@@ -26,20 +27,22 @@ after training puts its own layers in the cache. Every evaluation is appended to
 totals (best model, hit ratio, bytes moved, time in cache vs training) go to DIR/summary.json.
 
 Two evaluators:
-  train    real torch training on a dataset (default: attn space on MNIST, 24 children of 1 epoch on
-           5000 examples: about a minute on a CPU). Needs the dataset files: --data-dir, default
-           $TENSORCACHE_DATA/<dataset> or ./data/<dataset> (MNIST: the four IDX files, optionally .gz).
-  tabular  NAS-Bench-201 accuracies and training times from a CSV (--table), no training. With the
-           serial executor it simulates --workers workers on a simulated clock, so 10^4 evaluations on
-           1024 workers take seconds; the cache still stores synthetic tensors sized like the real
-           layers (times --payload-scale; capacities are scaled the same way, trace bytes stay real).
+  train    real torch training (default: attn space on the mnist-small set shipped with the package,
+           24 children of 1 epoch on 5000 examples, a tenth of them held out to score). Full data sets
+           (mnist, fashion-mnist, cifar10) are read from --data-dir, else $TENSORCACHE_DATA/<dataset>,
+           else ~/.cache/tensorcache/data/<dataset>, and downloaded there (MD5-checked) when absent.
+  tabular  NAS-Bench-201 accuracies and training times from the table shipped with the package (or
+           --table CSV), no training. With the serial executor it simulates --workers workers on a
+           simulated clock, so 10^4 evaluations on 1024 workers take seconds; the cache still stores
+           synthetic tensors sized like the real layers (times --payload-scale; capacities are scaled the
+           same way, trace bytes stay real).
 """
 EPILOG = """\
 examples:
-  run_search --out runs/demo                              # small real search on MNIST (CPU ok)
-  run_search --out runs/nb201 --evaluator tabular --table nb201_combined.csv --evals 5000 --workers 256
-  run_search --out runs/p4 --executor process --workers 4 --data-dir ~/data/mnist
-  mpirun -n 5 run_search --out runs/mpi --executor mpi --redis redis://head:6379/0
+  run_search --out runs/demo                              # small real search on mnist-small (CPU ok)
+  run_search --out runs/nb201 --evaluator tabular --evals 5000 --workers 256
+  run_search --out runs/p4 --executor process --workers 4 --dataset mnist --data-dir ~/data/mnist
+  mpirun -n 5 run_search --out runs/mpi --executor mpi --redis redis://head:6379/0 --redis-required
 """
 
 
@@ -71,13 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("evaluator")
     g.add_argument("--evaluator", choices=("train", "tabular"), default="train",
                    help="train real models, or read NAS-Bench-201 results from --table (default: train)")
-    g.add_argument("--dataset", help="train: mnist, fashion-mnist, cifar10 (default: mnist); "
-                                     "tabular: cifar10, cifar100, imagenet16-120 (default: cifar10)")
+    g.add_argument("--dataset", help=f"train: {', '.join(evaluator_datasets('train'))} (default: {train['dataset']}, "
+                                     f"shipped); tabular: {', '.join(evaluator_datasets('tabular'))} (default: "
+                                     f"{tab['dataset']})")
     g.add_argument("--data-dir", metavar="PATH",
-                   help="train: folder of the dataset files (default: $TENSORCACHE_DATA/<dataset>, "
-                        "else ./data/<dataset>)")
-    g.add_argument("--table", metavar="CSV", help="tabular: NAS-Bench-201 CSV with arch_str and per-dataset "
-                                                  "accuracy and train-time columns")
+                   help="train, full data sets: the folder (or CIFAR-10 archive) to read, and to download into "
+                        "when the files are absent (default: $TENSORCACHE_DATA/<dataset> if it holds them, "
+                        "else ~/.cache/tensorcache/data/<dataset>)")
+    g.add_argument("--table", metavar="CSV", help="tabular: NAS-Bench-201 CSV (or .csv.gz) with arch_str and "
+                                                  "per-dataset accuracy and train-time columns (default: the "
+                                                  "table shipped with the package)")
     g.add_argument("--epochs", type=int, help=f"epochs per child (default: {train['epochs']} train; "
                                               f"{tab['epochs']} tabular, where it scales the table's time)")
     g.add_argument("--batch-size", type=int, default=128, help="train: batch size (default: 128)")
@@ -86,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-subset", type=int, metavar="N",
                    help=f"train: use N random training and N test examples; 0 = all (default: "
                         f"{train['train_subset']})")
-    g.add_argument("--device", default="auto", help="train: auto (cuda if present), cpu, cuda, cuda:1 ...")
+    g.add_argument("--device", default="auto", help="train: auto (cuda if present), cpu, cuda, cuda:1 ... "
+                                                    "(default: auto)")
     g.add_argument("--payload-scale", type=float, default=1 / 64, metavar="F",
                    help="tabular: synthetic tensors are F x the real layer sizes, cache capacities too "
                         "(default: 1/64)")
@@ -106,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--disk", metavar="PATH", help="LMDB tier path (default: DIR/cache.lmdb; 'none' = no disk tier)")
     g.add_argument("--disk-capacity", default="20GB", help="LMDB tier capacity (default: 20GB)")
     g.add_argument("--redis", metavar="URL", help="shared Redis tier, e.g. redis://host:6379/0 (default: none)")
+    g.add_argument("--redis-required", action="store_true",
+                   help="stop with an error when the --redis server cannot be reached, instead of searching "
+                        "without the shared tier (default: warn and go on)")
     g.add_argument("--redis-capacity", default="100GB", help="Redis tier capacity (default: 100GB)")
     g.add_argument("--transfer", choices=("prefix", "compatible"), default="prefix",
                    help="prefix: a child takes the donor's layers up to the first difference; compatible: every "
@@ -224,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             with ProgressBar(settings.evals, Console(stderr=True)) as bar:
                 summary = run_search(settings, on_record=bar)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:  # bad settings, missing files, unreachable servers: one line, no traceback
         if settings.executor == "mpi":
             logging.getLogger("nas_integration").error("rank %d: %s", rank, exc)
             MPI.COMM_WORLD.Abort(2)
@@ -237,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     if summary is not None and not args.quiet:
         console.print(summary_table(summary))
-        console.print(f"trace: {summary['trace']}   summary: {settings.out}/summary.json")
+        console.print(f"trace: {summary['trace']}\nsummary: {os.path.join(settings.out, 'summary.json')}\n"
+                      f"plots: tensorcache analyze {summary['trace']} --out {os.path.join(settings.out, 'report')}",
+                      soft_wrap=True)
     return 0
 
 

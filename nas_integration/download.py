@@ -71,7 +71,7 @@ def file_digests(path: str | os.PathLike) -> set[str]:
     return digests
 
 
-def download(name: str, folder: str | os.PathLike, mirror: str | None = None, timeout: float = 30.0) -> Path:
+def download(name: str, folder: str | os.PathLike, mirror: str | None = None, timeout: float = 20.0) -> Path:
     """Download dataset ``name`` into ``folder`` (files already there are kept) and return the folder.
 
     ``mirror`` replaces the public base URLs (a local copy of the files). A checksum mismatch raises

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from collections import deque
@@ -297,6 +298,13 @@ def _mpi_local() -> tuple[Any, int, int]:
     return MPI.COMM_WORLD, node.Get_rank(), node.Get_size()
 
 
+def _check_redis(settings: CacheSettings) -> None:
+    """Raise ConnectionError now, before any output or worker, when the required Redis tier is unreachable."""
+    from tensorcache.tiers.redis import RedisTier
+
+    RedisTier(settings.redis, 1, settings.namespace, required=True).close()
+
+
 def _prepare_out(s: SearchSettings) -> tuple[str, str]:
     os.makedirs(s.out, exist_ok=True)
     trace_path, summary_path = os.path.join(s.out, "trace.jsonl"), os.path.join(s.out, "summary.json")
@@ -307,8 +315,6 @@ def _prepare_out(s: SearchSettings) -> tuple[str, str]:
             if os.path.exists(path):
                 os.remove(path)
         if s.disk == os.path.join(s.out, "cache.lmdb") and os.path.isdir(s.disk):
-            import shutil
-
             shutil.rmtree(s.disk)
     return trace_path, summary_path
 
@@ -336,14 +342,22 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
         threads = max(1, (os.cpu_count() or 1) // s.workers)
     evaluator = s.make_evaluator(threads)
     evaluator.check()
+    cache_settings = s.cache_settings(evaluator.payload_scale)
+    if cache_settings is not None and s.redis_required:
+        _check_redis(cache_settings)
     if s.mutation_bias:
         log.warning("mutation bias %g: position i is mutated with weight (i+1)^%g, not uniformly",
                     s.mutation_bias, s.mutation_bias)
+    created = not os.path.exists(s.out)
     trace_path, summary_path = _prepare_out(s)
-    if comm is not None:
-        comm.barrier()
-    cache_settings = s.cache_settings(evaluator.payload_scale)
-    executor = _make_executor(s, evaluator, cache_settings, comm)
+    try:
+        if comm is not None:
+            comm.barrier()
+        executor = _make_executor(s, evaluator, cache_settings, comm)
+    except BaseException:
+        if created:  # a run that never started leaves no output folder behind
+            shutil.rmtree(s.out, ignore_errors=True)
+        raise
     space = get_space(s.space)
     evo = RegularizedEvolution(space, s.population, s.sample, seed=s.seed, mutation_bias=s.mutation_bias,
                                id_prefix=f"{s.run_id}-")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from tensorcache.layers import LayerMap, LayerSpec
 
+from ..data import open_text
 from .base import Arch, SearchSpace, state_nbytes
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -65,7 +66,7 @@ class NB201Index:
 
     @classmethod
     def from_csv(cls, path: str | PathLike, index_col: str = "index", arch_col: str = "arch_str") -> NB201Index:
-        with open(path, newline="") as f:
+        with open_text(path) as f:
             reader = csv.DictReader(f)
             missing = {index_col, arch_col} - set(reader.fieldnames or ())
             if missing:

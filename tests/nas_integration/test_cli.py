@@ -1,30 +1,41 @@
-"""run_search's command line: help, a small real training search and a tabular search, with outputs."""
+"""run_search's command line: help, a small real training search and a tabular search on the shipped data,
+and bad options answered with one error line and no output folder."""
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from nas_integration.cli import main
+from nas_integration.data import DATASETS, nb201_table
 from tensorcache.trace import FIELDS, read_trace
 
-TABLE = "/work/shared/data/nb201/nb201_combined.csv"
 SUMMARY_KEYS = {"run_id", "settings", "evaluations", "workers", "wall_s", "best", "hit_ratio", "transfer_bytes",
                 "cache_s", "train_s", "cache", "failures", "dropped", "clock"}
 
 
-def test_help_explains_the_option_groups():
-    done = subprocess.run([sys.executable, "-m", "nas_integration.cli", "--help"], capture_output=True, text=True,
-                          timeout=60, check=False)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas_integration.cli", *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_help_explains_the_option_groups_and_names_the_datasets():
+    done = run_cli("--help")
     assert done.returncode == 0
-    for text in ("search:", "evaluator:", "cache:", "execution:", "--table", "--no-cache", "TENSORCACHE_DATA"):
+    for text in ("search:", "evaluator:", "cache:", "execution:", "--table", "--no-cache", "TENSORCACHE_DATA",
+                 "--redis-required"):
         assert text in done.stdout
+    help_text = " ".join(done.stdout.split())
+    assert f"train: {', '.join(DATASETS)} (default: mnist-small, shipped)" in help_text
+    assert "tabular: cifar10, cifar100, imagenet16-120 (default: cifar10)" in help_text
 
 
-def test_small_training_search_writes_trace_and_summary(tmp_path, capsys):
+def test_small_training_search_on_the_shipped_data_writes_trace_and_summary(tmp_path, capsys):
     out = tmp_path / "train"
-    rc = main(["--out", str(out), "--data-dir", "/work/shared/data/mnist", "--train-subset", "400", "--evals", "6",
-               "--population", "3", "--sample", "2", "--seed", "1", "--mutation-bias", "1.5", "--device", "cpu"])
+    rc = main(["--out", str(out), "--train-subset", "400", "--evals", "6", "--population", "3", "--sample", "2",
+               "--seed", "1", "--mutation-bias", "1.5", "--device", "cpu"])
     assert rc == 0
     trace = read_trace(out / "trace.jsonl")
     assert len(trace) == 6 and all(set(FIELDS) <= set(r) for r in trace)
@@ -32,29 +43,47 @@ def test_small_training_search_writes_trace_and_summary(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["settings"]["seed"] == 1 and summary["settings"]["mutation_bias"] == 1.5
+    assert summary["settings"]["dataset"] == "mnist-small" and summary["evaluator"]["data_dir"] is None
     assert summary["best"]["score"] == max(r["score"] for r in trace)
     assert summary["cache"]["puts"] == 6 and (out / "cache.lmdb").exists()
     assert "cache hit ratio" in capsys.readouterr().out
 
 
-def test_tabular_search_and_refusing_to_overwrite(tmp_path, capsys):
+def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "tab"
-    args = ["--out", str(out), "--evaluator", "tabular", "--table", TABLE, "--evals", "200", "--workers", "32",
-            "--quiet"]
+    args = ["--out", str(out), "--evaluator", "tabular", "--evals", "200", "--workers", "32", "--quiet"]
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["evaluator"]["table"] == str(nb201_table())
     assert summary["evaluations"] == 200 and summary["workers"] == 32 and summary["clock"] == "simulated"
     assert summary["hit_ratio"] > 0 and summary["best"]["test"] > 0
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
-    assert main(args + ["--overwrite"]) == 0
+    assert main(args + ["--overwrite", "--table", str(nb201_table())]) == 0
     assert len(read_trace(out / "trace.jsonl")) == 200
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--evaluator", "tabular"], "--table"),
-    (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+    (["--data-dir", "/nonexistent/mnist"], "dataset mnist-small ships with the package and takes no data directory"),
     (["--workers", "4"], "--executor process"),
+    (["--dataset", "svhn"], f"train evaluator: unknown dataset 'svhn'; expected one of {', '.join(DATASETS)}"),
+    (["--evaluator", "tabular", "--dataset", "mnist"],
+     "tabular evaluator: unknown dataset 'mnist'; expected one of cifar10, cifar100, imagenet16-120"),
+    (["--redis-required"], "--redis-required needs --redis URL"),
+    (["--redis", "redis://127.0.0.1:1/0", "--redis-required"], "redis at redis://127.0.0.1:1/0 is unreachable"),
+    (["--evaluator", "tabular", "--disk", __file__ + "/cache.lmdb"], "cannot open LMDB tier"),
+    (["--device", "gpu"], "device 'gpu' is not a torch device"),
 ])
-def test_bad_settings_are_explained(tmp_path, capsys, extra, message):
-    assert main(["--out", str(tmp_path / "x"), "--quiet", *extra]) == 2
-    assert message in capsys.readouterr().err
+def test_bad_settings_are_explained_and_leave_no_output_folder(tmp_path, capsys, extra, message):
+    out = tmp_path / "x"
+    assert main(["--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("run_search: error: ")
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_one_error_line(tmp_path):
+    done = run_cli("--out", str(tmp_path / "x"), "--device", "cuda", "--quiet")
+    assert done.returncode == 2
+    assert re.fullmatch(r"run_search: error: device 'cuda': CUDA is not available on this machine .*\n", done.stderr)
+    assert not (tmp_path / "x").exists()

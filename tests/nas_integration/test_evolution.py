@@ -4,12 +4,13 @@ import statistics
 
 import pytest
 
+from nas_integration.data import nb201_table
 from nas_integration.evolution import RegularizedEvolution
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
 from tensorcache.trace import read_trace
 
-TABLE = "/work/shared/data/nb201/nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 
 
 def score(arch) -> float:

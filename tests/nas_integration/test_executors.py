@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 
+from nas_integration.data import nb201_table
 from nas_integration.evaluators.tabular import TabularEvaluator
 from nas_integration.evolution import RegularizedEvolution
 from nas_integration.executors import CacheNews, ProcessExecutor, merge_stats
@@ -14,7 +15,7 @@ from nas_integration.search import SearchSettings, Tally, evolve, run_search
 from nas_integration.spaces import get_space
 from tensorcache.trace import TraceWriter, read_trace
 
-TABLE = "/work/shared/data/nb201/nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 
 FAULTY = textwrap.dedent('''
     import os

@@ -1,11 +1,9 @@
-from pathlib import Path
-
-import pytest
-
+"""Locality-aware placement: the worker-memory model, the placement rule, and a simulated search."""
+from nas_integration.data import nb201_table
 from nas_integration.locality import LocalityTracker, WorkerMemory
 from nas_integration.search import SearchSettings, run_search
 
-TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 
 
 def test_worker_memory_is_an_lru_within_its_budget():
@@ -49,12 +47,11 @@ def test_reported_tier_bytes_override_the_model_and_partial_hits_count_remote():
     assert s["modelled_local_hits"] == 1
 
 
-@pytest.mark.skipif(not TABLE.exists(), reason="needs ../shared/data/nb201")
 def test_locality_aware_placement_serves_more_bytes_from_local_memory(tmp_path):
     shares = {}
     for wait in (None, 3000.0):
         out = tmp_path / f"w{wait}"
-        summary = run_search(SearchSettings(out=str(out), evaluator="tabular", table=str(TABLE), evals=1200,
+        summary = run_search(SearchSettings(out=str(out), evaluator="tabular", table=TABLE, evals=1200,
                                             workers=32, memory="200MB", disk="none", seed=1,
                                             locality_wait=wait))
         shares[wait] = summary["locality"]

@@ -4,18 +4,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
+from nas_integration.data import nb201_table
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.trace import read_trace
 
-TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "nb201" / "nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 WAIT = 0.2  # wall seconds; a job sleeps ~0.09 s (table time x 5e-5)
 
-pytestmark = pytest.mark.skipif(not TABLE.exists(), reason="needs ../shared/data/nb201")
 
 # Both placements in one mpirun (the ranks serve one search, then the next), to pay the start-up once.
 # Batch mode breeds the same children whatever order jobs finish in, so the two runs are comparable.
@@ -58,7 +57,7 @@ def check_accounting(summary, trace_path):
 def test_mpi_ranks_serve_more_bytes_from_their_own_memory_with_locality_on(tmp_path):
     (tmp_path / "both.py").write_text(BOTH)
     cmd = ["mpirun", "--oversubscribe", "-n", "4", sys.executable, str(tmp_path / "both.py"), str(tmp_path),
-           str(TABLE), str(WAIT)]
+           TABLE, str(WAIT)]
     done = subprocess.run(cmd, check=False, env=MPI_ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     summaries = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2])
@@ -76,7 +75,7 @@ def test_mpi_ranks_serve_more_bytes_from_their_own_memory_with_locality_on(tmp_p
 
 
 def test_process_workers_place_children_on_their_donors_holder(tmp_path):
-    summary = run_search(SearchSettings(out=str(tmp_path), evaluator="tabular", table=str(TABLE), evals=24,
+    summary = run_search(SearchSettings(out=str(tmp_path), evaluator="tabular", table=TABLE, evals=24,
                                         population=6, sample=2, executor="process", workers=2, time_scale=5e-5,
                                         locality_wait=WAIT))
     loc = check_accounting(summary, tmp_path / "trace.jsonl")
@@ -85,5 +84,5 @@ def test_process_workers_place_children_on_their_donors_holder(tmp_path):
 
 def test_placement_over_real_workers_needs_a_shared_tier(tmp_path):
     with pytest.raises(ValueError, match="shared tier"):
-        SearchSettings(out=str(tmp_path), evaluator="tabular", table=str(TABLE), executor="process", workers=2,
+        SearchSettings(out=str(tmp_path), evaluator="tabular", table=TABLE, executor="process", workers=2,
                        disk="none", locality_wait=1.0).resolved()

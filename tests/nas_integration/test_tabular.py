@@ -5,18 +5,19 @@ from collections import defaultdict
 
 import pytest
 
+from nas_integration.data import nb201_table, open_text
 from nas_integration.evaluators.tabular import SyntheticPayloads, TabularEvaluator
 from nas_integration.evolution import Candidate
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
 from tensorcache.trace import read_trace
 
-TABLE = "/work/shared/data/nb201/nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 
 
 @pytest.fixture(scope="module")
 def rows():
-    with open(TABLE, newline="") as f:
+    with open_text(TABLE) as f:
         return {r["arch_str"]: r for r in csv.DictReader(f)}
 
 

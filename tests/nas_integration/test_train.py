@@ -9,12 +9,9 @@ from nas_integration.evolution import Candidate
 from nas_integration.spaces import get_space
 from tensorcache import TensorCache
 
-MNIST = "/work/shared/data/mnist"
-
-
 @pytest.fixture(scope="module")
 def evaluator():
-    ev = TrainEvaluator(MNIST, space="attn", dataset="mnist", train_subset=600, batch_size=64, device="cpu",
+    ev = TrainEvaluator(space="attn", dataset="mnist-small", train_subset=600, batch_size=64, device="cpu",
                         namespace="test-train", seed=3)
     ev.setup()
     return ev
@@ -49,8 +46,18 @@ def test_warm_start_copies_the_donors_trained_tensors(evaluator, tmp_path):
     cache.close()
 
 
-def test_missing_data_dir_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        TrainEvaluator(tmp_path / "nowhere").check()
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match="takes no data directory"):
+        TrainEvaluator(tmp_path / "mnist").check()  # the shipped set is read from the package only
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; expected one of mnist-small, mnist"):
+        TrainEvaluator(dataset="svhn")
     with pytest.raises(ValueError, match="epochs"):
-        TrainEvaluator(MNIST, epochs=0)
+        TrainEvaluator(epochs=0)
+    with pytest.raises(ValueError, match="'gpu' is not a torch device"):
+        TrainEvaluator(device="gpu").check()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="'cuda': CUDA is not available on this machine"):
+        TrainEvaluator(device="cuda").check()

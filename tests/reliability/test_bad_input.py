@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from nas_integration.data import nb201_table
 from nas_integration.cli import main as run_search_main
 from nas_integration.spaces import get_space
 from tensorcache import LayerMap, LayerSpec, TensorCache, TransferError
 
-TABLE = "/work/shared/data/nb201/nb201_combined.csv"
+TABLE = str(nb201_table())  # the table shipped with the package
 
 
 @pytest.mark.parametrize("space, arch, named", [

@@ -3,26 +3,23 @@ from __future__ import annotations
 
 import csv
 import itertools
-import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
+from nas_integration.data import nb201_table, open_text
 from nas_integration.spaces import NB201Index, NB201Space, state_nbytes
 from nas_integration.spaces.nb201 import OPS, arch_to_str
 
-DATA = Path(os.environ.get("TENSORCACHE_TEST_DATA", Path(__file__).resolve().parents[4] / "shared" / "data"))
-TABLE = DATA / "nb201" / "nb201_combined.csv"
-needs_table = pytest.mark.skipif(not TABLE.is_file(), reason=f"{TABLE} not present")
+TABLE = nb201_table()  # the table shipped with the package
 ALL = list(itertools.product(range(len(OPS)), repeat=6))
 
 
 @pytest.fixture(scope="module")
 def rows() -> dict[int, dict[str, str]]:
-    with open(TABLE, newline="") as f:
+    with open_text(TABLE) as f:
         return {int(r["index"]): r for r in csv.DictReader(f)}
 
 
@@ -52,7 +49,6 @@ def test_bad_strings_are_rejected_with_the_reason(text, message):
         NB201Space().encode(text)
 
 
-@needs_table
 def test_table_index_is_not_closed_form_and_nb201index_maps_both_ways(rows):
     index = NB201Index.from_csv(TABLE)
     assert len(index) == 15625 == len(rows)
@@ -74,7 +70,6 @@ def test_nb201index_rejects_tables_without_the_columns(tmp_path):
         NB201Index.from_csv(bad)
 
 
-@needs_table
 @pytest.mark.parametrize("i", [0, 1, 2, 3, 9930, 6111, 15624])
 def test_parameter_count_matches_the_table(rows, i):
     space = NB201Space()
