@@ -210,7 +210,7 @@ def _raw_reader(tier: str, cache: TensorCache, blobs: dict[bytes, bytearray], wo
         for digest, blob in blobs.items():
             raw.put(digest, blob)
     elif tier == "lmdb":
-        raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1)  # shares the open environment
+        raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1, namespace=cache.namespace)  # same env
     else:
         raw = RedisTier(url, 1, namespace=cache.namespace, required=True)
 
