@@ -86,7 +86,8 @@ def search_off(spec: SearchSpec, seed: int, data_dir: str, workdir: str, device:
 def replay(settings: SearchSettings, records: Sequence[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
     """The same evaluations with the cache on: each child warm-started under layer map ``mode``."""
     namespace = f"e2e-{mode}-{settings.seed}"
-    evaluator = replace(settings, cache=True, transfer=mode, namespace=namespace).make_evaluator(
+    evaluator = replace(settings, cache=True, transfer=mode,
+                        cache_config=replace(settings.cache_config, namespace=namespace)).make_evaluator(
         threads=torch.get_num_threads())
     out = []
     with TensorCache(memory="4GB", namespace=namespace) as cache:

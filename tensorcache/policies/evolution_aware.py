@@ -92,7 +92,7 @@ class EvolutionAware(Policy):
     """
 
     name = "evolution-aware"
-    options = ("window", "refresh")
+    options = ("window", "refresh", "churn")
 
     def __init__(self, window: int = 100, refresh: int | None = None, churn: float = 0.125) -> None:
         if refresh is not None and (isinstance(refresh, bool) or not isinstance(refresh, int) or refresh < 1):

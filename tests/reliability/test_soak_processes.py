@@ -27,7 +27,7 @@ cache = TensorCache(memory="48KB", disk=path, disk_capacity="400KB", redis=url, 
 rng = random.Random(first)
 m = first
 while True:
-    donor = rng.randrange(max(1, m - 40), m + 1)
+    donor = rng.randrange(max(0, m - 40), m + 1)
     child = arch_of(donor)[:3] + (10**7 + m,)
     hit = cache.lookup(child)
     if hit is not None:
