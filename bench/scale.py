@@ -55,7 +55,7 @@ def one_search(table: str, workdir: str, evals: int, workers: int) -> dict[str, 
     try:
         reopened = TensorCache(memory=0, disk=os.path.join(out, "cache.lmdb"),
                                disk_capacity=stats["tiers"][0]["lmdb"]["capacity"],
-                               namespace=summary["settings"]["namespace"])
+                               namespace=summary["settings"]["cache_config"]["namespace"])
         problems = reopened.check_invariants()
         audit = reopened.tiers[0].audit()
         reopened.close()
