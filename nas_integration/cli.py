@@ -207,7 +207,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("cache hit ratio", f"{summary['hit_ratio']:.1%} of children got a layer that depends on their arch"),
         ("bytes served", f"{format_size(summary['transfer_bytes'])}: {format_size(summary['transfer_only_bytes'])} "
                          f"transferred to new architectures, {format_size(summary['revisit_bytes'])} to "
-                         f"{summary['revisits']} revisits"),
+                         f"{summary['revisits']} revisit{'' if summary['revisits'] == 1 else 's'}"),
         ("time in cache", f"{summary['cache_s']:.2f} s"),
         ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),
