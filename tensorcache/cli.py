@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -94,49 +93,41 @@ def table_cut(summary: dict[str, Any]) -> tuple[float | None, str]:
                                                         f"{len(values)} architectures of the table")
 
 
-@contextlib.contextmanager
-def lazy_progress(total: int, after_s: float = 2.0) -> Iterator[Callable[[str], None]]:
-    """A step callback that shows a progress bar on stderr once the work has run longer than ``after_s``."""
-    from rich.progress import Progress
+class LazyBar:
+    """A rich progress bar on stderr that appears only once the work has run ``after_s`` seconds, so quick
+    runs print nothing; ``step`` advances by one, ``update`` sets the count (replay's callback)."""
 
-    bar = Progress(transient=True)
-    task = bar.add_task("", total=total)
-    t0, shown = time.monotonic(), False
+    def __init__(self, label: str, total: int | None = None, after_s: float = 2.0) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def step(name: str) -> None:
-        nonlocal shown
-        if not shown and time.monotonic() - t0 > after_s:
-            bar.start()
-            shown = True
-        bar.update(task, advance=1, description=name)
+        self._bar = Progress(TextColumn(label), TextColumn("{task.description}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                             transient=True)
+        self._task = self._bar.add_task("", total=total)
+        self._t0, self._after_s, self._done = time.monotonic(), after_s, 0
 
-    try:
-        yield step
-    finally:
-        if shown:
-            bar.stop()
+    def update(self, done: int, total: int | None = None, description: str = "") -> None:
+        if not self.shown and time.monotonic() - self._t0 >= self._after_s:
+            self._bar.start()
+        self._done = done
+        self._bar.update(self._task, completed=done, description=description,
+                         **({"total": total} if total is not None else {}))
 
+    @property
+    def shown(self) -> bool:
+        """Whether the bar has been drawn (the work ran past ``after_s``)."""
+        return self._bar.live.is_started
 
-@contextlib.contextmanager
-def replay_progress(label: str, after_s: float = 3.0) -> Iterator[Callable[[int, int], None]]:
-    """A progress callback that shows a rich bar on stderr once a replay has run ``after_s`` seconds."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def step(self, description: str = "") -> None:
+        self.update(self._done + 1, description=description)
 
-    bar = Progress(TextColumn(f"replay {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task("events", total=None)
-    t0 = time.monotonic()
+    def __enter__(self) -> LazyBar:
+        return self
 
-    def update(done: int, total: int) -> None:
-        if not bar.live.is_started and time.monotonic() - t0 >= after_s:
-            bar.start()
-        bar.update(task, completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        bar.stop()
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            self._bar.stop()
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -144,8 +135,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .trace import read_trace
 
     facts = run_facts(args, read_summary(args.trace))
-    with lazy_progress(STEPS) as step:
-        findings = analyze(read_trace(args.trace), args.out, facts, progress=step,
+    with LazyBar("analyze", STEPS) as bar:
+        findings = analyze(read_trace(args.trace), args.out, facts, progress=bar.step,
                            title=os.path.basename(os.path.dirname(os.path.abspath(args.trace))))
     verdicts = Counter(f.verdict for f in findings if f.verdict)
     print(f"wrote {os.path.join(args.out, 'report.md')} ({len(findings)} findings; study's findings: "
@@ -161,10 +152,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
     if args.requests_csv:
         write_requests_csv(work.requests(), args.requests_csv)
-    with replay_progress(args.policy) as progress:
+    with LazyBar(f"replay {args.policy}", after_s=3.0) as bar:
         result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
                         population_size=args.population or settings.get("population"),
-                        sample_size=args.sample or settings.get("sample"), progress=progress)
+                        sample_size=args.sample or settings.get("sample"), progress=bar.update)
     print(json.dumps(result.metrics(), indent=2))
     return 0
 

@@ -304,12 +304,14 @@ def test_count_axes_have_integer_ticks(tmp_path, monkeypatch):
 
 
 def test_progress_bar_appears_only_on_long_runs(capsys):
-    from tensorcache.cli import lazy_progress
+    from tensorcache.cli import LazyBar
 
-    with lazy_progress(2, after_s=3600) as step:  # a quick run: never drawn
-        step("a")
-        step("b")
+    with LazyBar("analyze", 2, after_s=3600) as bar:  # a quick run: never drawn
+        bar.step("a")
+        bar.step("b")
+        assert not bar.shown
     assert capsys.readouterr().err == ""
-    with lazy_progress(2, after_s=0) as step:  # a long one: drawn, then cleared
-        step("a")
-        step("b")
+    with LazyBar("analyze", 2, after_s=0) as bar:  # a long one: drawn
+        bar.step("a")
+        assert bar.shown
+        bar.step("b")
