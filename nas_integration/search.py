@@ -59,8 +59,9 @@ class Tally:
     best: dict[str, Any] | None = None  # the best record so far, as its trace line
 
     def add(self, record: TraceRecord) -> None:
+        values = record.to_dict()
         self.evaluations += 1
-        self.hits += is_hit(record.to_dict(), self.mode)
+        self.hits += is_hit(values, self.mode)
         self.revisits += bool(record.revisit)
         self.transfer_bytes += record.transfer_bytes
         self.revisit_bytes += record.transfer_bytes if record.revisit else 0
@@ -68,7 +69,7 @@ class Tally:
         self.cache_s += record.cache_s
         self.train_s += record.train_s
         if self.best is None or record.score > self.best["score"]:
-            self.best = record.to_dict()
+            self.best = values
 
     @property
     def hit_ratio(self) -> float:
