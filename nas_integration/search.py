@@ -13,13 +13,11 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from tensorcache.config import CacheConfig
 from tensorcache.sizes import parse_size
-from tensorcache.metrics import is_hit
 from tensorcache.trace import TraceRecord, TraceWriter
 
 from .evaluators import Evaluator
@@ -35,48 +33,15 @@ from .executors import (
     serve_mpi,
 )
 from .locality import LocalityTracker
+from .revisits import Revisits
 from .settings import DEFAULTS, SearchSettings, evaluator_datasets
 from .spaces import get_space
+from .startup import check_disk, check_redis, gpu_ids, inside, mpi_local, prepare_out
+from .tally import Progress, Tally
 
 log = logging.getLogger("nas_integration")
 
 __all__ = ["DEFAULTS", "SearchSettings", "Tally", "evaluator_datasets", "evolve", "run_search"]  # settings re-exported
-
-@dataclass
-class Tally:
-    """Running totals for the summary, fed one trace record at a time (hits and revisits as
-    ``tensorcache.metrics`` defines them)."""
-
-    mode: str = "prefix"  # the transfer mode, which decides which served layers a hit counts
-    evaluations: int = 0
-    hits: int = 0
-    revisits: int = 0
-    transfer_bytes: int = 0  # every byte served
-    revisit_bytes: int = 0  # of which served to revisits
-    transfer_layers: int = 0
-    cache_s: float = 0.0
-    train_s: float = 0.0
-    best: dict[str, Any] | None = None  # the best record so far, as its trace line
-
-    def add(self, record: TraceRecord) -> None:
-        values = record.to_dict()
-        self.evaluations += 1
-        self.hits += is_hit(values, self.mode)
-        self.revisits += bool(record.revisit)
-        self.transfer_bytes += record.transfer_bytes
-        self.revisit_bytes += record.transfer_bytes if record.revisit else 0
-        self.transfer_layers += record.transfer_layers
-        self.cache_s += record.cache_s
-        self.train_s += record.train_s
-        if self.best is None or record.score > self.best["score"]:
-            self.best = values
-
-    @property
-    def hit_ratio(self) -> float:
-        return self.hits / self.evaluations if self.evaluations else 0.0
-
-
-Progress = Callable[[Tally, int], None]
 
 
 def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
@@ -85,35 +50,6 @@ def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
     record.worker = outcome.worker
     record.revisit = revisit
     return record
-
-
-class Revisits:
-    """Which children repeat an architecture issued before, and (``reuse``) the earlier score to return
-    for one instead of training it again; every trace record says whether it was a revisit."""
-
-    def __init__(self, reuse: bool) -> None:
-        self.reuse = reuse
-        self.issued: set[tuple[int, ...]] = set()
-        self.again: dict[int, bool] = {}  # candidate index -> revisit
-        self.scores: dict[tuple[int, ...], tuple[float, float | None]] = {}  # arch -> (score, test) when finished
-
-    def issue(self, cand: Candidate) -> None:
-        self.again[cand.index] = cand.arch in self.issued
-        self.issued.add(cand.arch)
-
-    def finished(self, cand: Candidate, score: float, test: float | None) -> None:
-        self.scores.setdefault(cand.arch, (score, test))
-
-    def reused(self, cand: Candidate, now: float) -> TraceRecord | None:
-        """The record of ``cand`` answered with the earlier score (no training), or None to train it."""
-        if not self.reuse or cand.arch not in self.scores:
-            return None
-        score, test = self.scores[cand.arch]
-        return TraceRecord(model_id=cand.model_id, parent_id=cand.parent_id, donor_id=None, worker="reused",
-                           t_start=now, t_end=now, arch=list(cand.arch), mutation_pos=cand.mutation_pos,
-                           score=score, test=test, transfer_layers=0, transfer_bytes=0, tier=None, cache_s=0.0,
-                           train_s=0.0, layer_bytes=[], layer_keys=[], layer_deps=[], revisit=True,
-                           extra={"reused": True})
 
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
@@ -193,59 +129,6 @@ def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter, t
         executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
 
 
-def _gpu_ids() -> list[str]:
-    """Visible CUDA device ids when there are several (one per worker process), else []."""
-    import torch
-
-    count = torch.cuda.device_count()
-    if count < 2:
-        return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return (visible.split(",") if visible else [str(i) for i in range(count)])[:count]
-
-
-def _mpi_local() -> tuple[Any, int, int]:
-    """COMM_WORLD, this rank's index on its node, and the number of ranks on the node (collective: call once)."""
-    from mpi4py import MPI
-
-    node = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
-    return MPI.COMM_WORLD, node.Get_rank(), node.Get_size()
-
-
-def _check_redis(config: CacheConfig) -> None:
-    """Raise ConnectionError now, before any output or worker, when the required Redis tier is unreachable."""
-    from tensorcache.tiers.redis import RedisTier
-
-    RedisTier(config.redis, 1, namespace=config.namespace, required=True).close()
-
-
-def _inside(path: str, folder: str) -> bool:
-    return os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep)
-
-
-def _check_disk(config: CacheConfig) -> None:
-    """Raise OSError now, naming the path, when the LMDB tier's folder cannot be made (a mistyped --disk)."""
-    try:
-        os.makedirs(config.disk_path, exist_ok=True)
-    except OSError as exc:
-        raise OSError(f"cannot open LMDB tier at {config.disk_path!r}: {exc.strerror or exc}") from None
-
-
-def _prepare_out(s: SearchSettings) -> tuple[str, str]:
-    os.makedirs(s.out, exist_ok=True)
-    trace_path, summary_path = os.path.join(s.out, "trace.jsonl"), os.path.join(s.out, "summary.json")
-    if os.path.exists(trace_path):
-        if not s.overwrite:
-            raise FileExistsError(f"{trace_path} already exists; choose another --out or pass --overwrite")
-        for path in (trace_path, summary_path):
-            if os.path.exists(path):
-                os.remove(path)
-        disk = s.cache_config.disk_path
-        if disk == os.path.join(s.out, "cache.lmdb") and os.path.isdir(disk):
-            shutil.rmtree(disk)
-    return trace_path, summary_path
-
-
 def run_search(settings: SearchSettings, on_record: Progress | None = None) -> dict[str, Any] | None:
     """Run a whole search; write ``out/trace.jsonl`` and ``out/summary.json``; return the summary.
 
@@ -256,11 +139,11 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     s = settings.resolved()
     threads, comm = None, None
     if s.executor == "mpi":
-        comm, local_rank, local_size = _mpi_local()
+        comm, local_rank, local_size = mpi_local()
         threads = max(1, (os.cpu_count() or 1) // local_size)
         if comm.Get_rank() != 0:
             evaluator = s.make_evaluator(threads)
-            if s.evaluator == "train" and (gpus := _gpu_ids()):
+            if s.evaluator == "train" and (gpus := gpu_ids()):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
             serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
@@ -271,14 +154,14 @@ def run_search(settings: SearchSettings, on_record: Progress | None = None) -> d
     evaluator.check()
     cache_config = s.worker_cache(evaluator.payload_scale)
     if cache_config is not None and cache_config.redis_required:
-        _check_redis(cache_config)
-    if cache_config is not None and cache_config.disk_path is not None and not _inside(cache_config.disk_path, s.out):
-        _check_disk(cache_config)
+        check_redis(cache_config)
+    if cache_config is not None and cache_config.disk_path is not None and not inside(cache_config.disk_path, s.out):
+        check_disk(cache_config)
     if s.mutation_bias:
         log.warning("mutation bias %g: position i is mutated with weight (i+1)^%g, not uniformly",
                     s.mutation_bias, s.mutation_bias)
     created = not os.path.exists(s.out)
-    trace_path, summary_path = _prepare_out(s)
+    trace_path, summary_path = prepare_out(s)
     try:
         if comm is not None:
             comm.barrier()
@@ -333,7 +216,7 @@ def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheC
             return SimulatedExecutor(evaluator, cache, s.workers, locality)
         return SerialExecutor(evaluator, cache)
     if s.executor == "process":
-        gpus = _gpu_ids() if s.evaluator == "train" else []
+        gpus = gpu_ids() if s.evaluator == "train" else []
         return ProcessExecutor(evaluator, cache_config, s.workers, gpus=gpus, job_timeout=s.job_timeout,
                                locality=locality)
     return MPIExecutor(comm, job_timeout=s.job_timeout, locality=locality, evaluator=evaluator,
