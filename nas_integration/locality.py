@@ -1,33 +1,35 @@
 """Locality-aware placement: run a child on the worker whose memory tier already holds its donor.
 
-Each worker keeps the models it trained or fetched in its own memory tier. The scheduler knows that tier
-from what its worker reports after each job (the model it put, the donor it was served and which tiers
-served it); what the tier has evicted since is modelled by the library's own LRU policy over model ids
-within the worker's byte budget. A child is sent to an idle worker holding its donor (the
-model the cache would serve it, ``TensorCache.best_donor``); failing that it is reserved for a busy holder
-expected to finish within ``max_wait`` seconds (the child waits, the free workers take other children);
-otherwise it runs anywhere. The tracker counts what that buys: transfer bytes served from the worker's own
-memory versus fetched from a shared tier (LMDB/Redis: bytes that move between nodes), and what it costs:
-time children spent waiting for their holder. Simulated workers share one real cache, so their split is
-judged by the model; real workers (process, MPI) report the bytes their own process-local tiers served.
+Each worker keeps the models it trained or fetched in its own memory tier. The scheduler knows what that
+tier holds from what the worker last reported: after each job a real worker (process, MPI) sends the model
+ids its process-local tiers hold (``TensorCache.local_models``) with its result; simulated workers, which
+share one cache, report what their executor models instead (``executors.simulated.ModelledMemory``). A
+child is sent to an idle worker holding its donor (the model the cache would serve it,
+``TensorCache.best_donor``); failing that it is reserved for a busy holder expected to finish within
+``max_wait`` seconds (the child waits, the free workers take other children); otherwise it runs anywhere.
+The tracker counts what that buys: transfer bytes served from the worker's own memory versus fetched from a
+shared tier (LMDB/Redis: bytes that move between nodes), and what it costs: time children spent waiting for
+their holder. Real workers' split is the bytes their own process-local tiers served; simulated workers'
+split is judged by the modelled report.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
-
-from tensorcache.policies import LRU
 
 LOCAL_TIERS = ("device", "memory")  # tiers private to one worker process; LMDB and Redis are shared
 
 
 @dataclass
 class LocalityStats:
+    """What placement bought and cost: transfers served locally or from a shared tier, waits, idle time."""
+
     local_bytes: int = 0
     remote_bytes: int = 0
     local_hits: int = 0  # hits served wholly from the worker's own memory tier
     remote_hits: int = 0
-    modelled_local_hits: int = 0  # hits the memory model expected to be local (placement's guess)
+    expected_local_hits: int = 0  # hits whose donor the worker's last report listed (placement's guess)
     placed_on_holder: int = 0
     reserved: int = 0
     wait_s: float = 0.0
@@ -40,50 +42,22 @@ class LocalityStats:
                 "local_byte_share": self.local_bytes / moved if moved else 0.0}
 
 
-class WorkerMemory:
-    """Model ids one worker's memory tier holds as reported, within its byte budget (LRU policy evicts)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._sizes: dict[str, int] = {}
-        self._order = LRU()
-
-    def touch(self, model_id: str, nbytes: int) -> None:
-        """The worker put or was served ``model_id`` (``nbytes``): it holds it now, most recently used."""
-        if model_id in self._sizes:
-            self._order.on_hit(model_id)
-            return
-        if nbytes > self.capacity:
-            return
-        while self.used + nbytes > self.capacity:
-            victim = self._order.victim()
-            self._order.on_remove(victim)
-            self.used -= self._sizes.pop(victim)
-        self._order.on_insert(model_id, nbytes, model_id)
-        self._sizes[model_id] = nbytes
-        self.used += nbytes
-
-    def __contains__(self, model_id: object) -> bool:
-        return model_id in self._sizes
-
-
 class LocalityTracker:
-    """Per-worker memory contents, placement choice and the counters above."""
+    """The models each worker last reported holding, the placement choice, and the counters above."""
 
-    def __init__(self, workers: int, worker_memory: int, max_wait: float | None) -> None:
+    def __init__(self, workers: int, max_wait: float | None) -> None:
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"locality wait must be >= 0 seconds, got {max_wait}")
         self.enabled = max_wait is not None
         self.max_wait = max_wait or 0.0
-        self.memories = [WorkerMemory(worker_memory) for _ in range(workers)]
-        self.model_bytes: dict[str, int] = {}
+        self.held: list[Collection[str]] = [frozenset() for _ in range(workers)]
         self.stats = LocalityStats()
 
     def holders(self, model_id: str | None) -> list[int]:
+        """The workers whose last report lists ``model_id``."""
         if model_id is None:
             return []
-        return [w for w, mem in enumerate(self.memories) if model_id in mem]
+        return [w for w, held in enumerate(self.held) if model_id in held]
 
     def place(self, donor_id: str | None, idle: list[int], busy_until: dict[int, float],
               reserved: set[int], now: float) -> tuple[int, float | None]:
@@ -104,19 +78,19 @@ class LocalityTracker:
         """A reserved child started on its holder ``seconds`` after it was placed."""
         self.stats.wait_s += seconds
 
-    def finished(self, worker: int, model_id: str, nbytes: int, donor_id: str | None, transfer_bytes: int,
-                 tier_bytes: dict[str, int] | None = None) -> None:
-        """Account one evaluation: where its transfer came from, then what the worker now holds.
+    def finished(self, worker: int, donor_id: str | None, transfer_bytes: int, tier_bytes: dict[str, int] | None,
+                 held: Collection[str]) -> None:
+        """Account one evaluation's transfer as local or shared, then take ``held``, the worker's report of
+        the models it holds now.
 
-        ``tier_bytes`` is what the worker's cache reports each tier served (``TraceRecord.tier_bytes``); None
-        (simulated workers, which share one cache) takes the modelled memory's word for it.
+        ``tier_bytes`` is what the worker's own cache reports each tier served (``TraceRecord.tier_bytes``);
+        None (simulated workers, which share one cache) takes the worker's previous report's word for it.
         """
-        mem = self.memories[worker]
         if donor_id is not None and transfer_bytes:
-            modelled = donor_id in mem
-            self.stats.modelled_local_hits += modelled
+            expected = donor_id in self.held[worker]
+            self.stats.expected_local_hits += expected
             if tier_bytes is None:
-                local = transfer_bytes if modelled else 0
+                local = transfer_bytes if expected else 0
             else:
                 local = sum(tier_bytes.get(tier, 0) for tier in LOCAL_TIERS)
             if local >= transfer_bytes:
@@ -125,6 +99,4 @@ class LocalityTracker:
                 self.stats.remote_hits += 1
             self.stats.local_bytes += local
             self.stats.remote_bytes += transfer_bytes - local
-            mem.touch(donor_id, self.model_bytes.get(donor_id, transfer_bytes))
-        self.model_bytes[model_id] = nbytes
-        mem.touch(model_id, nbytes)
+        self.held[worker] = held

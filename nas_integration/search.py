@@ -209,11 +209,12 @@ def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheC
     locality = None
     if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
         workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
-        locality = LocalityTracker(workers, parse_size(s.worker_memory or s.cache_config.memory), s.locality_wait)
+        locality = LocalityTracker(workers, s.locality_wait)
     if s.executor == "serial":
         cache = cache_config.open() if cache_config is not None else None
         if locality is not None:
-            return SimulatedExecutor(evaluator, cache, s.workers, locality)
+            return SimulatedExecutor(evaluator, cache, s.workers, locality,
+                                     parse_size(s.worker_memory or s.cache_config.memory))
         return SerialExecutor(evaluator, cache)
     if s.executor == "process":
         gpus = gpu_ids() if s.evaluator == "train" else []

@@ -218,6 +218,12 @@ class TensorCache:
         c["models"] = len(self._catalog.models)
         return c
 
+    def local_models(self) -> frozenset[str]:
+        """Ids of the models with a layer in this process's own tiers (memory, device) now: what a scheduler
+        places a child near (the worker whose cache reported the child's donor), read from the catalog."""
+        local = {i for i, slot in enumerate(self._stack.slots) if not isinstance(slot.tier, SharedTier)}
+        return frozenset(model for (model, _), tiers in self._catalog.entries() if not local.isdisjoint(tiers))
+
     def check_invariants(self) -> list[str]:
         """Problems found in the cache's bookkeeping, empty when whole: the catalog's own, each tier's books
         against its store (used bytes equal what is held, no orphans), and each process-local tier's

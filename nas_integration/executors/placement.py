@@ -1,14 +1,15 @@
 """Placement: which worker runs a child, shared by every executor that places (simulated, process, MPI).
 
 Without a ``LocalityTracker`` a child goes to the lowest-numbered idle worker. With one, the tracker
-chooses (``nas_integration.locality``): an idle worker holding the child's donor, else a busy holder
-expected to finish soon (the child is reserved for it and starts when it frees up), else anyone. The
-placement also accounts the children's waits and the workers' idle time, on the executor's clock (wall
-seconds for real workers, simulated seconds for simulated ones), which is injected.
+chooses (``nas_integration.locality``) from what each worker last reported holding: an idle worker
+holding the child's donor, else a busy holder expected to finish soon (the child is reserved for it and
+starts when it frees up), else anyone. The placement also accounts the children's waits and the workers'
+idle time, on the executor's clock (wall seconds for real workers, simulated seconds for simulated ones),
+which is injected.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from ..evolution import Candidate
@@ -52,11 +53,17 @@ class Placement:
             now = self.clock()
             self.tracker.stats.idle_s += now - self._idle_since.pop(worker, now)
 
-    def finished(self, worker: int, record: TraceRecord, reported: bool) -> None:
-        """``worker`` finished ``record``; ``reported``: its tier bytes come from the worker's own cache."""
+    def finished(self, worker: int, record: TraceRecord, held: Collection[str], reported: bool) -> None:
+        """``worker`` finished ``record`` and now holds the models ``held`` (its report); ``reported``: the
+        record's tier bytes come from the worker's own cache."""
         if self.tracker is not None:
-            self.tracker.finished(worker, record.model_id, sum(record.layer_bytes), record.donor_id,
-                                  record.transfer_bytes, record.tier_bytes if reported else None)
+            self.tracker.finished(worker, record.donor_id, record.transfer_bytes,
+                                  record.tier_bytes if reported else None, held)
+
+    def restarted(self, worker: int) -> None:
+        """``worker`` was replaced by a fresh process: it holds nothing until it reports."""
+        if self.tracker is not None:
+            self.tracker.held[worker] = frozenset()
 
     def freed(self, worker: int) -> Candidate | None:
         """``worker`` is free: the child reserved for it (start it now), or None (it is idle from now)."""

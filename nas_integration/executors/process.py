@@ -52,6 +52,7 @@ class ProcessExecutor(RemoteExecutor):
         old.handle.join()
         self._workers[index] = self._spawn(index)
         self._workers[index].news = old.news
+        self.placement.restarted(index)
         self.replaced += 1
         self._freed(index)
 

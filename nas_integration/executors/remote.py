@@ -1,8 +1,9 @@
 """Shared part of the executors whose workers are other processes (process, MPI): jobs, news, timeouts.
 
 Real workers are placed on the wall clock: a busy worker's finish is estimated as its job's start plus
-the mean duration of the jobs finished so far, and each worker's local-versus-shared split comes from
-the bytes its own cache reports its process-local tiers served (``TraceRecord.tier_bytes``). A worker
+the mean duration of the jobs finished so far; each worker's reply to a job says which models its
+process-local tiers hold now (placement's view of it), and its local-versus-shared split comes from the
+bytes its own cache reports those tiers served (``TraceRecord.tier_bytes``). A worker
 that dies or exceeds ``job_timeout`` yields an ``Outcome`` with ``error`` set, so the loop can re-queue
 or drop the job and the search never hangs.
 """
@@ -131,11 +132,12 @@ class RemoteExecutor(Executor):
         if kind == "done":
             self._jobs_done += 1
             self._jobs_s += time.time() - worker.job_start
-            payload.worker = index
-            self.placement.finished(index, payload, reported=True)
-            payload.t_start -= self.t0
-            payload.t_end -= self.t0
-            self._ready.append(Outcome(candidate, index, payload))
+            record = payload.record
+            record.worker = index
+            self.placement.finished(index, record, payload.held, reported=True)
+            record.t_start -= self.t0
+            record.t_end -= self.t0
+            self._ready.append(Outcome(candidate, index, record))
         else:
             self._ready.append(Outcome(candidate, index, error=payload))
         self._freed(index)

@@ -1,18 +1,30 @@
 """The worker loop of the process and MPI executors: set up, then evaluate jobs until told to stop.
 
 Messages to a worker: ``("job", candidate, news)`` or ``("stop",)``. Replies: ``("ready", None)`` once
-set up, ``("fatal", traceback)`` if it could not set up, ``("done", record)``, ``("error", traceback)``
-per job, and ``("stats", cache stats)`` when stopped.
+set up, ``("fatal", traceback)`` if it could not set up, ``("done", Done)`` (the record and what the
+worker's own tiers hold after it) or ``("error", traceback)`` per job, and ``("stats", cache stats)`` when
+stopped.
 """
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tensorcache.config import CacheConfig
+from tensorcache.trace import TraceRecord
 
 from ..evaluators import Evaluator
+
+
+@dataclass
+class Done:
+    """A finished job's record, and the models the worker's process-local tiers hold after it (its report
+    to placement, ``TensorCache.local_models``; empty without a cache)."""
+
+    record: TraceRecord
+    held: frozenset[str]
 
 
 def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
@@ -35,7 +47,8 @@ def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evalu
             if cache is not None:
                 news.apply(cache)
             try:
-                send(("done", evaluator.evaluate(candidate, cache)))
+                record = evaluator.evaluate(candidate, cache)
+                send(("done", Done(record, cache.local_models() if cache is not None else frozenset())))
             except Exception:
                 send(("error", traceback.format_exc()))
     finally:

@@ -1,4 +1,5 @@
-"""Locality-aware placement over real workers: MPI ranks and processes, each with its own memory tier."""
+"""Locality-aware placement over real workers: MPI ranks and processes, each with its own memory tier,
+placed by what their caches report holding."""
 import json
 import os
 import subprocess
@@ -8,6 +9,10 @@ import textwrap
 import pytest
 
 from nas_integration.data import nb201_table
+from nas_integration.evaluators import make_evaluator
+from nas_integration.evolution import Candidate
+from nas_integration.executors import Executor, ProcessExecutor
+from nas_integration.locality import LocalityTracker
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
@@ -87,3 +92,83 @@ def test_placement_over_real_workers_needs_a_shared_tier(tmp_path):
     with pytest.raises(ValueError, match="shared tier"):
         SearchSettings(out=str(tmp_path), evaluator="tabular", table=TABLE, executor="process", workers=2,
                        cache_config=CacheConfig(disk="none"), locality_wait=1.0).resolved()
+
+
+def evaluator():
+    """Each job sleeps about 1.2 s between its lookup and its put (table time x 2e-3)."""
+    return make_evaluator("tabular", table=TABLE, space="nb201", dataset="cifar10", epochs=200, transfer="prefix",
+                          namespace="near", seed=0, time_scale=2e-3)
+
+
+def cache_config(folder) -> CacheConfig:
+    return CacheConfig(memory="64MB", disk=os.path.join(folder, "cache.lmdb"), namespace="near")
+
+
+def place_child_near_its_donor(executor: Executor) -> dict:
+    """Run x on worker 0 and a on worker 1 at once (each looks up before the other puts, so neither is
+    served the other's layers), then a child of a while both are idle: the lowest idle worker is 0, so the
+    child lands on 1 only because worker 1's cache reported holding a."""
+    executor.submit(Candidate(0, "x", (0, 1, 1, 1, 1, 1)))
+    executor.submit(Candidate(1, "a", (1, 1, 1, 1, 1, 1)))
+    first = {o.candidate.model_id: o.worker for o in (executor.next_outcome(), executor.next_outcome())}
+    executor.submit(Candidate(2, "c", (1, 1, 1, 1, 1, 2), parent_id="a"))
+    child = executor.next_outcome()
+    return {"first": first, "worker": child.worker, "donor": child.result.donor_id,
+            "tier_bytes": child.result.tier_bytes, "locality": executor.locality_summary()}
+
+
+def check_placed_near(result: dict) -> None:
+    assert result["first"] == {"x": 0, "a": 1}
+    assert result["donor"] == "a" and result["worker"] == 1
+    assert set(result["tier_bytes"]) == {"memory"}  # served from worker 1's own memory tier
+    assert result["locality"]["placed_on_holder"] == 1 and result["locality"]["local_hits"] == 1
+
+
+def test_a_process_child_is_placed_on_the_worker_that_reported_its_donor(tmp_path):
+    executor = ProcessExecutor(evaluator(), cache_config(tmp_path), workers=2, job_timeout=60,
+                               locality=LocalityTracker(2, max_wait=60.0))
+    try:
+        check_placed_near(place_child_near_its_donor(executor))
+    finally:
+        executor.close()
+
+
+NEAR = textwrap.dedent('''
+    import json
+    import sys
+    import traceback
+
+    from mpi4py import MPI
+
+    sys.path.insert(0, sys.argv[2])
+    from test_locality_mpi import cache_config, evaluator, place_child_near_its_donor
+
+    from nas_integration.executors import MPIExecutor, serve_mpi
+    from nas_integration.locality import LocalityTracker
+
+    comm = MPI.COMM_WORLD
+    try:
+        if comm.Get_rank():
+            serve_mpi(comm, evaluator(), cache_config(sys.argv[1]))
+        else:
+            executor = MPIExecutor(comm, job_timeout=60, locality=LocalityTracker(2, max_wait=60.0),
+                                   evaluator=evaluator(), cache_config=cache_config(sys.argv[1]))
+            try:
+                print("RESULT", json.dumps(place_child_near_its_donor(executor)), flush=True)
+            finally:
+                executor.close()
+    except BaseException:
+        traceback.print_exc()
+        comm.Abort(1)  # never leave the other ranks waiting
+''')
+
+
+def test_an_mpi_child_is_placed_on_the_rank_that_reported_its_donor(tmp_path):
+    (tmp_path / "near.py").write_text(NEAR)
+    cmd = ["mpirun", "--oversubscribe", "-n", "3", sys.executable, str(tmp_path / "near.py"), str(tmp_path),
+           os.path.dirname(os.path.abspath(__file__))]
+    done = subprocess.run(cmd, check=False, env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = [json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 1, done.stdout + done.stderr
+    check_placed_near(results[0])

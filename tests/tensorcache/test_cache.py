@@ -124,6 +124,22 @@ def test_eviction_demotes_to_disk_and_hit_promotes_back(tmp_path):
     assert cache.stats()["promotions"] >= 1
 
 
+def test_local_models_are_those_the_process_tiers_hold_now(tmp_path):
+    blob = 40_000  # bytes per first layer: the memory tier holds two of them
+    cache = TensorCache(memory=100_000, disk=tmp_path / "c.lmdb", disk_capacity="10MB", policy="fifo")
+    assert cache.local_models() == frozenset()
+    for m in range(4):
+        cache.put(f"m{m}", [m, 0], [{"a": np.full(blob // 4, m, np.float32)}, {"b": np.ones(10, np.float32) * m}])
+    local = cache.local_models()
+    assert {"m2", "m3"} <= local and "m0" not in local  # m0's layers were all demoted to LMDB
+    assert cache.lookup([0, 0]).donor == "m0"  # promoted back into memory
+    assert "m0" in cache.local_models()
+    cache.close()
+    shared = TensorCache(memory=0, disk=tmp_path / "c.lmdb", disk_capacity="10MB", policy="fifo")
+    assert shared.lookup([1, 0]).donor == "m1" and shared.local_models() == frozenset()  # LMDB is no process's own
+    shared.close()
+
+
 def test_corrupt_disk_payload_is_a_miss_and_is_dropped(tmp_path, caplog):
     cache = TensorCache(memory=0, disk=tmp_path / "c.lmdb", policy="lru")
     cache.put("m0", [1], [{"w": np.arange(64, dtype=np.float32)}])

@@ -27,8 +27,8 @@ def test_without_a_tracker_the_lowest_idle_worker_takes_the_child():
 
 def test_a_child_waits_for_its_busy_holder_and_the_wait_is_counted_on_the_clock():
     clock = Clock()
-    tracker = LocalityTracker(workers=2, worker_memory=100, max_wait=10)
-    tracker.finished(1, "d", 10, None, 0)  # worker 1 holds d
+    tracker = LocalityTracker(workers=2, max_wait=10)
+    tracker.finished(1, None, 0, None, held={"d"})  # worker 1 reports holding d
     placement = Placement(tracker, clock, donor=lambda c: c.parent_id)
     for worker in (0, 1):
         placement.idle(worker)
@@ -44,8 +44,8 @@ def test_a_child_waits_for_its_busy_holder_and_the_wait_is_counted_on_the_clock(
 
 
 def test_an_idle_holder_is_preferred_and_a_far_holder_is_not_waited_for():
-    tracker = LocalityTracker(workers=3, worker_memory=100, max_wait=10)
-    tracker.finished(2, "d", 10, None, 0)
+    tracker = LocalityTracker(workers=3, max_wait=10)
+    tracker.finished(2, None, 0, None, held={"d"})
     placement = Placement(tracker, Clock(), donor=lambda c: c.parent_id)
     assert placement.place(child(0), [0, 2], {}) == 2
     assert placement.place(child(1), [0, 1], {2: 50.0}) == 0  # holder busy for too long: anyone
@@ -53,8 +53,8 @@ def test_an_idle_holder_is_preferred_and_a_far_holder_is_not_waited_for():
 
 
 def test_a_gone_worker_hands_back_the_child_waiting_for_it():
-    tracker = LocalityTracker(workers=2, worker_memory=100, max_wait=10)
-    tracker.finished(1, "d", 10, None, 0)
+    tracker = LocalityTracker(workers=2, max_wait=10)
+    tracker.finished(1, None, 0, None, held={"d"})
     placement = Placement(tracker, Clock(), donor=lambda c: c.parent_id)
     assert placement.place(child(0), [0], {1: 1.0}) is None
     assert placement.abandon(1) == child(0) and placement.abandon(1) is None
@@ -62,6 +62,6 @@ def test_a_gone_worker_hands_back_the_child_waiting_for_it():
 
 def test_a_disabled_tracker_never_asks_for_the_donor():
     asked = []
-    tracker = LocalityTracker(workers=2, worker_memory=100, max_wait=None)
+    tracker = LocalityTracker(workers=2, max_wait=None)
     placement = Placement(tracker, Clock(), donor=lambda c: asked.append(c) or "d")
     assert placement.place(child(0), [1, 0], {}) == 0 and asked == []

@@ -1,10 +1,12 @@
 """The simulated executor runs any Evaluator through the interface alone: the default start/finish run
-the whole evaluation and take its reported duration as the simulated one."""
+the whole evaluation and take its reported duration as the simulated one; each worker's memory tier is
+modelled as an LRU over model ids within its budget."""
 import time
 
 from nas_integration.evaluators import Evaluator
 from nas_integration.evolution import Candidate
 from nas_integration.executors import SimulatedExecutor
+from nas_integration.executors.simulated import ModelledMemory
 
 
 class Timed(Evaluator):
@@ -35,3 +37,12 @@ def test_simulated_workers_finish_in_order_of_the_reported_durations():
     assert (second.candidate.model_id, second.worker, second.result.t_end) == ("slow", 0, 4.0)
     assert second.result.worker == 0 and executor.now() == 4.0
     assert len(first.result.layer_keys) == len(first.result.layer_bytes) > 0
+
+
+def test_a_modelled_memory_is_an_lru_within_its_budget():
+    mem = ModelledMemory(capacity=10)
+    for model, size in [("a", 4), ("b", 4), ("a", 4), ("c", 4)]:
+        mem.touch(model, size)
+    assert mem.models() == {"a", "c"} and mem.used == 8
+    mem.touch("huge", 11)
+    assert "huge" not in mem.models()
