@@ -110,15 +110,14 @@ def test_cache_news_and_stats_merging():
     assert merged["tiers"] == [{"m": 1}, {"m": 2}]
 
 
-MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
-def test_mpirun_with_three_ranks_completes(tmp_path):
+def test_mpirun_with_three_ranks_completes(tmp_path, mpi_env):
     out = tmp_path / "mpi"
     cmd = ["mpirun", "--oversubscribe", "-n", "3", sys.executable, "-m", "nas_integration.cli", "--out", str(out),
            "--executor", "mpi", "--evaluator", "tabular", "--table", TABLE, "--evals", "40", "--population", "8",
            "--sample", "3", "--job-timeout", "60", "--quiet"]
-    done = subprocess.run(cmd, check=False, env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, check=False, env=mpi_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     trace = read_trace(out / "trace.jsonl")
     assert len(trace) == 40 and {r["worker"] for r in trace} == {0, 1}
@@ -155,10 +154,10 @@ MPI_HANG = textwrap.dedent('''
 ''')
 
 
-def test_mpi_ranks_that_hang_are_given_up_and_the_search_ends(tmp_path):
+def test_mpi_ranks_that_hang_are_given_up_and_the_search_ends(tmp_path, mpi_env):
     (tmp_path / "faulty_eval.py").write_text(FAULTY)
     (tmp_path / "hang_run.py").write_text(MPI_HANG)
-    env = {**MPI_ENV, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = {**mpi_env, "PYTHONPATH": os.pathsep.join([str(tmp_path), mpi_env["PYTHONPATH"]])}
     cmd = ["mpirun", "--oversubscribe", "-n", "4", sys.executable, str(tmp_path / "hang_run.py"), TABLE,
            str(tmp_path / "trace.jsonl")]
     done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)

@@ -18,7 +18,6 @@ from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
-MPI_ENV = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 WAIT = 0.2  # wall seconds; a job sleeps ~0.09 s (table time x 5e-5)
 
 
@@ -60,11 +59,11 @@ def check_accounting(summary, trace_path):
     return loc
 
 
-def test_mpi_ranks_serve_more_bytes_from_their_own_memory_with_locality_on(tmp_path):
+def test_mpi_ranks_serve_more_bytes_from_their_own_memory_with_locality_on(tmp_path, mpi_env):
     (tmp_path / "both.py").write_text(BOTH)
     cmd = ["mpirun", "--oversubscribe", "-n", "4", sys.executable, str(tmp_path / "both.py"), str(tmp_path),
            TABLE, str(WAIT)]
-    done = subprocess.run(cmd, check=False, env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, check=False, env=mpi_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     summaries = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2])
                  for line in done.stdout.splitlines() if line.startswith("RESULT ")}
@@ -163,11 +162,11 @@ NEAR = textwrap.dedent('''
 ''')
 
 
-def test_an_mpi_child_is_placed_on_the_rank_that_reported_its_donor(tmp_path):
+def test_an_mpi_child_is_placed_on_the_rank_that_reported_its_donor(tmp_path, mpi_env):
     (tmp_path / "near.py").write_text(NEAR)
     cmd = ["mpirun", "--oversubscribe", "-n", "3", sys.executable, str(tmp_path / "near.py"), str(tmp_path),
            os.path.dirname(os.path.abspath(__file__))]
-    done = subprocess.run(cmd, check=False, env=MPI_ENV, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, check=False, env=mpi_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     results = [json.loads(line.split(" ", 1)[1]) for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 1, done.stdout + done.stderr
