@@ -30,19 +30,17 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.common import machine, write_results  # noqa: E402
-from nas_integration.data import load_dataset  # noqa: E402
+from nas_integration.fit import FlatData, fit, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 
 SPACE = AttnSpace()
 NAMES = [f"x{i}" for i in range(SPACE.n_positions)]
-_DATA: dict[str, tuple[torch.Tensor, ...]] = {}
+_DATA: dict[str, FlatData] = {}
 
 
 def setup_data(train: int, val: int) -> None:
     """``train`` training and ``val`` validation images of mnist-small (seeded subset), flat floats."""
-    x, y, _, _ = load_dataset("mnist-small", subset=(train + val, 1), download_missing=False)
-    x, y = torch.as_tensor(x).float().div_(255).flatten(1), torch.as_tensor(y).long()
-    _DATA["all"] = (x[:train], y[:train], x[train:], y[train:])
+    _DATA["all"] = flat_mnist(train, val)
 
 
 def arch_of(params: dict[str, Any]) -> tuple[int, ...]:
@@ -58,19 +56,7 @@ def build(job: Any) -> nn.Module:
 
 def train(job: Any, model: nn.Module, epochs: int = 1) -> float:
     """``epochs`` of Adam, batch 128; validation accuracy in percent."""
-    x, y, xv, yv = _DATA["all"]
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=gen).split(128):
-            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        return 100.0 * float((model(xv).argmax(1) == yv).float().mean())
+    return fit(model, _DATA["all"], epochs)
 
 
 async def scratch(job: Any, epochs: int = 1) -> dict[str, Any]:

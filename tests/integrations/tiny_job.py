@@ -10,20 +10,17 @@ import hashlib
 import torch
 from torch import nn
 
-from nas_integration.data import load_dataset
+from nas_integration.fit import FlatData, fit as fit_flat, flat_mnist
 from nas_integration.spaces import AttnSpace
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
-_DATA: list[tuple[torch.Tensor, ...]] = []
+_DATA: list[FlatData] = []
 
 
-def data() -> tuple[torch.Tensor, ...]:
+def data() -> FlatData:
     """480 training and 120 validation images as flat floats, read once per process."""
     if not _DATA:
-        x, y, _, _ = load_dataset("mnist-small", subset=(600, 1), download_missing=False)
-        x = torch.as_tensor(x).float().div_(255).flatten(1)
-        y = torch.as_tensor(y).long()
-        _DATA.append((x[:480], y[:480], x[480:], y[480:]))
+        _DATA.append(flat_mnist(480, 120))
     return _DATA[0]
 
 
@@ -46,18 +43,7 @@ def parse_digests(text: str) -> dict[str, str]:
 def fit(model: nn.Module) -> float:
     """One epoch of Adam on one thread; validation accuracy in percent."""
     torch.set_num_threads(1)
-    x, y, xv, yv = data()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for batch in torch.randperm(len(x), generator=gen).split(32):
-        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        return 100.0 * float((model(xv).argmax(1) == yv).float().mean())
+    return fit_flat(model, data(), epochs=1, batch_size=32, lr=3e-3)
 
 
 def moved_params(arch: tuple[int, ...], layers: int) -> list[str]:
