@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .layers import MODES, LayerMap
+from .metrics import summarize_records
 from .replay import infer_population_size, parse_records
 
 SECTIONS = ("Structure", "Distribution", "Popularity", "Quality")
@@ -85,6 +86,7 @@ class RunFacts:
     low_cut_source: str = ""
     layers: LayerSource | None = None  # the space's layer maps (default: generic, one layer per position)
     layers_source: str = ""
+    transfer: str = "prefix"           # the run's transfer mode: which served layers make a lookup a hit
 
 
 class Trace:
@@ -213,11 +215,7 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
     rules = {mode: np.array([transferable(r["arch"], tr.parent(r)["arch"], mode, layers) for r in tr.children],
                             float).reshape(-1, 2) for mode in MODES}
     actual = np.array([(r.get("transfer_bytes") or 0) / (sum(r["layer_bytes"]) or 1) for r in tr.children])
-    seen: set[tuple[int, ...]] = set()
-    repeats = 0
-    for r in tr.records:
-        repeats += tuple(r["arch"]) in seen
-        seen.add(tuple(r["arch"]))
+    live = summarize_records(tr.records, facts.transfer)
     n_pos = max((n for _, n in muts), default=max(len(r["arch"]) for r in tr.records))
     hist = np.bincount([p for p, _ in muts], minlength=n_pos) if muts else np.zeros(n_pos, int)
     _bar(out, "mutation_positions.png", range(n_pos), hist, "mutation position", "children",
@@ -248,8 +246,10 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
                 "compatible rule", _mean(rules["compatible"][:, 1]), "{:.1%}"),
         Finding(S, "bytes_transferred", "mean share of bytes the recorded run actually transferred (its own rule, "
                 "from any cached donor)", _mean(actual), "{:.1%}"),
+        Finding(S, "hit_ratio", "evaluations served a layer that depends on a position (a hit, "
+                "tensorcache.metrics)", live["hit_ratio"], "{:.1%}"),
         Finding(S, "repeated_arch_share", "evaluations of an architecture that an earlier evaluation already had",
-                repeats / len(tr.records), "{:.1%}"),
+                live["revisit_fraction"], "{:.1%}"),
     ]
 
 

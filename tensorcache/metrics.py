@@ -42,7 +42,8 @@ def ratio(a: float, b: float) -> float:
 
 def summarize_records(records: Sequence[Mapping[str, Any]], mode: str = "prefix") -> dict[str, Any]:
     """Live-search figures from trace records: children, revisits, hits (a served layer depends on a
-    position) and bytes served split into transfer and revisit; the search summary and analyses call it.
+    position) and bytes served split into transfer and revisit, for a finished trace (``tensorcache analyze``;
+    the running search counts the same one record at a time, ``nas_integration.tally``).
 
     Which layers a record was served comes from ``served_layers`` when present; else prefix mode serves
     the first ``transfer_layers`` layers, and compatible mode counts a hit only when more layers were served

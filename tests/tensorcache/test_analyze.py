@@ -74,7 +74,14 @@ def test_structure_numbers(result):
     assert f["bytes_transferable_prefix"] == pytest.approx(6 / 16)
     assert f["layers_transferable_compatible"] == pytest.approx(6 / 16)
     assert f["bytes_transferred"] == pytest.approx(0.3 / 4)  # only e recorded a transfer (30 of 100 B)
-    assert f["repeated_arch_share"] == 0
+    assert f["repeated_arch_share"] == 0 and f["hit_ratio"] == 0  # no record was served a layer
+
+
+@pytest.mark.parametrize("layers, hit", [(2, True), (1, False)])  # layer 0 depends on no position
+def test_hits_are_counted_as_the_metrics_define_them(tmp_path, layers, hit):
+    served = {**rec("i", "e", 0, 7, 9, [1, 1, 0, 2], 3, 0.7, transfer_bytes=30), "transfer_layers": layers,
+              "layer_deps": [[], [0], [0, 1], [0, 1, 2]]}
+    assert findings_dict(analyze(TRACE + [served], tmp_path))["hit_ratio"] == (1 / 9 if hit else 0)
 
 
 def test_repeated_architectures_are_counted(tmp_path):
