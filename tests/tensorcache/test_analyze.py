@@ -296,11 +296,11 @@ def plural_ok(report: str, n: int) -> bool:
 
 
 def test_count_axes_have_integer_ticks(tmp_path, monkeypatch):
-    import tensorcache.analyze as mod
+    import tensorcache.analyze.plots as plots
 
     figures = []
-    real = mod._save
-    monkeypatch.setattr(mod, "_save", lambda fig, out, name: (figures.append(fig), real(fig, out, name)))
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, name: (figures.append(fig), real(fig, out, name)))
     analyze(TRACE, tmp_path)  # counts of 0..2: matplotlib's default locator would tick 0.25, 0.5, ...
     counted = [ax for fig in figures for ax in fig.axes
                if ax.get_ylabel() in ("children", "count", "evaluations running") or ax.get_ylabel().startswith("donations")]
