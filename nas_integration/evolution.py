@@ -12,9 +12,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from .spaces import SearchSpace
-
-Arch = tuple[int, ...]
+from .spaces.base import Arch, SearchSpace
 
 
 @dataclass(frozen=True)
