@@ -6,8 +6,9 @@
 * ``MPIExecutor`` (``mpi``): rank 0 schedules, ranks 1..K-1 run ``serve_mpi``.
 
 Every executor that places children (simulated, process, MPI) does so through one ``Placement``
-(``placement``), its clock injected; remote workers run ``worker.serve`` and receive the policy events
-they missed as ``CacheNews`` (``news``) with their next job.
+(``placement``), its clock injected, from what each worker last reported holding; remote workers run
+``worker.serve``, receive the policy events they missed as ``CacheNews`` (``news``) with their next job and
+send back, with each result, the models their own tiers hold (``TensorCache.local_models``).
 """
 from .base import Executor, Outcome, merge_stats
 from .mpi import MPIExecutor, serve_mpi
