@@ -96,7 +96,7 @@ class RemoteExecutor(Executor):
         worker = self._workers[index]
         self.placement.started(index)
         worker.job, worker.started, news, worker.news = candidate, time.time(), worker.news, CacheNews()
-        self._send(index, ("job", candidate, news))
+        self._send(index, ("job", candidate, news, self.placement.tracker is not None))  # report: placement reads it
 
     def _freed(self, index: int) -> None:
         """Worker ``index`` took its last job's result back: start the child reserved for it, if any."""

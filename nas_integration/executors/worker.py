@@ -1,9 +1,9 @@
 """The worker loop of the process and MPI executors: set up, then evaluate jobs until told to stop.
 
-Messages to a worker: ``("job", candidate, news)`` or ``("stop",)``. Replies: ``("ready", None)`` once
-set up, ``("fatal", traceback)`` if it could not set up, ``("done", Done)`` (the record and what the
-worker's own tiers hold after it) or ``("error", traceback)`` per job, and ``("stats", cache stats)`` when
-stopped.
+Messages to a worker: ``("job", candidate, news, report)`` or ``("stop",)``. Replies: ``("ready", None)``
+once set up, ``("fatal", traceback)`` if it could not set up, ``("done", Done)`` (the record and, when the
+job asked for a ``report``, what the worker's own tiers hold after it) or ``("error", traceback)`` per
+job, and ``("stats", cache stats)`` when stopped.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from ..evaluators import Evaluator
 @dataclass
 class Done:
     """A finished job's record, and the models the worker's process-local tiers hold after it (its report
-    to placement, ``TensorCache.local_models``; empty without a cache)."""
+    to placement, ``TensorCache.local_models``; empty without a cache or when no report was asked for)."""
 
     record: TraceRecord
     held: frozenset[str]
@@ -43,12 +43,13 @@ def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evalu
             if message[0] == "stop":
                 send(("stats", cache.stats() if cache is not None else {}))
                 return
-            _, candidate, news = message
+            _, candidate, news, report = message
             if cache is not None:
                 news.apply(cache)
             try:
                 record = evaluator.evaluate(candidate, cache)
-                send(("done", Done(record, cache.local_models() if cache is not None else frozenset())))
+                held = cache.local_models() if report and cache is not None else frozenset()
+                send(("done", Done(record, held)))
             except Exception:
                 send(("error", traceback.format_exc()))
     finally:

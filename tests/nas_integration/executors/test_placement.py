@@ -65,3 +65,12 @@ def test_a_disabled_tracker_never_asks_for_the_donor():
     tracker = LocalityTracker(workers=2, max_wait=None)
     placement = Placement(tracker, Clock(), donor=lambda c: asked.append(c) or "d")
     assert placement.place(child(0), [1, 0], {}) == 0 and asked == []
+
+
+def test_a_restarted_worker_holds_nothing_until_it_reports():
+    tracker = LocalityTracker(workers=2, max_wait=10)
+    tracker.finished(1, None, 0, None, held={"d"})
+    placement = Placement(tracker, Clock(), donor=lambda c: c.parent_id)
+    assert placement.place(child(0), [0, 1], {}) == 1
+    placement.restarted(1)  # a fresh process: its memory tier is empty
+    assert placement.place(child(1), [0, 1], {}) == 0
