@@ -37,7 +37,7 @@ class LocalExecutor(Executor):
 
 
 class SerialExecutor(LocalExecutor):
-    """One evaluation at a time, in this process."""
+    """One evaluation at a time, in this process (one worker: nothing to place, no locality to track)."""
 
     workers = 1
 
