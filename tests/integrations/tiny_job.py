@@ -6,6 +6,7 @@ the donor's own (the child's digests right after the warm start against the dono
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -53,14 +54,11 @@ def moved_params(arch: tuple[int, ...], layers: int) -> list[str]:
 
 def shared_layers(donor: tuple[int, ...], child: tuple[int, ...]) -> int:
     """Leading layers of ``child`` that ``donor`` can give (equal layer keys)."""
-    a, b = (SPACE.layer_map(x).keys("any", x) for x in (donor, child))
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
+    return common_prefix(*(SPACE.layer_map(x).keys("any", x) for x in (donor, child)))
 
 
-def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def common_prefix(a: Sequence, b: Sequence) -> int:
+    """Length of the leading run where ``a`` and ``b`` agree."""
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
