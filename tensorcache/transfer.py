@@ -183,11 +183,14 @@ def _problems(found: Mapping[str, Any], layer: Layer) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------------- copying
-def copy_layers(module: Any, layers: Sequence[Layer], misfits: str = "raise") -> tuple[TransferReport, list[int]]:
+def copy_layers(module: Any, layers: Sequence[Layer], misfits: str = "raise",
+                staged: bool | None = None) -> tuple[TransferReport, list[int]]:
     """Copy the layers that fit ``module`` in one batch; returns the report and the positions copied.
 
     ``misfits``: "raise": TransferError naming every misfit, nothing copied; "skip": leave misfit layers
     out (named in ``report.skipped``); "stop": also leave out every layer after the first misfit.
+    ``staged``: send host tensors through one packed staging buffer and one copy (None: only when the
+    module is on a CUDA device, where that saves a host-to-device copy per tensor).
     """
     if misfits not in ("raise", "skip", "stop"):
         raise ValueError(f"misfits must be 'raise', 'skip' or 'stop', got {misfits!r}")
@@ -208,7 +211,7 @@ def copy_layers(module: Any, layers: Sequence[Layer], misfits: str = "raise") ->
             kept.append(k)
     if skipped and misfits == "raise":
         raise TransferError("; ".join(skipped))
-    nbytes = _copy([(views[k], dsts[k]) for k in kept])
+    nbytes = _copy([(views[k], dsts[k]) for k in kept], staged)
     return TransferReport(layers=len(kept), nbytes=nbytes, seconds=time.perf_counter() - t0, skipped=skipped), kept
 
 
@@ -219,7 +222,7 @@ def copy_into(module: Any, tensors: Mapping[str, tuple[Any, str]]) -> TransferRe
     return copy_layers(module, [layer])[0]
 
 
-def _copy(pairs: list[tuple[_Views, list[Any]]]) -> int:
+def _copy(pairs: list[tuple[_Views, list[Any]]], staged: bool | None = None) -> int:
     """Copy each layer's views into its module tensors; returns bytes copied."""
     import torch
 
@@ -227,13 +230,15 @@ def _copy(pairs: list[tuple[_Views, list[Any]]]) -> int:
         return 0
     # staged to the device of the module's first tensor; tensors elsewhere get foreach's per-tensor copies
     device = next((dst[0].device for _, dst in pairs if dst), torch.device("cpu"))
-    staged = [p for p in pairs if p[0].on_host] if device.type == "cuda" else []
-    direct = [p for p in pairs if not p[0].on_host] if staged else pairs
+    if staged is None:
+        staged = device.type == "cuda"
+    through_buffer = [p for p in pairs if p[0].on_host] if staged else []
+    direct = [p for p in pairs if not p[0].on_host] if through_buffer else pairs
     with torch.no_grad():
         for dst, src, _ in _by_dtype(direct).values():
             torch._foreach_copy_(dst, src)
-        if staged:
-            _copy_staged(staged, device)
+        if through_buffer:
+            _copy_staged(through_buffer, device)
     return sum(v.nbytes for v, _ in pairs)
 
 

@@ -136,7 +136,7 @@ def test_a_name_registered_after_a_warm_start_is_found():
 
 def test_staged_copy_packs_every_dtype_at_its_place():
     """The CUDA path's packing (one buffer, one region per dtype, views split off again), run on the CPU."""
-    from tensorcache.transfer import Layer, _copy_staged, _match, targets
+    from tensorcache.transfer import Layer, copy_layers
 
     m = nn.Module()
     shapes = {"a": ((3, 5), torch.float32), "b": ((7,), torch.bfloat16), "c": ((), torch.int64),
@@ -146,8 +146,8 @@ def test_staged_copy_packs_every_dtype_at_its_place():
     src = {n: (torch.randn(s) * 10).to(d) for n, (s, d) in shapes.items()}
     layers = [Layer({n: src[n] for n in names}, {n: str(src[n].dtype).removeprefix("torch.") for n in names})
               for names in (("a", "b", "c"), ("d", "e", "f"))]
-    found = targets(m)
-    _copy_staged([(layer.views(), _match(found, layer.views())) for layer in layers], torch.device("cpu"))
+    report, copied = copy_layers(m, layers, staged=True)
+    assert copied == [0, 1] and report.nbytes == sum(t.numel() * t.element_size() for t in src.values())
     assert all(torch.equal(getattr(m, n), src[n]) for n in shapes)
 
 
