@@ -212,17 +212,25 @@ class SharedTier(Tier):
 
     shares_books = True
 
+    _opening: books.Snapshot | None = None
+
     def _check_on_open(self) -> None:
-        """Audit the books against the store; rebuild them if they disagree (orphans of killed writers)."""
+        """Audit the books against the store; rebuild them if they disagree (orphans of killed writers).
+        The snapshot read with the audit is kept for the first ``snapshot`` call."""
         try:
-            healthy = self._run(False, lambda txn: books.audit(txn)[0]).healthy
+            checked, self._opening = self._run(False, books.survey)
         except (StoreFailure, BooksDamaged):
-            healthy = False
-        if not healthy:
+            checked = None
+        if checked is None or not checked.healthy:
+            self._opening = None
             self._repair("checked on open")
 
     def snapshot(self) -> books.Snapshot | None:
-        """Every held model with its record, as of one log position (None if the store fails)."""
+        """Every held model with its record, as of one log position (None if the store fails); the first
+        call returns the one read on open if the books have not changed since."""
+        opening, self._opening = self._opening, None
+        if opening is not None and self._attempt("snapshot", False, books.position, None) == opening.position:
+            return opening
         return self._attempt("snapshot", False, books.snapshot, None)
 
     def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:

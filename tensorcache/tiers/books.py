@@ -140,6 +140,20 @@ class Txn(ABC):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Book keys starting with ``prefix``."""
 
+    def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every book key starting with ``prefix``, the prefix stripped (one bulk read)."""
+        keys = [bytes(k) for k in self.keys(prefix)]
+        self.prefetch(keys)
+        got = [(k[len(prefix):], self.get(k)) for k in keys]
+        return [(k, v) for k, v in got if v is not None]
+
+    def blob_sizes(self) -> dict[bytes, int]:
+        """Stored length of every payload by digest (for audits)."""
+        digests = list(self.blob_digests())
+        self.prefetch_blobs(digests)
+        sizes = {d: self.blob_size(d) for d in digests}
+        return {d: n for d, n in sizes.items() if n is not None}
+
     @abstractmethod
     def blob_size(self, digest: bytes) -> int | None:
         """Stored length of a payload, without reading its bytes (None: absent)."""
@@ -182,13 +196,13 @@ def read_indices(raw: bytes | None) -> set[int]:
         return set()
     if len(raw) % 4:
         raise BooksDamaged(f"held-layer list of {len(raw)} bytes")
-    return {i for (i,) in _U32.iter_unpack(raw)}
+    return set(struct.unpack(f">{len(raw) // 4}I", raw))
 
 
 def read_digests(raw: bytes | None) -> list[bytes]:
     if raw is None or len(raw) % 16:
         raise BooksDamaged("an entry's digest list is missing or not whole")
-    return [bytes(raw[k:k + 16]) for k in range(0, len(raw), 16)]
+    return [raw] if len(raw) == 16 else [bytes(raw[k:k + 16]) for k in range(0, len(raw), 16)]
 
 
 def model_key(kind: bytes, model_id: str) -> bytes:
@@ -303,63 +317,80 @@ def position(txn: Txn) -> Position:
 def snapshot(txn: Txn) -> Snapshot:
     """Every held model's record and held indices, with the position they are as of."""
     at = position(txn)  # first: a change made while the models are read is also in the log after it
+    return _snapshot(txn, at, txn.items(b"h:"))
+
+
+def survey(txn: Txn) -> tuple[Audit, Snapshot]:
+    """The audit and the snapshot from one transaction and one pass over the held lists (what opening needs)."""
+    at = position(txn)
+    held = txn.items(b"h:")
+    return audit(txn, held)[0], _snapshot(txn, at, held)
+
+
+def _snapshot(txn: Txn, at: Position, held_lists: list[tuple[bytes, bytes]]) -> Snapshot:
     last = txn.get(log_key(at.seq)) if at.seq else None
+    records = dict(txn.items(b"r:"))
     models = []
-    for key in txn.keys(b"h:"):
-        record = txn.get(b"r:" + key[2:])
-        held = read_indices(txn.get(key))
+    for key, raw in held_lists:
+        record = records.get(key)
+        held = read_indices(raw)
         if record is not None and held:
-            models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
+            models.append((key.decode(errors="replace"), record, tuple(sorted(held))))
     return Snapshot(at, models, last)
 
 
-def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
+def audit(txn: Txn, held_lists: list[tuple[bytes, bytes]] | None = None
+          ) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
     """Check the books against the store; also returns what ``repair`` needs: the true refcounts, the
-    orphaned digests and the entries whose payloads are gone."""
+    orphaned digests and the entries whose payloads are gone. Each area is read in one bulk pass
+    (``held_lists``: the held lists read already in this transaction)."""
     txn.get(SEQ)  # read first: a store that watches reads (Redis) then refuses to commit over a concurrent change
     problems = []
     try:
         used = read_u64(txn.get(USED), "the used-bytes counter")
     except BooksDamaged as exc:
         used, problems = -1, [str(exc)]
+    digests_of = dict(txn.items(b"d:"))
+    sizes = txn.blob_sizes()
     refs: dict[bytes, int] = {}
     broken: list[tuple[str, int]] = []
     entries = 0
-    for key in list(txn.keys(b"h:")):
-        model_id = key[2:].decode(errors="replace")
+    for key, raw in txn.items(b"h:") if held_lists is None else held_lists:
+        model_id = key.decode(errors="replace")
         try:
-            held = read_indices(txn.get(key))
+            held = read_indices(raw)
         except BooksDamaged as exc:
             problems.append(f"{model_id}: {exc}")
-            held = set()
             broken.append((model_id, -1))
+            continue
         for index in held:
             try:
-                digests = read_digests(txn.get(entry_key(model_id, index)))
+                digests = read_digests(digests_of.get(key + b"\x00" + _U32.pack(index)))
             except BooksDamaged as exc:
                 problems.append(f"{model_id}[{index}]: {exc}")
                 broken.append((model_id, index))
                 continue
-            if any(txn.blob_size(d) is None for d in digests):
+            if any(d not in sizes for d in digests):
                 problems.append(f"{model_id}[{index}]: a payload is missing")
                 broken.append((model_id, index))
                 continue
             entries += 1
             for d in digests:
                 refs[d] = refs.get(d, 0) + 1
-    held_bytes = sum(txn.blob_size(d) or 0 for d in refs)
-    orphans = {d for d in txn.blob_digests() if d not in refs}
-    orphan_bytes = sum(txn.blob_size(d) or 0 for d in orphans)
+    held_bytes = sum(sizes[d] for d in refs)
+    orphans = {d for d in sizes if d not in refs}
+    orphan_bytes = sum(sizes[d] for d in orphans)
+    counts = dict(txn.items(b"n:"))
     for d, count in refs.items():
         try:
-            stored = read_u64(txn.get(b"n:" + d), "a refcount")
+            stored = read_u64(counts.get(d), "a refcount")
         except BooksDamaged:
             stored = -1
         if stored != count:
             problems.append(f"refcount of {d.hex()} is {stored}, entries name it {count} times")
-    for key in txn.keys(b"n:"):
-        if bytes(key[2:]) not in refs:
-            problems.append(f"refcount kept for unheld payload {bytes(key[2:]).hex()}")
+    for d in counts:
+        if d not in refs:
+            problems.append(f"refcount kept for unheld payload {d.hex()}")
     if used != held_bytes:
         problems.append(f"used bytes counted {used}, held payloads are {held_bytes}")
     try:
