@@ -1,10 +1,13 @@
 """What opening a cache costs against the history of its shared tier: time and peak memory of a fresh process
 that opens a TensorCache on an LMDB file which saw H puts but holds L live models now.
 
-    python bench/catalog.py [--live 10000] [--history 1000 10000 100000] [--repeats 3] [--out DIR]
+    python bench/catalog.py [--live 10000] [--history 1000 10000 100000 1000000] [--repeats 3] [--out DIR]
 
-Each file is filled through the LMDB tier's own books (one-layer models of one small tensor, written with
-``hold_many``); past L models every new put releases the oldest one, as evictions do. The baseline is a
+Each file is filled through the LMDB tier's own books (``tensorcache.tiers.books.hold``/``release``: one-layer
+models of one small tensor); past L models every new put releases the oldest one, as evictions do. To build
+10^6 puts of history in minutes, the fill batches ``--batch`` puts (and their releases) into one LMDB write
+transaction; each is logged and trimmed exactly as a put of its own would be, so the file's books, change
+log and sequence number are those of H single puts (only LMDB's free-page layout may differ). The baseline is a
 file whose history is its live models (H = L, or H when H < L). Each open runs in a new interpreter
 (``python -c``: import, open, one lookup, close) and reports its seconds and its resident memory growth
 while opening (the mapped file's pages it touched included); the ratio
@@ -31,7 +34,7 @@ import numpy as np
 from tensorcache.catalog import LayerRecord, ModelRecord, TensorRef
 from tensorcache.layers import LayerMap
 from tensorcache.payload import encode
-from tensorcache.tiers import LMDBTier
+from tensorcache.tiers import LMDBTier, books
 
 NAMESPACE = "bench-catalog"
 
@@ -52,19 +55,27 @@ cache.close()
 print(json.dumps({"open_s": opened, "rss_kib": grown / 1024, "models": models}))
 """
 
-def fill(path: str, live: int, history: int) -> None:
-    """``history`` puts of one-layer models into a fresh LMDB tier at ``path``, keeping the last ``live``."""
+def fill(path: str, live: int, history: int, batch: int = 1000) -> None:
+    """``history`` puts of one-layer models into a fresh LMDB tier at ``path``, keeping the last ``live``,
+    ``batch`` puts to a write transaction."""
     tier = LMDBTier(path, capacity=1 << 33, namespace=NAMESPACE)
     lmap = LayerMap.generic(1)
-    for m in range(history):
-        arch = (m % 7, m)
-        digest, blob, ref = encode(np.full(4, m, dtype=np.float32))
-        tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
-        layer = LayerRecord(lmap.keys(NAMESPACE, arch)[0], {"w": tensor}, (0,))
-        record = ModelRecord(f"m{m}", arch, float(m), None, (layer,))
-        assert tier.hold_many(record.encoded, record.model_id, [(0, [digest])], {digest: blob}).held
-        if m >= live:
-            assert tier.release(f"m{m - live}", 0)
+
+    def puts(txn: books.Txn, first: int, last: int) -> None:
+        for m in range(first, last):
+            arch = (m % 7, m)
+            digest, blob, ref = encode(np.full(4, m, dtype=np.float32))
+            tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
+            layer = LayerRecord(lmap.keys(NAMESPACE, arch)[0], {"w": tensor}, (0,))
+            record = ModelRecord(f"m{m}", arch, float(m), None, (layer,))
+            assert books.hold(txn, record.encoded, record.model_id, [(0, [digest])], {digest: blob}, tier.capacity,
+                              "fill").held
+            if m >= live:
+                assert books.release(txn, f"m{m - live}", 0, "fill")
+
+    for first in range(0, history, batch):
+        tier._run(True, lambda txn, first=first: puts(txn, first, min(history, first + batch)))  # one transaction
+    assert not tier.audit().problems
     tier.close()
 
 
@@ -79,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--live", type=int, default=10_000)
     ap.add_argument("--history", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1000, help="puts per write transaction while filling")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     rows = []
@@ -86,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for history in args.history:
             live = min(args.live, history)
             subject, baseline = os.path.join(work, f"h{history}"), os.path.join(work, f"b{history}")
-            fill(subject, live, history)
-            fill(baseline, live, live)
+            fill(subject, live, history, args.batch)
+            fill(baseline, live, live, args.batch)
             runs: dict[str, list[dict[str, Any]]] = {"subject": [], "baseline": []}
             for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
                 runs["baseline"].append(open_once(baseline))

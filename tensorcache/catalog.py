@@ -61,11 +61,11 @@ class LayerRecord:
     tensors: dict[str, TensorRef]
     depends_on: tuple[int, ...]
 
-    @property
+    @cached_property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
 
-    @property
+    @cached_property
     def blob_bytes(self) -> int:
         """Bytes its payloads take in a tier."""
         return sum(t.blob_size for t in self.tensors.values())

@@ -39,40 +39,53 @@ class BooksDamaged(Exception):
 @dataclass(frozen=True)
 class Admission:
     """What one ``hold`` did: ``held`` (the entry is in the tier now), payload bytes ``written``, and
-    ``reason`` it was not held: ``no_room`` (evict and try again) or ``dropped`` (the store refused it)."""
+    ``reason`` it was not held: ``no_room`` (evict at least ``short`` bytes and try again) or ``dropped``
+    (the store refused it)."""
 
     held: bool
     written: int = 0
     reason: str | None = None
+    short: int = 0
 
 
-NO_ROOM = Admission(False, 0, "no_room")
+def no_room(short: int) -> Admission:
+    """The refusal of a hold that needs ``short`` more bytes than the tier has free."""
+    return Admission(False, 0, "no_room", short)
+
+
 DROPPED = Admission(False, 0, "dropped")
+_CHANGE = struct.Struct("<cHI")  # op (h: hold, r: release), origin bytes, index count; then origin, indices, model id
+_OPS = {b"h": "hold", b"r": "release"}
 
 
 @dataclass(frozen=True)
 class Change:
-    """One change to a shared store's books, as readers see it: ``op`` is hold or release."""
+    """One change to a shared store's books, as readers see it: ``op`` (hold or release) of layers
+    ``indices`` of one model, made by the process ``origin``. Stored packed, about 40 bytes."""
 
     op: str
     model_id: str
-    index: int
+    indices: tuple[int, ...]
     origin: str
 
     def encode(self) -> bytes:
-        return json.dumps([self.op, self.model_id, self.index, self.origin], separators=(",", ":")).encode()
+        origin = self.origin.encode()
+        return b"".join((_CHANGE.pack(self.op[0].encode(), len(origin), len(self.indices)), origin,
+                         struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
 
     @classmethod
     def decode(cls, raw: bytes) -> Change:
         """Parse one logged change; BooksDamaged if it is not one."""
         try:
-            op, model_id, index, origin = json.loads(raw)
-        except (ValueError, TypeError, RecursionError) as exc:
+            op, origin_len, count = _CHANGE.unpack_from(raw)
+            at = _CHANGE.size + origin_len
+            indices = struct.unpack_from(f"<{count}I", raw, at) if count <= len(raw) else None
+            origin, model_id = raw[_CHANGE.size:at].decode(), raw[at + 4 * count:].decode()
+        except (struct.error, UnicodeDecodeError) as exc:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
-        if op not in ("hold", "release") or not isinstance(model_id, str) or not isinstance(origin, str) \
-                or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        if op not in _OPS or not indices or max(indices) > MAX_INDEX or not model_id:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
-        return cls(op, model_id, index, origin)
+        return cls(_OPS[op], model_id, indices, origin)
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,8 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
          blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
     """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
     pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
-    bytes, keep the record. NO_ROOM if they do not fit in ``capacity``; entries held already are skipped."""
+    bytes, keep the record, log one change. ``no_room`` if they do not fit in ``capacity``; entries held
+    already are skipped."""
     held_key = model_key(b"h", model_id)
     all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
     txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
@@ -229,9 +243,10 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     entries = [(index, digests) for index, digests in entries if index not in held]
     if not entries:
         return Admission(True)
-    need, fresh = 0, {}
+    need, fresh, counts = 0, {}, {}
     for d in dict.fromkeys(d for _, digests in entries for d in digests):
-        if read_u64(txn.get(b"n:" + d), "a refcount") == 0:
+        counts[d] = read_u64(txn.get(b"n:" + d), "a refcount")
+        if counts[d] == 0:
             blob = blobs.get(d)
             if blob is None:
                 return DROPPED  # the caller no longer has bytes another process just dropped
@@ -239,54 +254,60 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
             need += len(blob)
     used = read_u64(txn.get(USED), "the used-bytes counter")
     if used + need > capacity:
-        return NO_ROOM
+        return no_room(used + need - capacity)
     if txn.get(model_key(b"r", model_id)) is None:
         txn.set(model_key(b"r", model_id), record)
+    for d, blob in fresh.items():
+        txn.put_blob(d, blob)
     for index, digests in entries:
         for d in digests:
-            count = read_u64(txn.get(b"n:" + d), "a refcount")
-            if count == 0 and d in fresh:
-                txn.put_blob(d, fresh.pop(d))
-            txn.set(b"n:" + d, pack_u64(count + 1))
+            counts[d] += 1
         txn.set(entry_key(model_id, index), b"".join(digests))
         held.add(index)
-        _log(txn, Change("hold", model_id, index, origin))
+    for d, count in counts.items():
+        txn.set(b"n:" + d, pack_u64(count))
     txn.set(held_key, pack_indices(held))
     txn.set(USED, pack_u64(used + need))
+    _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin))
     return Admission(True, need)
 
 
-def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
-    """Drop entry ``(model_id, index)``: payloads whose refcount reaches zero are deleted and their bytes
-    uncounted; the record goes with the model's last entry. False if the store did not hold it."""
+def release(txn: Txn, model_id: str, indices: Sequence[int], origin: str) -> list[int]:
+    """Drop entries ``(model_id, index)`` for each of ``indices``: payloads whose refcount reaches zero are
+    deleted and their bytes uncounted; the record goes with the model's last entry; one change is logged.
+    Returns the indices the store held (and dropped)."""
     held_key = model_key(b"h", model_id)
-    ekey = entry_key(model_id, index)
-    txn.prefetch([held_key, ekey, USED, SEQ, EPOCH])
+    ekeys = {index: entry_key(model_id, index) for index in indices}
+    txn.prefetch([held_key, *ekeys.values(), USED, SEQ, EPOCH])
     held = read_indices(txn.get(held_key))
-    if index not in held:
-        return False
-    freed = 0
-    digests = read_digests(txn.get(ekey))
+    gone = [index for index in ekeys if index in held]
+    if not gone:
+        return []
+    digests = [d for index in gone for d in read_digests(txn.get(ekeys[index]))]
     txn.prefetch([b"n:" + d for d in digests])
     txn.prefetch_blobs(digests)
+    counts: dict[bytes, int] = {}
     for d in digests:
-        count = read_u64(txn.get(b"n:" + d), "a refcount")
-        if count <= 1:
+        counts[d] = (counts[d] if d in counts else read_u64(txn.get(b"n:" + d), "a refcount")) - 1
+    freed = 0
+    for d, count in counts.items():
+        if count <= 0:
             freed += txn.blob_size(d) or 0
             txn.delete_blob(d)
             txn.delete(b"n:" + d)
         else:
-            txn.set(b"n:" + d, pack_u64(count - 1))
-    txn.delete(ekey)
-    held.discard(index)
+            txn.set(b"n:" + d, pack_u64(count))
+    for index in gone:
+        txn.delete(ekeys[index])
+        held.discard(index)
     if held:
         txn.set(held_key, pack_indices(held))
     else:
         txn.delete(held_key)
         txn.delete(model_key(b"r", model_id))
     txn.set(USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed)))
-    _log(txn, Change("release", model_id, index, origin))
-    return True
+    _log(txn, Change("release", model_id, tuple(gone), origin))
+    return gone
 
 
 def log_key(seq: int) -> bytes:
