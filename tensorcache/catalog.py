@@ -11,16 +11,15 @@ of format 1 (JSON, written by earlier versions) are still read, so an existing s
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .payload import PayloadError, canonical_header, check_meta
+from .payload import DTYPES, MAX_NDIM, PayloadError, canonical_header, check_meta
 
 Entry = tuple[str, int]  # (model_id, layer index): one layer of one stored model, the unit tiers hold
 MAX_LAYERS = 100_000
@@ -31,6 +30,7 @@ RECORD_MAGIC = b"TCR\x02"  # format 2 of a stored model record
 DTYPE_CODES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
                "complex64")
 _DTYPE_INDEX = {name: code for code, name in enumerate(DTYPE_CODES)}
+_ITEMSIZE = tuple(DTYPES[name].itemsize for name in DTYPE_CODES)
 # magic, score (NaN: none), mode, model id bytes, parent bytes + 1 (0: no parent), arch length, layer count
 _HEAD = struct.Struct("<4sdBIIII")
 _LAYER = struct.Struct("<16sII")  # key, dependency count, tensor count
@@ -61,14 +61,14 @@ class LayerRecord:
     tensors: dict[str, TensorRef]
     depends_on: tuple[int, ...]
 
-    @cached_property
+    blob_bytes: int = field(init=False, repr=False, compare=False)  # bytes its payloads take in a tier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blob_bytes", sum(t.blob_size for t in self.tensors.values()))
+
+    @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
-
-    @cached_property
-    def blob_bytes(self) -> int:
-        """Bytes its payloads take in a tier."""
-        return sum(t.blob_size for t in self.tensors.values())
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,16 @@ class ModelRecord:
 
     @classmethod
     def _from_packed(cls, raw: bytes, max_nbytes: int) -> ModelRecord:
+        unpack = struct.unpack_from
         try:
             _, score, mode, id_len, parent_len, arch_len, n_layers = _HEAD.unpack_from(raw)
             if not 0 < arch_len <= MAX_LAYERS or n_layers > MAX_LAYERS or mode >= len(MODES):
                 raise PayloadError(f"bad record header (arch {arch_len}, layers {n_layers}, mode {mode})")
-            at = _HEAD.size
-            model_id = raw[at:at + id_len].decode()
-            at += id_len
+            at = _HEAD.size + id_len
+            model_id = raw[_HEAD.size:at].decode()
             parent = None if parent_len == 0 else raw[at:at + parent_len - 1].decode()
             at += max(0, parent_len - 1)
-            arch = _ints("q", arch_len).unpack_from(raw, at)
+            arch = unpack(f"<{arch_len}q", raw, at)
             at += 8 * arch_len
             if min(arch) < 0:
                 raise PayloadError(f"arch values must be ints in 0..{MAX_ARCH_VALUE}, got {min(arch)}")
@@ -132,7 +132,7 @@ class ModelRecord:
                 at += _LAYER.size
                 if n_deps > MAX_LAYERS:
                     raise PayloadError(f"a layer depends on {n_deps} positions")
-                deps = _ints("I", n_deps).unpack_from(raw, at)
+                deps = unpack(f"<{n_deps}I", raw, at)
                 at += 4 * n_deps
                 tensors = {}
                 for _ in range(n_tensors):
@@ -140,16 +140,21 @@ class ModelRecord:
                     at += _TENSOR.size
                     name = raw[at:at + name_len].decode()
                     at += name_len
-                    if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS):
-                        raise PayloadError(f"unknown dtype or kind code ({dtype_code}, {kind_code})")
-                    dtype = DTYPE_CODES[dtype_code]
-                    _, shape, nbytes = check_meta(dtype, _ints("Q", ndim).unpack_from(raw, at), nbytes, max_nbytes)
+                    if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS) or ndim > MAX_NDIM:
+                        raise PayloadError(f"unknown dtype or kind code, or too many dimensions "
+                                           f"({dtype_code}, {kind_code}, {ndim})")
+                    shape = unpack(f"<{ndim}Q", raw, at)
                     at += 8 * ndim
-                    if name in tensors or len(name.encode()) != name_len:
+                    dtype = DTYPE_CODES[dtype_code]
+                    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes \
+                            or (shape and max(shape) > max_nbytes):
+                        raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit "
+                                           f"{max_nbytes})")
+                    if name in tensors or len(name) != name_len and len(name.encode()) != name_len:
                         raise PayloadError(f"tensor name {name!r} repeated or cut")
                     tensors[name] = TensorRef(digest, dtype, shape, nbytes, KINDS[kind_code])
                 layers.append(LayerRecord(key, tensors, deps))
-            if at != len(raw) or len(model_id.encode()) != id_len:
+            if at != len(raw) or len(model_id) != id_len and len(model_id.encode()) != id_len:
                 raise PayloadError(f"record of {len(raw)} bytes does not end where its fields do ({at})")
         except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as exc:
             if isinstance(exc, PayloadError):
@@ -186,9 +191,8 @@ class ModelRecord:
             raise PayloadError(f"malformed model record: {exc!r:.200}") from None
 
 
-@functools.lru_cache(maxsize=256)
 def _ints(code: str, count: int) -> struct.Struct:
-    """The little-endian struct of ``count`` values of ``code`` (records repeat the same few lengths)."""
+    """The little-endian struct of ``count`` values of ``code``."""
     return struct.Struct(f"<{count}{code}")
 
 
