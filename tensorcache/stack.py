@@ -101,7 +101,9 @@ class TierStack:
             slot.policy.handle(Removed(entry))
             victims.append(entry)
             record = self.catalog.record(entry[0])
-            freed += record.layers[entry[1]].blob_bytes if record is not None else 0
+            if record is None:
+                break  # its size is unknown: release what is chosen and let the caller ask again
+            freed += record.layers[entry[1]].blob_bytes
         self._release(t, victims, "capacity", moves, work)
 
     def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
