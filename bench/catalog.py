@@ -71,7 +71,7 @@ def fill(path: str, live: int, history: int, batch: int = 1000) -> None:
             assert books.hold(txn, record.encoded, record.model_id, [(0, [digest])], {digest: blob}, tier.capacity,
                               "fill").held
             if m >= live:
-                assert books.release(txn, f"m{m - live}", 0, "fill")
+                assert books.release(txn, f"m{m - live}", [0], "fill")
 
     for first in range(0, history, batch):
         tier._run(True, lambda txn, first=first: puts(txn, first, min(history, first + batch)))  # one transaction
