@@ -9,7 +9,8 @@ models of one small tensor); past L models every new put releases the oldest one
 transaction; each is logged and trimmed exactly as a put of its own would be, so the file's books, change
 log and sequence number are those of H single puts (only LMDB's free-page layout may differ). The baseline is a
 file whose history is its live models (H = L, or H when H < L). Each open runs in a new interpreter
-(``python -c``: import, open, one lookup, close) and reports its seconds and its resident memory growth
+(``python -c``: import, open, one lookup, close) and reports its wall seconds, the CPU seconds it spent
+(``time.process_time``: what other jobs on a shared machine inflate less) and its resident memory growth
 while opening (the mapped file's pages it touched included); the ratio
 printed is baseline time / subject time (1.0: history costs nothing), and the memory ratio likewise.
 
@@ -45,14 +46,14 @@ def resident():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 from tensorcache import TensorCache
 before = resident()
-t0 = time.perf_counter()
+t0, cpu0 = time.perf_counter(), time.process_time()
 cache = TensorCache(memory=0, disk=sys.argv[1], disk_capacity="8GB", namespace=sys.argv[2])
-opened = time.perf_counter() - t0
+opened, cpu = time.perf_counter() - t0, time.process_time() - cpu0
 grown = resident() - before
 models = cache.stats()["models"]
 cache.lookup((1, 2, 3))
 cache.close()
-print(json.dumps({"open_s": opened, "rss_kib": grown / 1024, "models": models}))
+print(json.dumps({"open_s": opened, "cpu_s": cpu, "rss_kib": grown / 1024, "models": models}))
 """
 
 def fill(path: str, live: int, history: int, batch: int = 1000) -> None:
@@ -104,17 +105,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
                 runs["baseline"].append(open_once(baseline))
                 runs["subject"].append(open_once(subject))
-            med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "rss_kib")} for k, v in runs.items()}
+            med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "cpu_s", "rss_kib")}
+                   for k, v in runs.items()}
             assert all(r["models"] == live for v in runs.values() for r in v)
             row = {"history": history, "live": live, "subject_open_s": med["subject"]["open_s"],
-                   "baseline_open_s": med["baseline"]["open_s"],
+                   "baseline_open_s": med["baseline"]["open_s"], "subject_cpu_s": med["subject"]["cpu_s"],
+                   "baseline_cpu_s": med["baseline"]["cpu_s"],
                    "time_ratio": med["baseline"]["open_s"] / med["subject"]["open_s"],
                    "subject_rss_kib": med["subject"]["rss_kib"], "baseline_rss_kib": med["baseline"]["rss_kib"],
                    "memory_ratio": med["baseline"]["rss_kib"] / max(1, med["subject"]["rss_kib"]),
                    "repeats": args.repeats}
             rows.append(row)
             print(f"ratio catalog.open_h{history}_vs_h{live} {row['time_ratio']:.3f}   open {row['subject_open_s']:.3f} s "
-                  f"vs {row['baseline_open_s']:.3f} s at {live} live models; memory ratio {row['memory_ratio']:.3f} "
+                  f"vs {row['baseline_open_s']:.3f} s at {live} live models (CPU {row['subject_cpu_s']:.3f} s vs "
+                  f"{row['baseline_cpu_s']:.3f} s); memory ratio {row['memory_ratio']:.3f} "
                   f"({row['subject_rss_kib'] / 1024:.1f} MiB vs {row['baseline_rss_kib'] / 1024:.1f} MiB)", flush=True)
     write_results(args.out, "catalog", rows, {"machine": machine(), "args": vars(args)})
     return 0
