@@ -14,7 +14,6 @@ point (or sees a restored, truncated or lost log) rebuilds its view from a snaps
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
