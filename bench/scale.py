@@ -117,11 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"    window to {w['until']}: {w['ms_per_eval']:.2f} ms per evaluation ({w['cpu_ms_per_eval']:.2f} ms "
               f"of this process's CPU), {w['hits']} hits")
     serving = [w for w in longest if 2 * w["hits"] >= args.window]  # windows serving at least half their children
-    if len(serving) > 1:
-        ratio = serving[0]["ms_per_eval"] / longest[-1]["ms_per_eval"]
-        print(f"ratio scale.window_last_vs_first_serving {ratio:7.3f}   {longest[-1]['ms_per_eval']:.2f} ms (to "
-              f"{longest[-1]['until']}) vs {serving[0]['ms_per_eval']:.2f} ms (to {serving[0]['until']})  target >= "
-              f"{1 / FLAT:.2f}: {'met' if ratio >= 1 / FLAT else 'SHORT'}")
+    for clock, field in (("", "ms_per_eval"), ("_cpu", "cpu_ms_per_eval")):
+        if len(serving) > 1:
+            ratio = serving[0][field] / longest[-1][field]
+            print(f"ratio scale.window{clock}_last_vs_first_serving {ratio:7.3f}   {longest[-1][field]:.2f} ms (to "
+                  f"{longest[-1]['until']}) vs {serving[0][field]:.2f} ms (to {serving[0]['until']})  target >= "
+                  f"{1 / FLAT:.2f}: {'met' if ratio >= 1 / FLAT else 'SHORT'}")
     base = rows[0]
     for row in rows[1:]:
         ratio = base["per_eval_ms"] / row["per_eval_ms"]
