@@ -390,19 +390,22 @@ class TensorCache:
     def _apply(self, i: int, slot: Slot, change: Change) -> None:
         if change.origin == self._stack.origin:
             return
-        entry = (change.model_id, change.index)
         if change.op == "hold":
             record = self._catalog.record(change.model_id) or self._fetch_record(slot.tier, change.model_id)
             if record is None:
                 return
-            if change.index >= len(record.layers):
-                raise PayloadError(f"a change holds layer {change.index} of {change.model_id!r}, which has "
-                                   f"{len(record.layers)}")
-            self._hold_seen(i, slot, record, change.index)
-        elif self._catalog.release(entry, i):
-            slot.policy.handle(Removed(entry))
-            if slot.decoded is not None:
-                slot.decoded.pop(entry, None)
+            if max(change.indices) >= len(record.layers):
+                raise PayloadError(f"a change holds layer {max(change.indices)} of {change.model_id!r}, which "
+                                   f"has {len(record.layers)}")
+            for index in change.indices:
+                self._hold_seen(i, slot, record, index)
+            return
+        for index in change.indices:
+            entry = (change.model_id, index)
+            if self._catalog.release(entry, i):
+                slot.policy.handle(Removed(entry))
+                if slot.decoded is not None:
+                    slot.decoded.pop(entry, None)
 
     def _hold_seen(self, i: int, slot: Slot, record: ModelRecord, index: int) -> None:
         """Another process made tier ``i`` hold an entry: record it and tell the policies."""

@@ -4,21 +4,37 @@ and the layer-key index that answers "the best donor for this child".
 A record lists, per layer, the layer key and the payload references of its tensors. The index maps each
 layer key to the models holding that layer in some tier, so lookup only proposes layers that can be
 served. Records also arrive from shared stores other processes write, so parsing validates them.
+
+A shared tier stores a record in format 2, packed binary (``RECORD_MAGIC``, then fixed-size fields, see
+``ModelRecord.encoded``), which a process opening a cache parses in a few microseconds per model. Records
+of format 1 (JSON, written by earlier versions) are still read, so an existing store needs no migration.
 """
 from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .payload import PayloadError, canonical_header, check_meta
+from .payload import DTYPES, MAX_NDIM, PayloadError, canonical_header, check_meta
 
 Entry = tuple[str, int]  # (model_id, layer index): one layer of one stored model, the unit tiers hold
 MAX_LAYERS = 100_000
 KINDS = ("numpy", "torch")  # what a tensor was when it was put, and is again when it is served
+MODES = ("prefix", "compatible")
+RECORD_MAGIC = b"TCR\x02"  # format 2 of a stored model record
+# a dtype's code in a format-2 record is its position here: append only
+DTYPE_CODES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool",
+               "complex64")
+_DTYPE_INDEX = {name: code for code, name in enumerate(DTYPE_CODES)}
+_ITEMSIZE = tuple(DTYPES[name].itemsize for name in DTYPE_CODES)
+# magic, score (NaN: none), mode, model id bytes, parent bytes + 1 (0: no parent), arch length, layer count
+_HEAD = struct.Struct("<4sdBIIII")
+_LAYER = struct.Struct("<16sII")  # key, dependency count, tensor count
+_TENSOR = struct.Struct("<16sIBBBQ")  # digest, name bytes, dtype code, kind code, dimensions, nbytes
 
 
 @dataclass(frozen=True)
@@ -45,14 +61,14 @@ class LayerRecord:
     tensors: dict[str, TensorRef]
     depends_on: tuple[int, ...]
 
+    blob_bytes: int = field(init=False, repr=False, compare=False)  # bytes its payloads take in a tier
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blob_bytes", sum(t.blob_size for t in self.tensors.values()))
+
     @property
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
-
-    @property
-    def blob_bytes(self) -> int:
-        """Bytes its payloads take in a tier."""
-        return sum(t.blob_size for t in self.tensors.values())
 
 
 @dataclass(frozen=True)
@@ -72,21 +88,82 @@ class ModelRecord:
 
     @cached_property
     def encoded(self) -> bytes:
-        """The record as JSON bytes, made once (a shared tier stores it with the model's first entry)."""
-        return json.dumps({
-            "model_id": self.model_id, "arch": list(self.arch), "score": self.score, "parent": self.parent,
-            "mode": self.mode,
-            "layers": [
-                {"key": layer.key.hex(), "deps": list(layer.depends_on),
-                 "tensors": {n: {"digest": t.digest.hex(), "dtype": t.dtype, "shape": list(t.shape),
-                                 "nbytes": t.nbytes, "kind": t.kind} for n, t in layer.tensors.items()}}
-                for layer in self.layers
-            ],
-        }, separators=(",", ":")).encode()
+        """The record in format 2, made once (a shared tier stores it with the model's first entry)."""
+        mid = self.model_id.encode()
+        parent = b"" if self.parent is None else self.parent.encode()
+        score = math.nan if self.score is None else self.score
+        parts = [_HEAD.pack(RECORD_MAGIC, score, MODES.index(self.mode), len(mid),
+                            0 if self.parent is None else len(parent) + 1, len(self.arch), len(self.layers)),
+                 mid, parent, _ints("q", len(self.arch)).pack(*self.arch)]
+        for layer in self.layers:
+            parts += [_LAYER.pack(layer.key, len(layer.depends_on), len(layer.tensors)),
+                      _ints("I", len(layer.depends_on)).pack(*layer.depends_on)]
+            for name, t in layer.tensors.items():
+                raw_name = name.encode()
+                parts += [_TENSOR.pack(t.digest, len(raw_name), _DTYPE_INDEX[t.dtype], KINDS.index(t.kind),
+                                       len(t.shape), t.nbytes), raw_name, _ints("Q", len(t.shape)).pack(*t.shape)]
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, raw: bytes, max_nbytes: int = 2**40) -> ModelRecord:
-        """Parse and validate a record; PayloadError on anything malformed."""
+        """Parse and validate a stored record (format 2, or format 1 JSON); PayloadError on anything malformed."""
+        if raw[:4] == RECORD_MAGIC:
+            return cls._from_packed(raw, max_nbytes)
+        return cls._from_json(raw, max_nbytes)
+
+    @classmethod
+    def _from_packed(cls, raw: bytes, max_nbytes: int) -> ModelRecord:
+        unpack = struct.unpack_from
+        try:
+            _, score, mode, id_len, parent_len, arch_len, n_layers = _HEAD.unpack_from(raw)
+            if not 0 < arch_len <= MAX_LAYERS or n_layers > MAX_LAYERS or mode >= len(MODES):
+                raise PayloadError(f"bad record header (arch {arch_len}, layers {n_layers}, mode {mode})")
+            at = _HEAD.size + id_len
+            model_id = raw[_HEAD.size:at].decode()
+            parent = None if parent_len == 0 else raw[at:at + parent_len - 1].decode()
+            at += max(0, parent_len - 1)
+            arch = unpack(f"<{arch_len}q", raw, at)
+            at += 8 * arch_len
+            if min(arch) < 0:
+                raise PayloadError(f"arch values must be ints in 0..{MAX_ARCH_VALUE}, got {min(arch)}")
+            layers = []
+            for _ in range(n_layers):
+                key, n_deps, n_tensors = _LAYER.unpack_from(raw, at)
+                at += _LAYER.size
+                if n_deps > MAX_LAYERS:
+                    raise PayloadError(f"a layer depends on {n_deps} positions")
+                deps = unpack(f"<{n_deps}I", raw, at)
+                at += 4 * n_deps
+                tensors = {}
+                for _ in range(n_tensors):
+                    digest, name_len, dtype_code, kind_code, ndim, nbytes = _TENSOR.unpack_from(raw, at)
+                    at += _TENSOR.size
+                    name = raw[at:at + name_len].decode()
+                    at += name_len
+                    if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS) or ndim > MAX_NDIM:
+                        raise PayloadError(f"unknown dtype or kind code, or too many dimensions "
+                                           f"({dtype_code}, {kind_code}, {ndim})")
+                    shape = unpack(f"<{ndim}Q", raw, at)
+                    at += 8 * ndim
+                    dtype = DTYPE_CODES[dtype_code]
+                    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes \
+                            or (shape and max(shape) > max_nbytes):
+                        raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit "
+                                           f"{max_nbytes})")
+                    if name in tensors or len(name) != name_len and len(name.encode()) != name_len:
+                        raise PayloadError(f"tensor name {name!r} repeated or cut")
+                    tensors[name] = TensorRef(digest, dtype, shape, nbytes, KINDS[kind_code])
+                layers.append(LayerRecord(key, tensors, deps))
+            if at != len(raw) or len(model_id) != id_len and len(model_id.encode()) != id_len:
+                raise PayloadError(f"record of {len(raw)} bytes does not end where its fields do ({at})")
+        except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as exc:
+            if isinstance(exc, PayloadError):
+                raise
+            raise PayloadError(f"malformed model record: {exc!r:.200}") from None
+        return cls(model_id, arch, None if not math.isfinite(score) else score, parent, tuple(layers), MODES[mode])
+
+    @classmethod
+    def _from_json(cls, raw: bytes, max_nbytes: int) -> ModelRecord:
         try:
             obj = json.loads(raw)
             layers = []
@@ -104,7 +181,7 @@ class ModelRecord:
             score, parent, mode = obj["score"], obj["parent"], obj.get("mode", "prefix")
             if score is not None and not math.isfinite(float(score)):
                 score = None
-            if mode not in ("prefix", "compatible"):
+            if mode not in MODES:
                 raise PayloadError(f"unknown mode {mode!r}")
             return cls(str(obj["model_id"]), check_arch(obj["arch"]), None if score is None else float(score),
                        None if parent is None else str(parent), tuple(layers), mode)
@@ -112,6 +189,11 @@ class ModelRecord:
             if isinstance(exc, PayloadError):
                 raise
             raise PayloadError(f"malformed model record: {exc!r:.200}") from None
+
+
+def _ints(code: str, count: int) -> struct.Struct:
+    """The little-endian struct of ``count`` values of ``code``."""
+    return struct.Struct(f"<{count}{code}")
 
 
 MAX_ARCH_VALUE = 2**63 - 1  # what a key's signed 64-bit field encodes

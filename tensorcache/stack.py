@@ -83,7 +83,7 @@ class TierStack:
             if admission.reason != "no_room" or not len(slot.policy):
                 moves.refused.append((slot.tier.name, admission.reason or "dropped"))
                 return None
-            self.evict(t, slot.policy.victim(), "capacity", moves, work)
+            self._make_room(t, admission.short, moves, work)
         for j in group:
             entry = (record.model_id, j)
             if self.catalog.hold(record, j, t) or entry not in slot.policy:
@@ -91,20 +91,42 @@ class TierStack:
                 slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
         return admission.written
 
+    def _make_room(self, t: int, short: int, moves: Moves, work: deque) -> None:
+        """Evict the policy's victims, in its order, until their bytes cover ``short`` (at least one), all
+        released in one transaction. Shared payloads may free less; the caller then asks again."""
+        slot = self.slots[t]
+        victims, freed = [], 0
+        while len(slot.policy) and (not victims or freed < short):
+            entry = slot.policy.victim()
+            slot.policy.handle(Removed(entry))
+            victims.append(entry)
+            record = self.catalog.record(entry[0])
+            if record is None:
+                break  # its size is unknown: release what is chosen and let the caller ask again
+            freed += record.layers[entry[1]].blob_bytes
+        self._release(t, victims, "capacity", moves, work)
+
     def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
         """Remove ``entry`` from tier ``t``; with a ``work`` list, queue its move to the next tier down."""
+        self.slots[t].policy.handle(Removed(entry))
+        self._release(t, [entry], reason, moves, work)
+
+    def _release(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
+        """Release ``entries`` (out of the policy already) from tier ``t`` in one transaction, queueing each
+        one's move down first when there is a ``work`` list (its bytes are read before they go)."""
         slot = self.slots[t]
-        slot.policy.handle(Removed(entry))
-        moves.evicted.append((slot.tier.name, entry, reason))
-        record = self.catalog.record(entry[0])
-        if work is not None and record is not None and t + 1 < len(self.slots) \
-                and t + 1 not in self.catalog.tiers_of(entry):
-            refs = list(record.layers[entry[1]].tensors.values())
-            got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
-            if all(g is not None and g is not WRONG_LENGTH for g in got):
-                work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
-        slot.tier.release(entry[0], entry[1], self.origin)
-        self.drop(t, entry)
+        for entry in entries:
+            moves.evicted.append((slot.tier.name, entry, reason))
+            record = self.catalog.record(entry[0])
+            if work is not None and record is not None and t + 1 < len(self.slots) \
+                    and t + 1 not in self.catalog.tiers_of(entry):
+                refs = list(record.layers[entry[1]].tensors.values())
+                got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
+                if all(g is not None and g is not WRONG_LENGTH for g in got):
+                    work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
+        slot.tier.release_many(entries, self.origin)
+        for entry in entries:
+            self.drop(t, entry)
 
     def drop(self, t: int, entry: Entry) -> None:
         """Forget that tier ``t`` holds ``entry`` (the store no longer does)."""

@@ -166,7 +166,15 @@ class Tier(ABC):
 
     def release(self, model_id: str, index: int, origin: str = "") -> bool:
         """Drop one entry in one transaction (see ``books.release``); False if it was not held."""
-        return self._attempt("delete", True, lambda txn: books.release(txn, model_id, index, origin), False)
+        return self.release_many([(model_id, index)], origin) == 1
+
+    def release_many(self, entries: Sequence[tuple[str, int]], origin: str = "") -> int:
+        """Drop entries in one transaction (see ``books.release``); how many the tier held."""
+        by_model: dict[str, list[int]] = {}
+        for model_id, index in entries:
+            by_model.setdefault(model_id, []).append(index)
+        return self._attempt("delete", True, lambda txn: sum(len(books.release(txn, model_id, indices, origin))
+                                                             for model_id, indices in by_model.items()), 0)
 
     def used_bytes(self) -> int:
         """Payload bytes the store counts (the last known count while it fails)."""
@@ -212,17 +220,25 @@ class SharedTier(Tier):
 
     shares_books = True
 
+    _opening: books.Snapshot | None = None
+
     def _check_on_open(self) -> None:
-        """Audit the books against the store; rebuild them if they disagree (orphans of killed writers)."""
+        """Audit the books against the store; rebuild them if they disagree (orphans of killed writers).
+        The snapshot read with the audit is kept for the first ``snapshot`` call."""
         try:
-            healthy = self._run(False, lambda txn: books.audit(txn)[0]).healthy
+            checked, self._opening = self._run(False, books.survey)
         except (StoreFailure, BooksDamaged):
-            healthy = False
-        if not healthy:
+            checked = None
+        if checked is None or not checked.healthy:
+            self._opening = None
             self._repair("checked on open")
 
     def snapshot(self) -> books.Snapshot | None:
-        """Every held model with its record, as of one log position (None if the store fails)."""
+        """Every held model with its record, as of one log position (None if the store fails); the first
+        call returns the one read on open if the books have not changed since."""
+        opening, self._opening = self._opening, None
+        if opening is not None and self._attempt("snapshot", False, books.position, None) == opening.position:
+            return opening
         return self._attempt("snapshot", False, books.snapshot, None)
 
     def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:
@@ -333,7 +349,7 @@ class ProcessTier(Tier):
                     fresh[d] = blobs[d]
         need = sum(len(as_bytes_view(b)) for b in fresh.values())
         if self._used + need > self.capacity:
-            return books.NO_ROOM
+            return books.no_room(self._used + need - self.capacity)
         stored: dict[bytes, Any] = {}
         try:
             for d, blob in fresh.items():
@@ -347,6 +363,9 @@ class ProcessTier(Tier):
                 self._refs[d] = self._refs.get(d, 0) + 1
         self._used += sum(self._nbytes(v) for v in stored.values())
         return Admission(True, need)
+
+    def release_many(self, entries: Sequence[tuple[str, int]], origin: str = "") -> int:
+        return sum(self.release(model_id, index) for model_id, index in entries)
 
     def release(self, model_id: str, index: int, origin: str = "") -> bool:
         digests = self._held.pop((model_id, index), None)

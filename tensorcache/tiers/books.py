@@ -14,7 +14,6 @@ point (or sees a restored, truncated or lost log) rebuilds its view from a snaps
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -39,40 +38,53 @@ class BooksDamaged(Exception):
 @dataclass(frozen=True)
 class Admission:
     """What one ``hold`` did: ``held`` (the entry is in the tier now), payload bytes ``written``, and
-    ``reason`` it was not held: ``no_room`` (evict and try again) or ``dropped`` (the store refused it)."""
+    ``reason`` it was not held: ``no_room`` (evict at least ``short`` bytes and try again) or ``dropped``
+    (the store refused it)."""
 
     held: bool
     written: int = 0
     reason: str | None = None
+    short: int = 0
 
 
-NO_ROOM = Admission(False, 0, "no_room")
+def no_room(short: int) -> Admission:
+    """The refusal of a hold that needs ``short`` more bytes than the tier has free."""
+    return Admission(False, 0, "no_room", short)
+
+
 DROPPED = Admission(False, 0, "dropped")
+_CHANGE = struct.Struct("<cHI")  # op (h: hold, r: release), origin bytes, index count; then origin, indices, model id
+_OPS = {b"h": "hold", b"r": "release"}
 
 
 @dataclass(frozen=True)
 class Change:
-    """One change to a shared store's books, as readers see it: ``op`` is hold or release."""
+    """One change to a shared store's books, as readers see it: ``op`` (hold or release) of layers
+    ``indices`` of one model, made by the process ``origin``. Stored packed, about 40 bytes."""
 
     op: str
     model_id: str
-    index: int
+    indices: tuple[int, ...]
     origin: str
 
     def encode(self) -> bytes:
-        return json.dumps([self.op, self.model_id, self.index, self.origin], separators=(",", ":")).encode()
+        origin = self.origin.encode()
+        return b"".join((_CHANGE.pack(self.op[0].encode(), len(origin), len(self.indices)), origin,
+                         struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
 
     @classmethod
     def decode(cls, raw: bytes) -> Change:
         """Parse one logged change; BooksDamaged if it is not one."""
         try:
-            op, model_id, index, origin = json.loads(raw)
-        except (ValueError, TypeError, RecursionError) as exc:
+            op, origin_len, count = _CHANGE.unpack_from(raw)
+            at = _CHANGE.size + origin_len
+            indices = struct.unpack_from(f"<{count}I", raw, at) if count <= len(raw) else None
+            origin, model_id = raw[_CHANGE.size:at].decode(), raw[at + 4 * count:].decode()
+        except (struct.error, UnicodeDecodeError) as exc:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
-        if op not in ("hold", "release") or not isinstance(model_id, str) or not isinstance(origin, str) \
-                or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_INDEX:
+        if op not in _OPS or not indices or max(indices) > MAX_INDEX or not model_id:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
-        return cls(op, model_id, index, origin)
+        return cls(_OPS[op], model_id, indices, origin)
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,20 @@ class Txn(ABC):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Book keys starting with ``prefix``."""
 
+    def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every book key starting with ``prefix``, the prefix stripped (one bulk read)."""
+        keys = [bytes(k) for k in self.keys(prefix)]
+        self.prefetch(keys)
+        got = [(k[len(prefix):], self.get(k)) for k in keys]
+        return [(k, v) for k, v in got if v is not None]
+
+    def blob_sizes(self) -> dict[bytes, int]:
+        """Stored length of every payload by digest (for audits)."""
+        digests = list(self.blob_digests())
+        self.prefetch_blobs(digests)
+        sizes = {d: self.blob_size(d) for d in digests}
+        return {d: n for d, n in sizes.items() if n is not None}
+
     @abstractmethod
     def blob_size(self, digest: bytes) -> int | None:
         """Stored length of a payload, without reading its bytes (None: absent)."""
@@ -182,13 +208,13 @@ def read_indices(raw: bytes | None) -> set[int]:
         return set()
     if len(raw) % 4:
         raise BooksDamaged(f"held-layer list of {len(raw)} bytes")
-    return {i for (i,) in _U32.iter_unpack(raw)}
+    return set(struct.unpack(f">{len(raw) // 4}I", raw))
 
 
 def read_digests(raw: bytes | None) -> list[bytes]:
     if raw is None or len(raw) % 16:
         raise BooksDamaged("an entry's digest list is missing or not whole")
-    return [bytes(raw[k:k + 16]) for k in range(0, len(raw), 16)]
+    return [raw] if len(raw) == 16 else [bytes(raw[k:k + 16]) for k in range(0, len(raw), 16)]
 
 
 def model_key(kind: bytes, model_id: str) -> bytes:
@@ -207,7 +233,8 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
          blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
     """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
     pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
-    bytes, keep the record. NO_ROOM if they do not fit in ``capacity``; entries held already are skipped."""
+    bytes, keep the record, log one change. ``no_room`` if they do not fit in ``capacity``; entries held
+    already are skipped."""
     held_key = model_key(b"h", model_id)
     all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
     txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
@@ -215,9 +242,10 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     entries = [(index, digests) for index, digests in entries if index not in held]
     if not entries:
         return Admission(True)
-    need, fresh = 0, {}
+    need, fresh, counts = 0, {}, {}
     for d in dict.fromkeys(d for _, digests in entries for d in digests):
-        if read_u64(txn.get(b"n:" + d), "a refcount") == 0:
+        counts[d] = read_u64(txn.get(b"n:" + d), "a refcount")
+        if counts[d] == 0:
             blob = blobs.get(d)
             if blob is None:
                 return DROPPED  # the caller no longer has bytes another process just dropped
@@ -225,54 +253,60 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
             need += len(blob)
     used = read_u64(txn.get(USED), "the used-bytes counter")
     if used + need > capacity:
-        return NO_ROOM
+        return no_room(used + need - capacity)
     if txn.get(model_key(b"r", model_id)) is None:
         txn.set(model_key(b"r", model_id), record)
+    for d, blob in fresh.items():
+        txn.put_blob(d, blob)
     for index, digests in entries:
         for d in digests:
-            count = read_u64(txn.get(b"n:" + d), "a refcount")
-            if count == 0 and d in fresh:
-                txn.put_blob(d, fresh.pop(d))
-            txn.set(b"n:" + d, pack_u64(count + 1))
+            counts[d] += 1
         txn.set(entry_key(model_id, index), b"".join(digests))
         held.add(index)
-        _log(txn, Change("hold", model_id, index, origin))
+    for d, count in counts.items():
+        txn.set(b"n:" + d, pack_u64(count))
     txn.set(held_key, pack_indices(held))
     txn.set(USED, pack_u64(used + need))
+    _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin))
     return Admission(True, need)
 
 
-def release(txn: Txn, model_id: str, index: int, origin: str) -> bool:
-    """Drop entry ``(model_id, index)``: payloads whose refcount reaches zero are deleted and their bytes
-    uncounted; the record goes with the model's last entry. False if the store did not hold it."""
+def release(txn: Txn, model_id: str, indices: Sequence[int], origin: str) -> list[int]:
+    """Drop entries ``(model_id, index)`` for each of ``indices``: payloads whose refcount reaches zero are
+    deleted and their bytes uncounted; the record goes with the model's last entry; one change is logged.
+    Returns the indices the store held (and dropped)."""
     held_key = model_key(b"h", model_id)
-    ekey = entry_key(model_id, index)
-    txn.prefetch([held_key, ekey, USED, SEQ, EPOCH])
+    ekeys = {index: entry_key(model_id, index) for index in indices}
+    txn.prefetch([held_key, *ekeys.values(), USED, SEQ, EPOCH])
     held = read_indices(txn.get(held_key))
-    if index not in held:
-        return False
-    freed = 0
-    digests = read_digests(txn.get(ekey))
+    gone = [index for index in ekeys if index in held]
+    if not gone:
+        return []
+    digests = [d for index in gone for d in read_digests(txn.get(ekeys[index]))]
     txn.prefetch([b"n:" + d for d in digests])
     txn.prefetch_blobs(digests)
+    counts: dict[bytes, int] = {}
     for d in digests:
-        count = read_u64(txn.get(b"n:" + d), "a refcount")
-        if count <= 1:
+        counts[d] = (counts[d] if d in counts else read_u64(txn.get(b"n:" + d), "a refcount")) - 1
+    freed = 0
+    for d, count in counts.items():
+        if count <= 0:
             freed += txn.blob_size(d) or 0
             txn.delete_blob(d)
             txn.delete(b"n:" + d)
         else:
-            txn.set(b"n:" + d, pack_u64(count - 1))
-    txn.delete(ekey)
-    held.discard(index)
+            txn.set(b"n:" + d, pack_u64(count))
+    for index in gone:
+        txn.delete(ekeys[index])
+        held.discard(index)
     if held:
         txn.set(held_key, pack_indices(held))
     else:
         txn.delete(held_key)
         txn.delete(model_key(b"r", model_id))
     txn.set(USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed)))
-    _log(txn, Change("release", model_id, index, origin))
-    return True
+    _log(txn, Change("release", model_id, tuple(gone), origin))
+    return gone
 
 
 def log_key(seq: int) -> bytes:
@@ -303,63 +337,80 @@ def position(txn: Txn) -> Position:
 def snapshot(txn: Txn) -> Snapshot:
     """Every held model's record and held indices, with the position they are as of."""
     at = position(txn)  # first: a change made while the models are read is also in the log after it
+    return _snapshot(txn, at, txn.items(b"h:"))
+
+
+def survey(txn: Txn) -> tuple[Audit, Snapshot]:
+    """The audit and the snapshot from one transaction and one pass over the held lists (what opening needs)."""
+    at = position(txn)
+    held = txn.items(b"h:")
+    return audit(txn, held)[0], _snapshot(txn, at, held)
+
+
+def _snapshot(txn: Txn, at: Position, held_lists: list[tuple[bytes, bytes]]) -> Snapshot:
     last = txn.get(log_key(at.seq)) if at.seq else None
+    records = dict(txn.items(b"r:"))
     models = []
-    for key in txn.keys(b"h:"):
-        record = txn.get(b"r:" + key[2:])
-        held = read_indices(txn.get(key))
+    for key, raw in held_lists:
+        record = records.get(key)
+        held = read_indices(raw)
         if record is not None and held:
-            models.append((key[2:].decode(errors="replace"), record, tuple(sorted(held))))
+            models.append((key.decode(errors="replace"), record, tuple(sorted(held))))
     return Snapshot(at, models, last)
 
 
-def audit(txn: Txn) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
+def audit(txn: Txn, held_lists: list[tuple[bytes, bytes]] | None = None
+          ) -> tuple[Audit, dict[bytes, int], set[bytes], list[tuple[str, int]]]:
     """Check the books against the store; also returns what ``repair`` needs: the true refcounts, the
-    orphaned digests and the entries whose payloads are gone."""
+    orphaned digests and the entries whose payloads are gone. Each area is read in one bulk pass
+    (``held_lists``: the held lists read already in this transaction)."""
     txn.get(SEQ)  # read first: a store that watches reads (Redis) then refuses to commit over a concurrent change
     problems = []
     try:
         used = read_u64(txn.get(USED), "the used-bytes counter")
     except BooksDamaged as exc:
         used, problems = -1, [str(exc)]
+    digests_of = dict(txn.items(b"d:"))
+    sizes = txn.blob_sizes()
     refs: dict[bytes, int] = {}
     broken: list[tuple[str, int]] = []
     entries = 0
-    for key in list(txn.keys(b"h:")):
-        model_id = key[2:].decode(errors="replace")
+    for key, raw in txn.items(b"h:") if held_lists is None else held_lists:
+        model_id = key.decode(errors="replace")
         try:
-            held = read_indices(txn.get(key))
+            held = read_indices(raw)
         except BooksDamaged as exc:
             problems.append(f"{model_id}: {exc}")
-            held = set()
             broken.append((model_id, -1))
+            continue
         for index in held:
             try:
-                digests = read_digests(txn.get(entry_key(model_id, index)))
+                digests = read_digests(digests_of.get(key + b"\x00" + _U32.pack(index)))
             except BooksDamaged as exc:
                 problems.append(f"{model_id}[{index}]: {exc}")
                 broken.append((model_id, index))
                 continue
-            if any(txn.blob_size(d) is None for d in digests):
+            if any(d not in sizes for d in digests):
                 problems.append(f"{model_id}[{index}]: a payload is missing")
                 broken.append((model_id, index))
                 continue
             entries += 1
             for d in digests:
                 refs[d] = refs.get(d, 0) + 1
-    held_bytes = sum(txn.blob_size(d) or 0 for d in refs)
-    orphans = {d for d in txn.blob_digests() if d not in refs}
-    orphan_bytes = sum(txn.blob_size(d) or 0 for d in orphans)
+    held_bytes = sum(sizes[d] for d in refs)
+    orphans = {d for d in sizes if d not in refs}
+    orphan_bytes = sum(sizes[d] for d in orphans)
+    counts = dict(txn.items(b"n:"))
     for d, count in refs.items():
         try:
-            stored = read_u64(txn.get(b"n:" + d), "a refcount")
+            stored = read_u64(counts.get(d), "a refcount")
         except BooksDamaged:
             stored = -1
         if stored != count:
             problems.append(f"refcount of {d.hex()} is {stored}, entries name it {count} times")
-    for key in txn.keys(b"n:"):
-        if bytes(key[2:]) not in refs:
-            problems.append(f"refcount kept for unheld payload {bytes(key[2:]).hex()}")
+    for d in counts:
+        if d not in refs:
+            problems.append(f"refcount kept for unheld payload {d.hex()}")
     if used != held_bytes:
         problems.append(f"used bytes counted {used}, held payloads are {held_bytes}")
     try:

@@ -147,6 +147,13 @@ class _LMDBTxn(Txn):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         return _prefixed(self.txn.cursor(), self.books + prefix, len(self.books))
 
+    def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        full = self.books + prefix
+        return list(_prefixed(self.txn.cursor(), full, len(full), values=bytes))
+
+    def blob_sizes(self) -> dict[bytes, int]:
+        return dict(_prefixed(self.txn.cursor(), self.blobs, len(self.blobs), values=len))
+
     def blob_size(self, digest: bytes) -> int | None:
         view = self.txn.get(self.blobs + digest)
         return None if view is None else len(view)
@@ -169,15 +176,17 @@ class _LMDBTxn(Txn):
         return _prefixed(self.txn.cursor(), self.blobs, len(self.blobs))
 
 
-def _prefixed(cursor: lmdb.Cursor, prefix: bytes, strip: int) -> Iterator[bytes]:
-    """Keys starting with ``prefix``, less their first ``strip`` bytes (collected before the caller writes)."""
-    out = []
+def _prefixed(cursor: lmdb.Cursor, prefix: bytes, strip: int,
+              values: Callable[[memoryview], Any] | None = None) -> Iterator[Any]:
+    """Keys starting with ``prefix``, less their first ``strip`` bytes, collected before the caller writes;
+    with ``values``, (key, ``values(value)``) pairs instead (one cursor pass either way)."""
+    out: list[Any] = []
     if cursor.set_range(prefix):
-        for key in cursor.iternext(values=False):
-            key = bytes(key)
+        for item in cursor.iternext(values=values is not None):
+            key = bytes(item if values is None else item[0])
             if not key.startswith(prefix):
                 break
-            out.append(key[strip:])
+            out.append(key[strip:] if values is None else (key[strip:], values(item[1])))
     return iter(out)
 
 

@@ -1,0 +1,37 @@
+"""The cache-core benches run end to end at a tiny size, print their ratio lines and end healthy.
+
+Timings are printed by the benches, never asserted here: the machine is shared and noisy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, f"{script} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_catalog_bench_opens_files_of_every_history_with_their_live_models(tmp_path: Path) -> None:
+    out = _run("catalog.py", "--live", "40", "--history", "20", "200", "--repeats", "1", "--batch", "7",
+               "--out", str(tmp_path))
+    assert "ratio catalog.open_h20_vs_h20 " in out and "ratio catalog.open_h200_vs_h40 " in out, out
+    rows = json.loads((tmp_path / "catalog.json").read_text())["rows"]
+    assert [(r["history"], r["live"]) for r in rows] == [(20, 20), (200, 40)]
+
+
+def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) -> None:
+    out = _run("scale.py", "--evals", "60", "240", "--workers", "10", "--window", "40", "--out", str(tmp_path))
+    assert "ratio scale.per_eval_240_vs_60 " in out and "ratio scale.window_last_vs_first_serving " in out, out
+    assert out.count("window to ") == 6, out
+    rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
+    assert [r["healthy"] for r in rows] == [True, True] and all(r["dropped_puts"] == 0 for r in rows)

@@ -1,0 +1,74 @@
+"""Model records in their stored form: format 2 (packed) round-trips, format 1 (JSON) is still read, and
+a damaged or hostile packed record is a PayloadError naming what is wrong, never a record."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from tensorcache.catalog import RECORD_MAGIC, LayerRecord, ModelRecord, TensorRef
+from tensorcache.payload import PayloadError
+
+W = TensorRef(b"w" * 16, "float32", (2, 3), 24, "torch")
+B = TensorRef(b"b" * 16, "int8", (), 1)
+RECORD = ModelRecord("m1", (1, 2**63 - 1, 0), 0.25, "p0", (LayerRecord(b"k" * 16, {"w": W, "bias": B}, (0, 1)),
+                                                         LayerRecord(b"j" * 16, {}, ())), "compatible")
+
+
+def test_packed_records_round_trip_every_field():
+    raw = RECORD.encoded
+    assert raw.startswith(RECORD_MAGIC)
+    back = ModelRecord.from_bytes(raw)
+    assert back == RECORD and back.layers[0].blob_bytes == RECORD.layers[0].blob_bytes > 25
+    assert ModelRecord.from_bytes(ModelRecord("x", (3,), None, None, ()).encoded).score is None
+
+
+def test_format_1_json_records_are_still_read():
+    legacy = {"model_id": "m1", "arch": [4, 5], "score": 0.5, "parent": None, "mode": "prefix",
+              "layers": [{"key": (b"k" * 16).hex(), "deps": [0],
+                          "tensors": {"w": {"digest": (b"w" * 16).hex(), "dtype": "float32", "shape": [2, 3],
+                                            "nbytes": 24, "kind": "numpy"}}}]}
+    record = ModelRecord.from_bytes(json.dumps(legacy).encode())
+    assert record.arch == (4, 5) and record.layers[0].tensors["w"].shape == (2, 3)
+
+
+HEAD = struct.Struct("<4sdBIIII")
+DAMAGED = {
+    "truncated": RECORD.encoded[:-3],
+    "trailing-byte": RECORD.encoded + b"\x00",
+    "magic-only": RECORD_MAGIC,
+    "empty-arch": HEAD.pack(RECORD_MAGIC, 0.0, 0, 1, 0, 0, 0) + b"m",
+    "unknown-mode": HEAD.pack(RECORD_MAGIC, 0.0, 7, 1, 0, 1, 0) + b"m" + struct.pack("<q", 1),
+    "negative-arch": HEAD.pack(RECORD_MAGIC, 0.0, 0, 1, 0, 1, 0) + b"m" + struct.pack("<q", -1),
+    "arch-count-past-the-end": HEAD.pack(RECORD_MAGIC, 0.0, 0, 1, 0, 99_999, 0) + b"m",
+    "layer-count-past-the-end": HEAD.pack(RECORD_MAGIC, 0.0, 0, 1, 0, 1, 99_999) + b"m" + struct.pack("<q", 1),
+    "id-not-utf8": HEAD.pack(RECORD_MAGIC, 0.0, 0, 1, 0, 1, 0) + b"\xff" + struct.pack("<q", 1),
+}
+
+
+def _one_tensor(dtype: int = 2, kind: int = 0, shape: tuple[int, ...] = (4,), nbytes: int = 16) -> bytes:
+    """A one-layer packed record whose single tensor has these (possibly lying) fields."""
+    head = HEAD.pack(RECORD_MAGIC, 0.5, 0, 1, 0, 1, 1) + b"m" + struct.pack("<q", 3)
+    layer = struct.pack("<16sII", b"k" * 16, 1, 1) + struct.pack("<I", 0)
+    tensor = struct.pack("<16sIBBBQ", b"d" * 16, 1, dtype, kind, len(shape), nbytes) + b"w"
+    return head + layer + tensor + struct.pack(f"<{len(shape)}Q", *shape)
+
+
+DAMAGED |= {
+    "unknown-dtype-code": _one_tensor(dtype=99),
+    "unknown-kind-code": _one_tensor(kind=9),
+    "nine-dims": _one_tensor(shape=(1,) * 8 + (4,)),
+    "shape-disagrees-with-nbytes": _one_tensor(shape=(1000,)),
+    "tensor-over-the-limit": _one_tensor(dtype=5, shape=(2**41,), nbytes=2**41),
+}
+
+
+def test_the_lying_tensor_builder_builds_a_valid_record_when_it_does_not_lie():
+    assert ModelRecord.from_bytes(_one_tensor()).layers[0].tensors["w"].nbytes == 16
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED))
+def test_damaged_packed_records_are_refused_with_a_payload_error(name):
+    with pytest.raises(PayloadError):
+        ModelRecord.from_bytes(DAMAGED[name])

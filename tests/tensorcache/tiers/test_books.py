@@ -1,0 +1,66 @@
+"""The books protocol every shared tier speaks: packed changes, one logged change per hold or release of
+a model's layers, releases batched into one transaction, and the snapshot read on open served only while
+the books are unchanged."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from tensorcache.tiers import LMDBTier
+from tensorcache.tiers.books import BooksDamaged, Change, Position
+
+
+def test_changes_round_trip_and_damaged_ones_are_refused():
+    change = Change("release", "m-é", (0, 3, 2**31 - 1), "origin-1")
+    assert Change.decode(change.encode()) == change
+    raw = change.encode()
+    for damaged in (raw[:5], b"x" + raw[1:], struct.pack("<cHI", b"h", 0, 0) + b"m",
+                    struct.pack("<cHI", b"h", 0, 1) + struct.pack("<I", 2**31) + b"m",
+                    struct.pack("<cHI", b"h", 0, 1) + struct.pack("<I", 0), struct.pack("<cHI", b"h", 0, 2**31)):
+        with pytest.raises(BooksDamaged):
+            Change.decode(damaged)
+
+
+def _hold(tier: LMDBTier, model: str, layers: int, size: int = 100) -> None:
+    entries = [(i, [bytes([i]) * 16]) for i in range(layers)]
+    blobs = {bytes([i]) * 16: bytes([i]) * size for i in range(layers)}  # layers share payloads across models
+    assert tier.hold_many(model.encode(), model, entries, blobs, "me").held
+
+
+def test_a_hold_and_a_batched_release_each_log_one_change_per_model(tmp_path):
+    tier = LMDBTier(tmp_path / "c", capacity=1 << 20)
+    start = tier.snapshot().position
+    _hold(tier, "a", 3)
+    _hold(tier, "b", 2)
+    assert tier.release_many([("a", 0), ("b", 1), ("a", 2), ("a", 7), ("c", 0)], "me") == 3
+    raws, now = tier.changes(start, None)
+    assert [Change.decode(r) for r in raws] == [Change("hold", "a", (0, 1, 2), "me"),
+                                                Change("hold", "b", (0, 1), "me"),
+                                                Change("release", "a", (0, 2), "me"),
+                                                Change("release", "b", (1,), "me")]
+    assert now.seq == start.seq + 4
+    assert tier.snapshot().models == [("a", b"a", (1,)), ("b", b"b", (0,))]
+    assert tier.audit().healthy and tier.used_bytes() == 200  # payloads 0 and 1 still named once each
+    tier.close()
+
+
+def test_a_hold_that_does_not_fit_says_how_many_bytes_it_lacks(tmp_path):
+    tier = LMDBTier(tmp_path / "c", capacity=250)
+    _hold(tier, "a", 2)
+    refused = tier.hold_many(b"b", "b", [(5, [b"\x05" * 16])], {b"\x05" * 16: b"x" * 120}, "me")
+    assert refused.reason == "no_room" and refused.short == 200 + 120 - 250
+    tier.close()
+
+
+def test_the_snapshot_read_on_open_is_served_only_while_the_books_are_unchanged(tmp_path):
+    writer = LMDBTier(tmp_path / "c", capacity=1 << 20)
+    _hold(writer, "a", 1)
+    reader = LMDBTier(tmp_path / "c", capacity=1 << 20)  # audits and reads a snapshot on open
+    _hold(writer, "b", 1)
+    snap = reader.snapshot()
+    assert [m for m, _, _ in snap.models] == ["a", "b"] and snap.position != Position(b"", 0)
+    other = LMDBTier(tmp_path / "c", capacity=1 << 20)
+    assert other.snapshot() == reader.snapshot()  # unchanged: the opening one and a fresh one agree
+    for tier in (writer, reader, other):
+        tier.close()
