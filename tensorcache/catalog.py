@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .payload import DTYPES, MAX_NDIM, PayloadError, canonical_header, check_meta
+from .payload import DTYPES, MAX_NDIM, PayloadError, check_meta, header
 
 Entry = tuple[str, int]  # (model_id, layer index): one layer of one stored model, the unit tiers hold
 MAX_LAYERS = 100_000
@@ -50,7 +50,7 @@ class TensorRef:
     @property
     def blob_size(self) -> int:
         """Length of the stored payload (canonical header + data), known before reading it."""
-        return len(canonical_header(self.dtype, self.shape, self.nbytes)) + self.nbytes
+        return len(header(self.dtype, self.shape, self.nbytes)) + self.nbytes
 
 
 @dataclass(frozen=True)

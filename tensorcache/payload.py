@@ -67,8 +67,10 @@ def _contiguous(arr: np.ndarray) -> np.ndarray:
     return arr if arr.flags.c_contiguous else arr.copy(order="C")
 
 
+@functools.lru_cache(maxsize=4096)
 def header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
-    """The canonical header bytes (magic, length, JSON) for one tensor."""
+    """The canonical header bytes (magic, length, JSON) for one tensor (memoised: writers and records
+    name the same few shapes over and over)."""
     meta = json.dumps({"dtype": dtype, "shape": list(shape), "nbytes": nbytes}, separators=(",", ":")).encode()
     return MAGIC + _LEN.pack(len(meta)) + meta
 
@@ -124,12 +126,6 @@ def read_header(blob: bytes | bytearray | memoryview, max_nbytes: int = 2**40) -
     return meta["dtype"], shape, offset
 
 
-@functools.lru_cache(maxsize=4096)
-def canonical_header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
-    """``header`` of a payload, cached (records name the same few shapes over and over)."""
-    return header(dtype, shape, nbytes)
-
-
 def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = True, max_nbytes: int = 2**40,
            expect: tuple[str, tuple[int, ...], int] | None = None) -> tuple[np.ndarray, str]:
     """A read-only array viewing ``blob`` and its dtype name; PayloadError on any inconsistency.
@@ -137,7 +133,7 @@ def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = T
     ``expect``: the (dtype, shape, nbytes) a validated record says the payload holds; a header that is
     byte for byte the canonical one for them is taken as read, others are parsed."""
     view = memoryview(blob).cast("B")
-    head = None if expect is None else canonical_header(*expect)
+    head = None if expect is None else header(*expect)
     if head is not None and len(view) == len(head) + expect[2] and view[: len(head)] == head:
         dtype, shape, offset = expect[0], expect[1], len(head)
     else:
