@@ -32,12 +32,12 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
     for n, rec in enumerate(records):
         try:
             model_id = str(rec["model_id"])
-            keys = tuple(bytes.fromhex(k) for k in rec["layer_keys"])
-            sizes = tuple(int(b) for b in rec["layer_bytes"])
+            keys = tuple(map(bytes.fromhex, rec["layer_keys"]))
+            sizes = tuple(map(int, rec["layer_bytes"]))
             t_start, t_end = float(rec["t_start"]), float(rec["t_end"])
             parent, score, pos = rec.get("parent_id"), rec.get("score"), rec.get("mutation_pos")
-            arch = None if rec.get("arch") is None else tuple(int(a) for a in rec["arch"])
-            deps = None if rec.get("layer_deps") is None else tuple(tuple(int(p) for p in d) for d in rec["layer_deps"])
+            arch = None if rec.get("arch") is None else tuple(map(int, rec["arch"]))
+            deps = None if rec.get("layer_deps") is None else tuple(tuple(map(int, d)) for d in rec["layer_deps"])
             revisit = rec.get("revisit")
             if revisit is not None and not isinstance(revisit, bool):
                 raise ValueError(f"revisit must be true or false, got {revisit!r}")
