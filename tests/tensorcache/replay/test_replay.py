@@ -139,6 +139,33 @@ def test_cli_replay_prints_metrics(tmp_path, capsys):
     assert main(["replay", str(path), "--capacity", "lots"]) == 2
 
 
+def test_cli_replay_draws_its_progress_bar_through_the_events(tmp_path, monkeypatch, capsys):
+    import tensorcache.cli as cli
+
+    bars = []
+
+    class Eager(cli.LazyBar):
+        """The command's bar, drawn at once (as on a replay that runs past the bar's delay)."""
+
+        def __init__(self, label, total=None, after_s=2.0):
+            super().__init__(label, total, after_s=0.0)
+            self.calls, self.drawn = [], False
+            bars.append(self)
+
+        def update(self, done, total=None, description=""):
+            self.calls.append((done, total))
+            super().update(done, total, description)
+            self.drawn = self.drawn or self.shown
+
+    monkeypatch.setattr(cli, "LazyBar", Eager)
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in simulate(n=600, seed=8)))
+    assert main(["replay", str(path), "--policy", "lfu", "--capacity", "5%"]) == 0
+    (bar,) = bars
+    assert bar.drawn and not bar.shown and bar.calls[-1] == (1200, 1200) and (1000, 1200) in bar.calls
+    assert json.loads(capsys.readouterr().out)["policy"] == "lfu"
+
+
 NB201_TABLE = Path(os.environ.get("TENSORCACHE_DATA", "")) / "nb201" / "nb201_combined.csv"
 
 
