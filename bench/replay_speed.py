@@ -16,6 +16,7 @@ are timed in turns, order rotating each repeat. Printed as ratio lines against l
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -96,13 +97,18 @@ def record_trace(folder: str, evals: int) -> str:
 
 
 def measure(work: Workload, name: str, capacity: int) -> tuple[float, float]:
-    """(CPU of one replay, CPU of its policy alone)."""
+    """(CPU of one replay, CPU of its policy alone); each timed from a collected heap, the recording
+    policy gone before the fresh one is re-driven."""
+    gc.collect()
     total = cpu(lambda: run(work, PolicyStore(make_policy(name, **options(name)), capacity), name, capacity, P, S))
     recorder = Recorder(make_policy(name, **options(name)))
     run(work, PolicyStore(recorder, capacity), name, capacity, P, S)  # type: ignore[arg-type]
+    log = recorder.log
+    del recorder
     fresh = make_policy(name, **options(name))
-    policy = cpu(lambda: redrive(fresh, recorder.log)) - cpu(lambda: loop_only(recorder.log))
-    return total, max(policy, 0.0)
+    gc.collect()
+    policy = cpu(lambda: redrive(fresh, log)) - cpu(lambda: loop_only(log))
+    return total, policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
