@@ -19,6 +19,7 @@ from .schedule import Step, build_schedule
 from .stores import PolicyStore, Store, UnboundedStore
 
 if TYPE_CHECKING:
+    from .trace import Evaluation
     from .workload import Workload
 
 PROGRESS_EVERY = 1000  # events between two progress calls
@@ -46,8 +47,8 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
             progress: Callable[[int, int], None] | None) -> ReplayResult:
     """The loop: news before, insert or lookup, news after, for every step; the served counters."""
     catalog = Catalog()
-    hold, release, find = catalog.hold, catalog.release, catalog.find
-    handle, insert, missing = store.handle, store.insert, store.missing
+    hold, release = catalog.hold, catalog.release
+    handle, insert = store.handle, store.insert
     mode, models = workload.mode, workload.models
     served: list[Served] = []
     lookups = hits = lookups_served = entries = requested = 0
@@ -59,7 +60,6 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
         for insert_step, model, before, after in steps[start:start + PROGRESS_EVERY]:
             for event in before:
                 handle(event)
-            e = model.evaluation
             if insert_step:
                 record = model.record
                 for index, event in enumerate(model.inserts):
@@ -71,17 +71,10 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
                 for event in after:
                     handle(event)
                 continue
+            e = model.evaluation
             lookups += 1
             requested += model.nbytes
-            while True:
-                found = find(e.keys, e.parent_id, mode)
-                if found is None:
-                    break
-                lost = missing(found[0], [j for _, j in found[1]])
-                if not lost:
-                    break
-                for j in lost:  # dropped by the store on its own: forget them and ask again
-                    release((found[0], j), 0)
+            found = _donor(catalog, store, e, mode)
             if found is None:
                 served.append(Served(e.model_id, None, (), 0))
                 continue
@@ -110,3 +103,17 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
     if isinstance(store, PolicyStore):
         result.evictions, result.max_used_bytes = store.evictions, store.max_used
     return result
+
+
+def _donor(catalog: Catalog, store: Store, e: Evaluation, mode: str) -> tuple[str, list[tuple[int, int]]] | None:
+    """``Catalog.find``'s donor and pairs for ``e`` (None: a miss), after forgetting the entries the store
+    lost on its own."""
+    while True:
+        found = catalog.find(e.keys, e.parent_id, mode)
+        if found is None:
+            return None
+        lost = store.missing(found[0], [j for _, j in found[1]])
+        if not lost:
+            return found
+        for j in lost:
+            catalog.release((found[0], j), 0)

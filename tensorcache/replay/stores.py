@@ -54,11 +54,11 @@ class PolicyStore(Store):
         size, capacity = event.size, self.capacity
         if size > capacity:
             return False, ()
-        evicted: list[Entry] = []
+        evicted: Sequence[Entry] = ()
         if self.used + size > capacity:
             evicted = self._evict(self.used + size - capacity)
-        if self.used + size > capacity:
-            return False, evicted
+            if self.used + size > capacity:
+                return False, evicted
         self.policy.handle(event)
         self.sizes[event.key] = size
         self.used += size

@@ -12,8 +12,8 @@ def entry(model, index, size):
 
 def test_policy_store_evicts_in_policy_order_and_keeps_its_budget():
     store = PolicyStore(make_policy("fifo"), 100)
-    assert store.insert(entry("a", 0, 40)) == (True, [])
-    assert store.insert(entry("a", 1, 40)) == (True, [])
+    assert store.insert(entry("a", 0, 40)) == (True, ())
+    assert store.insert(entry("a", 1, 40)) == (True, ())
     assert store.insert(entry("b", 0, 50)) == (True, [("a", 0)])  # 40 freed are enough
     assert store.insert(entry("b", 1, 101)) == (False, ())  # larger than the whole capacity
     assert store.insert(entry("c", 0, 100)) == (True, [("a", 1), ("b", 0)])
