@@ -32,19 +32,18 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tensorcache.events import ClockMoved, LayerServed, PolicyEvent
 from tensorcache.bound import interval_bound
+from tensorcache.catalog import Entry
+from tensorcache.events import ClockMoved, Inserted, LayerServed, PolicyEvent
 from tensorcache.policies import make_policy
 from tensorcache.replay import (
-    Entry,
-    ObjectRequest,
     PolicyStore,
     ReplayResult,
     Store,
@@ -110,10 +109,8 @@ def lcs_request(obj_id: int, size: int, next_access: int) -> Any:
 
 
 class LibCacheSimStore(Store):
-    """A libCacheSim cache as replay's store: it admits and evicts on its own, replay asks what it holds.
-    Sizes and capacity go to it in units of ``lcs_unit(capacity)`` bytes."""
-
-    exact = False
+    """A libCacheSim cache as replay's store: it admits and evicts on its own, so replay asks it which of a
+    donor's layers it still holds. Sizes and capacity go to it in units of ``lcs_unit(capacity)`` bytes."""
 
     def __init__(self, make: Callable[[int], Any], capacity: int, ids: dict[Entry, int],
                  uses: dict[Entry, list[int]]) -> None:
@@ -131,19 +128,68 @@ class LibCacheSimStore(Store):
     def contains(self, entry: Entry) -> bool:
         return entry in self.sizes and self.cache.find(self._req(entry), False) is not None
 
-    def insert(self, entry: Entry, size: int, model_id: str, deps: tuple[int, ...]) -> tuple[bool, list[Entry]]:
-        size = units(size, self.unit)
+    def insert(self, event: Inserted) -> tuple[bool, Sequence[Entry]]:
+        size = units(event.size, self.unit)
         if size > self.capacity:  # libCacheSim would refuse it too, with a warning per request
-            return False, []
-        self.sizes[entry] = size
-        self.cache.get(self._req(entry))
-        return self.contains(entry), []
+            return False, ()
+        self.sizes[event.key] = size
+        self.cache.get(self._req(event.key))
+        return self.contains(event.key), ()
+
+    def missing(self, donor: str, layers: Sequence[int]) -> list[int]:
+        return [j for j in layers if not self.contains((donor, j))]
 
     def handle(self, event: PolicyEvent) -> None:
         if isinstance(event, LayerServed):
             self.cache.get(self._req(event.key))
         elif isinstance(event, ClockMoved):
             self.end = event.end
+
+
+# ------------------------------------------------------------------------------------------ request stream
+class ObjectRequest(NamedTuple):
+    """One object request of the stream fed to libCacheSim; ``insert`` marks the admitting requests."""
+
+    time: float
+    key_id: int
+    size: int
+    insert: bool
+
+
+def entry_ids(work: Workload) -> dict[Entry, int]:
+    """The key_id of every entry in the request stream: from 1, in order of first insert."""
+    ids: dict[Entry, int] = {}
+    for ev in work.events:
+        if ev.insert:
+            for i in range(len(ev.evaluation.sizes)):
+                ids[(ev.evaluation.model_id, i)] = len(ids) + 1
+    return ids
+
+
+def request_stream(work: Workload) -> list[ObjectRequest]:
+    """The object request stream of ``tensorcache.replay.stream`` (the positions Belady's next uses count):
+    one admitting request per layer of each insert, then each lookup's designated layers; one event's
+    requests carry its time."""
+    ids = entry_ids(work)
+    requested = iter(work.requested)
+    out = []
+    for ev in work.events:
+        e = ev.evaluation
+        if ev.insert:
+            out.extend(ObjectRequest(ev.time, ids[(e.model_id, i)], size, True) for i, size in enumerate(e.sizes))
+        else:
+            got = next(requested)
+            sizes = work.models[got.donor].evaluation.sizes if got.donor is not None else ()
+            out.extend(ObjectRequest(ev.time, ids[(got.donor, j)], sizes[j], False) for _, j in got.pairs)
+    return out
+
+
+def write_requests_csv(requests: Sequence[ObjectRequest], path: str | os.PathLike) -> None:
+    """CSV with header ``time,obj_id,obj_size,insert`` (libCacheSim's csv reader takes the first three)."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "obj_id", "obj_size", "insert"])
+        w.writerows((r.time, r.key_id, r.size, int(r.insert)) for r in requests)
 
 
 # -------------------------------------------------------------------------------------------- stream mode
@@ -174,7 +220,7 @@ def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, ca
     """One of our policies as a plain object cache over the stream (only insert/hit/evict reach it)."""
     kw = policy_kwargs(work, name, P)
     store = PolicyStore(make_policy(name, **kw), capacity)
-    entry_of = {i: e for e, i in work.entry_ids().items()}
+    entry_of = {i: e for e, i in entry_ids(work).items()}
 
     def get(pos: int, r: ObjectRequest) -> bool:
         entry = entry_of[r.key_id]
@@ -182,7 +228,7 @@ def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, ca
         if store.contains(entry):
             store.handle(LayerServed(entry))
             return True
-        store.insert(entry, r.size, entry[0], tuple(range(entry[1] + 1)) if work.mode == "prefix" else ())
+        store.insert(Inserted(entry, r.size, entry[0], tuple(range(entry[1] + 1)) if work.mode == "prefix" else ()))
         return False
 
     return stream_ratios(requests, get)
@@ -231,7 +277,7 @@ def prefix_aware(work: Workload, capacity: int, P: int, S: int, ours: Sequence[s
                  lcs: dict[str, Callable[[int], Any]]) -> list[tuple[str, str, dict[str, Any]]]:
     """(family, policy, metrics) of every policy at one capacity, plus the bound, as ``TensorCache`` serves."""
     out = [("bound", "bound", bound_row(work, capacity))]
-    ids, uses = (work.entry_ids(), work.next_uses()) if lcs else ({}, {})
+    ids, uses = (entry_ids(work), work.next_uses()) if lcs else ({}, {})
     for name in ours:
         t0 = time.perf_counter()
         result = replay(work, name, capacity, population_size=P, sample_size=S,
@@ -261,8 +307,8 @@ def compare_trace(name: str, work: Workload, capacities: Sequence[float], P: int
                   advance: Callable[[], None]) -> list[dict[str, Any]]:
     """Every policy at every capacity on one trace: prefix-aware metrics, then the stream evaluation."""
     rows = []
-    requests = work.requests()
-    nxt = next_positions(requests)
+    stream = request_stream(work)
+    nxt = next_positions(stream)
     lcs = libcachesim_policies()
     for pct in capacities:
         cap = int(work.total_bytes * pct / 100)
@@ -270,13 +316,13 @@ def compare_trace(name: str, work: Workload, capacities: Sequence[float], P: int
             row = {"trace": name, "family": family, "policy": policy, "capacity_pct": pct, "capacity_bytes": cap,
                    **metrics}
             if family == "ours":
-                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_ours(work, requests, policy, cap, P)
+                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_ours(work, stream, policy, cap, P)
             elif family == "libcachesim":
-                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_lcs(requests, nxt, lcs[policy], cap)
+                row["stream_object_hit_ratio"], row["stream_byte_hit_ratio"] = stream_lcs(stream, nxt, lcs[policy], cap)
             rows.append(row)
             advance()
         for label in STREAM_ONLY & lcs.keys():
-            ratios = stream_lcs(requests, nxt, lcs[label], cap)
+            ratios = stream_lcs(stream, nxt, lcs[label], cap)
             rows.append({"trace": name, "family": "libcachesim", "policy": label, "capacity_pct": pct,
                          "capacity_bytes": cap, "stream_object_hit_ratio": ratios[0],
                          "stream_byte_hit_ratio": ratios[1]})

@@ -146,17 +146,18 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .replay import Workload, replay, trace_settings, write_requests_csv
+    from .replay import Workload, replay, trace_settings
     from .trace import read_trace
 
     settings = trace_settings(args.trace)
-    work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
-    if args.requests_csv:
-        write_requests_csv(work.requests(), args.requests_csv)
     with LazyBar(f"replay {args.policy}", after_s=3.0) as bar:
+        bar.update(0, description="reading the trace")
+        work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
+        bar.update(0, description="reference and schedule")
         result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
                         population_size=args.population or settings.get("population"),
-                        sample_size=args.sample or settings.get("sample"), progress=bar.update)
+                        sample_size=args.sample or settings.get("sample"),
+                        progress=lambda done, total: bar.update(done, total, "events"))
     print(json.dumps(result.metrics(), indent=2))
     return 0
 
@@ -184,7 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
     r.add_argument("--population", type=int, metavar="P")
     r.add_argument("--sample", type=int, metavar="S")
-    r.add_argument("--requests-csv", metavar="PATH", help="also write the object request stream (libCacheSim csv)")
     r.set_defaults(func=cmd_replay)
     return p
 

@@ -2,6 +2,7 @@
 row of a small comparison stays under the bound."""
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -11,10 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 pytest.importorskip("scipy")
 
 import policy_compare as pc  # noqa: E402
+from tensorcache.events import Inserted  # noqa: E402
 from tensorcache.replay import Workload  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tensorcache"))
-from test_replay import simulate  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tensorcache" / "replay"))
+from evolution_sim import simulate  # noqa: E402
 
 
 def test_lcs_unit_keeps_capacity_under_2_30():
@@ -34,8 +36,8 @@ def test_tinylfu_above_2_31_bytes_admits_and_serves():
     cap = 3 * 2**31
     store = pc.LibCacheSimStore(lcs["TinyLFU"], cap, {("m", 0): 1, ("m", 1): 2}, {})
     assert store.unit > 1 and store.capacity < 2**30
-    admitted, _ = store.insert(("m", 0), 2**20, "m", ())
-    assert admitted and store.contains(("m", 0))
+    admitted, _ = store.insert(Inserted(("m", 0), 2**20, "m", ()))
+    assert admitted and store.contains(("m", 0)) and store.missing("m", [0, 1]) == [1]
 
 
 def test_every_policy_row_is_under_the_bound():
@@ -48,3 +50,25 @@ def test_every_policy_row_is_under_the_bound():
         for key in ("transfer_yield", "revisit_yield", "total_yield"):
             if metrics[key] == metrics[key]:  # not NaN
                 assert metrics[key] <= bound[key] + 1e-9, (family, policy, key)
+
+
+def test_request_stream_for_libcachesim(tmp_path):
+    records = simulate(n=50, seed=4)
+    work = Workload(records)
+    stream = pc.request_stream(work)
+    inserts = [r for r in stream if r.insert]
+    lookups = [r for r in stream if not r.insert]
+    assert len(stream) == work.clock[-1]  # one request per position of replay's request stream
+    assert len(inserts) == sum(len(r["layer_bytes"]) for r in records)
+    assert len({r.key_id for r in inserts}) == len(inserts) and min(r.key_id for r in inserts) == 1
+    assert sum(r.size for r in lookups) == work.unbounded.bytes_served
+    assert [r.time for r in stream] == sorted(r.time for r in stream)
+    first_seen = {}
+    for r in stream:
+        first_seen.setdefault(r.key_id, r)
+    assert all(r.insert for r in first_seen.values())  # every object is admitted before it is requested
+    path = tmp_path / "requests.csv"
+    pc.write_requests_csv(stream, path)
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["time", "obj_id", "obj_size", "insert"] and len(rows) - 1 == len(stream)
+    assert rows[1][3] == "1" and {row[3] for row in rows[1:]} == {"0", "1"}

@@ -1,10 +1,7 @@
-"""Trace replay: unbounded yield, capacity, Belady as a bound, the request stream, and agreement with a
-live TensorCache on the same event stream. Traces come from a small regularized-evolution simulator."""
-import csv
-import heapq
+"""``replay`` end to end: unbounded yield, capacity, Belady as a reference, agreement with a live TensorCache
+on the same event stream, and the ``tensorcache replay`` command. Traces come from ``evolution_sim``."""
 import json
 import os
-import random
 from collections import deque
 from pathlib import Path
 
@@ -13,55 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evolution_sim import NAMESPACE, ONLINE, simulate, total_bytes
 from tensorcache import LayerMap, TensorCache
 from tensorcache.cli import main
 from tensorcache.payload import encode
-from tensorcache.replay import Workload, infer_population_size, merge_events, parse_records, replay
+from tensorcache.replay import Workload, merge_events, parse_records, replay
 from tensorcache.trace import read_trace
-
-ONLINE = ("fifo", "lru", "lfu", "donor-window", "evolution-aware")
-NAMESPACE = "sim"
-
-
-def simulate(n=60, positions=6, choices=3, population=8, sample=3, workers=3, seed=0):
-    """Asynchronous regularized evolution: a free worker takes the next child at once; finished models
-    join the population (last P, oldest first) before a child starting at the same time is bred."""
-    rng = random.Random(seed)
-    weights = [[rng.random() for _ in range(choices)] for _ in range(positions)]
-    base = [rng.randint(1, 6) * 64 for _ in range(positions)]
-    lmap = LayerMap.generic(positions)
-    free = [(0.0, w) for w in range(workers)]
-    running, population_q, records = [], deque(maxlen=population), []
-    finished = 0
-    for index in range(n):
-        t, worker = heapq.heappop(free)
-        while running and running[0][0] <= t:
-            population_q.append(heapq.heappop(running)[2])
-            finished += 1
-        if finished < population:
-            arch, parent, pos = [rng.randrange(choices) for _ in range(positions)], None, None
-        else:
-            best = max(rng.sample(list(population_q), sample), key=lambda r: r["score"])
-            pos = rng.randrange(positions)
-            arch = list(best["arch"])
-            arch[pos] = (arch[pos] + rng.randrange(1, choices)) % choices
-            parent = best["model_id"]
-        duration = rng.uniform(1.0, 3.0)
-        rec = {"model_id": f"m{index}", "parent_id": parent, "donor_id": parent, "worker": worker,
-               "t_start": t, "t_end": t + duration, "arch": arch, "mutation_pos": pos,
-               "score": sum(w[a] for w, a in zip(weights, arch)) + rng.gauss(0, 0.1),
-               "transfer_layers": 0, "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": duration,
-               "layer_bytes": [b * (1 + a) for b, a in zip(base, arch)],
-               "layer_keys": [k.hex() for k in lmap.keys(NAMESPACE, arch)]}
-        records.append(rec)
-        heapq.heappush(running, (t + duration, index, rec))
-        heapq.heappush(free, (t + duration, worker))
-    return records
-
-
-def total_bytes(records):
-    return sum(sum(r["layer_bytes"]) for r in records)
-
 
 @pytest.mark.parametrize("policy", ONLINE + ("belady",))
 def test_unbounded_capacity_yields_everything(policy):
@@ -105,47 +59,6 @@ def test_hand_computed_lru_and_fifo():
         assert result.bytes_served == 200 and result.bytes_requested == 600 and result.evictions == 4  # c evicts b too
     unbounded = Workload(records).unbounded
     assert [s.donor for s in unbounded.served] == [None, "a", "a"]  # parent a preferred when it is cached
-
-
-def test_events_insert_before_lookup_and_only_finished_models_donate():
-    records = simulate(n=40, workers=4, seed=3)
-    events = merge_events(parse_records(records))
-    assert [(e.time, not e.insert) for e in events] == sorted((e.time, not e.insert) for e in events)
-    work = Workload(records)
-    end = {r["model_id"]: r["t_end"] for r in records}
-    start = {r["model_id"]: r["t_start"] for r in records}
-    donors = [(s.model_id, s.donor) for s in work.unbounded.served if s.donor is not None]
-    assert donors and all(end[d] <= start[m] for m, d in donors)
-
-
-def test_request_stream_derivation():
-    records = simulate(n=50, seed=4)
-    work = Workload(records)
-    requests = work.requests()
-    inserts = [r for r in requests if r.insert]
-    lookups = [r for r in requests if not r.insert]
-    assert len(inserts) == sum(len(r["layer_bytes"]) for r in records)
-    assert len({r.key_id for r in inserts}) == len(inserts) and min(r.key_id for r in inserts) == 1
-    assert sum(r.size for r in lookups) == work.unbounded.bytes_served
-    assert [r.time for r in requests] == sorted(r.time for r in requests)
-    first_seen = {}
-    for r in requests:
-        first_seen.setdefault(r.key_id, r)
-    assert all(r.insert for r in first_seen.values())  # every object is admitted before it is requested
-    assert sum(len(v) for v in work.next_uses().values()) == len(lookups)
-    end = {r["model_id"]: r["t_end"] for r in records}
-    keys = {r["model_id"]: r["layer_keys"] for r in records}
-    for unb, req in zip(work.unbounded.served, work.requested):  # the newest copy of the same layers
-        assert [c for c, _ in unb.pairs] == [c for c, _ in req.pairs]
-        if unb.donor is not None:
-            assert end[req.donor] >= end[unb.donor]
-            assert [keys[req.donor][j] for _, j in req.pairs] == [keys[unb.donor][j] for _, j in unb.pairs]
-
-
-@pytest.mark.parametrize("workers", [1, 4])
-def test_population_size_inferred_from_trace(workers):
-    records = simulate(n=70, population=12, workers=workers, seed=5)
-    assert infer_population_size(parse_records(records)) == 12
 
 
 def served_bytes(work, policy, cap, P=6, S=2):
@@ -215,17 +128,42 @@ def test_replay_matches_a_live_tensorcache(policy):
     assert 0 < result.transfer_yield < 1  # the capacity changed what was served
 
 
-def test_cli_replay_prints_metrics_and_writes_the_request_stream(tmp_path, capsys):
+def test_cli_replay_prints_metrics(tmp_path, capsys):
     records = simulate(n=30, seed=7)
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    csv_path = tmp_path / "requests.csv"
-    assert main(["replay", str(path), "--policy", "lru", "--capacity", "100%", "--requests-csv", str(csv_path)]) == 0
+    assert main(["replay", str(path), "--policy", "lru", "--capacity", "100%"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["transfer_yield"] == 1.0 and metrics["policy"] == "lru"
-    rows = list(csv.reader(csv_path.open()))
-    assert rows[0] == ["time", "obj_id", "obj_size", "insert"] and len(rows) - 1 == len(Workload(records).requests())
+    assert metrics["lookups"] == len(records) and metrics["bytes_unbounded"] == metrics["bytes_served"] > 0
     assert main(["replay", str(path), "--capacity", "lots"]) == 2
+
+
+def test_cli_replay_draws_its_progress_bar_through_the_events(tmp_path, monkeypatch, capsys):
+    import tensorcache.cli as cli
+
+    bars = []
+
+    class Eager(cli.LazyBar):
+        """The command's bar, drawn at once (as on a replay that runs past the bar's delay)."""
+
+        def __init__(self, label, total=None, after_s=2.0):
+            super().__init__(label, total, after_s=0.0)
+            self.calls, self.drawn = [], False
+            bars.append(self)
+
+        def update(self, done, total=None, description=""):
+            self.calls.append((done, total))
+            super().update(done, total, description)
+            self.drawn = self.drawn or self.shown
+
+    monkeypatch.setattr(cli, "LazyBar", Eager)
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in simulate(n=600, seed=8)))
+    assert main(["replay", str(path), "--policy", "lfu", "--capacity", "5%"]) == 0
+    (bar,) = bars
+    assert bar.drawn and not bar.shown and bar.calls[-1] == (1200, 1200) and (1000, 1200) in bar.calls
+    assert json.loads(capsys.readouterr().out)["policy"] == "lfu"
 
 
 NB201_TABLE = Path(os.environ.get("TENSORCACHE_DATA", "")) / "nb201" / "nb201_combined.csv"
