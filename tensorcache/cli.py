@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .sizes import parse_size
+from .trace import read_summary
 
 
 def capacity_bytes(text: str, total: int) -> int:
@@ -28,17 +29,6 @@ def capacity_bytes(text: str, total: int) -> int:
             raise ValueError(f"bad capacity {text!r}: negative")
         return int(total * pct / 100)
     return parse_size(text, what="capacity")
-
-
-def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
-    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable)."""
-    path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            summary = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
 
 
 def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:

@@ -205,3 +205,14 @@ def _fill_revisits(records: list[TraceRecord]) -> None:
     flags = mark_revisits((str(n), r.arch, r.t_start, r.revisit) for n, r in enumerate(records))
     for n, record in enumerate(records):
         record.revisit = flags[str(n)]
+
+
+def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
+    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable)."""
+    path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}

@@ -1,12 +1,13 @@
 """Trace reading for replay: validate trace records into Evaluations, and the settings a trace implies."""
 from __future__ import annotations
 
-import json
 import os
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ..trace import read_summary
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,5 @@ def infer_population_size(evaluations: Sequence[Evaluation]) -> int:
 def trace_settings(trace_path: str | os.PathLike) -> dict[str, Any]:
     """The ``settings`` of the ``summary.json`` that ``run_search`` writes beside its trace ({} if none):
     ``population``, ``sample`` and ``transfer`` (the mode) are what replay and analysis use."""
-    path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            settings = json.load(f).get("settings")
-    except (OSError, ValueError, AttributeError):
-        return {}
+    settings = read_summary(trace_path).get("settings")
     return settings if isinstance(settings, dict) else {}
