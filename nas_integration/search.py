@@ -37,7 +37,7 @@ from .revisits import Revisits
 from .settings import DEFAULTS, SearchSettings, evaluator_datasets
 from .spaces import get_space
 from .startup import check_disk, check_redis, gpu_ids, inside, mpi_local, prepare_out
-from .tally import Progress, Tally
+from .tally import OnRecord, Tally
 
 log = logging.getLogger("nas_integration")
 
@@ -53,7 +53,7 @@ def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
 
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
-           trace: TraceWriter, tally: Tally, on_record: Progress | None = None,
+           trace: TraceWriter, tally: Tally, on_record: OnRecord | None = None,
            revisit: str = "train") -> list[dict[str, Any]]:
     """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped).
     ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained."""
@@ -129,7 +129,7 @@ def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter, t
         executor.observe(cand.mutation_pos, evo.members(), evo.population_size, evo.sample_size)
 
 
-def run_search(settings: SearchSettings, on_record: Progress | None = None) -> dict[str, Any] | None:
+def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> dict[str, Any] | None:
     """Run a whole search; write ``out/trace.jsonl`` and ``out/summary.json``; return the summary.
 
     ``on_record(tally, dropped)`` is called after every finished evaluation (progress display).

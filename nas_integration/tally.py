@@ -8,7 +8,7 @@ from typing import Any
 from tensorcache.metrics import is_hit
 from tensorcache.trace import TraceRecord
 
-__all__ = ["Progress", "Tally"]
+__all__ = ["OnRecord", "Tally"]
 
 
 @dataclass
@@ -45,4 +45,4 @@ class Tally:
         return self.hits / self.evaluations if self.evaluations else 0.0
 
 
-Progress = Callable[[Tally, int], None]
+OnRecord = Callable[[Tally, int], None]  # run_search calls it after each record: (tally so far, dropped evaluations)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import LOW_QUANTILE, SECTIONS, STUDY, Finding, Progress, RunFacts, Trace
+from .base import LOW_QUANTILE, SECTIONS, STUDY, Finding, OnStep, RunFacts, Trace
 from .distribution import distribution
 from .popularity import popularity
 from .quality import quality
@@ -33,7 +33,7 @@ from .structure import structure
 
 
 def analyze(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, facts: RunFacts | None = None,
-            title: str = "trace", progress: Progress | None = None) -> list[Finding]:
+            title: str = "trace", progress: OnStep | None = None) -> list[Finding]:
     """Write ``out_dir/report.md`` and its PNGs; return the findings. ``progress`` hears each step's name."""
     facts = facts or RunFacts()
     step = progress or (lambda name: None)

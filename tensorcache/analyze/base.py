@@ -31,7 +31,7 @@ STUDY = {
 
 # layers(arch, mode) -> (layer map, bytes per layer): what a child could take from a donor under a rule
 LayerSource = Callable[[Sequence[int], str], tuple[LayerMap, Sequence[int]]]
-Progress = Callable[[str], None]
+OnStep = Callable[[str], None]  # analyze calls it with the name of each step it starts
 
 
 @dataclass(frozen=True)
