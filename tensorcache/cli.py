@@ -155,7 +155,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with LazyBar(f"replay {args.policy}", after_s=3.0) as bar:
         result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
                         population_size=args.population or settings.get("population"),
-                        sample_size=args.sample or settings.get("sample"), progress=bar.update)
+                        sample_size=args.sample or settings.get("sample"), progress=bar.update,
+                        inflight=bool(settings.get("inflight")))  # as the search told its cache
     print(json.dumps(result.metrics(), indent=2))
     return 0
 
