@@ -132,6 +132,7 @@ class EvolutionAware(Policy):
         self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
         self._heap = LazyHeap()
         self._set: dict[Key, tuple[float, int, int, int, int]] = {}  # the priority last set for each entry
+        self._held: set[str] = set()  # models still arriving whose entries are out of the heap (``_touch``)
 
     # --------------------------------------------------------------- evolution state
     def on_population(self, members: Sequence[tuple[str, float]], population_size: int,
@@ -270,6 +271,11 @@ class EvolutionAware(Policy):
         content = self._unfile(key, entry)
         del model.keys[entry.depth]
         model.lost = True
+        if entry.model_id in self._held:  # no longer arriving: its entries go back into the heap
+            self._held.discard(entry.model_id)
+            if not self._stale:
+                for other in model.keys.values():
+                    self._push(other)
         if self._rank.pop(key, -1.0) >= 0 and not self._stale:  # re-rank what its loss changes, until the next rebuild
             for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
                 if self._rank[other] < 0:
@@ -296,7 +302,10 @@ class EvolutionAware(Policy):
             self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
         self._rebuild_if_stale()
         top = self._heap.peek()
-        assert top is not None  # every held entry has a live item
+        if self._held and (top is None or top[0][0] == math.inf):
+            arriving = min((self._priority(key), key) for m in self._held for key in self._models[m].keys.values())
+            top = arriving if top is None else min(top, arriving)
+        assert top is not None  # every entry has a live item, or its model is still arriving
         return top[1]
 
     def __len__(self) -> int:
@@ -343,11 +352,21 @@ class EvolutionAware(Policy):
         return content
 
     def _touch(self, model_id: str) -> None:
-        """Mark a model used now and re-rank its entries."""
+        """Mark a model used now and re-rank its entries. A model still arriving keeps them all (rank inf),
+        so its entries leave the heap, to be ranked by ``victim`` only when nothing else is left (a put
+        inserts its layers with no lookup in between: their hits and recency are then as of this call)."""
         model = self._models[model_id]
         model.touch = next(self._tick)
         if self._stale:
             return
+        if model.arriving():
+            if model_id not in self._held:
+                self._held.add(model_id)
+                for key in model.keys.values():
+                    self._heap.discard(key)
+                    self._set.pop(key, None)
+            return
+        self._held.discard(model_id)
         for key in model.keys.values():
             self._push(key)
 
@@ -377,6 +396,8 @@ class EvolutionAware(Policy):
 
     def _push(self, key: Key) -> None:
         """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
+        if self._entries[key].model_id in self._held:
+            return
         floor, priority = self._set.get(key), self._priority(key)
         self._set[key] = priority
         self._heap.rise(key, priority, floor)
@@ -481,6 +502,7 @@ class EvolutionAware(Policy):
         self._set = {key: (rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq)
                      for key, e in self._entries.items()}  # what _priority gives, without a call per entry
         self._heap = LazyHeap([(p, key) for key, p in self._set.items()])
+        self._held.clear()
         self._stale = False
 
     def _serves(self, model_id: str, known: dict[str, tuple[int, int]]) -> tuple[int, int]:
