@@ -61,7 +61,8 @@ class SearchSettings:
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
     revisit: str = "train"  # a child repeating an evaluated arch: "train" it again or "reuse" the earlier score
-    inflight: bool = False  # describe each child to the cache when issued (evolution-aware counts it as a parent)
+    inflight: bool | None = None  # describe each child to the cache when issued (evolution-aware counts it as a
+    # parent); None: on where the cache is in this process (serial executor), the only place it can be
     locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
     worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: its memory)
     epochs: int | None = None
@@ -81,6 +82,8 @@ class SearchSettings:
         for key, default in DEFAULTS[self.evaluator].items():
             if values[key] is None:
                 values[key] = default
+        if values["inflight"] is None:
+            values["inflight"] = values["executor"] == "serial"
         if self.evaluator == "tabular" and values["table"] is None:
             values["table"] = os.fspath(nb201_table())
         if values["run_id"] is None:
