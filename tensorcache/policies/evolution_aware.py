@@ -481,7 +481,8 @@ class EvolutionAware(Policy):
         self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         self._value = dict(zip(contents, self._values(contents).tolist()))
         self._rank = {}
-        serves: dict[str, tuple[int, int]] = {}  # filled as asked: how much a model's copy serves, then recency
+        serves: dict[Any, Any] = {}  # filled as asked: model -> how much its copy serves, then recency; content ->
+        # the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
         others: list[tuple[str, _Model]] = []  # models of compatible mode and undescribed ones
         for m, model in self._models.items():
@@ -505,7 +506,7 @@ class EvolutionAware(Policy):
         self._held.clear()
         self._stale = False
 
-    def _serves(self, model_id: str, known: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    def _serves(self, model_id: str, known: dict[Any, Any]) -> tuple[int, int]:
         """How much a model's copy can serve (its run in prefix mode, else its layers), then its recency."""
         got = known.get(model_id)
         if got is None:
@@ -513,15 +514,19 @@ class EvolutionAware(Policy):
             got = known[model_id] = (model.reach() if model.prefix else len(model.keys), model.touch)
         return got
 
-    def _kept_copy(self, content: Content, serves: dict[str, tuple[int, int]]) -> Key:
-        """The one copy of a content worth keeping: the holder whose model serves most, then the newest."""
+    def _kept_copy(self, content: Content, known: dict[Any, Any]) -> Key:
+        """The one copy of a content worth keeping: the holder whose model serves most, then the newest
+        (found once per rebuild: the stem's content has a holder in every model)."""
         keys = self._holders[content]
         if len(keys) == 1:
             return next(iter(keys))
-        entries = self._entries
-        return max(keys, key=lambda k: (self._serves(entries[k].model_id, serves), entries[k].seq))
+        kept = known.get(content)
+        if kept is None:
+            entries = self._entries
+            kept = known[content] = max(keys, key=lambda k: (self._serves(entries[k].model_id, known), entries[k].seq))
+        return kept
 
-    def _rank_run(self, model: _Model, serves: dict[str, tuple[int, int]] | None) -> None:
+    def _rank_run(self, model: _Model, serves: dict[Any, Any] | None) -> None:
         """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
         is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
         so is the whole run when another model's copy of the run's last layer serves at least as much
