@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
@@ -42,6 +43,7 @@ class _Entry:
     deps: tuple[int, ...]
     size: float  # >= 1, so per-byte values stay finite
     seq: int
+    nbytes: int  # the size given
     content: Content = ()  # set when filed under its holders
 
 
@@ -103,7 +105,10 @@ class EvolutionAware(Policy):
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
         self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
-        self._fallback = DonorWindow(window)
+        self._fallback = DonorWindow(window)  # decides while no population is given, and hears events only then:
+        self._fallback_current = True  # once a population is given, it is restored from the state below if needed
+        self._clock = 0  # evaluations finished
+        self._donations: deque[tuple[int, str]] = deque()  # (clock, model) inside the fallback's window
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
@@ -151,6 +156,8 @@ class EvolutionAware(Policy):
         self._weights = {m: self._p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
         self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
         self._listed.update(self._weights)
+        if self._weights:
+            self._fallback_current = False  # the population decides now
         for m in self._weights:
             self._scores.pop(m, None)
         for m in [m for m, born in self._inflight.items()
@@ -233,19 +240,21 @@ class EvolutionAware(Policy):
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
         self._changes += 1
-        self._fallback.on_insert(key, size, model_id, deps)
+        if self._fallback_current:
+            self._fallback.on_insert(key, size, model_id, deps)
         model = self._models.get(model_id)
         tick = next(self._tick)
         if model is None:
             model = self._models[model_id] = _Model(self._updates, tick)
             self._describe(model_id, model)
-        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick)
+        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick, size)
         model.keys[entry.depth] = key
         self._file(key, entry, push=False)
         self._touch(model_id)  # sets the priorities of its entries
 
     def on_hit(self, key: Key) -> None:
-        self._fallback.on_hit(key)
+        if self._fallback_current:
+            self._fallback.on_hit(key)
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
             self._hits[entry.content] = self._hits.get(entry.content, 0) + 1
@@ -254,19 +263,26 @@ class EvolutionAware(Policy):
                 self._push(key)
 
     def on_donation(self, model_id: str) -> None:
-        self._fallback.on_donation(model_id)
+        self._donations.append((self._clock, model_id))
+        if self._fallback_current:
+            self._fallback.on_donation(model_id)
         if model_id in self._models:
             self._touch(model_id)
 
     def on_evaluation(self) -> None:
-        self._fallback.on_evaluation()
+        self._clock += 1
+        while self._donations and self._donations[0][0] < self._clock - self._fallback.window:
+            self._donations.popleft()
+        if self._fallback_current:
+            self._fallback.on_evaluation()
 
     def on_remove(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
         self._changes += 1
-        self._fallback.on_remove(key)
+        if self._fallback_current:
+            self._fallback.on_remove(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
         del model.keys[entry.depth]
@@ -297,6 +313,12 @@ class EvolutionAware(Policy):
         if not self._entries:
             raise empty_error(self)
         if not self.has_population:
+            if not self._fallback_current:  # the population was withdrawn: the fallback catches up
+                self._fallback = DonorWindow.restore(
+                    self._fallback.window, self._clock, self._donations,
+                    ((key, e.model_id, e.nbytes, e.seq) for key, e in self._entries.items()),
+                    {m: model.touch for m, model in self._models.items()}, next(self._tick))
+                self._fallback_current = True
             return self._fallback.victim()
         if self._pending and self._changes >= self.churn * len(self._entries):
             self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
