@@ -1,6 +1,6 @@
 """What evolution-aware eviction costs: CPU of a live tabular search and of a replay, against cheap policies.
 
-    python bench/policy_cost.py --out DIR [--live-evals 1500] [--replay-evals 10000] [--repeats 2]
+    python bench/policy_cost.py --out DIR [--live-evals 1500] [--replay-evals 10000] [--repeats 2] [--same-as REV]
 
 Both measures are CPU seconds of this process (``time.process_time``), taken in turns with the baseline in
 the same run, so other load on the machine shifts both alike. Printed as ``ratio`` lines (baseline CPU /
@@ -10,12 +10,17 @@ subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. with
   small enough to evict) with ``--policy evolution-aware`` against ``--policy donor-window``;
 * replay: one replay of a 10^4-evaluation trace at 5% capacity, evolution-aware against lfu (the replay
   target is under 60 s on the 2-core machine; its absolute seconds are printed beside the ratio).
+
+``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
+checks that both name the same victims in the same order (a cheaper policy must keep its decisions).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +31,7 @@ from nas_integration.data import nb201_table
 from common import Comparison, machine, print_comparisons, write_comparisons
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
+from tensorcache.policies import EvolutionAware
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_trace
 
@@ -40,6 +46,32 @@ def cpu_turns(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, li
             cases[name]()
             out[name].append(time.process_time() - t0)
     return out
+
+
+def evolution_aware_at(rev: str) -> type[EvolutionAware]:
+    """The EvolutionAware class as of git revision ``rev`` of this repository."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    source = subprocess.run(["git", "show", f"{rev}:tensorcache/policies/evolution_aware.py"], cwd=root,
+                            capture_output=True, text=True, check=True).stdout
+    name = "tensorcache.policies._evolution_aware_at_rev"
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+    module.__package__ = "tensorcache.policies"
+    sys.modules[name] = module
+    exec(compile(source, f"{rev}:tensorcache/policies/evolution_aware.py", "exec"), module.__dict__)
+    return module.EvolutionAware
+
+
+def victims(cls: type[EvolutionAware], work: Workload, capacity: int, P: int, S: int) -> list[Any]:
+    """The victims, in order, that a replay under ``cls`` (W = 4P) evicts."""
+    named: list[Any] = []
+
+    class Recording(cls):  # type: ignore[misc, valid-type]
+        def victim(self) -> Any:
+            named.append(super().victim())
+            return named[-1]
+
+    replay(work, Recording(window=4 * P), capacity, population_size=P, sample_size=S)
+    return named
 
 
 def live_search(table: str, folder: str, policy: str, evals: int, memory: str) -> Callable[[], Any]:
@@ -59,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
     p.add_argument("--replay-evals", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--same-as", metavar="REV", help="check that evolution-aware as of git revision REV evicts "
+                   "the same entries in the same order on the replay trace")
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     try:
@@ -72,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         replays = cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
                                                          policy_kwargs={"window": 400} if pol != "lfu" else None))
                              for pol in ("lfu", "evolution-aware")}, 1)
+        same = {}
+        if args.same_as:
+            earlier = evolution_aware_at(args.same_as)
+            for pct in (2, 5, 20):
+                c = int(work.total_bytes * pct / 100)
+                now, then = victims(EvolutionAware, work, c, 100, 25), victims(earlier, work, c, 100, 25)
+                same[pct] = (now == then, len(now), len(then))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     comparisons = [
@@ -83,8 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_comparisons("evolution-aware cost (CPU seconds, same run)", comparisons)
     print(f"replay of {args.replay_evals} evaluations under evolution-aware: {replays['evolution-aware'][0]:.1f} s CPU "
           f"(lfu {replays['lfu'][0]:.1f} s)")
+    for pct, (equal, n_now, n_then) in same.items():
+        print(f"victims at {pct}% against {args.same_as}: {'same' if equal else 'DIFFERENT'} "
+              f"({n_now} now, {n_then} then)")
     write_comparisons(args.out, "policy_cost", comparisons, machine())
-    return 0
+    return 0 if all(equal for equal, _, _ in same.values()) else 1
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--revisit", choices=("train", "reuse"), default="train",
                    help="a child repeating an architecture evaluated before: train it again (as the study did) or "
                         "reuse the earlier score without training; traces mark revisits either way (default: train)")
+    g.add_argument("--inflight", action=argparse.BooleanOptionalAction, default=None,
+                   help="describe each child to the cache when it is issued, so evolution-aware eviction counts "
+                        "children in flight as parents; serial executor only (default: on there)")
     g.add_argument("--mutation-bias", type=float, default=0.0, metavar="B",
                    help="favour mutating later positions with weight (i+1)^B; 0 = uniform (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the search and of training (default: 0)")

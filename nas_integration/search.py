@@ -13,10 +13,12 @@ import os
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 from tensorcache.config import CacheConfig
+from tensorcache.events import ModelDescribed
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceRecord, TraceWriter
 
@@ -54,9 +56,10 @@ def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
            trace: TraceWriter, tally: Tally, on_record: OnRecord | None = None,
-           revisit: str = "train") -> list[dict[str, Any]]:
+           revisit: str = "train", on_issue: Callable[[Candidate], None] | None = None) -> list[dict[str, Any]]:
     """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped).
-    ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained."""
+    ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained;
+    ``on_issue`` hears each child sent to a worker, before the worker looks up its donor."""
     batch = mode == "batch"
     revisits = Revisits(revisit == "reuse")
     retry: deque[Candidate] = deque()
@@ -79,6 +82,8 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                     if on_record is not None:
                         on_record(tally, sum(f["action"] == "dropped" for f in failures))
                     continue
+                if on_issue is not None:
+                    on_issue(cand)
                 executor.submit(cand)
             outstanding += 1
         if outstanding == 0:
@@ -177,7 +182,8 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     t0 = time.time()
     try:
         with TraceWriter(trace_path) as trace:
-            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit)
+            on_issue = _describe_issued(executor, evaluator, s.transfer) if s.inflight else None
+            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue)
     finally:
         cache_stats = executor.close()
     best = tally.best
@@ -202,6 +208,15 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         json.dump(summary, f, indent=2, default=str)
     executor.release()
     return summary
+
+
+def _describe_issued(executor: Executor, evaluator: Evaluator, mode: str) -> Callable[[Candidate], None] | None:
+    """Tell the in-process cache each issued child's arch and layer count (no score yet): a child in flight."""
+    cache = executor.cache if isinstance(executor, SerialExecutor | SimulatedExecutor) else None
+    if cache is None:
+        return None
+    return lambda cand: cache.observe(ModelDescribed(cand.model_id, cand.arch, mode,
+                                                     len(evaluator.layer_map(cand.arch)), None))
 
 
 def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheConfig | None,

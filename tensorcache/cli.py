@@ -147,7 +147,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
                         population_size=args.population or settings.get("population"),
                         sample_size=args.sample or settings.get("sample"),
-                        progress=lambda done, total: bar.update(done, total, "events"))
+                        progress=lambda done, total: bar.update(done, total, "events"),
+                        inflight=bool(settings.get("inflight")))  # as the search told its cache
     print(json.dumps(result.metrics(), indent=2))
     return 0
 

@@ -85,32 +85,51 @@ def empty_error(policy: Policy) -> LookupError:
 
 class LazyHeap:
     """Min-heap of keys whose priorities change: a new priority pushes a new item and stale items are
-    skipped when they surface; the heap is compacted when stale items outnumber live ones."""
+    skipped when they surface; the heap is compacted when stale items outnumber live ones. ``rise`` sets a
+    priority without a push when it is not below the key's item: the item moves when it surfaces."""
 
     def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
         """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
         self._tokens = itertools.count()
         self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
         self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
+        self._risen: dict[Key, Any] = {}  # key -> its priority, where that is above its item's
         heapq.heapify(self._heap)
 
     def push(self, key: Key, priority: Any) -> None:
         token = next(self._tokens)
         self._live[key] = token
+        self._risen.pop(key, None)
         heapq.heappush(self._heap, (priority, token, key))
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = [item for item in self._heap if self._live.get(item[2]) == item[1]]
             heapq.heapify(self._heap)
 
+    def rise(self, key: Key, priority: Any, floor: Any | None) -> None:
+        """Set ``key``'s priority, given ``floor``, the last priority set for it (None: none): pushed only when
+        below that, since the order needs it now; else its item moves when it surfaces."""
+        if floor is None or priority < floor or key not in self._live:
+            self.push(key, priority)
+        else:
+            self._risen[key] = priority
+
     def discard(self, key: Key) -> None:
         self._live.pop(key, None)
+        self._risen.pop(key, None)
 
     def peek(self) -> tuple[Any, Key] | None:
         """(priority, key) of the smallest live item, or None."""
-        heap = self._heap
-        while heap and self._live.get(heap[0][2]) != heap[0][1]:
-            heapq.heappop(heap)
-        return (heap[0][0], heap[0][2]) if heap else None
+        heap, live, risen = self._heap, self._live, self._risen
+        while heap:
+            priority, token, key = heap[0]
+            if live.get(key) != token:
+                heapq.heappop(heap)
+            elif key in risen:
+                token = live[key] = next(self._tokens)
+                heapq.heapreplace(heap, (risen.pop(key), token, key))
+            else:
+                return priority, key
+        return None
 
     def pop(self) -> tuple[Any, Key]:
         top = self.peek()

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class _Entry:
     deps: tuple[int, ...]
     size: float  # >= 1, so per-byte values stay finite
     seq: int
+    nbytes: int  # the size given
     content: Content = ()  # set when filed under its holders
 
 
@@ -103,7 +105,10 @@ class EvolutionAware(Policy):
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
         self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
-        self._fallback = DonorWindow(window)
+        self._fallback = DonorWindow(window)  # decides while no population is given, and hears events only then:
+        self._fallback_current = True  # once a population is given, it is restored from the state below if needed
+        self._clock = 0  # evaluations finished
+        self._donations: deque[tuple[int, str]] = deque()  # (clock, model) inside the fallback's window
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
@@ -112,6 +117,7 @@ class EvolutionAware(Policy):
         # evolution state
         self._weights: dict[str, float] = {}  # member -> P(donor at one step) x remaining lifetime
         self._listed: set[str] = set()  # every model ever listed as a member
+        self._unlisted: set[str] = set()  # described or dropped from the population since the last update
         self._archs: dict[str, tuple[int, ...]] = {}  # described models that are members or hold entries
         self._modes: dict[str, tuple[bool, int]] = {}  # described model -> (prefix mode, layer count)
         self._updates = 0
@@ -130,6 +136,8 @@ class EvolutionAware(Policy):
         self._rank: dict[Key, float] = {}  # value per byte of each entry; -1 marks a worthless one
         self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
         self._heap = LazyHeap()
+        self._set: dict[Key, tuple[float, int, int, int, int]] = {}  # the priority last set for each entry
+        self._held: set[str] = set()  # models still arriving whose entries are out of the heap (``_touch``)
 
     # --------------------------------------------------------------- evolution state
     def on_population(self, members: Sequence[tuple[str, float]], population_size: int,
@@ -144,19 +152,24 @@ class EvolutionAware(Policy):
         self._population_size, self._sample_size = population_size, sample_size
         self._ascending = sorted(s for _, s in members)
         spare = population_size - len(members)
+        self._unlisted.update(self._weights)
         self._weights = {m: self._p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
         self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
         self._listed.update(self._weights)
+        if self._weights:
+            self._fallback_current = False  # the population decides now
         for m in self._weights:
             self._scores.pop(m, None)
         for m in [m for m, born in self._inflight.items()
                   if m in self._weights or self._updates - born >= population_size]:
             del self._inflight[m]  # listed at last, or its news is too old to trust
-        for m in [m for m in self._archs
-                  if m not in self._weights and m not in self._models and m not in self._inflight]:
-            del self._archs[m]  # a dead model that holds nothing is no parent and no entry
-            self._modes.pop(m, None)
-            self._scores.pop(m, None)
+            self._unlisted.add(m)
+        for m in self._unlisted:  # only these can have become dead models that hold nothing
+            if m in self._archs and m not in self._weights and m not in self._models and m not in self._inflight:
+                del self._archs[m]  # no parent and no entry
+                self._modes.pop(m, None)
+                self._scores.pop(m, None)
+        self._unlisted.clear()
         if not self._rank:
             self._stale = True
         elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)):
@@ -190,6 +203,7 @@ class EvolutionAware(Policy):
             self._inflight[model_id] = self._updates  # described before its layers: a child in flight
         arch = tuple(_position(a, "arch value") for a in arch)
         self._archs[model_id] = arch
+        self._unlisted.add(model_id)
         self._modes[model_id] = (mode == "prefix", int(layers))
         for j, a in enumerate(arch):
             if j == len(self._values_seen):
@@ -226,19 +240,21 @@ class EvolutionAware(Policy):
         deps = tuple(sorted({_position(p, "deps") for p in deps}))
         self.on_remove(key)
         self._changes += 1
-        self._fallback.on_insert(key, size, model_id, deps)
+        if self._fallback_current:
+            self._fallback.on_insert(key, size, model_id, deps)
         model = self._models.get(model_id)
         tick = next(self._tick)
         if model is None:
             model = self._models[model_id] = _Model(self._updates, tick)
             self._describe(model_id, model)
-        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick)
+        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick, size)
         model.keys[entry.depth] = key
-        self._file(key, entry)
-        self._touch(model_id)
+        self._file(key, entry, push=False)
+        self._touch(model_id)  # sets the priorities of its entries
 
     def on_hit(self, key: Key) -> None:
-        self._fallback.on_hit(key)
+        if self._fallback_current:
+            self._fallback.on_hit(key)
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
             self._hits[entry.content] = self._hits.get(entry.content, 0) + 1
@@ -247,23 +263,35 @@ class EvolutionAware(Policy):
                 self._push(key)
 
     def on_donation(self, model_id: str) -> None:
-        self._fallback.on_donation(model_id)
+        self._donations.append((self._clock, model_id))
+        if self._fallback_current:
+            self._fallback.on_donation(model_id)
         if model_id in self._models:
             self._touch(model_id)
 
     def on_evaluation(self) -> None:
-        self._fallback.on_evaluation()
+        self._clock += 1
+        while self._donations and self._donations[0][0] < self._clock - self._fallback.window:
+            self._donations.popleft()
+        if self._fallback_current:
+            self._fallback.on_evaluation()
 
     def on_remove(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
         self._changes += 1
-        self._fallback.on_remove(key)
+        if self._fallback_current:
+            self._fallback.on_remove(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
         del model.keys[entry.depth]
         model.lost = True
+        if entry.model_id in self._held:  # no longer arriving: its entries go back into the heap
+            self._held.discard(entry.model_id)
+            if not self._stale:
+                for other in model.keys.values():
+                    self._push(other)
         if self._rank.pop(key, -1.0) >= 0 and not self._stale:  # re-rank what its loss changes, until the next rebuild
             for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
                 if self._rank[other] < 0:
@@ -285,12 +313,21 @@ class EvolutionAware(Policy):
         if not self._entries:
             raise empty_error(self)
         if not self.has_population:
+            if not self._fallback_current:  # the population was withdrawn: the fallback catches up
+                self._fallback = DonorWindow.restore(
+                    self._fallback.window, self._clock, self._donations,
+                    ((key, e.model_id, e.nbytes, e.seq) for key, e in self._entries.items()),
+                    {m: model.touch for m, model in self._models.items()}, next(self._tick))
+                self._fallback_current = True
             return self._fallback.victim()
         if self._pending and self._changes >= self.churn * len(self._entries):
             self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
         self._rebuild_if_stale()
         top = self._heap.peek()
-        assert top is not None  # every held entry has a live item
+        if self._held and (top is None or top[0][0] == math.inf):
+            arriving = min((self._priority(key), key) for m in self._held for key in self._models[m].keys.values())
+            top = arriving if top is None else min(top, arriving)
+        assert top is not None  # every entry has a live item, or its model is still arriving
         return top[1]
 
     def __len__(self) -> int:
@@ -306,21 +343,24 @@ class EvolutionAware(Policy):
             return ("own", key)
         return (entry.depth, entry.deps, tuple(arch[j] for j in entry.deps))
 
-    def _file(self, key: Key, entry: _Entry) -> None:
+    def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
+        """File the entry under its content and rank it (``push``: set its priorities too)."""
         content = entry.content = self._content_of(key, entry)
         self._holders.setdefault(content, set()).add(key)
         if not self._stale:
             model = self._models[entry.model_id]
             if model.arriving():
                 self._rank[key] = math.inf
-                self._push(key)
+                changed = [key]
             elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
                 self._rank_run(model, None)
-                for other in model.keys.values():
-                    self._push(other)
+                changed = list(model.keys.values())
             else:  # a new layer is its model's deepest: its own value per byte
                 self._rank[key] = self._entry_value(key) / entry.size
-                self._push(key)
+                changed = [key]
+            if push:
+                for other in changed:
+                    self._push(other)
 
     def _unfile(self, key: Key, entry: _Entry) -> Content:
         content = entry.content
@@ -330,14 +370,25 @@ class EvolutionAware(Policy):
             del self._holders[content]
             self._hits.pop(content, None)
         self._heap.discard(key)
+        self._set.pop(key, None)
         return content
 
     def _touch(self, model_id: str) -> None:
-        """Mark a model used now and re-rank its entries."""
+        """Mark a model used now and re-rank its entries. A model still arriving keeps them all (rank inf),
+        so its entries leave the heap, to be ranked by ``victim`` only when nothing else is left (a put
+        inserts its layers with no lookup in between: their hits and recency are then as of this call)."""
         model = self._models[model_id]
         model.touch = next(self._tick)
         if self._stale:
             return
+        if model.arriving():
+            if model_id not in self._held:
+                self._held.add(model_id)
+                for key in model.keys.values():
+                    self._heap.discard(key)
+                    self._set.pop(key, None)
+            return
+        self._held.discard(model_id)
         for key in model.keys.values():
             self._push(key)
 
@@ -366,7 +417,12 @@ class EvolutionAware(Policy):
         return value
 
     def _push(self, key: Key) -> None:
-        self._heap.push(key, self._priority(key))
+        """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
+        if self._entries[key].model_id in self._held:
+            return
+        floor, priority = self._set.get(key), self._priority(key)
+        self._set[key] = priority
+        self._heap.rise(key, priority, floor)
 
     def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
         entry = self._entries[key]
@@ -446,56 +502,81 @@ class EvolutionAware(Policy):
         contents = list(self._holders)
         self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         self._value = dict(zip(contents, self._values(contents).tolist()))
-        serves = {m: (model.reach() if model.prefix else len(model.keys), model.touch)
-                  for m, model in self._models.items()}  # how much a model's copy can serve, then recency
-        entries = self._entries
-        best = {content: next(iter(keys)) if len(keys) == 1 else
-                max(keys, key=lambda k: (serves[entries[k].model_id], entries[k].seq))
-                for content, keys in self._holders.items()}  # the one copy of each content worth keeping
         self._rank = {}
+        serves: dict[Any, Any] = {}  # filled as asked: model -> how much its copy serves, then recency; content ->
+        # the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
+        others: list[tuple[str, _Model]] = []  # models of compatible mode and undescribed ones
         for m, model in self._models.items():
             if model.prefix or model.arriving():
-                self._rank_run(model, best)
-            elif model.arch is not None:
+                self._rank_run(model, serves)
+                continue
+            others.append((m, model))
+            if model.arch is not None:
                 twin = twins.get(model.arch)
-                if twin is None or serves[m] > serves[twin]:
+                if twin is None or self._serves(m, serves) > self._serves(twin, serves):
                     twins[model.arch] = m
-        for key, entry in entries.items():  # compatible mode and undescribed models
-            if key not in self._rank:
-                model = self._models[entry.model_id]
-                twin = twins.get(model.arch) if model.arch is not None else None
-                spare = twin not in (None, entry.model_id) and entry.depth in self._models[twin].keys
-                self._rank[key] = -1.0 if spare else self._entry_value(key) / entry.size
+        for m, model in others:
+            twin = twins.get(model.arch) if model.arch is not None else None
+            for depth, key in model.keys.items():
+                spare = twin not in (None, m) and depth in self._models[twin].keys
+                self._rank[key] = -1.0 if spare else self._entry_value(key) / self._entries[key].size
         rank, hits, models = self._rank, self._hits, self._models
-        self._heap = LazyHeap([((rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq), key)
-                               for key, e in entries.items()])  # what _priority gives, without a call per entry
+        self._set = {key: (rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq)
+                     for key, e in self._entries.items()}  # what _priority gives, without a call per entry
+        self._heap = LazyHeap([(p, key) for key, p in self._set.items()])
+        self._held.clear()
         self._stale = False
 
-    def _rank_run(self, model: _Model, best: Mapping[Content, Key] | None) -> None:
+    def _serves(self, model_id: str, known: dict[Any, Any]) -> tuple[int, int]:
+        """How much a model's copy can serve (its run in prefix mode, else its layers), then its recency."""
+        got = known.get(model_id)
+        if got is None:
+            model = self._models[model_id]
+            got = known[model_id] = (model.reach() if model.prefix else len(model.keys), model.touch)
+        return got
+
+    def _kept_copy(self, content: Content, known: dict[Any, Any]) -> Key:
+        """The one copy of a content worth keeping: the holder whose model serves most, then the newest
+        (found once per rebuild: the stem's content has a holder in every model)."""
+        keys = self._holders[content]
+        if len(keys) == 1:
+            return next(iter(keys))
+        kept = known.get(content)
+        if kept is None:
+            entries = self._entries
+            kept = known[content] = max(keys, key=lambda k: (self._serves(entries[k].model_id, known), entries[k].seq))
+        return kept
+
+    def _rank_run(self, model: _Model, serves: dict[Any, Any] | None) -> None:
         """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
         is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
         so is the whole run when another model's copy of the run's last layer serves at least as much
-        (``best``: the copy of each content worth keeping; None: not checked). A model still arriving
-        keeps everything."""
+        (``serves``: what ``_serves`` has found so far in a rebuild, every content valued; None: not checked).
+        A model still arriving keeps everything."""
+        rank = self._rank
         if model.arriving():
-            self._rank.update((key, math.inf) for key in model.keys.values())
+            rank.update((key, math.inf) for key in model.keys.values())
             return
-        self._value_missing([self._entries[key].content for key in model.keys.values()])
+        entries = self._entries
+        if serves is None:
+            self._value_missing([entries[key].content for key in model.keys.values()])
         if not model.prefix:
             for key in model.keys.values():
-                entry = self._entries[key]
-                self._rank[key] = self._entry_value(key) / entry.size
+                rank[key] = self._entry_value(key) / entries[key].size
             return
         run = model.run()
         keys = [model.keys[d] for d in range(run)]
-        dominated = run > 0 and best is not None and best[self._entries[keys[-1]].content] != keys[-1]
+        dominated = run > 0 and serves is not None and self._kept_copy(entries[keys[-1]].content, serves) != keys[-1]
+        values = self._value
         value = size = 0.0
         for key in reversed(keys):
-            entry = self._entries[key]
-            value += self._content_value(entry.content)
+            entry = entries[key]
+            got = values.get(entry.content)
+            value += self._content_value(entry.content) if got is None else got
             size += entry.size
-            self._rank[key] = -1.0 if dominated else value / size
-        for depth, key in model.keys.items():
-            if depth > run:
-                self._rank[key] = -1.0
+            rank[key] = -1.0 if dominated else value / size
+        if len(keys) < len(model.keys):
+            for depth, key in model.keys.items():
+                if depth > run:
+                    rank[key] = -1.0

@@ -49,3 +49,13 @@ def test_a_bad_cache_value_is_named(tmp_path):
         settings_from_args(build_parser().parse_args(["--out", str(tmp_path), "--memory", "lots"]))
     with pytest.raises(ValueError, match="cache_config must be a CacheConfig"):
         resolved(tmp_path, cache_config={"memory": "1GB"})
+
+
+def test_children_in_flight_are_described_by_default_only_where_the_cache_is_in_process(tmp_path):
+    assert resolved(tmp_path).inflight is True  # serial executor: the search holds the cache
+    assert resolved(tmp_path, executor="process", workers=2).inflight is False
+    assert resolved(tmp_path, inflight=False).inflight is False
+    with pytest.raises(ValueError, match="--inflight needs the serial executor"):
+        resolved(tmp_path, executor="process", workers=2, inflight=True)
+    args = build_parser().parse_args(["--out", str(tmp_path), "--no-inflight"])
+    assert settings_from_args(args).inflight is False

@@ -626,3 +626,43 @@ def test_evolution_aware_counts_a_child_in_flight_as_a_parent_until_it_is_old_ne
     assert p.reuse(("a", 0)) > before
     p.on_population(members, population_size=2, sample_size=1)
     assert p.reuse(("a", 0)) == pytest.approx(before)
+
+
+@given(ops=st.lists(st.tuples(st.sampled_from(["push", "rise", "discard", "pop"]), st.integers(0, 5),
+                              st.integers(0, 20)), max_size=60))
+def test_lazy_heap_rises_keep_the_smallest_current_priority_on_top(ops):
+    """Pushes, lazy rises and discards in any order: the top is always the smallest priority last set."""
+    from tensorcache.policies.base import LazyHeap
+
+    heap, want = LazyHeap(), {}
+    for op, key, priority in ops:
+        if op == "push":
+            heap.push(key, (priority, key))
+            want[key] = (priority, key)
+        elif op == "rise":
+            heap.rise(key, (priority, key), want.get(key))
+            want[key] = (priority, key)
+        elif op == "discard":
+            heap.discard(key)
+            want.pop(key, None)
+        elif want:
+            top = heap.pop()
+            assert top == (min(want.values()), min(want.values())[1])
+            del want[top[1]]
+        assert heap.peek() == ((min(want.values()), min(want.values())[1]) if want else None)
+        assert len(heap) == len(want)
+
+
+def test_evolution_aware_names_an_arriving_model_s_layer_only_when_nothing_else_is_left():
+    p = EvolutionAware()
+    described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
+    p.on_population([("m", 1.0)], population_size=2, sample_size=1)
+    p.on_model("n", (1, 1, 1), "prefix", 3)
+    p.on_insert(("n", 0), 1, "n", ())
+    p.on_insert(("n", 1), 1, "n", (0,))  # "n" still arriving: 2 of its 3 layers are in
+    order = []
+    while len(p):
+        order.append(p.victim())
+        p.on_remove(order[-1])
+    assert set(order[:3]) == {("m", 0), ("m", 1), ("m", 2)}
+    assert order[3:] == [("n", 1), ("n", 0)]  # then, no longer arriving, the deeper layer of its run first

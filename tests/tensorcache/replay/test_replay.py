@@ -14,7 +14,7 @@ from evolution_sim import NAMESPACE, ONLINE, simulate, total_bytes
 from tensorcache import LayerMap, TensorCache
 from tensorcache.cli import main
 from tensorcache.payload import encode
-from tensorcache.replay import Workload, merge_events, parse_records, replay
+from tensorcache.replay import Workload, merge_events, parse_records, replay, trace_settings
 from tensorcache.trace import read_trace
 
 @pytest.mark.parametrize("policy", ONLINE + ("belady",))
@@ -170,10 +170,12 @@ NB201_TABLE = Path(os.environ.get("TENSORCACHE_DATA", "")) / "nb201" / "nb201_co
 
 
 @pytest.mark.skipif(not NB201_TABLE.is_file(), reason="needs $TENSORCACHE_DATA/nb201/nb201_combined.csv")
-@pytest.mark.parametrize("policy", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
-def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, policy):
+@pytest.mark.parametrize("policy,inflight", [("fifo", False), ("lru", False), ("lfu", False), ("donor-window", False),
+                                             ("evolution-aware", False), ("evolution-aware", True)])
+def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, policy, inflight):
     """A small search through ``run_search`` with a binding memory tier, then its trace replayed at the same
-    capacity: the same donor and the same number of layers for every child (so the same evictions)."""
+    capacity: the same donor and the same number of layers for every child (so the same evictions). With
+    ``inflight`` the search describes each child to its cache when issued, and replay does as the trace says."""
     from nas_integration.evaluators.tabular import SyntheticPayloads
     from nas_integration.search import SearchSettings, run_search
     from tensorcache.config import CacheConfig
@@ -181,8 +183,8 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
     scale, memory = 1 / 64, 40_000_000
     config = CacheConfig(policy=policy, memory=str(memory), disk="none")
     summary = run_search(SearchSettings(out=str(tmp_path / "run"), evaluator="tabular", table=str(NB201_TABLE),
-                                        evals=300, population=20, sample=5, workers=1, cache_config=config,
-                                        payload_scale=scale, run_id="live"))
+                                        evals=300, population=20, sample=5, workers=8 if inflight else 1,
+                                        cache_config=config, payload_scale=scale, run_id="live", inflight=inflight))
     records = read_trace(tmp_path / "run" / "trace.jsonl")
     payloads = SyntheticPayloads()
     for r in records:  # layer bytes as the cache counted them: the synthetic payloads with their headers
@@ -191,8 +193,14 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
     capacity = int(memory * scale)
     assert summary["cache"]["evictions"], "the capacity must bind for the comparison to mean anything"
     options = summary["settings"]["cache_config"]["policy_options"] or None  # as the live cache's policy got them
-    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=options)
+    said = trace_settings(tmp_path / "run" / "trace.jsonl")["inflight"]
+    assert said is inflight
+    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=options,
+                    inflight=said)
     live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
     replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
     assert replayed == live
     assert 0 < result.transfer_yield < 1  # the capacity changed what was served
+    if inflight:  # the children in flight changed decisions: replay without them differs
+        unaware = replay(records, policy, capacity, population_size=20, sample_size=5, policy_kwargs=options)
+        assert {s.model_id: (s.donor, len(s.pairs)) for s in unaware.served} != live
