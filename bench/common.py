@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,6 +177,14 @@ def write_results(out_dir: str | os.PathLike, stem: str, rows: Sequence[Mapping[
     with open(json_path, "w") as f:
         json.dump({"meta": dict(meta), "rows": list(rows), "raw": raw}, f, indent=2, default=str)
     return csv_path, json_path
+
+
+def write_markdown_table(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A Markdown table: ``header`` names the columns, each row holds already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def write_comparisons(out_dir: str | os.PathLike, stem: str, comparisons: Sequence[Comparison],

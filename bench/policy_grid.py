@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common import write_markdown_table
 from policy_compare import OURS, libcachesim_policies, numbers, prefix_aware
 
 from nas_integration.data import nb201_table
@@ -127,17 +128,14 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def write_table(path: str, summary: Sequence[dict[str, Any]]) -> None:
-    head = ("| mode | P | S | workers | cap % | seeds | evo transfer yield | ÷ bound | ÷ Belady heuristic | "
-            "margin over best other | best other | evo revisit yield | revisit ÷ bound | revisit margin | "
-            "best other (revisit) | evo replay s |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for s in summary:
-        lines.append(f"| {s['mode']} | {s['P']} | {s['S']} | {s['workers']} | {s['capacity_pct']:g} | {s['seeds']} | "
-                     f"{s['evo_transfer']:.3f} | {s['vs_bound']:.3f} | {s['vs_belady']:.3f} | {s['margin']:+.3f} | "
-                     f"{s['best_other']} | {s['evo_revisit']:.3f} | {s['revisit_vs_bound']:.3f} | "
-                     f"{s['revisit_margin']:+.3f} | {s['best_other_revisit']} | {s['evo_seconds']:.1f} |")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    header = ("mode", "P", "S", "workers", "cap %", "seeds", "evo transfer yield", "÷ bound", "÷ Belady heuristic",
+              "margin over best other", "best other", "evo revisit yield", "revisit ÷ bound", "revisit margin",
+              "best other (revisit)", "evo replay s")
+    write_markdown_table(path, header, (
+        (s["mode"], s["P"], s["S"], s["workers"], f"{s['capacity_pct']:g}", s["seeds"], f"{s['evo_transfer']:.3f}",
+         f"{s['vs_bound']:.3f}", f"{s['vs_belady']:.3f}", f"{s['margin']:+.3f}", s["best_other"],
+         f"{s['evo_revisit']:.3f}", f"{s['revisit_vs_bound']:.3f}", f"{s['revisit_margin']:+.3f}",
+         s["best_other_revisit"], f"{s['evo_seconds']:.1f}") for s in summary))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

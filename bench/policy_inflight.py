@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from common import write_markdown_table
 from policy_compare import numbers
 from policy_grid import evaluations, record_trace
 
@@ -52,17 +53,15 @@ def write_table(path: str, rows: Sequence[dict[str, Any]]) -> None:
     groups: dict[tuple[int, int, int, float], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["P"], r["S"], r["workers"], r["capacity_pct"]), []).append(r)
-    lines = ["| P | S | workers | cap % | seeds | transfer without | transfer with | change | revisit without | "
-             "revisit with | change |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    table = []
     for (P, S, w, pct), group in sorted(groups.items()):
         m = {k: statistics.fmean(r[k] for r in group) for k in ("transfer_without", "transfer_with",
                                                                   "revisit_without", "revisit_with")}
-        lines.append(f"| {P} | {S} | {w} | {pct:g} | {len(group)} | {m['transfer_without']:.3f} | "
-                     f"{m['transfer_with']:.3f} | {m['transfer_with'] - m['transfer_without']:+.3f} | "
-                     f"{m['revisit_without']:.3f} | {m['revisit_with']:.3f} | "
-                     f"{m['revisit_with'] - m['revisit_without']:+.3f} |")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+        table.append((P, S, w, f"{pct:g}", len(group), f"{m['transfer_without']:.3f}", f"{m['transfer_with']:.3f}",
+                      f"{m['transfer_with'] - m['transfer_without']:+.3f}", f"{m['revisit_without']:.3f}",
+                      f"{m['revisit_with']:.3f}", f"{m['revisit_with'] - m['revisit_without']:+.3f}"))
+    write_markdown_table(path, ("P", "S", "workers", "cap %", "seeds", "transfer without", "transfer with", "change",
+                                "revisit without", "revisit with", "change"), table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
