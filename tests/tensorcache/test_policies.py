@@ -552,30 +552,22 @@ def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
     sizes, t = {}, 0
     for op, m, layer, x in ops:
         model, key = f"m{m}", (f"m{m}", layer)
-        if op == "insert":
-            p.on_insert(key, x, model, tuple(range(layer + 1)))
-            sizes[key] = x
-        elif op == "hit":
-            p.on_hit(key)
-        elif op == "donate":
-            p.on_donation(model)
-        elif op == "eval":
-            p.on_evaluation()
-        elif op == "remove":
-            p.on_remove(key)
-            sizes.pop(key, None)
-        elif op == "evict" and sizes:
-            victim = p.victim()
-            assert victim in sizes
-            p.on_remove(victim)
-            del sizes[victim]
-        elif op == "population":
+        if op == "population":
             p.on_population([(f"m{i}", float(i * x % 7)) for i in range(m)], 6, 1 + x % 3)
         elif op == "mutation":
             p.on_mutation(layer)
         elif op == "time":
             t += x
             p.on_clock(t)
+        else:
+            victim = apply(p, op, model, layer, x)
+            if op == "insert":
+                sizes[key] = x
+            elif op == "remove":
+                sizes.pop(key, None)
+            elif victim is not None:
+                assert victim in sizes
+                del sizes[victim]
         assert len(p) == len(sizes) and all(k in p for k in sizes)
         if not sizes:
             with pytest.raises(LookupError):
