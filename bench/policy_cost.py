@@ -29,6 +29,7 @@ from typing import Any
 
 from nas_integration.data import nb201_table
 from common import Comparison, machine, print_comparisons, write_comparisons
+from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
 from tensorcache.policies import EvolutionAware
@@ -98,10 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         live = cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, args.memory)
                           for pol in ("donor-window", "evolution-aware")}, args.repeats)
-        trace_dir = os.path.join(work_dir, "long")
-        run_search(SearchSettings(out=trace_dir, evaluator="tabular", table=args.table, evals=args.replay_evals,
-                                  population=100, sample=25, workers=64, cache_config=CacheConfig(disk="none", policy="lru"), run_id="l"))
-        work = Workload(read_trace(os.path.join(trace_dir, "trace.jsonl")), "prefix")
+        trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
+        work = Workload(read_trace(trace), "prefix")
         cap = int(work.total_bytes * 0.05)
         replays = cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
                                                          policy_kwargs={"window": 400} if pol != "lfu" else None))

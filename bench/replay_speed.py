@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from common import Comparison, machine, print_comparisons, write_comparisons
+from policy_grid import record_trace
 
+from nas_integration.data import nb201_table
 from tensorcache.events import PolicyEvent
 from tensorcache.policies import Policy, make_policy
 from tensorcache.replay import PolicyStore, Workload, run
@@ -83,17 +84,6 @@ def options(name: str) -> dict[str, Any]:
     return {"window": 4 * P} if name in ("donor-window", "evolution-aware") else {}
 
 
-def record_trace(folder: str, evals: int) -> str:
-    from nas_integration.data import nb201_table
-    from nas_integration.search import SearchSettings, run_search
-    from tensorcache.config import CacheConfig
-
-    run_search(SearchSettings(out=folder, evaluator="tabular", table=str(nb201_table()), evals=evals,
-                              population=P, sample=S, workers=64, cache_config=CacheConfig(disk="none", policy="lru"),
-                              run_id="r"))
-    return os.path.join(folder, "trace.jsonl")
-
-
 def measure(work: Workload, name: str, capacity: int) -> tuple[float, float]:
     """(CPU of one replay, CPU of the same replay with the policy's decisions scripted: the engine's)."""
     gc.collect()
@@ -120,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "lfu" not in names:
         names.insert(0, "lfu")
     with tempfile.TemporaryDirectory(prefix="replay_speed_") as tmp:
-        path = args.trace or record_trace(os.path.join(tmp, "trace"), args.evals)
+        path = args.trace or record_trace(tmp, str(nb201_table()), args.evals, P, S, 64, 0, "prefix")
         prep: dict[str, float] = {}
         records, prep["read"] = timed(lambda: read_trace(path))
         work, prep["workload"] = timed(lambda: Workload(records, "prefix"))
