@@ -76,14 +76,14 @@ class Trace:
     def __init__(self, records: Sequence[Mapping[str, Any]], population_size: int | None = None) -> None:
         if not records:
             raise ValueError("the trace has no records")
-        parse_records(records)  # validates ids, times and layer fields
+        evaluations = parse_records(records)  # validates ids, times and layer fields
         self.records = sorted(records, key=lambda r: (r["t_start"], r["t_end"]))
         self.by_id = {r["model_id"]: r for r in self.records}
         self.start_index = {r["model_id"]: i for i, r in enumerate(self.records)}
         self.starts = [r["t_start"] for r in self.records]
         self.finished = sorted(self.records, key=lambda r: r["t_end"])
         self.ends = [r["t_end"] for r in self.finished]
-        self.P = population_size or infer_population_size(parse_records(self.records))
+        self.P = population_size or infer_population_size(evaluations)
         self.children = [r for r in self.records if r.get("parent_id") in self.by_id]
         self.child_ids = {r["model_id"] for r in self.children}
         self.workers = sorted({r["worker"] for r in self.records}, key=worker_order)
