@@ -22,6 +22,7 @@ from tensorcache.events import ModelDescribed
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceRecord, TraceWriter
 
+from .collector import fewer_full_collections
 from .evaluators import Evaluator
 from .evolution import Candidate, RegularizedEvolution
 from .executors import (
@@ -151,7 +152,8 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
             if s.evaluator == "train" and (gpus := gpu_ids()):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
-            serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
+            with fewer_full_collections():
+                serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
             return None
     elif s.executor == "process":
         threads = max(1, (os.cpu_count() or 1) // s.workers)
@@ -181,7 +183,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     tally = Tally(s.transfer)
     t0 = time.time()
     try:
-        with TraceWriter(trace_path) as trace:
+        with TraceWriter(trace_path) as trace, fewer_full_collections():
             on_issue = _describe_issued(executor, evaluator, s.transfer) if s.inflight else None
             failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue)
     finally:

@@ -222,7 +222,7 @@ class TensorCache:
         """Ids of the models with a layer in this process's own tiers (memory, device) now: what a scheduler
         places a child near (the worker whose cache reported the child's donor), read from the catalog."""
         local = {i for i, slot in enumerate(self._stack.slots) if not isinstance(slot.tier, SharedTier)}
-        return frozenset(model for (model, _), tiers in self._catalog.entries() if not local.isdisjoint(tiers))
+        return frozenset(model for model, _ in self._catalog.held_in(local))
 
     def check_invariants(self) -> list[str]:
         """Problems found in the cache's bookkeeping, empty when whole: the catalog's own, each tier's books
@@ -235,7 +235,7 @@ class TensorCache:
             problems += [f"{slot.tier.name}: {p}" for p in audit.problems]
             if slot.tier.used_bytes() > slot.tier.capacity:
                 problems.append(f"{slot.tier.name}: {slot.tier.used_bytes()} bytes used over {slot.tier.capacity}")
-            held = {entry for entry, tiers in self._catalog.entries() if i in tiers}
+            held = set(self._catalog.held_in([i]))
             if any(entry not in slot.policy for entry in held):
                 problems.append(f"{slot.tier.name}: entries held but unknown to the policy")
             if not slot.tier.shares_books and len(slot.policy) != len(held):
@@ -450,7 +450,7 @@ class TensorCache:
             for index in held:
                 seen.add((model_id, index))
                 self._hold_seen(i, slot, record, index)
-        for entry in [e for e, tiers in self._catalog.entries() if i in tiers and e not in seen]:
+        for entry in [e for e in self._catalog.held_in([i]) if e not in seen]:
             self._catalog.release(entry, i)
             slot.policy.handle(Removed(entry))
         self._positions[i] = (snap.position, snap.last)

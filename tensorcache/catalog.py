@@ -37,7 +37,7 @@ _LAYER = struct.Struct("<16sII")  # key, dependency count, tensor count
 _TENSOR = struct.Struct("<16sIBBBQ")  # digest, name bytes, dtype code, kind code, dimensions, nbytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """Where one named tensor's payload lives, what it must look like, and the kind it was put as."""
 
@@ -53,7 +53,7 @@ class TensorRef:
         return len(header(self.dtype, self.shape, self.nbytes)) + self.nbytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerRecord:
     """One stored layer: its key, its tensors by name, and the arch positions it depends on."""
 
@@ -223,6 +223,11 @@ def check_arch(arch: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _bits(mask: int) -> list[int]:
+    """The positions of the set bits of ``mask``, lowest first."""
+    return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
 def _hex16(text: Any) -> bytes:
     raw = bytes.fromhex(text)
     if len(raw) != 16:
@@ -240,7 +245,8 @@ class Catalog:
 
     def __init__(self) -> None:
         self.models: dict[str, ModelRecord] = {}
-        self._tiers: dict[Entry, set[int]] = {}  # entry -> indices of the tiers holding it
+        # entry -> bit i set when tier i holds it (an int, not a set per entry: fewer objects for the collector)
+        self._tiers: dict[Entry, int] = {}
         self._held: dict[str, int] = {}  # model -> how many of its entries some tier holds
         self._by_key: dict[bytes, dict[str, int]] = {}  # layer key -> {model: its layer index}
 
@@ -249,23 +255,25 @@ class Catalog:
         entry = (record.model_id, index)
         tiers = self._tiers.get(entry)
         if tiers is None:
-            tiers = self._tiers[entry] = set()
+            tiers = 0
             self.models.setdefault(record.model_id, record)
             self._held[record.model_id] = self._held.get(record.model_id, 0) + 1
             self._by_key.setdefault(record.layers[index].key, {})[record.model_id] = index
-        if tier in tiers:
+        elif tiers >> tier & 1:
             return False
-        tiers.add(tier)
+        self._tiers[entry] = tiers | 1 << tier
         return True
 
     def release(self, entry: Entry, tier: int) -> bool:
         """Tier ``tier`` no longer holds ``entry``; True if it was held there. A model is forgotten when
         no tier holds any of its layers."""
         tiers = self._tiers.get(entry)
-        if tiers is None or tier not in tiers:
+        if tiers is None or not tiers >> tier & 1:
             return False
-        tiers.discard(tier)
-        if not tiers:
+        tiers &= ~(1 << tier)
+        if tiers:
+            self._tiers[entry] = tiers
+        else:
             del self._tiers[entry]
             model_id, index = entry
             record = self.models[model_id]
@@ -281,10 +289,12 @@ class Catalog:
 
     def tiers_of(self, entry: Entry) -> list[int]:
         """Indices of the tiers holding ``entry``, fastest first."""
-        return sorted(self._tiers.get(entry, ()))
+        return _bits(self._tiers.get(entry, 0))
 
-    def entries(self) -> Iterable[tuple[Entry, set[int]]]:
-        return self._tiers.items()
+    def held_in(self, tiers: Iterable[int]) -> list[Entry]:
+        """The entries that any of ``tiers`` holds."""
+        mask = sum(1 << t for t in set(tiers))
+        return [entry for entry, held in self._tiers.items() if held & mask]
 
     def record(self, model_id: str) -> ModelRecord | None:
         return self.models.get(model_id)
@@ -334,7 +344,7 @@ class Catalog:
         problems = []
         counts: dict[str, int] = {}
         for (model_id, index), tiers in self._tiers.items():
-            if not tiers:
+            if tiers <= 0:
                 problems.append(f"{model_id}[{index}] is held by no tier but still listed")
             if model_id not in self.models:
                 problems.append(f"{model_id}[{index}] is held but its model is unknown")
