@@ -62,9 +62,11 @@ class LayerRecord:
     depends_on: tuple[int, ...]
 
     blob_bytes: int = field(init=False, repr=False, compare=False)  # bytes its payloads take in a tier
+    digests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)  # its payloads' keys, in order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blob_bytes", sum(t.blob_size for t in self.tensors.values()))
+        object.__setattr__(self, "digests", tuple(t.digest for t in self.tensors.values()))
 
     @property
     def nbytes(self) -> int:

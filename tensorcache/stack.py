@@ -74,7 +74,7 @@ class TierStack:
         if len(group) == 1 and record.layers[group[0]].blob_bytes > slot.tier.capacity:
             moves.refused.append((slot.tier.name, "too_large"))
             return None
-        entries = [(j, [ref.digest for ref in record.layers[j].tensors.values()]) for j in group]
+        entries = [(j, record.layers[j].digests) for j in group]
         raw = record.encoded if slot.tier.shares_books else b""  # only a shared tier keeps records
         while True:
             admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)

@@ -283,7 +283,7 @@ class ProcessTier(Tier):
         super().__init__(name, capacity)
         self._values: dict[bytes, Any] = {}  # digest -> stored payload
         self._refs: dict[bytes, int] = {}  # digest -> held entries naming it
-        self._held: dict[tuple[str, int], list[bytes]] = {}  # entry -> its digests
+        self._held: dict[tuple[str, int], tuple[bytes, ...]] = {}  # entry -> its digests
         self._used = 0
 
     @abstractmethod
@@ -358,7 +358,7 @@ class ProcessTier(Tier):
             return books.DROPPED  # nothing was changed yet
         self._values.update(stored)
         for index, digests in entries:
-            self._held[(model_id, index)] = list(digests)
+            self._held[(model_id, index)] = tuple(digests)
             for d in digests:
                 self._refs[d] = self._refs.get(d, 0) + 1
         self._used += sum(self._nbytes(v) for v in stored.values())
