@@ -33,6 +33,13 @@ def _position(value: Any, what: str) -> int:
     return position
 
 
+def _best_of(n: int, below: int, tied: int, sample: int) -> float:
+    """P(the best of ``sample`` uniform draws from ``n`` scores is one of ``tied`` equal ones, with ``below``
+    scores under them), split evenly among the tied ones."""
+    better = n - tied - below
+    return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
+
+
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
 
@@ -153,7 +160,8 @@ class EvolutionAware(Policy):
         self._ascending = sorted(s for _, s in members)
         spare = population_size - len(members)
         self._unlisted.update(self._weights)
-        self._weights = {m: self._p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
+        odds = self._donor_odds()
+        self._weights = {m: odds[s] * (spare + i + 1) for i, (m, s) in enumerate(members)}
         self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
         self._listed.update(self._weights)
         if self._weights:
@@ -178,11 +186,19 @@ class EvolutionAware(Policy):
     def _p_donor(self, score: float, joining: int = 0) -> float:
         """P(the best of S uniform draws from the members, plus ``joining`` newcomers with this score, scores
         ``score``), split evenly among the tied ones."""
-        ascending, sample = self._ascending, self._sample_size
+        ascending = self._ascending
         lo, hi = bisect_left(ascending, score), bisect_right(ascending, score)
-        n, tied = len(ascending) + joining, hi - lo + joining
-        better = n - tied - lo
-        return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
+        return _best_of(len(ascending) + joining, lo, hi - lo + joining, self._sample_size)
+
+    def _donor_odds(self) -> dict[float, float]:
+        """``_p_donor`` of every member score, in one pass over the sorted scores (a bisection each costs
+        more: the population changes at every evaluation)."""
+        n, sample, odds, lo = len(self._ascending), self._sample_size, {}, 0
+        for score, group in itertools.groupby(self._ascending):
+            tied = len(list(group))
+            odds[score] = _best_of(n, lo, tied, sample)
+            lo += tied
+        return odds
 
     def on_mutation(self, position: int) -> None:
         """A child's mutation landed on arch ``position``."""
@@ -467,32 +483,44 @@ class EvolutionAware(Policy):
 
     def _values(self, contents: Sequence[Content]) -> np.ndarray:
         """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
-        need = max([1] + [c[1][-1] + 1 for c in contents if c[0] != "own" and c[1]] +
-                   [self._entries[c[1]].deps[-1] + 1 for c in contents if c[0] == "own" and self._entries[c[1]].deps])
+        patterns: dict[tuple, int] = {}  # (deps, values) -> its row: contents that differ only in layer share one
+        rows: list[int] = []  # of each described content, in order
+        described: list[int] = []
+        owned: list[tuple[int, _Entry]] = []  # undescribed contents: valued through their own model only
+        need = 1
+        for i, c in enumerate(contents):
+            if c[0] == "own":
+                entry = self._entries[c[1]]
+                owned.append((i, entry))
+                deps = entry.deps
+            else:
+                described.append(i)
+                rows.append(patterns.setdefault(c[1:], len(patterns)))
+                deps = c[1]
+            if deps and deps[-1] >= need:
+                need = deps[-1] + 1
         if self._state is None or self._state[2].shape[0] < need:
             self._state = self._parents(need)
         arch, weight, where, pick = self._state
         out = np.zeros(len(contents))
-        patterns: dict[tuple, list[int]] = {}  # (deps, values) -> contents with them (layers differ only)
-        for i, c in enumerate(contents):
-            if c[0] == "own":
-                entry = self._entries[c[1]]
-                out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
-            else:
-                patterns.setdefault(c[1:], []).append(i)
+        for i, entry in owned:
+            out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
         if not patterns or not len(weight):
             return out
-        want = np.full((len(patterns), arch.shape[1]), -1, np.int64)
-        mask = np.zeros(want.shape, bool)
-        for r, (deps, vals) in enumerate(patterns):
-            want[r, list(deps)] = vals
-            mask[r, list(deps)] = True
+        blank = [-1] * arch.shape[1]
+        table = []
+        for deps, vals in patterns:
+            row = blank.copy()
+            for j, v in zip(deps, vals):
+                row[j] = v
+            table.append(row)
+        want = np.array(table, np.int64)
+        mask = want >= 0  # arch values are >= 0: -1 marks a position the pattern does not depend on
         differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
-        count = differ.sum(axis=2)
+        count = differ @ np.ones(differ.shape[2], np.int32)  # a product counts faster than a boolean sum
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
         chance = np.where(count == 0, stay[None, :], 0.0) + np.where(count == 1, differ @ pick, 0.0)
-        for value, rows in zip((weight @ chance).tolist(), patterns.values()):
-            out[rows] = value
+        out[described] = (weight @ chance)[rows]
         return out
 
     def _rebuild_if_stale(self) -> None:
