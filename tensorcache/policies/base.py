@@ -90,8 +90,8 @@ class LazyHeap:
 
     def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
         """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
-        self._tokens = itertools.count()
-        self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
+        self._heap: list[tuple[Any, int, Key]] = [(p, t, k) for t, (p, k) in enumerate(items)]
+        self._tokens = itertools.count(len(self._heap))
         self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
         self._risen: dict[Key, Any] = {}  # key -> its priority, where that is above its item's
         heapq.heapify(self._heap)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
@@ -31,6 +31,17 @@ def _position(value: Any, what: str) -> int:
     if position < 0:
         raise ValueError(f"{what}: expected an arch position (int >= 0), got {value!r}")
     return position
+
+
+def _positions(values: Sequence[Any], what: str) -> tuple[int, ...]:
+    """Distinct arch positions, sorted; a value that is not one is named in a ValueError."""
+    try:
+        positions = sorted(set(map(operator.index, values)))  # the common case in one pass, without a call each
+        if not positions or positions[0] >= 0:
+            return tuple(positions)
+    except TypeError:
+        pass
+    return tuple(sorted({_position(v, what) for v in values}))  # raises, naming the bad value
 
 
 def _best_of(n: int, below: int, tied: int, sample: int) -> float:
@@ -159,15 +170,15 @@ class EvolutionAware(Policy):
         self._population_size, self._sample_size = population_size, sample_size
         self._ascending = sorted(s for _, s in members)
         spare = population_size - len(members)
-        self._unlisted.update(self._weights)
-        odds = self._donor_odds()
+        odds, dropped = self._donor_odds(), self._weights
         self._weights = {m: odds[s] * (spare + i + 1) for i, (m, s) in enumerate(members)}
+        self._unlisted.update(dropped.keys() - self._weights.keys())
         self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
         self._listed.update(self._weights)
         if self._weights:
             self._fallback_current = False  # the population decides now
-        for m in self._weights:
-            self._scores.pop(m, None)
+        for m in self._scores.keys() & self._weights.keys():
+            del self._scores[m]
         for m in [m for m, born in self._inflight.items()
                   if m in self._weights or self._updates - born >= population_size]:
             del self._inflight[m]  # listed at last, or its news is too old to trust
@@ -194,8 +205,7 @@ class EvolutionAware(Policy):
         """``_p_donor`` of every member score, in one pass over the sorted scores (a bisection each costs
         more: the population changes at every evaluation)."""
         n, sample, odds, lo = len(self._ascending), self._sample_size, {}, 0
-        for score, group in itertools.groupby(self._ascending):
-            tied = len(list(group))
+        for score, tied in Counter(self._ascending).items():  # in ascending order, as counted
             odds[score] = _best_of(n, lo, tied, sample)
             lo += tied
         return odds
@@ -253,8 +263,9 @@ class EvolutionAware(Policy):
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         size = check_size(size)
-        deps = tuple(sorted({_position(p, "deps") for p in deps}))
-        self.on_remove(key)
+        deps = _positions(deps, "deps")
+        if key in self._entries:
+            self.on_remove(key)
         self._changes += 1
         if self._fallback_current:
             self._fallback.on_insert(key, size, model_id, deps)
@@ -357,7 +368,7 @@ class EvolutionAware(Policy):
         arch = self._models[entry.model_id].arch
         if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
             return ("own", key)
-        return (entry.depth, entry.deps, tuple(arch[j] for j in entry.deps))
+        return (entry.depth, entry.deps, tuple([arch[j] for j in entry.deps]))
 
     def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
         """File the entry under its content and rank it (``push``: set its priorities too)."""
