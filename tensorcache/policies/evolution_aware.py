@@ -386,7 +386,10 @@ class EvolutionAware(Policy):
     def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
         """File the entry under its content and rank it (``push``: set its priorities too)."""
         content = entry.content = self._content_of(key, entry)
-        self._holders.setdefault(content, set()).add(key)
+        holders = self._holders.get(content)
+        if holders is None:
+            holders = self._holders[content] = set()
+        holders.add(key)
         if not self._stale:
             model = self._models[entry.model_id]
             if model.arriving():
@@ -541,7 +544,7 @@ class EvolutionAware(Policy):
         differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
         count = differ @ np.ones(differ.shape[2], np.int32)  # a product counts faster than a boolean sum
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
-        chance = np.where(count == 0, stay[None, :], 0.0) + np.where(count == 1, differ @ pick, 0.0)
+        chance = np.where(count == 0, stay[None, :], np.where(count == 1, differ @ pick, 0.0))
         out[described] = (weight @ chance)[rows]
         return out
 
