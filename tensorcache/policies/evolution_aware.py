@@ -121,7 +121,7 @@ class EvolutionAware(Policy):
             raise ValueError(f"refresh must be an int >= 1 population updates, got {refresh!r}")
         if not 0 <= churn <= 1:
             raise ValueError(f"churn must be a fraction in [0, 1], got {churn!r}")
-        self.refresh = refresh  # re-rank every this many population updates (None: P // 20) ...
+        self.refresh = refresh  # re-rank every this many population updates (None: P // 10) ...
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
         self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
@@ -193,7 +193,7 @@ class EvolutionAware(Policy):
         self._unlisted.clear()
         if not self._rank:
             self._stale = True
-        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)):
+        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 10)):
             self._pending = True  # rebuilt once enough entries changed too (``_rebuild_if_due``)
 
     def _member_weights(self) -> dict[str, float]:

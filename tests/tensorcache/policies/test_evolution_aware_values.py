@@ -51,3 +51,17 @@ def test_reuse_of_every_prefix_layer_matches_the_model_by_hand(archs, score_pool
         for depth in range(WIDTH):
             want = expected_reuse(archs, ranked, hist, sample, {j: arch[j] for j in range(depth + 1)})
             assert p.reuse((m, depth)) == pytest.approx(want, rel=1e-9, abs=1e-12), (m, depth)
+
+
+def test_ranking_is_due_every_tenth_of_the_population_by_default():
+    """No ``refresh`` given: values and ranks are rebuilt once P // 10 population updates have passed (with
+    S = 1 every member is as likely a parent, so the one with the least life left goes first)."""
+    p = EvolutionAware(churn=0)
+    for m in "ab":
+        p.on_insert((m, 0), 1, m)
+    p.on_population([("a", 1.0), ("b", 1.0)], population_size=20, sample_size=1)
+    assert p.victim() == ("a", 0)
+    p.on_population([("b", 1.0), ("a", 1.0)], population_size=20, sample_size=1)
+    assert p.victim() == ("a", 0)  # one update since the ranking: not yet due
+    p.on_population([("b", 1.0), ("a", 1.0)], population_size=20, sample_size=1)
+    assert p.victim() == ("b", 0)  # two (= 20 // 10): re-ranked
