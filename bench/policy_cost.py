@@ -12,7 +12,9 @@ subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. with
   target is under 60 s on the 2-core machine; its absolute seconds are printed beside the ratio).
 
 ``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
-checks that both name the same victims in the same order (a cheaper policy must keep its decisions).
+checks that both name the same victims in the same order (a cheaper policy must keep its decisions). Its
+tier holds many entries, so a rebuild there waits for the churn share, not for ``refresh``: a change of
+the re-rank interval alone does not show in this check (re-measure yields with bench/policy_grid.py).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..events import Key
@@ -88,10 +88,10 @@ class LazyHeap:
     skipped when they surface; the heap is compacted when stale items outnumber live ones. ``rise`` sets a
     priority without a push when it is not below the key's item: the item moves when it surfaces."""
 
-    def __init__(self, items: Sequence[tuple[Any, Key]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[Any, Key]] = ()) -> None:
         """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
-        self._tokens = itertools.count()
-        self._heap: list[tuple[Any, int, Key]] = [(p, next(self._tokens), k) for p, k in items]
+        self._heap: list[tuple[Any, int, Key]] = [(p, t, k) for t, (p, k) in enumerate(items)]
+        self._tokens = itertools.count(len(self._heap))
         self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
         self._risen: dict[Key, Any] = {}  # key -> its priority, where that is above its item's
         heapq.heapify(self._heap)

@@ -1,9 +1,10 @@
 """Evict the lowest expected future reuse per byte under regularized evolution (docs/policies.md)."""
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections import deque
+from collections import Counter, deque
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
@@ -33,10 +34,29 @@ def _position(value: Any, what: str) -> int:
     return position
 
 
+def _positions(values: Sequence[Any], what: str) -> tuple[int, ...]:
+    """Distinct arch positions, sorted; a value that is not one is named in a ValueError."""
+    try:
+        positions = sorted(set(map(operator.index, values)))  # the common case in one pass, without a call each
+        if not positions or positions[0] >= 0:
+            return tuple(positions)
+    except TypeError:
+        pass
+    return tuple(sorted({_position(v, what) for v in values}))  # raises, naming the bad value
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _best_of(n: int, below: int, tied: int, sample: int) -> float:
+    """P(the best of ``sample`` uniform draws from ``n`` scores is one of ``tied`` equal ones, with ``below``
+    scores under them), split evenly among the tied ones (cached: every population update asks for each rank)."""
+    better = n - tied - below
+    return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
+
+
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     model_id: str
     depth: int
@@ -47,7 +67,7 @@ class _Entry:
     content: Content = ()  # set when filed under its holders
 
 
-@dataclass
+@dataclass(slots=True)
 class _Model:
     """A model holding entries: its arch and mode once described, its layers, and when it arrived."""
 
@@ -101,7 +121,7 @@ class EvolutionAware(Policy):
             raise ValueError(f"refresh must be an int >= 1 population updates, got {refresh!r}")
         if not 0 <= churn <= 1:
             raise ValueError(f"churn must be a fraction in [0, 1], got {churn!r}")
-        self.refresh = refresh  # re-rank every this many population updates (None: P // 20) ...
+        self.refresh = refresh  # re-rank every this many population updates (None: P // 10) ...
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
         self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
@@ -115,7 +135,10 @@ class EvolutionAware(Policy):
         self._hits: dict[Content, int] = {}
         self._holders: dict[Content, set[Key]] = {}
         # evolution state
-        self._weights: dict[str, float] = {}  # member -> P(donor at one step) x remaining lifetime
+        self._members: set[str] = set()  # the population of the last update
+        self._population: tuple[list[str], list[float]] = ([], [])  # its ids and scores, oldest first
+        self._weights: dict[str, float] | None = {}  # member -> P(donor at one step) x remaining lifetime (None:
+        # not yet computed for the last update, see ``_member_weights``)
         self._listed: set[str] = set()  # every model ever listed as a member
         self._unlisted: set[str] = set()  # described or dropped from the population since the last update
         self._archs: dict[str, tuple[int, ...]] = {}  # described models that are members or hold entries
@@ -143,46 +166,62 @@ class EvolutionAware(Policy):
     def on_population(self, members: Sequence[tuple[str, float]], population_size: int,
                           sample_size: int) -> None:
         """The population as (model_id, score), oldest first (the first dies next), P and S."""
-        members = [(str(m), _score(s)) for m, s in members]
         if population_size < 1 or sample_size < 1:
             raise ValueError(f"need population_size >= 1 and sample_size >= 1, got {population_size}, {sample_size}")
         if len(members) > population_size:
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
+        ids, scores = [str(m) for m, _ in members], [_score(s) for _, s in members]
         self._updates += 1
         self._population_size, self._sample_size = population_size, sample_size
-        self._ascending = sorted(s for _, s in members)
-        spare = population_size - len(members)
-        self._unlisted.update(self._weights)
-        self._weights = {m: self._p_donor(s) * (spare + i + 1) for i, (m, s) in enumerate(members)}
-        self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if members else 0.0
-        self._listed.update(self._weights)
-        if self._weights:
+        self._ascending = sorted(scores)
+        self._population, self._weights, dropped, self._members = (ids, scores), None, self._members, set(ids)
+        self._unlisted.update(dropped - self._members)
+        self._listed.update(self._members)
+        if self._members:
             self._fallback_current = False  # the population decides now
-        for m in self._weights:
-            self._scores.pop(m, None)
+        for m in self._scores.keys() & self._members:
+            del self._scores[m]
         for m in [m for m, born in self._inflight.items()
-                  if m in self._weights or self._updates - born >= population_size]:
+                  if m in self._members or self._updates - born >= population_size]:
             del self._inflight[m]  # listed at last, or its news is too old to trust
             self._unlisted.add(m)
         for m in self._unlisted:  # only these can have become dead models that hold nothing
-            if m in self._archs and m not in self._weights and m not in self._models and m not in self._inflight:
+            if m in self._archs and m not in self._members and m not in self._models and m not in self._inflight:
                 del self._archs[m]  # no parent and no entry
                 self._modes.pop(m, None)
                 self._scores.pop(m, None)
         self._unlisted.clear()
         if not self._rank:
             self._stale = True
-        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 20)):
+        elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 10)):
             self._pending = True  # rebuilt once enough entries changed too (``_rebuild_if_due``)
+
+    def _member_weights(self) -> dict[str, float]:
+        """Each member's P(donor at one step) x remaining lifetime, worked out when first asked after an update
+        (the ranking asks at a rebuild, every few updates; most updates only change who the members are)."""
+        if self._weights is None:
+            (ids, scores), size = self._population, self._population_size
+            odds = self._donor_odds()
+            lives = range(size - len(ids) + 1, size + 1)  # evaluations each has left
+            self._weights = {m: odds[s] * life for m, s, life in zip(ids, scores, lives)}
+            self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if ids else 0.0
+        return self._weights
 
     def _p_donor(self, score: float, joining: int = 0) -> float:
         """P(the best of S uniform draws from the members, plus ``joining`` newcomers with this score, scores
         ``score``), split evenly among the tied ones."""
-        ascending, sample = self._ascending, self._sample_size
+        ascending = self._ascending
         lo, hi = bisect_left(ascending, score), bisect_right(ascending, score)
-        n, tied = len(ascending) + joining, hi - lo + joining
-        better = n - tied - lo
-        return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
+        return _best_of(len(ascending) + joining, lo, hi - lo + joining, self._sample_size)
+
+    def _donor_odds(self) -> dict[float, float]:
+        """``_p_donor`` of every member score, in one pass over the sorted scores (a bisection each costs
+        more: the population changes at every evaluation)."""
+        n, sample, odds, lo = len(self._ascending), self._sample_size, {}, 0
+        for score, tied in Counter(self._ascending).items():  # in ascending order, as counted
+            odds[score] = _best_of(n, lo, tied, sample)
+            lo += tied
+        return odds
 
     def on_mutation(self, position: int) -> None:
         """A child's mutation landed on arch ``position``."""
@@ -224,7 +263,7 @@ class EvolutionAware(Policy):
     @property
     def has_population(self) -> bool:
         """True once a non-empty population drives the ranking (else donor-window decides)."""
-        return bool(self._weights)
+        return bool(self._members)
 
     def reuse(self, key: Key) -> float:
         """Expected future reuses of a held entry under the current state (0 for keys not held)."""
@@ -237,8 +276,9 @@ class EvolutionAware(Policy):
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         size = check_size(size)
-        deps = tuple(sorted({_position(p, "deps") for p in deps}))
-        self.on_remove(key)
+        deps = _positions(deps, "deps")
+        if key in self._entries:
+            self.on_remove(key)
         self._changes += 1
         if self._fallback_current:
             self._fallback.on_insert(key, size, model_id, deps)
@@ -304,7 +344,7 @@ class EvolutionAware(Policy):
                         self._push(other)
         if not model.keys:
             del self._models[entry.model_id]
-            if entry.model_id not in self._weights:
+            if entry.model_id not in self._members:
                 self._archs.pop(entry.model_id, None)
                 self._modes.pop(entry.model_id, None)
                 self._scores.pop(entry.model_id, None)
@@ -341,12 +381,15 @@ class EvolutionAware(Policy):
         arch = self._models[entry.model_id].arch
         if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
             return ("own", key)
-        return (entry.depth, entry.deps, tuple(arch[j] for j in entry.deps))
+        return (entry.depth, entry.deps, tuple([arch[j] for j in entry.deps]))
 
     def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
         """File the entry under its content and rank it (``push``: set its priorities too)."""
         content = entry.content = self._content_of(key, entry)
-        self._holders.setdefault(content, set()).add(key)
+        holders = self._holders.get(content)
+        if holders is None:
+            holders = self._holders[content] = set()
+        holders.add(key)
         if not self._stale:
             model = self._models[entry.model_id]
             if model.arriving():
@@ -431,7 +474,7 @@ class EvolutionAware(Policy):
 
     def _weight(self, model_id: str) -> float:
         """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
-        weight = self._weights.get(model_id)
+        weight = self._member_weights().get(model_id)
         if weight is not None:
             return weight
         model = self._models.get(model_id)
@@ -456,43 +499,53 @@ class EvolutionAware(Policy):
         """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
         width = max([width, len(self._hist)] + [len(a) for a in self._archs.values()])
         merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
+        members = self._member_weights()
         for m, a in self._archs.items():
-            if (w := self._weight(m)) > 0:
+            w = members.get(m)
+            if w is None:
+                w = self._weight(m)
+            if w > 0:
                 merged[a] = merged.get(a, 0.0) + w
-        arch = np.full((len(merged), width), -1, np.int64)
-        for r, a in enumerate(merged):
-            arch[r, : len(a)] = a
+        arch = np.array([a + (-1,) * (width - len(a)) for a in merged], np.int64).reshape(len(merged), width)
         where, pick = self._mutation_odds(width)
         return arch, np.array(list(merged.values())), where, pick
 
     def _values(self, contents: Sequence[Content]) -> np.ndarray:
         """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
-        need = max([1] + [c[1][-1] + 1 for c in contents if c[0] != "own" and c[1]] +
-                   [self._entries[c[1]].deps[-1] + 1 for c in contents if c[0] == "own" and self._entries[c[1]].deps])
+        patterns: dict[tuple, int] = {}  # (deps, values) -> its row: contents that differ only in layer share one
+        rows: list[int] = []  # of each described content, in order
+        described: list[int] = []
+        owned: list[tuple[int, _Entry]] = []  # undescribed contents: valued through their own model only
+        for i, c in enumerate(contents):
+            if c[0] == "own":
+                owned.append((i, self._entries[c[1]]))
+            else:
+                described.append(i)
+                rows.append(patterns.setdefault(c[1:], len(patterns)))
+        need = max([1] + [deps[-1] + 1 for deps, _ in patterns if deps] +
+                   [entry.deps[-1] + 1 for _, entry in owned if entry.deps])  # positions the state must cover
         if self._state is None or self._state[2].shape[0] < need:
             self._state = self._parents(need)
         arch, weight, where, pick = self._state
         out = np.zeros(len(contents))
-        patterns: dict[tuple, list[int]] = {}  # (deps, values) -> contents with them (layers differ only)
-        for i, c in enumerate(contents):
-            if c[0] == "own":
-                entry = self._entries[c[1]]
-                out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
-            else:
-                patterns.setdefault(c[1:], []).append(i)
+        for i, entry in owned:
+            out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
         if not patterns or not len(weight):
             return out
-        want = np.full((len(patterns), arch.shape[1]), -1, np.int64)
-        mask = np.zeros(want.shape, bool)
-        for r, (deps, vals) in enumerate(patterns):
-            want[r, list(deps)] = vals
-            mask[r, list(deps)] = True
+        blank = [-1] * arch.shape[1]
+        table = []
+        for deps, vals in patterns:
+            row = blank.copy()
+            for j, v in zip(deps, vals):
+                row[j] = v
+            table.append(row)
+        want = np.array(table, np.int64)
+        mask = want >= 0  # arch values are >= 0: -1 marks a position the pattern does not depend on
         differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
-        count = differ.sum(axis=2)
+        count = differ @ np.ones(differ.shape[2], np.int32)  # a product counts faster than a boolean sum
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
-        chance = np.where(count == 0, stay[None, :], 0.0) + np.where(count == 1, differ @ pick, 0.0)
-        for value, rows in zip((weight @ chance).tolist(), patterns.values()):
-            out[rows] = value
+        chance = np.where(count == 0, stay[None, :], np.where(count == 1, differ @ pick, 0.0))
+        out[described] = (weight @ chance)[rows]
         return out
 
     def _rebuild_if_stale(self) -> None:
@@ -524,7 +577,7 @@ class EvolutionAware(Policy):
         rank, hits, models = self._rank, self._hits, self._models
         self._set = {key: (rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq)
                      for key, e in self._entries.items()}  # what _priority gives, without a call per entry
-        self._heap = LazyHeap([(p, key) for key, p in self._set.items()])
+        self._heap = LazyHeap(zip(self._set.values(), self._set))
         self._held.clear()
         self._stale = False
 
