@@ -114,10 +114,13 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _best_other(group: dict[str, dict[str, Any]], metric: str) -> tuple[str, float]:
-    """(name, value) of the best online policy other than the subject, ours or libCacheSim's."""
+    """(name, value) of the best online policy other than the subject, ours or libCacheSim's; ("none", NaN)
+    when the grid ran no other (a run of the subject alone)."""
     rivals = {n: r[metric] for n, r in group.items()
               if r["family"] in ("ours", "libcachesim") and r["policy"] not in (SUBJECT, HEURISTIC, "Belady")
               and not math.isnan(r[metric])}
+    if not rivals:
+        return "none", math.nan
     best = max(rivals, key=rivals.get)
     return best, rivals[best]
 
