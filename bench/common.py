@@ -36,32 +36,43 @@ def data_path(name: str) -> str | None:
 Case = tuple[Callable[[], Any], Callable[[], Any] | None]  # (timed call, untimed setup run before it)
 
 
-def interleaved(cases: Mapping[str, Case], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds of each timed call, ``repeats`` per case, cases taken in turns (order rotating each round).
+def in_turns(names: Sequence[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, name) for ``rounds`` rounds over ``names``, the order rotating by one each round, so that no
+    case always runs first or right after the same neighbour."""
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in [*names[shift:], *names[:shift]]:
+            yield round_, name
 
-    The garbage collector runs once before and is off while a call is timed; each setup runs just before
-    its call, untimed.
+
+def interleaved(cases: Mapping[str, Case], repeats: int, warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter, pause_gc: bool = True) -> dict[str, list[float]]:
+    """Seconds of ``clock`` each timed call took, ``repeats`` per case after ``warmup`` untimed rounds, cases
+    taken in turns.
+
+    The garbage collector runs once before and, with ``pause_gc``, is off while a call is timed (leave it on
+    for calls whose cost includes the collector's, such as a whole search); each setup runs just before its
+    call, untimed.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    names = list(cases)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times: dict[str, list[float]] = {n: [] for n in cases}
     gc.collect()
-    for round_ in range(warmup + repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            call, setup = cases[name]
-            if setup is not None:
-                setup()
+    for round_, name in in_turns(list(cases), warmup + repeats):
+        call, setup = cases[name]
+        if setup is not None:
+            setup()
+        if pause_gc:
             gc.disable()
-            try:
-                t0 = time.perf_counter()
-                call()
-                elapsed = time.perf_counter() - t0
-            finally:
+        try:
+            t0 = clock()
+            call()
+            elapsed = clock() - t0
+        finally:
+            if pause_gc:
                 gc.enable()
-            if round_ >= warmup:
-                times[name].append(elapsed)
+        if round_ >= warmup:
+            times[name].append(elapsed)
     return times
 
 

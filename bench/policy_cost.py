@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas_integration.data import nb201_table
-from common import Comparison, machine, print_comparisons, write_comparisons
+from common import Comparison, interleaved, machine, print_comparisons, write_comparisons
 from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
@@ -39,16 +39,10 @@ from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_trace
 
 
-def cpu_turns(cases: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """CPU seconds of each call, ``repeats`` each, in turns (order rotating every round)."""
-    names = list(cases)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.process_time()
-            cases[name]()
-            out[name].append(time.process_time() - t0)
-    return out
+def _cpu_turns(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """CPU seconds of each call, ``repeats`` each, in turns, the collector left on (its cost is the policy's)."""
+    return interleaved({name: (call, None) for name, call in calls.items()}, repeats, warmup=0,
+                       clock=time.process_time, pause_gc=False)
 
 
 def evolution_aware_at(rev: str) -> type[EvolutionAware]:
@@ -99,12 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     try:
-        live = cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, args.memory)
+        live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, args.memory)
                           for pol in ("donor-window", "evolution-aware")}, args.repeats)
         trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
         work = Workload(read_trace(trace), "prefix")
         cap = int(work.total_bytes * 0.05)
-        replays = cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
+        replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
                                                          policy_kwargs={"window": 400} if pol != "lfu" else None))
                              for pol in ("lfu", "evolution-aware")}, 1)
         same = {}

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common import Comparison, machine, print_comparisons, write_comparisons
+from common import Comparison, in_turns, machine, print_comparisons, write_comparisons
 from policy_grid import record_trace
 
 from nas_integration.data import nb201_table
@@ -120,11 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     capacity = int(work.total_bytes * args.capacity / 100)
     totals: dict[str, list[float]] = {n: [] for n in names}
     engines: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            total, engine = measure(work, name, capacity)
-            totals[name].append(total)
-            engines[name].append(engine)
+    for _, name in in_turns(names, args.repeats):
+        total, engine = measure(work, name, capacity)
+        totals[name].append(total)
+        engines[name].append(engine)
     prepared = sum(prep.values())
     label = f"replay CPU, {len(work.evaluations)} evals, {args.capacity:g}%"
     comparisons = [Comparison("replay_speed", label, name, "lfu", 0, totals[name], totals["lfu"],
