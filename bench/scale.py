@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows[1:]:
         ratio = base["per_eval_ms"] / row["per_eval_ms"]
         verdict = "met" if ratio >= 1 / FLAT else "SHORT"
+        if base["hit_ratio"] < 0.5:  # its children were mostly random: it paid for few lookups and transfers
+            verdict = f"not like for like (the smaller search served {base['hit_ratio']:.0%} of its children)"
         print(f"ratio scale.per_eval_{row['evaluations']}_vs_{base['evaluations']} {ratio:7.3f}   "
               f"{row['per_eval_ms']:.2f} ms vs {base['per_eval_ms']:.2f} ms  target >= {1 / FLAT:.2f}: {verdict}")
     write_results(args.out, "scale", rows, {**machine(), "command": " ".join([os.path.basename(sys.executable),

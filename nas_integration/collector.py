@@ -3,8 +3,9 @@
 A search keeps millions of small long-lived objects (model records, catalog entries, policy heaps), and each
 full collection walks all of them: in a 10^5-evaluation tabular search full collections took 0.5-0.8 ms of
 every evaluation (about a tenth of its cost) and freed nothing, since the cache and the driver make no
-reference cycles. While a search runs, the driver keeps the young generations' collections as they are and
-runs full collections ``factor`` times less often; the user's thresholds come back when it ends.
+reference cycles. While a search runs (and in its worker processes), the driver keeps the young
+generations' collections as they are and runs full collections ``factor`` times less often; the user's
+thresholds come back when it ends.
 """
 from __future__ import annotations
 

@@ -152,8 +152,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
             if s.evaluator == "train" and (gpus := gpu_ids()):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
-            with fewer_full_collections():
-                serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
+            serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
             return None
     elif s.executor == "process":
         threads = max(1, (os.cpu_count() or 1) // s.workers)

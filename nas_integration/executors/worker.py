@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.trace import TraceRecord
 
+from ..collector import fewer_full_collections
 from ..evaluators import Evaluator
 
 
@@ -38,20 +40,27 @@ def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evalu
         return
     send(("ready", None))
     try:
-        while True:
-            message = recv()
-            if message[0] == "stop":
-                send(("stats", cache.stats() if cache is not None else {}))
-                return
-            _, candidate, news, report = message
-            if cache is not None:
-                news.apply(cache)
-            try:
-                record = evaluator.evaluate(candidate, cache)
-                held = cache.local_models() if report and cache is not None else frozenset()
-                send(("done", Done(record, held)))
-            except Exception:
-                send(("error", traceback.format_exc()))
+        with fewer_full_collections():
+            _answer(recv, send, evaluator, cache)
     finally:
         if cache is not None:
             cache.close()
+
+
+def _answer(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
+            cache: TensorCache | None) -> None:
+    """Evaluate jobs until a stop, which is answered with the cache's stats."""
+    while True:
+        message = recv()
+        if message[0] == "stop":
+            send(("stats", cache.stats() if cache is not None else {}))
+            return
+        _, candidate, news, report = message
+        if cache is not None:
+            news.apply(cache)
+        try:
+            record = evaluator.evaluate(candidate, cache)
+            held = cache.local_models() if report and cache is not None else frozenset()
+            send(("done", Done(record, held)))
+        except Exception:
+            send(("error", traceback.format_exc()))
