@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reuse the earlier score without training; traces mark revisits either way (default: train)")
     g.add_argument("--inflight", action=argparse.BooleanOptionalAction, default=None,
                    help="describe each child to the cache when it is issued, so evolution-aware eviction counts "
-                        "children in flight as parents; serial executor only (default: on there)")
+                        "children in flight as parents; process and MPI workers hear of them with their next job "
+                        "(default: on with the serial executor, off otherwise)")
     g.add_argument("--mutation-bias", type=float, default=0.0, metavar="B",
                    help="favour mutating later positions with weight (i+1)^B; 0 = uniform (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the search and of training (default: 0)")

@@ -211,13 +211,11 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     return summary
 
 
-def _describe_issued(executor: Executor, evaluator: Evaluator, mode: str) -> Callable[[Candidate], None] | None:
-    """Tell the in-process cache each issued child's arch and layer count (no score yet): a child in flight."""
-    cache = executor.cache if isinstance(executor, SerialExecutor | SimulatedExecutor) else None
-    if cache is None:
-        return None
-    return lambda cand: cache.observe(ModelDescribed(cand.model_id, cand.arch, mode,
-                                                     len(evaluator.layer_map(cand.arch)), None))
+def _describe_issued(executor: Executor, evaluator: Evaluator, mode: str) -> Callable[[Candidate], None]:
+    """Tell the caches each issued child's arch and layer count (no score yet): a child in flight. An in-process
+    cache hears it at once, a worker's with its next job."""
+    return lambda cand: executor.describe(ModelDescribed(cand.model_id, cand.arch, mode,
+                                                         len(evaluator.layer_map(cand.arch)), None))
 
 
 def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheConfig | None,

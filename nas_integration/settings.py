@@ -61,8 +61,8 @@ class SearchSettings:
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
     revisit: str = "train"  # a child repeating an evaluated arch: "train" it again or "reuse" the earlier score
-    inflight: bool | None = None  # describe each child to the cache when issued (evolution-aware counts it as a
-    # parent); None: on where the cache is in this process (serial executor), the only place it can be
+    inflight: bool | None = None  # describe each child to the caches when issued (evolution-aware counts it as a
+    # parent); None: on where the cache is in this process (serial executor); workers hear it with their next job
     locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
     worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: its memory)
     epochs: int | None = None
@@ -100,8 +100,6 @@ class SearchSettings:
                    f"executor must be serial, process or mpi, got {s.executor!r}"),
                   (s.transfer in ("prefix", "compatible"), f"transfer must be prefix or compatible, got {s.transfer!r}"),
                   (s.revisit in ("train", "reuse"), f"revisit must be train or reuse, got {s.revisit!r}"),
-                  (not s.inflight or s.executor == "serial",
-                   f"--inflight needs the serial executor (an in-process cache), got --executor {s.executor}"),
                   (s.evals >= 1, f"evals must be >= 1, got {s.evals}"),
                   (s.workers >= 1, f"workers must be >= 1, got {s.workers}"),
                   (s.retries >= 0, f"retries must be >= 0, got {s.retries}"),

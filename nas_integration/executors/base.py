@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tensorcache.events import ModelDescribed
+
 from ..evolution import Candidate
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ class Executor(ABC):
     def observe(self, mutation_pos: int | None, members: list[tuple[str, float]], population_size: int,
                 sample_size: int) -> None:
         """An evaluation finished: pass the news to the caches' policies."""
+
+    @abstractmethod
+    def describe(self, event: ModelDescribed) -> None:
+        """A child was issued: tell the caches' policies it is in flight."""
 
     def now(self) -> float:
         """Seconds since the executor started, on its clock."""

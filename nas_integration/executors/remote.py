@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tensorcache.config import CacheConfig
+from tensorcache.events import ModelDescribed
 
 from ..evaluators import Evaluator
 from ..evolution import Candidate
@@ -86,6 +87,10 @@ class RemoteExecutor(Executor):
                 sample_size: int) -> None:
         for w in self._workers:
             w.news.add(mutation_pos, members, population_size, sample_size)
+
+    def describe(self, event: ModelDescribed) -> None:
+        for w in self._workers:
+            w.news.describe(event)
 
     def submit(self, candidate: Candidate) -> None:
         index = self.placement.place(candidate, self._idle(), self._expected_ends(time.time()))

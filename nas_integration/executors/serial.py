@@ -4,6 +4,8 @@ from __future__ import annotations
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from tensorcache.events import ModelDescribed
+
 from ..evaluators import Evaluator
 from ..evolution import Candidate
 from .base import Executor, Outcome
@@ -27,6 +29,10 @@ class LocalExecutor(Executor):
             news = CacheNews()
             news.add(mutation_pos, members, population_size, sample_size)
             news.apply(self.cache)
+
+    def describe(self, event: ModelDescribed) -> None:
+        if self.cache is not None:
+            self.cache.observe(event)
 
     def close(self) -> list[dict[str, Any]]:
         if self.cache is None:

@@ -13,6 +13,10 @@ from nas_integration.evolution import RegularizedEvolution
 from nas_integration.executors import CacheNews, ProcessExecutor, merge_stats
 from nas_integration.search import SearchSettings, Tally, evolve, run_search
 from nas_integration.spaces import get_space
+from tensorcache import TensorCache
+from tensorcache.config import CacheConfig
+from tensorcache.events import ModelDescribed
+from tensorcache.policies import LRU
 from tensorcache.trace import TraceWriter, read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -97,6 +101,45 @@ def test_process_workers_share_the_disk_tier(tmp_path):
     # children found donors written by the other process (through the shared LMDB tier)
     assert any(r["donor_id"] and worker_of[r["donor_id"]] != r["worker"] for r in trace)
     assert summary["cache"]["caches"] == 2 and summary["cache"]["puts"] == 40
+
+
+class _Heard(LRU):
+    """LRU that writes down the news it hears, in order."""
+
+    heard: list = []
+
+    def on_evaluation(self):
+        self.heard.append("evaluation")
+
+    def on_mutation(self, position):
+        self.heard.append(("mutation", position))
+
+    def on_population(self, members, population_size=0, sample_size=0):
+        self.heard.append(("population", [m for m, _ in members]))
+
+    def on_model(self, model_id, arch, mode, layers, score):
+        self.heard.append(("described", model_id, tuple(arch), layers))
+
+
+def test_news_tell_a_workers_cache_the_finished_evaluations_then_the_children_issued_since():
+    news = CacheNews()
+    news.add(None, [("a", 1.0)], 4, 2)
+    news.describe(ModelDescribed("c", (1, 2), "prefix", 3, None))
+    news.add(2, [("a", 1.0), ("b", 2.0)], 4, 2)
+    _Heard.heard = []
+    cache = TensorCache(memory="1MB", disk=None, policy=_Heard)
+    news.apply(cache)
+    cache.close()
+    assert _Heard.heard == ["evaluation", "evaluation", ("mutation", 2), ("population", ["a", "b"]),
+                            ("described", "c", (1, 2), 3)]
+
+
+def test_process_workers_can_count_children_in_flight(tmp_path):
+    summary = run_search(SearchSettings(out=str(tmp_path / "p"), evaluator="tabular", table=TABLE, evals=30,
+                                        population=8, sample=3, executor="process", workers=2, inflight=True,
+                                        cache_config=CacheConfig(policy="evolution-aware")))
+    assert summary["evaluations"] == 30 and summary["settings"]["inflight"] is True
+    assert summary["cache"]["caches"] == 2 and summary["cache"]["puts"] == 30
 
 
 def test_cache_news_and_stats_merging():
