@@ -94,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     try:
         live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, args.memory)
-                          for pol in ("donor-window", "evolution-aware")}, args.repeats)
+                           for pol in ("donor-window", "evolution-aware")}, args.repeats)
         trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
         work = Workload(read_trace(trace), "prefix")
         cap = int(work.total_bytes * 0.05)
         replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
-                                                         policy_kwargs={"window": 400} if pol != "lfu" else None))
-                             for pol in ("lfu", "evolution-aware")}, 1)
+                                                          policy_kwargs={"window": 400} if pol != "lfu" else None))
+                              for pol in ("lfu", "evolution-aware")}, 1)
         same = {}
         if args.same_as:
             earlier = evolution_aware_at(args.same_as)

@@ -289,6 +289,10 @@ class Catalog:
                 del self._held[model_id], self.models[model_id]
         return True
 
+    def holds(self, entry: Entry, tier: int) -> bool:
+        """Whether tier ``tier`` holds ``entry``."""
+        return bool(self._tiers.get(entry, 0) >> tier & 1)
+
     def tiers_of(self, entry: Entry) -> list[int]:
         """Indices of the tiers holding ``entry``, fastest first."""
         return _bits(self._tiers.get(entry, 0))

@@ -119,7 +119,7 @@ class TierStack:
             moves.evicted.append((slot.tier.name, entry, reason))
             record = self.catalog.record(entry[0])
             if work is not None and record is not None and t + 1 < len(self.slots) \
-                    and t + 1 not in self.catalog.tiers_of(entry):
+                    and not self.catalog.holds(entry, t + 1):
                 refs = list(record.layers[entry[1]].tensors.values())
                 got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
                 if all(g is not None and g is not WRONG_LENGTH for g in got):

@@ -10,14 +10,16 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.trace import TraceRecord
 
 from ..collector import fewer_full_collections
 from ..evaluators import Evaluator
+
+if TYPE_CHECKING:
+    from tensorcache import TensorCache
 
 
 @dataclass

@@ -3,6 +3,8 @@ import gc
 import pytest
 
 from nas_integration.collector import fewer_full_collections
+from nas_integration.data import nb201_table
+from nas_integration.search import SearchSettings, run_search
 
 
 def test_full_collections_are_rarer_inside_and_thresholds_come_back_even_after_an_error():
@@ -22,9 +24,6 @@ def test_a_bad_factor_is_refused_by_name(factor):
 
 
 def test_run_search_collects_fully_less_often_while_it_runs_and_restores_the_thresholds(tmp_path):
-    from nas_integration.data import nb201_table
-    from nas_integration.search import SearchSettings, run_search
-
     before, seen = gc.get_threshold(), set()
     settings = SearchSettings(out=str(tmp_path / "run"), evaluator="tabular", table=str(nb201_table()), evals=20,
                               population=5, sample=2, workers=2)

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tensorcache.catalog import RECORD_MAGIC, LayerRecord, ModelRecord, TensorRef
+from tensorcache.catalog import RECORD_MAGIC, Catalog, LayerRecord, ModelRecord, TensorRef
 from tensorcache.payload import PayloadError
 
 W = TensorRef(b"w" * 16, "float32", (2, 3), 24, "torch")
@@ -22,6 +22,16 @@ def test_packed_records_round_trip_every_field():
     back = ModelRecord.from_bytes(raw)
     assert back == RECORD and back.layers[0].blob_bytes == RECORD.layers[0].blob_bytes > 25
     assert ModelRecord.from_bytes(ModelRecord("x", (3,), None, None, ()).encoded).score is None
+
+
+def test_the_catalog_knows_which_tiers_hold_each_entry_and_forgets_a_model_held_nowhere():
+    catalog = Catalog()
+    assert catalog.hold(RECORD, 0, 0) and catalog.hold(RECORD, 0, 2) and not catalog.hold(RECORD, 0, 2)
+    assert catalog.tiers_of(("m1", 0)) == [0, 2] and catalog.holds(("m1", 0), 2) and not catalog.holds(("m1", 0), 1)
+    assert catalog.held_in([2]) == [("m1", 0)] and catalog.held_in([1]) == []
+    assert catalog.release(("m1", 0), 0) and not catalog.release(("m1", 0), 0)
+    assert catalog.tiers_of(("m1", 0)) == [2] and catalog.record("m1") is RECORD
+    assert catalog.release(("m1", 0), 2) and catalog.record("m1") is None and not catalog.check()
 
 
 def test_format_1_json_records_are_still_read():
