@@ -47,7 +47,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from nas_integration.data import load_dataset
+from nas_integration.data import load_dataset, open_text
 from nas_integration.spaces import NB201Space
 from nas_integration.spaces.nb201 import OPS, NB201Index
 from tensorcache import TensorCache
@@ -114,7 +114,7 @@ def stratum(space: NB201Space, parent: Sequence[int], child: Sequence[int]) -> s
 def read_table(path: str) -> dict[tuple[int, ...], float]:
     """Architecture -> the table's CIFAR-10 200-epoch validation accuracy (mean over seeds)."""
     index = NB201Index.from_csv(path)
-    with open(path, newline="") as f:
+    with open_text(path) as f:
         return {index.arch(int(row["index"])): float(row["c10_valid_200ep_mean"]) for row in csv.DictReader(f)}
 
 

@@ -76,7 +76,9 @@ def table_cut(summary: dict[str, Any]) -> tuple[float | None, str]:
     table, column = evaluator.get("table"), evaluator.get("score_column")
     if not (isinstance(table, str) and isinstance(column, str) and os.path.isfile(table)):
         return None, ""
-    with open(table, newline="", encoding="utf-8") as f:
+    from nas_integration.data import open_text  # the table's reader: plain CSV or the shipped .csv.gz
+
+    with open_text(table) as f:
         values = [float(row[column]) for row in csv.DictReader(f) if row.get(column) not in (None, "")]
     if not values:
         return None, ""

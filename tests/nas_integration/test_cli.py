@@ -2,6 +2,7 @@
 and bad options answered with one error line and no output folder."""
 import json
 import re
+import shlex
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch
 
 from nas_integration.cli import main
 from nas_integration.data import DATASETS, nb201_table
+from tensorcache.cli import main as tc_main
 from tensorcache.trace import FIELDS, read_trace
 
 SUMMARY_KEYS = {"run_id", "settings", "evaluations", "workers", "wall_s", "best", "hit_ratio", "transfer_bytes",
@@ -87,3 +89,15 @@ def test_cuda_without_cuda_is_one_error_line(tmp_path):
     assert done.returncode == 2
     assert re.fullmatch(r"run_search: error: device 'cuda': CUDA is not available on this machine .*\n", done.stderr)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_plots_command_a_tabular_run_prints_draws_the_report(tmp_path, capsys):
+    out = tmp_path / "nb"
+    assert main(["--out", str(out), "--space", "nb201", "--evaluator", "tabular", "--evals", "120",
+                 "--population", "20", "--sample", "5"]) == 0
+    printed = capsys.readouterr().out
+    command = next(line for line in printed.splitlines() if line.startswith("plots: ")).removeprefix("plots: ")
+    program, *args = shlex.split(command)
+    assert program == "tensorcache" and args[0] == "analyze"  # the shipped table is the .csv.gz one
+    assert tc_main(args) == 0, capsys.readouterr().err
+    assert (out / "report" / "report.md").exists() and "percentile" in (out / "report" / "report.md").read_text()
