@@ -13,6 +13,10 @@ subject and baseline timed in turns on identical bytes:
 * redis: ``RedisTier.get`` vs redis-py GET on the same server (target >= 0.90); ``put`` vs SET.
 * lookup: ``TensorCache.lookup`` of a model of 8 layers totalling N bytes from a cache holding only that
   tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
+* served: ``TensorCache.lookup(...).layers`` of a torch model of 8 layers totalling N bytes from the memory
+  tier (each served torch tensor is a copy, so a caller changing it in place never changes a later hit) vs
+  the same lookup plus one ``clone`` of a host tensor of those bytes (allocate + copy), and vs the lookup alone
+  (what serving copies costs over zero-copy views).
 * warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5) at the best CIFAR-10 cell from each tier
   (device tier on the model's device: "cuda", or "cpu") vs ``model.load_state_dict`` of the same tensors,
   and vs one copy of the same bytes: one pinned host-to-device copy on CUDA, one torch copy between two
@@ -254,6 +258,37 @@ def lookup_case(tier: str, layers: list[dict[str, np.ndarray]], quick: bool, wor
                       {"overhead_s": float(np.median(t["lookup"]) - np.median(t["raw"]))})
 
 
+def bench_served(sizes: Sequence[int], quick: bool) -> list[Comparison]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the warm-start cases: small copies on 2 threads stall on a busy core
+    try:
+        return [c for n in sizes for c in _served_case(n, quick)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _served_case(n: int, quick: bool) -> list[Comparison]:
+    """``lookup().layers`` of 8 torch layers of ``n`` bytes vs the lookup + one copy, and vs the lookup alone."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    layers = [{"w": torch.randn(n // LOOKUP_LAYERS // 4, generator=gen)} for _ in range(LOOKUP_LAYERS)]
+    arch = (0,) * LOOKUP_LAYERS
+    src = torch.ones(n, dtype=torch.uint8)
+    with TensorCache(memory=4 * n, namespace="bench-served") as cache:
+        cache.put("donor", arch, layers)
+        t = interleaved({"layers": (lambda: cache.lookup(arch).layers, None),
+                         "lookup+copy": (lambda: (cache.lookup(arch), src.clone()), None),
+                         "lookup": (lambda: cache.lookup(arch), None)}, repeats_for(n, quick))
+    size, note = fmt_bytes(n), "memory tier; torch input: each served tensor is the caller's own copy"
+    return [Comparison("served", f"served.layers.vs_copy@{size}", "lookup().layers", "lookup() + src.clone()",
+                       n, t["layers"], t["lookup+copy"], None, note),
+            Comparison("served", f"served.layers.vs_lookup@{size}", "lookup().layers", "lookup() (views)",
+                       n, t["layers"], t["lookup"], None, note)]
+
+
 def _close(cache: TensorCache, tier: str, url: str) -> None:
     if tier == "redis":
         client = redis.Redis.from_url(url)
@@ -401,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
                            ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
                            ("TensorCache.lookup vs raw tier gets", lambda: bench_lookup(sizes, args.quick, workdir, url)),
+                           ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
                            ("warm start of NB201 C=16 N=5", lambda: bench_warm_start(args.quick, workdir, url))):
             got = run()
             print_comparisons(title, got)

@@ -28,7 +28,7 @@ class Hit:
     donor: str
     prefix_len: int
     indices: list[int]
-    served: list[Layer] = field(repr=False)  # shared with the cache: read only
+    served: list[Layer] = field(repr=False)  # the cache's own decoded layers: read only (``layers`` is safe)
     kinds: list[dict[str, str]] = field(repr=False)  # per layer, tensor name -> "numpy" or "torch"
     nbytes: int
     slowest_tier: str
@@ -39,8 +39,9 @@ class Hit:
 
     @property
     def layers(self) -> list[dict[str, Any]]:
-        """Each served layer's tensors by name, read only, as the kind and dtype that was put: torch
-        tensors (bfloat16 included) for torch input, numpy arrays for numpy input."""
+        """Each served layer's tensors by name as the kind and dtype that was put, never aliasing what the cache
+        keeps: torch tensors (bfloat16 included) for torch input are copies, numpy arrays for numpy input are
+        read-only views (numpy refuses writes), so changing a served tensor never changes a later hit."""
         return [_as_kinds(layer, kinds) for layer, kinds in zip(self.served, self.kinds)]
 
     @property
@@ -60,7 +61,8 @@ class Hit:
 
 
 def _as_kinds(layer: Layer, kinds: dict[str, str]) -> dict[str, Any]:
-    """``layer``'s tensors, each as the kind it was put as (torch views share the served memory)."""
+    """``layer``'s tensors, each as the kind it was put as: torch tensors are copies (torch cannot make a
+    tensor read-only, and one a caller writes to must not change what the cache serves next)."""
     out = {}
     torch_views = None
     for name, arr in layer.arrays.items():
@@ -70,9 +72,11 @@ def _as_kinds(layer: Layer, kinds: dict[str, str]) -> dict[str, Any]:
             if torch_views is None:
                 views = layer.views()
                 torch_views = dict(zip(views.names, views.tensors))
-            out[name] = torch_views[name]
+            out[name] = torch_views[name].clone()
         elif not torch_input and on_device:
-            out[name] = arr.cpu().numpy()
+            out[name] = arr.to("cpu", copy=True).numpy()
+        elif on_device:
+            out[name] = arr.clone()
         else:
             out[name] = arr
     return out

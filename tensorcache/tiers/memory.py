@@ -29,6 +29,7 @@ class MemoryTier(ProcessTier):
             self._warn("alloc", "memory tier could not allocate %d bytes (%s); value dropped", len(src), exc)
             raise StoreFailure(f"cannot allocate {len(src)} bytes") from None
         buf[:] = src
+        buf.flags.writeable = False  # what the tier keeps is never written through a served view
         return memoryview(buf).toreadonly()
 
     def _load(self, stored: memoryview) -> memoryview:

@@ -43,7 +43,8 @@ def test_tiers_quick(tmp_path: Path, redis_url: str) -> None:
     for label in ("memory.get+copy@1MiB", "memory.put@1MiB", "lmdb.get@1MiB", "lmdb.put@1MiB", "redis.get@1MiB",
                   "redis.put@1MiB", "lookup.memory@1MiB", "lookup.lmdb@1MiB", "lookup.redis@1MiB",
                   "warm.compatible.memory.vs_load", "warm.prefix.redis.vs_load", "warm.compatible.device.vs_copy",
-                  "warm.prefix.memory.vs_copy", "warm.prefix.lmdb.vs_read+copy", "warm.prefix.foreach_floor.vs_copy"):
+                  "warm.prefix.memory.vs_copy", "warm.prefix.lmdb.vs_read+copy", "warm.prefix.foreach_floor.vs_copy",
+                  "served.layers.vs_copy@1MiB", "served.layers.vs_lookup@1MiB"):
         assert label in found, f"no ratio line for {label}:\n{out}"
         assert float(found[label]) > 0
     saved = json.loads((tmp_path / "tiers.json").read_text())

@@ -78,7 +78,9 @@ def test_device_tier_serves_views_of_its_own_memory():
     hit = cache.lookup([3, 1, 2], layer_map=LMAP)
     assert hit.slowest_tier == "device" and isinstance(hit.layers[0]["0.weight"], torch.Tensor)
     again = cache.lookup([3, 1, 2], layer_map=LMAP)
-    assert again.layers[0]["0.weight"].data_ptr() == hit.layers[0]["0.weight"].data_ptr()  # no copy per lookup
+    kept = again.served[0].arrays["0.weight"]
+    assert kept.data_ptr() == hit.served[0].arrays["0.weight"].data_ptr()  # no copy per lookup
+    assert hit.layers[0]["0.weight"].data_ptr() != kept.data_ptr()  # what a caller is handed is its own
     report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
     assert report.layers == 3 and report.tier == "device"
     assert all(torch.equal(child.state_dict()[k], v) for k, v in donor.state_dict().items())
