@@ -14,7 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tensorcache.config import CacheConfig
+from tensorcache.config import CacheConfig, policy_options
 from tensorcache.sizes import format_size
 
 from .search import DEFAULTS, SearchSettings, Tally, evaluator_datasets, run_search
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warm-start children from the cache (--no-cache: train from scratch; the trace still "
                         "records layer keys and sizes for replay)")
     g.add_argument("--policy", default="donor-window",
-                   help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware (default: donor-window)")
+                   help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware (default: donor-window); belady, "
+                        "the offline bound, needs the future and runs only in `tensorcache replay`")
     g.add_argument("--memory", default="2GB", help="memory tier capacity, e.g. 512MB; 0 = none (default: 2GB)")
     g.add_argument("--device-memory", default="0", metavar="SIZE",
                    help="GPU-resident tier ahead of the memory tier, on the training device (--device), e.g. "
@@ -161,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The search the flags describe; the cache flags become its ``CacheConfig`` (``--window`` a policy option)."""
+    if "next_uses" in policy_options(args.policy):
+        raise ValueError(f"policy {args.policy!r} is offline-only: it evicts by each entry's next use, which a live "
+                         f"search cannot know; search with another policy, then replay the trace under this one: "
+                         f"tensorcache replay {os.path.join(args.out, 'trace.jsonl')} --policy {args.policy}")
     given = {k: v for k, v in vars(args).items() if v is not None}
     cache = CacheConfig(**{f.name: given[f.name] for f in fields(CacheConfig) if f.name in given})
     if args.window is not None and cache.takes("window"):

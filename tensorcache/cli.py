@@ -151,8 +151,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         sample_size=args.sample or settings.get("sample"),
                         progress=lambda done, total: bar.update(done, total, "events"),
                         inflight=bool(settings.get("inflight")))  # as the search told its cache
-    print(json.dumps(result.metrics(), indent=2))
+    if args.json:
+        print(json.dumps(result.metrics(), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(replay_table(result.metrics(), work.total_bytes))
     return 0
+
+
+def replay_table(m: dict[str, Any], total_bytes: int) -> Any:
+    """A replay's metrics as a two-column table: the yields first (the headline), then the counters."""
+    from rich.table import Table
+
+    from .sizes import format_size
+
+    def share(part: int, whole: int) -> str:
+        return f"{format_size(part)} of {format_size(whole)}"
+
+    t = Table(title=f"replay: {m['policy']} at {format_size(m['capacity_bytes'])} "
+                    f"({m['capacity_bytes'] / max(total_bytes, 1):.1%} of all bytes stored)", show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_column(style="dim")
+    for name, value, detail in (
+            ("transfer yield", m["transfer_yield"], "bytes served to new architectures / an unbounded cache's: "
+             + share(m["transfer_bytes_served"], m["transfer_bytes_unbounded"])),
+            ("revisit yield", m["revisit_yield"], "bytes served to revisits / an unbounded cache's: "
+             + share(m["revisit_bytes_served"], m["revisit_bytes_unbounded"])),
+            ("total yield", m["total_yield"], share(m["bytes_served"], m["bytes_unbounded"])),
+            ("hit ratio", m["hit_ratio"], f"{m['hits']} of {m['lookups']} lookups served an arch-dependent layer"),
+            ("byte hit ratio", m["byte_hit_ratio"], "bytes served / bytes of every child's full model")):
+        t.add_row(name, f"{value:.3f}", detail)
+    t.add_row("evictions", str(m["evictions"]), f"peak use {format_size(m['max_used_bytes'])}")
+    return t
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,13 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "quality (default: a tabular run's table, 25th percentile over all architectures; else the "
                    "25th percentile of the run's random initial architectures)")
     a.set_defaults(func=cmd_analyze)
-    r = sub.add_parser("replay", help="replay a trace under one policy and capacity; print the metrics as JSON")
+    r = sub.add_parser("replay", help="replay a trace under one policy and capacity; print its yields "
+                       "and counters (--json: every metric as JSON)")
     r.add_argument("trace", metavar="TRACE.jsonl")
     r.add_argument("--policy", default="donor-window", help="fifo, lru, lfu, donor-window, evolution-aware, belady")
     r.add_argument("--capacity", default="10%", help="bytes (512MB) or percent of all bytes stored (10%%)")
     r.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
     r.add_argument("--population", type=int, metavar="P")
     r.add_argument("--sample", type=int, metavar="S")
+    r.add_argument("--json", action="store_true", help="print every metric as JSON instead of the table")
     r.set_defaults(func=cmd_replay)
     return p
 

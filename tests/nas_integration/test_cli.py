@@ -71,6 +71,7 @@ def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_pat
     (["--evaluator", "tabular", "--dataset", "mnist"],
      "tabular evaluator: unknown dataset 'mnist'; expected one of cifar10, cifar100, imagenet16-120"),
     (["--redis-required"], "--redis-required needs --redis URL"),
+    (["--evaluator", "tabular", "--policy", "belady"], "policy 'belady' is offline-only"),
     (["--redis", "redis://127.0.0.1:1/0", "--redis-required"], "redis at redis://127.0.0.1:1/0 is unreachable"),
     (["--evaluator", "tabular", "--disk", __file__ + "/cache.lmdb"], "cannot open LMDB tier"),
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
@@ -101,3 +102,10 @@ def test_the_plots_command_a_tabular_run_prints_draws_the_report(tmp_path, capsy
     assert program == "tensorcache" and args[0] == "analyze"  # the shipped table is the .csv.gz one
     assert tc_main(args) == 0, capsys.readouterr().err
     assert (out / "report" / "report.md").exists() and "percentile" in (out / "report" / "report.md").read_text()
+
+
+def test_belady_runs_in_replay_on_a_searchs_trace(tmp_path, capsys):
+    out = tmp_path / "tab"
+    assert main(["--out", str(out), "--evaluator", "tabular", "--evals", "60", "--population", "10", "--sample", "3", "--quiet"]) == 0
+    assert tc_main(["replay", str(out / "trace.jsonl"), "--policy", "belady", "--capacity", "5%", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "belady"

@@ -1,6 +1,7 @@
 """``replay`` end to end: unbounded yield, capacity, Belady as a reference, agreement with a live TensorCache
 on the same event stream, and the ``tensorcache replay`` command. Traces come from ``evolution_sim``."""
 import json
+import re
 import os
 from collections import deque
 from pathlib import Path
@@ -145,11 +146,20 @@ def test_cli_replay_prints_metrics(tmp_path, capsys):
     records = simulate(n=30, seed=7)
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert main(["replay", str(path), "--policy", "lru", "--capacity", "100%"]) == 0
+    assert main(["replay", str(path), "--policy", "lru", "--capacity", "100%", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["transfer_yield"] == 1.0 and metrics["policy"] == "lru"
     assert metrics["lookups"] == len(records) and metrics["bytes_unbounded"] == metrics["bytes_served"] > 0
     assert main(["replay", str(path), "--capacity", "lots"]) == 2
+
+
+def test_cli_replay_prints_a_table_by_default(tmp_path, capsys):
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in simulate(n=30, seed=7)))
+    assert main(["replay", str(path), "--policy", "lru", "--capacity", "100%"]) == 0
+    out = capsys.readouterr().out
+    assert "replay: lru at" in out and "(100.0% of all bytes stored)" in out
+    assert re.search(r"transfer yield\W+1\.000", out) and "{" not in out
 
 
 def test_cli_replay_draws_its_progress_bar_through_the_events(tmp_path, monkeypatch, capsys):
@@ -173,7 +183,7 @@ def test_cli_replay_draws_its_progress_bar_through_the_events(tmp_path, monkeypa
     monkeypatch.setattr(cli, "LazyBar", Eager)
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in simulate(n=600, seed=8)))
-    assert main(["replay", str(path), "--policy", "lfu", "--capacity", "5%"]) == 0
+    assert main(["replay", str(path), "--policy", "lfu", "--capacity", "5%", "--json"]) == 0
     (bar,) = bars
     assert bar.drawn and not bar.shown and bar.calls[-1] == (1200, 1200) and (1000, 1200) in bar.calls
     assert json.loads(capsys.readouterr().out)["policy"] == "lfu"
