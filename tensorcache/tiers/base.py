@@ -97,6 +97,14 @@ class Tier(ABC):
                     return default
         return default
 
+    def _adopt_capacity(self, stored: int) -> None:
+        """Use the capacity the store keeps in its books (a shared store has one capacity, whoever asks for
+        another), with one warning when this process asked for a different one."""
+        if stored != self.capacity:
+            self._warn("capacity", "%s tier: the store's capacity is %d bytes, set by the first process that "
+                       "used it; this process asked for %d and uses the store's", self.name, stored, self.capacity)
+            self.capacity = stored
+
     def _repair(self, why: str) -> bool:
         """Rebuild the books from the store's contents, with one warning; False if that failed too."""
         try:
@@ -156,7 +164,12 @@ class Tier(ABC):
                   blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
         """Hold several entries of one model in one transaction, all or none (see ``books.hold``)."""
         def body(txn: Txn) -> Admission:
-            txn.prefetch([books.USED])
+            txn.prefetch([books.USED, books.CAPACITY])
+            stored = books.read_capacity(txn)
+            if stored:
+                self._adopt_capacity(stored)
+            else:
+                txn.set(books.CAPACITY, books.pack_u64(self.capacity))
             used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
             if used > self.capacity and used != self._used_checked:
                 raise BooksDamaged(f"used bytes {used} exceed the capacity {self.capacity}")
@@ -227,8 +240,12 @@ class SharedTier(Tier):
         The snapshot read with the audit is kept for the first ``snapshot`` call."""
         try:
             checked, self._opening = self._run(False, books.survey)
+            stored = self._run(False, books.read_capacity)
         except (StoreFailure, BooksDamaged):
             checked = None
+        else:
+            if stored:
+                self._adopt_capacity(stored)
         if checked is None or not checked.healthy:
             self._opening = None
             self._repair("checked on open")

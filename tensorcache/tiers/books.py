@@ -5,7 +5,8 @@ transaction, one Redis WATCH/MULTI/EXEC, one step in process memory), so a paylo
 when the store's own count of entries naming it reaches zero and a process killed mid-put leaves nothing
 behind. The algorithm is written once, here, over a small ``Txn`` interface each store implements.
 
-Keys (each store puts them under its namespace): ``u`` used bytes, ``s`` change sequence, ``e`` epoch
+Keys (each store puts them under its namespace): ``u`` used bytes, ``c`` the store's byte capacity (set
+by the first hold; every process sharing the store adopts it), ``s`` change sequence, ``e`` epoch
 (renewed when a store loses its books, so readers resynchronise), ``r:<model>`` the model record,
 ``h:<model>`` its held layer indices, ``d:<model>:<index>`` the digests of one entry, ``n:<digest>`` a
 payload's refcount. A store shared between processes also keeps the last ``LOG_KEEP`` changes, keyed by
@@ -28,7 +29,8 @@ LOG_KEEP = 65536  # changes a shared store keeps for readers; one that falls fur
 MAX_INDEX = 2**31 - 1
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
-USED, SEQ, EPOCH = b"u", b"s", b"e"
+USED, SEQ, EPOCH, CAPACITY = b"u", b"s", b"e", b"c"
+MAX_CAPACITY = 2**56  # a stored capacity above this (64 PiB) is garbled
 
 
 class BooksDamaged(Exception):
@@ -197,6 +199,14 @@ def read_u64(raw: bytes | None, what: str) -> int:
     if len(raw) != 8:
         raise BooksDamaged(f"{what} is {len(raw)} bytes, not 8")
     return _U64.unpack(raw)[0]
+
+
+def read_capacity(txn: Txn) -> int:
+    """The byte capacity a shared store keeps in its books (0: none set yet); BooksDamaged if garbled."""
+    capacity = read_u64(txn.get(CAPACITY), "the store's capacity")
+    if capacity > MAX_CAPACITY:
+        raise BooksDamaged(f"the store's capacity {capacity} is implausible")
+    return capacity
 
 
 def pack_indices(indices: Sequence[int]) -> bytes:
@@ -420,6 +430,10 @@ def audit(txn: Txn, held_lists: list[tuple[bytes, bytes]] | None = None
         problems.append(str(exc))
     if orphans:
         problems.append(f"{len(orphans)} payloads ({orphan_bytes} bytes) are named by no entry")
+    try:
+        read_capacity(txn)
+    except BooksDamaged as exc:
+        problems.append(str(exc))
     return Audit(used, held_bytes, orphan_bytes, entries, tuple(problems)), refs, orphans, broken
 
 
@@ -457,6 +471,10 @@ def repair(txn: Txn) -> Audit:
         if txn.get(b"h:" + key[2:]) is None:
             txn.delete(key)
     txn.set(USED, pack_u64(sum(txn.blob_size(d) or 0 for d in refs)))
+    try:
+        read_capacity(txn)
+    except BooksDamaged:
+        txn.delete(CAPACITY)  # the next hold sets it again
     if txn.logs:  # a new log: every reader resynchronises from the rebuilt books
         for key in list(txn.keys(b"l:")):
             txn.delete(key)

@@ -190,6 +190,11 @@ def _prefixed(cursor: lmdb.Cursor, prefix: bytes, strip: int,
     return iter(out)
 
 
+def _map_limit(capacity: int) -> int:
+    """How far the map may grow for a tier of ``capacity`` bytes: 2x capacity + slack, in whole pages."""
+    return -(-(2 * capacity + _SLACK) // mmap.PAGESIZE) * mmap.PAGESIZE
+
+
 class LMDBTier(SharedTier):
     """A payload store with its own books in the LMDB environment directory ``path`` (created if missing).
 
@@ -206,7 +211,7 @@ class LMDBTier(SharedTier):
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         self.path, self.namespace = os.path.realpath(os.fspath(path)), namespace
         self._ns = namespace_key(namespace)
-        self._map_limit = -(-max(map_size or 0, 2 * capacity + _SLACK) // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._map_limit = max(map_size or 0, _map_limit(capacity))
         try:
             os.makedirs(self.path, exist_ok=True)
             self._env: _Env | None = _acquire(self.path, map_size or self._map_limit)
@@ -233,6 +238,10 @@ class LMDBTier(SharedTier):
                 except lmdb.Error as exc:
                     raise StoreFailure(str(exc)) from None
             raise StoreFailure("the map kept being resized")
+
+    def _adopt_capacity(self, stored: int) -> None:
+        super()._adopt_capacity(stored)
+        self._map_limit = max(self._map_limit, _map_limit(stored))
 
     def _grow(self, env: lmdb.Environment) -> bool:
         size = env.info()["map_size"]

@@ -65,8 +65,6 @@ class RedisTier(SharedTier):
         except ValueError as exc:
             raise ValueError(f"bad redis URL {self.url!r}: {exc}") from None
         self.prefix = f"tc:{namespace}:".encode()
-        # a manifest may not name more chunks than this tier's capacity needs (a hostile one could name 2**64)
-        self._max_chunks = min(_MAX_CHUNKS, max(1, -(-capacity // chunk_size)))
         self._backoff = 0.0
         self._down_until = 0.0
         try:
@@ -78,6 +76,10 @@ class RedisTier(SharedTier):
             self._unreachable(exc)
         else:
             self._check_on_open()
+
+    def _max_chunks(self) -> int:
+        """A manifest may not name more chunks than this tier's capacity needs (a hostile one could name 2**64)."""
+        return min(_MAX_CHUNKS, max(1, -(-self.capacity // self.chunk_size)))
 
     # ------------------------------------------------------------------ transactions and failures
     def _run(self, write: bool, body: Callable[[Txn], T]) -> T:
@@ -127,7 +129,7 @@ class RedisTier(SharedTier):
             return None
         if len(raw) == _MANIFEST.size:
             size, chunk = _MANIFEST.unpack(raw)
-            if chunk and -(-size // chunk) <= self._max_chunks:
+            if chunk and -(-size // chunk) <= self._max_chunks():
                 return size, chunk
         self._warn("manifest", "redis at %s: malformed chunk manifest; treating as a miss", self.address)
         return None

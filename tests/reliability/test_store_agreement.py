@@ -1,0 +1,83 @@
+"""Processes sharing one LMDB file or one Redis namespace agree on what the store is: one capacity (kept in
+the store's books), one record per model id, one donor for the same lookup."""
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+
+from tensorcache import TensorCache
+from tensorcache.keys import namespace_key
+from tensorcache.tiers import books
+
+# argv: where (LMDB path or Redis URL), namespace, capacity, first model, models. Puts 40 KB models and prints
+# the tier's capacity, how many capacity warnings it logged, and which of its models the store still holds.
+WRITER = r"""
+import json, logging, sys
+from tensorcache import TensorCache
+where, namespace, capacity, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+warned = []
+class Count(logging.Handler):
+    def emit(self, record):
+        if "capacity" in record.getMessage():
+            warned.append(record.getMessage())
+logging.getLogger("tensorcache").addHandler(Count())
+shared = {"disk": where, "disk_capacity": capacity} if "://" not in where else {
+    "redis": where, "redis_capacity": capacity, "redis_required": True}
+cache = TensorCache(memory=0, namespace=namespace, policy="fifo", **shared)
+tier = cache.tiers[-1]
+for m in range(first, first + count):
+    cache.put(f"m{m}", (m,), make_layers(m, 1, 10_000))
+mine = [m for m in range(first, first + count) if cache.lookup((m,)) is not None]
+print(json.dumps({"capacity": tier.capacity, "warnings": warned, "used": tier.used_bytes(), "mine": mine,
+                  "problems": cache.check_invariants()}))
+cache.close()
+"""
+
+
+def _where(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
+    if kind == "lmdb":
+        return str(tmp_path / "shared.lmdb"), "default"
+    return request.getfixturevalue("redis_url"), request.getfixturevalue("redis_namespace")
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "redis"])
+def test_a_shared_store_has_one_capacity_that_a_process_asking_for_another_adopts_with_one_warning(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest, python: Callable[..., Any]) -> None:
+    where, namespace = _where(kind, tmp_path, request)
+
+    def run(capacity: int, first: int) -> dict[str, Any]:
+        return json.loads(python(WRITER, where, namespace, str(capacity), str(first), "12").stdout)
+
+    small = run(300_000, 0)
+    assert small["capacity"] == 300_000 and not small["warnings"] and small["used"] <= 300_000
+    big = run(1_000_000, 100)  # asks for more: adopts the store's 300 KB, says so once
+    assert big["capacity"] == 300_000 and len(big["warnings"]) == 1 and "300000" in big["warnings"][0]
+    assert big["used"] <= 300_000 and not big["problems"]
+    again = run(300_000, 200)  # the small one again: nothing of the other's work exceeds what it expects
+    assert again["capacity"] == 300_000 and not again["warnings"] and not again["problems"]
+    # each process serves its own newest models: the same capacity everywhere, so the same number fit
+    assert len(big["mine"]) == len(again["mine"]) == len(small["mine"]) > 0
+
+
+@pytest.mark.parametrize("value", [b"\x00\x01\x02", struct.pack(">Q", 2**62)])
+def test_a_garbled_stored_capacity_is_rebuilt_and_set_again(tmp_path: Path, value: bytes, caplog, layers_of) -> None:
+    path = tmp_path / "c.lmdb"
+    with TensorCache(memory=0, disk=path, disk_capacity="1MB") as cache:
+        cache.put("m1", (1,), layers_of(1, 1))
+    with lmdb.open(str(path)) as env, env.begin(write=True) as txn:
+        txn.put(namespace_key("default") + b"k" + books.CAPACITY, value)
+    with caplog.at_level(logging.WARNING, logger="tensorcache"), TensorCache(memory=0, disk=path,
+                                                                              disk_capacity="2MB") as cache:
+        assert cache.tiers[0].capacity == 2_000_000  # the garbled value is dropped, not adopted
+        assert cache.put("m2", (2,), layers_of(2, 1)).written > 0
+        assert cache.check_invariants() == [] and cache.lookup((1,)).donor == "m1"
+    assert "rebuilt its books" in caplog.text
+    with lmdb.open(str(path)) as env, env.begin() as txn:
+        assert txn.get(namespace_key("default") + b"k" + books.CAPACITY) == struct.pack(">Q", 2_000_000)
