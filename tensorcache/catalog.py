@@ -162,7 +162,7 @@ class ModelRecord:
             if isinstance(exc, PayloadError):
                 raise
             raise PayloadError(f"malformed model record: {exc!r:.200}") from None
-        return cls(model_id, arch, None if not math.isfinite(score) else score, parent, tuple(layers), MODES[mode])
+        return cls(model_id, arch, None if math.isnan(score) else score, parent, tuple(layers), MODES[mode])
 
     @classmethod
     def _from_json(cls, raw: bytes, max_nbytes: int) -> ModelRecord:
@@ -181,7 +181,7 @@ class ModelRecord:
                     tensors[str(name)] = TensorRef(_hex16(t["digest"]), t["dtype"], shape, nbytes, kind)
                 layers.append(LayerRecord(_hex16(layer["key"]), tensors, tuple(int(d) for d in layer["deps"])))
             score, parent, mode = obj["score"], obj["parent"], obj.get("mode", "prefix")
-            if score is not None and not math.isfinite(float(score)):
+            if score is not None and math.isnan(float(score)):
                 score = None
             if mode not in MODES:
                 raise PayloadError(f"unknown mode {mode!r}")
@@ -238,7 +238,9 @@ def _hex16(text: Any) -> bytes:
 
 
 def rank(score: float | None) -> float:
-    """Sort key of a donor's score, lower first: higher scores first, unknown and NaN scores last."""
+    """Sort key of a donor's score, lower first: higher scores first (``inf`` first of all), unknown and NaN
+    scores last together with ``-inf``; ties go to the model id, so every process that sees the same models
+    picks the same donor (a record keeps ``inf`` as it was put)."""
     return math.inf if score is None or math.isnan(score) else -score
 
 

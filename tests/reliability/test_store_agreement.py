@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -81,3 +82,28 @@ def test_a_garbled_stored_capacity_is_rebuilt_and_set_again(tmp_path: Path, valu
     assert "rebuilt its books" in caplog.text
     with lmdb.open(str(path)) as env, env.begin() as txn:
         assert txn.get(namespace_key("default") + b"k" + books.CAPACITY) == struct.pack(">Q", 2_000_000)
+
+
+# argv: LMDB path. A fresh process: prints the donor it picks for each child.
+READER = r"""
+import json, sys
+from tensorcache import TensorCache
+with TensorCache(memory=0, disk=sys.argv[1]) as cache:
+    print(json.dumps({str(list(child)): cache.lookup(child).donor for child in [(1, 9), (2, 9), (3, 9)]}))
+"""
+
+
+def test_every_process_picks_the_same_donor_whatever_the_scores(tmp_path: Path, layers_of,
+                                                                python: Callable[..., Any]) -> None:
+    """Scores inf, -inf, nan, none and ties: the writer and a fresh LMDB reader agree on every donor."""
+    path = tmp_path / "c.lmdb"
+    scores = {1: [("inf", math.inf), ("best", 1e308), ("a", 0.5)],
+              2: [("minus-inf", -math.inf), ("nan", math.nan), ("none", None), ("zero", 0.0), ("minus-zero", -0.0)],
+              3: [("tie-b", 2.0), ("tie-a", 2.0), ("neg-inf", -math.inf)]}
+    with TensorCache(memory="1MB", disk=path) as writer:
+        for group, models in scores.items():
+            for n, (model_id, score) in enumerate(models):
+                writer.put(model_id, (group, n), layers_of(group, 2), score=score)
+        mine = {str([group, 9]): writer.lookup((group, 9)).donor for group in scores}
+    assert mine == {"[1, 9]": "inf", "[2, 9]": "minus-zero", "[3, 9]": "tie-a"}
+    assert json.loads(python(READER, str(path)).stdout) == mine
