@@ -6,7 +6,8 @@ A thin facade over parts that each own one piece of state:
 * ``TierStack`` (stack.py): the tiers fastest first (device, memory, LMDB, Redis), each with its policy,
   admitting and evicting iteratively; an evicted entry moves down, a hit from a slower tier is copied up;
 * the tiers (tiers/): byte stores that keep their own books; a shared one (LMDB, Redis) changes them in
-  the payloads' transaction and logs each change, which ``_sync`` follows to learn other processes' work;
+  the payloads' transaction and logs each change;
+* ``Follower`` (follower.py): reads those logs to learn other processes' work;
 * policies hear typed events (events.py), the same ones ``replay`` feeds them.
 
 A put writes to the fastest tier and through to the widest one (the last). Layers read from a
@@ -22,18 +23,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .catalog import Catalog, Entry, LayerRecord, ModelRecord, TensorRef, check_arch
-from .events import (Donated, EvaluationDone, Inserted, LayerServed, ModelDescribed, Mutated, PolicyEvent,
-                     PopulationChanged, Removed)
+from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, check_arch
+from .events import (Donated, EvaluationDone, LayerServed, ModelDescribed, Mutated, PolicyEvent,
+                     PopulationChanged)
 from .hit import Hit, Stored
 from .layers import LayerMap
 from .payload import PayloadError, decode, encode
 from .policies import Policy, make_policy
 from .sizes import parse_size
+from .follower import Follower
 from .stack import Moves, Slot, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .tiers.base import SharedTier
-from .tiers.books import WRONG_LENGTH, BooksDamaged, Change, Position
+from .tiers.books import WRONG_LENGTH
 from .transfer import Layer, TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
@@ -86,16 +88,12 @@ class TensorCache:
                       {} if t.keeps_decoded and not verify_memory else None) for t in tiers]
         self._catalog = Catalog()
         self._stack = TierStack(slots, self._catalog, uuid.uuid4().hex)
-        self._positions: dict[int, tuple[Position, bytes | None]] = {}
         self._counts = {k: 0 for k in ("puts", "lookups", "hits", "misses", "layers_served", "bytes_served",
-                                        "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions",
-                                        "resyncs")}
+                                        "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions")}
         self._evictions: dict[str, int] = {}
         self._seconds = {"put": 0.0, "lookup": 0.0, "apply": 0.0}
         self._served_by: dict[str, int] = {}
-        for i, slot in enumerate(slots):
-            if isinstance(slot.tier, SharedTier):
-                self._resync(i, slot.tier, quiet=True)
+        self._follower = Follower(self._stack)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -117,7 +115,7 @@ class TensorCache:
             if score != score:  # NaN ranks last, as no score does
                 score = None
         keys = lmap.keys(self.namespace, arch)
-        self._sync()
+        self._follower.sync()
         known = self._catalog.record(model_id)
         if known is not None:
             return Stored(model_id, keys, [layer.blob_bytes for layer in known.layers],
@@ -136,7 +134,7 @@ class TensorCache:
             log.warning("model %r has no tensor bytes; not stored", model_id)
             return Stored(model_id, keys, [layer.blob_bytes for layer in records],
                           [layer.depends_on for layer in records], 0)
-        self._tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
+        self._stack.tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
         moves = Moves()
         for i in sorted({0, len(self._stack.slots) - 1}):  # the fastest tier, and through to the widest
             self._stack.admit(i, record, range(len(records)), blobs, moves)
@@ -152,7 +150,7 @@ class TensorCache:
         t0 = time.perf_counter()
         arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
-        self._sync()
+        self._follower.sync()
         self._counts["lookups"] += 1
         hit = self._fetch(lmap.keys(self.namespace, arch), parent, lmap.mode)
         seconds = time.perf_counter() - t0
@@ -173,7 +171,7 @@ class TensorCache:
         lets a scheduler send the child to the worker that already holds that donor."""
         arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
-        self._sync()
+        self._follower.sync()
         found = self._catalog.find(lmap.keys(self.namespace, arch), parent, lmap.mode)
         return None if found is None else found[0]
 
@@ -192,23 +190,25 @@ class TensorCache:
 
     def observe(self, event: PolicyEvent) -> None:
         """Give every tier's policy one typed event (see ``tensorcache.events``)."""
-        self._tell(event)
+        self._stack.tell(event)
 
     def notify_evaluation(self) -> None:
         """One evaluation finished: advances sliding windows of the policies."""
-        self._tell(EvaluationDone())
+        self._stack.tell(EvaluationDone())
 
     def update_population(self, members: Sequence[tuple[str, float]], population_size: int, sample_size: int) -> None:
         """Tell population-aware policies the evolution's state (members oldest first)."""
-        self._tell(PopulationChanged(tuple(members), population_size, sample_size))
+        self._stack.tell(PopulationChanged(tuple(members), population_size, sample_size))
 
     def observe_mutation(self, position: int) -> None:
         """Tell population-aware policies where a child's mutation landed."""
-        self._tell(Mutated(position))
+        self._stack.tell(Mutated(position))
 
     def stats(self) -> dict[str, Any]:
         """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
         c: dict[str, Any] = dict(self._counts)
+        c["corrupt"] += self._follower.malformed
+        c["resyncs"] = self._follower.resyncs
         c["hit_ratio"] = c["hits"] / c["lookups"] if c["lookups"] else 0.0
         c["evictions"] = dict(self._evictions)
         c["served_by_tier"] = dict(self._served_by)
@@ -228,7 +228,7 @@ class TensorCache:
         """Problems found in the cache's bookkeeping, empty when whole: the catalog's own, each tier's books
         against its store (used bytes equal what is held, no orphans), and each process-local tier's
         residency against its policy and decoded layers."""
-        self._sync()
+        self._follower.sync()
         problems = [f"catalog: {p}" for p in self._catalog.check()]
         for i, slot in enumerate(self._stack.slots):
             audit = slot.tier.audit()
@@ -259,10 +259,6 @@ class TensorCache:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _tell(self, event: PolicyEvent) -> None:
-        for slot in self._stack.slots:
-            slot.policy.handle(event)
-
     def _count(self, moves: Moves) -> None:
         for tier, _, reason in moves.evicted:
             key = f"{tier}:{reason}"
@@ -302,7 +298,7 @@ class TensorCache:
                 continue  # every layer of that donor was unreadable and is now dropped: ask again
             if not indices:
                 return None
-            self._tell(Donated(donor))
+            self._stack.tell(Donated(donor))
             prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
             return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
                        self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
@@ -366,94 +362,6 @@ class TensorCache:
                 raise PayloadError("payload header disagrees with the model record")
             arrays[name], dtypes[name] = arr, dtype
         return kept or Layer(arrays, dtypes), raw
-
-    # ------------------------------------------------------------------ following shared tiers
-    def _sync(self) -> None:
-        """Apply the changes other processes made to each shared tier's books since the last look."""
-        for i, slot in enumerate(self._stack.slots):
-            if not isinstance(slot.tier, SharedTier):
-                continue
-            since, last = self._positions[i]
-            got = slot.tier.changes(since, last)
-            if got is None:
-                self._resync(i, slot.tier)
-                continue
-            raws, now = got
-            for raw in raws:
-                try:
-                    self._apply(i, slot, Change.decode(raw))
-                except (BooksDamaged, PayloadError) as exc:
-                    self._counts["corrupt"] += 1
-                    log.warning("ignoring a malformed change in the %s tier's log: %s", slot.tier.name, exc)
-            self._positions[i] = (now, raws[-1] if raws else last)
-
-    def _apply(self, i: int, slot: Slot, change: Change) -> None:
-        if change.origin == self._stack.origin:
-            return
-        if change.op == "hold":
-            record = self._catalog.record(change.model_id) or self._fetch_record(slot.tier, change.model_id)
-            if record is None:
-                return
-            if max(change.indices) >= len(record.layers):
-                raise PayloadError(f"a change holds layer {max(change.indices)} of {change.model_id!r}, which "
-                                   f"has {len(record.layers)}")
-            for index in change.indices:
-                self._hold_seen(i, slot, record, index)
-            return
-        for index in change.indices:
-            entry = (change.model_id, index)
-            if self._catalog.release(entry, i):
-                slot.policy.handle(Removed(entry))
-                if slot.decoded is not None:
-                    slot.decoded.pop(entry, None)
-
-    def _hold_seen(self, i: int, slot: Slot, record: ModelRecord, index: int) -> None:
-        """Another process made tier ``i`` hold an entry: record it and tell the policies."""
-        if record.model_id not in self._catalog.models:
-            self._tell(ModelDescribed(record.model_id, record.arch, record.mode, len(record.layers), record.score))
-        if self._catalog.hold(record, index, i):
-            layer = record.layers[index]
-            slot.policy.handle(Inserted((record.model_id, index), layer.blob_bytes, record.model_id,
-                                        layer.depends_on))
-
-    def _fetch_record(self, tier: SharedTier, model_id: str) -> ModelRecord | None:
-        raw = tier.record(model_id)
-        if raw is None:
-            return None
-        record = ModelRecord.from_bytes(raw)
-        if record.model_id != model_id:
-            raise PayloadError(f"record stored for {model_id!r} names {record.model_id!r}")
-        return record
-
-    def _resync(self, i: int, tier: SharedTier, quiet: bool = False) -> None:
-        """Rebuild what this process knows of tier ``i`` from a snapshot of its books (on open, and when
-        its log was lost, restored, truncated or trimmed past this reader)."""
-        snap = tier.snapshot()
-        if snap is None:
-            self._positions.setdefault(i, (Position(b"", 0), None))
-            return
-        if not quiet:
-            self._counts["resyncs"] += 1
-            log.warning("the %s tier's change log was lost, restored or trimmed; resynchronised from its books",
-                        tier.name)
-        slot = self._stack.slots[i]
-        seen: set[Entry] = set()
-        for model_id, raw, held in snap.models:
-            try:
-                record = self._catalog.record(model_id) or ModelRecord.from_bytes(raw)
-                if record.model_id != model_id or held[-1] >= len(record.layers):
-                    raise PayloadError(f"the record stored for {model_id!r} does not match its books")
-            except PayloadError as exc:
-                self._counts["corrupt"] += 1
-                log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
-                continue
-            for index in held:
-                seen.add((model_id, index))
-                self._hold_seen(i, slot, record, index)
-        for entry in [e for e in self._catalog.held_in([i]) if e not in seen]:
-            self._catalog.release(entry, i)
-            slot.policy.handle(Removed(entry))
-        self._positions[i] = (snap.position, snap.last)
 
 
 def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:

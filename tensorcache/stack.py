@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, Entry, ModelRecord
-from .events import Inserted, Removed
+from .events import Inserted, PolicyEvent, Removed
 from .policies import Policy
 from .tiers import Tier
 from .tiers.books import WRONG_LENGTH
@@ -85,11 +85,27 @@ class TierStack:
                 return None
             self._make_room(t, admission.short, moves, work)
         for j in group:
-            entry = (record.model_id, j)
-            if self.catalog.hold(record, j, t) or entry not in slot.policy:
-                layer = record.layers[j]
-                slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
+            self.note(t, record, j)
         return admission.written
+
+    def note(self, t: int, record: ModelRecord, index: int) -> None:
+        """Tier ``t``'s store holds layer ``index`` of ``record`` now: record it, and tell the tier's policy
+        if it is new to the catalog or to the policy."""
+        slot, entry = self.slots[t], (record.model_id, index)
+        if self.catalog.hold(record, index, t) or entry not in slot.policy:
+            layer = record.layers[index]
+            slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
+
+    def forget(self, t: int, entry: Entry) -> None:
+        """Tier ``t``'s store no longer holds ``entry`` (another process released it): forget it here and
+        tell the tier's policy."""
+        if self._unhold(t, entry):
+            self.slots[t].policy.handle(Removed(entry))
+
+    def tell(self, event: PolicyEvent) -> None:
+        """Give every tier's policy one event."""
+        for slot in self.slots:
+            slot.policy.handle(event)
 
     def _make_room(self, t: int, short: int, moves: Moves, work: deque) -> None:
         """Evict the policy's victims, in its order, until their bytes cover ``short`` (at least one), all
@@ -126,11 +142,11 @@ class TierStack:
                     work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
         slot.tier.release_many(entries, self.origin)
         for entry in entries:
-            self.drop(t, entry)
+            self._unhold(t, entry)
 
-    def drop(self, t: int, entry: Entry) -> None:
-        """Forget that tier ``t`` holds ``entry`` (the store no longer does)."""
+    def _unhold(self, t: int, entry: Entry) -> bool:
+        """Drop ``entry``'s residency in tier ``t`` and its decoded layer; True if the catalog had it there."""
         slot = self.slots[t]
         if slot.decoded is not None:
             slot.decoded.pop(entry, None)
-        self.catalog.release(entry, t)
+        return self.catalog.release(entry, t)

@@ -1,0 +1,119 @@
+"""Following shared tiers: what other processes hold and release in a shared tier (LMDB, Redis), learnt
+from the tier's change log read from a cursor kept here, or from a snapshot of its books when the log
+cannot tell (on open, and when it was lost, restored, truncated or trimmed past this reader).
+
+What is learnt goes into the stack (catalog residency and the tier's policy); this module reads books
+and logs and moves no payload bytes.
+"""
+from __future__ import annotations
+
+import logging
+
+from .catalog import Entry, ModelRecord
+from .events import ModelDescribed
+from .payload import PayloadError
+from .stack import TierStack
+from .tiers.base import SharedTier
+from .tiers.books import BooksDamaged, Change, Position
+
+log = logging.getLogger("tensorcache")
+
+
+class Follower:
+    """The one reader of the shared tiers' change logs for a stack: owns each shared tier's cursor and
+    applies other processes' changes. ``resyncs``: snapshots taken because a log could not tell;
+    ``malformed``: changes and records ignored as unreadable."""
+
+    def __init__(self, stack: TierStack) -> None:
+        self._stack = stack
+        self._cursors: dict[int, tuple[Position, bytes | None]] = {}
+        self.resyncs = 0
+        self.malformed = 0
+        for i in self._shared():
+            self._resync(i, quiet=True)
+
+    def _shared(self) -> list[int]:
+        return [i for i, slot in enumerate(self._stack.slots) if isinstance(slot.tier, SharedTier)]
+
+    def sync(self) -> None:
+        """Apply the changes other processes made to each shared tier's books since the last look."""
+        for i in self._shared():
+            tier = self._stack.slots[i].tier
+            assert isinstance(tier, SharedTier)
+            since, last = self._cursors[i]
+            got = tier.changes(since, last)
+            if got is None:
+                self._resync(i)
+                continue
+            raws, now = got
+            for raw in raws:
+                try:
+                    self._apply(i, tier, Change.decode(raw))
+                except (BooksDamaged, PayloadError) as exc:
+                    self.malformed += 1
+                    log.warning("ignoring a malformed change in the %s tier's log: %s", tier.name, exc)
+            self._cursors[i] = (now, raws[-1] if raws else last)
+
+    def _apply(self, i: int, tier: SharedTier, change: Change) -> None:
+        """Apply one logged change to tier ``i``'s residency, unless this process made it."""
+        if change.origin == self._stack.origin:
+            return
+        if change.op == "release":
+            for index in change.indices:
+                self._stack.forget(i, (change.model_id, index))
+            return
+        record = self._stack.catalog.record(change.model_id) or _fetch_record(tier, change.model_id)
+        if record is None:
+            return
+        if max(change.indices) >= len(record.layers):
+            raise PayloadError(f"a change holds layer {max(change.indices)} of {change.model_id!r}, which "
+                               f"has {len(record.layers)}")
+        for index in change.indices:
+            self._hold_seen(i, record, index)
+
+    def _hold_seen(self, i: int, record: ModelRecord, index: int) -> None:
+        """Another process made tier ``i`` hold an entry: describe a new model to the policies, then note it."""
+        if record.model_id not in self._stack.catalog.models:
+            self._stack.tell(ModelDescribed(record.model_id, record.arch, record.mode, len(record.layers),
+                                            record.score))
+        self._stack.note(i, record, index)
+
+    def _resync(self, i: int, quiet: bool = False) -> None:
+        """Rebuild what this process knows of tier ``i`` from a snapshot of its books."""
+        tier = self._stack.slots[i].tier
+        assert isinstance(tier, SharedTier)
+        snap = tier.snapshot()
+        if snap is None:
+            self._cursors.setdefault(i, (Position(b"", 0), None))
+            return
+        if not quiet:
+            self.resyncs += 1
+            log.warning("the %s tier's change log was lost, restored or trimmed; resynchronised from its books",
+                        tier.name)
+        seen: set[Entry] = set()
+        for model_id, raw, held in snap.models:
+            try:
+                record = self._stack.catalog.record(model_id) or ModelRecord.from_bytes(raw)
+                if record.model_id != model_id or held[-1] >= len(record.layers):
+                    raise PayloadError(f"the record stored for {model_id!r} does not match its books")
+            except PayloadError as exc:
+                self.malformed += 1
+                log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
+                continue
+            for index in held:
+                seen.add((model_id, index))
+                self._hold_seen(i, record, index)
+        for entry in [e for e in self._stack.catalog.held_in([i]) if e not in seen]:
+            self._stack.forget(i, entry)
+        self._cursors[i] = (snap.position, snap.last)
+
+
+def _fetch_record(tier: SharedTier, model_id: str) -> ModelRecord | None:
+    """The model record a shared tier keeps for ``model_id`` (None: it keeps none); PayloadError if bad."""
+    raw = tier.record(model_id)
+    if raw is None:
+        return None
+    record = ModelRecord.from_bytes(raw)
+    if record.model_id != model_id:
+        raise PayloadError(f"record stored for {model_id!r} names {record.model_id!r}")
+    return record
