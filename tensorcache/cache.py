@@ -26,12 +26,13 @@ from typing import Any
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, check_arch
 from .events import (Donated, EvaluationDone, LayerServed, ModelDescribed, Mutated, PolicyEvent,
                      PopulationChanged)
+from .follower import Follower
 from .hit import Hit, Stored
+from .keys import check_namespace
 from .layers import LayerMap
 from .payload import PayloadError, decode, encode
 from .policies import Policy, make_policy
-from .sizes import parse_size
-from .follower import Follower
+from .sizes import parse_size, shared_capacity
 from .stack import Moves, Slot, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .tiers.base import SharedTier
@@ -52,15 +53,13 @@ class TensorCache:
                  namespace: str = "default", policy_kwargs: Mapping[str, Any] | None = None,
                  redis_required: bool = False, pinned: bool = False, verify_memory: bool = False,
                  device_memory: int | str = 0, device: str = "cuda") -> None:
-        if not isinstance(namespace, str) or not namespace:
-            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.verify_memory = verify_memory
         kw = dict(policy_kwargs or {})
         make_policy(policy, **kw)  # fail fast on bad arguments before any tier is opened
         mem_size, disk_size, redis_size, device_size = (parse_size(memory, what="memory size"),
-                                                        parse_size(disk_capacity, what="disk capacity"),
-                                                        parse_size(redis_capacity, what="redis capacity"),
+                                                        shared_capacity(disk_capacity, disk, what="disk capacity"),
+                                                        shared_capacity(redis_capacity, redis, what="redis capacity"),
                                                         parse_size(device_memory, what="device memory size"))
         if mem_size <= 0 and device_size <= 0 and disk is None and redis is None:
             raise ValueError("no tier to store into: give memory > 0, device_memory > 0, a disk path or a redis URL")

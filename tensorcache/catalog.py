@@ -208,6 +208,8 @@ def check_arch(arch: Any) -> tuple[int, ...]:
         raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r:.200}")
     out = []
     for value in arch:
+        if len(out) == MAX_LAYERS:  # checked while reading: an endless iterable is refused, not exhausted
+            raise ValueError(f"arch has more than {MAX_LAYERS} positions: {arch!r:.200}")
         if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
             raise ValueError(f"arch values must be ints, got {value!r} in {arch!r:.200}")
         try:
@@ -220,8 +222,6 @@ def check_arch(arch: Any) -> tuple[int, ...]:
         out.append(as_int)
     if not out:
         raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r:.200}")
-    if len(out) > MAX_LAYERS:
-        raise ValueError(f"arch has {len(out)} positions; at most {MAX_LAYERS}")
     return tuple(out)
 
 

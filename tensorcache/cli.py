@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -152,12 +153,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
                         progress=lambda done, total: bar.update(done, total, "events"),
                         inflight=bool(settings.get("inflight")))  # as the search told its cache
     if args.json:
-        print(json.dumps(result.metrics(), indent=2))
+        print(json.dumps(json_safe(result.metrics()), indent=2, allow_nan=False))
     else:
         from rich.console import Console
 
         Console().print(replay_table(result.metrics(), work.total_bytes))
     return 0
+
+
+def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with NaN and infinite ratios (an empty trace has no denominator) as null: valid JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 def replay_table(m: dict[str, Any], total_bytes: int) -> Any:
@@ -182,7 +188,7 @@ def replay_table(m: dict[str, Any], total_bytes: int) -> Any:
             ("total yield", m["total_yield"], share(m["bytes_served"], m["bytes_unbounded"])),
             ("hit ratio", m["hit_ratio"], f"{m['hits']} of {m['lookups']} lookups served an arch-dependent layer"),
             ("byte hit ratio", m["byte_hit_ratio"], "bytes served / bytes of every child's full model")):
-        t.add_row(name, f"{value:.3f}", detail)
+        t.add_row(name, f"{value:.3f}" if math.isfinite(value) else "n/a", detail)
     t.add_row("evictions", str(m["evictions"]), f"peak use {format_size(m['max_used_bytes'])}")
     return t
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .policies import POLICIES, Policy, make_policy
-from .sizes import parse_size
+from .keys import check_namespace
+from .sizes import parse_size, shared_capacity
 
 if TYPE_CHECKING:
     from .cache import TensorCache
@@ -51,6 +52,8 @@ class CacheConfig:
         """Raise ValueError naming a bad size, an unknown policy or an option the policy does not declare."""
         for name, what in SIZES.items():
             parse_size(getattr(self, name), what=what)
+        shared_capacity(self.disk_capacity, self.disk_path, what=SIZES["disk_capacity"])
+        shared_capacity(self.redis_capacity, self.redis, what=SIZES["redis_capacity"])
         unknown = set(self.policy_options) - set(policy_options(self.policy))
         if unknown:
             raise ValueError(f"policy {self.policy!r} takes no option(s) {sorted(unknown)}; it declares "
@@ -60,8 +63,7 @@ class CacheConfig:
         except TypeError as exc:  # a required option is missing
             raise ValueError(f"policy {self.policy!r} cannot be built from options {self.policy_options}: {exc}") \
                 from None
-        if not isinstance(self.namespace, str) or not self.namespace:
-            raise ValueError(f"namespace must be a non-empty string, got {self.namespace!r}")
+        check_namespace(self.namespace)
 
     @property
     def disk_path(self) -> str | None:
@@ -123,6 +125,9 @@ class CacheConfig:
                 raise ValueError(f"bad cache URL {url!r}: {key!r} given twice")
             settings[key] = text
         names = {f.name: f for f in fields(cls)}
+        if "policy_options" in settings:
+            raise ValueError(f"bad cache URL {url!r:.200}: policy_options is not a URL setting; give the policy's "
+                             f"options by name (e.g. window=50)")
         options = {k: _option_value(settings.pop(k)) for k in list(settings) if k not in names}
         typed = {k: _field_value(names[k], v) for k, v in settings.items()}
         return cls(**typed, policy_options=options)

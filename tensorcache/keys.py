@@ -11,6 +11,24 @@ from collections.abc import Iterable, Sequence
 import xxhash
 
 _pack_pos = struct.Struct("<qq").pack
+MAX_NAMESPACE_BYTES = 256
+
+
+def check_namespace(namespace: object) -> str:
+    """``namespace`` if it can name a search on every tier; ValueError naming it otherwise: a non-empty string
+    of at most 256 UTF-8 bytes (no lone surrogates), without ':' (Redis keys are ``tc:<namespace>:...``, so
+    ``a:b`` would read namespace ``a``'s keys; refused on every tier alike) or NUL."""
+    if not isinstance(namespace, str) or not namespace:
+        raise ValueError(f"namespace must be a non-empty string, got {namespace!r:.80}")
+    try:
+        size = len(namespace.encode())
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"namespace {namespace!r:.80} is not valid UTF-8 text ({exc.reason} at {exc.start})") \
+            from None
+    if size > MAX_NAMESPACE_BYTES or ":" in namespace or "\x00" in namespace:
+        raise ValueError(f"namespace must be at most {MAX_NAMESPACE_BYTES} UTF-8 bytes without ':' or NUL, got "
+                         f"{namespace!r:.80}")
+    return namespace
 
 
 def namespace_key(namespace: str) -> bytes:

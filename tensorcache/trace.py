@@ -20,6 +20,7 @@ from .metrics import mark_revisits
 log = logging.getLogger("tensorcache")
 
 TRACE_VERSION = 2  # 1: no version, test, tier_bytes or revisit fields; 2: all of TraceRecord
+MAX_LINE = 2**24  # characters a trace line may have (a record is a few hundred; a longer line is not one)
 
 
 def _int(v: Any) -> int:
@@ -168,29 +169,45 @@ class TraceWriter:
         self.close()
 
 
-def read_records(path: str | os.PathLike) -> list[TraceRecord]:
-    """All records of a trace file in order, validated; a torn (unterminated, unparsable) last line is skipped."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+def read_records(path: str | os.PathLike, max_line: int | None = None) -> list[TraceRecord]:
+    """All records of a trace file in order, validated; a torn (unterminated, unparsable) last line is skipped.
+    ValueError naming the file and line for a line over ``max_line`` (default ``MAX_LINE``) characters (never
+    read whole), nesting too deep to parse, or a record that is not one."""
+    max_line = MAX_LINE if max_line is None else max_line
     records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            values = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):  # no newline after it: the writer died mid-line
-                log.warning("%s: skipping a torn last record", path)
-                break
-            raise ValueError(f"{path}:{number}: not a JSON trace record ({exc})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}:{number}: trace record is {type(values).__name__}, not an object")
-        try:
-            records.append(TraceRecord.from_dict(values))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+    with open(path, encoding="utf-8") as f:
+        line, number = f.readline(max_line + 1), 1
+        while line:
+            following = f.readline(max_line + 1)
+            if len(line) > max_line:
+                raise ValueError(f"{path}:{number}: a line longer than {max_line} characters is not a trace record")
+            if line.strip():
+                values = _parse(line, path, number, last=not following)
+                if values is None:
+                    break
+                try:
+                    records.append(TraceRecord.from_dict(values))
+                except ValueError as exc:
+                    raise ValueError(f"{path}:{number}: {exc}") from None
+            line, number = following, number + 1
     _fill_revisits(records)
     return records
+
+
+def _parse(line: str, path: str | os.PathLike, number: int, last: bool) -> dict[str, Any] | None:
+    """One line's JSON object; None for a torn last line (no newline: the writer died mid-line)."""
+    try:
+        values = json.loads(line)
+    except json.JSONDecodeError as exc:
+        if last and not line.endswith("\n"):
+            log.warning("%s: skipping a torn last record", path)
+            return None
+        raise ValueError(f"{path}:{number}: not a JSON trace record ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}:{number}: a trace record nested too deeply to read") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}:{number}: trace record is {type(values).__name__}, not an object")
+    return values
 
 
 def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:

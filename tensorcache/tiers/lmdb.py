@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from ..keys import namespace_key
+from ..keys import check_namespace, namespace_key
 from .base import SharedTier, StoreFailure
 from .books import WRONG_LENGTH, Txn
 
@@ -207,9 +207,7 @@ class LMDBTier(SharedTier):
         super().__init__("lmdb", capacity)
         if map_size is not None and (isinstance(map_size, bool) or not isinstance(map_size, int) or map_size <= 0):
             raise ValueError(f"map_size must be a positive int of bytes, got {map_size!r}")
-        if not isinstance(namespace, str) or not namespace:
-            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-        self.path, self.namespace = os.path.realpath(os.fspath(path)), namespace
+        self.path, self.namespace = os.path.realpath(os.fspath(path)), check_namespace(namespace)
         self._ns = namespace_key(namespace)
         self._map_limit = max(map_size or 0, _map_limit(capacity))
         try:

@@ -20,6 +20,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..keys import check_namespace
 from .base import SharedTier, StoreFailure, log
 from .books import WRONG_LENGTH, Txn
 
@@ -52,8 +53,7 @@ class RedisTier(SharedTier):
     def __init__(self, url: str, capacity: int, namespace: str, chunk_size: int = 256 * 2**20,
                  required: bool = False, socket_timeout: float = 2.0) -> None:
         super().__init__("redis", capacity)
-        if not isinstance(namespace, str) or not namespace or ":" in namespace:
-            raise ValueError(f"redis namespace must be a non-empty string without ':', got {namespace!r}")
+        check_namespace(namespace)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 0 < chunk_size <= _MAX_CHUNK:
             raise ValueError(f"chunk_size must be an int in 1..{_MAX_CHUNK}, got {chunk_size!r}")
         self.url, self.namespace, self.chunk_size = redact(url), namespace, chunk_size
