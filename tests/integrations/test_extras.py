@@ -22,13 +22,15 @@ def test_importing_the_core_imports_no_framework():
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("module, framework", [("deephyper", "deephyper.hpo"), ("optuna", "optuna")])
-def test_a_missing_framework_is_an_import_error_naming_the_extra(module, framework):
+@pytest.mark.parametrize("module, framework, extra", [("deephyper", "deephyper.hpo", "integrations"),
+                                                      ("optuna", "optuna", "integrations"),
+                                                      ("ray_tune", "ray.tune", "ray")])
+def test_a_missing_framework_is_an_import_error_naming_the_extra(module, framework, extra):
     done = _python(f"import sys\nsys.modules[{framework!r}] = None\n"
                    f"try:\n    import tensorcache.integrations.{module}\n"
                    f"except ImportError as exc:\n    print(exc)\n")
     assert done.returncode == 0, done.stderr
-    assert "pip install 'tensorcache[integrations]'" in done.stdout and repr(framework) in done.stdout
+    assert f"pip install 'tensorcache[{extra}]'" in done.stdout and repr(framework) in done.stdout
 
 
 def test_bad_cache_options_are_named():
