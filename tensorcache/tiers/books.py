@@ -11,7 +11,10 @@ by the first hold; every process sharing the store adopts it), ``s`` change sequ
 ``h:<model>`` its held layer indices, ``d:<model>:<index>`` the digests of one entry, ``n:<digest>`` a
 payload's refcount. A store shared between processes also keeps the last ``LOG_KEEP`` changes, keyed by
 sequence number, so readers follow along; older ones are trimmed, and a reader that fell behind the trim
-point (or sees a restored, truncated or lost log) rebuilds its view from a snapshot of the books.
+point (or sees a restored, truncated or lost log) rebuilds its view from a snapshot of the books. Each
+logged change carries a link, a hash of the link before it (``t``, the log's tip) and of itself, so the
+change at a reader's position differs whenever any change up to it does: a log restored from an older
+snapshot and written again to the same length is told from the one the reader followed.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ import os
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ..keys import digest
 
 log = logging.getLogger("tensorcache")
 
@@ -29,7 +34,7 @@ LOG_KEEP = 65536  # changes a shared store keeps for readers; one that falls fur
 MAX_INDEX = 2**31 - 1
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
-USED, SEQ, EPOCH, CAPACITY = b"u", b"s", b"e", b"c"
+USED, SEQ, EPOCH, CAPACITY, TIP = b"u", b"s", b"e", b"c", b"t"
 MAX_CAPACITY = 2**56  # a stored capacity above this (64 PiB) is garbled
 
 
@@ -55,30 +60,33 @@ def no_room(short: int) -> Admission:
 
 
 DROPPED = Admission(False, 0, "dropped")
-_CHANGE = struct.Struct("<cHI")  # op (h: hold, r: release), origin bytes, index count; then origin, indices, model id
-_OPS = {b"h": "hold", b"r": "release"}
+_CHANGE = struct.Struct("<c8sHI")  # op (H: hold, R: release), link, origin bytes, index count; then origin,
+_OPS = {b"H": "hold", b"R": "release"}  # indices, model id. (Unlinked changes, ops h and r, are refused.)
+NO_LINK = bytes(8)
 
 
 @dataclass(frozen=True)
 class Change:
     """One change to a shared store's books, as readers see it: ``op`` (hold or release) of layers
-    ``indices`` of one model, made by the process ``origin``. Stored packed, about 40 bytes."""
+    ``indices`` of one model, made by the process ``origin``; ``link`` hashes the log up to and including
+    it (set when it is logged). Stored packed, about 50 bytes."""
 
     op: str
     model_id: str
     indices: tuple[int, ...]
     origin: str
+    link: bytes = field(default=NO_LINK, compare=False)  # the log's bookkeeping, not what changed
 
     def encode(self) -> bytes:
         origin = self.origin.encode()
-        return b"".join((_CHANGE.pack(self.op[0].encode(), len(origin), len(self.indices)), origin,
-                         struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
+        return b"".join((_CHANGE.pack(self.op[0].upper().encode(), self.link, len(origin), len(self.indices)),
+                         origin, struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
 
     @classmethod
     def decode(cls, raw: bytes) -> Change:
         """Parse one logged change; BooksDamaged if it is not one."""
         try:
-            op, origin_len, count = _CHANGE.unpack_from(raw)
+            op, link, origin_len, count = _CHANGE.unpack_from(raw)
             at = _CHANGE.size + origin_len
             indices = struct.unpack_from(f"<{count}I", raw, at) if count <= len(raw) else None
             origin, model_id = raw[_CHANGE.size:at].decode(), raw[at + 4 * count:].decode()
@@ -86,7 +94,7 @@ class Change:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
         if op not in _OPS or not indices or max(indices) > MAX_INDEX or not model_id:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
-        return cls(_OPS[op], model_id, indices, origin)
+        return cls(_OPS[op], model_id, indices, origin, link)
 
 
 @dataclass(frozen=True)
@@ -247,7 +255,7 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     already are skipped."""
     held_key = model_key(b"h", model_id)
     all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
-    txn.prefetch([held_key, USED, SEQ, EPOCH, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
+    txn.prefetch([held_key, USED, SEQ, EPOCH, TIP, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
     held = read_indices(txn.get(held_key))
     entries = [(index, digests) for index, digests in entries if index not in held]
     if not entries:
@@ -287,7 +295,7 @@ def release(txn: Txn, model_id: str, indices: Sequence[int], origin: str) -> lis
     Returns the indices the store held (and dropped)."""
     held_key = model_key(b"h", model_id)
     ekeys = {index: entry_key(model_id, index) for index in indices}
-    txn.prefetch([held_key, *ekeys.values(), USED, SEQ, EPOCH])
+    txn.prefetch([held_key, *ekeys.values(), USED, SEQ, EPOCH, TIP])
     held = read_indices(txn.get(held_key))
     gone = [index for index in ekeys if index in held]
     if not gone:
@@ -333,7 +341,9 @@ def _log(txn: Txn, change: Change) -> None:
     txn.set(SEQ, pack_u64(seq))
     if txn.get(EPOCH) is None:
         txn.set(EPOCH, new_epoch())
-    txn.set(log_key(seq), change.encode())
+    link = digest(txn.get(TIP) or NO_LINK, replace(change, link=NO_LINK).encode())[:8]
+    txn.set(TIP, link)
+    txn.set(log_key(seq), replace(change, link=link).encode())
     if seq > LOG_KEEP:
         txn.delete(log_key(seq - LOG_KEEP))
 
@@ -479,5 +489,6 @@ def repair(txn: Txn) -> Audit:
         for key in list(txn.keys(b"l:")):
             txn.delete(key)
         txn.set(SEQ, pack_u64(0))
+        txn.delete(TIP)
         txn.set(EPOCH, new_epoch())
     return before
