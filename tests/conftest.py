@@ -34,10 +34,11 @@ def _redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server on a loopback port that a test can stop and start again on the same port."""
+    """A redis-server on a loopback port that a test can stop and start again on the same port; ``save``: its
+    save points (none by default; its snapshot is ``workdir``/dump.rdb)."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary, self.workdir = binary, workdir
+    def __init__(self, binary: str, workdir: Path, save: str = "") -> None:
+        self.binary, self.workdir, self.save = binary, workdir, save
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen | None = None
@@ -47,7 +48,7 @@ class RedisServer:
         if self._proc is not None:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
         self._proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", self.save, "--appendonly", "no",
              "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

@@ -3,10 +3,7 @@ as many changes as were lost and the last of them is byte for byte the change th
 from __future__ import annotations
 
 import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -14,73 +11,42 @@ import redis
 from tensorcache import TensorCache
 
 
-class SavingRedis:
-    """A redis-server of this test's own, with a dir and save points, that can SAVE and restart from a copy."""
+def _save_copy(server, name: str) -> None:
+    """SAVE now and keep a copy of the snapshot as ``name``."""
+    with redis.Redis.from_url(server.url) as client:
+        client.save()
+    shutil.copy(server.workdir / "dump.rdb", server.workdir / name)
 
-    def __init__(self, binary: str, workdir: Path, port: int) -> None:
-        self.binary, self.workdir, self.port = binary, workdir, port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                                      str(self.workdir), "--dbfilename", "dump.rdb", "--save", "3600 1",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
-
-    def save_copy(self, name: str) -> None:
-        """SAVE now and keep a copy of the snapshot as ``name``."""
-        with redis.Redis(port=self.port) as client:
-            client.save()
-        shutil.copy(self.workdir / "dump.rdb", self.workdir / name)
-
-    def restart_from(self, name: str) -> None:
-        """Kill the server (no save on the way down) and start it again from the copy ``name``."""
-        self.stop()
-        shutil.copy(self.workdir / name, self.workdir / "dump.rdb")
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+def _restart_from(server, name: str) -> None:
+    """Kill the server (no save on the way down) and start it again from the snapshot copy ``name``."""
+    server.stop()
+    shutil.copy(server.workdir / name, server.workdir / "dump.rdb")
+    server.start()
 
 
 @pytest.fixture
-def saving_redis(tmp_path: Path, redis_server) -> Iterator[SavingRedis]:
-    port = redis_server.port  # a free port: take it over from the fixture's server
+def saving_redis(redis_server: Any) -> Any:
+    """The test's own redis-server, restarted with a save point (``--dir`` is its tmp_path)."""
     redis_server.stop()
-    server = SavingRedis(redis_server.binary, tmp_path, port)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    redis_server.save = "3600 1"
+    redis_server.start()
+    return redis_server
 
 
 def test_a_reader_notices_a_restore_from_an_older_rdb_when_the_writer_replays_as_many_changes(
-        saving_redis: SavingRedis, layers_of, genuine) -> None:
+        saving_redis, layers_of, genuine) -> None:
     settings = {"memory": 0, "redis": saving_redis.url, "namespace": "restore", "redis_capacity": "10MB"}
     archs = {f"m{m}": (m, 1) for m in range(1, 5)}
     writer, reader = TensorCache(**settings), TensorCache(**settings)
     try:
         writer.put("m1", archs["m1"], layers_of(1, 2))
         assert reader.best_donor(archs["m1"]) == "m1"
-        saving_redis.save_copy("older.rdb")  # the store at its first change
+        _save_copy(saving_redis, "older.rdb")  # the store at its first change
         writer.put("m2", archs["m2"], layers_of(2, 2))
         writer.put("m3", archs["m3"], layers_of(3, 2))
         assert reader.best_donor(archs["m3"]) == "m3"  # the reader has read up to "hold m3"
-        saving_redis.restart_from("older.rdb")  # m2 and m3 are lost; same epoch, a shorter log
+        _restart_from(saving_redis, "older.rdb")  # m2 and m3 are lost; same epoch, a shorter log
         assert writer.lookup(archs["m3"]) is None  # the writer notices (its sequence is ahead of the store's)
         writer.put("m4", archs["m4"], layers_of(4, 2))  # as many changes as were lost, the last one the
         writer.put("m3", archs["m3"], layers_of(3, 2))  # same as the reader's last: "hold m3" by this writer
