@@ -26,28 +26,13 @@ def mlp(width: int, seed: int) -> nn.Module:
     return nn.Sequential(nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, width), nn.ReLU(), nn.Linear(width, 10))
 
 
-def train_steps(model: nn.Module, lr: float, start: int, batches: int = 3) -> float:
-    """A few Adam steps on the training images (from batch ``start``); validation accuracy in percent."""
-    torch.set_num_threads(1)
-    x, y, xv, yv = tiny.data()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for i in range(start, start + batches):
-        j = (i * 32) % (len(x) - 32)
-        loss = nn.functional.cross_entropy(model(x[j:j + 32]), y[j:j + 32])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        return 100.0 * float((model(xv).argmax(1) == yv).float().mean())
-
-
 def mlp_trainable(config: dict[str, Any], helper: TuneCache) -> None:
     """PBT's trainable: resume through the cache, report a pointer checkpoint every step."""
     model = mlp(int(config["width"]), seed=hash(tune.get_context().get_trial_id()) % 2**31)
     trial = helper.start(model, config)
     init = tiny.digests(model)
     for step in range(int(trial.state.get("step", 0)), STEPS):
-        acc = train_steps(model, float(config["lr"]), step * 3)
+        acc = tiny.train_steps(model, float(config["lr"]), step * 3)
         checkpoint = trial.checkpoint(model, score=acc, step=step + 1)
         metrics = {"acc": acc, "step": step + 1, "init": init, "final": tiny.digests(model),
                    "width": int(config["width"]), **trial.metrics()}
