@@ -2,7 +2,9 @@
 
 A ``.gz`` file is accepted when either the archive or its decompressed content has a known MD5, so a
 re-compressed copy of the official bytes passes. A file that fails the check is deleted and is an error;
-when no source answers, the error lists the URLs to fetch by hand and the folder to put them in.
+when no source answers, the error lists the URLs to fetch by hand and the folder to put them in. A whole
+download has a deadline (``DEADLINE`` seconds, checked after every read; one read waits at most ``timeout``),
+so a server that sends a trickle of bytes cannot hold a search forever.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import gzip
 import hashlib
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 _CHUNK = 1 << 16
+DEADLINE = 600.0  # seconds a whole download may take, every file and mirror together
 
 
 @dataclass(frozen=True)
@@ -71,15 +75,18 @@ def file_digests(path: str | os.PathLike) -> set[str]:
     return digests
 
 
-def download(name: str, folder: str | os.PathLike, mirror: str | None = None, timeout: float = 20.0) -> Path:
+def download(name: str, folder: str | os.PathLike, mirror: str | None = None, timeout: float = 20.0,
+             deadline: float = DEADLINE) -> Path:
     """Download dataset ``name`` into ``folder`` (files already there are kept) and return the folder.
 
     ``mirror`` replaces the public base URLs (a local copy of the files). A checksum mismatch raises
-    ChecksumError; no reachable source raises FileNotFoundError saying what to fetch and where to put it.
+    ChecksumError; no reachable source, or no whole download within ``deadline`` seconds (plus at most
+    one ``timeout``), raises FileNotFoundError saying what to fetch and where to put it.
     """
     source = SOURCES[name]
     folder = Path(folder).expanduser()
     mirrors = (mirror.rstrip("/") + "/",) if mirror else source.mirrors
+    stop = time.monotonic() + deadline
     for remote in source.files:
         target = folder / remote.name
         if target.is_file():
@@ -88,16 +95,16 @@ def download(name: str, folder: str | os.PathLike, mirror: str | None = None, ti
         errors = []
         for base in mirrors:
             try:
-                _fetch(base + remote.name, target, timeout)
+                _fetch(base + remote.name, target, timeout, stop)
                 break
             except (urllib.error.URLError, OSError) as exc:
                 errors.append(f"{base + remote.name}: {getattr(exc, 'reason', exc)}")
         else:
             urls = "\n  ".join(m + r.name for r in source.files for m in mirrors[:1])
             raise FileNotFoundError(
-                f"{name} is not on this machine and could not be downloaded ({'; '.join(errors)}). "
-                f"Download these files:\n  {urls}\nand put them in {folder} (or in any folder given "
-                f"with --data-dir / data_dir)")
+                f"{name} is not on this machine and could not be downloaded within the {deadline:g} s deadline "
+                f"({'; '.join(errors)}). Download these files:\n  {urls}\nand put them in {folder} (or in any "
+                f"folder given with --data-dir / data_dir)")
         got = file_digests(target)
         if not got & set(remote.md5):
             target.unlink()
@@ -106,18 +113,24 @@ def download(name: str, folder: str | os.PathLike, mirror: str | None = None, ti
     return folder
 
 
-def _fetch(url: str, target: Path, timeout: float) -> None:
-    """Stream ``url`` to ``target`` through a temporary file, with a progress bar on stderr."""
+def _fetch(url: str, target: Path, timeout: float, stop: float) -> None:
+    """Stream ``url`` to ``target`` through a temporary file, with a progress bar on stderr; TimeoutError once
+    ``time.monotonic()`` passes ``stop`` (checked after each read, which returns what has arrived)."""
+    if time.monotonic() >= stop:
+        raise TimeoutError("not tried: the download deadline had passed")
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=min(timeout, stop - time.monotonic())) as response, \
+                open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             columns = (TextColumn(f"[bold]{target.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
             with Progress(*columns, console=Console(file=sys.stderr)) as progress:
                 task = progress.add_task("download", total=total)
-                while chunk := response.read(_CHUNK):
+                while chunk := response.read1(_CHUNK):
                     out.write(chunk)
                     progress.advance(task, len(chunk))
+                    if time.monotonic() > stop:
+                        raise TimeoutError(f"gave up at the download deadline after {out.tell()} bytes")
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
