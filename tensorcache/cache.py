@@ -3,8 +3,9 @@
 A thin facade over parts that each own one piece of state:
 
 * ``Catalog`` (catalog.py): model records and residency, which tier holds which entry;
-* ``TierStack`` (stack.py): the tiers fastest first (device, memory, LMDB, Redis), each with its policy,
-  admitting and evicting iteratively; an evicted entry moves down, a hit from a slower tier is copied up;
+* ``TierStack`` (stack.py): the tiers fastest first (device, memory, LMDB, Redis), each with its policy;
+  every byte movement: admits, reads and checks, promotes a hit from a slower tier, demotes an evicted
+  entry, and keeps process-local tiers' decoded layers;
 * the tiers (tiers/): byte stores that keep their own books; a shared one (LMDB, Redis) changes them in
   the payloads' transaction and logs each change;
 * ``Follower`` (follower.py): reads those logs to learn other processes' work;
@@ -24,20 +25,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, check_arch
-from .events import (Donated, EvaluationDone, LayerServed, ModelDescribed, Mutated, PolicyEvent,
-                     PopulationChanged)
+from .events import Donated, EvaluationDone, ModelDescribed, Mutated, PolicyEvent, PopulationChanged
 from .follower import Follower
 from .hit import Hit, Stored
 from .keys import check_namespace
 from .layers import LayerMap
-from .payload import PayloadError, decode, encode
+from .payload import encode
 from .policies import Policy, make_policy
 from .sizes import parse_size, shared_capacity
-from .stack import Moves, Slot, TierStack
+from .stack import Moves, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
-from .tiers.base import SharedTier
-from .tiers.books import WRONG_LENGTH
-from .transfer import Layer, TransferReport, copy_layers
+from .transfer import TransferReport, copy_layers
 
 log = logging.getLogger("tensorcache")
 
@@ -83,10 +81,9 @@ class TensorCache:
         if not tiers:
             raise ValueError(f"no tier could be opened (the LMDB file at {os.fspath(disk)!r} is damaged)")
         # each tier needs its own bookkeeping: a policy object given by the user is copied per tier
-        slots = [Slot(t, copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw),
-                      {} if t.keeps_decoded and not verify_memory else None) for t in tiers]
+        policies = [copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw) for _ in tiers]
         self._catalog = Catalog()
-        self._stack = TierStack(slots, self._catalog, uuid.uuid4().hex)
+        self._stack = TierStack(tiers, policies, self._catalog, uuid.uuid4().hex, verify=verify_memory)
         self._counts = {k: 0 for k in ("puts", "lookups", "hits", "misses", "layers_served", "bytes_served",
                                         "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions")}
         self._evictions: dict[str, int] = {}
@@ -220,7 +217,7 @@ class TensorCache:
     def local_models(self) -> frozenset[str]:
         """Ids of the models with a layer in this process's own tiers (memory, device) now: what a scheduler
         places a child near (the worker whose cache reported the child's donor), read from the catalog."""
-        local = {i for i, slot in enumerate(self._stack.slots) if not isinstance(slot.tier, SharedTier)}
+        local = {i for i, slot in enumerate(self._stack.slots) if not slot.tier.shares_books}
         return frozenset(model for model, _ in self._catalog.held_in(local))
 
     def check_invariants(self) -> list[str]:
@@ -229,27 +226,12 @@ class TensorCache:
         residency against its policy and decoded layers."""
         self._follower.sync()
         problems = [f"catalog: {p}" for p in self._catalog.check()]
-        for i, slot in enumerate(self._stack.slots):
-            audit = slot.tier.audit()
-            problems += [f"{slot.tier.name}: {p}" for p in audit.problems]
-            if slot.tier.used_bytes() > slot.tier.capacity:
-                problems.append(f"{slot.tier.name}: {slot.tier.used_bytes()} bytes used over {slot.tier.capacity}")
-            held = set(self._catalog.held_in([i]))
-            if any(entry not in slot.policy for entry in held):
-                problems.append(f"{slot.tier.name}: entries held but unknown to the policy")
-            if not slot.tier.shares_books and len(slot.policy) != len(held):
-                problems.append(f"{slot.tier.name}: policy has {len(slot.policy)} entries, the tier {len(held)}")
-            if slot.decoded is not None and not set(slot.decoded) <= held:
-                problems.append(f"{slot.tier.name}: decoded layers kept for entries it no longer holds")
-            if not slot.tier.shares_books and audit.entries != len(held):
-                problems.append(f"{slot.tier.name}: books hold {audit.entries} entries, the catalog {len(held)}")
+        problems += self._stack.check()
         return problems
 
     def close(self) -> None:
-        for slot in self._stack.slots:
-            if slot.decoded is not None:
-                slot.decoded.clear()
-            slot.tier.close()
+        """Close every tier (what shared tiers hold stays there)."""
+        self._stack.close()
 
     def __enter__(self) -> TensorCache:
         return self
@@ -269,6 +251,8 @@ class TensorCache:
                 key = f"{tier}:{reason}"
                 self._evictions[key] = self._evictions.get(key, 0) + 1
         self._counts["demotions"] += moves.demotions
+        self._counts["promotions"] += moves.promotions
+        self._counts["corrupt"] += moves.corrupt
 
     def _fetch(self, keys: list[bytes], parent: str | None, mode: str) -> Hit | None:
         while True:
@@ -280,7 +264,9 @@ class TensorCache:
             assert record is not None
             layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
             for child_index, donor_index in pairs:
-                got = self._read_entry(record, donor_index)
+                moves = Moves()
+                got = self._stack.read(record, donor_index, moves)
+                self._count(moves)
                 if got is None:
                     broken = True
                     if mode == "prefix":
@@ -302,65 +288,6 @@ class TensorCache:
             return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
                        self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
                        [layer.blob_bytes for layer in served])
-
-    def _read_entry(self, record: ModelRecord, index: int) -> tuple[Layer, int] | None:
-        """Read and verify one entry from the fastest tier holding it; bad copies are dropped."""
-        entry = (record.model_id, index)
-        for i in self._catalog.tiers_of(entry):
-            slot = self._stack.slots[i]
-            layer = None if slot.decoded is None else slot.decoded.get(entry)
-            raw: dict[bytes, Any] = {}
-            if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
-                try:
-                    layer, raw = self._load(slot, record, index, layer)
-                except PayloadError as exc:
-                    missing = exc.args[0] == "missing payload"
-                    self._counts["corrupt"] += not missing
-                    log.warning("dropping %s layer %d from %s: %s", entry[0], index, slot.tier.name, exc)
-                    moves = Moves()
-                    self._stack.evict(i, entry, "missing" if missing else "corrupt", moves)
-                    self._count(moves)
-                    continue
-                if slot.decoded is not None:
-                    slot.decoded[entry] = layer
-            slot.policy.handle(LayerServed(entry))
-            moves = Moves()
-            for faster in range(i):
-                if self._stack.admit(faster, record, (index,), raw, moves):
-                    self._counts["promotions"] += 1
-            self._count(moves)
-            return layer, i
-        return None
-
-    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
-        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
-        the raw payloads read; PayloadError if one is missing or does not match the model record."""
-        arrays, dtypes, raw = {}, {}, {}
-        tier = slot.tier
-        views = isinstance(tier, DeviceTier) and not self.verify_memory
-        verify = self.verify_memory or not tier.trusted_bytes
-        refs = record.layers[index].tensors
-        if views:
-            got = [tier.view(ref.digest) for ref in refs.values()]
-        else:
-            got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
-        for (name, ref), value in zip(refs.items(), got):
-            if value is None:
-                raise PayloadError("missing payload")
-            if value is WRONG_LENGTH:
-                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
-            if views:
-                arr, dtype = value
-            else:
-                raw[ref.digest] = value
-                if kept is not None:
-                    continue
-                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes,
-                                    expect=(ref.dtype, ref.shape, ref.nbytes))
-            if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
-                raise PayloadError("payload header disagrees with the model record")
-            arrays[name], dtypes[name] = arr, dtype
-        return kept or Layer(arrays, dtypes), raw
 
 
 def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:

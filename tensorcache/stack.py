@@ -1,23 +1,30 @@
-"""The tier stack: tiers fastest first, each with its own policy; admits entries, evicting and demoting
-iteratively (a work list, no recursion), and says what it did.
+"""The tier stack: tiers fastest first, each with its own policy; the one owner of byte movement. It admits
+entries, evicting and demoting iteratively (a work list, no recursion); reads and checks an entry from the
+fastest tier holding it, dropping bad copies and promoting good ones; and says what it did.
 
 An entry evicted from a tier moves down to the next tier that lacks it; its bytes are read before it is
 released, so a cascade of evictions can never take the copy a pending admission reads from. Residency is
-the catalog's: the stack tells it each hold and release, and tells the tier's policy the same.
+the catalog's: the stack tells it each hold and release, and tells the tier's policy the same. Layers read
+from a process-local tier are decoded once and kept (``Slot.decoded``) until they leave that tier.
 """
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, Entry, ModelRecord
-from .events import Inserted, PolicyEvent, Removed
+from .events import Inserted, LayerServed, PolicyEvent, Removed
+from .payload import PayloadError, decode
 from .policies import Policy
+from .policies.base import make_room
 from .tiers import Tier
 from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
+
+log = logging.getLogger("tensorcache")
 
 
 @dataclass
@@ -32,19 +39,83 @@ class Slot:
 @dataclass
 class Moves:
     """What the stack did: evictions as (tier name, entry, reason), refusals as (tier name, reason),
-    demotions made, and payload bytes written into the first tier asked."""
+    demotions and promotions made, corrupt copies found, and payload bytes written into the first tier asked."""
 
     evicted: list[tuple[str, Entry, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     demotions: int = 0
+    promotions: int = 0
+    corrupt: int = 0
     written: int = 0
 
 
 class TierStack:
-    """Tiers fastest first with their policies, over one catalog; ``origin`` names this process in shared logs."""
+    """Tiers fastest first, each with its own policy, over one catalog; ``origin`` names this process in
+    shared logs; ``verify``: check every payload's digest on read, and keep no decoded layers."""
 
-    def __init__(self, slots: list[Slot], catalog: Catalog, origin: str) -> None:
-        self.slots, self.catalog, self.origin = slots, catalog, origin
+    def __init__(self, tiers: Sequence[Tier], policies: Sequence[Policy], catalog: Catalog, origin: str,
+                 verify: bool = False) -> None:
+        if len(tiers) != len(policies):
+            raise ValueError(f"{len(tiers)} tiers need as many policies, got {len(policies)}")
+        self.slots = [Slot(t, p, {} if t.keeps_decoded and not verify else None) for t, p in zip(tiers, policies)]
+        self.catalog, self.origin, self.verify = catalog, origin, verify
+
+    def read(self, record: ModelRecord, index: int, moves: Moves) -> tuple[Layer, int] | None:
+        """Layer ``index`` of ``record`` and the tier it came from: read and checked from the fastest tier
+        holding it, then copied up into each faster tier. A bad or missing copy is evicted (``moves`` says
+        so) and the next tier is tried; None when no tier has a good copy."""
+        entry = (record.model_id, index)
+        for i in self.catalog.tiers_of(entry):
+            slot = self.slots[i]
+            layer = None if slot.decoded is None else slot.decoded.get(entry)
+            raw: dict[bytes, Any] = {}
+            if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
+                try:
+                    layer, raw = self._load(slot, record, index, layer)
+                except PayloadError as exc:
+                    missing = exc.args[0] == "missing payload"
+                    moves.corrupt += not missing
+                    log.warning("dropping %s layer %d from %s: %s", entry[0], index, slot.tier.name, exc)
+                    self.evict(i, entry, "missing" if missing else "corrupt", moves)
+                    continue
+                if slot.decoded is not None:
+                    slot.decoded[entry] = layer
+            slot.policy.handle(LayerServed(entry))
+            for faster in range(i):
+                if self.admit(faster, record, (index,), raw, moves):
+                    moves.promotions += 1
+            return layer, i
+        return None
+
+    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
+        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
+        the raw payloads read; PayloadError if one is missing or does not match the model record."""
+        arrays, dtypes, raw = {}, {}, {}
+        tier = slot.tier
+        views = tier.device_views and not self.verify
+        verify = self.verify or not tier.trusted_bytes
+        refs = record.layers[index].tensors
+        if views:
+            got = [tier.view(ref.digest) for ref in refs.values()]  # type: ignore[attr-defined]
+        else:
+            got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
+        for (name, ref), value in zip(refs.items(), got):
+            if value is None:
+                raise PayloadError("missing payload")
+            if value is WRONG_LENGTH:
+                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
+            if views:
+                arr, dtype = value
+            else:
+                raw[ref.digest] = value
+                if kept is not None:
+                    continue
+                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes,
+                                    expect=(ref.dtype, ref.shape, ref.nbytes))
+            if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
+                raise PayloadError("payload header disagrees with the model record")
+            arrays[name], dtypes[name] = arr, dtype
+        return kept or Layer(arrays, dtypes), raw
 
     def admit(self, i: int, record: ModelRecord, indices: Sequence[int], blobs: Mapping[bytes, Any],
               moves: Moves) -> bool:
@@ -102,25 +173,46 @@ class TierStack:
         if self._unhold(t, entry):
             self.slots[t].policy.handle(Removed(entry))
 
+    def check(self) -> list[str]:
+        """Problems in each tier: its books against its store, used bytes over capacity, and (process-local
+        tiers) residency against the policy, the books and the decoded layers kept."""
+        problems = []
+        for i, slot in enumerate(self.slots):
+            name, audit = slot.tier.name, slot.tier.audit()
+            problems += [f"{name}: {p}" for p in audit.problems]
+            if slot.tier.used_bytes() > slot.tier.capacity:
+                problems.append(f"{name}: {slot.tier.used_bytes()} bytes used over {slot.tier.capacity}")
+            held = set(self.catalog.held_in([i]))
+            if any(entry not in slot.policy for entry in held):
+                problems.append(f"{name}: entries held but unknown to the policy")
+            if not slot.tier.shares_books and len(slot.policy) != len(held):
+                problems.append(f"{name}: policy has {len(slot.policy)} entries, the tier {len(held)}")
+            if slot.decoded is not None and not set(slot.decoded) <= held:
+                problems.append(f"{name}: decoded layers kept for entries it no longer holds")
+            if not slot.tier.shares_books and audit.entries != len(held):
+                problems.append(f"{name}: books hold {audit.entries} entries, the catalog {len(held)}")
+        return problems
+
+    def close(self) -> None:
+        """Drop the decoded layers kept and close every tier."""
+        for slot in self.slots:
+            if slot.decoded is not None:
+                slot.decoded.clear()
+            slot.tier.close()
+
     def tell(self, event: PolicyEvent) -> None:
         """Give every tier's policy one event."""
         for slot in self.slots:
             slot.policy.handle(event)
 
     def _make_room(self, t: int, short: int, moves: Moves, work: deque) -> None:
-        """Evict the policy's victims, in its order, until their bytes cover ``short`` (at least one), all
-        released in one transaction. Shared payloads may free less; the caller then asks again."""
-        slot = self.slots[t]
-        victims, freed = [], 0
-        while len(slot.policy) and (not victims or freed < short):
-            entry = slot.policy.victim()
-            slot.policy.handle(Removed(entry))
-            victims.append(entry)
+        """Evict the policy's victims until their bytes cover ``short``, all released in one transaction.
+        Shared payloads may free less; the caller then asks again."""
+        def size(entry: Entry) -> int | None:
             record = self.catalog.record(entry[0])
-            if record is None:
-                break  # its size is unknown: release what is chosen and let the caller ask again
-            freed += record.layers[entry[1]].blob_bytes
-        self._release(t, victims, "capacity", moves, work)
+            return None if record is None else record.layers[entry[1]].blob_bytes
+
+        self._release(t, make_room(self.slots[t].policy, short, size), "capacity", moves, work)
 
     def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
         """Remove ``entry`` from tier ``t``; with a ``work`` list, queue its move to the next tier down."""
@@ -150,3 +242,4 @@ class TierStack:
         if slot.decoded is not None:
             slot.decoded.pop(entry, None)
         return self.catalog.release(entry, t)
+

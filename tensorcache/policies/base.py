@@ -4,10 +4,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
-from ..events import Key
+from ..events import Key, Removed
 
 if TYPE_CHECKING:
     from ..events import PolicyEvent
@@ -144,3 +144,21 @@ class LazyHeap:
 
     def __contains__(self, key: object) -> bool:
         return key in self._live
+
+
+def make_room(policy: Policy, short: int, size: Callable[[Key], int | None], held: Sized | None = None) -> list[Key]:
+    """The admission rule every byte budget shares (a tier in the stack, a replay's store): take the
+    policy's victims in its order, telling it each removal, until their ``size``s cover ``short`` bytes
+    (at least one victim), nothing is ``held`` (default: the policy's entries), or a victim's size is
+    unknown (None). Returns the victims, to be released."""
+    held = policy if held is None else held
+    victims, freed = [], 0
+    while len(held) and (not victims or freed < short):
+        entry = policy.victim()
+        policy.handle(Removed(entry))
+        victims.append(entry)
+        got = size(entry)
+        if got is None:
+            break
+        freed += got
+    return victims

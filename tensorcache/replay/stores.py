@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..catalog import Entry
-from ..events import Inserted, PolicyEvent, Removed
+from ..events import Inserted, PolicyEvent
 from ..policies import Policy
+from ..policies.base import make_room
 
 
 class Store:
@@ -32,7 +33,8 @@ class UnboundedStore(Store):
 
 
 class PolicyStore(Store):
-    """One byte budget managed by one of our policies, the way a cache tier uses it."""
+    """One byte budget managed by one of our policies, the way a cache tier uses it: refused when larger
+    than the budget, else the stack's ``make_room`` until it fits."""
 
     def __init__(self, policy: Policy, capacity_bytes: int) -> None:
         if capacity_bytes < 0:
@@ -67,18 +69,17 @@ class PolicyStore(Store):
         return True, evicted
 
     def _evict(self, need: int) -> list[Entry]:
-        """Evict the policy's victims until ``need`` bytes are free or nothing is left."""
-        policy, sizes = self.policy, self.sizes
-        freed, out = 0, []
-        while freed < need and sizes:
-            victim = policy.victim()
-            size = sizes.pop(victim, None)
-            if size is None:
-                raise RuntimeError(f"policy {policy.name!r} named victim {victim!r}, which it was never "
+        """Evict the policy's victims until ``need`` bytes are free or nothing is left (the stack's rule)."""
+        sizes = self.sizes
+
+        def size(victim: Entry) -> int:
+            got = sizes.pop(victim, None)
+            if got is None:
+                raise RuntimeError(f"policy {self.policy.name!r} named victim {victim!r}, which it was never "
                                    "given or which was already removed")
-            policy.handle(Removed(victim))
-            freed += size
-            out.append(victim)
-        self.used -= freed
+            self.used -= got
+            return got
+
+        out = make_room(self.policy, need, size, sizes)
         self.evictions += len(out)
         return out

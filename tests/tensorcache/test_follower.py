@@ -26,7 +26,7 @@ def _model(model_id: str, n_layers: int) -> tuple[ModelRecord, dict[bytes, bytea
 
 def _stack(path, origin: str, memory: bool = False) -> TierStack:
     tiers = ([MemoryTier(1 << 20)] if memory else []) + [LMDBTier(path, 1 << 20)]
-    return TierStack([Slot(t, make_policy("lru")) for t in tiers], Catalog(), origin)
+    return TierStack(tiers, [make_policy("lru") for _ in tiers], Catalog(), origin)
 
 
 def _put(stack: TierStack, model_id: str, n_layers: int = 2) -> None:

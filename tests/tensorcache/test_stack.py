@@ -1,0 +1,115 @@
+"""The tier stack, the one owner of byte movement: admission evicts the policy's victims and demotes them,
+a read comes from the fastest good copy and is promoted, bad copies are evicted with their reason,
+decoded layers are kept while a process-local tier holds them, and every byte budget shares one
+admission rule (``make_room``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tensorcache.catalog import Catalog, LayerRecord, ModelRecord, TensorRef
+from tensorcache.payload import encode
+from tensorcache.policies import FIFO, make_policy
+from tensorcache.policies.base import make_room
+from tensorcache.stack import Moves, TierStack
+from tensorcache.tiers import LMDBTier, MemoryTier
+
+
+def _model(model_id: str, n_layers: int, width: int = 64) -> tuple[ModelRecord, dict[bytes, bytearray]]:
+    """A record of ``n_layers`` one-tensor layers (``width`` float32 each, all different) and its payloads."""
+    layers, blobs = [], {}
+    for j in range(n_layers):
+        digest, blob, ref = encode(np.arange(width, dtype=np.float32) + 1000 * j + hash(model_id) % 1000)
+        blobs[digest] = blob
+        tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
+        layers.append(LayerRecord(bytes([j + 1]) * 16, {"w": tensor}, tuple(range(j + 1))))
+    return ModelRecord(model_id, tuple(range(n_layers)), 1.0, None, tuple(layers)), blobs
+
+
+LAYER = _model("x", 1)[0].layers[0].blob_bytes  # bytes one layer takes in a tier
+
+
+def _stack(tmp_path, memory_layers: int, verify: bool = False, disks: int = 1) -> TierStack:
+    tiers = [MemoryTier(memory_layers * LAYER)] + [LMDBTier(tmp_path / f"d{k}", 1 << 20) for k in range(disks)]
+    return TierStack(tiers, [FIFO() for _ in tiers], Catalog(), "me", verify=verify)
+
+
+def test_admission_evicts_the_policys_victims_and_demotes_them_to_the_next_tier(tmp_path):
+    stack = _stack(tmp_path, memory_layers=2)
+    a, blobs_a = _model("a", 2)
+    b, blobs_b = _model("b", 1)
+    assert stack.admit(0, a, range(2), blobs_a, Moves())
+    moves = Moves()
+    assert stack.admit(0, b, range(1), blobs_b, moves)
+    assert moves.evicted == [("memory", ("a", 0), "capacity")]  # FIFO: the oldest entry goes
+    assert moves.demotions == 1 and moves.written == LAYER
+    assert stack.catalog.tiers_of(("a", 0)) == [1] and stack.catalog.tiers_of(("b", 0)) == [0]
+    assert stack.check() == []
+    stack.close()
+
+
+def test_a_layer_larger_than_a_tier_is_refused_there(tmp_path):
+    stack = _stack(tmp_path, memory_layers=0)
+    record, blobs = _model("a", 1)
+    moves = Moves()
+    assert not stack.admit(0, record, range(1), blobs, moves)
+    assert moves.refused == [("memory", "too_large")] and stack.catalog.held_in([0]) == []
+    stack.close()
+
+
+def test_a_read_comes_from_the_fastest_tier_and_is_promoted_into_each_faster_one(tmp_path):
+    stack = _stack(tmp_path, memory_layers=4)
+    record, blobs = _model("a", 2)
+    assert stack.admit(1, record, range(2), blobs, Moves())
+    moves = Moves()
+    layer, tier = stack.read(record, 1, moves)
+    assert tier == 1 and moves.promotions == 1
+    np.testing.assert_array_equal(layer.arrays["w"], np.arange(64, dtype=np.float32) + 1000 + hash("a") % 1000)
+    assert stack.catalog.tiers_of(("a", 1)) == [0, 1]
+    first, tier = stack.read(record, 1, Moves())
+    again, _ = stack.read(record, 1, Moves())
+    assert tier == 0 and again is first  # decoded once, kept while the memory tier holds it
+    stack.evict(0, ("a", 1), "capacity", Moves())
+    assert stack.check() == []  # no decoded layer is kept for an entry the tier no longer holds
+    stack.close()
+
+
+@pytest.mark.parametrize("damage, reason", [("garble", "corrupt"), ("delete", "missing")])
+def test_a_bad_copy_is_evicted_with_its_reason_and_the_next_tier_serves(tmp_path, damage, reason):
+    stack = _stack(tmp_path, memory_layers=4, disks=2)
+    record, blobs = _model("a", 1)
+    for t in (2, 1):
+        assert stack.admit(t, record, range(1), blobs, Moves())
+    digest = record.layers[0].digests[0]
+    bad = stack.slots[1].tier
+    bad.delete(digest)
+    if damage == "garble":
+        assert bad.put(digest, bytes(blobs[digest])[:-4] + b"\xff" * 4)
+    moves = Moves()
+    layer, tier = stack.read(record, 0, moves)
+    assert tier == 2 and moves.evicted[0] == (bad.name, ("a", 0), reason)
+    assert moves.corrupt == (reason == "corrupt")
+    assert stack.catalog.tiers_of(("a", 0)) == [0, 1, 2]  # promoted into both faster tiers, tier 1 re-stored
+    assert layer.arrays["w"][-1] == 63 + hash("a") % 1000
+    stack.close()
+
+
+def test_with_verify_no_decoded_layer_is_kept_and_every_read_is_checked(tmp_path):
+    stack = _stack(tmp_path, memory_layers=4, verify=True)
+    record, blobs = _model("a", 1)
+    assert stack.admit(0, record, range(1), blobs, Moves())
+    first, _ = stack.read(record, 0, Moves())
+    second, _ = stack.read(record, 0, Moves())
+    assert first is not second and stack.slots[0].decoded is None
+    stack.close()
+
+
+def test_make_room_takes_victims_in_the_policys_order_until_their_bytes_cover_the_shortfall():
+    policy = make_policy("fifo")
+    for k in range(5):
+        policy.on_insert(("m", k), 10, "m")
+    assert make_room(policy, 15, lambda entry: 10) == [("m", 0), ("m", 1)]
+    assert make_room(policy, 0, lambda entry: 10) == [("m", 2)]  # at least one victim when asked
+    assert make_room(policy, 100, lambda entry: None) == [("m", 3)]  # an unknown size: stop and ask again
+    assert len(policy) == 1 and ("m", 4) in policy
+    assert make_room(policy, 100, lambda entry: 10) == [("m", 4)] and make_room(policy, 5, lambda e: 1) == []
