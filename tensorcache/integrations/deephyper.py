@@ -1,6 +1,11 @@
-"""Warm starts inside a DeepHyper search: a run-function wrapper, lineage under regularized evolution, and
+"""Warm starts inside a DeepHyper search: run-function wrappers, lineage under regularized evolution, and
 a callback that feeds the evolution-aware policy.
 
+* ``warm_started(run, cache, layer_map, arch, problem)`` takes the user's own ``run(job)`` unchanged: the
+  first torch module the job calls that holds the layer map's tensors is warm-started before that call
+  and put with the objective when ``run`` returns; the architecture is named once (a prefix of the
+  problem's hyperparameter names), and the wrapper has the kind of ``run`` (``async`` or not), so every
+  evaluator method but ``ray`` takes it as it is.
 * ``WarmStartRun(build, train, arch_params, ...)`` turns "build a torch model from the job, train it,
   return the objective" into a run function that warm-starts the model before ``train`` and puts it
   after; the transfer lands in ``results.csv`` as ``m:tc_*`` columns. Each worker process opens its
@@ -14,10 +19,15 @@ a callback that feeds the evolution-aware policy.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -140,45 +150,17 @@ class EvolutionFeed(_callback.Callback):
         self._evaluations += 1
 
 
-class WarmStartRun:
-    """A DeepHyper run function: build, warm-start, ``train``, put; transfer fields in the job's metadata.
+class _Run:
+    """What the two run-function forms share: the architecture of a job, the evolution's news told to the
+    worker's cache, and the job's output with the transfer fields added."""
 
-    ``build(job) -> torch module``; ``train(job, module, **kwargs)`` returns the objective, or DeepHyper's
-    ``{"objective": ..., "metadata": {...}}``. The architecture is ``job.parameters[name]`` for each name of
-    ``arch_params``, in order; ``layer_map(arch)`` gives its layer map (e.g. a search space's
-    ``layer_map``); ``cache`` holds ``TensorCache`` keyword arguments. Objects given must pickle for
-    process, MPI and Ray evaluators (module-level functions, ``functools.partial``, search spaces).
-    """
-
-    def __init__(self, build: Callable[[Any], Any], train: Callable[..., Any], arch_params: Sequence[str],
-                 cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None) -> None:
+    def __init__(self, arch_params: Sequence[str], cache: Mapping[str, Any],
+                 layer_map: Callable[[tuple[int, ...]], LayerMap] | None) -> None:
         if isinstance(arch_params, str) or not arch_params:
             raise ValueError(f"arch_params must name the hyperparameters of the architecture, got {arch_params!r}")
-        self.build, self.train = build, train
         self.arch_params = tuple(arch_params)
         self.cache = check_options(cache)
         self.layer_map = layer_map
-
-    def __call__(self, job: Any, **kwargs: Any) -> dict[str, Any]:
-        news = kwargs.pop(FEED, None)
-        worker = worker_cache(self.cache)
-        if isinstance(news, EvolutionNews):
-            self._tell(worker, news)
-        params = job.parameters
-        arch = self.arch(params)
-        lmap = self.layer_map(arch) if self.layer_map is not None else None
-        transfer = Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), _text(params.get(PARENT)))
-        module = self.build(job)
-        warm(worker, module, arch, transfer, lmap)
-        output = self.train(job, module, **kwargs)
-        objective, metadata = (output.get("objective"), dict(output.get("metadata") or {})) \
-            if isinstance(output, Mapping) else (output, {})
-        stored = 0
-        if isinstance(objective, Real) and not isinstance(objective, bool):
-            stored = store(worker, module, arch, float(objective), transfer, lmap)
-        metadata.update(transfer.metadata())
-        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored})
-        return {"objective": objective, "metadata": metadata}
 
     def arch(self, params: Mapping[str, Any]) -> tuple[int, ...]:
         """The architecture sequence of a job's parameters; ValueError naming a missing or non-int one."""
@@ -191,6 +173,65 @@ class WarmStartRun:
                 raise ValueError(f"architecture hyperparameter {name!r} = {value!r} is not an int")
             out.append(int(value))
         return tuple(out)
+
+    def _start(self, job: Any, kwargs: dict[str, Any]) -> tuple[Any, tuple[int, ...], LayerMap | None, Transfer]:
+        """The worker's cache (told the news ``kwargs`` carries), the job's architecture, layer map and transfer."""
+        news = kwargs.pop(FEED, None)
+        worker = worker_cache(self.cache)
+        if isinstance(news, EvolutionNews):
+            self._tell(worker, news)
+        params = job.parameters
+        arch = self.arch(params)
+        lmap = self.layer_map(arch) if self.layer_map is not None else None
+        return worker, arch, lmap, Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), _text(params.get(PARENT)))
+
+    def _finish(self, worker: Any, module: Any, arch: tuple[int, ...], lmap: LayerMap | None, transfer: Transfer,
+                output: Any) -> dict[str, Any]:
+        """Put the trained ``module`` (when the objective is a number) and return DeepHyper's output form."""
+        objective, metadata = (output.get("objective"), dict(output.get("metadata") or {})) \
+            if isinstance(output, Mapping) else (output, {})
+        stored = 0
+        if module is not None and isinstance(objective, Real) and not isinstance(objective, bool):
+            stored = store(worker, module, arch, float(objective), transfer, lmap)
+        metadata.update(transfer.metadata())
+        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored})
+        return {"objective": objective, "metadata": metadata}
+
+    def _tell(self, worker: Any, news: EvolutionNews) -> None:
+        """Pass on what this worker's cache has not been told yet."""
+        with worker.lock:
+            cache = worker.cache
+            for _ in range(max(0, news.evaluations - worker.evaluations)):
+                cache.notify_evaluation()
+            worker.evaluations = max(worker.evaluations, news.evaluations)
+            for seq, name in news.mutations:
+                if seq > worker.mutations and name in self.arch_params:
+                    cache.observe_mutation(self.arch_params.index(name))
+                worker.mutations = max(worker.mutations, seq)
+            if news.members:
+                cache.update_population(list(news.members), news.population_size, news.sample_size)
+
+
+class WarmStartRun(_Run):
+    """A DeepHyper run function: build, warm-start, ``train``, put; transfer fields in the job's metadata.
+
+    ``build(job) -> torch module``; ``train(job, module, **kwargs)`` returns the objective, or DeepHyper's
+    ``{"objective": ..., "metadata": {...}}``. The architecture is ``job.parameters[name]`` for each name of
+    ``arch_params``, in order; ``layer_map(arch)`` gives its layer map (e.g. a search space's
+    ``layer_map``); ``cache`` holds ``TensorCache`` keyword arguments. Objects given must pickle for
+    process, MPI and Ray evaluators (module-level functions, ``functools.partial``, search spaces).
+    """
+
+    def __init__(self, build: Callable[[Any], Any], train: Callable[..., Any], arch_params: Sequence[str],
+                 cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None) -> None:
+        super().__init__(arch_params, cache, layer_map)
+        self.build, self.train = build, train
+
+    def __call__(self, job: Any, **kwargs: Any) -> dict[str, Any]:
+        worker, arch, lmap, transfer = self._start(job, kwargs)
+        module = self.build(job)
+        warm(worker, module, arch, transfer, lmap)
+        return self._finish(worker, module, arch, lmap, transfer, self.train(job, module, **kwargs))
 
     def for_evaluator(self, method: str) -> Callable[..., Any]:
         """This run function in the form ``Evaluator.create(..., method=method)`` accepts: ``serial`` wants
@@ -207,19 +248,120 @@ class WarmStartRun:
             return function
         return self
 
-    def _tell(self, worker: Any, news: EvolutionNews) -> None:
-        """Pass on what this worker's cache has not been told yet."""
-        with worker.lock:
-            cache = worker.cache
-            for _ in range(max(0, news.evaluations - worker.evaluations)):
-                cache.notify_evaluation()
-            worker.evaluations = max(worker.evaluations, news.evaluations)
-            for seq, name in news.mutations:
-                if seq > worker.mutations and name in self.arch_params:
-                    cache.observe_mutation(self.arch_params.index(name))
-                worker.mutations = max(worker.mutations, seq)
-            if news.members:
-                cache.update_population(list(news.members), news.population_size, news.sample_size)
+
+class _Capture:
+    """The job a context runs: the state-dict names its model must have, and the model once seen."""
+
+    def __init__(self, params: frozenset[str], on_model: Callable[[Any], None]) -> None:
+        self.params, self.on_model, self.module = params, on_model, None
+
+
+_JOB: ContextVar[_Capture | None] = ContextVar("tensorcache_deephyper_job", default=None)
+_HOOK_LOCK = threading.Lock()
+_HOOK: list[Any] = [None, 0]   # the global forward pre-hook's handle, and how many jobs run under it
+
+
+def _first_forward(module: Any, args: Any) -> None:
+    """Global forward pre-hook: the first module called in a job that holds the layer map's tensors is the
+    job's model; it is warm-started before that first forward."""
+    capture = _JOB.get()
+    if capture is None or capture.module is not None:
+        return
+    if capture.params <= set(module.state_dict(keep_vars=True)):
+        capture.module = module
+        capture.on_model(module)
+
+
+@contextmanager
+def _watching(capture: _Capture) -> Iterator[None]:
+    """Run a job's code with the hook watching for its model (the hook is installed while any job runs)."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    with _HOOK_LOCK:
+        if _HOOK[1] == 0:
+            _HOOK[0] = register_module_forward_pre_hook(_first_forward)
+        _HOOK[1] += 1
+    token = _JOB.set(capture)
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
+        with _HOOK_LOCK:
+            _HOOK[1] -= 1
+            if _HOOK[1] == 0:
+                _HOOK[0].remove()
+
+
+class WarmStarted(_Run):
+    """The user's own ``run(job)``, unchanged, warm-started: the first torch module the job calls that holds
+    the tensors of the job's layer map is its model; it is warm-started from the cache (the job's parent
+    preferred) before that first call and put with the objective when ``run`` returns. ``arch`` names the
+    architecture once: a list of hyperparameter names, or the prefix of the names ``<prefix>0``,
+    ``<prefix>1``, ... of ``problem`` (an ``HpProblem``)."""
+
+    def __init__(self, run: Callable[..., Any], cache: Mapping[str, Any],
+                 layer_map: Callable[[tuple[int, ...]], LayerMap], arch: str | Sequence[str],
+                 problem: Any = None) -> None:
+        super().__init__(arch_names(arch, problem), cache, layer_map)
+        self.run = run
+
+    @contextmanager
+    def job(self, job: Any, kwargs: dict[str, Any]) -> Iterator[list[Any]]:
+        """Around one call of ``run``: yields a list to put ``run``'s output in, and turns it into DeepHyper's
+        output form (with the transfer fields) in place."""
+        worker, arch, lmap, transfer = self._start(job, kwargs)
+        params = frozenset(p for layer in lmap.layers for p in layer.params)
+        capture = _Capture(params, lambda module: warm(worker, module, arch, transfer, lmap))
+        out: list[Any] = []
+        with _watching(capture):
+            yield out
+        out[0] = self._finish(worker, capture.module, arch, lmap, transfer, out[0])
+
+
+def warm_started(run: Callable[..., Any], cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap],
+                 arch: str | Sequence[str], problem: Any = None) -> Callable[..., Any]:
+    """``run`` (the user's unchanged run function) warm-started by the cache (see ``WarmStarted``), of the
+    same kind as ``run``: an ``async`` function for an ``async`` ``run`` (the serial evaluator), a plain one
+    otherwise; either pickles for process, MPI and loky workers. Give it a new name (``run_warm =
+    warm_started(run, ...)``) rather than decorating ``run`` in a module that workers import: they find
+    ``run`` by its name."""
+    wrapped = WarmStarted(run, cache, layer_map, arch, problem)
+    return functools.partial(_run_async if inspect.iscoroutinefunction(run) else _run_plain, wrapped)
+
+
+def _run_plain(wrapped: WarmStarted, job: Any, **kwargs: Any) -> dict[str, Any]:
+    with wrapped.job(job, kwargs) as out:
+        out.append(wrapped.run(job, **kwargs))
+    return out[0]
+
+
+async def _run_async(wrapped: WarmStarted, job: Any, **kwargs: Any) -> dict[str, Any]:
+    with wrapped.job(job, kwargs) as out:
+        out.append(await wrapped.run(job, **kwargs))
+    return out[0]
+
+
+def arch_names(arch: str | Sequence[str], problem: Any = None) -> tuple[str, ...]:
+    """The architecture's hyperparameter names: ``arch`` itself, or, for a prefix, ``problem``'s names
+    ``<prefix><i>`` ordered by ``i``; ValueError when they are missing or not integers of ``problem``."""
+    if isinstance(arch, str):
+        if problem is None:
+            raise ValueError(f"arch={arch!r} is a prefix: give the problem whose hyperparameters it starts")
+        found = [(int(n[len(arch):]), n) for n in problem.hyperparameter_names
+                 if n.startswith(arch) and n[len(arch):].isdigit()]
+        names = tuple(n for _, n in sorted(found))
+        if not names:
+            raise ValueError(f"the problem has no hyperparameter named {arch!r} + a number; it has "
+                             f"{problem.hyperparameter_names}")
+    else:
+        names = tuple(arch)
+    if problem is not None:
+        for name in names:
+            hp = problem.space[name] if name in problem.hyperparameter_names else None
+            if hp is None or not type(hp).__name__.endswith("IntegerHyperparameter"):
+                raise ValueError(f"architecture hyperparameter {name!r} is not an integer hyperparameter of "
+                                 f"the problem")
+    return names
 
 
 def _text(value: Any) -> str | None:

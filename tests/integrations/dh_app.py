@@ -13,7 +13,7 @@ from deephyper.hpo import HpProblem
 from torch import nn
 
 import tiny_job as tiny
-from tensorcache.integrations.deephyper import EvolutionFeed, LineageEvolution, WarmStartRun
+from tensorcache.integrations.deephyper import EvolutionFeed, LineageEvolution, WarmStartRun, warm_started
 
 SPACE = tiny.SPACE
 ARCH = [f"a{i}" for i in range(SPACE.n_positions)]
@@ -44,6 +44,28 @@ def train(job: Any, model: nn.Module) -> dict[str, Any]:
 def make_run(cache: dict[str, Any]) -> WarmStartRun:
     """The warm-started run function over ``cache`` (TensorCache keyword arguments)."""
     return WarmStartRun(build, train, ARCH, cache=cache, layer_map=SPACE.layer_map)
+
+
+def run(job: Any) -> dict[str, Any]:
+    """A user's own run function, unaware of the cache: build, train, return the objective. A hook of its
+    own records the model's digests on its first call (after any warm start) and after training."""
+    model = build(job)
+    init: list[str] = []
+    model.register_forward_pre_hook(lambda module, args: None if init else init.append(tiny.digests(module)))
+    acc = tiny.fit(model)
+    return {"objective": acc, "metadata": {"init": init[0], "final": tiny.digests(model)}}
+
+
+async def run_async(job: Any) -> dict[str, Any]:
+    """``run`` as the serial evaluator wants it."""
+    return run(job)
+
+
+def make_warm(cache: dict[str, Any], method: str) -> Any:
+    """The user's run function for ``method`` warm-started by the cache, the architecture named once (the
+    problem's ``a0``, ``a1``, ...)."""
+    return warm_started(run_async if method == "serial" else run, cache, SPACE.layer_map, arch="a",
+                        problem=problem())
 
 
 def search(log_dir: str, seed: int = 0) -> LineageEvolution:

@@ -90,6 +90,34 @@ def test_process_evaluator_opens_one_cache_per_worker(tmp_path):
     assert df["m:tc_worker"].nunique() == 2
 
 
+@pytest.mark.parametrize("method, workers", [("serial", 1), ("process", 2)])
+def test_an_unchanged_run_function_is_warm_started(tmp_path, method, workers):
+    run_warm = dh_app.make_warm(_cache(tmp_path, f"dh-plain-{method}"), method)
+    with _evaluator(run_warm, method, num_workers=workers) as evaluator:
+        dh_app.search(str(tmp_path)).search(evaluator, max_evals=MAX_EVALS)
+    df = check_results(tmp_path)
+    assert df["m:tc_worker"].nunique() == workers and (df["m:tc_worker_jobs"] > 0).all()
+
+
+def test_the_architecture_is_named_once_and_checked_against_the_problem():
+    from deephyper.hpo import HpProblem
+
+    from tensorcache.integrations.deephyper import arch_names
+
+    problem = HpProblem()
+    for name in ("x10", "x2", "x0", "x1", "lr"):
+        problem.add_hyperparameter((0, 3) if name != "lr" else (1e-4, 1e-2, "log-uniform"), name)
+    for i in range(3, 10):
+        problem.add_hyperparameter((0, 3), f"x{i}")
+    assert arch_names("x", problem) == tuple(f"x{i}" for i in range(11))
+    with pytest.raises(ValueError, match="no hyperparameter named 'y'"):
+        arch_names("y", problem)
+    with pytest.raises(ValueError, match="'lr' is not an integer"):
+        arch_names(["x0", "lr"], problem)
+    with pytest.raises(ValueError, match="give the problem"):
+        arch_names("x")
+
+
 def test_thread_evaluator_shares_one_cache_between_threads(tmp_path):
     run = dh_app.make_run(_cache(tmp_path, "dh-thread"))
     with _evaluator(run.for_evaluator("thread"), "thread", num_workers=2) as evaluator:
