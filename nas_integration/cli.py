@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{train['train_subset']})")
     g.add_argument("--device", default="auto", help="train: auto (cuda if present), cpu, cuda, cuda:1 ... "
                                                     "(default: auto)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="train: torch threads per worker (default: $OMP_NUM_THREADS if set, else the cores free "
+                        "when the search starts divided among the workers, at least 1)")
     g.add_argument("--payload-scale", type=float, default=1 / 64, metavar="F",
                    help="tabular: synthetic tensors are F x the real layer sizes, cache capacities too "
                         "(default: 1/64)")
@@ -155,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--run-id", help="prefix of model ids (default: random)")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in DIR (and its default cache)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the interrupted search in DIR from its trace: give the same options (--evals may "
+                        "grow); finished children are not run again (serial and process executors)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     g.add_argument("-v", "--verbose", action="store_true", help="log what the cache and workers do")
     return p
@@ -207,7 +213,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
     best = summary["best"] or {}
     sim = summary["clock"] == "simulated"
     rows = [
-        ("evaluations", f"{summary['evaluations']} ({summary['dropped']} dropped, {len(summary['failures'])} failures)"),
+        ("evaluations", f"{summary['evaluations']} ({summary['dropped']} dropped, {len(summary['failures'])} failures)"
+                        + (f"; {summary['resumed']} of them from the trace (--resume)" if summary.get("resumed") else "")
+                        + ("; INTERRUPTED before the end" if summary.get("interrupted") else "")),
         ("workers", f"{summary['workers']} ({summary['executor']}, {summary['mode']})"),
         ("mutation bias", f"{summary['settings']['mutation_bias']:g}"),
         ("best score", f"{best.get('score', float('nan')):.2f}  (model {best.get('model_id')})"),
@@ -222,6 +230,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("wall time", f"{summary['wall_s']:.1f} s"),
     ]
+    threads = summary.get("threads")
+    if threads:
+        rows.append(("torch threads", f"{threads['per_worker']} per worker ({threads['why']})"))
     loc = summary.get("locality")
     if loc and (loc["local_hits"] or loc["remote_hits"]):
         rows.append(("locality", f"{loc['local_byte_share']:.1%} of transfer bytes from the worker's own memory"
@@ -253,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             with ProgressBar(settings.evals, Console(stderr=True)) as bar:
                 summary = run_search(settings, on_record=bar)
+    except KeyboardInterrupt:  # before the search started (loading data, starting workers): nothing to summarise
+        print("run_search: interrupted before the search started", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as exc:  # bad settings, missing files, unreachable servers: one line, no traceback
         if args.executor == "mpi":
             logging.getLogger("nas_integration").error("rank %d: %s", rank, exc)
@@ -269,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"trace: {summary['trace']}\nsummary: {os.path.join(settings.out, 'summary.json')}\n"
                       f"plots: tensorcache analyze {summary['trace']} --out {os.path.join(settings.out, 'report')}",
                       soft_wrap=True)
+    if summary is not None and summary.get("interrupted"):
+        print(f"run_search: interrupted after {summary['evaluations']} of {settings.evals} evaluations; to continue, "
+              "run the same command with --resume", file=sys.stderr)
+        return 130
     return 0
 
 

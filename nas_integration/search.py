@@ -36,11 +36,13 @@ from .executors import (
     serve_mpi,
 )
 from .locality import LocalityTracker
+from .resume import Recorded, SkipWritten, check_same_search, finished_records
 from .revisits import Revisits
 from .settings import DEFAULTS, SearchSettings, evaluator_datasets
 from .spaces import get_space
 from .startup import check_disk, check_redis, gpu_ids, inside, mpi_local, prepare_out
 from .tally import OnRecord, Tally
+from .threads import worker_threads
 
 log = logging.getLogger("nas_integration")
 
@@ -56,16 +58,18 @@ def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
 
 
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
-           trace: TraceWriter, tally: Tally, on_record: OnRecord | None = None,
-           revisit: str = "train", on_issue: Callable[[Candidate], None] | None = None) -> list[dict[str, Any]]:
-    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped).
+           trace: TraceWriter | SkipWritten, tally: Tally, on_record: OnRecord | None = None,
+           revisit: str = "train", on_issue: Callable[[Candidate], None] | None = None,
+           failures: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped), also
+    appended to ``failures`` as they happen (an interrupted search keeps them).
     ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained;
     ``on_issue`` hears each child sent to a worker, before the worker looks up its donor."""
     batch = mode == "batch"
     revisits = Revisits(revisit == "reuse")
     retry: deque[Candidate] = deque()
     attempts: dict[int, int] = {}
-    failures: list[dict[str, Any]] = []
+    failures = [] if failures is None else failures
     generation: list[tuple[Candidate, float]] = []
     gen_left = executor.workers
     outstanding = streak = 0
@@ -123,7 +127,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
             on_record(tally, sum(f["action"] == "dropped" for f in failures))
 
 
-def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter, tally: Tally, record: TraceRecord,
+def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter | SkipWritten, tally: Tally, record: TraceRecord,
             cand: Candidate, generation: list[tuple[Candidate, float]] | None) -> None:
     """Write a finished child's record and add it to the population (batch mode: to its generation)."""
     trace.write(record)
@@ -140,13 +144,18 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
 
     ``on_record(tally, dropped)`` is called after every finished evaluation (progress display).
     Under ``--executor mpi`` every rank calls this: rank 0 schedules and returns the summary, the other
-    ranks evaluate and return None.
+    ranks evaluate and return None. Interrupted (KeyboardInterrupt, Ctrl-C) once the search has started, it
+    stops its workers and returns the summary of what finished (``"interrupted": true``);
+    ``settings.resume`` continues the search in ``settings.out`` from its trace (``nas_integration.resume``).
     """
     s = settings.resolved()
-    threads, comm = None, None
+    if s.resume:
+        check_same_search(s)
+    threads, threads_why, comm = None, "", None
     if s.executor == "mpi":
         comm, local_rank, local_size = mpi_local()
-        threads = max(1, (os.cpu_count() or 1) // local_size)
+        if s.evaluator == "train":  # each node's ranks split its cores (rank 0, the scheduler, counts as one)
+            threads, threads_why = worker_threads(s.threads, local_size)
         if comm.Get_rank() != 0:
             evaluator = s.make_evaluator(threads)
             if s.evaluator == "train" and (gpus := gpu_ids()):
@@ -154,10 +163,13 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
             serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
             return None
-    elif s.executor == "process":
-        threads = max(1, (os.cpu_count() or 1) // s.workers)
-    evaluator = s.make_evaluator(threads)
+    elif s.evaluator == "train":
+        threads, threads_why = worker_threads(s.threads, s.workers)
+    evaluator: Evaluator = s.make_evaluator(threads)
     evaluator.check()
+    done = finished_records(s.out) if s.resume else []
+    if done:
+        evaluator = Recorded(evaluator, done)
     cache_config = s.worker_cache(evaluator.payload_scale)
     if cache_config is not None and cache_config.redis_required:
         check_redis(cache_config)
@@ -181,15 +193,21 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
                                id_prefix=f"{s.run_id}-")
     tally = Tally(s.transfer)
     t0 = time.time()
+    failures: list[dict[str, Any]] = []
+    interrupted = False
     try:
-        with TraceWriter(trace_path) as trace, fewer_full_collections():
+        with TraceWriter(trace_path) as writer, fewer_full_collections():
+            trace = SkipWritten(writer, {r.model_id for r in done}) if done else writer
             on_issue = _describe_issued(executor, evaluator, s.transfer) if s.inflight else None
-            failures = evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue)
+            evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue, failures)
+    except KeyboardInterrupt:  # Ctrl-C: stop the workers, keep what finished, summarise it
+        interrupted = True
     finally:
         cache_stats = executor.close()
     best = tally.best
     summary = {
-        "run_id": s.run_id, "settings": asdict(s), "evaluator": evaluator.describe(),
+        "run_id": s.run_id, "settings": asdict(s), "evaluator": evaluator.describe(), "interrupted": interrupted,
+        "resumed": len(done),
         "evaluations": tally.evaluations, "issued": evo.issued,
         "dropped": sum(f["action"] == "dropped" for f in failures), "failures": failures,
         "workers": executor.workers, "executor": s.executor, "mode": s.mode, "clock": executor.clock,
@@ -203,6 +221,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         "transfer_layers": tally.transfer_layers, "cache_s": tally.cache_s, "train_s": tally.train_s,
         "cache": merge_stats(cache_stats) if cache_stats else None,
         "locality": executor.locality_summary(),
+        "threads": None if threads is None else {"per_worker": threads, "why": threads_why},
         "trace": trace_path,
     }
     with open(summary_path, "w") as f:

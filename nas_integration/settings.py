@@ -71,8 +71,11 @@ class SearchSettings:
     amp: bool = False
     train_subset: int | None = None  # 0 = the whole training set
     device: str = "auto"
+    threads: int | None = None  # torch threads per training worker; None: OMP_NUM_THREADS, else the free cores
+    # split among the node's workers (nas_integration.threads)
     run_id: str | None = None
     overwrite: bool = False
+    resume: bool = False  # continue the search whose trace is in ``out`` (nas_integration.resume)
 
     def resolved(self) -> SearchSettings:
         """A copy with every None default filled in and the values checked (resolving twice changes nothing)."""
@@ -86,6 +89,10 @@ class SearchSettings:
             values["inflight"] = values["executor"] == "serial"
         if self.evaluator == "tabular" and values["table"] is None:
             values["table"] = os.fspath(nb201_table())
+        if values["run_id"] is None and self.resume:  # the interrupted search's, so its model ids match
+            from .resume import previous_run_id
+
+            values["run_id"] = previous_run_id(self.out)
         if values["run_id"] is None:
             values["run_id"] = uuid.uuid4().hex[:8]
         values["cache_config"] = self._resolved_cache(values)
@@ -101,6 +108,10 @@ class SearchSettings:
                   (s.transfer in ("prefix", "compatible"), f"transfer must be prefix or compatible, got {s.transfer!r}"),
                   (s.revisit in ("train", "reuse"), f"revisit must be train or reuse, got {s.revisit!r}"),
                   (s.evals >= 1, f"evals must be >= 1, got {s.evals}"),
+                  (not (s.resume and s.overwrite), "--resume continues the search in --out; --overwrite replaces "
+                                                   "it: choose one"),
+                  (not s.resume or s.executor != "mpi", "--resume works with the serial and process executors; "
+                                                        "under MPI, start a new search"),
                   (s.workers >= 1, f"workers must be >= 1, got {s.workers}"),
                   (s.retries >= 0, f"retries must be >= 0, got {s.retries}"),
                   (s.population >= 1, f"population must be >= 1, got {s.population}"),

@@ -54,9 +54,12 @@ def check_disk(config: CacheConfig) -> None:
 def prepare_out(s: SearchSettings) -> tuple[str, str]:
     os.makedirs(s.out, exist_ok=True)
     trace_path, summary_path = os.path.join(s.out, "trace.jsonl"), os.path.join(s.out, "summary.json")
+    if s.resume:
+        return trace_path, summary_path
     if os.path.exists(trace_path):
         if not s.overwrite:
-            raise FileExistsError(f"{trace_path} already exists; choose another --out or pass --overwrite")
+            raise FileExistsError(f"{trace_path} already exists; choose another --out, pass --resume to continue "
+                                  "that search or --overwrite to replace it")
         for path in (trace_path, summary_path):
             if os.path.exists(path):
                 os.remove(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
@@ -113,6 +114,7 @@ class ProcessExecutor(RemoteExecutor):
 
 
 def _process_main(conn: Any, evaluator: Evaluator, cache_config: CacheConfig | None, gpu: str | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle: it stops the workers
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     serve(conn.recv, conn.send, evaluator, cache_config)

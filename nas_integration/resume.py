@@ -1,0 +1,142 @@
+"""Continuing an interrupted search from the trace in its output folder (``run_search --resume``).
+
+The search is run again from its seed; each child the trace already holds is answered with its recorded
+result (no training, no cache call) and not written again, every other child runs as usual. Under a
+deterministic evaluator and executor (the tabular evaluator on the serial executor) the resumed search
+issues, scores and picks exactly what the uninterrupted search would have.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from tensorcache.trace import TraceRecord, TraceWriter, read_records
+
+from .evaluators import Evaluator, Started
+from .evolution import Candidate
+
+if TYPE_CHECKING:
+    from .settings import SearchSettings
+    from tensorcache import LayerMap, TensorCache
+    from tensorcache.hit import Stored
+
+__all__ = ["Recorded", "SkipWritten", "finished_records", "previous_run_id"]
+
+# settings a resumed search may change: the budget, the threads, and how the output folder is treated
+FREE_TO_CHANGE = {"evals", "overwrite", "resume", "threads"}
+
+
+def finished_records(out: str) -> list[TraceRecord]:
+    """The records of ``out/trace.jsonl``, rewritten without a torn last line so that appending stays valid."""
+    path = os.path.join(out, "trace.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--resume: no search to continue in {out!r} (no trace.jsonl there)")
+    records = read_records(path)
+    with open(path, "w", encoding="utf-8"):
+        pass
+    with TraceWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return records
+
+
+def previous_run_id(out: str) -> str | None:
+    """The run id of the search in ``out``: its summary's, else the prefix of its first model id."""
+    summary = _summary(out)
+    if isinstance(summary.get("settings"), dict) and summary["settings"].get("run_id"):
+        return str(summary["settings"]["run_id"])
+    try:
+        records = read_records(os.path.join(out, "trace.jsonl"))
+    except OSError:
+        return None
+    return records[0].model_id.rsplit("-", 1)[0] if records and "-" in records[0].model_id else None
+
+
+def check_same_search(s: SearchSettings) -> None:
+    """Raise ValueError naming each setting that differs from the interrupted search's (from its summary)."""
+    before = _summary(s.out).get("settings")
+    if not isinstance(before, dict):
+        return  # a search killed before its summary: its model ids still tie the trace to the run id
+    now = json.loads(json.dumps(asdict(s), default=str))
+    changed = [f"{key} {now.get(key)!r} (was {before.get(key)!r})" for key in sorted(set(now) | set(before))
+               if key not in FREE_TO_CHANGE and now.get(key) != before.get(key)]
+    if changed:
+        raise ValueError(f"--resume: the search in {s.out!r} ran with other settings; give the same options "
+                         f"(differs: {', '.join(changed)})")
+
+
+def _summary(out: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+class Recorded(Evaluator):
+    """``inner`` for children the trace does not hold; a held child gets a copy of its recorded result."""
+
+    def __init__(self, inner: Evaluator, records: list[TraceRecord]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.payload_scale = inner.payload_scale
+        self.records = {r.model_id: r.to_dict() for r in records}
+
+    def _recorded(self, candidate: Candidate) -> TraceRecord | None:
+        values = self.records.get(candidate.model_id)
+        if values is None:
+            return None
+        if list(values["arch"]) != list(candidate.arch):
+            raise ValueError(f"--resume: the trace's {candidate.model_id} has arch {values['arch']}, the search "
+                             f"issued {list(candidate.arch)}; resume with the options of the interrupted search")
+        return TraceRecord.from_dict(values)
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:
+        record = self._recorded(candidate)
+        return self.inner.evaluate(candidate, cache) if record is None else record
+
+    def start(self, candidate: Candidate, cache: TensorCache | None) -> Started:
+        record = self._recorded(candidate)
+        if record is None:
+            return self.inner.start(candidate, cache)
+        return Started(candidate, record.t_end - record.t_start, record)
+
+    def finish(self, started: Started, cache: TensorCache | None) -> TraceRecord:
+        if isinstance(started.state, TraceRecord) and started.state.model_id in self.records:
+            return started.state
+        return self.inner.finish(started, cache)
+
+    def donor(self, candidate: Candidate, cache: TensorCache) -> str | None:
+        return self.inner.donor(candidate, cache)
+
+    def layer_map(self, arch: tuple[int, ...]) -> LayerMap:
+        return self.inner.layer_map(arch)
+
+    def record(self, candidate: Candidate, layer_map: LayerMap, layer_bytes: list[int], stored: Stored | None,
+               **measured: Any) -> TraceRecord:
+        return self.inner.record(candidate, layer_map, layer_bytes, stored, **measured)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
+class SkipWritten:
+    """The trace writer of a resumed search: records the trace already holds are not written again."""
+
+    def __init__(self, writer: TraceWriter, written: set[str]) -> None:
+        self.writer, self.written = writer, set(written)
+
+    def write(self, record: TraceRecord) -> None:
+        if record.model_id in self.written:
+            self.written.discard(record.model_id)
+            return
+        self.writer.write(record)
