@@ -72,16 +72,20 @@ class LineageEvolution(_hpo.RegularizedEvolution):
     """RegularizedEvolution whose children name their parent (``tc_parent``) and their own id (``tc_id``).
 
     Regularized evolution copies the tournament winner and mutates the copy; population members here
-    record that copy, so the parent is the one the tournament picked, not a guess."""
+    record that copy, so the parent is the one the tournament picked, not a guess. Only the public
+    ``ask``/``tell`` are extended; the population's ids and objectives are kept here, as DeepHyper keeps
+    its population (the last ``population_size`` results that are not failures)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._copied: list[_Member] = []
+        self._members: deque[tuple[str | None, float]] = deque(maxlen=self.population_size)
 
-    def _ask(self, n: int = 1) -> list[dict[str, Any]]:
+    def ask(self, n: int = 1) -> list[dict[str, Any]]:
+        """DeepHyper's children, each with its id, its parent's id and the mutated hyperparameter."""
         self._copied = []
-        evolving = len(self._population) >= self.population_size   # else RE samples at random
-        children = super()._ask(n)
+        evolving = len(self._members) >= self.population_size   # else RE samples at random
+        children = super().ask(n)
         evolved = evolving and len(self._copied) == len(children)
         if evolving and not evolved:
             warnings.warn(f"LineageEvolution saw {len(self._copied)} parent copies for {len(children)} children; "
@@ -94,7 +98,8 @@ class LineageEvolution(_hpo.RegularizedEvolution):
             child[MUTATED] = changed[0] if changed else ""
         return children
 
-    def _tell(self, results: list[tuple[dict[str, Any], Any]]) -> None:
+    def tell(self, results: list[tuple[dict[str, Any], Any]]) -> None:
+        """DeepHyper's tell, over population members that note when the tournament copies them."""
         tagged = []
         for config, objective in results:
             config = dict(config)
@@ -102,14 +107,16 @@ class LineageEvolution(_hpo.RegularizedEvolution):
             for key in LINEAGE:
                 config.pop(key, None)
             tagged.append((_Member(config, model_id, self._note_copy), objective))
-        super()._tell(tagged)
+            if not isinstance(objective, str):   # DeepHyper leaves failures out of the population
+                self._members.append((model_id, objective))
+        super().tell(tagged)
 
     def _note_copy(self, member: _Member) -> None:
         self._copied.append(member)
 
     def members(self) -> list[tuple[str, float]]:
         """The population as (model id, objective), oldest first."""
-        return [(m.model_id, float(obj)) for m, obj in self._population if m.model_id]
+        return [(m, float(obj)) for m, obj in self._members if m]
 
 
 class EvolutionFeed(_callback.Callback):

@@ -109,7 +109,7 @@ def test_evolution_searcher_records_the_lineage_and_children_start_from_their_pa
     helper = TuneCache(_cache(tmp_path, "tune-re"), arch=searcher.keys, layer_map=tiny.SPACE.layer_map)
     tuner = tune.Tuner(tune.with_parameters(tune_app.nas_trainable, helper=helper),
                        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=5,
-                                                   max_concurrent_trials=2, reuse_actors=False),
+                                                   max_concurrent_trials=2, reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), name="re", verbose=0))
     grid = tuner.fit()
     assert not grid.errors
