@@ -34,7 +34,7 @@ from typing import Any
 
 from ..layers import LayerMap
 from . import require
-from .worker import Transfer, check_options, store, warm, worker_cache, worker_name
+from .worker import Transfer, check_options, store, text_id, warm, worker_cache, worker_name
 
 _hpo = require("deephyper.hpo", "tensorcache.integrations.deephyper")
 _callback = require("deephyper.evaluator.callback", "tensorcache.integrations.deephyper")
@@ -190,7 +190,8 @@ class _Run:
         params = job.parameters
         arch = self.arch(params)
         lmap = self.layer_map(arch) if self.layer_map is not None else None
-        return worker, arch, lmap, Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), _text(params.get(PARENT)))
+        transfer = Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), text_id(params.get(PARENT)))
+        return worker, arch, lmap, transfer
 
     def _finish(self, worker: Any, module: Any, arch: tuple[int, ...], lmap: LayerMap | None, transfer: Transfer,
                 output: Any) -> dict[str, Any]:
@@ -369,8 +370,3 @@ def arch_names(arch: str | Sequence[str], problem: Any = None) -> tuple[str, ...
                 raise ValueError(f"architecture hyperparameter {name!r} is not an integer hyperparameter of "
                                  f"the problem")
     return names
-
-
-def _text(value: Any) -> str | None:
-    """A lineage field as an id, or None when empty (CSV reloads turn empty strings into NaN)."""
-    return value if isinstance(value, str) and value else None

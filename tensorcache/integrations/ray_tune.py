@@ -25,7 +25,7 @@ from typing import Any
 
 from ..layers import LayerMap, LayerSpec
 from . import require
-from .worker import Transfer, WorkerCache, check_options, store, warm, worker_cache
+from .worker import Transfer, WorkerCache, check_options, store, text_id, warm, worker_cache
 
 _tune = require("ray.tune", "tensorcache.integrations.ray_tune", "ray")
 _search = require("ray.tune.search", "tensorcache.integrations.ray_tune", "ray")
@@ -88,7 +88,8 @@ class TrialCache:
         return _tune.Checkpoint.from_directory(folder)
 
     def metrics(self, prefix: str = "tc_") -> dict[str, Any]:
-        """The warm start's fields (parent, donor, layers, bytes, tier, seconds) to add to a report."""
+        """Fields to add to a report: the warm start's (model, parent, donor, layers, bytes, tier, seconds),
+        whether the run resumed from a checkpoint, and the id of its last put (``tc_last``)."""
         out = self.transfer.metadata(prefix)
         out[f"{prefix}resumed"] = self.resumed
         out[f"{prefix}last"] = self.model_id
@@ -134,10 +135,11 @@ class TuneCache:
         arch = self.arch(config)
         lmap = self.layer_map(arch) if self.layer_map is not None else module_layers(model)
         pointer = read_pointer(checkpoint) if checkpoint is not None else None
-        parent = pointer.get("model") if pointer else _text(config.get(PARENT))
+        parent = pointer.get("model") if pointer else text_id(config.get(PARENT))
         trial = TrialCache(self, worker_cache(self.cache), arch, lmap,
                            Transfer(str(config.get(MODEL_ID) or self.new_id(0)), parent),
-                           dict(pointer.get("state") or {}) if pointer else {}, checkpoint is not None)
+                           dict(pointer["state"]) if pointer and isinstance(pointer.get("state"), dict) else {},
+                           checkpoint is not None)
         if parent is not None or self.new_trials:
             warm(trial.worker, model, arch, trial.transfer, lmap)
         report = trial.transfer.report
@@ -170,9 +172,6 @@ def read_pointer(checkpoint: Any) -> dict[str, Any] | None:
                       f"pointer ({exc}); the trial starts without it", stacklevel=3)
         return None
 
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 class EvolutionSearcher(_search.Searcher):

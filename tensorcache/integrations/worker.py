@@ -79,6 +79,11 @@ class Transfer:
                 f"{prefix}tier": r.tier or "", f"{prefix}cache_s": round(self.seconds, 6)}
 
 
+def text_id(value: Any) -> str | None:
+    """A lineage field as an id, or None when empty (CSV reloads turn empty strings into NaN)."""
+    return value if isinstance(value, str) and value else None
+
+
 def warm(worker: WorkerCache, module: Any, arch: tuple[int, ...], transfer: Transfer,
          layer_map: LayerMap | None) -> None:
     """Warm-start ``module`` from the cache (the known parent preferred), timing it into ``transfer``."""

@@ -2,7 +2,8 @@
 
 ``mlp_trainable``: an MLP whose hidden width is a config value (what PBT mutates); every report carries
 the warm start's fields and digests of each tensor right after the start (``init``) and at the put
-(``final``), kept by ``log``. ``nas_trainable``: the attn space's model of the config's architecture, one put at the end.
+(``final``), kept by ``log``. ``nas_trainable``: the attn space's model of the config's architecture,
+one put at the end.
 """
 from __future__ import annotations
 
