@@ -23,6 +23,14 @@ cache's run; compatible mode: any layer whose key was inserted earlier). Two rel
   sweep that, whenever the load passes the capacity, drops bytes of the intervals that end last (the
   maximum C-colourable subgraph of interval graphs; the tests check it against the LP solver).
 
+``value_bound`` is the same relaxation with each request weighted by what serving it is worth (training
+seconds, ``replay.workload.layer_values``) instead of by its bytes: the same argument holds for any
+non-negative weights, since a served request still needs its key's bytes held over its interval. With
+weights the sweep is no longer exact, so it is solved as FOO's min-cost flow: C units of flow cross the
+event slots from the first to the last, each may skip the slots of one request's interval along that
+request's arc (at most its bytes, earning its value per byte), so the intervals in use at any slot carry
+at most C bytes. The optimum of that network LP (HiGHS) is the optimum of the weighted interval LP.
+
 ``which`` picks the requests counted: all, those of revisit children, or transfers (the others).
 """
 from __future__ import annotations
@@ -49,6 +57,7 @@ class Request:
     layer: int  # child layer index
     start: int  # event index from which a copy must be held (latest copy arrival or previous request)
     revisit: bool
+    value: float = 0.0  # training seconds serving it is worth to the child (``replay.workload.layer_values``)
 
 
 def key_sizes(workload: Workload) -> dict[bytes, int]:
@@ -73,6 +82,7 @@ def requests(workload: Workload, which: str = "all") -> list[Request]:
             for key in ev.evaluation.keys:
                 arrivals.setdefault(key, []).append(ev.index)
     revisit = workload.revisit
+    values = {m: model.values for m, model in workload.models.items()}
     unbounded = iter(workload.unbounded.served)
     last: dict[bytes, int] = {}  # key -> event index of its previous counted request
     out = []
@@ -92,7 +102,7 @@ def requests(workload: Workload, which: str = "all") -> list[Request]:
                 continue  # no copy exists yet
             start = max(times[n - 1], last.get(key, -1))
             last[key] = ev.index
-            out.append(Request(key, sizes[key], ev.index, j, start, revisit[e.model_id]))
+            out.append(Request(key, sizes[key], ev.index, j, start, revisit[e.model_id], values[e.model_id][j]))
     return out
 
 
@@ -101,6 +111,48 @@ def interval_bound(workload: Workload, capacity_bytes: int, which: str = "all") 
     schedule serves with ``capacity_bytes``."""
     return pack_intervals([(r.start, r.lookup, r.size) for r in requests(workload, which) if r.size <= capacity_bytes],
                           capacity_bytes)  # no schedule holds an entry larger than the tier
+
+
+def value_bound(workload: Workload, capacity_bytes: int, which: str = "all") -> float:
+    """Optimum of the interval relaxation with each request worth its training seconds: an upper bound on
+    the value (``ReplayResult.value_served``, or its transfer or revisit part) any schedule serves."""
+    return pack_weighted([(r.start, r.lookup, r.size, r.value) for r in requests(workload, which)
+                          if r.size <= capacity_bytes], capacity_bytes)
+
+
+def pack_weighted(intervals: Sequence[tuple[int, int, int, float]], capacity: int) -> float:
+    """max sum value_i x c_i / size_i, 0 <= c_i <= size_i, with sum of c_i over intervals covering each slot
+    <= capacity; interval (start, end, size, value >= 0) covers slots start..end-1. Exact: min-cost flow of
+    ``capacity`` units along the slots, each interval an arc that skips its slots (module docstring)."""
+    import numpy as np
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
+    if capacity < 0:
+        raise ValueError(f"capacity must be >= 0 bytes, got {capacity}")
+    if any(value < 0 for *_, value in intervals):
+        raise ValueError("interval values must be >= 0")
+    free = sum(value for start, end, size, value in intervals if end <= start or size == 0)  # nothing to hold
+    arcs = [(start, end, size, value / size) for start, end, size, value in intervals if end > start and size > 0]
+    if not arcs or capacity == 0:
+        return free
+    nodes = sorted({t for start, end, _, _ in arcs for t in (start, end)})
+    at = {t: n for n, t in enumerate(nodes)}
+    tails = [*range(len(nodes) - 1), *(at[start] for start, _, _, _ in arcs)]  # slot arcs n -> n + 1, then the
+    heads = [*range(1, len(nodes)), *(at[end] for _, end, _, _ in arcs)]  # request arcs start -> end
+    n_arcs = len(tails)
+    rows = np.concatenate([tails, heads])
+    cols = np.concatenate([np.arange(n_arcs), np.arange(n_arcs)])
+    signs = np.concatenate([np.ones(n_arcs), -np.ones(n_arcs)])  # out of a node +1, into it -1
+    supply = np.zeros(len(nodes))
+    supply[0], supply[-1] = capacity, -capacity
+    cost = np.concatenate([np.zeros(len(nodes) - 1), [-per_byte for *_, per_byte in arcs]])
+    upper = np.concatenate([np.full(len(nodes) - 1, float(capacity)), [size for _, _, size, _ in arcs]])
+    res = linprog(cost, A_eq=coo_matrix((signs, (rows, cols)), shape=(len(nodes), n_arcs)).tocsr(), b_eq=supply,
+                  bounds=np.stack([np.zeros(n_arcs), upper], axis=1), method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"the value bound's flow did not solve: {res.message}")
+    return free + float(-res.fun)
 
 
 def pack_intervals(intervals: Sequence[tuple[int, int, int]], capacity: int) -> int:

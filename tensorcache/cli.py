@@ -143,11 +143,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .trace import read_trace
 
     settings = trace_settings(args.trace)
+    if args.recommend:
+        return recommend_policy(args, settings)
     with LazyBar(f"replay {args.policy}", after_s=3.0) as bar:
         bar.update(0, description="reading the trace")
         work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
         bar.update(0, description="reference and schedule")
-        result = replay(work, args.policy, capacity_bytes(args.capacity, work.total_bytes),
+        result = replay(work, args.policy, capacity_bytes(args.capacity or "10%", work.total_bytes),
                         population_size=args.population or settings.get("population"),
                         sample_size=args.sample or settings.get("sample"),
                         progress=lambda done, total: bar.update(done, total, "events"),
@@ -158,6 +160,49 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         Console().print(replay_table(result.metrics(), work.total_bytes))
+    return 0
+
+
+def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
+    """``replay --recommend``: every candidate policy at every capacity, ranked by training seconds served."""
+    from .replay import Workload, population_params
+    from .replay.recommend import CANDIDATES, overall, recommend
+    from .sizes import format_size
+    from .trace import read_trace
+
+    work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
+    P, S = population_params(work, args.population or settings.get("population"),
+                             args.sample or settings.get("sample"))
+    texts = [c for c in (args.capacity or "2%,5%,20%").split(",") if c.strip()]
+    capacities = [capacity_bytes(c, work.total_bytes) for c in texts]
+    policies = args.policies.split(",") if args.policies else list(CANDIDATES)
+    verdicts = recommend(work, capacities, P, S, policies, args.score, bool(settings.get("inflight")),
+                         args.resamples, args.seed)
+    pick = overall(verdicts)
+    if args.json:
+        print(json.dumps({"score": args.score, "unit": "training seconds", "recommend": pick, "capacities": [
+            json_safe({"capacity": text, **{k: v for k, v in vars(v).items()}}) for text, v in zip(texts, verdicts)]},
+            indent=2, allow_nan=False))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for text, v in zip(texts, verdicts):
+        t = Table(title=f"{text.strip()} = {format_size(v.capacity_bytes)}: training seconds served ({args.score} "
+                        f"children), bound {v.bound:,.1f} s")
+        for column in ("policy", "seconds served", "÷ bound", "behind the best"):
+            t.add_column(column, justify="left" if column == "policy" else "right")
+        for name, got in sorted(v.scores.items(), key=lambda kv: -kv[1]):
+            t.add_row(name, f"{got:,.1f}", f"{got / v.bound:.3f}" if v.bound > 0 else "n/a",
+                      "-" if name == v.best else f"{got - v.scores[v.best]:+,.1f}")
+        console.print(t)
+        if v.runner_up is None:
+            console.print(f"best: {v.best} (the only candidate)")
+        else:
+            console.print(f"best: {v.best}, {v.margin:+,.1f} s over {v.runner_up} (95% interval over resampled "
+                          f"lookups {v.low:+,.1f} to {v.high:+,.1f} s; best in {v.wins:.0%} of {args.resamples})")
+    console.print(f"recommend: {pick} (best at {sum(v.best == pick for v in verdicts)} of {len(verdicts)} capacities)")
     return 0
 
 
@@ -213,11 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "and counters (--json: every metric as JSON)")
     r.add_argument("trace", metavar="TRACE.jsonl")
     r.add_argument("--policy", default="donor-window", help="fifo, lru, lfu, donor-window, evolution-aware, belady")
-    r.add_argument("--capacity", default="10%", help="bytes (512MB) or percent of all bytes stored (10%%)")
+    r.add_argument("--capacity", help="bytes (512MB) or percent of all bytes stored (default 10%%; with "
+                   "--recommend a comma-separated list, default 2%%,5%%,20%%)")
     r.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
     r.add_argument("--population", type=int, metavar="P")
     r.add_argument("--sample", type=int, metavar="S")
     r.add_argument("--json", action="store_true", help="print every metric as JSON instead of the table")
+    r.add_argument("--recommend", action="store_true", help="replay every candidate policy at every capacity and "
+                   "name the one that served the most training seconds, with its margin and a bootstrap interval")
+    r.add_argument("--policies", help="--recommend's candidates, comma-separated (default: fifo, lru, lfu, "
+                   "donor-window, evolution-aware)")
+    r.add_argument("--score", choices=("all", "transfer", "revisit"), default="all",
+                   help="--recommend: which children's served layers count (default all)")
+    r.add_argument("--resamples", type=int, default=1000, help="--recommend: bootstrap resamples (default 1000)")
+    r.add_argument("--seed", type=int, default=0, help="--recommend: seed of the resamples")
     r.set_defaults(func=cmd_replay)
     return p
 

@@ -53,6 +53,7 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
     served: list[Served] = []
     lookups = hits = lookups_served = entries = requested = 0
     transfer_bytes = revisit_bytes = 0
+    transfer_value = revisit_value = 0.0
     total = len(steps)
     for start in range(0, total, PROGRESS_EVERY):
         if progress is not None:
@@ -86,19 +87,24 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
             handle(got.donated)
             sizes, deps = got.evaluation.sizes, got.deps
             nbytes = sum([sizes[j] for j in layers])
-            served.append(Served(e.model_id, donor, tuple(pairs), nbytes))
+            values = model.values
+            value = sum([values[c] for c, _ in pairs])
+            served.append(Served(e.model_id, donor, tuple(pairs), nbytes, value))
             lookups_served += 1
             hits += positional([deps[j] for j in layers])
             entries += len(layers)
             if model.revisit:
                 revisit_bytes += nbytes
+                revisit_value += value
             else:
                 transfer_bytes += nbytes
+                transfer_value += value
     if progress is not None:
         progress(total, total)
     result = ReplayResult(name, capacity_bytes, lookups=lookups, hits=hits, lookups_served=lookups_served,
                           bytes_served=transfer_bytes + revisit_bytes, transfer_bytes_served=transfer_bytes,
                           revisit_bytes_served=revisit_bytes, bytes_requested=requested, entries_served=entries,
+                          transfer_value_served=transfer_value, revisit_value_served=revisit_value,
                           served=served)
     if isinstance(store, PolicyStore):
         result.evictions, result.max_used_bytes = store.evictions, store.max_used

@@ -18,6 +18,7 @@ class Served(NamedTuple):
     donor: str | None
     pairs: tuple[tuple[int, int], ...]
     nbytes: int
+    value: float = 0.0  # training seconds the served layers are worth to the child (``workload.layer_values``)
 
 
 @dataclass
@@ -36,6 +37,10 @@ class ReplayResult:
     transfer_bytes_unbounded: int = 0
     revisit_bytes_served: int = 0
     revisit_bytes_unbounded: int = 0
+    transfer_value_served: float = 0.0  # training seconds served layers are worth (``workload.layer_values``)
+    transfer_value_unbounded: float = 0.0
+    revisit_value_served: float = 0.0
+    revisit_value_unbounded: float = 0.0
     bytes_requested: int = 0
     entries_served: int = 0
     entries_unbounded: int = 0
@@ -49,6 +54,8 @@ class ReplayResult:
         self.transfer_bytes_unbounded = reference.transfer_bytes_served
         self.revisit_bytes_unbounded = reference.revisit_bytes_served
         self.entries_unbounded = reference.entries_served
+        self.transfer_value_unbounded = reference.transfer_value_served
+        self.revisit_value_unbounded = reference.revisit_value_served
         return self
 
     @property
@@ -60,6 +67,21 @@ class ReplayResult:
     def revisit_yield(self) -> float:
         """Bytes served to revisit children / what an unbounded cache serves them."""
         return ratio(self.revisit_bytes_served, self.revisit_bytes_unbounded)
+
+    @property
+    def value_served(self) -> float:
+        """Training seconds all served layers are worth to their children (transfers and revisits)."""
+        return self.transfer_value_served + self.revisit_value_served
+
+    @property
+    def transfer_value_yield(self) -> float:
+        """Like ``transfer_yield``, each served layer weighed by its training seconds rather than its bytes."""
+        return ratio(self.transfer_value_served, self.transfer_value_unbounded)
+
+    @property
+    def revisit_value_yield(self) -> float:
+        """Like ``revisit_yield``, weighed by training seconds."""
+        return ratio(self.revisit_value_served, self.revisit_value_unbounded)
 
     @property
     def total_yield(self) -> float:
@@ -85,6 +107,7 @@ class ReplayResult:
         """Flat dict for CSV rows and JSON."""
         out = {k: v for k, v in self.__dict__.items() if k != "served"}
         out.update(transfer_yield=self.transfer_yield, revisit_yield=self.revisit_yield,
-                   total_yield=self.total_yield, hit_ratio=self.hit_ratio, byte_hit_ratio=self.byte_hit_ratio,
+                   total_yield=self.total_yield, value_served=self.value_served,
+                   transfer_value_yield=self.transfer_value_yield, revisit_value_yield=self.revisit_value_yield, hit_ratio=self.hit_ratio, byte_hit_ratio=self.byte_hit_ratio,
                    object_hit_ratio=self.object_hit_ratio)
         return out

@@ -38,7 +38,7 @@ def designate(workload: Workload) -> list[Served]:
         donor = next(m for m in reversed(holders[wanted[-1]]) if all(k in where[m] for k in wanted))
         pairs = tuple((c, where[donor][k]) for (c, _), k in zip(got.pairs, wanted))
         sizes = workload.models[donor].evaluation.sizes
-        out.append(Served(e.model_id, donor, pairs, sum(sizes[j] for _, j in pairs)))
+        out.append(Served(e.model_id, donor, pairs, sum(sizes[j] for _, j in pairs), got.value))
     return out
 
 

@@ -25,6 +25,7 @@ class Evaluation:
     arch: tuple[int, ...] | None = None
     deps: tuple[tuple[int, ...], ...] | None = None  # per layer, from the optional ``layer_deps`` field
     revisit: bool | None = None  # the optional ``revisit`` field (None: worked out from the archs)
+    train_s: float | None = None  # the optional ``train_s`` field: seconds it trained
 
 
 def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
@@ -40,12 +41,15 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
             arch = None if rec.get("arch") is None else tuple(map(int, rec["arch"]))
             deps = None if rec.get("layer_deps") is None else tuple(tuple(map(int, d)) for d in rec["layer_deps"])
             revisit = rec.get("revisit")
+            train_s = None if rec.get("train_s") is None else float(rec["train_s"])
             if revisit is not None and not isinstance(revisit, bool):
                 raise ValueError(f"revisit must be true or false, got {revisit!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"trace record {n} is not replayable: {exc!r}") from None
         if deps is not None and len(deps) != len(keys):
             raise ValueError(f"trace record {n} ({model_id}): {len(deps)} layer_deps vs {len(keys)} layer keys")
+        if train_s is not None and not 0 <= train_s < float("inf"):
+            raise ValueError(f"trace record {n} ({model_id}): train_s must be a finite number >= 0, got {train_s}")
         if len(keys) != len(sizes) or any(b < 0 for b in sizes) or t_end < t_start:
             raise ValueError(f"trace record {n} ({model_id}): {len(keys)} layer keys vs {len(sizes)} layer bytes, "
                              f"sizes {list(sizes)[:8]}, t_start {t_start} > t_end {t_end}?")
@@ -54,7 +58,7 @@ def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
         seen.add(model_id)
         out.append(Evaluation(model_id, None if parent is None else str(parent), t_start, t_end,
                               None if score is None else float(score), None if pos is None else int(pos),
-                              keys, sizes, arch, deps, revisit))
+                              keys, sizes, arch, deps, revisit, train_s))
     return out
 
 

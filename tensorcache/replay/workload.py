@@ -48,6 +48,16 @@ class Model(NamedTuple):
     deps: tuple[tuple[int, ...], ...]  # arch positions each layer depends on
     nbytes: int
     revisit: bool
+    values: tuple[float, ...]  # training seconds each layer is worth to a child served it (``layer_values``)
+
+
+def layer_values(e: Evaluation) -> tuple[float, ...]:
+    """What serving each of ``e``'s layers to it is worth, in training seconds: its training time (``train_s``,
+    else t_end - t_start) shared out over its layers by bytes. An estimate of the time a warm start saves
+    that weighs a slow child's layers above a fast one's, where bytes weigh them alike."""
+    seconds = e.t_end - e.t_start if e.train_s is None else e.train_s
+    total = sum(e.sizes)
+    return tuple(seconds * size / total if total else 0.0 for size in e.sizes)
 
 
 def prepare(e: Evaluation, mode: str, revisit: bool) -> Model:
@@ -59,7 +69,7 @@ def prepare(e: Evaluation, mode: str, revisit: bool) -> Model:
     return Model(e, record, tuple(Inserted(entry, size, e.model_id, d) for entry, size, d in zip(entries, e.sizes, deps)),
                  tuple(LayerServed(entry) for entry in entries), Donated(e.model_id),
                  None if e.arch is None else ModelDescribed(e.model_id, e.arch, mode, len(e.keys), e.score),
-                 deps, sum(e.sizes), revisit)
+                 deps, sum(e.sizes), revisit, layer_values(e))
 
 
 class Workload:

@@ -8,7 +8,9 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from tensorcache.bound import interval_bound, lp_bound, pack_intervals, requests
+from hypothesis import given, settings, strategies as st
+
+from tensorcache.bound import interval_bound, lp_bound, pack_intervals, pack_weighted, requests, value_bound
 from tensorcache.catalog import Catalog, LayerRecord, ModelRecord
 from tensorcache.replay import Workload, replay
 
@@ -30,9 +32,10 @@ def six_records():
     return [record(i, [a], [size[a]], t0, t1, [[0]]) for i, (a, t0, t1) in enumerate(spec)]
 
 
-def exhaustive(work: Workload, capacity: int, which: str = "all") -> int:
-    """Most bytes of ``which`` lookups any eviction schedule serves: after each insert keep any subset of the
-    held and new entries that fits; every lookup takes the one donor ``Catalog.find`` picks."""
+def exhaustive(work: Workload, capacity: int, which: str = "all", value: bool = False) -> float:
+    """Most bytes (``value``: training seconds, ``ReplayResult.value_served``) of ``which`` lookups any eviction
+    schedule serves: after each insert keep any subset of the held and new entries that fits; every lookup
+    takes the one donor ``Catalog.find`` picks."""
     events = work.events
     records = {e.model_id: ModelRecord(e.model_id, (), e.score, e.parent_id,
                                        tuple(LayerRecord(k, {}, d) for k, d in zip(e.keys, work.deps[e.model_id])))
@@ -45,7 +48,11 @@ def exhaustive(work: Workload, capacity: int, which: str = "all") -> int:
         for m, j in sorted(held):
             catalog.hold(records[m], j, 0)
         found = catalog.find(e.keys, e.parent_id, work.mode)
-        return 0 if found is None else sum(work.sizes[found[0]][j] for _, j in found[1])
+        if found is None:
+            return 0
+        if value:
+            return sum(work.models[e.model_id].values[c] for c, _ in found[1])
+        return sum(work.sizes[found[0]][j] for _, j in found[1])
 
     @lru_cache(maxsize=None)
     def best(i, held):
@@ -65,7 +72,7 @@ def exhaustive(work: Workload, capacity: int, which: str = "all") -> int:
     return best(0, frozenset())
 
 
-def random_trace(rng, n, layers, positions=2, choices=2):
+def random_trace(rng, n, layers, positions=2, choices=2, train=False):
     recs = []
     for i in range(n):
         arch = [rng.randrange(choices) for _ in range(positions)]
@@ -73,6 +80,8 @@ def random_trace(rng, n, layers, positions=2, choices=2):
         sizes = [rng.randint(1, 6) for _ in range(layers)]
         t0 = i + rng.random() * 0.5
         recs.append(record(i, arch, sizes, t0, t0 + rng.choice([0.7, 1.7, 2.7]), deps))
+        if train:  # training seconds unlike the times in the trace, so a slow child's layers are worth more
+            recs[-1]["train_s"] = rng.choice([0.0, 1.0, 10.0, 100.0])
     # one key names one tensor: give every copy of a key the size of its first copy
     first = {}
     for r in recs:
@@ -152,3 +161,60 @@ def test_key_with_two_sizes_is_named():
     recs[3]["layer_bytes"] = [7]
     with pytest.raises(ValueError, match=recs[3]["layer_keys"][0]):
         interval_bound(Workload(recs, "prefix"), 10)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("mode", ["prefix", "compatible"])
+def test_value_bound_dominates_the_exhaustive_optimum_of_training_seconds(seed, mode):
+    rng = random.Random(500 + seed)
+    work = Workload(random_trace(rng, n=6, layers=2, train=True), mode)
+    capacity = rng.randint(4, 12)
+    for which in ("all", "transfer", "revisit"):
+        best = exhaustive(work, capacity, which, value=True)
+        assert best <= value_bound(work, capacity, which) * (1 + 1e-9) + 1e-9, (which, best)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), n=st.integers(2, 9), layers=st.integers(1, 3), capacity=st.integers(0, 20),
+       mode=st.sampled_from(["prefix", "compatible"]))
+def test_value_bound_is_above_every_policy_on_random_traces(seed, n, layers, capacity, mode):
+    rng = random.Random(seed)
+    work = Workload(random_trace(rng, n=n, layers=layers, train=True), mode)
+    bound = {which: value_bound(work, capacity, which) for which in ("all", "transfer", "revisit")}
+    for p in POLICIES:
+        got = replay(work, p, capacity, population_size=min(3, n), sample_size=1)
+        assert got.value_served <= bound["all"] * (1 + 1e-9) + 1e-9, p
+        assert got.transfer_value_served <= bound["transfer"] * (1 + 1e-9) + 1e-9, p
+        assert got.revisit_value_served <= bound["revisit"] * (1 + 1e-9) + 1e-9, p
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_weighted_packing_with_bytes_as_values_is_the_exact_sweep(seed):
+    rng = random.Random(seed)
+    intervals = []
+    for _ in range(rng.randint(1, 25)):
+        s = rng.randint(0, 15)
+        intervals.append((s, s + rng.randint(0, 8), rng.randint(0, 9)))
+    capacity = rng.randint(0, 20)
+    assert pack_weighted([(s, e, size, float(size)) for s, e, size in intervals], capacity) == \
+        pytest.approx(pack_intervals(intervals, capacity))
+
+
+def test_weighted_packing_keeps_the_dearer_interval_where_bytes_tie():
+    """Two 5 B intervals overlap in a 5 B tier: bytes cannot choose, the values can (3 s beats 1 s)."""
+    assert pack_intervals([(0, 4, 5), (2, 6, 5)], 5) == 5
+    assert pack_weighted([(0, 4, 5, 1.0), (2, 6, 5, 3.0)], 5) == pytest.approx(3.0)
+    assert pack_weighted([(0, 4, 5, 1.0), (4, 6, 5, 3.0), (3, 3, 9, 2.0)], 5) == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="values"):
+        pack_weighted([(0, 1, 1, -1.0)], 5)
+
+
+def test_replay_values_are_training_seconds_shared_by_bytes():
+    """A child served its whole 2-layer model from its revisited parent gets all of its training seconds."""
+    recs = [record(0, [0], [1, 3], 0, 1, [[], [0]]), record(1, [0], [1, 3], 2, 3, [[], [0]], parent="m0")]
+    recs[1]["train_s"] = 8.0
+    result = replay(Workload(recs, "prefix"), "lru", 100, population_size=1, sample_size=1)
+    assert result.revisit_value_served == pytest.approx(8.0) and result.transfer_value_served == 0.0
+    recs[1].pop("train_s")  # without it, the time it ran
+    result = replay(Workload(recs, "prefix"), "lru", 100, population_size=1, sample_size=1)
+    assert result.value_served == pytest.approx(1.0) and result.revisit_value_yield == pytest.approx(1.0)
