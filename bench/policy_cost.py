@@ -1,15 +1,18 @@
 """What evolution-aware eviction costs: CPU of a live tabular search and of a replay, against cheap policies.
 
-    python bench/policy_cost.py --out DIR [--live-evals 1500] [--replay-evals 10000] [--repeats 2] [--same-as REV]
+    python bench/policy_cost.py --out DIR [--live-evals 1500] [--memory 48MB[,...]] [--replay-evals 10000]
+                                [--repeats 2] [--same-as REV]
 
 Both measures are CPU seconds of this process (``time.process_time``), taken in turns with the baseline in
 the same run, so other load on the machine shifts both alike. Printed as ``ratio`` lines (baseline CPU /
 subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. within 1.5x of donor-window):
 
 * live: ``run_search --evaluator tabular`` (NB201, 64 simulated workers, P=100, S=25, memory tier only,
-  small enough to evict) with ``--policy evolution-aware`` against ``--policy donor-window``;
+  small enough to evict) with ``--policy evolution-aware`` against ``--policy donor-window``, one ratio
+  per memory size of ``--memory`` (a comma-separated list; each size's pair taken in turns);
 * replay: one replay of a 10^4-evaluation trace at 5% capacity, evolution-aware against lfu (the replay
-  target is under 60 s on the 2-core machine; its absolute seconds are printed beside the ratio).
+  target is under 60 s on the 2-core machine; its absolute seconds are printed beside the ratio);
+  ``--replay-evals 0`` leaves it out.
 
 ``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
 checks that both name the same victims in the same order (a cheaper policy must keep its decisions). Its
@@ -84,41 +87,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
     p.add_argument("--live-evals", type=int, default=1500)
-    p.add_argument("--memory", default="48MB", help="memory tier of the live search (synthetic payloads are "
-                   "1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
+    p.add_argument("--memory", default="48MB", help="memory tier(s) of the live search, comma-separated (synthetic "
+                   "payloads are 1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
     p.add_argument("--replay-evals", type=int, default=10_000)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--same-as", metavar="REV", help="check that evolution-aware as of git revision REV evicts "
                    "the same entries in the same order on the replay trace")
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
+    memories = [m.strip() for m in args.memory.split(",") if m.strip()]
+    comparisons, replays, same = [], {}, {}
     try:
-        live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, args.memory)
-                           for pol in ("donor-window", "evolution-aware")}, args.repeats)
-        trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
-        work = Workload(read_trace(trace), "prefix")
-        cap = int(work.total_bytes * 0.05)
-        replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
-                                                          policy_kwargs={"window": 400} if pol != "lfu" else None))
-                              for pol in ("lfu", "evolution-aware")}, 1)
-        same = {}
-        if args.same_as:
-            earlier = evolution_aware_at(args.same_as)
-            for pct in (2, 5, 20):
-                c = int(work.total_bytes * pct / 100)
-                now, then = victims(EvolutionAware, work, c, 100, 25), victims(earlier, work, c, 100, 25)
-                same[pct] = (now == then, len(now), len(then))
+        for memory in memories:
+            live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, memory)
+                               for pol in ("donor-window", "evolution-aware")}, args.repeats)
+            comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
+                                          "evolution-aware", "donor-window", 0, live["evolution-aware"],
+                                          live["donor-window"], target=1 / 1.5))
+        if args.replay_evals:
+            trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
+            work = Workload(read_trace(trace), "prefix")
+            cap = int(work.total_bytes * 0.05)
+            replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
+                                                              policy_kwargs={"window": 400} if pol != "lfu" else None))
+                                  for pol in ("lfu", "evolution-aware")}, 1)
+            comparisons.append(Comparison("policy_cost", f"replay CPU, {args.replay_evals} evals, 5%", "evolution-aware",
+                                          "lfu", 0, replays["evolution-aware"], replays["lfu"],
+                                          note="target: under 60 s"))
+            if args.same_as:
+                earlier = evolution_aware_at(args.same_as)
+                for pct in (2, 5, 20):
+                    c = int(work.total_bytes * pct / 100)
+                    now, then = victims(EvolutionAware, work, c, 100, 25), victims(earlier, work, c, 100, 25)
+                    same[pct] = (now == then, len(now), len(then))
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    comparisons = [
-        Comparison("policy_cost", f"live search CPU, {args.live_evals} evals", "evolution-aware", "donor-window",
-                   0, live["evolution-aware"], live["donor-window"], target=1 / 1.5),
-        Comparison("policy_cost", f"replay CPU, {args.replay_evals} evals, 5%", "evolution-aware", "lfu", 0,
-                   replays["evolution-aware"], replays["lfu"], note="target: under 60 s"),
-    ]
     print_comparisons("evolution-aware cost (CPU seconds, same run)", comparisons)
-    print(f"replay of {args.replay_evals} evaluations under evolution-aware: {replays['evolution-aware'][0]:.1f} s CPU "
-          f"(lfu {replays['lfu'][0]:.1f} s)")
+    if replays:
+        print(f"replay of {args.replay_evals} evaluations under evolution-aware: {replays['evolution-aware'][0]:.1f} s "
+              f"CPU (lfu {replays['lfu'][0]:.1f} s)")
     for pct, (equal, n_now, n_then) in same.items():
         print(f"victims at {pct}% against {args.same_as}: {'same' if equal else 'DIFFERENT'} "
               f"({n_now} now, {n_then} then)")
