@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "TensorCache": "cache", "Hit": "cache", "LayerMap": "layers", "LayerSpec": "layers", "Policy": "policies",
-    "make_policy": "policies", "register_policy": "policies", "parse_size": "sizes", "PayloadError": "payload",
+    "layer_map_of": "module_map", "make_policy": "policies", "register_policy": "policies", "parse_size": "sizes", "PayloadError": "payload",
     "TransferError": "transfer", "TransferReport": "transfer", "CacheConfig": "config", "TraceRecord": "trace",
 }
 __all__ = list(_EXPORTS)

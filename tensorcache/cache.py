@@ -21,6 +21,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,6 +91,7 @@ class TensorCache:
         self._seconds = {"put": 0.0, "lookup": 0.0, "apply": 0.0}
         self._served_by: dict[str, int] = {}
         self._follower = Follower(self._stack)
+        self._left_out: set[str] = set()
 
     # ------------------------------------------------------------------ public API
     @property
@@ -104,8 +106,9 @@ class TensorCache:
         t0 = time.perf_counter()
         arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
-        per_layer = _split(lmap, layers)
+        per_layer, left_out = _split(lmap, layers)
         _check_model_id(model_id)
+        self._warn_left_out(left_out)
         if score is not None:
             score = float(score)
             if score != score:  # NaN ranks last, as no score does
@@ -171,15 +174,33 @@ class TensorCache:
         found = self._catalog.find(lmap.keys(self.namespace, arch), parent, lmap.mode)
         return None if found is None else found[0]
 
+    def get(self, model_id: str) -> Hit | None:
+        """Every layer of a stored model, e.g. a search's best, to keep or load (``hit.state_dict()``,
+        ``hit.apply(module)``); None when the model is unknown or one of its layers is no longer held."""
+        _check_model_id(model_id)
+        t0 = time.perf_counter()
+        self._follower.sync()
+        record = self._catalog.record(model_id)
+        if record is None:
+            return None
+        hit, _ = self._serve(record, [(i, i) for i in range(len(record.layers))], stop=True)
+        if hit is None or len(hit.indices) < len(record.layers):
+            log.warning("model %r is no longer whole: a layer of it was evicted or unreadable", model_id)
+            return None
+        hit.seconds = time.perf_counter() - t0
+        return hit
+
     def warm_start(self, module: Any, arch: Sequence[int], parent: str | None = None,
-                   layer_map: LayerMap | None = None) -> TransferReport:
+                   layer_map: LayerMap | None = None, cast: bool = True) -> TransferReport:
         """Lookup + copy into ``module``. Layers whose tensors misfit the module are left out (a prefix
-        run stops at the first one); the rest is copied all-or-nothing. ``.layers == 0`` on a miss."""
+        run stops at the first one); the rest is copied all-or-nothing. ``.layers == 0`` on a miss.
+        ``cast``: a floating-point donor of another dtype (bf16 into float32) is cast as ``load_state_dict``
+        does and named in ``report.casts``; False leaves such layers out."""
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(check_arch(arch)))
         hit = self.lookup(arch, parent=parent, layer_map=lmap)
         if hit is None:
             return TransferReport()
-        report, _ = copy_layers(module, hit.served, "stop" if lmap.mode == "prefix" else "skip")
+        report, _ = copy_layers(module, hit.served, "stop" if lmap.mode == "prefix" else "skip", cast=cast)
         report.donor, report.tier, report.lookup_seconds = hit.donor, hit.slowest_tier, hit.seconds
         self._seconds["apply"] += report.seconds
         return report
@@ -240,6 +261,14 @@ class TensorCache:
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _warn_left_out(self, names: list[str]) -> None:
+        """Warn once per name about state-dict entries the layer map leaves out (they are never cached)."""
+        new = [name for name in names if name not in self._left_out]
+        if new:
+            self._left_out.update(new)
+            warnings.warn(f"the layer map leaves out state-dict entries, which are never cached: {new[:8]}"
+                          f"{' ...' if len(new) > 8 else ''} (give a layer_map that names them)", stacklevel=3)
+
     def _count(self, moves: Moves) -> None:
         for tier, _, reason in moves.evicted:
             key = f"{tier}:{reason}"
@@ -262,44 +291,48 @@ class TensorCache:
             donor, pairs = found
             record = self._catalog.record(donor)
             assert record is not None
-            layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
-            for child_index, donor_index in pairs:
-                moves = Moves()
-                got = self._stack.read(record, donor_index, moves)
-                self._count(moves)
-                if got is None:
-                    broken = True
-                    if mode == "prefix":
-                        break
-                    continue
-                layer, tier_index = got
-                layers.append(layer)
-                indices.append(child_index)
-                tiers.append(self._stack.slots[tier_index].tier.name)
-                kinds.append({n: t.kind for n, t in record.layers[donor_index].tensors.items()})
-                served.append(record.layers[donor_index])
-                slowest = max(slowest, tier_index)
-            if not indices and broken:
+            hit, broken = self._serve(record, pairs, stop=mode == "prefix")
+            if hit is None and broken:
                 continue  # every layer of that donor was unreadable and is now dropped: ask again
-            if not indices:
-                return None
-            self._stack.tell(Donated(donor))
-            prefix_len = len(indices) if mode == "prefix" else _run_length(indices)
-            return Hit(donor, prefix_len, indices, layers, kinds, sum(layer.nbytes for layer in layers),
-                       self._stack.slots[slowest].tier.name, 0.0, tiers, [layer.key for layer in served],
-                       [layer.blob_bytes for layer in served])
+            if hit is not None:
+                self._stack.tell(Donated(donor))
+            return hit
+
+    def _serve(self, record: ModelRecord, pairs: Sequence[tuple[int, int]], stop: bool) -> tuple[Hit | None, bool]:
+        """A Hit of ``record``'s readable layers for the (child layer, donor layer) ``pairs`` (``stop``: none
+        after the first unreadable one), None if none is readable; and whether one was unreadable."""
+        layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
+        for child_index, donor_index in pairs:
+            moves = Moves()
+            got = self._stack.read(record, donor_index, moves)
+            self._count(moves)
+            if got is None:
+                broken = True
+                if stop:
+                    break
+                continue
+            layer, tier_index = got
+            layers.append(layer)
+            indices.append(child_index)
+            tiers.append(self._stack.slots[tier_index].tier.name)
+            kinds.append({n: t.kind for n, t in record.layers[donor_index].tensors.items()})
+            served.append(record.layers[donor_index])
+            slowest = max(slowest, tier_index)
+        if not indices:
+            return None, broken
+        return Hit(record.model_id, _run_length(indices), indices, layers, kinds,
+                   sum(layer.nbytes for layer in layers), self._stack.slots[slowest].tier.name, 0.0, tiers,
+                   [layer.key for layer in served], [layer.blob_bytes for layer in served]), broken
 
 
-def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """Per-layer tensor dicts from a list of them or a state dict; ValueError naming what does not fit."""
+def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]
+           ) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """Per-layer tensor dicts from a list of them or a state dict, and the state-dict entries no layer
+    claims; ValueError naming what does not fit."""
+    left_out: list[str] = []
     if isinstance(layers, Mapping):
-        claimed = {p for spec in lmap.layers for p in spec.params}
-        unmatched = [name for name in layers if name not in claimed]
-        if layers and len(unmatched) == len(layers):
-            raise ValueError(f"state dict entries match no layer of the layer map: {unmatched[:8]}"
-                             f"{' ...' if len(unmatched) > 8 else ''} (give a layer_map that names them)")
         try:
-            per_layer = lmap.split(layers)
+            per_layer, left_out = lmap.split(layers)
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
     else:
@@ -309,7 +342,11 @@ def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, An
     for n, tensors in enumerate(per_layer):
         if not isinstance(tensors, Mapping):
             raise ValueError(f"layer {n} must be a dict of tensors by name, got {type(tensors).__name__}")
-    return per_layer
+    on_meta = [name for tensors in per_layer for name, t in tensors.items() if getattr(t, "is_meta", False)]
+    if on_meta:
+        raise ValueError(f"tensors on the meta device have no values to cache: {on_meta[:8]}"
+                         f"{' ...' if len(on_meta) > 8 else ''} (materialise the model first)")
+    return per_layer, left_out
 
 
 def _check_model_id(model_id: Any) -> None:

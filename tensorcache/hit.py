@@ -53,9 +53,16 @@ class Hit:
         """All served tensors, name -> (tensor as put, dtype name)."""
         return {n: (t, layer.dtypes[n]) for layer, ts in zip(self.served, self.layers) for n, t in ts.items()}
 
-    def apply(self, module: Any) -> TransferReport:
-        """Copy every served tensor into ``module``, or nothing (TransferError names each misfit)."""
-        report, _ = copy_layers(module, self.served)
+    def state_dict(self) -> dict[str, Any]:
+        """Every served tensor by name, as the kind and dtype that was put, copied: the caller owns them
+        (e.g. for ``module.load_state_dict``)."""
+        # ``layers`` copies torch tensors already; its numpy arrays are read-only views, copied here
+        return {n: t.copy() if hasattr(t, "flags") else t for ts in self.layers for n, t in ts.items()}
+
+    def apply(self, module: Any, cast: bool = True) -> TransferReport:
+        """Copy every served tensor into ``module``, or nothing (TransferError names each misfit); floating
+        point tensors of another dtype than the module's are cast unless ``cast`` is False."""
+        report, _ = copy_layers(module, self.served, cast=cast)
         report.donor, report.tier, report.lookup_seconds = self.donor, self.slowest_tier, self.seconds
         return report
 

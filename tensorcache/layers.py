@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .keys import layer_key, positions_key, prefix_keys
+from .wrappers import unwrapped, wrapper_prefix
 
 Mode = Literal["prefix", "compatible"]
 MODES: tuple[str, ...] = ("prefix", "compatible")
@@ -65,9 +66,28 @@ class LayerMap:
             out.append(layer_key(context, layer.name))
         return out
 
-    def split(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Split a flat state dict into one dict per layer; raise if a named entry is missing."""
-        missing = [p for layer in self.layers for p in layer.params if p not in state]
+    def split(self, state: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Split a flat state dict into one dict per layer, and name the entries no layer claims; KeyError
+        if a named entry is missing or no entry is named. Names are matched and kept without the wrapper
+        prefixes of ``nn.DataParallel``/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``), either side."""
+        plain = unwrapped(state)
+        cut = len(wrapper_prefix(p for layer in self.layers for p in layer.params))
+        per_layer: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for layer in self.layers:
+            tensors = {}
+            for p in layer.params:
+                name = p if p in plain else p[cut:]
+                if name in plain:
+                    tensors[name] = plain[name]
+                else:
+                    missing.append(p)
+            per_layer.append(tensors)
+        claimed = {name for tensors in per_layer for name in tensors}
+        left_out = [name for name in plain if name not in claimed]
+        if plain and not claimed:
+            raise KeyError(f"state dict entries match no layer of the layer map: {left_out[:8]}"
+                           f"{' ...' if len(left_out) > 8 else ''} (give a layer_map that names them)")
         if missing:
             raise KeyError(f"state dict lacks entries named by the layer map: {missing[:5]}")
-        return [{p: state[p] for p in layer.params} for layer in self.layers]
+        return per_layer, left_out

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .wrappers import with_plain_names
+
 
 class TransferError(ValueError):
     """The cached tensors do not fit the module; nothing was copied."""
@@ -38,6 +40,7 @@ class TransferReport:
     nbytes: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    casts: list[str] = field(default_factory=list)  # "name: bfloat16 -> float32" for each tensor cast
     donor: str | None = None
     tier: str | None = None
     lookup_seconds: float = 0.0
@@ -135,7 +138,8 @@ def targets(module: Any, fresh: bool = False) -> dict[str, Any]:
 
 
 def _walk(module: Any) -> tuple[dict[str, Any], list[tuple[dict, str, Any]]]:
-    """What state_dict(keep_vars=True) names, and every (container, name, entry) it went through."""
+    """What state_dict(keep_vars=True) names (each also without the wrapper prefix of ``nn.DataParallel``,
+    DDP or ``torch.compile``), and every (container, name, entry) it went through."""
     found: dict[str, Any] = {}
     links: list[tuple[dict, str, Any]] = []
     stack = [("", module)]
@@ -154,65 +158,84 @@ def _walk(module: Any) -> tuple[dict[str, Any], list[tuple[dict, str, Any]]]:
             links.append((children, name, child))
             if child is not None:
                 stack.append((f"{prefix}{name}.", child))
-    return found, links
+    return with_plain_names(found), links
 
 
-def _match(found: Mapping[str, Any], views: _Views) -> list[Any] | None:
-    """The module's tensors for ``views.names`` in order, or None if any name, shape or dtype misfits."""
+def _match(found: Mapping[str, Any], views: _Views, cast: bool) -> tuple[list[Any], list[str]] | None:
+    """The module's tensors for ``views.names`` in order and the casts copying into them takes ("name:
+    bfloat16 -> float32"), or None if any name, shape, dtype (floating point ones are cast when ``cast``)
+    or device (meta: no storage) misfits."""
     if not found.keys() >= views.keys:
         return None
     dst = [found[n] for n in views.names]
-    if [d.shape for d in dst] != views.shapes or [d.dtype for d in dst] != views.dtypes:
+    if [d.shape for d in dst] != views.shapes or any(d.is_meta for d in dst):
         return None
-    return dst
+    dtypes = [d.dtype for d in dst]
+    if dtypes == views.dtypes:
+        return dst, []
+    if not cast or not all(a == b or (a.is_floating_point and b.is_floating_point)
+                           for a, b in zip(dtypes, views.dtypes)):
+        return None
+    return dst, [f"{n}: {_name(s)} -> {_name(d)}" for n, s, d in zip(views.names, views.dtypes, dtypes) if s != d]
 
 
-def _problems(found: Mapping[str, Any], layer: Layer) -> list[str]:
-    """Why ``layer`` does not fit, one line per misfit tensor."""
+def _name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _problems(found: Mapping[str, Any], views: _Views, cast: bool) -> list[str]:
+    """Why a layer does not fit, one line per misfit tensor."""
     problems = []
-    for name, arr in layer.arrays.items():
-        target, dtype = found.get(name), layer.dtypes[name]
+    for name, shape, dtype in zip(views.names, views.shapes, views.dtypes):
+        target = found.get(name)
         if target is None:
             problems.append(f"{name}: no such parameter or buffer in the module")
-        elif tuple(target.shape) != tuple(arr.shape):
-            problems.append(f"{name}: shape {tuple(arr.shape)} does not match the module's {tuple(target.shape)}")
-        elif str(target.dtype).removeprefix("torch.") != dtype:
-            problems.append(f"{name}: dtype {dtype} does not match the module's "
-                            f"{str(target.dtype).removeprefix('torch.')}")
+        elif target.shape != shape:
+            problems.append(f"{name}: shape {tuple(shape)} does not match the module's {tuple(target.shape)}")
+        elif target.is_meta:
+            problems.append(f"{name}: the module's tensor is on the meta device, with no storage to copy into "
+                            "(materialise the module first, e.g. module.to_empty(device='cpu'))")
+        elif target.dtype != dtype and not (cast and target.dtype.is_floating_point and dtype.is_floating_point):
+            problems.append(f"{name}: dtype {_name(dtype)} does not match the module's {_name(target.dtype)}"
+                            + ("" if cast else " (cast=False)"))
     return problems
 
 
 # -------------------------------------------------------------------------------------------- copying
 def copy_layers(module: Any, layers: Sequence[Layer], misfits: str = "raise",
-                staged: bool | None = None) -> tuple[TransferReport, list[int]]:
+                staged: bool | None = None, cast: bool = True) -> tuple[TransferReport, list[int]]:
     """Copy the layers that fit ``module`` in one batch; returns the report and the positions copied.
 
     ``misfits``: "raise": TransferError naming every misfit, nothing copied; "skip": leave misfit layers
     out (named in ``report.skipped``); "stop": also leave out every layer after the first misfit.
     ``staged``: send host tensors through one packed staging buffer and one copy (None: only when the
     module is on a CUDA device, where that saves a host-to-device copy per tensor).
+    ``cast``: copy a floating-point tensor into a module tensor of another floating-point dtype, as
+    ``load_state_dict`` does (named in ``report.casts``); False leaves such a layer out as a misfit.
     """
     if misfits not in ("raise", "skip", "stop"):
         raise ValueError(f"misfits must be 'raise', 'skip' or 'stop', got {misfits!r}")
     t0 = time.perf_counter()
     views = [layer.views() for layer in layers]
     found = targets(module)
-    dsts = [_match(found, v) for v in views]
+    dsts = [_match(found, v, cast) for v in views]
     if None in dsts:  # a name may have been added since the targets were resolved: look again
         found = targets(module, fresh=True)
-        dsts = [_match(found, v) for v in views]
-    kept, skipped = [], []
+        dsts = [_match(found, v, cast) for v in views]
+    kept, skipped, casts = [], [], []
     for k, dst in enumerate(dsts):
         if dst is None:
-            skipped += _problems(found, layers[k])
+            skipped += _problems(found, views[k], cast)
             if misfits == "stop":
                 break
         else:
             kept.append(k)
+            casts += dst[1]
     if skipped and misfits == "raise":
         raise TransferError("; ".join(skipped))
-    nbytes = _copy([(views[k], dsts[k]) for k in kept], staged)
-    return TransferReport(layers=len(kept), nbytes=nbytes, seconds=time.perf_counter() - t0, skipped=skipped), kept
+    nbytes = _copy([(views[k], dsts[k][0]) for k in kept], staged)
+    return TransferReport(layers=len(kept), nbytes=nbytes, seconds=time.perf_counter() - t0, skipped=skipped,
+                          casts=casts), kept
 
 
 def copy_into(module: Any, tensors: Mapping[str, tuple[Any, str]]) -> TransferReport:

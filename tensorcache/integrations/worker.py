@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class WorkerCache:
     jobs: int = 0          # jobs whose models this cache stored
     evaluations: int = 0   # evaluations already passed to notify_evaluation
     mutations: int = 0     # sequence number of the last mutation passed to observe_mutation
+    errors: int = 0        # warm starts and puts that failed and were skipped (the job went on)
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,13 +72,16 @@ class Transfer:
     parent: str | None
     report: TransferReport = field(default_factory=TransferReport)
     seconds: float = 0.0
+    error: str = ""        # what failed in the cache, if anything (the job went on without it)
 
     def metadata(self, prefix: str = "tc_") -> dict[str, Any]:
-        """Flat, CSV-friendly fields: model, parent, donor, layers and bytes transferred, tier, seconds."""
+        """Flat, CSV-friendly fields: model, parent, donor, layers and bytes transferred, tier, seconds, and
+        what failed in the cache ("" when nothing did)."""
         r = self.report
         return {f"{prefix}model": self.model_id, f"{prefix}parent": self.parent or "",
                 f"{prefix}donor": r.donor or "", f"{prefix}layers": r.layers, f"{prefix}bytes": r.nbytes,
-                f"{prefix}tier": r.tier or "", f"{prefix}cache_s": round(self.seconds, 6)}
+                f"{prefix}tier": r.tier or "", f"{prefix}cache_s": round(self.seconds, 6),
+                f"{prefix}error": self.error}
 
 
 def text_id(value: Any) -> str | None:
@@ -86,22 +91,39 @@ def text_id(value: Any) -> str | None:
 
 def warm(worker: WorkerCache, module: Any, arch: tuple[int, ...], transfer: Transfer,
          layer_map: LayerMap | None) -> None:
-    """Warm-start ``module`` from the cache (the known parent preferred), timing it into ``transfer``."""
+    """Warm-start ``module`` from the cache (the known parent preferred), timing it into ``transfer``; a
+    cache error is a warning and a counted miss, never the job's failure."""
     t0 = time.perf_counter()
     with worker.lock:
-        transfer.report = worker.cache.warm_start(module, arch, parent=transfer.parent, layer_map=layer_map)
+        try:
+            transfer.report = worker.cache.warm_start(module, arch, parent=transfer.parent, layer_map=layer_map)
+        except Exception as exc:  # the user's job goes on without the cache
+            transfer.report = TransferReport()
+            _failed(worker, transfer, "warm start", exc)
     transfer.seconds += time.perf_counter() - t0
 
 
 def store(worker: WorkerCache, module: Any, arch: tuple[int, ...], score: float | None, transfer: Transfer,
           layer_map: LayerMap | None) -> int:
     """Put ``module``'s trained tensors under the job's model id, timing it into ``transfer``; returns how
-    many jobs this process's cache has stored, this one included."""
+    many jobs this process's cache has stored, this one included. A cache error is a warning and a
+    counted failure, never the job's failure."""
     t0 = time.perf_counter()
     with worker.lock:
-        worker.cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
-                         layer_map=layer_map)
-        worker.jobs += 1
+        try:
+            worker.cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
+                             layer_map=layer_map)
+            worker.jobs += 1
+        except Exception as exc:  # the user's job goes on without the cache
+            _failed(worker, transfer, "put", exc)
         jobs = worker.jobs
     transfer.seconds += time.perf_counter() - t0
     return jobs
+
+
+def _failed(worker: WorkerCache, transfer: Transfer, what: str, exc: Exception) -> None:
+    """Count and warn about a cache operation that failed (the caller holds ``worker.lock``)."""
+    worker.errors += 1
+    message = f"{what} of model {transfer.model_id} failed: {type(exc).__name__}: {exc}"
+    transfer.error = "; ".join(filter(None, [transfer.error, message]))
+    warnings.warn(f"tensorcache: {message}; the job goes on without the cache", RuntimeWarning, stacklevel=3)

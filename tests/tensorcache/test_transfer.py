@@ -5,7 +5,7 @@ from torch import nn
 
 from tensorcache import LayerMap, LayerSpec, TensorCache, TransferError
 from tensorcache.payload import encode
-from tensorcache.transfer import copy_into
+from tensorcache.transfer import copy_into, copy_layers
 
 
 def net(hidden: int = 3) -> nn.Module:
@@ -46,8 +46,8 @@ def test_unknown_names_and_dtypes_are_rejected_before_copying():
     good = (np.ones((3, 4), np.float32), "float32")
     with pytest.raises(TransferError, match="no such parameter"):
         copy_into(m, {"0.weight": good, "nope": good})
-    with pytest.raises(TransferError, match="dtype float64"):
-        copy_into(m, {"0.weight": good, "0.bias": (np.ones(3), "float64")})
+    with pytest.raises(TransferError, match="dtype int64 does not match the module's float32"):
+        copy_into(m, {"0.weight": good, "0.bias": (np.ones(3, np.int64), "int64")})  # integers are never cast
     assert torch.equal(m[0].weight, before)
 
 
@@ -129,7 +129,8 @@ def test_a_name_registered_after_a_warm_start_is_found():
     donor, child = net(), net()
     donor.register_buffer("extra", torch.arange(4.0))
     cache = TensorCache(memory="1MB")
-    cache.put("d", [1, 1], donor.state_dict(), layer_map=lmap)
+    with pytest.warns(UserWarning, match="leaves out"):
+        cache.put("d", [1, 1], donor.state_dict(), layer_map=lmap)
     report = cache.warm_start(child, [1, 1], layer_map=lmap)
     assert report.layers == 1 and "extra: no such parameter" in report.skipped[0]
     child.register_buffer("extra", torch.zeros(4))
@@ -162,3 +163,57 @@ def test_cuda_device_tier_warm_start_stays_on_the_gpu():
     report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
     assert report.layers == 3 and report.tier == "device"
     assert all(torch.equal(child.state_dict()[k].cpu(), v) for k, v in donor.state_dict().items())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("staged", [False, True])
+def test_a_half_precision_donor_is_cast_into_a_float32_child_as_load_state_dict_does(dtype, staged):
+    torch.manual_seed(0)
+    donor = net().to(dtype)
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    child, expected = net(), net()
+    expected.load_state_dict(donor.state_dict())  # torch's own cast
+    report, _ = copy_layers(child, cache.lookup([3, 1, 2], layer_map=LMAP).served, staged=staged)
+    assert report.layers == 3 and not report.skipped
+    assert f"0.weight: {str(dtype)[6:]} -> float32" in report.casts
+    assert len(report.casts) == 8   # every float tensor, not the int64 num_batches_tracked
+    assert all(torch.equal(a, b) and a.dtype == b.dtype
+               for a, b in zip(child.state_dict().values(), expected.state_dict().values()))
+
+
+def test_a_cast_can_be_refused():
+    donor = net().to(torch.bfloat16)
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    child = net()
+    before = child[0].weight.clone()
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP, cast=False)
+    assert report.layers == 0 and not report.casts
+    assert "0.weight: dtype bfloat16 does not match the module's float32 (cast=False)" in report.skipped
+    assert torch.equal(child[0].weight, before)
+    with pytest.raises(TransferError, match="cast=False"):
+        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child, cast=False)
+    assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).casts  # on by default
+
+
+def test_a_meta_child_is_refused_not_reported_as_copied():
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [3, 1, 2], net().state_dict(), layer_map=LMAP)
+    with torch.device("meta"):
+        child = net()
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
+    assert report.layers == 0 and report.nbytes == 0 and "meta device" in report.skipped[0]
+    with pytest.raises(TransferError, match=r"0\.weight: the module's tensor is on the meta device.*to_empty"):
+        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child)
+    child.to_empty(device="cpu")   # materialised: now it takes the donor's tensors
+    assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).layers == 3
+
+
+def test_putting_a_meta_donor_is_a_clear_error_naming_it():
+    with torch.device("meta"):
+        donor = net()
+    cache = TensorCache(memory="1MB")
+    with pytest.raises(ValueError, match=r"meta device have no values to cache: \['0\.weight'"):
+        cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    assert cache.stats()["models"] == 0
