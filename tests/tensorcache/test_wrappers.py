@@ -4,6 +4,7 @@ import time
 
 import pytest
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from tensorcache import LayerMap, LayerSpec, TensorCache
@@ -26,8 +27,17 @@ def compiled(model: nn.Module) -> nn.Module:
     return wrapped
 
 
-WRAPS = {"DataParallel": nn.DataParallel, "compile": compiled,
+WRAPS = {"DataParallel": nn.DataParallel, "DDP": nn.parallel.DistributedDataParallel, "compile": compiled,
          "compiled DataParallel": lambda m: compiled(nn.DataParallel(m))}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def process_group(tmp_path_factory):
+    """A one-process gloo group on the CPU, which DistributedDataParallel needs."""
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path_factory.mktemp('pg') / 'store'}", rank=0,
+                            world_size=1)
+    yield
+    dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("wrap", WRAPS.values(), ids=WRAPS.keys())
@@ -40,9 +50,7 @@ def test_a_wrapped_donor_is_put_and_warm_starts_plain_and_wrapped_children(wrap)
     for child in (net(1), wrap(net(1))):
         report = cache.warm_start(child, (1, 2), layer_map=LMAP)
         assert report.layers == 2 and not report.skipped
-        plain = child.module if isinstance(child, nn.DataParallel) else getattr(child, "_orig_mod", child)
-        plain = getattr(plain, "module", plain)
-        assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), donor.state_dict().values()))
+        assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), donor.state_dict().values()))
 
 
 @pytest.mark.parametrize("wrap", WRAPS.values(), ids=WRAPS.keys())
