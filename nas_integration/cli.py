@@ -14,6 +14,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tensorcache import __version__
 from tensorcache.config import CacheConfig, policy_options
 from tensorcache.sizes import format_size
 
@@ -50,6 +51,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_search", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"run_search (tensorcache {__version__})")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for trace.jsonl, summary.json "
                    "and the default disk cache")
     tab, train = DEFAULTS["tabular"], DEFAULTS["train"]

@@ -137,7 +137,7 @@ class SearchSettings:
         config = values["cache_config"]
         if not isinstance(config, CacheConfig):
             raise ValueError(f"cache_config must be a CacheConfig, got {config!r}")
-        changes: dict[str, Any] = {"device": _cache_device(values["device"])}
+        changes: dict[str, Any] = {"device": values["device"]}  # "auto" is resolved by the cache as by training
         if config.disk is None:
             changes["disk"] = os.path.join(self.out, "cache.lmdb")
         if config.namespace == CacheConfig.namespace:
@@ -159,11 +159,3 @@ class SearchSettings:
         return make_evaluator("train", data_dir=self.data_dir, batch_size=self.batch_size, lr=self.lr, amp=self.amp,
                               train_subset=self.train_subset or None, device=self.device, threads=threads, **common)
 
-
-def _cache_device(device: str) -> str:
-    """The device tier's device: the training device, with "auto" resolved as training resolves it."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

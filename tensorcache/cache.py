@@ -44,14 +44,34 @@ MAX_MODEL_ID_BYTES = 256
 
 
 class TensorCache:
-    """A tiered cache of trained layer tensors keyed by architecture prefixes (see README)."""
+    """A tiered cache of trained layer tensors keyed by architecture prefixes: ``put`` a trained model's layers,
+    ``warm_start`` (or ``lookup`` + ``apply``) a new model from its best donor, the model sharing the longest
+    prefix of its architecture, its parent first.
+
+    Tiers, fastest first; each is used only when given:
+
+    - ``memory``: bytes (``"2GB"``, an int) of this process's memory; ``0`` or None for none.
+    - ``disk`` / ``disk_capacity``: an LMDB folder shared by the processes of one node, and its size.
+    - ``redis`` / ``redis_capacity``: a ``redis://host:port/db`` URL shared by several nodes, and its size.
+      ``redis_required`` True raises ``ConnectionError`` when the server cannot be reached; by default the
+      cache warns and goes on with its other tiers.
+    - ``device_memory`` / ``device``: a tier on a torch device (hits copy device to device, no host round
+      trip; for single-node GPU searches). ``device="auto"`` is the GPU when torch sees one, else the CPU;
+      it only matters when ``device_memory`` > 0.
+
+    Eviction: ``policy`` is a registered name (``"donor-window"``, ``"evolution-aware"``, ``"lru"``, ...), a
+    ``Policy`` subclass or instance (copied per tier); ``policy_kwargs`` are its options (e.g. ``window``).
+    ``namespace`` separates searches sharing a disk or Redis tier. ``pinned`` True keeps the memory tier in
+    page-locked memory for faster copies to a GPU; ``verify_memory`` True checks every memory hit's digest as
+    the other tiers always do. ``CacheConfig`` holds the same arguments as a dict or URL.
+    """
 
     def __init__(self, memory: int | str | None = "2GB", disk: str | os.PathLike | None = None,
                  disk_capacity: int | str = "20GB", redis: str | None = None,
                  redis_capacity: int | str = "100GB", policy: str | Policy | type = "donor-window",
                  namespace: str = "default", policy_kwargs: Mapping[str, Any] | None = None,
                  redis_required: bool = False, pinned: bool = False, verify_memory: bool = False,
-                 device_memory: int | str = 0, device: str = "cuda") -> None:
+                 device_memory: int | str = 0, device: str = "auto") -> None:
         self.namespace = check_namespace(namespace)
         self.verify_memory = verify_memory
         kw = dict(policy_kwargs or {})
@@ -65,7 +85,7 @@ class TensorCache:
         tiers: list[Tier] = []
         try:
             if device_size > 0:
-                tiers.append(DeviceTier(device_size, device))
+                tiers.append(DeviceTier(device_size, _tier_device(device)))
             if mem_size > 0:
                 tiers.append(MemoryTier(mem_size, pinned=pinned))
             if disk is not None:
@@ -362,3 +382,12 @@ def _run_length(indices: Sequence[int]) -> int:
         if index != n:
             return n
     return len(indices)
+
+
+def _tier_device(device: str) -> str:
+    """The device tier's device: ``"auto"`` is the GPU when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import __version__
 from .sizes import parse_size
 from .trace import read_summary
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensorcache", description="Tools over tensorcache search traces "
                                 "(TRACE = the trace.jsonl that run_search writes; P, S and the transfer mode "
                                 "default to the summary.json beside it).")
+    p.add_argument("--version", action="version", version=f"tensorcache {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="answer the study's four questions on a trace: report.md + PNGs")
     a.add_argument("trace", metavar="TRACE.jsonl")

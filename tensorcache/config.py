@@ -42,7 +42,7 @@ class CacheConfig:
     pinned: bool = False
     verify_memory: bool = False
     device_memory: int | str = 0
-    device: str = "cuda"
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy_options", dict(self.policy_options))

@@ -11,12 +11,13 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
 
 from tensorcache.layers import MODES, LayerMap, LayerSpec
+
+if TYPE_CHECKING:  # torch is imported where a model is built, so that naming a space stays cheap
+    from torch import nn
 
 Arch = tuple[int, ...]
 _CACHE_SIZE = 1 << 16
@@ -103,6 +104,8 @@ class SearchSpace(ABC):
     def meta_model(self, arch: Sequence[int], num_classes: int = 10,
                    input_shape: tuple[int, ...] | None = None) -> nn.Module:
         """The model of ``arch`` on the meta device: shapes without memory or initialisation cost."""
+        import torch
+
         with torch.device("meta"):
             return self.build(arch, num_classes, tuple(input_shape or self.input_shape))
 

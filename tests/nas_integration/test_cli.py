@@ -109,3 +109,12 @@ def test_belady_runs_in_replay_on_a_searchs_trace(tmp_path, capsys):
     assert main(["--out", str(out), "--evaluator", "tabular", "--evals", "60", "--population", "10", "--sample", "3", "--quiet"]) == 0
     assert tc_main(["replay", str(out / "trace.jsonl"), "--policy", "belady", "--capacity", "5%", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["policy"] == "belady"
+
+
+def test_help_and_a_mistyped_option_answer_without_importing_torch():
+    code = ("import sys\nfrom nas_integration.cli import main\n"
+            "for argv in (['--help'], ['--out', 'x', '--evalz', '3']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().endswith("False") and "unrecognized arguments: --evalz" in done.stderr
