@@ -207,6 +207,23 @@ class ProgressBar:
             self.progress.stop()
 
 
+def tier_holdings(cache: dict[str, Any]) -> str:
+    """What each tier holds at the end (summed over the workers' caches), and the puts a shared tier dropped."""
+    held: dict[str, list[int]] = {}
+    for tiers in cache.get("tiers") or []:
+        for name, stats in tiers.items():
+            counts = held.setdefault(name, [0, 0])
+            counts[0] += stats.get("entries", 0)
+            counts[1] += stats.get("used_bytes", 0)
+    text = ", ".join(f"{name} {entries} layers ({format_size(used)})" for name, (entries, used) in held.items())
+    dropped = cache.get("dropped_puts", 0)
+    if dropped:
+        local = [name for name in held if name in ("device", "memory", "lmdb")]
+        text += (f"; shared tier unreachable: {dropped} of {cache.get('puts', 0)} puts kept locally only "
+                 f"({', '.join(local)})")
+    return text
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The final summary as a two-column table."""
     t = Table(title=f"run {summary['run_id']}", show_header=False)
@@ -244,6 +261,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     if cache:
         evictions = sum(cache.get("evictions", {}).values())
         rows.append(("evictions", f"{evictions} {cache.get('evictions') or ''}"))
+        rows.append(("tiers hold", tier_holdings(cache)))
     for key, value in rows:
         t.add_row(key, value)
     return t

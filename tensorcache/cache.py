@@ -155,8 +155,10 @@ class TensorCache:
                           [layer.depends_on for layer in records], 0)
         self._stack.tell(ModelDescribed(model_id, arch, lmap.mode, len(records), score))
         moves = Moves()
-        for i in sorted({0, len(self._stack.slots) - 1}):  # the fastest tier, and through to the widest
-            self._stack.admit(i, record, range(len(records)), blobs, moves)
+        self._stack.admit(0, record, range(len(records)), blobs, moves)  # the fastest tier
+        for i in range(len(self._stack.slots) - 1, 0, -1):  # through to the widest tier that takes it: a shared
+            if self._stack.admit(i, record, range(len(records)), blobs, moves):  # tier down leaves it on LMDB
+                break
         self._count(moves)
         self._counts["puts"] += 1
         self._counts["bytes_stored"] += moves.written

@@ -118,3 +118,14 @@ def test_help_and_a_mistyped_option_answer_without_importing_torch():
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip().endswith("False") and "unrecognized arguments: --evalz" in done.stderr
+
+
+def test_an_unreachable_redis_leaves_the_models_on_the_local_tiers_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # the summary table on one line per row
+    out = tmp_path / "r"
+    assert main(["--out", str(out), "--evaluator", "tabular", "--evals", "30", "--population", "10", "--sample", "3",
+                 "--redis", "redis://127.0.0.1:1/0"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "shared tier unreachable: 30 of 30 puts kept locally only (memory, lmdb)" in printed
+    (tiers,) = json.loads((out / "summary.json").read_text())["cache"]["tiers"]
+    assert tiers["lmdb"]["entries"] == tiers["memory"]["entries"] > 0 and tiers["redis"]["entries"] == 0
