@@ -1,6 +1,6 @@
 """Tier throughput against the raw store underneath, the full lookup path, and warm starts of a real model.
 
-    python bench/tiers.py [--sizes 1,16,64,256] [--redis URL] [--out DIR] [--quick]
+    python bench/tiers.py [--sizes 1,16,64,256] [--redis URL] [--out DIR] [--quick] [--parts memory,...]
 
 Every figure is a ratio of medians measured in this run, subject throughput / baseline throughput,
 subject and baseline timed in turns on identical bytes:
@@ -13,6 +13,9 @@ subject and baseline timed in turns on identical bytes:
 * redis: ``RedisTier.get`` vs redis-py GET on the same server (target >= 0.90); ``put`` vs SET.
 * lookup: ``TensorCache.lookup`` of a model of 8 layers totalling N bytes from a cache holding only that
   tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
+* round trip: ``TensorCache.lookup`` of a model of 32 layers totalling 1, 5 and 50 MiB from a cache holding
+  only Redis vs one redis-py GET of a single value of the same total bytes (what one round trip moves;
+  target >= 0.5).
 * served: ``TensorCache.lookup(...).layers`` of a torch model of 8 layers totalling N bytes from the memory
   tier (each served torch tensor is a copy, so a caller changing it in place never changes a later hit) vs
   the same lookup plus one ``clone`` of a host tensor of those bytes (allocate + copy), and vs the lookup alone
@@ -49,6 +52,7 @@ from tensorcache import LayerMap, TensorCache
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 
+PARTS = ("memory", "lmdb", "redis", "lookup", "round_trip", "served", "warm_start")
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 LOOKUP_LAYERS = 8
 KEY = b"bench-value"
@@ -258,6 +262,41 @@ def lookup_case(tier: str, layers: list[dict[str, np.ndarray]], quick: bool, wor
                       {"overhead_s": float(np.median(t["lookup"]) - np.median(t["raw"]))})
 
 
+ROUND_TRIP_LAYERS = 32
+
+
+def bench_round_trip(quick: bool, workdir: str, url: str) -> list[Comparison]:
+    """A lookup from Redis against one GET of the same total bytes, at 1, 5 and 50 MiB (1 MiB when quick)."""
+    out = []
+    client = redis.Redis.from_url(url)
+    for total in ([MiB] if quick else [MiB, 5 * MiB, 50 * MiB]):
+        rng = np.random.default_rng(2)
+        layers = [{"w": rng.standard_normal(total // ROUND_TRIP_LAYERS // 4, dtype=np.float32)}
+                  for _ in range(ROUND_TRIP_LAYERS)]
+        nbytes = sum(layer["w"].nbytes for layer in layers)
+        arch = (0,) * len(layers)
+        cache = _single_tier_cache("redis", 4 * nbytes, workdir, url)
+        key = f"{cache.namespace}-raw".encode()
+        try:
+            cache.put("donor", arch, layers)
+            client.set(key, np.concatenate([layer["w"] for layer in layers]).tobytes())
+
+            def lookup() -> None:
+                hit = cache.lookup(arch)
+                if hit is None or hit.nbytes != nbytes:
+                    raise RuntimeError(f"redis lookup served {hit and hit.nbytes} of {nbytes} bytes")
+
+            t = interleaved({"lookup": (lookup, None), "get": (lambda: _check(client.get(key), "GET"), None)},
+                            repeats_for(nbytes, quick))
+        finally:
+            _close(cache, "redis", url)
+        out.append(Comparison("round_trip", f"lookup.redis@{fmt_bytes(nbytes)} vs 1 GET", "TensorCache.lookup",
+                              "one redis GET of the same bytes", nbytes, t["lookup"], t["get"], 0.5,
+                              f"{ROUND_TRIP_LAYERS} payloads, each read and checked"))
+    client.close()
+    return out
+
+
 def bench_served(sizes: Sequence[int], quick: bool) -> list[Comparison]:
     import torch
 
@@ -423,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                    "else a throwaway redis-server on loopback)")
     p.add_argument("--out", metavar="DIR", default="bench_out", help="where tiers.csv/json go (default: bench_out)")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 1 MiB, 3 repeats")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     args = p.parse_args(argv)
     sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
     meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
@@ -432,12 +472,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparisons: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, redis_url(args.redis) as url:
         print(f"redis: {url}")
-        for title, run in (("memory tier", lambda: bench_memory(sizes, args.quick)),
-                           ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
-                           ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
-                           ("TensorCache.lookup vs raw tier gets", lambda: bench_lookup(sizes, args.quick, workdir, url)),
-                           ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
-                           ("warm start of NB201 C=16 N=5", lambda: bench_warm_start(args.quick, workdir, url))):
+        parts = {"memory": ("memory tier", lambda: bench_memory(sizes, args.quick)),
+                 "lmdb": ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
+                 "redis": ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
+                 "lookup": ("TensorCache.lookup vs raw tier gets", lambda: bench_lookup(sizes, args.quick, workdir, url)),
+                 "round_trip": ("lookup from Redis vs one GET of the same bytes",
+                                lambda: bench_round_trip(args.quick, workdir, url)),
+                 "served": ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
+                 "warm_start": ("warm start of NB201 C=16 N=5", lambda: bench_warm_start(args.quick, workdir, url))}
+        wanted = [part.strip() for part in args.parts.split(",") if part.strip()]
+        unknown = set(wanted) - set(PARTS)
+        if unknown:
+            p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+        for title, run in (parts[part] for part in PARTS if part in wanted):
             got = run()
             print_comparisons(title, got)
             comparisons += got
