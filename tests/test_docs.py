@@ -54,3 +54,21 @@ def test_python_block_runs_as_written(code: str, skip: str | None, tmp_path: Pat
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
+def test_the_readme_lists_every_document():
+    index = (ROOT / "README.md").read_text().split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md", ROOT / "CHANGELOG.md"]:
+        assert f"]({doc.relative_to(ROOT)})" in index, f"{doc.relative_to(ROOT)} is not in the README's index"
+
+
+def test_each_results_page_leads_with_its_figures_and_command():
+    for page in sorted((ROOT / "docs").glob("results*.md")):
+        lead = page.read_text().split("\n\n")[1]
+        assert lead.startswith("**In short") and ("Command" in lead or "`run_search" in lead), page.name
+
+
+@pytest.mark.parametrize("code, skip", blocks())
+def test_python_blocks_write_only_below_their_folder(code: str, skip: str | None) -> None:
+    for outside in ("/local/", "gettempdir(", "mkdtemp("):  # the tests run each block in a fresh temporary folder
+        assert outside not in code, f"a doc example writes outside its folder ({outside})"

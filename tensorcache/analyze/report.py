@@ -26,7 +26,7 @@ def render(tr: Trace, findings: Sequence[Finding], window: int, title: str, fact
              f"{plural(len(tr.records), 'evaluation')} ({len(tr.children)} mutated children), "
              f"{plural(len(tr.workers), 'worker')}, span {span:.4g} time units, population P = {tr.P}, "
              f"popularity window {window} evaluations, mutation operator: one position, {operator}. "
-             "Study: Underwood, Madhastha, Burns, Nicolae, *Understanding Patterns of Deep Learning Model Evolution "
+             "Study: Underwood, Madhyastha, Burns, Nicolae, *Understanding Patterns of Deep Learning Model Evolution "
              "in Network Architecture Search* (2023); its summary states findings in words, not numbers.", "",
              "## Verdicts", "", "| study's finding | this trace | baseline | verdict | why |", "| --- | --- | --- | --- | --- |"]
     for f in findings:
