@@ -72,8 +72,9 @@ def distribution(tr: Trace, out: str | os.PathLike, rng: np.random.Generator) ->
                       f"(95% up to {hi:.1%}) with a random assignment: the scheduler does not keep donors local")
     cache_donor = [r for r in tr.children if r.get("donor_id") is not None]
     timeline_plot(out, tr)
-    hist_plot(out, "reuse_distance.png", [dt, dn], ["time since the donor's tensors were last touched",
-                                                "evaluations started since the last touch"], integer_x=[False, True])
+    hist_plot(out, "reuse_distance.png", [dt, dn], ["seconds since the donor's tensors were last touched",
+                                                "evaluations started since the last touch"], integer_x=[False, True],
+              titles=["Reuse distance in time", "Reuse distance in evaluations"], ylabel="transfers")
     span = max(r["t_end"] for r in tr.records) - min(r["t_start"] for r in tr.records)
     busy = sum(r["t_end"] - r["t_start"] for r in tr.records)
     return [

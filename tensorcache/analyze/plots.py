@@ -15,6 +15,7 @@ from .base import MAX_TIMELINE_ROWS, Trace, plural
 
 
 DPI = 110
+TIME_LABEL = "time since the search started (s; simulated for a tabular search)"
 
 
 def save_figure(fig: Figure, out: str | os.PathLike, name: str) -> None:
@@ -33,17 +34,31 @@ def bar_plot(out, name, xs, ys, xlabel, ylabel, title) -> None:
     save_figure(fig, out, name)
 
 
-def hist_plot(out, name, series, labels, integer_x) -> None:
-    fig = Figure(figsize=(3.6 * len(series), 3.5))
-    for k, (data, label, whole) in enumerate(zip(series, labels, integer_x)):
+def hist_plot(out, name, series, labels, integer_x, titles, ylabel="count") -> None:
+    """One histogram per series, side by side, each with its title; whole-number series get one bar per
+    value, centred on it."""
+    fig = Figure(figsize=(3.8 * len(series), 3.6))
+    for k, (data, label, whole, title) in enumerate(zip(series, labels, integer_x, titles)):
         ax = fig.add_subplot(1, len(series), k + 1)
         if len(data):
-            ax.hist(data, bins=min(30, max(5, len(set(data.tolist())))), color="tab:blue")
-        ax.set(xlabel=label, ylabel="count")
+            bins = integer_bins(data) if whole else min(30, max(5, len(set(data.tolist()))))
+            ax.hist(data, bins=bins, color="tab:blue", edgecolor="white", linewidth=0.5)
+        ax.set(xlabel=label, ylabel=ylabel, title=title)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if whole:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     save_figure(fig, out, name)
+
+
+def integer_bins(data: np.ndarray) -> np.ndarray:
+    """Bin edges half-way between whole numbers, so each bar is centred on its value."""
+    lo, hi = int(np.floor(np.min(data))), int(np.ceil(np.max(data)))
+    return np.arange(lo, hi + 2) - 0.5
+
+
+def legend_outside(ax) -> None:
+    """The legend to the right of the axes, off the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0.0)
 
 
 def _spans(records: Sequence[Mapping[str, Any]], warm: bool) -> list[tuple[float, float]]:
@@ -73,8 +88,8 @@ def timeline_plot(out, tr: Trace) -> None:
     ax.set_yticks(list(rows.values()), [str(w) for w in rows], fontsize=7 if len(rows) > 16 else 9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     what = f"{len(shown)} of {len(tr.workers)} workers, evenly spaced" if sampled else plural(len(shown), "worker")
-    ax.set(xlabel="time", ylabel="worker", title=f"Evaluations per worker ({what})")
-    ax.legend(loc="upper right", fontsize=7)
+    ax.set(xlabel=TIME_LABEL, ylabel="worker", title=f"Evaluations per worker ({what})")
+    legend_outside(ax)
     save_figure(fig, out, "worker_timeline.png")
 
 
@@ -85,10 +100,10 @@ def _concurrency(ax, tr: Trace) -> None:
         if events:
             t, step = zip(*events)
             ax.step(t, np.cumsum(step), where="post", color=colour, label=label)
-    ax.set(xlabel="time", ylabel="evaluations running", title=f"Evaluations running at once "
+    ax.set(xlabel=TIME_LABEL, ylabel="evaluations running", title=f"Evaluations running at once "
            f"({plural(len(tr.workers), 'worker')})")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper right", fontsize=7)
+    legend_outside(ax)
 
 
 def popularity_plot(out, donors, freq, counts, window) -> None:
@@ -100,7 +115,7 @@ def popularity_plot(out, donors, freq, counts, window) -> None:
            title="Donor popularity in a sliding window (top 8 donors)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if counts:
-        ax.legend(fontsize=7)
+        legend_outside(ax)
     save_figure(fig, out, "donor_popularity.png")
 
 
@@ -118,7 +133,7 @@ def quality_plot(out, tr: Trace, pop_stats, best, cut: float) -> None:
     if not math.isnan(cut):
         ax1.axhline(cut, color="black", linestyle=":", label="low-quality cut")
     ax1.set(xlabel="evaluation (start order)", ylabel="score", title="Donor vs population")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax2.plot(np.arange(1, best.size + 1), best, color="tab:green")
     ax2.set(xlabel="evaluations finished", ylabel="best score", title="Best score so far")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))

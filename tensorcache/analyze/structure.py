@@ -77,8 +77,9 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
     bar_plot(out, "mutation_positions.png", range(n_pos), hist, "mutation position", "children",
          "Where mutations land")
     hist_plot(out, "shared_prefix.png", [prefix, rules["prefix"][:, 1], rules["compatible"][:, 1]],
-          ["shared prefix length (positions)", "bytes transferable, prefix rule", "bytes transferable, "
-           "compatible rule"], integer_x=[True, False, False])
+          ["positions shared with the parent", "fraction of the child's bytes", "fraction of the child's bytes"],
+          integer_x=[True, False, False], titles=["Shared prefix with the parent", "Transferable, prefix rule",
+                                                  "Transferable, compatible rule"], ylabel="children")
     verdict, reason = middle_third_verdict(share, uniform, len(muts), facts.mutation_bias)
     pre = mean_or_nan(rules["prefix"][:, 1])
     limited = (NOT_MEASURABLE, "no mutated children") if math.isnan(pre) else (

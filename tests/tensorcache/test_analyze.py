@@ -3,6 +3,7 @@ checked against values computed by hand (comments show the arithmetic)."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tensorcache.analyze import PLOTS, SECTIONS, STEPS, STUDY, RunFacts, analyze, findings_dict
@@ -322,3 +323,41 @@ def test_progress_bar_appears_only_on_long_runs(capsys):
         bar.step("a")
         assert bar.shown
         bar.step("b")
+
+
+def test_whole_number_histograms_centre_each_bar_on_its_value():
+    from tensorcache.analyze.plots import integer_bins
+
+    assert integer_bins(np.array([0, 1, 5])).tolist() == [-0.5, 0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    assert integer_bins(np.array([3])).tolist() == [2.5, 3.5]
+
+
+def test_legends_sit_beside_the_data():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from tensorcache.analyze.plots import legend_outside
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], label="a")
+    legend_outside(ax)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+
+def test_every_panel_has_a_title_and_a_fraction_is_labelled_as_one(tmp_path, monkeypatch):
+    import tensorcache.analyze.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, name: drawn.append((name, fig)))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRACE))
+    assert main(["analyze", str(run / "trace.jsonl"), "--out", str(tmp_path / "rep")]) == 0
+    for name, fig in drawn:
+        for ax in fig.axes:
+            assert ax.get_title(), f"{name}: a panel without a title"
+            assert "time" not in ax.get_xlabel() or "(s" in ax.get_xlabel() or "seconds" in ax.get_xlabel(), name
+    (prefix,) = [fig for name, fig in drawn if name == "shared_prefix.png"]
+    assert [ax.get_xlabel() for ax in prefix.axes][1:] == ["fraction of the child's bytes"] * 2
