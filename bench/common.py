@@ -18,6 +18,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -255,3 +256,26 @@ def _answers(client: Any, proc: subprocess.Popen, timeout: float = 10.0) -> bool
         return False
     finally:
         client.close()
+
+
+HIDDEN_C_LINES: dict[str, int] = {}  # lines a C library printed to stderr inside ``c_stderr_hidden``, by library
+
+
+@contextlib.contextmanager
+def c_stderr_hidden(library: str) -> Iterator[None]:
+    """Send file descriptor 2, where C libraries print their warnings, to a temporary file while the block
+    runs, and count the lines in ``HIDDEN_C_LINES[library]`` (a bench reports the count once at its end)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines = sink.read().count(b"\n")
+            if lines:
+                HIDDEN_C_LINES[library] = HIDDEN_C_LINES.get(library, 0) + lines

@@ -34,10 +34,11 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from common import HIDDEN_C_LINES, c_stderr_hidden
 
 from tensorcache.bound import interval_bound
 from tensorcache.catalog import Entry
@@ -238,9 +239,10 @@ def stream_lcs(requests: Sequence[ObjectRequest], nxt: Sequence[int], make: Call
                capacity: int) -> tuple[float, float]:
     unit = lcs_unit(capacity)
     cap = capacity // unit
-    cache = make(cap)
-    return stream_ratios(requests, lambda i, r: units(r.size, unit) <= cap and
-                         cache.get(lcs_request(r.key_id, units(r.size, unit), nxt[i])))
+    with c_stderr_hidden("libCacheSim"):
+        cache = make(cap)
+        return stream_ratios(requests, lambda i, r: units(r.size, unit) <= cap and
+                             cache.get(lcs_request(r.key_id, units(r.size, unit), nxt[i])))
 
 
 # ------------------------------------------------------------------------------------ prefix-aware runs
@@ -287,7 +289,8 @@ def prefix_aware(work: Workload, capacity: int, P: int, S: int, ours: Sequence[s
         if label in STREAM_ONLY:
             continue
         t0 = time.perf_counter()
-        result = run(work, LibCacheSimStore(make, capacity, ids, uses), f"libcachesim:{label}", capacity, P, S)
+        with c_stderr_hidden("libCacheSim"):
+            result = run(work, LibCacheSimStore(make, capacity, ids, uses), f"libcachesim:{label}", capacity, P, S)
         out.append(("libcachesim", label, result_row(result, time.perf_counter() - t0)))
     for _, _, row in out:  # the yields as fractions of the bound and of the Belady heuristic
         bound = out[0][2]
@@ -351,22 +354,39 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]], columns: Sequence[str])
         w.writerows(rows)
 
 
+HIGHLIGHT = {"bound": ("black", ":"), "evolution-aware": ("tab:red", "-"), "donor-window": ("tab:blue", "-")}
+
+
 def plot_yield(path: str, trace: str, rows: Sequence[dict[str, Any]]) -> None:
-    fig = Figure(figsize=(8, 5))
+    """Transfer yield against capacity: the bound, our two popularity policies and the best other policy in
+    colour, every other policy as a thin grey line; the y-axis spans the data, not 0..1."""
+    fig = Figure(figsize=(8.5, 5))
     ax = fig.add_subplot()
-    lines = list(dict.fromkeys((r["family"], r["policy"]) for r in rows if "transfer_yield" in r))
-    colors = matplotlib.colormaps["tab20"]
-    for n, (family, policy) in enumerate(lines):
-        pts = [(r["capacity_pct"], r["transfer_yield"]) for r in rows
-               if r["family"] == family and r["policy"] == policy and "transfer_yield" in r]
-        style = {"ours": "-", "bound": ":"}.get(family, "--")
-        ax.plot(*zip(*pts), style, marker="o" if family == "ours" else "s", ms=3, color=colors(n % 20),
-                label=f"libCacheSim {policy}" if family == "libcachesim" else policy)
+    curves = {}
+    for r in rows:
+        if "transfer_yield" in r:
+            label = f"libCacheSim {r['policy']}" if r["family"] == "libcachesim" else r["policy"]
+            curves.setdefault(label, []).append((r["capacity_pct"], r["transfer_yield"]))
+    others = [k for k in curves if k not in HIGHLIGHT]
+    best_other = max(others, key=lambda k: sum(y for _, y in curves[k]), default=None)
+    for label, pts in curves.items():
+        if label in HIGHLIGHT or label == best_other:
+            colour, style = HIGHLIGHT.get(label, ("tab:green", "--"))
+            ax.plot(*zip(*pts), style, marker="o", ms=4, lw=2, color=colour,
+                    label=f"{label} (best other)" if label == best_other else label, zorder=3)
+    rest = [k for k in others if k != best_other]
+    for n, label in enumerate(rest):
+        ax.plot(*zip(*curves[label]), "-", lw=0.8, color="0.7", zorder=1,
+                label=f"{len(rest)} other policies" if n == 0 else None)
     _log_x(ax, [r["capacity_pct"] for r in rows])
+    ys = [y for pts in curves.values() for _, y in pts if y == y]
+    if ys:
+        pad = max(0.01, 0.05 * (max(ys) - min(ys)))
+        ax.set_ylim(min(ys) - pad, min(1.0, max(ys)) + pad)
     ax.set(xlabel="cache capacity (% of all bytes stored)",
-           ylabel="transfer yield (new architectures, vs unbounded cache)",
-           title=f"{trace}: bytes served as warm starts, revisits excluded", ylim=(0, 1.05))
-    ax.legend(fontsize=7, ncol=2)
+           ylabel="transfer yield (fraction of an unbounded cache's bytes)",
+           title=f"{trace}: bytes served to new architectures (revisits excluded)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     _save(fig, path)
 
 
@@ -461,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(os.path.join(args.out, "window_sweep.csv"), sweep,
                   ("trace", "window", "capacity_pct", "transfer_yield", "yield_vs_belady"))
     print(f"wrote {args.out}/policy_compare.csv ({len(rows)} rows)" + (" and window_sweep.csv" if sweep else ""))
+    for library, lines in HIDDEN_C_LINES.items():
+        print(f"({library} printed {lines} warning lines to stderr; hidden)")
     return 0
 
 

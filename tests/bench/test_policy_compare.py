@@ -72,3 +72,31 @@ def test_request_stream_for_libcachesim(tmp_path):
     rows = list(csv.reader(path.open()))
     assert rows[0] == ["time", "obj_id", "obj_size", "insert"] and len(rows) - 1 == len(stream)
     assert rows[1][3] == "1" and {row[3] for row in rows[1:]} == {"0", "1"}
+
+
+def test_c_level_warnings_are_hidden_and_counted(capfd):
+    import os
+
+    from common import HIDDEN_C_LINES, c_stderr_hidden
+
+    before = HIDDEN_C_LINES.get("test-lib", 0)
+    with c_stderr_hidden("test-lib"):
+        os.write(2, b"[WARN] a C library talks\n[WARN] twice\n")
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"
+    assert HIDDEN_C_LINES["test-lib"] == before + 2
+
+
+def test_the_yield_figure_highlights_a_few_and_spans_the_data(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(pc, "_save", lambda fig, path: drawn.append(fig))
+    policies = ["bound", "evolution-aware", "donor-window", "lru", "lfu", "fifo", "SIEVE", "GDSF"]
+    rows = [{"family": "libcachesim" if p in ("SIEVE", "GDSF") else "bound" if p == "bound" else "ours",
+             "policy": p, "capacity_pct": pct, "transfer_yield": 0.80 + 0.01 * k + 0.02 * pct / 20}
+            for k, p in enumerate(policies) for pct in (2, 5, 20)]
+    pc.plot_yield("x.png", "t", rows)
+    (ax,) = drawn[0].axes
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert labels[:3] == ["bound", "evolution-aware", "donor-window"] and "libCacheSim GDSF (best other)" in labels
+    assert "4 other policies" in labels and len(labels) == 5
+    assert ax.get_ylim()[0] > 0.7  # not from 0: the differences stay visible
