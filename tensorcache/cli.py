@@ -198,12 +198,21 @@ def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
             t.add_row(name, f"{got:,.1f}", f"{got / v.bound:.3f}" if v.bound > 0 else "n/a",
                       "-" if name == v.best else f"{got - v.scores[v.best]:+,.1f}")
         console.print(t)
-        if v.runner_up is None:
+        if v.scores[v.best] <= 0:
+            console.print("best: none (no policy served a layer at this capacity)")
+        elif v.runner_up is None:
             console.print(f"best: {v.best} (the only candidate)")
+        elif v.margin <= 0:
+            console.print(f"best: {v.best} and {v.runner_up} tie (95% interval over resampled lookups "
+                          f"{v.low:+,.1f} to {v.high:+,.1f} s)")
         else:
             console.print(f"best: {v.best}, {v.margin:+,.1f} s over {v.runner_up} (95% interval over resampled "
                           f"lookups {v.low:+,.1f} to {v.high:+,.1f} s; best in {v.wins:.0%} of {args.resamples})")
-    console.print(f"recommend: {pick} (best at {sum(v.best == pick for v in verdicts)} of {len(verdicts)} capacities)")
+    if pick is None:
+        console.print("recommend: none (no policy served a layer on this trace at these capacities)")
+    else:
+        console.print(f"recommend: {pick} (best at {sum(v.best == pick for v in verdicts)} of {len(verdicts)} "
+                      "capacities)")
     return 0
 
 

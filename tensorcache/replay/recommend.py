@@ -79,9 +79,11 @@ def verdict(results: dict[str, ReplayResult], workload: Workload, capacity_bytes
                    float(np.mean(margins >= 0)), bound)
 
 
-def overall(verdicts: Sequence[Verdict]) -> str:
+def overall(verdicts: Sequence[Verdict]) -> str | None:
     """The policy to recommend across the capacities: the most picks, then the highest mean share of each
-    capacity's best score."""
+    capacity's best score; None when no policy served anything at any capacity (nothing to choose on)."""
+    if not any(v.scores[v.best] > 0 for v in verdicts):
+        return None
     picks = [v.best for v in verdicts]
     names = verdicts[0].scores.keys()
 

@@ -85,3 +85,17 @@ def test_cli_recommend_prints_the_pick_its_margin_and_json(tmp_path, capsys):
     assert "belady needs the trace's future" in capsys.readouterr().err
     assert main(["replay", str(path), "--recommend", "--policies", "lru,nope"]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_a_trace_that_serves_nothing_gets_no_recommendation(tmp_path, capsys):
+    records = simulate(n=80, seed=3)
+    for r in records:  # every model a first of its kind: no parent and no shared key, nothing to serve
+        r["parent_id"] = None
+        r["layer_keys"] = [f"{r['model_id']}-{j}".encode().hex().ljust(32, "0")[:32] for j in range(len(r["layer_keys"]))]
+    path = tmp_path / "trace.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["replay", str(path), "--recommend", "--population", "6", "--sample", "2", "--resamples", "20"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("best: none") == 3 and "recommend: none" in out
+    assert main(["replay", str(path), "--recommend", "--json", "--population", "6", "--resamples", "20"]) == 0
+    assert json.loads(capsys.readouterr().out)["recommend"] is None
