@@ -122,7 +122,8 @@ class TensorCache:
     def put(self, model_id: str, arch: Sequence[int], layers: Sequence[Mapping[str, Any]] | Mapping[str, Any],
             score: float | None = None, parent: str | None = None, layer_map: LayerMap | None = None) -> Stored:
         """Store a trained model's layers: a list of per-layer ``{name: tensor}`` dicts, or a state dict that
-        ``layer_map`` splits. Re-putting a known id stores nothing (``written`` 0). ValueError names bad input."""
+        ``layer_map`` splits. Re-putting a known id with the same tensors stores nothing (``written`` 0); with other
+        tensors it is a ValueError, as is any bad input, and nothing is stored."""
         t0 = time.perf_counter()
         arch = check_arch(arch)
         lmap = layer_map if layer_map is not None else LayerMap.generic(len(arch))
@@ -135,10 +136,6 @@ class TensorCache:
                 score = None
         keys = lmap.keys(self.namespace, arch)
         self._follower.sync()
-        known = self._catalog.record(model_id)
-        if known is not None:
-            return Stored(model_id, keys, [layer.blob_bytes for layer in known.layers],
-                          [layer.depends_on for layer in known.layers], 0)
         blobs: dict[bytes, bytearray] = {}
         records = []
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
@@ -149,6 +146,12 @@ class TensorCache:
                 refs[name] = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
             records.append(LayerRecord(key, refs, spec.depends_on))
         record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
+        known = self._catalog.record(model_id)
+        if known is not None:
+            if not known.same_tensors(record):
+                raise _other_tensors(model_id, "this cache")
+            return Stored(model_id, keys, [layer.blob_bytes for layer in known.layers],
+                          [layer.depends_on for layer in known.layers], 0)
         if not record.nbytes:  # a model with no bytes would win lookups and serve nothing: never a donor
             log.warning("model %r has no tensor bytes; not stored", model_id)
             return Stored(model_id, keys, [layer.blob_bytes for layer in records],
@@ -159,6 +162,14 @@ class TensorCache:
         for i in range(len(self._stack.slots) - 1, 0, -1):  # through to the widest tier that takes it: a shared
             if self._stack.admit(i, record, range(len(records)), blobs, moves):  # tier down leaves it on LMDB
                 break
+        conflict = next((tier for tier, reason in moves.refused if reason == "conflict"), None)
+        if conflict is not None:  # another process put this id with other tensors meanwhile: keep none of ours
+            for t in range(len(self._stack.slots)):
+                for index in range(len(records)):
+                    if self._catalog.holds((model_id, index), t):
+                        self._stack.evict(t, (model_id, index), "conflict", moves)
+            self._count(moves)
+            raise _other_tensors(model_id, f"the {conflict} tier")
         self._count(moves)
         self._counts["puts"] += 1
         self._counts["bytes_stored"] += moves.written
@@ -369,6 +380,12 @@ def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, An
         raise ValueError(f"tensors on the meta device have no values to cache: {on_meta[:8]}"
                          f"{' ...' if len(on_meta) > 8 else ''} (materialise the model first)")
     return per_layer, left_out
+
+
+def _other_tensors(model_id: str, where: str) -> ValueError:
+    """The error of a put whose model id is stored already with other content (nothing of it is kept)."""
+    return ValueError(f"model id {model_id!r} is already stored in {where} with other tensors or architecture; "
+                      f"model ids must be unique within a namespace (nothing was stored)")
 
 
 def _check_model_id(model_id: Any) -> None:

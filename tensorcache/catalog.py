@@ -88,6 +88,12 @@ class ModelRecord:
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
 
+    def same_tensors(self, other: ModelRecord) -> bool:
+        """Whether ``other`` describes the same model content: architecture, mode, and every layer's key and
+        payloads (score and parent may differ)."""
+        return (self.model_id, self.arch, self.mode) == (other.model_id, other.arch, other.mode) and \
+            [(layer.key, layer.tensors) for layer in self.layers] == [(layer.key, layer.tensors) for layer in other.layers]
+
     @cached_property
     def encoded(self) -> bytes:
         """The record in format 2, made once (a shared tier stores it with the model's first entry)."""

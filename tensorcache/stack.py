@@ -21,6 +21,7 @@ from .payload import PayloadError, decode
 from .policies import Policy
 from .policies.base import make_room
 from .tiers import Tier
+from .tiers.base import SharedTier
 from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
 
@@ -151,6 +152,10 @@ class TierStack:
             admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)
             if admission.held:
                 break
+            if admission.reason == "conflict" and raw is record.encoded:
+                raw = _stored_twin(slot.tier, record) or raw  # the same model in another encoding: hold under it
+                if raw is not record.encoded:
+                    continue
             if admission.reason != "no_room" or not len(slot.policy):
                 moves.refused.append((slot.tier.name, admission.reason or "dropped"))
                 return None
@@ -243,3 +248,12 @@ class TierStack:
             slot.decoded.pop(entry, None)
         return self.catalog.release(entry, t)
 
+
+def _stored_twin(tier: Tier, record: ModelRecord) -> bytes | None:
+    """The record ``tier`` keeps for ``record``'s model id when it describes the same tensors (written by
+    another process or version in other bytes), else None."""
+    raw = tier.record(record.model_id) if isinstance(tier, SharedTier) else None
+    try:
+        return raw if raw is not None and ModelRecord.from_bytes(raw).same_tensors(record) else None
+    except PayloadError:
+        return None

@@ -45,8 +45,8 @@ class BooksDamaged(Exception):
 @dataclass(frozen=True)
 class Admission:
     """What one ``hold`` did: ``held`` (the entry is in the tier now), payload bytes ``written``, and
-    ``reason`` it was not held: ``no_room`` (evict at least ``short`` bytes and try again) or ``dropped``
-    (the store refused it)."""
+    ``reason`` it was not held: ``no_room`` (evict at least ``short`` bytes and try again), ``conflict`` (the
+    store keeps another record under that model id) or ``dropped`` (the store refused it)."""
 
     held: bool
     written: int = 0
@@ -60,6 +60,7 @@ def no_room(short: int) -> Admission:
 
 
 DROPPED = Admission(False, 0, "dropped")
+CONFLICT = Admission(False, 0, "conflict")
 _CHANGE = struct.Struct("<c8sHI")  # op (H: hold, R: release), link, origin bytes, index count; then origin,
 _OPS = {b"H": "hold", b"R": "release"}  # indices, model id. (Unlinked changes, ops h and r, are refused.)
 NO_LINK = bytes(8)
@@ -251,11 +252,14 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
          blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
     """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
     pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
-    bytes, keep the record, log one change. ``no_room`` if they do not fit in ``capacity``; entries held
-    already are skipped."""
+    bytes, keep the record, log one change. ``no_room`` if they do not fit in ``capacity``; ``conflict``
+    (nothing held) if the store keeps another ``record`` for ``model_id``; entries held already are skipped."""
     held_key = model_key(b"h", model_id)
     all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
     txn.prefetch([held_key, USED, SEQ, EPOCH, TIP, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
+    stored = txn.get(model_key(b"r", model_id))
+    if stored is not None and stored != record:
+        return CONFLICT  # one model id, one record: its entries name that record's payloads
     held = read_indices(txn.get(held_key))
     entries = [(index, digests) for index, digests in entries if index not in held]
     if not entries:
@@ -272,7 +276,7 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     used = read_u64(txn.get(USED), "the used-bytes counter")
     if used + need > capacity:
         return no_room(used + need - capacity)
-    if txn.get(model_key(b"r", model_id)) is None:
+    if stored is None:
         txn.set(model_key(b"r", model_id), record)
     for d, blob in fresh.items():
         txn.put_blob(d, blob)

@@ -2,6 +2,7 @@
 the store's books), one record per model id, one donor for the same lookup."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -15,7 +16,7 @@ import pytest
 
 from tensorcache import TensorCache
 from tensorcache.keys import namespace_key
-from tensorcache.tiers import books
+from tensorcache.tiers import LMDBTier, RedisTier, books
 
 # argv: where (LMDB path or Redis URL), namespace, capacity, first model, models. Puts 40 KB models and prints
 # the tier's capacity, how many capacity warnings it logged, and which of its models the store still holds.
@@ -107,3 +108,63 @@ def test_every_process_picks_the_same_donor_whatever_the_scores(tmp_path: Path, 
         mine = {str([group, 9]): writer.lookup((group, 9)).donor for group in scores}
     assert mine == {"[1, 9]": "inf", "[2, 9]": "minus-zero", "[3, 9]": "tie-a"}
     assert json.loads(python(READER, str(path)).stdout) == mine
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "redis"])
+def test_one_model_id_with_other_tensors_is_a_clear_error_and_stores_nothing(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest, layers_of, genuine) -> None:
+    where, namespace = _where(kind, tmp_path, request)
+    shared = {"disk": where} if kind == "lmdb" else {"redis": where, "redis_required": True}
+    first, second = (TensorCache(memory="1MB", namespace=namespace, **shared) for _ in range(2))
+    try:
+        first.put("m1", (1, 2), layers_of(1, 2))
+        used = first.tiers[-1].used_bytes()
+        assert second.put("m1", (1, 2), layers_of(1, 2)).written == 0  # the same model again: nothing new
+        for arch, layers in (((1, 2), layers_of(7, 2)), ((3, 4), layers_of(1, 2))):
+            with pytest.raises(ValueError, match=r"model id 'm1' is already stored in this cache with other"):
+                second.put("m1", arch, layers)
+        for cache in (first, second):  # m1 is the first writer's, everywhere; nothing else was stored
+            genuine(cache.lookup((1, 2)), {"m1": (1, 2)}, (1, 2))
+            assert cache.best_donor((3, 4)) is None and cache.check_invariants() == []
+        assert second.tiers[-1].used_bytes() == used
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "redis"])
+def test_a_shared_store_keeps_one_record_per_model_id_whoever_holds_last(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Two writers that had not seen each other's put (a race): the second hold is refused as a conflict and
+    holds nothing, so no process can believe the second writer's layers are stored."""
+    where, namespace = _where(kind, tmp_path, request)
+    tier = LMDBTier(where, 1 << 20, namespace=namespace) if kind == "lmdb" else RedisTier(where, 1 << 20, namespace)
+    try:
+        blobs = [bytes([k]) * 100 for k in range(2)]
+        digests = [hashlib.blake2b(b, digest_size=16).digest() for b in blobs]
+        assert tier.hold(b"record of writer A", "m1", 0, [digests[0]], {digests[0]: blobs[0]}).held
+        refused = tier.hold(b"record of writer B", "m1", 1, [digests[1]], {digests[1]: blobs[1]})
+        assert (refused.held, refused.reason) == (False, "conflict")
+        assert tier.record("m1") == b"record of writer A" and tier.get(digests[1]) is None
+        assert tier.hold(b"record of writer A", "m1", 1, [digests[0]], {}).held  # the same record: held
+        audit = tier.audit()
+        assert audit.healthy and audit.entries == 2 and audit.used == 100
+    finally:
+        tier.close()
+
+
+def test_a_put_racing_another_writer_of_the_same_id_keeps_nothing_and_says_so(tmp_path: Path, layers_of, genuine,
+                                                                              monkeypatch) -> None:
+    first, second = (TensorCache(memory="1MB", disk=tmp_path / "c.lmdb") for _ in range(2))
+    try:
+        monkeypatch.setattr(second._follower, "sync", lambda: None)  # the first's put lands after this sync
+        first.put("m1", (1, 2), layers_of(1, 2))
+        with pytest.raises(ValueError, match=r"model id 'm1' is already stored in the lmdb tier with other"):
+            second.put("m1", (1, 2), layers_of(7, 2))
+        monkeypatch.undo()
+        assert second.stats()["tiers"]["memory"]["used_bytes"] == 0  # its memory-tier copy was taken back
+        genuine(second.lookup((1, 2)), {"m1": (1, 2)}, (1, 2))
+        assert second.check_invariants() == [] and first.check_invariants() == []
+    finally:
+        first.close()
+        second.close()
