@@ -30,7 +30,7 @@ def test_a_hit_serves_each_tensor_as_the_kind_and_dtype_it_was_put_as():
     assert isinstance(b["b"], torch.Tensor) and b["b"].dtype == torch.bfloat16
     assert hit.dtypes == [{"a": "int16"}, {"b": "bfloat16"}]
     assert set(hit.tensors()) == {"a", "b"} and hit.tensors()["a"][1] == "int16"
-    assert hit.keys == [key for key in cache.put("m", (1, 2), [{"a": np.zeros(3)}, {"b": np.zeros(2)}]).keys]
+    assert hit.keys == [key for key in cache.put("m2", (1, 2), [{"a": np.zeros(3)}, {"b": np.zeros(2)}]).keys]
 
 
 def test_apply_copies_every_layer_or_nothing():
