@@ -136,8 +136,9 @@ class TuneCache:
         lmap = self.layer_map(arch) if self.layer_map is not None else module_layers(model)
         pointer = read_pointer(checkpoint) if checkpoint is not None else None
         parent = pointer.get("model") if pointer else text_id(config.get(PARENT))
-        trial = TrialCache(self, worker_cache(self.cache), arch, lmap,
-                           Transfer(str(config.get(MODEL_ID) or self.new_id(0)), parent),
+        given = text_id(config.get(MODEL_ID))   # a searcher's id names the first put of a fresh start only
+        first = given if given is not None and checkpoint is None else self.new_id(0)
+        trial = TrialCache(self, worker_cache(self.cache), arch, lmap, Transfer(first, parent),
                            dict(pointer["state"]) if pointer and isinstance(pointer.get("state"), dict) else {},
                            checkpoint is not None)
         if parent is not None or self.new_trials:
