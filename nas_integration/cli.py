@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop with an error when the --redis server cannot be reached, instead of searching "
                         "without the shared tier (default: warn and go on)")
     g.add_argument("--redis-capacity", default="100GB", help="Redis tier capacity (default: 100GB)")
-    g.add_argument("--transfer", choices=("prefix", "compatible"), default="prefix",
+    g.add_argument("--transfer", choices=("prefix", "compatible"),
                    help="prefix: a child takes the donor's layers up to the first difference; compatible: every "
-                        "layer whose own positions match (default: prefix)")
+                        "layer whose own positions match (default: compatible for nb201, prefix otherwise)")
     g.add_argument("--window", type=int, metavar="W",
                    help="donor-window/evolution-aware: count donations over the last W evaluations "
                         "(default: 4 x --population; see docs/results_policies.md for the sweep)")
@@ -187,9 +187,10 @@ class ProgressBar:
 
     def __init__(self, total: int, console: Console) -> None:
         self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("best {task.fields[best]}  hits {task.fields[hits]}"),
+                                 TextColumn("best {task.fields[best]}  new archs {task.fields[new]}  "
+                                            "revisits {task.fields[revisits]}"),
                                  TimeElapsedColumn(), console=console)
-        self.task = self.progress.add_task("search", total=total, best="-", hits="-")
+        self.task = self.progress.add_task("search", total=total, best="-", new="-", revisits="-")
         self.started = False
 
     def __call__(self, tally: Tally, dropped: int) -> None:
@@ -197,7 +198,8 @@ class ProgressBar:
             self.progress.start()
             self.started = True
         self.progress.update(self.task, completed=tally.evaluations + dropped, best=f"{tally.best['score']:.2f}",
-                             hits=f"{tally.hit_ratio:.0%}")
+                             new=f"{tally.new} (hits {tally.new_hit_ratio:.0%}, {tally.new_byte_share:.0%} of bytes)",
+                             revisits=str(tally.revisits))
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -237,13 +239,16 @@ def summary_table(summary: dict[str, Any]) -> Table:
                         + ("; INTERRUPTED before the end" if summary.get("interrupted") else "")),
         ("workers", f"{summary['workers']} ({summary['executor']}, {summary['mode']})"),
         ("mutation bias", f"{summary['settings']['mutation_bias']:g}"),
-        ("best score", f"{best.get('score', float('nan')):.2f}  (model {best.get('model_id')})"),
+        ("best score", f"{best.get('score', float('nan')):.2f}  (model {best.get('model_id')}; trained "
+                       f"{best.get('epochs')} epochs, inherited {best.get('inherited_epochs')} more)"),
         ("test of best", "-" if best.get("test") is None else f"{best['test']:.2f}"),
         ("best architecture", str(best.get("native"))),
-        ("cache hit ratio", f"{summary['hit_ratio']:.1%} of children got a layer that depends on their arch"),
-        ("bytes served", f"{format_size(summary['transfer_bytes'])}: {format_size(summary['transfer_only_bytes'])} "
-                         f"transferred to new architectures, {format_size(summary['revisit_bytes'])} to "
-                         f"{summary['revisits']} revisit{'' if summary['revisits'] == 1 else 's'}"),
+        ("new architectures", f"{summary['new_architectures']}: {summary['new_hit_ratio']:.1%} got a layer that "
+                              f"depends on their arch; {format_size(summary['transfer_only_bytes'])} transferred "
+                              f"= {summary['new_byte_share']:.1%} of their bytes"),
+        ("revisits", f"{summary['revisits']}: {format_size(summary['revisit_bytes'])} served to architectures "
+                     "evaluated before"),
+        ("all children", f"hit ratio {summary['hit_ratio']:.1%}, {format_size(summary['transfer_bytes'])} served"),
         ("time in cache", f"{summary['cache_s']:.2f} s"),
         ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),

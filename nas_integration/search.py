@@ -35,6 +35,7 @@ from .executors import (
     merge_stats,
     serve_mpi,
 )
+from .lineage import Lineage
 from .locality import LocalityTracker
 from .resume import Recorded, SkipWritten, check_same_search, finished_records
 from .revisits import Revisits
@@ -67,6 +68,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
     ``on_issue`` hears each child sent to a worker, before the worker looks up its donor."""
     batch = mode == "batch"
     revisits = Revisits(revisit == "reuse")
+    lineage = Lineage()
     retry: deque[Candidate] = deque()
     attempts: dict[int, int] = {}
     failures = [] if failures is None else failures
@@ -83,7 +85,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 gen_left -= 1
                 record = revisits.reused(cand, executor.now())
                 if record is not None:
-                    _finish(evo, executor, trace, tally, record, cand, generation if batch else None)
+                    _finish(evo, executor, trace, tally, lineage, record, cand, generation if batch else None)
                     if on_record is not None:
                         on_record(tally, sum(f["action"] == "dropped" for f in failures))
                     continue
@@ -121,15 +123,18 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
             continue
         streak = 0
         revisits.finished(cand, outcome.result.score, outcome.result.test)
-        _finish(evo, executor, trace, tally, _record(outcome, revisits.again[cand.index]), cand,
+        _finish(evo, executor, trace, tally, lineage, _record(outcome, revisits.again[cand.index]), cand,
                 generation if batch else None)
         if on_record is not None:
             on_record(tally, sum(f["action"] == "dropped" for f in failures))
 
 
-def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter | SkipWritten, tally: Tally, record: TraceRecord,
-            cand: Candidate, generation: list[tuple[Candidate, float]] | None) -> None:
-    """Write a finished child's record and add it to the population (batch mode: to its generation)."""
+def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter | SkipWritten, tally: Tally,
+            lineage: Lineage, record: TraceRecord, cand: Candidate,
+            generation: list[tuple[Candidate, float]] | None) -> None:
+    """Write a finished child's record (with its inherited training) and add it to the population (batch mode:
+    to its generation)."""
+    lineage.add(record)
     trace.write(record)
     tally.add(record)
     if generation is not None:
@@ -214,8 +219,12 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         "wall_s": time.time() - t0, "search_s": executor.now(),
         "best": None if best is None else {"model_id": best["model_id"], "arch": best["arch"],
                                            "native": space.decode(best["arch"]), "score": best["score"],
-                                           "test": best["test"]},
-        # a hit serves a layer that depends on a position; served bytes split into transfers and revisits
+                                           "test": best["test"], "epochs": best["epochs"],
+                                           "inherited_epochs": best["inherited_epochs"]},
+        # what new architectures received leads (the cache's real saving); revisits apart. A hit serves a layer
+        # that depends on a position; served bytes split into transfers to new architectures and revisits
+        "new_architectures": tally.new, "new_hit_ratio": tally.new_hit_ratio,
+        "new_byte_share": tally.new_byte_share,
         "hit_ratio": tally.hit_ratio, "revisits": tally.revisits, "transfer_bytes": tally.transfer_bytes,
         "transfer_only_bytes": tally.transfer_bytes - tally.revisit_bytes, "revisit_bytes": tally.revisit_bytes,
         "transfer_layers": tally.transfer_layers, "cache_s": tally.cache_s, "train_s": tally.train_s,

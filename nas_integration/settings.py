@@ -57,7 +57,7 @@ class SearchSettings:
     # "default" -> <space>-<evaluator>-<dataset>, a policy's undeclared window -> 4 x population (the window
     # sweep in docs/policies.md), the device tier's device -> the training device
     cache_config: CacheConfig = field(default_factory=CacheConfig)
-    transfer: str = "prefix"
+    transfer: str | None = None  # None: the space's own default (compatible for nb201, prefix otherwise)
     payload_scale: float = 1 / 64
     time_scale: float = 0.0
     revisit: str = "train"  # a child repeating an evaluated arch: "train" it again or "reuse" the earlier score
@@ -85,6 +85,8 @@ class SearchSettings:
         for key, default in DEFAULTS[self.evaluator].items():
             if values[key] is None:
                 values[key] = default
+        if values["transfer"] is None:
+            values["transfer"] = get_space(values["space"]).transfer
         if values["inflight"] is None:
             values["inflight"] = values["executor"] == "serial"
         if self.evaluator == "tabular" and values["table"] is None:

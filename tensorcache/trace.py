@@ -100,6 +100,11 @@ class TraceRecord:
     # the same arch was evaluated before: an evaluation of it started earlier (tensorcache.metrics.mark_revisits;
     # None: not known when written, ``read_records`` computes it from the trace)
     revisit: bool | None = _column(_optional(_bool), None)
+    epochs: float | None = _column(_optional(_float), None)  # this evaluation's own training, in epochs
+    # training behind the layers it received: the donor's own plus the donor's inherited training, along the
+    # lineage (0 for a cold start; None: not known, e.g. the donor's record had not reached the search yet)
+    inherited_epochs: float | None = _column(_optional(_float), None)
+    inherited_seconds: float | None = _column(_optional(_float), None)
     version: int = _column(_int, TRACE_VERSION)
     extra: dict[str, Any] = field(default_factory=dict)  # evaluator-specific values, written as top-level keys
 

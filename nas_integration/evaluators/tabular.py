@@ -204,7 +204,7 @@ class TabularEvaluator(Evaluator):
             train_s=started.duration, cache_s=cache_s, t_start=0.0, t_end=started.duration,
             donor_id=hit.donor if hit else None, transfer_layers=len(served),
             transfer_bytes=sum(looked.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
-            tier_bytes=tier_bytes, extra={"epochs": self.epochs})
+            tier_bytes=tier_bytes, epochs=self.epochs)
 
     def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:
         """Both halves in real time, sleeping ``duration x time_scale`` between them."""

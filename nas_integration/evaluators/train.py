@@ -136,7 +136,7 @@ class TrainEvaluator(Evaluator):
             candidate, lmap, layer_bytes, stored, score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
             transfer_layers=report.layers, transfer_bytes=report.nbytes, tier=report.tier,
             t_start=t_start, t_end=time.time(),
-            extra={"epochs": self.epochs, "device": str(self._device), "skipped": len(report.skipped)})
+            epochs=self.epochs, extra={"device": str(self._device), "skipped": len(report.skipped)})
 
     def _fit(self, model: nn.Module, index: int) -> None:
         x, y = self._train

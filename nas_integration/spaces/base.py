@@ -34,6 +34,7 @@ class SearchSpace(ABC):
     name: str                        # also the root of the cache namespace
     choices: tuple[int, ...]         # arch[i] in range(choices[i])
     input_shape: tuple[int, ...]     # default input shape (without the batch dimension)
+    transfer: str = "prefix"         # the transfer mode a search uses here unless told otherwise
 
     @property
     def n_positions(self) -> int:

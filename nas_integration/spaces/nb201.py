@@ -201,6 +201,7 @@ class NB201Space(SearchSpace):
     """
 
     input_shape = (3, 32, 32)
+    transfer = "compatible"  # a strict prefix ends at the first cell: almost nothing transfers (see above)
 
     def __init__(self, C: int = 16, N: int = 5) -> None:
         if C < 1 or N < 1:

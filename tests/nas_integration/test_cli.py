@@ -14,7 +14,8 @@ from nas_integration.data import DATASETS, nb201_table
 from tensorcache.cli import main as tc_main
 from tensorcache.trace import FIELDS, read_trace
 
-SUMMARY_KEYS = {"run_id", "settings", "evaluations", "workers", "wall_s", "best", "hit_ratio", "transfer_bytes",
+SUMMARY_KEYS = {"run_id", "settings", "evaluations", "workers", "wall_s", "best", "new_architectures",
+                "new_hit_ratio", "new_byte_share", "hit_ratio", "transfer_bytes",
                 "cache_s", "train_s", "cache", "failures", "dropped", "clock"}
 
 
@@ -48,7 +49,9 @@ def test_small_training_search_on_the_shipped_data_writes_trace_and_summary(tmp_
     assert summary["settings"]["dataset"] == "mnist-small" and summary["evaluator"]["data_dir"] is None
     assert summary["best"]["score"] == max(r["score"] for r in trace)
     assert summary["cache"]["puts"] == 6 and (out / "cache.lmdb").exists()
-    assert "cache hit ratio" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # what new architectures received leads; revisits and all children come after it
+    assert printed.index("new architectures") < printed.index("revisits") < printed.index("all children")
 
 
 def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_path, capsys):

@@ -58,3 +58,4 @@ def test_children_in_flight_are_described_by_default_only_where_the_cache_is_in_
     assert resolved(tmp_path, executor="process", workers=2, inflight=True).inflight is True  # told with each job
     args = build_parser().parse_args(["--out", str(tmp_path), "--no-inflight"])
     assert settings_from_args(args).inflight is False
+

@@ -63,8 +63,20 @@ def test_reaches_a_top_one_percent_architecture_within_3000_evaluations(tmp_path
     assert sum(found) >= 4, found
 
 
+def test_nb201_searches_transfer_compatible_layers_unless_told_otherwise(tmp_path):
+    summary, trace = search(tmp_path, evals=60, population=20, sample=5)
+    assert summary["settings"]["transfer"] == "compatible"
+    new = [r for r in trace if not r["revisit"]]
+    assert summary["new_architectures"] == len(new) and 0 < summary["new_byte_share"] <= 1
+    assert summary["new_byte_share"] == pytest.approx(
+        sum(r["transfer_bytes"] for r in new) / sum(sum(r["layer_bytes"]) for r in new))
+    assert SearchSettings(out="x", evaluator="tabular", transfer="prefix").resolved().transfer == "prefix"
+    assert SearchSettings(out="x").resolved().transfer == "prefix"  # attn keeps the strict prefix
+
+
 def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path):
-    summary, trace = search(tmp_path, evals=400, population=40, sample=10, workers=8, cache_config=CacheConfig(memory="1GB"))
+    summary, trace = search(tmp_path, evals=400, population=40, sample=10, workers=8, transfer="prefix",
+                            cache_config=CacheConfig(memory="1GB"))
     keys = {r["model_id"]: r["layer_keys"] for r in trace}
     space = get_space("nb201")
     hits = [r for r in trace if r["donor_id"] is not None]
@@ -100,7 +112,7 @@ def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path
 
 
 def test_a_small_cache_evicts_and_serves_less(tmp_path):
-    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4}
+    kw = {"evals": 300, "population": 30, "sample": 5, "workers": 4, "transfer": "prefix"}
     small, _ = search(tmp_path, "small", cache_config=CacheConfig(memory="8MB", disk="none"), **kw)
     large, _ = search(tmp_path, "large", cache_config=CacheConfig(memory="1GB", disk="none"), **kw)
     assert sum(small["cache"]["evictions"].values()) > 0 and not large["cache"]["evictions"]

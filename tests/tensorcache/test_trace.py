@@ -72,12 +72,13 @@ def test_required_fields_are_the_record_fields_without_a_default():
 
 
 def test_a_record_round_trips_with_its_extra_values_at_the_top_level(tmp_path):
-    rec = TraceRecord.from_dict(dict(record(0), epochs=3, tier_bytes={"memory": 12}, revisit=True, version=2))
-    assert rec.extra == {"epochs": 3} and rec.tier_bytes == {"memory": 12} and rec.revisit
+    rec = TraceRecord.from_dict(dict(record(0), device="cpu", epochs=3, tier_bytes={"memory": 12}, revisit=True,
+                                     version=2))
+    assert rec.extra == {"device": "cpu"} and rec.epochs == 3.0 and rec.tier_bytes == {"memory": 12} and rec.revisit
     with TraceWriter(tmp_path / "t.jsonl") as w:
         w.write(rec)
     line = json.loads((tmp_path / "t.jsonl").read_text())
-    assert line["epochs"] == 3 and line["version"] == TRACE_VERSION and "extra" not in line
+    assert line["device"] == "cpu" and line["epochs"] == 3 and line["version"] == TRACE_VERSION and "extra" not in line
     assert read_records(tmp_path / "t.jsonl") == [rec]
     clashing = TraceRecord.from_dict(record(0))
     clashing.extra = {"score": 1}
