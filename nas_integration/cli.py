@@ -16,6 +16,7 @@ from rich.table import Table
 
 from tensorcache import __version__
 from tensorcache.config import CacheConfig, policy_options
+from tensorcache.fidelity import describe
 from tensorcache.sizes import format_size
 
 from .search import DEFAULTS, SearchSettings, Tally, evaluator_datasets, run_search
@@ -80,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mutation-bias", type=float, default=0.0, metavar="B",
                    help="favour mutating later positions with weight (i+1)^B; 0 = uniform (default: 0)")
     g.add_argument("--seed", type=int, default=0, help="seed of the search and of training (default: 0)")
+    g.add_argument("--control", type=float, default=0.0, metavar="F",
+                   help="fidelity check: also train a random fraction F of warm-started children from scratch, "
+                        "twice (own and another initialisation); reports the warm scores' bias and Kendall tau "
+                        "against scratch with its noise ceiling; costs about 2F x the warm children's training "
+                        "(default: 0 = off)")
+    g.add_argument("--reeval-leaders", type=int, default=0, metavar="N",
+                   help="every N children, retrain the population's leader from scratch if its score came from a "
+                        "warm start and use that score in tournaments: keeps inherited training from deciding "
+                        "selection; costs at most one training per N children (default: 0 = off)")
 
     g = p.add_argument_group("evaluator")
     g.add_argument("--evaluator", choices=("train", "tabular"), default="train",
@@ -188,9 +198,10 @@ class ProgressBar:
     def __init__(self, total: int, console: Console) -> None:
         self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("best {task.fields[best]}  new archs {task.fields[new]}  "
-                                            "revisits {task.fields[revisits]}"),
+                                            "revisits {task.fields[revisits]}{task.fields[controls]}"),
                                  TimeElapsedColumn(), console=console)
-        self.task = self.progress.add_task("search", total=total, best="-", new="-", revisits="-")
+        self.task = self.progress.add_task("search", total=total, best="-", new="-", revisits="-",
+                                           controls="")
         self.started = False
 
     def __call__(self, tally: Tally, dropped: int) -> None:
@@ -199,7 +210,7 @@ class ProgressBar:
             self.started = True
         self.progress.update(self.task, completed=tally.evaluations + dropped, best=f"{tally.best['score']:.2f}",
                              new=f"{tally.new} (hits {tally.new_hit_ratio:.0%}, {tally.new_byte_share:.0%} of bytes)",
-                             revisits=str(tally.revisits))
+                             revisits=str(tally.revisits), controls=f"  {tally.controls}" if tally.controls else "")
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -257,6 +268,15 @@ def summary_table(summary: dict[str, Any]) -> Table:
     threads = summary.get("threads")
     if threads:
         rows.append(("torch threads", f"{threads['per_worker']} per worker ({threads['why']})"))
+    scratch = summary.get("scratch") or {}
+    if scratch.get("control") is not None:
+        rows.append(("fidelity (control set)", describe(scratch["control"])))
+    if scratch.get("reevaluated"):
+        rows.append(("leaders re-evaluated", f"{scratch['reevaluated']} from scratch, {scratch['rescored']} scores "
+                                             "replaced in the population"))
+    if scratch.get("epochs"):
+        rows.append(("scratch training", f"{scratch['epochs']:g} epochs, {scratch['train_s']:.1f} s (beside the "
+                                         "children's)"))
     loc = summary.get("locality")
     if loc and (loc["local_hits"] or loc["remote_hits"]):
         rows.append(("locality", f"{loc['local_byte_share']:.1%} of transfer bytes from the worker's own memory"

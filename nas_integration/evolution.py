@@ -17,13 +17,22 @@ from .spaces.base import Arch, SearchSpace
 
 @dataclass(frozen=True)
 class Candidate:
-    """A child to evaluate: its number in issue order, id, architecture and where it came from."""
+    """A child to evaluate: its number in issue order, id, architecture and where it came from. A *scratch*
+    job (``scratch_of``) retrains the architecture of an evaluated model from scratch, never touching the
+    cache: ``scratch_seed`` 0 starts from the same initialisation as that model, others from another one."""
 
     index: int
     model_id: str
     arch: Arch
     parent_id: str | None = None
     mutation_pos: int | None = None
+    scratch_of: str | None = None
+    scratch_seed: int = 0
+
+    def scratch(self, seed: int, purpose: str = "scratch") -> Candidate:
+        """A scratch job retraining this candidate's architecture (see the class doc), named by ``purpose``."""
+        return Candidate(self.index, f"{self.model_id}-{purpose}{seed}", self.arch, scratch_of=self.model_id,
+                         scratch_seed=seed)
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,18 @@ class RegularizedEvolution:
         """Add a finished child; the oldest member leaves once the population holds P."""
         self.population.append(Member(candidate.model_id, candidate.arch, float(score)))
         self.finished += 1
+
+    def rescore(self, model_id: str, score: float) -> bool:
+        """Replace a population member's score (e.g. by a from-scratch retraining); False if it has left."""
+        for n, m in enumerate(self.population):
+            if m.model_id == model_id:
+                self.population[n] = Member(m.model_id, m.arch, float(score))
+                return True
+        return False
+
+    def leader(self) -> Member | None:
+        """The population's best member (first of equals), or None while it is empty."""
+        return max(self.population, key=lambda m: m.score) if self.population else None
 
     def members(self) -> list[tuple[str, float]]:
         """Population as (model_id, score), oldest first (what ``TensorCache.update_population`` takes)."""

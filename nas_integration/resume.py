@@ -28,9 +28,10 @@ __all__ = ["Recorded", "SkipWritten", "finished_records", "previous_run_id"]
 FREE_TO_CHANGE = {"evals", "overwrite", "resume", "threads"}
 
 
-def finished_records(out: str) -> list[TraceRecord]:
-    """The records of ``out/trace.jsonl``, rewritten without a torn last line so that appending stays valid."""
-    path = os.path.join(out, "trace.jsonl")
+def finished_records(out: str, name: str = "trace.jsonl") -> list[TraceRecord]:
+    """The records of ``out/trace.jsonl`` (or ``name``), rewritten without a torn last line so that appending
+    stays valid."""
+    path = os.path.join(out, name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--resume: no search to continue in {out!r} (no trace.jsonl there)")
     records = read_records(path)

@@ -13,10 +13,12 @@ import os
 import shutil
 import time
 from collections import deque
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from tensorcache.fidelity import CONTROLS
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
 from tensorcache.sizes import parse_size
@@ -39,6 +41,7 @@ from .lineage import Lineage
 from .locality import LocalityTracker
 from .resume import Recorded, SkipWritten, check_same_search, finished_records
 from .revisits import Revisits
+from .scratch import Scratch
 from .settings import DEFAULTS, SearchSettings, evaluator_datasets
 from .spaces import get_space
 from .startup import check_disk, check_redis, gpu_ids, inside, mpi_local, prepare_out
@@ -61,24 +64,28 @@ def _record(outcome: Outcome, revisit: bool) -> TraceRecord:
 def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str, retries: int,
            trace: TraceWriter | SkipWritten, tally: Tally, on_record: OnRecord | None = None,
            revisit: str = "train", on_issue: Callable[[Candidate], None] | None = None,
-           failures: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+           failures: list[dict[str, Any]] | None = None, scratch: Scratch | None = None) -> list[dict[str, Any]]:
     """Run the search to ``evals`` issued children; returns the failures (each re-queued or dropped), also
     appended to ``failures`` as they happen (an interrupted search keeps them).
     ``revisit="reuse"`` answers a child that repeats a finished architecture with its score, untrained;
-    ``on_issue`` hears each child sent to a worker, before the worker looks up its donor."""
+    ``on_issue`` hears each child sent to a worker, before the worker looks up its donor; ``scratch`` decides
+    the from-scratch retrainings (control set, leaders' re-evaluation), which run before new children."""
     batch = mode == "batch"
     revisits = Revisits(revisit == "reuse")
     lineage = Lineage()
+    scratch = scratch or Scratch(0.0, 0, 0, None)
     retry: deque[Candidate] = deque()
-    attempts: dict[int, int] = {}
+    attempts: dict[str, int] = {}
     failures = [] if failures is None else failures
     generation: list[tuple[Candidate, float]] = []
     gen_left = executor.workers
     outstanding = streak = 0
     while True:
-        while executor.free() and (retry or (evo.issued < evals and (not batch or gen_left > 0))):
+        while executor.free() and (retry or scratch.pending or (evo.issued < evals and (not batch or gen_left > 0))):
             if retry:
                 executor.submit(retry.popleft())
+            elif scratch.pending:
+                executor.submit(scratch.pending.popleft())
             else:
                 cand = evo.ask()
                 revisits.issue(cand)
@@ -86,6 +93,7 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 record = revisits.reused(cand, executor.now())
                 if record is not None:
                     _finish(evo, executor, trace, tally, lineage, record, cand, generation if batch else None)
+                    scratch.child_done(record, cand, evo)
                     if on_record is not None:
                         on_record(tally, sum(f["action"] == "dropped" for f in failures))
                     continue
@@ -109,8 +117,8 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
         outstanding -= 1
         cand = outcome.candidate
         if outcome.error is not None:
-            attempts[cand.index] = attempts.get(cand.index, 0) + 1
-            action = "requeued" if attempts[cand.index] <= retries else "dropped"
+            attempts[cand.model_id] = attempts.get(cand.model_id, 0) + 1
+            action = "requeued" if attempts[cand.model_id] <= retries else "dropped"
             if action == "requeued":
                 retry.append(cand)
             reason = outcome.error.strip().splitlines()[-1]
@@ -122,9 +130,15 @@ def evolve(evo: RegularizedEvolution, executor: Executor, evals: int, mode: str,
                 raise RuntimeError(f"{streak} evaluations failed in a row; the last error:\n{outcome.error}")
             continue
         streak = 0
+        if cand.scratch_of is not None:
+            outcome.result.worker = outcome.worker
+            scratch.job_done(outcome.result, cand, evo)
+            tally.controls = scratch.line()
+            continue
         revisits.finished(cand, outcome.result.score, outcome.result.test)
-        _finish(evo, executor, trace, tally, lineage, _record(outcome, revisits.again[cand.index]), cand,
-                generation if batch else None)
+        record = _record(outcome, revisits.again[cand.index])
+        _finish(evo, executor, trace, tally, lineage, record, cand, generation if batch else None)
+        scratch.child_done(record, cand, evo)
         if on_record is not None:
             on_record(tally, sum(f["action"] == "dropped" for f in failures))
 
@@ -173,8 +187,10 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     evaluator: Evaluator = s.make_evaluator(threads)
     evaluator.check()
     done = finished_records(s.out) if s.resume else []
-    if done:
-        evaluator = Recorded(evaluator, done)
+    controls_path = os.path.join(s.out, CONTROLS)
+    done_controls = finished_records(s.out, CONTROLS) if done and os.path.exists(controls_path) else []
+    if done:  # the scratch jobs it finished are answered from controls.jsonl the same way
+        evaluator = Recorded(evaluator, done + done_controls)
     cache_config = s.worker_cache(evaluator.payload_scale)
     if cache_config is not None and cache_config.redis_required:
         check_redis(cache_config)
@@ -199,12 +215,17 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     tally = Tally(s.transfer)
     t0 = time.time()
     failures: list[dict[str, Any]] = []
+    scratch = Scratch(s.control, s.reeval_leaders, s.seed, None)
     interrupted = False
     try:
-        with TraceWriter(trace_path) as writer, fewer_full_collections():
+        with TraceWriter(trace_path) as writer, fewer_full_collections(), \
+                (TraceWriter(controls_path) if s.control or s.reeval_leaders else nullcontext()) as kept:
             trace = SkipWritten(writer, {r.model_id for r in done}) if done else writer
+            controls = SkipWritten(kept, {r.model_id for r in done_controls}) if kept and done_controls else kept
             on_issue = _describe_issued(executor, evaluator, s.transfer) if s.inflight else None
-            evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue, failures)
+            scratch.writer = controls
+            evolve(evo, executor, s.evals, s.mode, s.retries, trace, tally, on_record, s.revisit, on_issue, failures,
+                   scratch)
     except KeyboardInterrupt:  # Ctrl-C: stop the workers, keep what finished, summarise it
         interrupted = True
     finally:
@@ -231,6 +252,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         "cache": merge_stats(cache_stats) if cache_stats else None,
         "locality": executor.locality_summary(),
         "threads": None if threads is None else {"per_worker": threads, "why": threads_why},
+        "scratch": scratch.summary(),  # the control set's fidelity figures and the leaders' re-evaluations
         "trace": trace_path,
     }
     with open(summary_path, "w") as f:

@@ -65,6 +65,8 @@ class SearchSettings:
     # parent); None: on where the cache is in this process (serial executor); workers hear it with their next job
     locality_wait: float | None = None  # tabular: reserve a busy worker holding the donor if free within this
     worker_memory: str | None = None  # tabular: each worker's memory as placement models it (default: its memory)
+    reeval_leaders: int = 0  # every N finished evaluations retrain the population's leader from scratch (0: never)
+    control: float = 0.0  # fraction of warm-started children also trained from scratch, twice (fidelity check)
     epochs: int | None = None
     batch_size: int = 128
     lr: float = 1e-3
@@ -116,6 +118,8 @@ class SearchSettings:
                                                         "under MPI, start a new search"),
                   (s.workers >= 1, f"workers must be >= 1, got {s.workers}"),
                   (s.retries >= 0, f"retries must be >= 0, got {s.retries}"),
+                  (0 <= s.control <= 1, f"control must be a fraction in 0..1, got {s.control}"),
+                  (s.reeval_leaders >= 0, f"reeval leaders must be >= 0 (0: never), got {s.reeval_leaders}"),
                   (s.population >= 1, f"population must be >= 1, got {s.population}"),
                   (1 <= s.sample <= s.population, f"sample must be in 1..population ({s.population}), got {s.sample}"),
                   (s.locality_wait is None or s.evaluator == "tabular",

@@ -28,6 +28,7 @@ class Tally:
     cache_s: float = 0.0
     train_s: float = 0.0
     best: dict[str, Any] | None = None  # the best record so far, as its trace line
+    controls: str | None = None  # the fidelity check's line so far (run_search --control)
 
     def add(self, record: TraceRecord) -> None:
         values = record.to_dict()

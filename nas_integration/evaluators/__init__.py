@@ -69,7 +69,14 @@ class Evaluator(ABC):
 
     def donor(self, candidate: Candidate, cache: TensorCache) -> str | None:
         """The donor the cache would serve this child now (for placement), from its catalog alone."""
+        if candidate.scratch_of is not None:
+            return None
         return cache.best_donor(candidate.arch, parent=candidate.parent_id, layer_map=self.layer_map(candidate.arch))
+
+    @staticmethod
+    def cache_for(candidate: Candidate, cache: TensorCache | None) -> TensorCache | None:
+        """The cache an evaluation of ``candidate`` may use: none for a scratch job (no warm start, no put)."""
+        return None if candidate.scratch_of is not None else cache
 
     @property
     def space(self) -> SearchSpace:

@@ -170,6 +170,7 @@ class TabularEvaluator(Evaluator):
         """First half of an evaluation: find the row and look up a donor for the child; the duration is the
         table's training time scaled by epochs (simulated seconds)."""
         self.setup()
+        cache = self.cache_for(candidate, cache)
         row = self._rows.get(candidate.arch)
         if row is None:
             raise ValueError(f"tabular: architecture {candidate.arch} is not in table {self.table!r}")
@@ -187,6 +188,7 @@ class TabularEvaluator(Evaluator):
     def finish(self, started: Started, cache: TensorCache | None) -> TraceRecord:
         """Second half: put the child's synthetic layers and report (real bytes, simulated seconds)."""
         cand, looked = started.candidate, started.state
+        cache = self.cache_for(cand, cache)
         hit, cache_s = looked.hit, looked.cache_s
         stored = None
         if cache is not None:

@@ -2,7 +2,8 @@
 
 The last ``val_fraction`` of the training set is held out for validation (the search score, in percent);
 test accuracy is measured too and reported only for the record. Each child's initialisation and batch
-order come from ``seed`` and its index, so a serial search is reproducible.
+order come from ``seed`` and its index, so a serial search is reproducible; a scratch job (see
+``Candidate``) with ``scratch_seed`` k > 0 draws both from another seed.
 """
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ class TrainEvaluator(Evaluator):
     def prepare(self, candidate: Candidate, cache: TensorCache | None) -> tuple[nn.Module, TransferReport, float]:
         """A fresh model of the child, warm-started from the cache; returns (model, report, seconds in cache)."""
         self.setup()
-        torch.manual_seed(self.seed * 1_000_003 + candidate.index)
+        cache = self.cache_for(candidate, cache)
+        torch.manual_seed(self._seed(candidate))
         model = self.space.build(candidate.arch, self.num_classes, self.input_shape).to(self._device)
         if cache is None:
             return model, TransferReport(), 0.0
@@ -116,11 +118,16 @@ class TrainEvaluator(Evaluator):
                                   layer_map=self.layer_map(candidate.arch))
         return model, report, time.perf_counter() - t0
 
+    def _seed(self, candidate: Candidate) -> int:
+        """The seed of a candidate's initialisation and batch order."""
+        return (self.seed + 104_729 * candidate.scratch_seed) * 1_000_003 + candidate.index
+
     def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:
         t_start = time.time()
+        cache = self.cache_for(candidate, cache)
         model, report, cache_s = self.prepare(candidate, cache)
         t0 = time.perf_counter()
-        self._fit(model, candidate.index)
+        self._fit(model, self._seed(candidate))
         score = _accuracy(model, *self._val, self.batch_size)
         train_s = time.perf_counter() - t0
         test = _accuracy(model, *self._test, self.batch_size)
@@ -138,14 +145,14 @@ class TrainEvaluator(Evaluator):
             t_start=t_start, t_end=time.time(),
             epochs=self.epochs, extra={"device": str(self._device), "skipped": len(report.skipped)})
 
-    def _fit(self, model: nn.Module, index: int) -> None:
+    def _fit(self, model: nn.Module, seed: int) -> None:
         x, y = self._train
         cuda = self._device.type == "cuda"
         amp_dtype = torch.float16 if cuda else torch.bfloat16
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         loss_fn = nn.CrossEntropyLoss()
-        order = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        order = torch.Generator().manual_seed(seed)
         model.train()
         for _ in range(self.epochs):
             for batch in torch.randperm(len(x), generator=order).split(self.batch_size):

@@ -38,7 +38,7 @@ def test_help_explains_the_option_groups_and_names_the_datasets():
 def test_small_training_search_on_the_shipped_data_writes_trace_and_summary(tmp_path, capsys):
     out = tmp_path / "train"
     rc = main(["--out", str(out), "--train-subset", "400", "--evals", "6", "--population", "3", "--sample", "2",
-               "--seed", "1", "--mutation-bias", "1.5", "--device", "cpu"])
+               "--seed", "1", "--mutation-bias", "1.5", "--device", "cpu", "--control", "1"])
     assert rc == 0
     trace = read_trace(out / "trace.jsonl")
     assert len(trace) == 6 and all(set(FIELDS) <= set(r) for r in trace)
@@ -52,6 +52,8 @@ def test_small_training_search_on_the_shipped_data_writes_trace_and_summary(tmp_
     printed = capsys.readouterr().out
     # what new architectures received leads; revisits and all children come after it
     assert printed.index("new architectures") < printed.index("revisits") < printed.index("all children")
+    assert "fidelity (control set)" in printed and "warm - scratch" in printed and "ceiling" in printed
+    assert summary["scratch"]["control"]["n"] == sum(r["donor_id"] is not None for r in trace)
 
 
 def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_path, capsys):

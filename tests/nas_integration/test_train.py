@@ -61,3 +61,22 @@ def test_bad_settings_are_named(tmp_path):
 def test_cuda_without_cuda_is_a_clear_error():
     with pytest.raises(ValueError, match="'cuda': CUDA is not available on this machine"):
         TrainEvaluator(device="cuda").check()
+
+
+def test_a_scratch_job_neither_warm_starts_nor_puts_and_seed_one_starts_elsewhere(evaluator, tmp_path):
+    space = get_space("attn")
+    cache = TensorCache(memory="256MB", namespace="test-train")
+    arch = space.sample(random.Random(1))
+    evaluator.evaluate(Candidate(0, "parent", arch), cache)
+    child = Candidate(1, "child", arch, parent_id="parent")
+    warm = evaluator.evaluate(child, cache)
+    own, other = (evaluator.evaluate(child.scratch(k), cache) for k in (0, 1))
+    assert warm.donor_id == "parent" and own.donor_id is None and own.transfer_layers == 0
+    assert cache.stats()["puts"] == 2 and own.model_id == "child-scratch0"  # the parent and the warm child
+    cold, _, _ = evaluator.prepare(child, None)
+    again, _, _ = evaluator.prepare(child.scratch(0), cache)  # seed 0: the child's own initialisation
+    assert all(torch.equal(a, b) for a, b in zip(cold.state_dict().values(), again.state_dict().values()))
+    moved, _, _ = evaluator.prepare(child.scratch(1), cache)
+    assert not all(torch.equal(a, b) for a, b in zip(cold.state_dict().values(), moved.state_dict().values()))
+    assert own.score != other.score or own.test != other.test
+    cache.close()
