@@ -78,3 +78,15 @@ def test_ctrl_c_stops_process_workers_without_their_tracebacks(tmp_path):
                               "--time-scale", "0.00002", "--quiet", after=20)
     assert rc == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["interrupted"]
+
+
+def test_resume_answers_finished_scratch_jobs_from_controls_jsonl(tmp_path):
+    args = [*SEARCH[:2], "--population", "10", "--sample", "3", "--seed", "1", "--reeval-leaders", "5", "--quiet",
+            "--run-id", "r"]
+    assert main(["--out", str(tmp_path / "whole"), *args, "--evals", "120"]) == 0
+    assert main(["--out", str(tmp_path / "cut"), *args, "--evals", "60"]) == 0
+    assert main(["--out", str(tmp_path / "cut"), *args, "--evals", "120", "--resume"]) == 0
+    whole, cut = (read_trace(tmp_path / d / "controls.jsonl") for d in ("whole", "cut"))
+    assert whole and [(c["model_id"], c["score"], c["used"]) for c in cut] == \
+        [(c["model_id"], c["score"], c["used"]) for c in whole]
+    assert finished(tmp_path / "cut") == finished(tmp_path / "whole")
