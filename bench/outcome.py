@@ -11,7 +11,9 @@ arms on the same compute budget, over several seeds:
   scratch and that score used (its retraining counts as compute).
 
 Compute is training epochs actually spent (own epochs of every evaluation, plus the scratch retrainings a
-search does for itself), counted the same way in every arm; training seconds are reported beside it.
+search does for itself), counted the same way in every arm; training seconds are reported beside it. Every
+search runs the budget's number of children and is cut where its epochs reach the budget (a serial search's
+decisions depend only on what finished before, so the cut is the search that stopped there).
 The search score is validation accuracy after the child's own training (warm-started or not). At each
 checkpoint of compute, a search's top-k architectures by its own scores are retrained from scratch
 under one fixed protocol (``--retrain-epochs`` epochs, ``--retrain-seeds`` initialisations, the same
@@ -95,6 +97,16 @@ def beliefs_at(steps: Sequence[Step], budget: float) -> dict[str, tuple[tuple[in
     return belief
 
 
+def spent(steps: Sequence[Step], budget: float) -> float:
+    """Epochs of the trainings that fit in ``budget`` (what ``beliefs_at`` counts)."""
+    total = 0.0
+    for s in steps:
+        if total + s.epochs > budget + 1e-9:
+            break
+        total += s.epochs
+    return total
+
+
 def top_k(belief: dict[str, tuple[tuple[int, ...], float]], k: int) -> list[tuple[int, ...]]:
     """The search's k best distinct architectures by its own scores (ties: the earlier model)."""
     ranked = sorted(belief.items(), key=lambda kv: (-kv[1][1], kv[0]))
@@ -152,9 +164,7 @@ class Retrainer:
 def run_arm(arm: str, seed: int, args: argparse.Namespace, out: str) -> list[Step]:
     """One search of ``arm`` at ``seed`` with enough evaluations to spend the budget; its trainings (``--resume``:
     those of an earlier finished search in ``out`` with the same settings)."""
-    evals = args.evals
-    if arm == "reeval":  # a scratch retraining every N evaluations costs epochs too: fewer evaluations fit
-        evals = int(np.ceil(args.evals * args.reeval_every / (args.reeval_every + 1))) + 1
+    evals = args.evals  # reeval's scratch retrainings cost epochs too: it stops early (``beliefs_at``)
     settings = SearchSettings(
         out=out, evaluator="train", space="attn", dataset="mnist-small", evals=evals, seed=seed,
         population=evals if arm == "random" else args.population, sample=1 if arm == "random" else args.sample,
@@ -213,7 +223,8 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
             runs[arm][seed] = {
                 "final_test": test, "final_val": val, "final_arch": list(arch), "curve": curve,
                 "search_best_score": belief[best_id][1], "search_best_retrained_test": retrain(belief[best_id][0])[1],
-                "epochs": sum(s.epochs for s in steps), "train_s": sum(s.seconds for s in steps),
+                "epochs": spent(steps, budget), "epochs_run": sum(s.epochs for s in steps),
+                "train_s": sum(s.seconds for s in steps),
                 "evaluations": sum(1 for s in steps if s.model_id and not np.isnan(s.score)),
                 "distinct_archs": len({s.arch for s in steps}), "wall_s": search_wall}
             print(f"{arm:9s} seed {seed}: pick test {test:.2f} (search's best scored {belief[best_id][1]:.2f}, "

@@ -42,11 +42,14 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
     low_cut, low_cut_source = args.low_cut, "given with --low-cut"
     if low_cut is None:
         low_cut, low_cut_source = table_cut(summary)
+    from .fidelity import read_controls
+
     return RunFacts(population_size=args.population or settings.get("population"),
+                    sample_size=args.sample or settings.get("sample"),
                     window=args.window or settings.get("window") or _policy_option(settings, "window"),
                     mutation_bias=float(settings.get("mutation_bias") or 0.0), low_cut=low_cut,
                     low_cut_source=low_cut_source, layers=layers, layers_source=layers_source,
-                    transfer=settings.get("transfer") or "prefix")
+                    transfer=settings.get("transfer") or "prefix", controls=read_controls(args.trace))
 
 
 def _policy_option(settings: dict[str, Any], name: str) -> Any:
@@ -259,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, metavar="DIR")
     a.add_argument("--population", type=int, metavar="P", help="population size (default: summary.json, "
                    "else inferred from the trace)")
+    a.add_argument("--sample", type=int, metavar="S", help="tournament size, the null of donor popularity "
+                   "(default: summary.json, else a uniform pick from the population)")
     a.add_argument("--window", type=int, metavar="W", help="popularity window in evaluations (default: the "
                    "run's --window from summary.json, else P)")
     a.add_argument("--low-cut", type=float, metavar="SCORE", help="score below which a model counts as low "

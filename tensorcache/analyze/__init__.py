@@ -45,7 +45,7 @@ def analyze(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, fa
     findings: list[Finding] = []
     for name, run in (("structure", lambda: structure(tr, out_dir, facts)),
                       ("distribution", lambda: distribution(tr, out_dir, rng)),
-                      ("popularity", lambda: popularity(tr, out_dir, window, rng)),
+                      ("popularity", lambda: popularity(tr, out_dir, window, rng, facts.sample_size)),
                       ("quality", lambda: quality(tr, out_dir, facts))):
         step(name)
         findings += run()

@@ -14,7 +14,9 @@ from ..replay import infer_population_size, parse_records
 
 SECTIONS = ("Structure", "Distribution", "Popularity", "Quality")
 AGREES, DIFFERS, NOT_MEASURABLE = "agrees", "differs", "not measurable here"
+BY_CONSTRUCTION = "holds by construction"  # the null the algorithm implies already produces the finding
 BASELINE_DRAWS = 200  # random draws behind the uniform-choice and shuffled-assignment baselines
+OCCUPANCY_DRAWS = 40  # replays behind the worker-occupancy null (each one walks the whole trace)
 MAX_TIMELINE_ROWS = 32  # more workers than this: the timeline shows a sample of rows and an aggregate
 LOW_QUANTILE = 25  # "low quality" = below this percentile of an absolute reference distribution
 
@@ -61,6 +63,7 @@ class RunFacts:
     """What the trace alone does not say: the search's settings and the references the verdicts use."""
 
     population_size: int | None = None
+    sample_size: int | None = None     # the tournament's S: the null of donor popularity (None: uniform choice)
     window: int | None = None          # popularity window (default: the run's, else P)
     mutation_bias: float = 0.0         # the driver's position weights (i + 1) ** bias; 0 = uniform
     low_cut: float | None = None       # absolute "low quality" score (default: from the random start)
@@ -68,6 +71,7 @@ class RunFacts:
     layers: LayerSource | None = None  # the space's layer maps (default: generic, one layer per position)
     layers_source: str = ""
     transfer: str = "prefix"           # the run's transfer mode: which served layers make a lookup a hit
+    controls: Sequence[Mapping[str, Any]] = ()  # the search's scratch retrainings (controls.jsonl beside the trace)
 
 
 class Trace:

@@ -75,13 +75,38 @@ def uniform_donors(tr: Trace, rng: np.random.Generator) -> list[list[tuple[int, 
     return out
 
 
-def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Generator) -> list[Finding]:
-    """Donor frequency in a sliding window and concentration on top donors, against uniform donor choice."""
+def tournament_donors(tr: Trace, sample: int, rng: np.random.Generator) -> list[list[tuple[int, Any]]]:
+    """BASELINE_DRAWS donation lists in which each child's donor is the winner of a tournament of ``sample``
+    members drawn without replacement from its population (the same population history, the same scores): the
+    member ranked r of n wins with probability C(n-1-r, S-1) / C(n, S)."""
+    picks_per_child = []
+    for r in tr.children:
+        lo, hi = tr.population_bounds(r["t_start"])
+        if hi <= lo:
+            continue
+        members = tr.finished[lo:hi]
+        ranked = sorted(range(len(members)), key=lambda k: -float(members[k]["score"]))  # stable: older first
+        n, s = len(members), min(sample, len(members))
+        p = np.array([math.comb(n - 1 - k, s - 1) for k in range(n)], float) / math.comb(n, s)
+        draws = np.searchsorted(np.cumsum(p), rng.random(BASELINE_DRAWS) * p.sum(), side="right").clip(0, n - 1)
+        picks_per_child.append((tr.start_index[r["model_id"]], [members[ranked[k]]["model_id"] for k in draws]))
+    if not picks_per_child:
+        return []
+    return [[(start, picks[d]) for start, picks in picks_per_child] for d in range(BASELINE_DRAWS)]
+
+
+def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Generator,
+               sample: int | None = None) -> list[Finding]:
+    """Donor frequency in a sliding window and concentration on top donors, against the null the algorithm
+    implies: tournaments of ``sample`` (S) over the same population history (uniform choice when S is unknown)."""
     S = "Popularity"
     donations = [(tr.start_index[r["model_id"]], r["parent_id"]) for r in tr.children]
     counts = Counter(d for _, d in donations)
     top10, window_top = concentration(len(tr.records), donations, window)
-    chance = np.array([concentration(len(tr.records), d, window) for d in uniform_donors(tr, rng)]).reshape(-1, 2)
+    null_draws = tournament_donors(tr, sample, rng) if sample else uniform_donors(tr, rng)
+    null = (f"tournament selection alone (best of S = {sample} from each child's population)" if sample else
+            "each child's donor a uniform pick from its population (S unknown: give --sample or a summary.json)")
+    chance = np.array([concentration(len(tr.records), d, window) for d in null_draws]).reshape(-1, 2)
     top8 = sorted(counts, key=counts.get, reverse=True)[:8]
     freq = windowed_counts(len(tr.records), donations, window, top8)
     starts = defaultdict(list)
@@ -91,11 +116,11 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
     if not chance.size:
         tiering = (NOT_MEASURABLE, "no donations")
     else:
-        hi = float(np.percentile(chance[:, 0], 97.5))
-        tiering = (AGREES, f"the top 10% of donors take {top10:.1%} of donations against {chance[:, 0].mean():.1%} "
-                           f"(95% up to {hi:.1%}) if each child's donor were a uniform pick from its population")\
+        lo, hi = float(np.percentile(chance[:, 0], 2.5)), float(np.percentile(chance[:, 0], 97.5))
+        against = f"{chance[:, 0].mean():.1%} [{lo:.1%}, {hi:.1%}] under the null: {null}"
+        tiering = (AGREES, f"the top 10% of donors take {top10:.1%} of donations, more than {against}")\
             if top10 > hi else (DIFFERS, f"the top 10% of donors take {top10:.1%} of donations, no more than "
-                                         f"{chance[:, 0].mean():.1%} (95% up to {hi:.1%}) with uniform donor choice")
+                                         f"{against}: the selection rule explains the concentration")
     span_max = float(spans.max()) if spans.size else math.nan
     lasting = (NOT_MEASURABLE, f"a model leaves the population after P = {tr.P} newer evaluations (aging), so a "
                                f"donor's span is capped near P (longest here {span_max:.0f}); 'staying popular' "
@@ -105,13 +130,12 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
         Finding(S, "donors", "models that donated at least once", len(counts), "{:.0f}"),
         Finding(S, "donor_fraction", "share of all evaluated models that ever donated",
                 len(counts) / len(tr.records), "{:.1%}"),
-        Finding(S, "top10_share", "donations taken by the top 10% of donors (baseline: each child's donor a uniform "
-                "pick from its population)", top10, "{:.1%}", mean_or_nan(chance[:, 0]) if chance.size else math.nan,
+        Finding(S, "top10_share", f"donations taken by the top 10% of donors (baseline: {null})", top10, "{:.1%}", mean_or_nan(chance[:, 0]) if chance.size else math.nan,
                 *tiering),
         Finding(S, "max_donations", "donations of the most popular model", max(counts.values(), default=0),
                 "{:.0f}"),
         Finding(S, "window_top_share", f"mean share of a {window}-evaluation window's donations taken by its "
-                "top donor (same baseline)", window_top, "{:.1%}",
+                "top donor (same null)", window_top, "{:.1%}",
                 mean_or_nan(chance[:, 1]) if chance.size else math.nan),
         Finding(S, "popular_span_median", "median evaluations between a donor's first and last donation "
                 "(donors with >= 2)", median_or_nan(spans), "{:.1f}", float(tr.P), *lasting),

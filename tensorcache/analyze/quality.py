@@ -6,7 +6,8 @@ import os
 
 import numpy as np
 
-from .base import AGREES, DIFFERS, LOW_QUANTILE, NOT_MEASURABLE, Finding, RunFacts, Trace, mean_or_nan
+from .base import (AGREES, BASELINE_DRAWS, BY_CONSTRUCTION, DIFFERS, LOW_QUANTILE, NOT_MEASURABLE, Finding, RunFacts,
+                   Trace, mean_or_nan)
 from .plots import quality_plot
 
 
@@ -40,10 +41,24 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
     best = np.maximum.accumulate([r["score"] for r in tr.finished if r.get("score") is not None]) \
         if scored else np.zeros(0)
     gain = _late_gain(best)
-    returns = (NOT_MEASURABLE, "the best score never improved") if math.isnan(gain) else (
-        (AGREES, f"the second half of the search made {gain:.1%} of the best score's total improvement")
-        if gain < 0.5 else
-        (DIFFERS, f"the second half of the search made {gain:.1%} of the best score's total improvement"))
+    start = np.array([r["score"] for r in scored if r.get("parent_id") is None], float)
+    rng = np.random.default_rng(0)
+    null = np.array([_late_gain(np.maximum.accumulate(rng.choice(start, best.size))) for _ in range(BASELINE_DRAWS)]
+                    ) if len(start) >= 10 and best.size >= 2 else np.zeros(0)
+    null = null[~np.isnan(null)]
+    made = f"the second half of the search made {gain:.1%} of the best score's total improvement"
+    if math.isnan(gain):
+        returns = (NOT_MEASURABLE, "the best score never improved")
+    elif not null.size:
+        returns = (NOT_MEASURABLE, f"{made}; fewer than 10 random initial architectures to build the null "
+                                   "(random search) from")
+    else:
+        lo, hi = float(np.percentile(null, 2.5)), float(np.percentile(null, 97.5))
+        against = (f"{null.mean():.1%} [{lo:.1%}, {hi:.1%}] under the null: random search over the same space "
+                   f"(as many draws from the {len(start)} random initial architectures' scores)")
+        returns = (AGREES, f"{made}, less than {against}") if gain < lo else \
+            (DIFFERS, f"{made}, more than {against}") if gain > hi else \
+            (BY_CONSTRUCTION, f"{made}, like {against}: a running best flattens in any search")
     quality_plot(out, tr, pop_stats, best, cut)
     return [
         Finding(S, "donor_percentile", "mean percentile of a donor's score within the population when its "
@@ -60,8 +75,8 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
         Finding(S, "best_score", "best score found", float(best[-1]) if best.size else math.nan),
         Finding(S, "eval_to_90pct_improvement", "share of the evaluations needed to reach 90% of the total "
                 "improvement of the best score", _reach(best, 0.9), "{:.1%}"),
-        Finding(S, "last_half_improvement", "share of the total improvement made in the second half",
-                gain, "{:.1%}", None, *returns),
+        Finding(S, "last_half_improvement", "share of the total improvement made in the second half (baseline: "
+                "random search)", gain, "{:.1%}", mean_or_nan(null), *returns),
     ]
 
 

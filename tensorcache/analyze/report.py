@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..fidelity import describe, fidelity
 from .base import SECTIONS, Finding, RunFacts, Trace, plural
 
 
@@ -34,6 +35,7 @@ def render(tr: Trace, findings: Sequence[Finding], window: int, title: str, fact
             base = "" if f.baseline is None else f.text(f.baseline)
             lines.append(f"| {f.study} | {f.text()} | {base} | **{f.verdict}** | {f.reason} |")
     lines.append("")
+    lines += _fidelity(facts)
     for n, section in enumerate(SECTIONS, 1):
         lines += [f"## {n}. {section}", "", QUESTIONS[section], "", "| finding | this trace | baseline | verdict |",
                   "| --- | --- | --- | --- |"]
@@ -42,6 +44,21 @@ def render(tr: Trace, findings: Sequence[Finding], window: int, title: str, fact
             lines.append(f"| {f.label} | {f.text()} | {base} | {f.verdict} |")
         lines += [""] + [f"![{p}]({p})" for p in PLOTS[section]] + [""]
     return "\n".join(lines)
+
+
+def _fidelity(facts: RunFacts) -> list[str]:
+    """The fidelity check's section: warm scores against the control set's scratch retrainings."""
+    f = fidelity(facts.controls)
+    if not f["n"]:
+        return ["## Fidelity of warm-started scores", "",
+                "No control set (run the search with `run_search --control F` to train a fraction F of warm-started "
+                "children from scratch as well): the scores of warm-started children include training inherited "
+                "from their donors, and this trace alone cannot say by how much that moves them.", ""]
+    return ["## Fidelity of warm-started scores", "", describe(f) + ".", "",
+            "Warm minus scratch is what inherited training adds to a child's score (95% bootstrap interval over the "
+            "control set). Kendall's tau compares the ranking by warm scores with the ranking by scratch scores; the "
+            "ceiling is tau between two scratch trainings with different initialisations: no single training's "
+            "score ranks better than that.", ""]
 
 
 def findings_dict(findings: Sequence[Finding]) -> dict[str, float]:

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..layers import MODES, LayerMap
 from ..metrics import summarize_records
-from .base import AGREES, DIFFERS, NOT_MEASURABLE, Finding, LayerSource, RunFacts, Trace, mean_or_nan
+from .base import (AGREES, BY_CONSTRUCTION, DIFFERS, NOT_MEASURABLE, Finding, LayerSource, RunFacts, Trace,
+                   mean_or_nan)
 from .plots import bar_plot, hist_plot
 
 
@@ -44,18 +45,34 @@ def transferable(child: Sequence[int], parent: Sequence[int], mode: str,
     return sum(keep) / max(1, len(own)), sum(b for k, b in zip(keep, sizes) if k) / total
 
 
-def middle_third_verdict(share: float, uniform: float, n: int, bias: float) -> tuple[str, str]:
-    """Is the middle third hit more often than uniform draws would (two standard errors)?"""
-    operator = ("positions drawn uniformly (mutation bias 0)" if not bias else
-                f"positions drawn with weight (i+1)^{bias:g}, favouring later ones")
+def operator_middle_share(n: int, bias: float) -> float:
+    """Share of the middle third (position / (n - 1) in [1/3, 2/3]) under the driver's mutation operator, which
+    draws position q with weight (q + 1) ** bias (0: uniformly)."""
+    if n <= 1:
+        return 1.0
+    w = np.arange(1, n + 1, dtype=float) ** bias
+    middle = np.array([1 / 3 <= q / (n - 1) <= 2 / 3 for q in range(n)])
+    return float(w[middle].sum() / w.sum())
+
+
+def middle_third_verdict(share: float, null: float, uniform: float, n: int, bias: float) -> tuple[str, str]:
+    """Is the middle third hit more often than the driver's operator itself draws it (two standard errors)?
+    Where the trace matches the operator, the finding is the operator's: it holds (or fails) by construction."""
+    operator = ("draws positions uniformly (mutation bias 0)" if not bias else
+                f"draws position i with weight (i+1)^{bias:g}")
     if n < 20:
-        return NOT_MEASURABLE, f"{n} mutations are too few to tell; the driver's operator: {operator}"
-    se = math.sqrt(uniform * (1 - uniform) / n) or 1e-9
-    z = (share - uniform) / se
+        return NOT_MEASURABLE, f"{n} mutations are too few to tell; null: the driver's operator, which {operator}"
+    se = math.sqrt(null * (1 - null) / n) or 1e-9
+    z = (share - null) / se
+    against = f"{share:.1%} against {null:.1%} under the null (the driver's operator, which {operator}; {z:+.1f} s.e.)"
     if z > 2:
-        return AGREES, f"{share:.1%} against {uniform:.1%} if uniform ({z:+.1f} s.e.); the driver's operator: {operator}"
-    return DIFFERS, (f"{share:.1%} against {uniform:.1%} if uniform ({z:+.1f} s.e.): the driver's operator has "
-                     f"{operator}, so mid-sequence concentration is a property of the study's operator, not of evolution")
+        return AGREES, f"{against}: more than the operator draws"
+    if z < -2:
+        return DIFFERS, f"{against}: fewer than the operator draws"
+    if null > uniform + 2 * se:
+        return BY_CONSTRUCTION, f"{against}: the operator itself favours the middle third"
+    return DIFFERS, (f"{against}: the operator gives the middle third its share of positions ({uniform:.1%}), so "
+                     "mid-sequence concentration is false by construction here")
 
 
 def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]:
@@ -80,7 +97,8 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
           ["positions shared with the parent", "fraction of the child's bytes", "fraction of the child's bytes"],
           integer_x=[True, False, False], titles=["Shared prefix with the parent", "Transferable, prefix rule",
                                                   "Transferable, compatible rule"], ylabel="children")
-    verdict, reason = middle_third_verdict(share, uniform, len(muts), facts.mutation_bias)
+    null = mean_or_nan(np.array([operator_middle_share(n, facts.mutation_bias) for _, n in muts]))
+    verdict, reason = middle_third_verdict(share, null, uniform, len(muts), facts.mutation_bias)
     pre = mean_or_nan(rules["prefix"][:, 1])
     limited = (NOT_MEASURABLE, "no mutated children") if math.isnan(pre) else (
         (AGREES, f"under the prefix rule a child can take {pre:.1%} of its bytes from its parent: a mutation at "
@@ -90,7 +108,8 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
     return [
         Finding(S, "mutations", "children with a recorded mutation", len(muts), "{:.0f}"),
         Finding(S, "middle_third_share", "share of mutations in the middle third of the sequence "
-                "(position / (length - 1) in [1/3, 2/3])", share, "{:.1%}", uniform, verdict, reason),
+                "(position / (length - 1) in [1/3, 2/3]; baseline: the driver's mutation operator)", share, "{:.1%}", null,
+                verdict, reason),
         Finding(S, "mean_relative_position", "mean mutation position / (length - 1)", mean_or_nan(rel), "{:.2f}"),
         Finding(S, "shared_prefix_mean", "mean shared prefix with the parent (positions)", mean_or_nan(prefix), "{:.2f}"),
         Finding(S, "layers_transferable_prefix", f"mean share of layers transferable from the parent, prefix rule "

@@ -104,3 +104,18 @@ def test_transfer_pairs_quick_resumes(tmp_path: Path) -> None:
         assert p["diff_final"] == p["warm"][-1][1] - p["scratch"][-1][1]
     assert set(saved["ranking"]) == {"warm_vs_scratch", "scratch_vs_table", "warm_vs_table"}
     assert (tmp_path / "transfer_pairs.png").read_bytes()[:4] == b"\x89PNG"
+
+def test_outcome_quick(tmp_path: Path) -> None:
+    out = run_bench("outcome.py", "--out", str(tmp_path), timeout=600)
+    found = ratios(out)
+    for arm in ("cache-on", "random", "reeval"):
+        assert f"outcome.{arm}_vs_cache-off.final_test" in found and f"outcome.{arm}_vs_cache-off.epochs_to_target" in found
+    saved = json.loads((tmp_path / "outcome.json").read_text())
+    assert set(saved["arms"]) == {"cache-on", "cache-off", "random", "reeval"} and saved["seeds"] == [0, 1]
+    for arm, a in saved["arms"].items():
+        low, mean, high = a["final_test"][1], a["final_test"][0], a["final_test"][2]
+        assert 0 < low <= mean <= high <= 100 and len(a["curve_mean"]) == len(saved["checkpoints"]) == 4
+        for seed in ("0", "1"):  # every search spent the same budget in epochs, counted alike
+            assert saved["runs"][arm][seed]["epochs"] == saved["checkpoints"][-1]
+    assert saved["arms"]["cache-off"]["reached"] >= 1  # a seed at or above the mean reaches it at the end
+    assert (tmp_path / "outcome.png").stat().st_size > 0 and "| arm |" in (tmp_path / "outcome.md").read_text()
