@@ -67,6 +67,7 @@ class Step:
     arch: tuple[int, ...]
     score: float
     model_id: str
+    child: bool = True  # an evaluation of a child, not a scratch retraining
 
 
 def search_steps(out: str) -> list[Step]:
@@ -81,7 +82,7 @@ def search_steps(out: str) -> list[Step]:
         for r in read_records(controls):
             used = r.extra.get("used", False)
             steps.append(Step(r.t_end, r.epochs or 0.0, r.train_s, tuple(r.arch),
-                              r.score if used else float("nan"), r.extra["scratch_of"] if used else ""))
+                              r.score if used else float("nan"), r.extra["scratch_of"] if used else "", False))
     return sorted(steps, key=lambda s: s.t_end)
 
 
@@ -97,14 +98,15 @@ def beliefs_at(steps: Sequence[Step], budget: float) -> dict[str, tuple[tuple[in
     return belief
 
 
-def spent(steps: Sequence[Step], budget: float) -> float:
-    """Epochs of the trainings that fit in ``budget`` (what ``beliefs_at`` counts)."""
-    total = 0.0
+def within(steps: Sequence[Step], budget: float) -> list[Step]:
+    """The trainings that fit in ``budget`` epochs, in finish order (what ``beliefs_at`` counts)."""
+    total, out = 0.0, []
     for s in steps:
         if total + s.epochs > budget + 1e-9:
             break
         total += s.epochs
-    return total
+        out.append(s)
+    return out
 
 
 def top_k(belief: dict[str, tuple[tuple[int, ...], float]], k: int) -> list[tuple[int, ...]]:
@@ -223,10 +225,10 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
             runs[arm][seed] = {
                 "final_test": test, "final_val": val, "final_arch": list(arch), "curve": curve,
                 "search_best_score": belief[best_id][1], "search_best_retrained_test": retrain(belief[best_id][0])[1],
-                "epochs": spent(steps, budget), "epochs_run": sum(s.epochs for s in steps),
+                "epochs": sum(s.epochs for s in within(steps, budget)), "epochs_run": sum(s.epochs for s in steps),
                 "train_s": sum(s.seconds for s in steps),
-                "evaluations": sum(1 for s in steps if s.model_id and not np.isnan(s.score)),
-                "distinct_archs": len({s.arch for s in steps}), "wall_s": search_wall}
+                "evaluations": sum(s.child for s in within(steps, budget)),
+                "distinct_archs": len({s.arch for s in within(steps, budget) if s.child}), "wall_s": search_wall}
             print(f"{arm:9s} seed {seed}: pick test {test:.2f} (search's best scored {belief[best_id][1]:.2f}, "
                   f"retrained {runs[arm][seed]['search_best_retrained_test']:.2f}); "
                   f"{runs[arm][seed]['train_s']:.1f} s training, {search_wall:.1f} s wall", flush=True)
