@@ -133,11 +133,7 @@ class Tier(ABC):
     def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
         """Payloads by (digest, expected length), from one transaction: None if absent, ``books.WRONG_LENGTH``
         if the stored length differs (found before its bytes are fetched)."""
-        def body(txn: Txn) -> list[Any]:
-            txn.prefetch_blobs([d for d, _ in wanted])
-            return [txn.get_blob(d, size) for d, size in wanted]
-
-        return self._attempt("read", False, body, [None] * len(wanted))
+        return self._attempt("read", False, lambda txn: txn.get_blobs(wanted), [None] * len(wanted))
 
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
         """Store a payload outside the books (tier tests and benches; the cache uses ``hold``)."""

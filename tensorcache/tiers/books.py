@@ -186,6 +186,12 @@ class Txn(ABC):
         """A payload's bytes, None if absent, or WRONG_LENGTH if it is not ``size`` bytes long (checked
         before its bytes are fetched)."""
 
+    def get_blobs(self, wanted: Sequence[tuple[bytes, int | None]]) -> list[Any]:
+        """``get_blob`` of each (digest, size), in order (a remote store reads them in as few round trips
+        as it can)."""
+        self.prefetch_blobs([d for d, _ in wanted])
+        return [self.get_blob(d, size) for d, size in wanted]
+
     @abstractmethod
     def put_blob(self, digest: bytes, value: bytes | bytearray | memoryview) -> None: ...
 

@@ -193,6 +193,19 @@ class _RedisTxn(Txn):
                 manifest = self.tier.manifest(raw)
                 self.sizes[d] = (None, None) if manifest is None else (manifest[0], manifest)
 
+    def get_blobs(self, wanted: Sequence[tuple[bytes, int | None]]) -> list[Any]:
+        """Two round trips for every plain value asked, however many: one pipeline for the lengths and
+        manifests (a wrong length is found before the bytes are fetched), one MGET for the values of the
+        right length; a chunked value's chunks then come in one MGET each."""
+        if self.watching:  # a write transaction watches what it reads: the generic way
+            return super().get_blobs(wanted)
+        self.prefetch_blobs([d for d, _ in wanted])
+        plain = list(dict.fromkeys(d for d, size in wanted if d not in self.blobs and self.sizes[d][1] is None
+                                   and self.sizes[d][0] is not None and size in (None, self.sizes[d][0])))
+        values = dict(zip(plain, self.client.mget([self._keys_of(d)[0] for d in plain]))) if plain else {}
+        return [self.get_blob(d, size) if values.get(d) is None else
+                WRONG_LENGTH if size is not None and len(values[d]) != size else values[d] for d, size in wanted]
+
     def set(self, key: bytes, value: bytes) -> None:
         self.pending[key] = value
         self.writes.append(lambda pipe, k=self.p + b"b:" + key, v=value: pipe.set(k, v))

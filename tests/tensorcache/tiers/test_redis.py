@@ -48,6 +48,23 @@ def test_round_trip_accounting_delete_and_contains(tier):
     assert tier.get(b"a") is None and b"a" not in tier and tier.used_bytes() == 2
 
 
+def test_a_read_of_many_payloads_is_two_round_trips_plus_one_per_chunked_value(tier, monkeypatch):
+    from tensorcache.tiers.books import WRONG_LENGTH
+
+    values = {b"p%d" % i: os.urandom(50 + i) for i in range(30)}
+    values[b"empty"], values[b"big"] = b"", os.urandom(2500)  # chunk_size 1000: 3 chunks
+    for key, value in values.items():
+        assert tier.put(key, value)
+    trips = []
+    for cls, name in ((redis.client.Pipeline, "execute"), (redis.Redis, "execute_command")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _f=original, _n=name, **k: trips.append(_n) or _f(self, *a, **k))
+    wanted = [(k, len(v)) for k, v in values.items()] + [(b"nope", 3), (b"p1", 7)]
+    got = tier.read(wanted)
+    assert got[:len(values)] == list(values.values()) and got[-2] is None and got[-1] is WRONG_LENGTH
+    assert len(trips) == 3, trips  # lengths and manifests of all 33, the plain values, the chunked one's chunks
+
+
 def test_large_values_are_chunked_and_removed_whole(tier, raw, redis_namespace):
     prefix = f"tc:{redis_namespace}:".encode()
     exact, big = os.urandom(1000), os.urandom(3500)
