@@ -68,7 +68,7 @@ def tabular_runs(table: str, workdir: str, repeats: int, quick: bool) -> list[di
     for i, cache in enumerate(order):
         out = os.path.join(workdir, f"tabular-{i}")
         settings = SearchSettings(out=out, evaluator="tabular", table=table, space="nb201", dataset="cifar10",
-                                  cache=cache, seed=0, **size)
+                                  cache=cache, seed=0, transfer="prefix", **size)  # as its results were measured
         summary, call_s = timed_search(settings)
         stats = summary.get("cache") or {}
         rows.append({"part": "b", "search": "tabular nb201/cifar10", "cache": cache, "run": i,

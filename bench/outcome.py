@@ -250,7 +250,8 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], checkpoints: list[floa
         row: dict[str, Any] = {
             "final_test": bootstrap_mean(finals, rng),
             "search_best_score": bootstrap_mean([by_seed[s]["search_best_score"] for s in seeds], rng),
-            "search_best_retrained_test": bootstrap_mean([by_seed[s]["search_best_retrained_test"] for s in seeds], rng),
+            "search_best_retrained_test": bootstrap_mean(
+                [by_seed[s]["search_best_retrained_test"] for s in seeds], rng),
             "train_s": bootstrap_mean([by_seed[s]["train_s"] for s in seeds], rng),
             "evaluations": float(np.mean([by_seed[s]["evaluations"] for s in seeds])),
             "distinct_archs": float(np.mean([by_seed[s]["distinct_archs"] for s in seeds])),

@@ -78,6 +78,7 @@ def live_search(table: str, folder: str, policy: str, evals: int, memory: str) -
     def call() -> Any:
         return run_search(SearchSettings(out=os.path.join(folder, policy), evaluator="tabular", table=table,
                                          evals=evals, population=100, sample=25, workers=64,
+                                         transfer="prefix",  # as its results were measured
                                          cache_config=CacheConfig(memory=memory, disk="none", policy=policy), run_id="c", overwrite=True))
     return call
 

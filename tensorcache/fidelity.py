@@ -63,7 +63,8 @@ def describe(f: Mapping[str, Any]) -> str:
     if not f["n"]:
         return "no control yet"
     b = f["bias"]
-    return (f"{f['n']} controls: warm - scratch {b[0]:+.2f} [{b[1]:+.2f}, {b[2]:+.2f}], tau {f['tau_warm_scratch']:.2f} "
+    return (f"{f['n']} controls: warm - scratch {b[0]:+.2f} [{b[1]:+.2f}, {b[2]:+.2f}], "
+            f"tau {f['tau_warm_scratch']:.2f} "
             f"(ceiling {f['tau_ceiling']:.2f}, {f['n_ceiling']} with a second seed)")
 
 
