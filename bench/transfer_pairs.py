@@ -12,11 +12,14 @@ the same batch order and are checked on the same held-out images (from the train
 in training) before training and every half epoch.
 
 Targets: scratch's best accuracy over the checks, and scratch's plateau (its last three checks
-averaged, reached when an arm's trailing three-check mean gets there). Reported per stratum and
-overall, with paired bootstrap 95% intervals: the median of scratch epochs / warm epochs to each
-target, and the final-accuracy difference warm - scratch after the same epochs; plus the fraction of
-parameter bytes transferred and Kendall tau between warm and scratch accuracies of the children and
-between each and the table's 200-epoch accuracies.
+averaged, reached when an arm's trailing three-check mean gets there; the epoch at which a curve reaches
+a target is interpolated between the checks around it). Reported per stratum and overall, with
+hierarchical bootstrap 95% intervals (parents resampled, then pairs within them: a parent's children share
+its training): the median of scratch epochs / warm epochs to each target, and the final-accuracy
+difference warm - scratch after the same epochs; plus the fraction of parameter bytes transferred and
+Kendall tau between warm and scratch accuracies of the children, between each and the table's 200-epoch
+accuracies, and its noise ceiling: tau between scratch and a second scratch training of each child
+(another initialisation and batch order).
 
 Resumable: each finished pair is appended to DIR/pairs.jsonl and skipped when the command is run again
 (``--budget-min`` stops cleanly before a time limit), so a partial run is still reportable;
@@ -229,11 +232,15 @@ def run_pair(space: NB201Space, trainer: Trainer, pair: Pair, parent_state: dict
     total = sum(v.numel() * v.element_size() for v in init.values())
     t1 = time.perf_counter()
     hist_warm = trainer.train(warm, pair.seed)
+    t2 = time.perf_counter()
+    torch.manual_seed(pair.seed + 1)  # the noise ceiling: scratch again, another initialisation and batch order
+    hist_scratch2 = trainer.train(space.build(pair.child), pair.seed + 1)
     return {**asdict(pair), "key": pair.key, "parent_native": space.decode(pair.parent),
             "child_native": space.decode(pair.child), "table_child": table[pair.child],
             "table_parent": table[pair.parent], "transferred_layers": report.layers,
             "transferred_fraction": report.nbytes / total, "scratch": hist_scratch, "warm": hist_warm,
-            "seconds": {"scratch": t_scratch, "warm": time.perf_counter() - t1}}
+            "scratch2": hist_scratch2,
+            "seconds": {"scratch": t_scratch, "warm": t2 - t1, "scratch2": time.perf_counter() - t2}}
 
 
 # -------------------------------------------------------------------------------------------- statistics
@@ -243,12 +250,21 @@ def smoothed(history: Sequence[tuple[float, float]]) -> list[tuple[float, float]
     return [(e, float(np.mean(acc[max(0, i - SMOOTH + 1):i + 1]))) for i, (e, _) in enumerate(history)]
 
 
-def first_reach(history: Sequence[tuple[float, float]], target: float) -> float | None:
-    return next((e for e, a in history if a >= target), None)
+def first_reach(history: Sequence[tuple[float, float]], target: float, skip: int = 0) -> float | None:
+    """Epoch at which the curve first reaches ``target``, interpolated linearly between the check before and
+    the first check at or above it (checks before ``skip`` do not count as reaching it); None if never."""
+    for k in range(skip, len(history)):
+        e, a = history[k]
+        if a >= target:
+            if k == 0:
+                return e
+            e0, a0 = history[k - 1]
+            return e if a0 >= target or a == a0 else e0 + (target - a0) / (a - a0) * (e - e0)
+    return None
 
 
 def epoch_ratio(scratch: float | None, warm: float | None, last: float) -> tuple[float, str]:
-    """scratch epochs / warm epochs at check resolution, and whether it is exact or a bound.
+    """scratch epochs / warm epochs (each interpolated between checks), and whether it is exact or a bound.
 
     Warm there before training counts as one check of training (ratio a lower bound, ">="); warm never
     there counts as one check past the end (an upper bound, "<=")."""
@@ -269,19 +285,36 @@ def pair_stats(rec: dict[str, Any]) -> dict[str, Any]:
     out = {"final_scratch": scratch[-1][1], "final_warm": warm[-1][1], "diff_final": warm[-1][1] - scratch[-1][1],
            "target_best": best, "target_plateau": plateau}
     for name, target, curve in (("best", best, lambda h: h), ("plateau", plateau, smoothed)):
-        e_s = first_reach(curve(scratch)[1:], target)  # after training starts: the target is scratch's own
+        e_s = first_reach(curve(scratch), target, skip=1)  # after training starts: the target is scratch's own
         e_w = first_reach(curve(warm), target)  # a warm child may be there before training
         out[f"epochs_scratch_{name}"], out[f"epochs_warm_{name}"] = e_s, e_w
         out[f"ratio_{name}"], out[f"bound_{name}"] = epoch_ratio(e_s, e_w, last)
     return out
 
 
-def bootstrap(values: Sequence[float], stat: Callable[[np.ndarray], float], rng: np.random.Generator) -> tuple[float, float, float]:
-    """``stat`` of the values and its percentile bootstrap 95% interval (resampling pairs)."""
+def hierarchical(groups: Sequence[Any], rng: np.random.Generator) -> np.ndarray:
+    """Indices of one hierarchical bootstrap draw: parents resampled with replacement, then each drawn
+    parent's pairs resampled with replacement (pairs of one parent share its training, so are not independent)."""
+    members: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    keys = list(members)
+    out = []
+    for k in rng.integers(0, len(keys), len(keys)):
+        idx = members[keys[k]]
+        out.extend(idx[j] for j in rng.integers(0, len(idx), len(idx)))
+    return np.array(out, int)
+
+
+def bootstrap(values: Sequence[float], stat: Callable[[np.ndarray], float], rng: np.random.Generator,
+              groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
+    """``stat`` of the values and its percentile bootstrap 95% interval: resampling the ``groups`` (parents)
+    and then the values within them when given, else the values."""
     v = np.asarray(values, float)
     if v.size == 0:
         return math.nan, math.nan, math.nan
-    draws = [stat(v[rng.integers(0, v.size, v.size)]) for _ in range(BOOTSTRAP)]
+    pick = (lambda: hierarchical(groups, rng)) if groups is not None else (lambda: rng.integers(0, v.size, v.size))
+    draws = [stat(v[pick()]) for _ in range(BOOTSTRAP)]
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return float(stat(v)), float(lo), float(hi)
 
@@ -295,14 +328,15 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     return float((sx * sy).sum() / denom) if denom else math.nan
 
 
-def tau_interval(a: Sequence[float], b: Sequence[float], rng: np.random.Generator) -> tuple[float, float, float]:
-    """Kendall tau and its bootstrap 95% interval over resampled children."""
+def tau_interval(a: Sequence[float], b: Sequence[float], rng: np.random.Generator,
+                 groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
+    """Kendall tau and its bootstrap 95% interval over resampled children (parents first, when ``groups``)."""
     x, y = np.asarray(a, float), np.asarray(b, float)
     if x.size < 3:
         return math.nan, math.nan, math.nan
     draws = []
     for _ in range(BOOTSTRAP // 5):
-        k = rng.integers(0, x.size, x.size)
+        k = hierarchical(groups, rng) if groups is not None else rng.integers(0, x.size, x.size)
         draws.append(kendall_tau(x[k], y[k]))
     lo, hi = np.nanpercentile(draws, [2.5, 97.5])
     return kendall_tau(x, y), float(lo), float(hi)
@@ -320,18 +354,25 @@ def summarise(records: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
         row: dict[str, Any] = {"group": name, "pairs": len(rs),
                                "transferred_median": float(np.median([r["transferred_fraction"] for r in rs])),
                                "transferred_min": min(r["transferred_fraction"] for r in rs)}
+        parents = [r["parent_native"] for r in rs]
         for t in ("best", "plateau"):
-            row[f"ratio_{t}"] = bootstrap([r[f"ratio_{t}"] for r in rs], np.median, rng)
+            row[f"ratio_{t}"] = bootstrap([r[f"ratio_{t}"] for r in rs], np.median, rng, parents)
             row[f"ge4_{t}"] = sum(r[f"ratio_{t}"] >= 4 for r in rs)
             row[f"bounds_{t}"] = {b: sum(r[f"bound_{t}"] == b for r in rs) for b in ("=", ">=", "<=")}
-        row["diff_final"] = bootstrap([r["diff_final"] for r in rs], np.mean, rng)
+        row["diff_final"] = bootstrap([r["diff_final"] for r in rs], np.mean, rng, parents)
         row["warm_higher"] = sum(r["diff_final"] > 0 for r in rs)
         rows.append(row)
     final_s, final_w = [r["final_scratch"] for r in stats], [r["final_warm"] for r in stats]
     table = [r["table_child"] for r in stats]
-    ranking = {"warm_vs_scratch": tau_interval(final_w, final_s, rng),
-               "scratch_vs_table": tau_interval(final_s, table, rng),
-               "warm_vs_table": tau_interval(final_w, table, rng)}
+    parents = [r["parent_native"] for r in stats]
+    twice = [r for r in stats if r.get("scratch2")]  # pairs recorded before the second scratch lack it
+    ranking = {"warm_vs_scratch": tau_interval(final_w, final_s, rng, parents),
+               "scratch_vs_table": tau_interval(final_s, table, rng, parents),
+               "warm_vs_table": tau_interval(final_w, table, rng, parents),
+               # the noise ceiling: no single training's ranking can agree with scratch better than this
+               "scratch_vs_scratch2": tau_interval([r["final_scratch"] for r in twice],
+                                                   [r["scratch2"][-1][1] for r in twice], rng,
+                                                   [r["parent_native"] for r in twice])}
     within = {}
     for key in ("warm_vs_scratch",):
         taus = [kendall_tau([r["final_warm"] for r in rs], [r["final_scratch"] for r in rs])
@@ -373,7 +414,7 @@ def report(summary: dict[str, Any], tag: str) -> None:
 
 
 def _ep(e: float | None) -> str:
-    return "never" if e is None else f"{e:g}"
+    return "never" if e is None else f"{e:.2f}"
 
 
 def plot(path: str, summary: dict[str, Any], tag: str) -> None:
