@@ -219,7 +219,7 @@ def next_positions(requests: Sequence[ObjectRequest]) -> list[int]:
 
 def stream_ours(work: Workload, requests: Sequence[ObjectRequest], name: str, capacity: int, P: int) -> tuple[float, float]:
     """One of our policies as a plain object cache over the stream (only insert/hit/evict reach it)."""
-    kw = policy_kwargs(work, name, P)
+    kw = policy_options(work, name, P)
     store = PolicyStore(make_policy(name, **kw), capacity)
     entry_of = {i: e for e, i in entry_ids(work).items()}
 
@@ -246,7 +246,7 @@ def stream_lcs(requests: Sequence[ObjectRequest], nxt: Sequence[int], make: Call
 
 
 # ------------------------------------------------------------------------------------ prefix-aware runs
-def policy_kwargs(work: Workload, name: str, P: int) -> dict[str, Any]:
+def policy_options(work: Workload, name: str, P: int) -> dict[str, Any]:
     """What a search would give the policy: W = 4P for the windowed ones, the future for Belady."""
     if name in WINDOWED:
         return {"window": 4 * P}
@@ -283,7 +283,7 @@ def prefix_aware(work: Workload, capacity: int, P: int, S: int, ours: Sequence[s
     for name in ours:
         t0 = time.perf_counter()
         result = replay(work, name, capacity, population_size=P, sample_size=S,
-                        policy_kwargs=policy_kwargs(work, name, P))
+                        policy_options=policy_options(work, name, P))
         out.append(("ours", name, result_row(result, time.perf_counter() - t0)))
     for label, make in lcs.items():
         if label in STREAM_ONLY:
@@ -339,7 +339,7 @@ def window_sweep(name: str, work: Workload, windows: Sequence[int], capacities: 
     for w in windows:
         for pct in capacities:
             result = replay(work, "donor-window", int(work.total_bytes * pct / 100), population_size=P,
-                            sample_size=S, policy_kwargs={"window": w})
+                            sample_size=S, policy_options={"window": w})
             rows.append({"trace": name, "window": w, "capacity_pct": pct, "transfer_yield": result.transfer_yield,
                          "yield_vs_belady": result.transfer_yield / belady[pct] if belady[pct] else math.nan})
             advance()

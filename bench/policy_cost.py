@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Workload(read_trace(trace), "prefix")
             cap = int(work.total_bytes * 0.05)
             replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
-                                                              policy_kwargs={"window": 400} if pol != "lfu" else None))
+                                                              policy_options={"window": 400} if pol != "lfu" else None))
                                   for pol in ("lfu", "evolution-aware")}, 1)
             comparisons.append(Comparison("policy_cost", f"replay CPU, {args.replay_evals} evals, 5%", "evolution-aware",
                                           "lfu", 0, replays["evolution-aware"], replays["lfu"],

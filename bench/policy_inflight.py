@@ -42,7 +42,7 @@ def measure(work: Workload, P: int, S: int, pct: float) -> dict[str, float]:
     out: dict[str, float] = {}
     for inflight in (False, True):
         r = replay(work, "evolution-aware", int(work.total_bytes * pct / 100), population_size=P, sample_size=S,
-                   policy_kwargs={"window": 4 * P}, inflight=inflight)
+                   policy_options={"window": 4 * P}, inflight=inflight)
         tag = "with" if inflight else "without"
         out[f"transfer_{tag}"], out[f"revisit_{tag}"] = r.transfer_yield, r.revisit_yield
     return out

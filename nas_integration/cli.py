@@ -22,6 +22,8 @@ from tensorcache.sizes import format_size
 from .search import DEFAULTS, SearchSettings, Tally, evaluator_datasets, run_search
 from .spaces import known_spaces
 
+CACHE = CacheConfig()  # the cache flags' defaults are the config's
+
 DESCRIPTION = """\
 Search neural architectures with regularized evolution and measure what a tensor cache saves.
 Each child architecture is a one-position mutation of a tournament winner; before it trains, its worker
@@ -127,20 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="warm-start children from the cache (--no-cache: train from scratch; the trace still "
                         "records layer keys and sizes for replay)")
-    g.add_argument("--policy", default="donor-window",
-                   help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware (default: donor-window); belady, "
+    g.add_argument("--policy",
+                   help="eviction policy: fifo, lru, lfu, donor-window, evolution-aware "
+                        f"(default: {CACHE.policy}); belady, "
                         "the offline bound, needs the future and runs only in `tensorcache replay`")
-    g.add_argument("--memory", default="2GB", help="memory tier capacity, e.g. 512MB; 0 = none (default: 2GB)")
-    g.add_argument("--device-memory", default="0", metavar="SIZE",
+    g.add_argument("--memory", help=f"memory tier capacity, e.g. 512MB; 0 = none (default: {CACHE.memory})")
+    g.add_argument("--device-memory", metavar="SIZE",
                    help="GPU-resident tier ahead of the memory tier, on the training device (--device), e.g. "
-                        "1GB: hits copy device to device; for single-node GPU searches (default: 0 = none)")
+                        "1GB: hits copy device to device; for single-node GPU searches "
+                        f"(default: {CACHE.device_memory} = none)")
     g.add_argument("--disk", metavar="PATH", help="LMDB tier path (default: DIR/cache.lmdb; 'none' = no disk tier)")
-    g.add_argument("--disk-capacity", default="20GB", help="LMDB tier capacity (default: 20GB)")
+    g.add_argument("--disk-capacity", help=f"LMDB tier capacity (default: {CACHE.disk_capacity})")
     g.add_argument("--redis", metavar="URL", help="shared Redis tier, e.g. redis://host:6379/0 (default: none)")
     g.add_argument("--redis-required", action="store_true",
                    help="stop with an error when the --redis server cannot be reached, instead of searching "
                         "without the shared tier (default: warn and go on)")
-    g.add_argument("--redis-capacity", default="100GB", help="Redis tier capacity (default: 100GB)")
+    g.add_argument("--redis-capacity", help=f"Redis tier capacity (default: {CACHE.redis_capacity})")
     g.add_argument("--transfer", choices=("prefix", "compatible"),
                    help="prefix: a child takes the donor's layers up to the first difference; compatible: every "
                         "layer whose own positions match (default: compatible for nb201, prefix otherwise)")
@@ -180,11 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
     """The search the flags describe; the cache flags become its ``CacheConfig`` (``--window`` a policy option)."""
-    if "next_uses" in policy_options(args.policy):
-        raise ValueError(f"policy {args.policy!r} is offline-only: it evicts by each entry's next use, which a live "
+    policy = CACHE.policy if args.policy is None else args.policy
+    if "next_uses" in policy_options(policy):
+        raise ValueError(f"policy {policy!r} is offline-only: it evicts by each entry's next use, which a live "
                          f"search cannot know; search with another policy, then replay the trace under this one: "
-                         f"tensorcache replay {os.path.join(args.out, 'trace.jsonl')} --policy {args.policy}")
-    given = {k: v for k, v in vars(args).items() if v is not None}
+                         f"tensorcache replay {os.path.join(args.out, 'trace.jsonl')} --policy {policy}")
+    given = {k: v for k, v in vars(args).items() if v is not None}  # an unset cache flag: the config's default
     cache = CacheConfig(**{f.name: given[f.name] for f in fields(CacheConfig) if f.name in given})
     if args.window is not None and cache.takes("window"):
         cache = cache.with_options(window=args.window)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 import uuid
 import warnings
@@ -26,14 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, check_arch
+from .config import CacheConfig
 from .events import Donated, EvaluationDone, ModelDescribed, Mutated, PolicyEvent, PopulationChanged
 from .follower import Follower
 from .hit import Hit, Stored
-from .keys import check_namespace
 from .layers import LayerMap
 from .payload import encode
 from .policies import Policy, make_policy
-from .sizes import parse_size, shared_capacity
 from .stack import Moves, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
 from .transfer import TransferReport, copy_layers
@@ -60,51 +58,55 @@ class TensorCache:
       it only matters when ``device_memory`` > 0.
 
     Eviction: ``policy`` is a registered name (``"donor-window"``, ``"evolution-aware"``, ``"lru"``, ...), a
-    ``Policy`` subclass or instance (copied per tier); ``policy_kwargs`` are its options (e.g. ``window``).
+    ``Policy`` subclass or instance (copied per tier); ``policy_options`` are its options (e.g. ``window``).
     ``namespace`` separates searches sharing a disk or Redis tier. ``pinned`` True keeps the memory tier in
     page-locked memory for faster copies to a GPU; ``verify_memory`` True checks every memory hit's digest as
-    the other tiers always do. ``CacheConfig`` holds the same arguments as a dict or URL.
+    the other tiers always do. These are the fields of ``CacheConfig``, which holds their defaults (and the
+    dict and URL forms): ``TensorCache(config)`` or ``TensorCache(memory=..., ...)``.
     """
 
-    def __init__(self, memory: int | str | None = "2GB", disk: str | os.PathLike | None = None,
-                 disk_capacity: int | str = "20GB", redis: str | None = None,
-                 redis_capacity: int | str = "100GB", policy: str | Policy | type = "donor-window",
-                 namespace: str = "default", policy_kwargs: Mapping[str, Any] | None = None,
-                 redis_required: bool = False, pinned: bool = False, verify_memory: bool = False,
-                 device_memory: int | str = 0, device: str = "auto") -> None:
-        self.namespace = check_namespace(namespace)
-        self.verify_memory = verify_memory
-        kw = dict(policy_kwargs or {})
-        make_policy(policy, **kw)  # fail fast on bad arguments before any tier is opened
-        mem_size, disk_size, redis_size, device_size = (parse_size(memory, what="memory size"),
-                                                        shared_capacity(disk_capacity, disk, what="disk capacity"),
-                                                        shared_capacity(redis_capacity, redis, what="redis capacity"),
-                                                        parse_size(device_memory, what="device memory size"))
+    def __init__(self, config: CacheConfig | None = None, /, **settings: Any) -> None:
+        """Open the tiers ``config`` describes, or those of ``CacheConfig.from_settings(settings)``: the
+        config's fields by name (``memory``, ``disk``, ``redis``, ``policy``, ``policy_options``, ...), whose
+        defaults are the only ones. ValueError names a bad value, TypeError an unknown setting."""
+        if config is None:
+            config = CacheConfig.from_settings(settings)
+        elif settings or not isinstance(config, CacheConfig):
+            raise TypeError(f"TensorCache takes one CacheConfig or settings by name, got {config!r:.80} and "
+                            f"{sorted(settings)}")
+        self.config = config
+        self.namespace = namespace = config.namespace
+        self.verify_memory = config.verify_memory
+        sizes = config.capacities()
+        mem_size, disk_size, redis_size, device_size = (sizes["memory"], sizes["disk_capacity"],
+                                                        sizes["redis_capacity"], sizes["device_memory"])
+        disk, redis = config.disk_path, config.redis
         if mem_size <= 0 and device_size <= 0 and disk is None and redis is None:
             raise ValueError("no tier to store into: give memory > 0, device_memory > 0, a disk path or a redis URL")
         tiers: list[Tier] = []
         try:
             if device_size > 0:
-                tiers.append(DeviceTier(device_size, _tier_device(device)))
+                tiers.append(DeviceTier(device_size, _tier_device(config.device)))
             if mem_size > 0:
-                tiers.append(MemoryTier(mem_size, pinned=pinned))
+                tiers.append(MemoryTier(mem_size, pinned=config.pinned))
             if disk is not None:
                 try:
-                    tiers.append(LMDBTier(os.fspath(disk), disk_size, namespace=namespace))
+                    tiers.append(LMDBTier(disk, disk_size, namespace=namespace))
                 except OSError as exc:  # a damaged file: the search goes on without this tier
                     log.error("LMDB tier refused: %s; continuing without it", exc)
             if redis is not None:
-                tiers.append(RedisTier(redis, redis_size, namespace=namespace, required=redis_required))
+                tiers.append(RedisTier(redis, redis_size, namespace=namespace, required=config.redis_required))
         except BaseException:  # e.g. a required Redis is down: release the tiers already opened
             for tier in tiers:
                 tier.close()
             raise
         if not tiers:
-            raise ValueError(f"no tier could be opened (the LMDB file at {os.fspath(disk)!r} is damaged)")
+            raise ValueError(f"no tier could be opened (the LMDB file at {disk!r} is damaged)")
         # each tier needs its own bookkeeping: a policy object given by the user is copied per tier
-        policies = [copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **kw) for _ in tiers]
+        policy, options = config.policy, config.policy_options
+        policies = [copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **options) for _ in tiers]
         self._catalog = Catalog()
-        self._stack = TierStack(tiers, policies, self._catalog, uuid.uuid4().hex, verify=verify_memory)
+        self._stack = TierStack(tiers, policies, self._catalog, uuid.uuid4().hex, verify=config.verify_memory)
         self._counts = {k: 0 for k in ("puts", "lookups", "hits", "misses", "layers_served", "bytes_served",
                                         "bytes_stored", "corrupt", "dropped_puts", "promotions", "demotions")}
         self._evictions: dict[str, int] = {}

@@ -1,24 +1,24 @@
-"""CacheConfig: what a TensorCache is built from, as plain values a user can keep in a config file.
+"""CacheConfig: the one description of a cache, as plain values a user can keep in a config file.
 
-``CacheConfig.from_dict`` / ``to_dict`` round-trip a JSON/YAML/TOML mapping; ``from_url`` reads the same
-fields from one string (``tensorcache://?memory=1GB&disk=/scratch/cache.lmdb&policy=lru``), where keys the
-chosen policy declares as options (``Policy.options``, e.g. ``window``) are its options. ``open()`` builds
-the cache. The config knows nothing of who uses it (a search driver embeds it as is).
+Its fields and their defaults are the only ones: ``TensorCache(config)`` (or ``TensorCache(**fields)``)
+opens what it describes, and the search driver's flags default to them. ``CacheConfig.from_dict`` /
+``to_dict`` round-trip a JSON/YAML/TOML mapping; ``from_url`` reads the same fields from one string
+(``tensorcache://?memory=1GB&disk=/scratch/cache.lmdb&policy=lru``), where keys the chosen policy declares
+as options (``Policy.options``, e.g. ``window``) are its options. Every value is checked here, once. The
+config knows nothing of who uses it (a search driver embeds it as is; the cache imports it, not the reverse).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import Field, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .policies import POLICIES, Policy, make_policy
 from .keys import check_namespace
+from .policies import POLICIES, Policy, make_policy
 from .sizes import parse_size, shared_capacity
-
-if TYPE_CHECKING:
-    from .cache import TensorCache
 
 URL_SCHEME = "tensorcache"
 NO_DISK = "none"  # ``disk="none"`` says "no disk tier" in a config file, where None may mean "not given"
@@ -28,14 +28,15 @@ SIZES = {"memory": "memory size", "disk_capacity": "disk capacity", "redis_capac
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """The arguments of ``TensorCache(...)``, with its defaults; ``policy_options`` go to the policy."""
+    """What a ``TensorCache`` is built from, with the defaults; ``policy_options`` go to the policy (a name,
+    a Policy subclass, or an instance each tier gets a copy of)."""
 
     memory: int | str = "2GB"
-    disk: str | None = None
+    disk: str | os.PathLike | None = None
     disk_capacity: int | str = "20GB"
     redis: str | None = None
     redis_capacity: int | str = "100GB"
-    policy: str = "donor-window"
+    policy: str | type | Policy = "donor-window"
     policy_options: Mapping[str, Any] = field(default_factory=dict)
     namespace: str = "default"
     redis_required: bool = False
@@ -55,7 +56,7 @@ class CacheConfig:
         shared_capacity(self.disk_capacity, self.disk_path, what=SIZES["disk_capacity"])
         shared_capacity(self.redis_capacity, self.redis, what=SIZES["redis_capacity"])
         unknown = set(self.policy_options) - set(policy_options(self.policy))
-        if unknown:
+        if unknown and isinstance(self.policy, str):  # a class given by the user names bad options itself
             raise ValueError(f"policy {self.policy!r} takes no option(s) {sorted(unknown)}; it declares "
                              f"{list(policy_options(self.policy)) or 'none'}")
         try:
@@ -91,15 +92,9 @@ class CacheConfig:
             raise ValueError("a view of the shared tiers needs a disk or redis tier")
         return replace(self, memory=0, device_memory=0)
 
-    def open(self) -> TensorCache:
-        """Build the TensorCache this config describes."""
-        from .cache import TensorCache
-
-        return TensorCache(memory=self.memory, disk=self.disk_path, disk_capacity=self.disk_capacity,
-                           redis=self.redis, redis_capacity=self.redis_capacity, policy=self.policy,
-                           namespace=self.namespace, policy_kwargs=self.policy_options or None,
-                           redis_required=self.redis_required, pinned=self.pinned,
-                           verify_memory=self.verify_memory, device_memory=self.device_memory, device=self.device)
+    def capacities(self) -> dict[str, int]:
+        """Each tier's capacity in bytes, by field name (0: no such tier for memory and device memory)."""
+        return {name: parse_size(getattr(self, name), what=what) for name, what in SIZES.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (str, int, bool, None, a dict of options) for a config file."""
@@ -108,9 +103,26 @@ class CacheConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> CacheConfig:
         """The config a ``to_dict`` mapping describes; ValueError names any unknown key."""
+        return cls._of(values, ValueError, 4)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> CacheConfig:
+        """The config of keyword settings (``TensorCache(memory=..., ...)``); TypeError names an unknown one,
+        as a call would; ``policy_kwargs`` is read as ``policy_options`` with a DeprecationWarning."""
+        return cls._of(settings, TypeError, 5)
+
+    @classmethod
+    def _of(cls, values: Mapping[str, Any], unknown_error: type[Exception], caller: int) -> CacheConfig:
+        """The config of ``values``; ``unknown_error`` for an unknown name; ``caller``: the user's frame."""
+        values = dict(values)
+        if "policy_kwargs" in values:
+            values["policy_options"] = deprecated_options(values.pop("policy_kwargs"), values.get("policy_options"),
+                                                          caller)
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown cache setting(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+            raise unknown_error(f"unknown cache setting(s) {sorted(unknown)}; known: {[f.name for f in fields(cls)]}")
+        if values.get("policy_options") is None:
+            values.pop("policy_options", None)
         return cls(**values)
 
     @classmethod
@@ -131,6 +143,16 @@ class CacheConfig:
         options = {k: _option_value(settings.pop(k)) for k in list(settings) if k not in names}
         typed = {k: _field_value(names[k], v) for k, v in settings.items()}
         return cls(**typed, policy_options=options)
+
+
+def deprecated_options(policy_kwargs: Mapping[str, Any] | None, policy_options: Mapping[str, Any] | None,
+                       stacklevel: int = 3) -> Mapping[str, Any] | None:
+    """The policy options given under the old name ``policy_kwargs`` (with a DeprecationWarning pointing
+    ``stacklevel`` frames up); ValueError when both names are given."""
+    warnings.warn("policy_kwargs is deprecated; use policy_options", DeprecationWarning, stacklevel=stacklevel)
+    if policy_options is not None and policy_kwargs is not None:
+        raise ValueError("give policy_options only (policy_kwargs is its deprecated name), not both")
+    return policy_kwargs
 
 
 def policy_options(policy: str | type | Policy) -> tuple[str, ...]:

@@ -14,8 +14,9 @@ import time
 from abc import abstractmethod
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
 
@@ -26,8 +27,6 @@ from .base import Executor, Outcome
 from .news import CacheNews
 from .placement import Placement
 
-if TYPE_CHECKING:
-    from tensorcache import TensorCache
 
 log = logging.getLogger("nas_integration")
 
@@ -66,7 +65,7 @@ class RemoteExecutor(Executor):
         self._ready: deque[Outcome] = deque()
         self._shared_view: TensorCache | None = None
         if locality is not None and locality.enabled and cache_config is not None and evaluator is not None:
-            self._shared_view = cache_config.shared_only().open()
+            self._shared_view = TensorCache(cache_config.shared_only())
             self._evaluator = evaluator
         self.placement = Placement(locality, time.time, self._donor if self._shared_view is not None else None)
         self._jobs_done, self._jobs_s = 0, 0.0  # for the mean job duration

@@ -10,16 +10,14 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.trace import TraceRecord
 
 from ..collector import fewer_full_collections
 from ..evaluators import Evaluator
-
-if TYPE_CHECKING:
-    from tensorcache import TensorCache
 
 
 @dataclass
@@ -36,7 +34,7 @@ def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evalu
     """Answer ``recv()``'s messages through ``send`` (see the module doc) until a stop."""
     try:
         evaluator.setup()
-        cache = cache_config.open() if cache_config is not None else None
+        cache = TensorCache(cache_config) if cache_config is not None else None
     except Exception:
         send(("fatal", traceback.format_exc()))
         return

@@ -7,7 +7,6 @@ opening tiers per job would re-read the shared catalog every time. ``worker_cach
 """
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import threading
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cache import TensorCache
+from ..config import CacheConfig
 from ..layers import LayerMap
 from ..transfer import TransferReport
 
@@ -38,17 +38,18 @@ class WorkerCache:
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` as TensorCache keyword arguments; TypeError naming an argument TensorCache lacks."""
+    """``options`` as ``CacheConfig`` settings, checked now: TypeError naming a setting it lacks, ValueError
+    naming a bad value."""
     options = dict(options)
     try:
-        inspect.signature(TensorCache).bind(**options)
+        CacheConfig.from_settings(options)
     except TypeError as exc:
-        raise TypeError(f"cache options {sorted(options)} do not fit TensorCache: {exc}") from None
+        raise TypeError(f"cache options {sorted(options)} do not fit CacheConfig: {exc}") from None
     return options
 
 
 def worker_cache(options: Mapping[str, Any]) -> WorkerCache:
-    """This process's cache for ``options`` (TensorCache keyword arguments), opened on first use."""
+    """This process's cache for ``options`` (``CacheConfig`` settings), opened on first use."""
     key = (os.getpid(), repr(sorted(options.items())))
     with _LOCK:
         found = _OPEN.get(key)

@@ -71,8 +71,8 @@ def test_bad_layers_are_named_and_nothing_is_stored(layers_of):
 
 @pytest.mark.parametrize("kwargs, named", [
     ({"policy": "nope"}, "unknown policy 'nope'"),
-    ({"policy": "lru", "policy_kwargs": {"bogus": 1}}, "'bogus'"),
-    ({"policy": "donor-window", "policy_kwargs": {"window": -1}}, "got -1"),
+    ({"policy": "lru", "policy_options": {"bogus": 1}}, "'bogus'"),
+    ({"policy": "donor-window", "policy_options": {"window": -1}}, "got -1"),
     ({"memory": "2GiBx"}, "bad memory size: '2GiBx'"),
     ({"disk_capacity": "20 gigs"}, "bad disk capacity: '20 gigs'"),
     ({"redis_capacity": "-1GB"}, "bad redis capacity: '-1GB'"),

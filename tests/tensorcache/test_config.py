@@ -1,13 +1,18 @@
-"""CacheConfig: the dict and URL forms round-trip, bad values are named, open() builds the cache described,
-and every policy's declared options are exactly its constructor's keywords."""
+"""CacheConfig: the dict and URL forms round-trip, bad values are named, TensorCache(config) builds the cache
+described, keyword settings are the same fields with the same defaults, policy_kwargs is a deprecated alias,
+the config does not import the cache, and every policy's declared options are exactly its constructor's
+keywords."""
 import inspect
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
+from tensorcache import TensorCache
 from tensorcache.config import CacheConfig, policy_options
-from tensorcache.policies import POLICIES
+from tensorcache.policies import LRU, POLICIES
 
 
 def test_dict_form_round_trips_through_json():
@@ -54,14 +59,47 @@ def test_scaled_multiplies_every_capacity_and_shared_only_drops_the_local_tiers(
         CacheConfig(disk="none").shared_only()
 
 
-def test_open_builds_the_configured_tiers_and_policy(tmp_path):
+def test_a_cache_opens_the_configured_tiers_and_policy(tmp_path):
     config = CacheConfig(memory="1MB", disk=str(tmp_path / "c.lmdb"), policy="lru", namespace="cfg")
-    with config.open() as cache:
+    with TensorCache(config) as cache:
         cache.put("m", [1, 2], [{"w": np.arange(4, dtype=np.float32)}, {"w": np.ones(2, np.float32)}])
-        assert list(cache.stats()["tiers"]) == ["memory", "lmdb"]
+        assert list(cache.stats()["tiers"]) == ["memory", "lmdb"] and cache.config is config
         assert cache.lookup([1, 2]).donor == "m"
-    with CacheConfig(memory=0, disk=str(tmp_path / "c.lmdb"), namespace="cfg").open() as reader:
+    with TensorCache(memory=0, disk=tmp_path / "c.lmdb", namespace="cfg") as reader:
         assert reader.lookup([1, 2]).donor == "m"  # the same namespace finds the model through the disk tier
+        assert reader.config == CacheConfig(memory=0, disk=tmp_path / "c.lmdb", namespace="cfg")
+
+
+def test_keyword_settings_are_the_configs_fields_with_its_defaults():
+    cache = TensorCache()
+    assert cache.config == CacheConfig() and cache.stats()["tiers"]["memory"]["capacity"] == 2 * 10**9
+    with pytest.raises(TypeError, match="memry"):
+        TensorCache(memry="1MB")
+    with pytest.raises(TypeError, match="CacheConfig or settings"):
+        TensorCache(CacheConfig(), memory="1MB")
+    with pytest.raises(ValueError, match="bad memory size"):
+        TensorCache(memory="lots")
+
+
+def test_policy_kwargs_is_read_as_policy_options_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match="use policy_options"):
+        cache = TensorCache(memory="1MB", policy="donor-window", policy_kwargs={"window": 7})
+    assert cache.config.policy_options == {"window": 7}
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        CacheConfig.from_dict({"policy_kwargs": {"window": 7}, "policy_options": {"window": 8}})
+
+
+def test_a_policy_class_or_instance_is_a_config_value():
+    assert isinstance(CacheConfig(policy=LRU).policy, type)
+    cache = TensorCache(memory="1MB", policy=LRU())
+    assert cache.stats()["tiers"]["memory"]["entries"] == 0
+    with pytest.raises(ValueError, match="already built"):
+        CacheConfig(policy=LRU(), policy_options={"x": 1})
+
+
+def test_the_config_does_not_import_the_cache():
+    code = "import sys, tensorcache.config; sys.exit('tensorcache.cache' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
