@@ -29,7 +29,7 @@ def test_the_pick_served_the_most_seconds_and_the_margin_is_over_the_runner_up(w
     for name in CANDIDATES:  # each score is that policy's replay, as a search sets it (W = 4P)
         kwargs = {"window": 24} if name in ("donor-window", "evolution-aware") else None
         assert v.scores[name] == pytest.approx(replay(work, name, capacity, population_size=6, sample_size=2,
-                                                      policy_kwargs=kwargs).value_served)
+                                                      policy_options=kwargs).value_served)
     ranked = sorted(v.scores, key=v.scores.get, reverse=True)
     assert v.best == ranked[0] and v.runner_up == ranked[1]
     assert v.margin == pytest.approx(v.scores[ranked[0]] - v.scores[ranked[1]]) and v.margin >= 0
