@@ -218,12 +218,14 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
     options = summary["settings"]["cache_config"]["policy_options"] or None  # as the live cache's policy got them
     said = trace_settings(tmp_path / "run" / "trace.jsonl")["inflight"]
     assert said is inflight
-    result = replay(records, policy, capacity, population_size=20, sample_size=5, policy_options=options,
+    mode = summary["settings"]["transfer"]  # the search's transfer mode (nb201's default is compatible)
+    result = replay(records, policy, capacity, mode, population_size=20, sample_size=5, policy_options=options,
                     inflight=said)
     live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
     replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
     assert replayed == live
     assert 0 < result.transfer_yield < 1  # the capacity changed what was served
     if inflight:  # the children in flight changed decisions: replay without them differs
-        unaware = replay(records, policy, capacity, population_size=20, sample_size=5, policy_options=options)
+        unaware = replay(records, policy, capacity, mode, population_size=20, sample_size=5,
+                         policy_options=options)
         assert {s.model_id: (s.donor, len(s.pairs)) for s in unaware.served} != live
