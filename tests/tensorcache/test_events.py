@@ -1,4 +1,6 @@
 """Every typed policy event reaches the policy method that declares it; no hook is looked up by name."""
+import typing
+
 import pytest
 
 from tensorcache import events
@@ -67,12 +69,29 @@ def test_news_of_an_evaluation_without_a_mutation_or_population_is_just_done():
     assert events.evaluation_news(None, None, 4, 2) == [events.EvaluationDone()]
 
 
+def _every_event(model: str, other: str) -> list:
+    """One event of each type, about entry (model, 0) while (other, 0) is also held."""
+    return [events.ModelDescribed(model, (1, 2), "prefix", 2, 0.5), events.Inserted((model, 0), 10, model, (0,)),
+            events.LayerServed((model, 0)), events.Donated(model), events.EvaluationDone(), events.Mutated(1),
+            events.PopulationChanged(((other, 0.1), (model, 0.9)), 4, 2), events.ClockMoved(3, 4)]
+
+
+def test_the_event_list_covers_every_policy_event_type():
+    assert {type(e) for e in _every_event("m", "n")} | {events.Removed} == set(typing.get_args(events.PolicyEvent))
+
+
 @pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
-def test_every_built_in_policy_takes_every_event(name):
+def test_every_built_in_policy_takes_every_event_and_evicts_only_what_it_holds(name):
     p = make_policy(name)
-    for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
-                  events.LayerServed(("m", 0)), events.Donated("m"), *events.evaluation_news(1, [("m", 0.5)], 4, 2)]:
+    p.handle(events.ModelDescribed("old", (1, 1), "prefix", 1, 0.1))
+    p.handle(events.Inserted(("old", 0), 10, "old", (0,)))
+    for event in _every_event("new", "old"):
         p.handle(event)
-    assert ("m", 0) in p and p.victim() == ("m", 0)
-    p.handle(events.Removed(("m", 0)))
-    assert len(p) == 0
+    held = {("old", 0), ("new", 0)}
+    assert len(p) == 2 and all(key in p for key in held) and ("gone", 0) not in p
+    first = p.victim()
+    assert first in held
+    p.handle(events.Removed(first))
+    assert len(p) == 1 and first not in p and p.victim() == (held - {first}).pop()
+    p.handle(events.Removed(("gone", 0)))  # an unknown key is ignored
+    assert len(p) == 1
