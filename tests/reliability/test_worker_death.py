@@ -59,7 +59,8 @@ def test_workers_killed_mid_training_are_replaced_and_the_search_completes(tmp_p
 
     thread = threading.Thread(target=assassin, daemon=True)
     settings = SearchSettings(out=str(out), evaluator="tabular", table=TABLE, evals=EVALS, population=6, sample=2,
-                              epochs=1, time_scale=0.03, executor="process", workers=2, retries=2, run_id="death")
+                              epochs=1, time_scale=0.03, executor="process", workers=2, retries=2, run_id="death",
+                              transfer="prefix")  # the prefix layer maps the whole-model check below looks up
     with caplog.at_level(logging.WARNING, logger="nas_integration"):
         thread.start()
         summary = run_search(settings)
