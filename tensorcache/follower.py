@@ -14,7 +14,7 @@ from .events import ModelDescribed
 from .payload import PayloadError
 from .stack import TierStack
 from .tiers.base import SharedTier
-from .tiers.books import BooksDamaged, Change, Position
+from .tiers.books import NO_LINK, BooksDamaged, Change, Position, record_tag
 
 log = logging.getLogger("tensorcache")
 
@@ -62,7 +62,12 @@ class Follower:
             for index in change.indices:
                 self._stack.forget(i, (change.model_id, index))
             return
-        record = self._stack.catalog.record(change.model_id) or _fetch_record(tier, change.model_id)
+        known = self._stack.catalog.record(change.model_id)
+        if known is not None and change.record not in (NO_LINK, record_tag(known.encoded)):
+            known = self._agreeing(tier, known, _fetch_record(tier, change.model_id))
+            if known is None:
+                return
+        record = known or _fetch_record(tier, change.model_id)
         if record is None:
             return
         if max(change.indices) >= len(record.layers):
@@ -70,6 +75,16 @@ class Follower:
                                f"has {len(record.layers)}")
         for index in change.indices:
             self._hold_seen(i, record, index)
+
+    def _agreeing(self, tier: SharedTier, known: ModelRecord, stored: ModelRecord | None) -> ModelRecord | None:
+        """``known`` if the record ``tier`` keeps for its model id describes the same tensors, else None with a
+        warning: another process put that id with other tensors after this one's left the store, and its
+        entries there are not this process's model."""
+        if stored is not None and stored.same_tensors(known):
+            return known
+        log.warning("the %s tier holds model %r with other tensors than this process knows under that id; "
+                    "its entries there are not used here", tier.name, known.model_id)
+        return None
 
     def _hold_seen(self, i: int, record: ModelRecord, index: int) -> None:
         """Another process made tier ``i`` hold an entry: describe a new model to the policies, then note it."""
@@ -93,7 +108,12 @@ class Follower:
         seen: set[Entry] = set()
         for model_id, raw, held in snap.models:
             try:
-                record = self._stack.catalog.record(model_id) or ModelRecord.from_bytes(raw)
+                known = self._stack.catalog.record(model_id)
+                if known is not None and raw != known.encoded:
+                    known = self._agreeing(tier, known, ModelRecord.from_bytes(raw))
+                    if known is None:
+                        continue
+                record = known or ModelRecord.from_bytes(raw)
                 if record.model_id != model_id or held[-1] >= len(record.layers):
                     raise PayloadError(f"the record stored for {model_id!r} does not match its books")
             except PayloadError as exc:

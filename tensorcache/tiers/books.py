@@ -61,33 +61,41 @@ def no_room(short: int) -> Admission:
 
 DROPPED = Admission(False, 0, "dropped")
 CONFLICT = Admission(False, 0, "conflict")
-_CHANGE = struct.Struct("<c8sHI")  # op (H: hold, R: release), link, origin bytes, index count; then origin,
-_OPS = {b"H": "hold", b"R": "release"}  # indices, model id. (Unlinked changes, ops h and r, are refused.)
+_CHANGE = struct.Struct("<c8s8sHI")  # op (H: hold, R: release), link, record tag, origin bytes, index count;
+_OPS = {b"H": "hold", b"R": "release"}  # then origin, indices, model id. (Earlier forms, ops h and r, are refused.)
 NO_LINK = bytes(8)
+
+
+def record_tag(record: bytes) -> bytes:
+    """8 bytes that tell one stored record from another (a hold's change carries its record's)."""
+    return digest(record)[:8]
 
 
 @dataclass(frozen=True)
 class Change:
     """One change to a shared store's books, as readers see it: ``op`` (hold or release) of layers
     ``indices`` of one model, made by the process ``origin``; ``link`` hashes the log up to and including
-    it (set when it is logged). Stored packed, about 50 bytes."""
+    it (set when it is logged); ``record``: a hold's ``record_tag`` of the record it holds under (a reader
+    knowing the model by another record learns that the store's is not its own). Stored packed, ~60 bytes."""
 
     op: str
     model_id: str
     indices: tuple[int, ...]
     origin: str
     link: bytes = field(default=NO_LINK, compare=False)  # the log's bookkeeping, not what changed
+    record: bytes = field(default=NO_LINK, compare=False)
 
     def encode(self) -> bytes:
         origin = self.origin.encode()
-        return b"".join((_CHANGE.pack(self.op[0].upper().encode(), self.link, len(origin), len(self.indices)),
+        return b"".join((_CHANGE.pack(self.op[0].upper().encode(), self.link, self.record, len(origin),
+                                      len(self.indices)),
                          origin, struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
 
     @classmethod
     def decode(cls, raw: bytes) -> Change:
         """Parse one logged change; BooksDamaged if it is not one."""
         try:
-            op, link, origin_len, count = _CHANGE.unpack_from(raw)
+            op, link, tag, origin_len, count = _CHANGE.unpack_from(raw)
             at = _CHANGE.size + origin_len
             indices = struct.unpack_from(f"<{count}I", raw, at) if count <= len(raw) else None
             origin, model_id = raw[_CHANGE.size:at].decode(), raw[at + 4 * count:].decode()
@@ -95,7 +103,7 @@ class Change:
             raise BooksDamaged(f"unreadable change record: {exc!r:.80}") from None
         if op not in _OPS or not indices or max(indices) > MAX_INDEX or not model_id:
             raise BooksDamaged(f"malformed change record {raw[:80]!r}")
-        return cls(_OPS[op], model_id, indices, origin, link)
+        return cls(_OPS[op], model_id, indices, origin, link, tag)
 
 
 @dataclass(frozen=True)
@@ -295,7 +303,8 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
         txn.set(b"n:" + d, pack_u64(count))
     txn.set(held_key, pack_indices(held))
     txn.set(USED, pack_u64(used + need))
-    _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin))
+    _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin,
+                     record=record_tag(stored if stored is not None else record)))
     return Admission(True, need)
 
 

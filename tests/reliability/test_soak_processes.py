@@ -31,16 +31,18 @@ first = int(first)
 if kind == "torch":
     import torch
     def tensor(value): return torch.full((64,), value, dtype=torch.float64)
-    def change(t): t.mul_(-1)
 else:
     def tensor(value): return np.full(64, value, dtype=np.float64)
-    def change(t):
-        try:
-            t *= -1
-        except ValueError:
-            pass
-        else:
-            raise AssertionError("a served numpy array could be written")
+def change(t):  # served as the kind its donor was put as: torch (a copy to change) or numpy (read-only)
+    if hasattr(t, "mul_"):
+        t.mul_(-1)
+        return
+    try:
+        t *= -1
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a served numpy array could be written")
 def arch_of(m): return (m % 3, m % 4, m % 5, m)
 cache = TensorCache(memory=memory, disk=path, disk_capacity=disk_capacity, redis=url, redis_capacity="1MB",
                     policy=policy, namespace="soak3")

@@ -16,6 +16,7 @@ import pytest
 
 from tensorcache import TensorCache
 from tensorcache.keys import namespace_key
+from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, RedisTier, books
 
 # argv: where (LMDB path or Redis URL), namespace, capacity, first model, models. Puts 40 KB models and prints
@@ -168,3 +169,27 @@ def test_a_put_racing_another_writer_of_the_same_id_keeps_nothing_and_says_so(tm
     finally:
         first.close()
         second.close()
+
+
+def test_a_process_never_takes_another_writers_model_of_the_same_id_for_its_own(tmp_path: Path, layers_of, genuine,
+                                                                                 caplog) -> None:
+    """A keeps m1 in memory after the shared tier dropped it; B, who never saw m1, puts its own m1 there. A must
+    not believe the shared tier holds A's m1 (it would read payloads that are not there, or B's)."""
+    path = tmp_path / "c.lmdb"
+    one_model = sum(len(encode(t)[1]) for layer in layers_of(1, 4, 64) for t in layer.values())
+    a = TensorCache(memory="1MB", disk=path, disk_capacity=one_model + 100, policy="fifo")
+    try:
+        a.put("m1", (1, 2, 3, 4), layers_of(1, 4, 64))
+        a.put("m2", (2, 2, 3, 4), layers_of(2, 4, 64))  # the LMDB tier has room for one: m1 leaves it
+        with TensorCache(memory=0, disk=path) as b:
+            assert b.best_donor((1, 2, 3, 4)) is None  # b has never seen m1
+            b.put("m1", (1, 2, 3, 4), layers_of(9, 4, 64))  # another model under the same id
+        with caplog.at_level(logging.WARNING, logger="tensorcache"):
+            hit = a.lookup((1, 2, 3, 4))
+        assert "holds model 'm1' with other tensors" in caplog.text
+        genuine(hit, {"m1": (1, 2, 3, 4)}, (1, 2, 3, 4))  # A's own m1, from its memory tier
+        assert a.stats()["tiers"]["lmdb"]["entries"] == 0  # it believes none of B's m1 to be its own
+        assert a.stats()["corrupt"] == 0 and a.check_invariants() == []
+        assert not [r for r in caplog.records if "dropping" in r.getMessage()]
+    finally:
+        a.close()
