@@ -116,13 +116,3 @@ class ClockMoved:
 
 PolicyEvent = Union[Inserted, Removed, LayerServed, Donated, EvaluationDone, PopulationChanged, Mutated,
                     ModelDescribed, ClockMoved]
-
-def evaluation_news(mutation_pos: int | None, members: list[tuple[str, float]] | None, population_size: int,
-                    sample_size: int) -> list[PolicyEvent]:
-    """The events of one finished evaluation: done, where its mutation landed (if any), the new population."""
-    out: list[PolicyEvent] = [EvaluationDone()]
-    if mutation_pos is not None:
-        out.append(Mutated(mutation_pos))
-    if members is not None:
-        out.append(PopulationChanged(tuple(members), population_size, sample_size))
-    return out

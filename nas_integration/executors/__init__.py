@@ -7,16 +7,15 @@
 
 Every executor that places children (simulated, process, MPI) does so through one ``Placement``
 (``placement``), its clock injected, from what each worker last reported holding; remote workers run
-``worker.serve``, receive the policy events they missed as ``CacheNews`` (``news``) with their next job and
+``worker.serve``, receive the policy events they missed as one ``tensorcache.news.EvaluationNews`` with their next job and
 send back, with each result, the models their own tiers hold (``TensorCache.local_models``).
 """
 from .base import Executor, Outcome, merge_stats
 from .mpi import MPIExecutor, serve_mpi
-from .news import CacheNews
 from .placement import Placement
 from .process import ProcessExecutor
 from .serial import SerialExecutor
 from .simulated import SimulatedExecutor
 
-__all__ = ["CacheNews", "Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SerialExecutor",
+__all__ = ["Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SerialExecutor",
            "SimulatedExecutor", "merge_stats", "serve_mpi"]

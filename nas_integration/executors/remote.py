@@ -19,12 +19,12 @@ from typing import Any
 from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
+from tensorcache.news import EvaluationNews
 
 from ..evaluators import Evaluator
 from ..evolution import Candidate
 from ..locality import LocalityTracker
 from .base import Executor, Outcome
-from .news import CacheNews
 from .placement import Placement
 
 
@@ -40,7 +40,7 @@ class WorkerState:
     job: Candidate | None = None
     started: float = 0.0
     ready: float | None = None  # when setup finished; job timeouts count from max(started, ready)
-    news: CacheNews = field(default_factory=CacheNews)
+    news: EvaluationNews = field(default_factory=EvaluationNews)
 
     @property
     def job_start(self) -> float:
@@ -99,7 +99,7 @@ class RemoteExecutor(Executor):
     def _start(self, index: int, candidate: Candidate) -> None:
         worker = self._workers[index]
         self.placement.started(index)
-        worker.job, worker.started, news, worker.news = candidate, time.time(), worker.news, CacheNews()
+        worker.job, worker.started, news, worker.news = candidate, time.time(), worker.news, EvaluationNews()
         self._send(index, ("job", candidate, news, self.placement.tracker is not None))  # report: placement reads it
 
     def _freed(self, index: int) -> None:

@@ -5,11 +5,11 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from tensorcache.events import ModelDescribed
+from tensorcache.news import EvaluationNews
 
 from ..evaluators import Evaluator
 from ..evolution import Candidate
 from .base import Executor, Outcome
-from .news import CacheNews
 
 if TYPE_CHECKING:
     from tensorcache import TensorCache
@@ -26,9 +26,7 @@ class LocalExecutor(Executor):
     def observe(self, mutation_pos: int | None, members: list[tuple[str, float]], population_size: int,
                 sample_size: int) -> None:
         if self.cache is not None:
-            news = CacheNews()
-            news.add(mutation_pos, members, population_size, sample_size)
-            news.apply(self.cache)
+            EvaluationNews.of(mutation_pos, members, population_size, sample_size).tell(self.cache)
 
     def describe(self, event: ModelDescribed) -> None:
         if self.cache is not None:

@@ -57,7 +57,7 @@ def _answer(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Eva
             return
         _, candidate, news, report = message
         if cache is not None:
-            news.apply(cache)
+            news.tell(cache)
         try:
             record = evaluator.evaluate(candidate, cache)
             held = cache.local_models() if report and cache is not None else frozenset()

@@ -3,7 +3,7 @@
 Each event of the merged stream becomes a Step. Every step first moves Belady's clock (``ClockMoved``: the
 step's positions in the request stream). An insert step describes the model (``ModelDescribed``: arch,
 mode, layers, score), then the engine inserts its layers, then come the news of a finished evaluation
-(``evaluation_news``: done, the child's mutation position, the new population) — at the child's finish,
+(``EvaluationNews``: done, the child's mutation position, the new population) — at the child's finish,
 as the live search tells its cache. A lookup step, with ``inflight``, first describes the child just
 issued (without a score); the engine then looks up, and tells the policy the layers served and the donor.
 """
@@ -13,7 +13,8 @@ import math
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..events import ClockMoved, ModelDescribed, PolicyEvent, evaluation_news
+from ..events import ClockMoved, ModelDescribed, PolicyEvent
+from ..news import EvaluationNews
 
 if TYPE_CHECKING:
     from .workload import Model, Workload
@@ -47,7 +48,7 @@ def build_schedule(workload: Workload, population_size: int = 1, sample_size: in
             if model.described is not None:
                 before.append(model.described)
             population.append((e.model_id, e.score if e.score is not None else -math.inf))
-            after = evaluation_news(e.mutation_pos, list(population), population_size, sample_size)
+            after = EvaluationNews.of(e.mutation_pos, population, population_size, sample_size).events()
             out.append(Step(True, model, tuple(before), tuple(after)))
             continue
         if inflight and e.arch is not None:  # the driver tells its cache which child it just issued

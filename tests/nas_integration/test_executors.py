@@ -10,13 +10,10 @@ import pytest
 from nas_integration.data import nb201_table
 from nas_integration.evaluators.tabular import TabularEvaluator
 from nas_integration.evolution import RegularizedEvolution
-from nas_integration.executors import CacheNews, ProcessExecutor, merge_stats
+from nas_integration.executors import ProcessExecutor, merge_stats
 from nas_integration.search import SearchSettings, Tally, evolve, run_search
 from nas_integration.spaces import get_space
-from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
-from tensorcache.events import ModelDescribed
-from tensorcache.policies import LRU
 from tensorcache.trace import TraceWriter, read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -103,37 +100,6 @@ def test_process_workers_share_the_disk_tier(tmp_path):
     assert summary["cache"]["caches"] == 2 and summary["cache"]["puts"] == 40
 
 
-class _Heard(LRU):
-    """LRU that writes down the news it hears, in order."""
-
-    heard: list = []
-
-    def on_evaluation(self):
-        self.heard.append("evaluation")
-
-    def on_mutation(self, position):
-        self.heard.append(("mutation", position))
-
-    def on_population(self, members, population_size=0, sample_size=0):
-        self.heard.append(("population", [m for m, _ in members]))
-
-    def on_model(self, model_id, arch, mode, layers, score):
-        self.heard.append(("described", model_id, tuple(arch), layers))
-
-
-def test_news_tell_a_workers_cache_the_finished_evaluations_then_the_children_issued_since():
-    news = CacheNews()
-    news.add(None, [("a", 1.0)], 4, 2)
-    news.describe(ModelDescribed("c", (1, 2), "prefix", 3, None))
-    news.add(2, [("a", 1.0), ("b", 2.0)], 4, 2)
-    _Heard.heard = []
-    cache = TensorCache(memory="1MB", disk=None, policy=_Heard)
-    news.apply(cache)
-    cache.close()
-    assert _Heard.heard == ["evaluation", "evaluation", ("mutation", 2), ("population", ["a", "b"]),
-                            ("described", "c", (1, 2), 3)]
-
-
 def test_process_workers_can_count_children_in_flight(tmp_path):
     summary = run_search(SearchSettings(out=str(tmp_path / "p"), evaluator="tabular", table=TABLE, evals=30,
                                         population=8, sample=3, executor="process", workers=2, inflight=True,
@@ -142,11 +108,7 @@ def test_process_workers_can_count_children_in_flight(tmp_path):
     assert summary["cache"]["caches"] == 2 and summary["cache"]["puts"] == 30
 
 
-def test_cache_news_and_stats_merging():
-    news = CacheNews()
-    news.add(None, [("a", 1.0)], 4, 2)
-    news.add(3, [("a", 1.0), ("b", 2.0)], 4, 2)
-    assert news.evaluations == 2 and news.mutations == [3] and news.population == [("a", 1.0), ("b", 2.0)]
+def test_stats_merging():
     merged = merge_stats([{"hits": 1, "lookups": 4, "evictions": {"memory:capacity": 2}, "tiers": {"m": 1}},
                           {"hits": 3, "lookups": 4, "evictions": {"memory:capacity": 1}, "tiers": {"m": 2}}])
     assert merged["hit_ratio"] == 0.5 and merged["evictions"] == {"memory:capacity": 3}

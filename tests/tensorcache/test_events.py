@@ -4,6 +4,7 @@ import typing
 import pytest
 
 from tensorcache import events
+from tensorcache.news import EvaluationNews
 from tensorcache.policies import Policy, make_policy
 
 
@@ -57,16 +58,12 @@ class Recorder(Policy):
 def test_each_event_calls_its_declared_method():
     p = Recorder()
     for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
-                  events.LayerServed(("m", 0)), events.Donated("m"), *events.evaluation_news(1, [("m", 0.5)], 4, 2),
+                  events.LayerServed(("m", 0)), events.Donated("m"), *EvaluationNews.of(1, [("m", 0.5)], 4, 2).events(),
                   events.ClockMoved(7, 9), events.Removed(("m", 0))]:
         p.handle(event)
     assert p.calls == [("model", "m", (1, 2), "prefix", 2, 0.5), ("insert", ("m", 0), 10, "m", (0,)),
                        ("hit", ("m", 0)), ("donation", "m"), ("evaluation",), ("mutation", 1),
                        ("population", (("m", 0.5),), 4, 2), ("clock", 7), ("remove", ("m", 0))]
-
-
-def test_news_of_an_evaluation_without_a_mutation_or_population_is_just_done():
-    assert events.evaluation_news(None, None, 4, 2) == [events.EvaluationDone()]
 
 
 def _every_event(model: str, other: str) -> list:
