@@ -102,7 +102,9 @@ def test_transfer_pairs_quick_resumes(tmp_path: Path) -> None:
         assert [e for e, _ in p["scratch"]] == [e for e, _ in p["warm"]] == [0.0, 0.5, 1.0]
         assert 0 < p["transferred_fraction"] <= 1
         assert p["diff_final"] == p["warm"][-1][1] - p["scratch"][-1][1]
-    assert set(saved["ranking"]) == {"warm_vs_scratch", "scratch_vs_table", "warm_vs_table"}
+    assert set(saved["ranking"]) == {"warm_vs_scratch", "scratch_vs_table", "warm_vs_table", "scratch_vs_scratch2"}
+    for p in pairs:  # the noise ceiling's second scratch training ran on the same schedule
+        assert [e for e, _ in p["scratch2"]] == [0.0, 0.5, 1.0]
     assert (tmp_path / "transfer_pairs.png").read_bytes()[:4] == b"\x89PNG"
 
 def test_outcome_quick(tmp_path: Path) -> None:
