@@ -10,6 +10,12 @@ arms on the same compute budget, over several seeds:
 * ``reeval``    cache-on with ``--reeval-leaders``: the population's leader is periodically retrained from
   scratch and that score used (its retraining counts as compute).
 
+Ablations of the cache itself: ``--policies`` and ``--capacities`` turn the ``cache-on`` arm into one arm per
+eviction policy and memory-tier size (their product), named ``cache-on[POLICY,SIZE]``; each is compared
+with ``cache-off`` like any arm. A capacity smaller than what the search puts makes the policy decide which
+donors are still there when a child asks; ``evictions`` and the share of new architectures' bytes served
+(diagnostics, from each search's summary) show whether it did.
+
 Compute is training epochs actually spent (own epochs of every evaluation, plus the scratch retrainings a
 search does for itself), counted the same way in every arm; training seconds are reported beside it. Every
 search runs the budget's number of children and is cut where its epochs reach the budget (a serial search's
@@ -27,6 +33,8 @@ with bands), and the compute each arm needs to reach the cache-off arm's final m
 
     python bench/outcome.py --out runs/outcome                     # the documented CPU grid (one setting)
     python bench/outcome.py --quick --out /tmp/outcome             # CI size, under a minute on 2 cores
+    python bench/outcome.py --arms cache-on,cache-off --seeds 3 --capacities 2GB,16MB \
+        --policies lru,donor-window,evolution-aware --out runs/outcome-ablation   # policy x capacity
     python bench/outcome.py --device cuda --train-subset 0 ...     # the same script on a GPU
 """
 from __future__ import annotations
@@ -37,7 +45,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -54,6 +62,35 @@ from tensorcache.trace import read_records  # noqa: E402
 
 ARMS = ("cache-on", "cache-off", "random", "reeval")
 BASELINE = "cache-off"
+CACHE = CacheConfig(memory="2GB", disk="none")  # the cache of the cache-on and reeval arms: memory only, ample
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm as run: its label in the report, its kind (one of ARMS) and, where the cache is on, its cache."""
+
+    label: str
+    kind: str
+    cache: CacheConfig | None
+
+    @property
+    def folder(self) -> str:
+        """The label as a folder name (``cache-on[lru,16MB]`` -> ``cache-on_lru_16MB``)."""
+        return self.label.replace("[", "_").replace(",", "_").replace("]", "")
+
+
+def expand_arms(kinds: Sequence[str], policies: Sequence[str] | None, capacities: Sequence[str] | None) -> list[Arm]:
+    """The arms to run: each kind once, except ``cache-on`` with ``policies`` or ``capacities`` given, which
+    becomes one arm per (policy, memory size), the other taken from CACHE where not given."""
+    arms = []
+    for kind in kinds:
+        if kind == "cache-on" and (policies or capacities):
+            for policy in policies or [CACHE.policy]:
+                for size in capacities or [CACHE.memory]:
+                    arms.append(Arm(f"cache-on[{policy},{size}]", kind, replace(CACHE, policy=policy, memory=size)))
+        else:
+            arms.append(Arm(kind, kind, CACHE if kind in ("cache-on", "reeval") else None))
+    return arms
 
 
 @dataclass(frozen=True)
@@ -163,31 +200,36 @@ class Retrainer:
         return max(scored, key=lambda t: t[1])
 
 
-def run_arm(arm: str, seed: int, args: argparse.Namespace, out: str) -> list[Step]:
-    """One search of ``arm`` at ``seed`` with enough evaluations to spend the budget; its trainings (``--resume``:
-    those of an earlier finished search in ``out`` with the same settings)."""
+def run_arm(arm: Arm, seed: int, args: argparse.Namespace, out: str) -> tuple[list[Step], dict[str, Any]]:
+    """One search of ``arm`` at ``seed`` with enough evaluations to spend the budget: its trainings and its
+    summary (``--resume``: those of an earlier finished search in ``out`` with the same settings)."""
     evals = args.evals  # reeval's scratch retrainings cost epochs too: it stops early (``beliefs_at``)
+    random_search = arm.kind == "random"
     settings = SearchSettings(
         out=out, evaluator="train", space="attn", dataset="mnist-small", evals=evals, seed=seed,
-        population=evals if arm == "random" else args.population, sample=1 if arm == "random" else args.sample,
-        epochs=args.epochs, train_subset=args.train_subset, device=args.device, cache=arm in ("cache-on", "reeval"),
-        cache_config=CacheConfig(memory="2GB", disk="none"), run_id=f"{arm}-{seed}", overwrite=True,
-        **({"reeval_leaders": args.reeval_every} if arm == "reeval" else {}))
-    if args.resume and _finished_alike(out, settings):
-        return search_steps(out)
-    run_search(settings)
-    return search_steps(out)
+        population=evals if random_search else args.population, sample=1 if random_search else args.sample,
+        epochs=args.epochs, train_subset=args.train_subset, device=args.device, cache=arm.cache is not None,
+        cache_config=arm.cache or CACHE, run_id=f"{arm.folder}-{seed}", overwrite=True,
+        **({"reeval_leaders": args.reeval_every} if arm.kind == "reeval" else {}))
+    if not (args.resume and _finished_alike(out, settings)):
+        run_search(settings)
+    with open(os.path.join(out, "summary.json")) as f:
+        return search_steps(out), json.load(f)
 
 
 def _finished_alike(out: str, settings: SearchSettings) -> bool:
-    """Whether ``out`` holds a finished search with the settings that decide its trainings."""
+    """Whether ``out`` holds a finished search with the settings that decide its trainings (for the cache:
+    its policy and memory size)."""
     try:
         with open(os.path.join(out, "summary.json")) as f:
             earlier = json.load(f)["settings"]
     except (OSError, ValueError, KeyError):
         return False
+    now = settings.resolved()
     keys = ("evals", "seed", "population", "sample", "epochs", "train_subset", "cache", "reeval_leaders")
-    return all(earlier.get(k) == getattr(settings.resolved(), k, None) for k in keys)
+    cache_keys = ("policy", "memory")
+    return (all(earlier.get(k) == getattr(now, k, None) for k in keys)
+            and all((earlier.get("cache_config") or {}).get(k) == getattr(now.cache_config, k) for k in cache_keys))
 
 
 def bootstrap_mean(values: Sequence[float], rng: np.random.Generator, reps: int = 4000) -> tuple[float, float, float]:
@@ -209,11 +251,12 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     budget = args.evals * args.epochs
     checkpoints = [budget * (i + 1) / args.checkpoints for i in range(args.checkpoints)]
     retrain = Retrainer(args, os.path.join(args.out, "retrained.jsonl"))
-    runs: dict[str, dict[int, dict[str, Any]]] = {arm: {} for arm in args.arms}
+    runs: dict[str, dict[int, dict[str, Any]]] = {a.label: {} for a in args.arms}
     for seed in range(args.seed0, args.seed0 + args.seeds):
-        for arm in args.arms:
+        for a in args.arms:
+            arm = a.label
             t0 = time.time()
-            steps = run_arm(arm, seed, args, os.path.join(args.out, "searches", f"{arm}-{seed}"))
+            steps, done = run_arm(a, seed, args, os.path.join(args.out, "searches", f"{a.folder}-{seed}"))
             search_wall = time.time() - t0
             curve = []
             for c in checkpoints:
@@ -228,7 +271,9 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
                 "epochs": sum(s.epochs for s in within(steps, budget)), "epochs_run": sum(s.epochs for s in steps),
                 "train_s": sum(s.seconds for s in steps),
                 "evaluations": sum(s.child for s in within(steps, budget)),
-                "distinct_archs": len({s.arch for s in within(steps, budget) if s.child}), "wall_s": search_wall}
+                "distinct_archs": len({s.arch for s in within(steps, budget) if s.child}), "wall_s": search_wall,
+                "evictions": sum((done.get("cache") or {}).get("evictions", {}).values()),
+                "new_byte_share": done.get("new_byte_share") or 0.0}
             print(f"{arm:9s} seed {seed}: pick test {test:.2f} (search's best scored {belief[best_id][1]:.2f}, "
                   f"retrained {runs[arm][seed]['search_best_retrained_test']:.2f}); "
                   f"{runs[arm][seed]['train_s']:.1f} s training, {search_wall:.1f} s wall", flush=True)
@@ -255,6 +300,8 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], checkpoints: list[floa
             "train_s": bootstrap_mean([by_seed[s]["train_s"] for s in seeds], rng),
             "evaluations": float(np.mean([by_seed[s]["evaluations"] for s in seeds])),
             "distinct_archs": float(np.mean([by_seed[s]["distinct_archs"] for s in seeds])),
+            "evictions": float(np.mean([by_seed[s].get("evictions", 0) for s in seeds])),
+            "new_byte_share": float(np.mean([by_seed[s].get("new_byte_share", 0.0) for s in seeds])),
             "curve_mean": curves.mean(axis=0).tolist(),
             "curve_band": [list(bootstrap_mean(curves[:, i], rng)[1:]) for i in range(len(checkpoints))],
             "reach_epochs": reach, "reached": sum(np.isfinite(reach)),
@@ -288,7 +335,8 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> list[list[str]]
         diff = fmt_ci(a["diff_vs_baseline"], "{:+.2f}") if "diff_vs_baseline" in a else "-"
         row = [arm, fmt_ci(a["final_test"]), diff, fmt_ci(a["search_best_score"]),
                fmt_ci(a["search_best_retrained_test"]), reach, f"{a['evaluations']:.1f}",
-               f"{a['distinct_archs']:.1f}", f"{a['train_s'][0]:.1f}"]
+               f"{a['distinct_archs']:.1f}", f"{a['new_byte_share']:.0%}", f"{a['evictions']:.1f}",
+               f"{a['train_s'][0]:.1f}"]
         rows.append(row)
         print("  ".join(row))
     for arm, a in summary["arms"].items():
@@ -304,7 +352,7 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> list[list[str]]
 
 HEADER = ["arm", "final pick: test acc (95% CI over seeds)", f"minus {BASELINE} (paired)",
           "search's best: search score", "search's best: retrained test", f"epochs to reach {BASELINE}'s final",
-          "evaluations", "distinct archs", "training s"]
+          "evaluations", "distinct archs", "new archs' bytes from cache", "evictions", "training s"]
 
 
 def plot(path: str, summary: dict[str, Any], title: str) -> None:
@@ -335,12 +383,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/outcome", help="output folder (default: runs/outcome)")
     p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 8 evaluations, 1000 examples")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: {','.join(ARMS)})")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per arm (default: 5)")
+    p.add_argument("--seeds", type=int, help="seeds per arm (default: 5; --quick: 2)")
     p.add_argument("--seed0", type=int, default=0, help="first seed (default: 0)")
     p.add_argument("--evals", type=int, default=24, help="budget: this many evaluations' epochs (default: 24)")
     p.add_argument("--population", type=int, default=8, help="P (default: 8)")
     p.add_argument("--sample", type=int, default=3, help="S (default: 3)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per child in the search (default: 1)")
+    p.add_argument("--policies", help="ablation: comma-separated eviction policies, one cache-on arm each "
+                                      f"(default: {CACHE.policy})")
+    p.add_argument("--capacities", help="ablation: comma-separated memory-tier sizes, one cache-on arm each "
+                                        f"(e.g. 2GB,16MB; default: {CACHE.memory})")
     p.add_argument("--reeval-every", type=int, default=4, help="reeval arm: retrain the leader every N (default: 4)")
     p.add_argument("--train-subset", type=int, default=2000,
                    help="examples: N for training and validation (a tenth of them), up to N for the test split "
@@ -356,16 +408,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _listed(value: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    return [v for v in value.split(",") if v] if value else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
-        args.seeds, args.evals, args.population, args.sample = 2, 8, 4, 2
+        args.seeds, args.evals, args.population, args.sample = 2 if args.seeds is None else args.seeds, 8, 4, 2
         args.train_subset, args.top_k, args.retrain_epochs, args.retrain_seeds, args.checkpoints = 1000, 2, 1, 1, 4
         args.reeval_every = 2
-    args.arms = [a for a in args.arms.split(",") if a]
-    unknown = set(args.arms) - set(ARMS)
+    args.seeds = 5 if args.seeds is None else args.seeds
+    if args.seeds < 1:
+        raise SystemExit(f"outcome: --seeds must be >= 1, got {args.seeds}")
+    kinds = [a for a in args.arms.split(",") if a]
+    unknown = set(kinds) - set(ARMS)
     if unknown:
         raise SystemExit(f"outcome: unknown arms {sorted(unknown)}; expected some of {','.join(ARMS)}")
+    try:
+        args.arms = expand_arms(kinds, _listed(args.policies), _listed(args.capacities))
+    except ValueError as exc:  # an unknown policy or a bad size, named by the cache's config
+        raise SystemExit(f"outcome: {exc}") from None
     if args.threads:
         import torch
 
@@ -376,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["wall_s"] = time.time() - t0
     rows = report(summary, args)
     meta = {"command": " ".join(["python", "bench/outcome.py", *(argv if argv is not None else sys.argv[1:])]),
-            "settings": {k: v for k, v in vars(args).items()}, "machine": machine()}
+            "settings": {**vars(args), "arms": [a.label for a in args.arms]}, "machine": machine()}
     with open(os.path.join(args.out, "outcome.json"), "w") as f:
         json.dump({**meta, **summary}, f, indent=1, default=float)
     write_markdown_table(os.path.join(args.out, "outcome.md"), HEADER, rows)

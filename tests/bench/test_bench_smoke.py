@@ -121,3 +121,26 @@ def test_outcome_quick(tmp_path: Path) -> None:
             assert saved["runs"][arm][seed]["epochs"] == saved["checkpoints"][-1]
     assert saved["arms"]["cache-off"]["reached"] >= 1  # a seed at or above the mean reaches it at the end
     assert (tmp_path / "outcome.png").stat().st_size > 0 and "| arm |" in (tmp_path / "outcome.md").read_text()
+
+
+def test_outcome_ablation_quick(tmp_path: Path) -> None:
+    args = ("--arms", "cache-on,cache-off", "--policies", "lru,donor-window", "--capacities", "8MB", "--seeds", "1",
+            "--out", str(tmp_path))
+    out = run_bench("outcome.py", *args, timeout=600)
+    arms = {"cache-on[lru,8MB]", "cache-on[donor-window,8MB]"}
+    for arm in arms:
+        assert f"outcome.{arm}_vs_cache-off.final_test" in ratios(out), out
+    saved = json.loads((tmp_path / "outcome.json").read_text())
+    assert set(saved["arms"]) == arms | {"cache-off"}
+    for arm in arms:  # 8 MB holds about two of these models: the policy chose what to evict
+        assert saved["arms"][arm]["evictions"] > 0 and 0 < saved["arms"][arm]["new_byte_share"] < 1
+    assert saved["arms"]["cache-off"]["evictions"] == 0 == saved["arms"]["cache-off"]["new_byte_share"]
+    traces = {p: p.stat().st_mtime_ns for p in tmp_path.glob("searches/*/trace.jsonl")}
+    assert len(traces) == 3 and (tmp_path / "searches" / "cache-on_lru_8MB-0" / "trace.jsonl") in traces
+    run_bench("outcome.py", *args, "--resume", timeout=600)  # finished searches (same policy and size) reused
+    assert {p: p.stat().st_mtime_ns for p in traces} == traces
+    resumed = json.loads((tmp_path / "outcome.json").read_text())["runs"]
+    for arm, by_seed in saved["runs"].items():
+        for seed, run in by_seed.items():
+            assert {k: v for k, v in resumed[arm][seed].items() if k != "wall_s"} == \
+                {k: v for k, v in run.items() if k != "wall_s"}
