@@ -169,7 +169,7 @@ class TensorCache:
             for t in range(len(self._stack.slots)):
                 for index in range(len(records)):
                     if self._catalog.holds((model_id, index), t):
-                        self._stack.evict(t, (model_id, index), "conflict", moves)
+                        self._stack.release(t, (model_id, index), "conflict", moves)
             self._count(moves)
             raise _other_tensors(model_id, f"the {conflict} tier")
         self._count(moves)
@@ -305,7 +305,7 @@ class TensorCache:
                           f"{' ...' if len(new) > 8 else ''} (give a layer_map that names them)", stacklevel=3)
 
     def _count(self, moves: Moves) -> None:
-        for tier, _, reason in moves.evicted:
+        for tier, _, reason in moves.released:
             key = f"{tier}:{reason}"
             self._evictions[key] = self._evictions.get(key, 0) + 1
         for tier, reason in moves.refused:

@@ -6,6 +6,7 @@ names the declared ``Policy`` method that takes it; there are no optional hooks 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
@@ -30,13 +31,14 @@ class Inserted:
 
 
 @dataclass(frozen=True)
-class Removed:
-    """``key`` left the tier (evicted after ``victim``, found damaged, or dropped by another process)."""
+class Released:
+    """``key`` was released from the tier (evicted after ``victim``, found damaged or missing, or released by
+    another process)."""
 
     key: Key
 
     def deliver(self, policy: Policy) -> None:
-        policy.on_remove(self.key)
+        policy.on_release(self.key)
 
 
 @dataclass(frozen=True)
@@ -114,5 +116,13 @@ class ClockMoved:
         policy.on_clock(self.start)
 
 
-PolicyEvent = Union[Inserted, Removed, LayerServed, Donated, EvaluationDone, PopulationChanged, Mutated,
+PolicyEvent = Union[Inserted, Released, LayerServed, Donated, EvaluationDone, PopulationChanged, Mutated,
                     ModelDescribed, ClockMoved]
+
+
+def __getattr__(name: str) -> object:
+    """``Removed``, the old name of ``Released``, with a DeprecationWarning."""
+    if name == "Removed":
+        warnings.warn("tensorcache.events.Removed is now Released", DeprecationWarning, stacklevel=2)
+        return Released
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

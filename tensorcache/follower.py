@@ -60,7 +60,7 @@ class Follower:
             return
         if change.op == "release":
             for index in change.indices:
-                self._stack.forget(i, (change.model_id, index))
+                self._stack.released_elsewhere(i, (change.model_id, index))
             return
         known = self._stack.catalog.record(change.model_id)
         if known is not None and change.record not in (NO_LINK, record_tag(known.encoded)):
@@ -124,7 +124,7 @@ class Follower:
                 seen.add((model_id, index))
                 self._hold_seen(i, record, index)
         for entry in [e for e in self._stack.catalog.held_in([i]) if e not in seen]:
-            self._stack.forget(i, entry)
+            self._stack.released_elsewhere(i, entry)
         self._cursors[i] = (snap.position, snap.last)
 
 

@@ -1,6 +1,6 @@
 """The tier stack: tiers fastest first, each with its own policy; the one owner of byte movement. It admits
 entries, evicting and demoting iteratively (a work list, no recursion); reads and checks an entry from the
-fastest tier holding it, dropping bad copies and promoting good ones; and says what it did.
+fastest tier holding it, releasing bad copies and promoting good ones; and says what it did.
 
 An entry evicted from a tier moves down to the next tier that lacks it; its bytes are read before it is
 released, so a cascade of evictions can never take the copy a pending admission reads from. Residency is
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, Entry, ModelRecord
-from .events import Inserted, LayerServed, PolicyEvent, Removed
+from .events import Inserted, LayerServed, PolicyEvent, Released
 from .payload import PayloadError, decode
 from .policies import Policy
 from .policies.base import make_room
@@ -39,10 +39,10 @@ class Slot:
 
 @dataclass
 class Moves:
-    """What the stack did: evictions as (tier name, entry, reason), refusals as (tier name, reason),
+    """What the stack did: releases as (tier name, entry, reason), refusals as (tier name, reason),
     demotions and promotions made, corrupt copies found, and payload bytes written into the first tier asked."""
 
-    evicted: list[tuple[str, Entry, str]] = field(default_factory=list)
+    released: list[tuple[str, Entry, str]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     demotions: int = 0
     promotions: int = 0
@@ -63,7 +63,7 @@ class TierStack:
 
     def read(self, record: ModelRecord, index: int, moves: Moves) -> tuple[Layer, int] | None:
         """Layer ``index`` of ``record`` and the tier it came from: read and checked from the fastest tier
-        holding it, then copied up into each faster tier. A bad or missing copy is evicted (``moves`` says
+        holding it, then copied up into each faster tier. A bad or missing copy is released (``moves`` says
         so) and the next tier is tried; None when no tier has a good copy."""
         entry = (record.model_id, index)
         for i in self.catalog.tiers_of(entry):
@@ -76,8 +76,8 @@ class TierStack:
                 except PayloadError as exc:
                     missing = exc.args[0] == "missing payload"
                     moves.corrupt += not missing
-                    log.warning("dropping %s layer %d from %s: %s", entry[0], index, slot.tier.name, exc)
-                    self.evict(i, entry, "missing" if missing else "corrupt", moves)
+                    log.warning("releasing %s layer %d from %s: %s", entry[0], index, slot.tier.name, exc)
+                    self.release(i, entry, "missing" if missing else "corrupt", moves)
                     continue
                 if slot.decoded is not None:
                     slot.decoded[entry] = layer
@@ -172,11 +172,11 @@ class TierStack:
             layer = record.layers[index]
             slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
 
-    def forget(self, t: int, entry: Entry) -> None:
-        """Tier ``t``'s store no longer holds ``entry`` (another process released it): forget it here and
+    def released_elsewhere(self, t: int, entry: Entry) -> None:
+        """Tier ``t``'s store no longer holds ``entry`` (another process released it): release it here and
         tell the tier's policy."""
-        if self._unhold(t, entry):
-            self.slots[t].policy.handle(Removed(entry))
+        if self._release_here(t, entry):
+            self.slots[t].policy.handle(Released(entry))
 
     def check(self) -> list[str]:
         """Problems in each tier: its books against its store, used bytes over capacity, and (process-local
@@ -217,19 +217,19 @@ class TierStack:
             record = self.catalog.record(entry[0])
             return None if record is None else record.layers[entry[1]].blob_bytes
 
-        self._release(t, make_room(self.slots[t].policy, short, size), "capacity", moves, work)
+        self._release_many(t, make_room(self.slots[t].policy, short, size), "capacity", moves, work)
 
-    def evict(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
-        """Remove ``entry`` from tier ``t``; with a ``work`` list, queue its move to the next tier down."""
-        self.slots[t].policy.handle(Removed(entry))
-        self._release(t, [entry], reason, moves, work)
+    def release(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
+        """Release ``entry`` from tier ``t`` for ``reason``; with a ``work`` list, queue its move to the next tier down."""
+        self.slots[t].policy.handle(Released(entry))
+        self._release_many(t, [entry], reason, moves, work)
 
-    def _release(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
+    def _release_many(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
         """Release ``entries`` (out of the policy already) from tier ``t`` in one transaction, queueing each
         one's move down first when there is a ``work`` list (its bytes are read before they go)."""
         slot = self.slots[t]
         for entry in entries:
-            moves.evicted.append((slot.tier.name, entry, reason))
+            moves.released.append((slot.tier.name, entry, reason))
             record = self.catalog.record(entry[0])
             if work is not None and record is not None and t + 1 < len(self.slots) \
                     and not self.catalog.holds(entry, t + 1):
@@ -239,10 +239,10 @@ class TierStack:
                     work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
         slot.tier.release_many(entries, self.origin)
         for entry in entries:
-            self._unhold(t, entry)
+            self._release_here(t, entry)
 
-    def _unhold(self, t: int, entry: Entry) -> bool:
-        """Drop ``entry``'s residency in tier ``t`` and its decoded layer; True if the catalog had it there."""
+    def _release_here(self, t: int, entry: Entry) -> bool:
+        """Release ``entry`` from this process's view of tier ``t`` (residency, decoded layer); True if the catalog had it there."""
         slot = self.slots[t]
         if slot.decoded is not None:
             slot.decoded.pop(entry, None)

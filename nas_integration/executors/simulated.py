@@ -44,7 +44,7 @@ class ModelledMemory:
             return
         while self.used + nbytes > self.capacity:
             victim = self._order.victim()
-            self._order.on_remove(victim)
+            self._order.on_release(victim)
             self.used -= self._sizes.pop(victim)
         self._order.on_insert(model_id, nbytes, model_id)
         self._sizes[model_id] = nbytes

@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
-from ..events import Key, Removed
+from ..events import Key, Released
 
 if TYPE_CHECKING:
     from ..events import PolicyEvent
 
 class Policy(ABC):
-    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without removing it.
+    """Eviction bookkeeping for one tier; ``victim`` names the next entry to evict without releasing it.
 
     It hears every event of ``tensorcache.events`` through ``handle``, each by its declared ``on_*``
-    method; a policy overrides those it needs (inserts and removals it must)."""
+    method; a policy overrides those it needs (inserts and releases it must)."""
 
     name: str = "policy"
     options: tuple[str, ...] = ()  # constructor keywords a config may set (CacheConfig.policy_options)
@@ -52,8 +53,16 @@ class Policy(ABC):
         """Replay's request-stream position (only the offline bound needs it)."""
 
     @abstractmethod
-    def on_remove(self, key: Key) -> None:
-        """The entry left the tier (evicted after ``victim`` or for another reason)."""
+    def on_release(self, key: Key) -> None:
+        """The entry was released from the tier (evicted after ``victim`` or for another reason)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass written for the old name ``on_remove`` still works, with a DeprecationWarning."""
+        super().__init_subclass__(**kwargs)
+        if "on_remove" in cls.__dict__ and "on_release" not in cls.__dict__:
+            warnings.warn(f"{cls.__name__}.on_remove: policies now implement on_release", DeprecationWarning,
+                          stacklevel=2)
+            cls.on_release = cls.__dict__["on_remove"]  # before ABCMeta counts the abstract methods
 
     @abstractmethod
     def victim(self) -> Key:
@@ -155,7 +164,7 @@ def make_room(policy: Policy, short: int, size: Callable[[Key], int | None], hel
     victims, freed = [], 0
     while len(held) and (not victims or freed < short):
         entry = policy.victim()
-        policy.handle(Removed(entry))
+        policy.handle(Released(entry))
         victims.append(entry)
         got = size(entry)
         if got is None:

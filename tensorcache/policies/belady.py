@@ -37,7 +37,7 @@ class Belady(Policy):
         self._held[key] = (check_size(size), next(self._seq))
         self._schedule(key)
 
-    def on_remove(self, key: Key) -> None:
+    def on_release(self, key: Key) -> None:
         if self._held.pop(key, None) is not None:
             self._farthest.discard(key)
             self._expiring.discard(key)

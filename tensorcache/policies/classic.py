@@ -20,7 +20,7 @@ class FIFO(Policy):
         self._order.pop(key, None)
         self._order[key] = None
 
-    def on_remove(self, key: Key) -> None:
+    def on_release(self, key: Key) -> None:
         self._order.pop(key, None)
 
     def victim(self) -> Key:
@@ -65,7 +65,7 @@ class LFU(Policy):
             self._hits[key] += 1
             self._heap.push(key, (self._hits[key], next(self._tick)))
 
-    def on_remove(self, key: Key) -> None:
+    def on_release(self, key: Key) -> None:
         if self._hits.pop(key, None) is not None:
             self._heap.discard(key)
 

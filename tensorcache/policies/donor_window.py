@@ -107,7 +107,7 @@ class DonorWindow(Policy):
 
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         size = check_size(size)
-        self.on_remove(key)
+        self.on_release(key)
         tick = next(self._tick)
         model = self._models.setdefault(model_id, _Donor(tick))
         model.touched, model.nbytes = tick, model.nbytes + size
@@ -136,7 +136,7 @@ class DonorWindow(Policy):
             if model_id in self._models:
                 self._rank(model_id)
 
-    def on_remove(self, key: Key) -> None:
+    def on_release(self, key: Key) -> None:
         got = self._entries.pop(key, None)
         if got is None:
             return

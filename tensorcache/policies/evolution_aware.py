@@ -278,7 +278,7 @@ class EvolutionAware(Policy):
         size = check_size(size)
         deps = _positions(deps, "deps")
         if key in self._entries:
-            self.on_remove(key)
+            self.on_release(key)
         self._changes += 1
         if self._fallback_current:
             self._fallback.on_insert(key, size, model_id, deps)
@@ -316,13 +316,13 @@ class EvolutionAware(Policy):
         if self._fallback_current:
             self._fallback.on_evaluation()
 
-    def on_remove(self, key: Key) -> None:
+    def on_release(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
         self._changes += 1
         if self._fallback_current:
-            self._fallback.on_remove(key)
+            self._fallback.on_release(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
         del model.keys[entry.depth]

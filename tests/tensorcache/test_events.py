@@ -20,7 +20,7 @@ class Recorder(Policy):
         self.calls.append(("insert", key, size, model_id, deps))
         self.keys.add(key)
 
-    def on_remove(self, key):
+    def on_release(self, key):
         self.calls.append(("remove", key))
         self.keys.discard(key)
 
@@ -59,7 +59,7 @@ def test_each_event_calls_its_declared_method():
     p = Recorder()
     for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
                   events.LayerServed(("m", 0)), events.Donated("m"), *EvaluationNews.of(1, [("m", 0.5)], 4, 2).events(),
-                  events.ClockMoved(7, 9), events.Removed(("m", 0))]:
+                  events.ClockMoved(7, 9), events.Released(("m", 0))]:
         p.handle(event)
     assert p.calls == [("model", "m", (1, 2), "prefix", 2, 0.5), ("insert", ("m", 0), 10, "m", (0,)),
                        ("hit", ("m", 0)), ("donation", "m"), ("evaluation",), ("mutation", 1),
@@ -74,7 +74,7 @@ def _every_event(model: str, other: str) -> list:
 
 
 def test_the_event_list_covers_every_policy_event_type():
-    assert {type(e) for e in _every_event("m", "n")} | {events.Removed} == set(typing.get_args(events.PolicyEvent))
+    assert {type(e) for e in _every_event("m", "n")} | {events.Released} == set(typing.get_args(events.PolicyEvent))
 
 
 @pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "donor-window", "evolution-aware"])
@@ -88,7 +88,7 @@ def test_every_built_in_policy_takes_every_event_and_evicts_only_what_it_holds(n
     assert len(p) == 2 and all(key in p for key in held) and ("gone", 0) not in p
     first = p.victim()
     assert first in held
-    p.handle(events.Removed(first))
+    p.handle(events.Released(first))
     assert len(p) == 1 and first not in p and p.victim() == (held - {first}).pop()
-    p.handle(events.Removed(("gone", 0)))  # an unknown key is ignored
+    p.handle(events.Released(("gone", 0)))  # an unknown key is ignored
     assert len(p) == 1

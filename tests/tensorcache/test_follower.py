@@ -46,7 +46,7 @@ def test_a_follower_learns_on_open_and_on_sync_what_others_hold_and_release(tmp_
     follower.sync()
     assert sorted(reader.catalog.held_in([lmdb])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("b", 2)]
     assert len(reader.slots[lmdb].policy) == 5 and len(reader.slots[0].policy) == 0  # only the shared tier's
-    writer.evict(0, ("b", 1), "capacity", Moves())
+    writer.release(0, ("b", 1), "capacity", Moves())
     follower.sync()
     assert not reader.catalog.holds(("b", 1), lmdb) and len(reader.slots[lmdb].policy) == 4
     assert follower.resyncs == 0 and follower.malformed == 0
@@ -59,7 +59,7 @@ def test_a_follower_skips_its_own_changes(tmp_path):
     stack = _stack(tmp_path / "c", "me")
     follower = Follower(stack)
     _put(stack, "a")
-    stack.forget(0, ("a", 0))  # were its own hold applied again on sync, the catalog would hold this again
+    stack.released_elsewhere(0, ("a", 0))  # were its own hold applied again on sync, the catalog would hold this again
     follower.sync()
     assert stack.catalog.held_in([0]) == [("a", 1)]
     stack.slots[0].tier.close()
@@ -71,7 +71,7 @@ def test_a_follower_left_behind_the_trimmed_log_resynchronises_from_a_snapshot(t
     follower = Follower(reader)
     _put(writer, "gone")
     follower.sync()
-    writer.evict(0, ("gone", 0), "capacity", Moves())
+    writer.release(0, ("gone", 0), "capacity", Moves())
     for m in range(6):
         _put(writer, f"m{m}")
     follower.sync()

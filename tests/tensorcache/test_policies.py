@@ -12,11 +12,11 @@ from tensorcache.policies import (LFU, LRU, POLICIES, Belady, DonorWindow, Evolu
 
 
 def drain(policy):
-    """Evict everything, returning the victims in order (as a tier does: victim, then on_remove)."""
+    """Evict everything, returning the victims in order (as a tier does: victim, then on_release)."""
     out = []
     while len(policy):
         key = policy.victim()
-        policy.on_remove(key)
+        policy.on_release(key)
         out.append(key)
     return out
 
@@ -70,8 +70,8 @@ def test_empty_policy_raises_lookup_error(name):
     with pytest.raises(LookupError, match=name):
         p.victim()
     p.on_insert(("m", 0), 1, "m")
-    p.on_remove(("m", 0))
-    p.on_remove(("m", 0))  # removing twice is harmless
+    p.on_release(("m", 0))
+    p.on_release(("m", 0))  # removing twice is harmless
     assert len(p) == 0 and ("m", 0) not in p
     with pytest.raises(LookupError):
         p.victim()
@@ -323,13 +323,13 @@ def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
     described(p, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL))
     described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
     p.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
-    p.on_remove(("a", 1))  # "a" lost its middle layer: its last one can no longer be served
+    p.on_release(("a", 1))  # "a" lost its middle layer: its last one can no longer be served
     assert p.reuse(("a", 2)) == 0.0 and p.victim() == ("a", 2)
     compat = EvolutionAware()  # compatible mode serves layers wherever they sit
     described(compat, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
     described(compat, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
     compat.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
-    compat.on_remove(("a", 1))
+    compat.on_release(("a", 1))
     assert compat.reuse(("a", 2)) > 0
 
 
@@ -370,10 +370,10 @@ def apply(policy, op, m, layer, size):
     elif op == "eval":
         policy.on_evaluation()
     elif op == "remove":
-        policy.on_remove(key)
+        policy.on_release(key)
     elif len(policy):
         victim = policy.victim()
-        policy.on_remove(victim)
+        policy.on_release(victim)
         return victim
     return None
 
@@ -421,11 +421,11 @@ def test_belady_evicts_the_farthest_next_use_and_follows_time():
     for key, size in [("a", 10), ("b", 10), ("c", 10), ("d", 10)]:
         p.on_insert(key, size, "m")
     assert p.victim() == "d"  # never requested
-    p.on_remove("d")
+    p.on_release("d")
     assert p.victim() == "c"  # next uses: a 5, b 2, c 7
     p.on_clock(3)
     assert p.victim() == "b"  # b's next use is now 9
-    p.on_remove("b")
+    p.on_release("b")
     p.on_clock(6)
     assert p.victim() == "a"  # a is never requested again; c at 7
     p.on_clock(7)
@@ -461,7 +461,7 @@ class MRU(Policy):
     def on_insert(self, key, size, model_id, deps=()):
         self.stack.append(key)
 
-    def on_remove(self, key):
+    def on_release(self, key):
         self.stack.remove(key)
 
     def victim(self):
@@ -530,6 +530,37 @@ def test_user_defined_policy_registered_by_name(registry):
     assert "dict" not in registry and "" not in registry
 
 
+def test_a_policy_written_for_the_old_on_remove_name_still_works_with_a_deprecation_warning():
+    import tensorcache.events as events
+
+    with pytest.warns(DeprecationWarning, match="on_release"):
+        class OldStyle(Policy):
+            def __init__(self):
+                self.keys = []
+
+            def on_insert(self, key, size, model_id, deps=()):
+                self.keys.append(key)
+
+            def on_remove(self, key):
+                self.keys.remove(key)
+
+            def victim(self):
+                return self.keys[0]
+
+            def __len__(self):
+                return len(self.keys)
+
+            def __contains__(self, key):
+                return key in self.keys
+
+    p = OldStyle()
+    p.handle(events.Inserted("a", 1, "m"))
+    p.handle(events.Released("a"))
+    assert len(p) == 0
+    with pytest.warns(DeprecationWarning, match="Released"):
+        assert events.Removed is events.Released
+
+
 # -------------------------------------------------------------------------------- invariants
 NEXT_USES = {(f"m{m}", l): sorted({(m * 7 + l * 3 + k * 11) % 40 for k in range(3)})
              for m in range(6) for l in range(4)}
@@ -596,7 +627,7 @@ def test_evolution_aware_rebuild_waits_for_enough_changes():
     assert p.victim() == ("a", 0)
     p.on_population([("b", 1.0), ("c", 1.0), ("d", 1.0), ("a", 1.0)], population_size=4, sample_size=1)
     assert p.victim() == ("a", 0)  # due, but no entry changed since: the old ranking stands
-    p.on_remove(("a", 0))
+    p.on_release(("a", 0))
     p.on_insert(("e", 0), 1, "e")  # 2 changes of 4 entries: the next victim() rebuilds
     p.on_population([("c", 1.0), ("d", 1.0), ("e", 1.0), ("b", 1.0)], population_size=4, sample_size=1)
     assert p.victim() == ("c", 0)  # the old ranking would name b
@@ -655,6 +686,6 @@ def test_evolution_aware_names_an_arriving_model_s_layer_only_when_nothing_else_
     order = []
     while len(p):
         order.append(p.victim())
-        p.on_remove(order[-1])
+        p.on_release(order[-1])
     assert set(order[:3]) == {("m", 0), ("m", 1), ("m", 2)}
     assert order[3:] == [("n", 1), ("n", 0)]  # then, no longer arriving, the deeper layer of its run first

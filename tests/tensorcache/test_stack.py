@@ -41,7 +41,7 @@ def test_admission_evicts_the_policys_victims_and_demotes_them_to_the_next_tier(
     assert stack.admit(0, a, range(2), blobs_a, Moves())
     moves = Moves()
     assert stack.admit(0, b, range(1), blobs_b, moves)
-    assert moves.evicted == [("memory", ("a", 0), "capacity")]  # FIFO: the oldest entry goes
+    assert moves.released == [("memory", ("a", 0), "capacity")]  # FIFO: the oldest entry goes
     assert moves.demotions == 1 and moves.written == LAYER
     assert stack.catalog.tiers_of(("a", 0)) == [1] and stack.catalog.tiers_of(("b", 0)) == [0]
     assert stack.check() == []
@@ -69,7 +69,7 @@ def test_a_read_comes_from_the_fastest_tier_and_is_promoted_into_each_faster_one
     first, tier = stack.read(record, 1, Moves())
     again, _ = stack.read(record, 1, Moves())
     assert tier == 0 and again is first  # decoded once, kept while the memory tier holds it
-    stack.evict(0, ("a", 1), "capacity", Moves())
+    stack.release(0, ("a", 1), "capacity", Moves())
     assert stack.check() == []  # no decoded layer is kept for an entry the tier no longer holds
     stack.close()
 
@@ -87,7 +87,7 @@ def test_a_bad_copy_is_evicted_with_its_reason_and_the_next_tier_serves(tmp_path
         assert bad.put(digest, bytes(blobs[digest])[:-4] + b"\xff" * 4)
     moves = Moves()
     layer, tier = stack.read(record, 0, moves)
-    assert tier == 2 and moves.evicted[0] == (bad.name, ("a", 0), reason)
+    assert tier == 2 and moves.released[0] == (bad.name, ("a", 0), reason)
     assert moves.corrupt == (reason == "corrupt")
     assert stack.catalog.tiers_of(("a", 0)) == [0, 1, 2]  # promoted into both faster tiers, tier 1 re-stored
     assert layer.arrays["w"][-1] == 63 + hash("a") % 1000
