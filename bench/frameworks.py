@@ -1,6 +1,7 @@
-"""Ray Tune, Optuna and DeepHyper with and without tensorcache: warm-started share and disk used, per seed.
+"""Ray Tune, Optuna and DeepHyper with and without tensorcache: warm-started share, disk used and the outcome.
 
-    python bench/frameworks.py [--seeds 0,1,2] [--trials 8] [--frameworks ray,optuna,deephyper] [--out DIR]
+    python bench/frameworks.py [--seeds 0,1,2] [--trials 8] [--frameworks ray,ray-evolution,optuna,deephyper]
+                               [--quick] [--out DIR]
 
 Small CPU sizes: 480 training and 120 validation images of the shipped mnist-small, one torch thread.
 Each seed runs each framework twice in this process, ``without`` and ``with`` the cache, their order
@@ -15,6 +16,9 @@ alternating by seed:
   and PBT's synchronous pauses) that received the donor's tensors (all, or with ``with`` the layers that
   fit: ``partial``), over all starts from a checkpoint; ``errors``: trials that failed; ``finished``:
   trials that ran all 4 steps (a run stops when a trial fails: synchronous PBT would wait on it for ever).
+* ray-evolution: ``EvolutionSearcher`` (regularized evolution, population 4, sample 2) over the attn space
+  (3 nodes), ``--trials`` trials one at a time, one epoch each; ``with`` starts each child from its parent
+  through ``TuneCache``.
 * optuna: ``--trials`` trials of a random-sampler study over the attn space (3 nodes), one epoch each,
   ask-and-tell; ``with`` warm-starts each trial from the nearest held trial (``OptunaWarmStart``).
 * deephyper: regularized evolution (population 4, sample 2), ``--trials`` evaluations, serial evaluator;
@@ -22,10 +26,21 @@ alternating by seed:
 
 Disk: bytes allocated under the run's Tune storage and the cache's LMDB file (``du``), and the cache's
 payload bytes (its books). For Optuna and DeepHyper ``without`` keeps no model at all; its disk column
-is what keeping every model as a ``torch.save`` file takes. Accuracy columns are validation accuracies
-of the runs' own models (warm-started scores carry inherited training): a diagnostic, not the outcome
-of a search (that needs the final pick retrained from scratch, which this bench does not do).
-Writes DIR/frameworks.csv and .json.
+is what keeping every model as a ``torch.save`` file takes. Accuracy columns ``mean_acc``, ``best_acc`` and
+``search_best_score`` are validation accuracies of the runs' own models (warm-started scores carry
+inherited training): a diagnostic.
+
+The outcome (ray-evolution, optuna, deephyper): each search's top ``--top-k`` architectures by its own
+scores are retrained from scratch under bench/outcome.py's protocol (its ``Retrainer``: ``--retrain-epochs``
+epochs, ``--retrain-seeds`` initialisations, ``--train-subset`` images of mnist-small), the pick is the one
+with the best retrained validation accuracy, and its retrained accuracy on mnist-small's test split (which
+no search here reads: they train and validate on training images) is ``pick_test``. Both runs of a seed
+spend the same compute: ``--trials`` children of one epoch on the same images (``search_s``: the run's
+seconds, cache included). The table after the rows gives, per framework, ``with`` minus ``without`` of
+``pick_test`` paired by seed, with a 95% bootstrap interval over seeds. PBT (``ray``) has no outcome
+row: what it produces is a trained model and a schedule, not an architecture to retrain.
+``--quick``: 5 trials, top-2 retrained once for one epoch on 1,000 images (a CI smoke size).
+Writes DIR/frameworks.csv, .json and frameworks_outcome.md.
 """
 from __future__ import annotations
 
@@ -37,20 +52,27 @@ import random
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import machine, write_results  # noqa: E402
+from bench.common import machine, write_markdown_table, write_results  # noqa: E402
+from bench.outcome import Retrainer, bootstrap_mean, fmt_ci, top_k  # noqa: E402
+from bench.outcome import build_parser as outcome_parser  # noqa: E402
 from nas_integration.fit import fit, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
+
+Belief = dict[str, tuple[tuple[int, ...], float]]   # model id -> (architecture, the search's own score)
+OUTCOME = ("pick_arch", "pick_val", "pick_test", "search_best_score", "search_best_retrained_test")
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
 DATA: list[Any] = []
@@ -201,6 +223,50 @@ def run_ray(seed: int, cached: bool, folder: Path, keep: int | None = None) -> d
             "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "1MB"), "reference_disk": ""}
 
 
+# ------------------------------------------------------------------ ray tune, evolution
+def tune_nas(config: dict[str, Any], helper: Any = None) -> None:
+    """An evolution searcher's trainable: build the config's architecture, warm-start it through ``helper``
+    (when given) from its parent, train one epoch, put it."""
+    from ray import tune
+
+    arch = tuple(int(config[f"arch{i}"]) for i in range(SPACE.n_positions))
+    torch.manual_seed(hash(arch) % 2**31)
+    model = SPACE.build(arch, 10, (784,))
+    trial = helper.start(model, config) if helper is not None else None
+    torch.set_num_threads(1)
+    acc = fit(model, data(), epochs=1, batch_size=32, lr=3e-3)
+    if trial is not None:
+        trial.put(model, score=acc)
+    tune.report({"acc": acc, **(trial.metrics() if trial is not None else {})})
+
+
+def run_ray_evolution(seed: int, cached: bool, folder: Path, trials: int) -> dict[str, Any]:
+    from ray import tune
+
+    from tensorcache.integrations.ray_tune import EvolutionSearcher, TuneCache
+
+    namespace = f"bench-ray-re-{seed}"
+    searcher = EvolutionSearcher(SPACE, population_size=4, sample_size=2, metric="acc", seed=seed)
+    trainable: Any = tune_nas
+    if cached:
+        helper = TuneCache({"memory": "64MB", "disk": str(folder / "cache.lmdb"), "disk_capacity": "64MB",
+                            "namespace": namespace}, arch=searcher.keys, layer_map=SPACE.layer_map)
+        trainable = tune.with_parameters(tune_nas, helper=helper)
+    t0 = time.perf_counter()
+    grid = tune.Tuner(trainable, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials,
+                                                             max_concurrent_trials=1, reuse_actors=True),
+                      run_config=tune.RunConfig(storage_path=str(folder / "tune"), name="re", verbose=0)).fit()
+    seconds = time.perf_counter() - t0
+    done = [r for r in grid if r.metrics and "acc" in r.metrics]
+    values = [r.metrics["acc"] for r in done]
+    belief = {r.config["tc_id"]: (tuple(int(r.config[k]) for k in searcher.keys), r.metrics["acc"]) for r in done}
+    return {"starts_from_checkpoint": len(done), "warm": sum(r.metrics.get("tc_layers", 0) > 0 for r in done),
+            "errors": len(grid.errors), "mean_acc": statistics.fmean(values), "best_acc": max(values),
+            "tune_disk": allocated(folder / "tune"), "cache_disk": allocated(folder / "cache.lmdb"),
+            "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "64MB"), "reference_disk": "",
+            "search_s": seconds, "belief": belief}
+
+
 # ------------------------------------------------------------------ optuna
 def run_optuna(seed: int, cached: bool, folder: Path, trials: int) -> dict[str, Any]:
     import optuna
@@ -214,6 +280,8 @@ def run_optuna(seed: int, cached: bool, folder: Path, trials: int) -> dict[str, 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     warm = kept = 0
     values = []
+    belief: Belief = {}
+    t0 = time.perf_counter()
     for _ in range(trials):
         trial = study.ask()
         arch = helper.suggest_arch(trial, SPACE.choices)
@@ -224,14 +292,17 @@ def run_optuna(seed: int, cached: bool, folder: Path, trials: int) -> dict[str, 
         torch.set_num_threads(1)
         value = fit(model, data(), epochs=1, batch_size=32, lr=3e-3)
         values.append(value)
+        belief[f"{trial.number:04d}"] = (tuple(arch), value)
         if cached:
             helper.tell(study, trial, value)
         else:
             kept += saved_bytes(model)
             study.tell(trial, value)
+    seconds = time.perf_counter() - t0
     return {"starts_from_checkpoint": trials, "warm": warm, "errors": 0, "mean_acc": statistics.fmean(values),
             "best_acc": max(values), "tune_disk": "", "cache_disk": allocated(folder / "cache.lmdb"),
-            "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "64MB"), "reference_disk": kept or ""}
+            "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "64MB"), "reference_disk": kept or "",
+            "search_s": seconds, "belief": belief}
 
 
 # ------------------------------------------------------------------ deephyper
@@ -271,24 +342,78 @@ def run_deephyper(seed: int, cached: bool, folder: Path, trials: int) -> dict[st
     evaluator = Evaluator.create(run, method="serial", method_kwargs=EvolutionFeed().method_kwargs() if cached else {})
     search = LineageEvolution(problem, random_state=seed, log_dir=str(folder / "dh"), population_size=4,
                               sample_size=2)
+    t0 = time.perf_counter()
     df = search.search(evaluator, max_evals=trials)
+    seconds = time.perf_counter() - t0
     warm = int((df["m:tc_layers"] > 0).sum()) if cached else 0
+    belief = {f"{int(r['job_id']):04d}": (tuple(int(r[f"p:x{i}"]) for i in range(SPACE.n_positions)),
+                                          float(r["objective"])) for _, r in df.iterrows()}
     return {"starts_from_checkpoint": len(df), "warm": warm, "errors": 0, "mean_acc": float(df["objective"].mean()),
             "best_acc": float(df["objective"].max()), "tune_disk": "", "cache_disk": allocated(folder / "cache.lmdb"),
             "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "64MB"),
-            "reference_disk": "" if cached else sum(KEPT)}
+            "reference_disk": "" if cached else sum(KEPT), "search_s": seconds, "belief": belief}
+
+
+# ------------------------------------------------------------------ the outcome
+def outcome(belief: Belief, retrain: Retrainer, k: int) -> dict[str, Any]:
+    """A search's final pick retrained from scratch (see the module doc), and beside it the architecture the
+    search itself scored best, retrained."""
+    arch, val, test = retrain.pick(top_k(belief, k))
+    best = max(belief, key=lambda m: (belief[m][1], m))
+    return {"pick_arch": "-".join(map(str, arch)), "pick_val": val, "pick_test": test,
+            "search_best_score": belief[best][1], "search_best_retrained_test": retrain(belief[best][0])[1]}
+
+
+def paired(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Per framework with an outcome: both runs' pick test accuracy and ``with`` minus ``without``, paired by
+    seed, each with a 95% bootstrap interval over seeds (printed too, with the ratio line)."""
+    rng = np.random.default_rng(0)
+    table = []
+    for framework in dict.fromkeys(r["framework"] for r in rows if r.get("pick_test") != ""):
+        by = {(r["seed"], r["run"]): r for r in rows if r["framework"] == framework}
+        seeds = sorted({seed for seed, run in by if (seed, "with") in by and (seed, "without") in by})
+        if not seeds:
+            continue
+        on = [by[s, "with"]["pick_test"] for s in seeds]
+        off = [by[s, "without"]["pick_test"] for s in seeds]
+        diff = bootstrap_mean([a - b for a, b in zip(on, off)], rng)
+        wins = sum(a > b for a, b in zip(on, off))
+        ties = sum(a == b for a, b in zip(on, off))
+        table.append([framework, str(len(seeds)), fmt_ci(bootstrap_mean(off, rng)), fmt_ci(bootstrap_mean(on, rng)),
+                      fmt_ci(diff, "{:+.2f}"), f"{wins} / {ties} / {len(seeds) - wins - ties}",
+                      f"{statistics.fmean(by[s, 'without']['search_s'] for s in seeds):.1f}",
+                      f"{statistics.fmean(by[s, 'with']['search_s'] for s in seeds):.1f}"])
+        print(f"outcome {framework}: " + "  ".join(table[-1][1:]), flush=True)
+        print(f"ratio frameworks.{framework}.with_vs_without.pick_test {statistics.fmean(on) / statistics.fmean(off):.4f}")
+    return table
+
+
+OUTCOME_HEADER = ["framework", "seeds", "without: pick's test acc % (95% CI)", "with: pick's test acc %",
+                  "with minus without (paired)", "seeds with ahead / tied / behind", "without: search s",
+                  "with: search s"]
 
 
 def main(argv: list[str] | None = None) -> None:
+    protocol = outcome_parser()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--trials", type=int, default=8, help="Optuna trials and DeepHyper evaluations")
-    parser.add_argument("--frameworks", default="ray,optuna,deephyper")
+    parser.add_argument("--trials", type=int, default=8, help="Ray evolution, Optuna trials, DeepHyper evaluations")
+    parser.add_argument("--frameworks", default="ray,ray-evolution,optuna,deephyper")
+    parser.add_argument("--top-k", type=int, default=protocol.get_default("top_k"),
+                        help="architectures of each search retrained from scratch")
+    for option in ("--retrain-epochs", "--retrain-seeds", "--train-subset"):
+        parser.add_argument(option, type=int, default=protocol.get_default(option[2:].replace("-", "_")),
+                            help="the final protocol, as bench/outcome.py's option of that name")
+    parser.add_argument("--quick", action="store_true", help="CI size: 5 trials, top-2 retrained 1x1 epoch on 1,000")
     parser.add_argument("--out", default="runs/frameworks")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.top_k, args.retrain_epochs, args.retrain_seeds, args.train_subset = 5, 2, 1, 1, 1000
     seeds = [int(s) for s in args.seeds.split(",")]
     frameworks = args.frameworks.split(",")
-    if "ray" in frameworks:
+    retrain = Retrainer(argparse.Namespace(**vars(args), device="cpu", threads=1), space=SPACE)
+    data()   # read once before any run is timed
+    if any(f.startswith("ray") for f in frameworks):
         import ray
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
@@ -305,17 +430,24 @@ def main(argv: list[str] | None = None) -> None:
                     folder = Path(tmp)
                     if framework == "ray":
                         row = run_ray(seed, cached, folder, keep=1 if "keep" in arm else None)
+                    elif framework == "ray-evolution":
+                        row = run_ray_evolution(seed, cached, folder, args.trials)
                     elif framework == "optuna":
                         row = run_optuna(seed, cached, folder, args.trials)
                     else:
                         row = run_deephyper(seed, cached, folder, args.trials)
-                row = {"framework": framework, "seed": seed, "run": arm, **row}
+                belief = row.pop("belief", None)
+                row = {"framework": framework, "seed": seed, "run": arm, **row,
+                       **(outcome(belief, retrain, args.top_k) if belief else dict.fromkeys(OUTCOME, ""))}
                 row["warm_share"] = round(row["warm"] / row["starts_from_checkpoint"], 3) \
                     if row["starts_from_checkpoint"] else ""
                 rows.append(row)
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                       flush=True)
-    write_results(args.out, "frameworks", rows, {"settings": vars(args), "machine": machine()})
+    table = paired(rows)
+    write_results(args.out, "frameworks", rows, {"settings": vars(args), "machine": machine(), "outcome": table,
+                                                "retrained_archs": len(retrain.done), "retrain_s": retrain.seconds})
+    write_markdown_table(os.path.join(args.out, "frameworks_outcome.md"), OUTCOME_HEADER, table)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from common import machine, write_markdown_table  # noqa: E402
 from nas_integration.evaluators.train import TrainEvaluator  # noqa: E402
 from nas_integration.evolution import Candidate  # noqa: E402
 from nas_integration.search import SearchSettings, run_search  # noqa: E402
+from nas_integration.spaces import SearchSpace  # noqa: E402
 from tensorcache.config import CacheConfig  # noqa: E402
 from tensorcache.trace import read_records  # noqa: E402
 
@@ -160,18 +161,23 @@ def top_k(belief: dict[str, tuple[tuple[int, ...], float]], k: int) -> list[tupl
 
 class Retrainer:
     """Retrains architectures from scratch under the one fixed protocol, each architecture once; with ``path``,
-    earlier retrainings of the same protocol are read from it and new ones appended (``--resume``)."""
+    earlier retrainings of the same protocol are read from it and new ones appended (``--resume``). ``space``:
+    the search space the architectures belong to (a registered name or a SearchSpace; bench/frameworks.py
+    passes its own small attn space)."""
 
-    def __init__(self, args: argparse.Namespace, path: str | None = None) -> None:
+    def __init__(self, args: argparse.Namespace, path: str | None = None, space: str | SearchSpace = "attn") -> None:
         self.args = args
         self.path = path
-        self.evaluators = [TrainEvaluator(space="attn", dataset="mnist-small", epochs=args.retrain_epochs,
+        self.evaluators = [TrainEvaluator(space=space, dataset="mnist-small", epochs=args.retrain_epochs,
                                           train_subset=args.train_subset or None, device=args.device,
                                           seed=10_000 + r, threads=args.threads, namespace="retrain")
                            for r in range(args.retrain_seeds)]
         self.done: dict[tuple[int, ...], tuple[float, float]] = {}  # arch -> (mean val, mean test)
         self.seconds = 0.0
         self.protocol = {k: getattr(args, k) for k in ("retrain_epochs", "retrain_seeds", "train_subset", "device")}
+        name = space if isinstance(space, str) else space.name
+        if name != "attn":  # another space's retrainings never match the default's (whose key is left out,
+            self.protocol["space"] = name  # so files written before the key existed still match)
         if path is not None and os.path.exists(path):
             with open(path) as f:
                 for line in f:

@@ -1,4 +1,5 @@
-"""bench/frameworks.py runs end to end at a tiny size (Optuna and DeepHyper, one seed) and writes its rows."""
+"""bench/frameworks.py runs end to end at its quick size (Optuna and DeepHyper, two seeds) and writes its rows,
+the outcome of each search (its pick retrained from scratch) and the paired outcome table."""
 from __future__ import annotations
 
 import csv
@@ -14,14 +15,26 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_frameworks_bench_tiny(tmp_path: Path) -> None:
     pytest.importorskip("optuna", reason="optuna is not installed (pip install 'tensorcache[integrations]')")
     pytest.importorskip("deephyper", reason="deephyper is not installed (pip install 'tensorcache[integrations]')")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "frameworks.py"), "--seeds", "0", "--trials", "5",
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "frameworks.py"), "--quick", "--seeds", "0,1",
                            "--frameworks", "optuna,deephyper", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(tmp_path / "frameworks.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["framework"], r["run"]) for r in rows] == [("optuna", "without"), ("optuna", "with"),
-                                                          ("deephyper", "without"), ("deephyper", "with")]
-    for without, with_ in (rows[0:2], rows[2:4]):
-        assert int(without["warm"]) == 0 and int(without["reference_disk"]) > 0 and int(without["cache_disk"]) == 0
-        assert int(with_["warm"]) > 0 and 0 < int(with_["cache_payload"]) <= int(with_["cache_disk"])
+    assert [(r["framework"], r["seed"], r["run"]) for r in rows] == [
+        ("optuna", "0", "without"), ("optuna", "0", "with"), ("deephyper", "0", "without"), ("deephyper", "0", "with"),
+        ("optuna", "1", "with"), ("optuna", "1", "without"), ("deephyper", "1", "with"), ("deephyper", "1", "without")]
+    for row in rows:
+        cached = row["run"] == "with"
+        assert (int(row["warm"]) == 0 or cached) and (int(row["reference_disk"] or 0) > 0) != cached
+        assert 0 < int(row["cache_payload"]) <= int(row["cache_disk"]) if cached else int(row["cache_disk"]) == 0
+        assert 0 < float(row["pick_test"]) <= 100 and float(row["search_s"]) > 0
+        assert len(row["pick_arch"].split("-")) == 6   # the pick is one of the search's architectures
+    by = {(r["framework"], r["seed"], r["run"]): r for r in rows}
+    for framework in ("optuna", "deephyper"):
+        assert sum(int(by[framework, s, "with"]["warm"]) for s in "01") > 0
+        diffs = [float(by[framework, s, "with"]["pick_test"]) - float(by[framework, s, "without"]["pick_test"])
+                 for s in "01"]
+        assert f"ratio frameworks.{framework}.with_vs_without.pick_test" in proc.stdout
+        table = (tmp_path / "frameworks_outcome.md").read_text()
+        assert f"| {framework} | 2 |" in table and f"{sum(diffs) / 2:+.2f} [" in table
