@@ -33,9 +33,9 @@ def mpi_local() -> tuple[Any, int, int]:
 
 def check_redis(config: CacheConfig) -> None:
     """Raise ConnectionError now, before any output or worker, when the required Redis tier is unreachable."""
-    from tensorcache.tiers.redis import RedisTier
+    from tensorcache.tiers.redis import check_reachable
 
-    RedisTier(config.redis, 1, namespace=config.namespace, required=True).close()
+    check_reachable(config.redis)
 
 
 def inside(path: str, folder: str) -> bool:

@@ -84,6 +84,7 @@ class TensorCache:
         if mem_size <= 0 and device_size <= 0 and disk is None and redis is None:
             raise ValueError("no tier to store into: give memory > 0, device_memory > 0, a disk path or a redis URL")
         tiers: list[Tier] = []
+        refused = ""
         try:
             if device_size > 0:
                 tiers.append(DeviceTier(device_size, _tier_device(config.device)))
@@ -92,7 +93,8 @@ class TensorCache:
             if disk is not None:
                 try:
                     tiers.append(LMDBTier(disk, disk_size, namespace=namespace))
-                except OSError as exc:  # a damaged file: the search goes on without this tier
+                except OSError as exc:  # a damaged file, a path it cannot use: the search goes on without it
+                    refused = str(exc)
                     log.error("LMDB tier refused: %s; continuing without it", exc)
             if redis is not None:
                 tiers.append(RedisTier(redis, redis_size, namespace=namespace, required=config.redis_required))
@@ -101,7 +103,7 @@ class TensorCache:
                 tier.close()
             raise
         if not tiers:
-            raise ValueError(f"no tier could be opened (the LMDB file at {disk!r} is damaged)")
+            raise ValueError(f"no tier could be opened: {refused}")
         # each tier needs its own bookkeeping: a policy object given by the user is copied per tier
         policy, options = config.policy, config.policy_options
         policies = [copy.deepcopy(policy) if isinstance(policy, Policy) else make_policy(policy, **options) for _ in tiers]

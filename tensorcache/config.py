@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .keys import check_namespace
 from .policies import POLICIES, Policy, make_policy
 from .sizes import parse_size, shared_capacity
+from .tiers.redis import check_url
 
 URL_SCHEME = "tensorcache"
 NO_DISK = "none"  # ``disk="none"`` says "no disk tier" in a config file, where None may mean "not given"
@@ -50,11 +51,14 @@ class CacheConfig:
         self.check()
 
     def check(self) -> None:
-        """Raise ValueError naming a bad size, an unknown policy or an option the policy does not declare."""
+        """Raise ValueError naming a bad size, a malformed Redis URL, an unknown policy or an option the policy
+        does not declare."""
         for name, what in SIZES.items():
             parse_size(getattr(self, name), what=what)
         shared_capacity(self.disk_capacity, self.disk_path, what=SIZES["disk_capacity"])
         shared_capacity(self.redis_capacity, self.redis, what=SIZES["redis_capacity"])
+        if self.redis is not None:
+            check_url(self.redis)
         unknown = set(self.policy_options) - set(policy_options(self.policy))
         if unknown and isinstance(self.policy, str):  # a class given by the user names bad options itself
             raise ValueError(f"policy {self.policy!r} takes no option(s) {sorted(unknown)}; it declares "

@@ -34,7 +34,7 @@ from typing import Any
 
 from ..layers import LayerMap
 from . import require
-from .worker import Transfer, check_options, store, text_id, warm, worker_cache, worker_name
+from .worker import CacheOptions, Transfer, cache_settings, store, text_id, warm, worker_cache, worker_name
 
 _hpo = require("deephyper.hpo", "tensorcache.integrations.deephyper")
 _callback = require("deephyper.evaluator.callback", "tensorcache.integrations.deephyper")
@@ -161,12 +161,12 @@ class _Run:
     """What the two run-function forms share: the architecture of a job, the evolution's news told to the
     worker's cache, and the job's output with the transfer fields added."""
 
-    def __init__(self, arch_params: Sequence[str], cache: Mapping[str, Any],
+    def __init__(self, arch_params: Sequence[str], cache: CacheOptions,
                  layer_map: Callable[[tuple[int, ...]], LayerMap] | None) -> None:
         if isinstance(arch_params, str) or not arch_params:
             raise ValueError(f"arch_params must name the hyperparameters of the architecture, got {arch_params!r}")
         self.arch_params = tuple(arch_params)
-        self.cache = check_options(cache)
+        self.cache = cache_settings(cache)
         self.layer_map = layer_map
 
     def arch(self, params: Mapping[str, Any]) -> tuple[int, ...]:
@@ -209,6 +209,8 @@ class _Run:
         """Pass on what this worker's cache has not been told yet."""
         with worker.lock:
             cache = worker.cache
+            if cache is None:   # this process could not open it (warned once); its jobs run without it
+                return
             for _ in range(max(0, news.evaluations - worker.evaluations)):
                 cache.notify_evaluation()
             worker.evaluations = max(worker.evaluations, news.evaluations)
@@ -226,12 +228,13 @@ class WarmStartRun(_Run):
     ``build(job) -> torch module``; ``train(job, module, **kwargs)`` returns the objective, or DeepHyper's
     ``{"objective": ..., "metadata": {...}}``. The architecture is ``job.parameters[name]`` for each name of
     ``arch_params``, in order; ``layer_map(arch)`` gives its layer map (e.g. a search space's
-    ``layer_map``); ``cache`` holds ``TensorCache`` keyword arguments. Objects given must pickle for
+    ``layer_map``); ``cache`` holds ``TensorCache`` keyword arguments (or is a ``CacheConfig`` or a
+    ``tensorcache://`` URL), checked here (``worker.cache_settings``). Objects given must pickle for
     process, MPI and Ray evaluators (module-level functions, ``functools.partial``, search spaces).
     """
 
     def __init__(self, build: Callable[[Any], Any], train: Callable[..., Any], arch_params: Sequence[str],
-                 cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None) -> None:
+                 cache: CacheOptions, layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None) -> None:
         super().__init__(arch_params, cache, layer_map)
         self.build, self.train = build, train
 
@@ -307,7 +310,7 @@ class WarmStarted(_Run):
     architecture once: a list of hyperparameter names, or the prefix of the names ``<prefix>0``,
     ``<prefix>1``, ... of ``problem`` (an ``HpProblem``)."""
 
-    def __init__(self, run: Callable[..., Any], cache: Mapping[str, Any],
+    def __init__(self, run: Callable[..., Any], cache: CacheOptions,
                  layer_map: Callable[[tuple[int, ...]], LayerMap], arch: str | Sequence[str],
                  problem: Any = None) -> None:
         super().__init__(arch_names(arch, problem), cache, layer_map)
@@ -326,7 +329,7 @@ class WarmStarted(_Run):
         out[0] = self._finish(worker, capture.module, arch, lmap, transfer, out[0])
 
 
-def warm_started(run: Callable[..., Any], cache: Mapping[str, Any], layer_map: Callable[[tuple[int, ...]], LayerMap],
+def warm_started(run: Callable[..., Any], cache: CacheOptions, layer_map: Callable[[tuple[int, ...]], LayerMap],
                  arch: str | Sequence[str], problem: Any = None) -> Callable[..., Any]:
     """``run`` (the user's unchanged run function) warm-started by the cache (see ``WarmStarted``), of the
     same kind as ``run``: an ``async`` function for an ``async`` ``run`` (the serial evaluator), a plain one

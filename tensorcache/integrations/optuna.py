@@ -27,7 +27,7 @@ from ..cache import TensorCache
 from ..layers import LayerMap
 from ..transfer import TransferReport
 from . import require
-from .worker import Transfer, WorkerCache, check_options, store, warm, worker_cache
+from .worker import CacheOptions, Transfer, WorkerCache, cache_settings, guarded, store, warm, worker_cache
 
 _optuna = require("optuna", "tensorcache.integrations.optuna")
 
@@ -38,17 +38,18 @@ KEPT = (_State.COMPLETE, _State.PRUNED)    # finished trials whose models are pu
 
 class OptunaWarmStart:
     """Trial helpers, ``tell`` and a study callback (see module doc). ``cache`` is a TensorCache or its
-    keyword arguments (then opened once per process); ``layer_map(arch)`` gives an architecture's layer
+    settings (keyword arguments, a ``CacheConfig`` or a ``tensorcache://`` URL; checked here, opened once per
+    process); ``layer_map(arch)`` gives an architecture's layer
     map; ``objective`` picks the value that ranks models in a multi-objective study (default: the Pareto
     rank); ``keep_pruned`` puts pruned trials' models; ``max_pending`` bounds the models held for trials
     that have not finished."""
 
-    def __init__(self, cache: TensorCache | Mapping[str, Any],
+    def __init__(self, cache: TensorCache | CacheOptions,
                  layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None, prefix: str = "arch",
                  objective: int | None = None, keep_pruned: bool = True, max_pending: int = 32) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be >= 1, got {max_pending!r}")
-        self._cache = cache if isinstance(cache, TensorCache) else check_options(cache)
+        self._cache = cache if isinstance(cache, TensorCache) else cache_settings(cache)
         self._worker = WorkerCache(cache) if isinstance(cache, TensorCache) else None
         self.layer_map = layer_map
         self.prefix = prefix
@@ -89,8 +90,9 @@ class OptunaWarmStart:
         finished = {t.number: t for t in study.get_trials(deepcopy=False, states=KEPT + (_State.FAIL,))}
         self._put_finished(study, finished)
         lmap = self.layer_map(arch) if self.layer_map is not None else None
-        parent = self._held_parent(study, arch, finished.values(), lmap)
-        transfer = Transfer(uuid.uuid4().hex, parent.user_attrs[MODEL] if parent is not None else None)
+        transfer = Transfer(uuid.uuid4().hex, None)
+        parent = self._held_parent(study, arch, finished.values(), transfer)
+        transfer.parent = parent.user_attrs[MODEL] if parent is not None else None
         warm(self.worker, module, arch, transfer, lmap)
         for key, value in transfer.metadata().items():
             trial.set_user_attr(key, value)
@@ -125,7 +127,8 @@ class OptunaWarmStart:
         lmap = self.layer_map(arch) if self.layer_map is not None else None
         store(self.worker, module, arch, self._score(study, trial), transfer, lmap)
         with self.worker.lock:
-            self.worker.cache.notify_evaluation()
+            if self.worker.cache is not None:   # else this process could not open it (warned once)
+                self.worker.cache.notify_evaluation()
 
     def _put_finished(self, study: Any, finished: Mapping[int, Any]) -> None:
         """Put the models of this study's trials that finished without ``tell`` or the callback."""
@@ -137,15 +140,20 @@ class OptunaWarmStart:
         for number in done:
             self(study, finished[number])
 
-    def _held_parent(self, study: Any, arch: tuple[int, ...], trials: Any, lmap: LayerMap | None) -> Any:
-        """The nearest finished trial whose model the cache holds, or None."""
+    def _held_parent(self, study: Any, arch: tuple[int, ...], trials: Any, transfer: Transfer) -> Any:
+        """The nearest finished trial whose model the cache holds, or None (also when the cache fails: noted in
+        ``transfer``)."""
+        if self.worker.cache is None:   # this process could not open it (warned once): the warm start says so
+            return None
         for t in ranked_trials(study, arch, trials, self.objective):
             other = tuple(t.user_attrs[ARCH])
             layers = self.layer_map(other) if self.layer_map is not None else None
-            with self.worker.lock:
-                if self.worker.cache.best_donor(other, parent=t.user_attrs[MODEL], layer_map=layers) == \
-                        t.user_attrs[MODEL]:
-                    return t
+            held = guarded(self.worker, transfer, "lookup", None, lambda cache: cache.best_donor(
+                other, parent=t.user_attrs[MODEL], layer_map=layers) == t.user_attrs[MODEL])
+            if held is None:
+                return None
+            if held:
+                return t
         return None
 
     def _score(self, study: Any, trial: Any) -> float | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..layers import LayerMap, LayerSpec
 from . import require
-from .worker import Transfer, WorkerCache, check_options, store, text_id, warm, worker_cache
+from .worker import CacheOptions, Transfer, WorkerCache, cache_settings, store, text_id, warm, worker_cache
 
 _tune = require("ray.tune", "tensorcache.integrations.ray_tune", "ray")
 _search = require("ray.tune.search", "tensorcache.integrations.ray_tune", "ray")
@@ -97,19 +97,20 @@ class TrialCache:
 
 
 class TuneCache:
-    """Builds each trial's ``TrialCache``. ``cache``: TensorCache keyword arguments (opened once per worker
-    process; give a ``disk`` so that trials on one node share models, a ``redis`` across nodes).
+    """Builds each trial's ``TrialCache``. ``cache``: TensorCache keyword arguments, a ``CacheConfig`` or a
+    ``tensorcache://`` URL (checked here, opened once per worker process; give a ``disk`` so that trials on
+    one node share models, a ``redis`` across nodes).
     ``arch``: the config keys (or a function of the config) giving the architecture sequence; without it
     every model has the same one-position architecture and shapes alone decide what transfers.
     ``layer_map(arch)``: the layer map (default: ``module_layers`` of the model). ``new_trials``: also
     warm-start trials with neither a checkpoint nor a parent, from the nearest model held."""
 
-    def __init__(self, cache: Mapping[str, Any],
+    def __init__(self, cache: CacheOptions,
                  arch: Sequence[str] | Callable[[Mapping[str, Any]], Sequence[int]] | None = None,
                  layer_map: Callable[[tuple[int, ...]], LayerMap] | None = None, new_trials: bool = False) -> None:
         if isinstance(arch, str):
             raise ValueError(f"arch must name config keys (a list) or be a function of the config, got {arch!r}")
-        self.cache = check_options(cache)
+        self.cache = cache_settings(cache)
         self.arch_of = arch
         self.layer_map = layer_map
         self.new_trials = new_trials

@@ -4,6 +4,11 @@ Frameworks run a user's function in worker processes they own (process pools, MP
 opening tiers per job would re-read the shared catalog every time. ``worker_cache`` opens a
 ``TensorCache`` on a process's first job and hands the same one to later jobs; a cache inherited across
 ``fork`` belongs to the parent and is never used by the child.
+
+A cache error never fails a job: what can be known where the search is set up is checked there
+(``cache_settings``: a bad value, a required Redis that does not answer); a cache a worker process cannot open
+(e.g. a disk path that process cannot use) leaves that process without it, with one warning: its warm starts
+are misses and its puts are skipped, each counted and noted in the job's ``tc_error``.
 """
 from __future__ import annotations
 
@@ -12,52 +17,83 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ..cache import TensorCache
 from ..config import CacheConfig
 from ..layers import LayerMap
+from ..tiers.redis import check_reachable
 from ..transfer import TransferReport
 
+T = TypeVar("T")
+CacheOptions = Mapping[str, Any] | CacheConfig | str   # what an integration takes as its cache (cache_settings)
 _LOCK = threading.Lock()
 _OPEN: dict[tuple[int, str], WorkerCache] = {}
 
 
 @dataclass
 class WorkerCache:
-    """A process's cache, the lock its threads share, and what the process has told its policies."""
+    """A process's cache (None when it could not be opened: ``failure`` says why), the lock its threads share,
+    and what the process has told its policies."""
 
-    cache: TensorCache
+    cache: TensorCache | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: int = 0          # jobs whose models this cache stored
     evaluations: int = 0   # evaluations already passed to notify_evaluation
     mutations: int = 0     # sequence number of the last mutation passed to observe_mutation
-    errors: int = 0        # warm starts and puts that failed and were skipped (the job went on)
+    errors: int = 0        # warm starts, lookups and puts that failed or had no cache, skipped (the job went on)
+    failure: str = ""      # why the cache could not be opened in this process
 
 
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` as ``CacheConfig`` settings, checked now: TypeError naming a setting it lacks, ValueError
-    naming a bad value."""
-    options = dict(options)
-    try:
-        CacheConfig.from_settings(options)
-    except TypeError as exc:
-        raise TypeError(f"cache options {sorted(options)} do not fit CacheConfig: {exc}") from None
-    return options
+class Unopened(RuntimeError):
+    """This process's cache could not be opened (warned about once, when it was tried)."""
+
+
+def cache_settings(cache: CacheOptions) -> dict[str, Any]:
+    """``cache`` (``CacheConfig`` settings by name, a ``CacheConfig`` or a ``tensorcache://`` URL) as settings,
+    checked where the search is set up: TypeError naming a setting CacheConfig lacks, ValueError naming a bad
+    value, ConnectionError naming a required Redis that does not answer. A disk path is only tried where a
+    worker opens it (node-local folders need not exist here)."""
+    if isinstance(cache, str):
+        config = CacheConfig.from_url(cache)
+    elif isinstance(cache, CacheConfig):
+        config = cache
+    elif isinstance(cache, Mapping):
+        try:
+            config = CacheConfig.from_settings(cache)
+        except TypeError as exc:
+            raise TypeError(f"cache options {sorted(cache)} do not fit CacheConfig: {exc}") from None
+    else:
+        raise TypeError(f"cache must be CacheConfig settings (a dict), a CacheConfig or a tensorcache:// URL, "
+                        f"got {type(cache).__name__}")
+    if config.redis is not None and config.redis_required:
+        check_reachable(config.redis)
+    return dict(cache) if isinstance(cache, Mapping) else config.to_dict()
 
 
 def worker_cache(options: Mapping[str, Any]) -> WorkerCache:
-    """This process's cache for ``options`` (``CacheConfig`` settings), opened on first use."""
+    """This process's cache for ``options`` (``CacheConfig`` settings), opened on first use; one that cannot be
+    opened is warned about once and the process's jobs run without it."""
     key = (os.getpid(), repr(sorted(options.items())))
     with _LOCK:
         found = _OPEN.get(key)
         if found is None:
             for stale in [k for k in _OPEN if k[0] != key[0]]:  # inherited through fork: the parent's handles
                 del _OPEN[stale]
-            found = _OPEN[key] = WorkerCache(TensorCache(**options))
+            found = _OPEN[key] = _open(options)
         return found
+
+
+def _open(options: Mapping[str, Any]) -> WorkerCache:
+    try:
+        return WorkerCache(TensorCache(**options))
+    except Exception as exc:  # the jobs go on without the cache
+        why = f"the cache cannot be opened in process {worker_name()} ({type(exc).__name__}: {exc})"
+        warnings.warn(f"tensorcache: {why}; its jobs run without the cache (warm starts are misses, puts are "
+                      "skipped)", RuntimeWarning, stacklevel=3)
+        return WorkerCache(None, failure=why)
 
 
 def worker_name() -> str:
@@ -95,12 +131,8 @@ def warm(worker: WorkerCache, module: Any, arch: tuple[int, ...], transfer: Tran
     """Warm-start ``module`` from the cache (the known parent preferred), timing it into ``transfer``; a
     cache error is a warning and a counted miss, never the job's failure."""
     t0 = time.perf_counter()
-    with worker.lock:
-        try:
-            transfer.report = worker.cache.warm_start(module, arch, parent=transfer.parent, layer_map=layer_map)
-        except Exception as exc:  # the user's job goes on without the cache
-            transfer.report = TransferReport()
-            _failed(worker, transfer, "warm start", exc)
+    transfer.report = guarded(worker, transfer, "warm start", TransferReport(), lambda cache: cache.warm_start(
+        module, arch, parent=transfer.parent, layer_map=layer_map))
     transfer.seconds += time.perf_counter() - t0
 
 
@@ -109,22 +141,31 @@ def store(worker: WorkerCache, module: Any, arch: tuple[int, ...], score: float 
     """Put ``module``'s trained tensors under the job's model id, timing it into ``transfer``; returns how
     many jobs this process's cache has stored, this one included. A cache error is a warning and a
     counted failure, never the job's failure."""
+    def put(cache: TensorCache) -> int:
+        cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
+                  layer_map=layer_map)
+        worker.jobs += 1
+        return worker.jobs   # read under the lock: another thread's put may follow at once
+
     t0 = time.perf_counter()
+    jobs = guarded(worker, transfer, "put", None, put)
+    transfer.seconds += time.perf_counter() - t0
+    return worker.jobs if jobs is None else jobs
+
+
+def guarded(worker: WorkerCache, transfer: Transfer, what: str, default: T, call: Callable[[TensorCache], T]) -> T:
+    """``call(cache)`` under the worker's lock, or ``default`` when it raises or the process has no cache: counted,
+    noted in ``transfer.error`` and warned about (an unopened cache was warned about once, when it was tried)."""
     with worker.lock:
         try:
-            worker.cache.put(transfer.model_id, arch, module.state_dict(), score=score, parent=transfer.parent,
-                             layer_map=layer_map)
-            worker.jobs += 1
+            if worker.cache is None:
+                raise Unopened(worker.failure)
+            return call(worker.cache)
         except Exception as exc:  # the user's job goes on without the cache
-            _failed(worker, transfer, "put", exc)
-        jobs = worker.jobs
-    transfer.seconds += time.perf_counter() - t0
-    return jobs
-
-
-def _failed(worker: WorkerCache, transfer: Transfer, what: str, exc: Exception) -> None:
-    """Count and warn about a cache operation that failed (the caller holds ``worker.lock``)."""
-    worker.errors += 1
-    message = f"{what} of model {transfer.model_id} failed: {type(exc).__name__}: {exc}"
-    transfer.error = "; ".join(filter(None, [transfer.error, message]))
-    warnings.warn(f"tensorcache: {message}; the job goes on without the cache", RuntimeWarning, stacklevel=3)
+            worker.errors += 1
+            message = f"{what} of model {transfer.model_id} failed: {type(exc).__name__}: {exc}"
+            transfer.error = "; ".join(filter(None, [transfer.error, message]))
+            if not isinstance(exc, Unopened):
+                warnings.warn(f"tensorcache: {message}; the job goes on without the cache", RuntimeWarning,
+                              stacklevel=3)
+            return default

@@ -45,6 +45,42 @@ def redact(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+def check_url(url: object) -> None:
+    """ValueError naming ``url`` (password hidden) unless it is a Redis URL redis-py can connect with
+    (``redis://``, ``rediss://`` or ``unix://``, a numeric port)."""
+    if not isinstance(url, str):
+        raise ValueError(f"bad redis URL {url!r}: expected a redis://host:port/db string")
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise ValueError(f"bad redis URL {redact(url)!r}: {exc}") from None
+
+
+def check_reachable(url: str, socket_timeout: float = 2.0) -> None:
+    """ConnectionError naming ``url`` (password hidden) when no Redis server answers there now: what a search
+    that requires its Redis tier checks before it starts."""
+    check_url(url)
+    client = _client(url, socket_timeout)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise _required_down(url, exc) from None
+    finally:
+        client.close()
+
+
+def _client(url: str, socket_timeout: float) -> redis.Redis:
+    """A client of ``url`` that fails fast: no retries, ``socket_timeout`` seconds to connect and per call."""
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout,
+                                retry=Retry(NoBackoff(), 0))
+
+
+def _required_down(url: str, exc: BaseException) -> ConnectionError:
+    """The error of a required Redis that does not answer."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ConnectionError(f"redis at {redact(url)} is unreachable and was required: {reason}")
+
+
 class RedisTier(SharedTier):
     """A payload store with its own books on the Redis server at ``url`` (``redis://``, ``rediss://`` or
     ``unix://``). With ``required=True`` an unreachable server at construction raises ConnectionError;
@@ -56,14 +92,11 @@ class RedisTier(SharedTier):
         check_namespace(namespace)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or not 0 < chunk_size <= _MAX_CHUNK:
             raise ValueError(f"chunk_size must be an int in 1..{_MAX_CHUNK}, got {chunk_size!r}")
+        check_url(url)
         self.url, self.namespace, self.chunk_size = redact(url), namespace, chunk_size
         parts = urlsplit(url)
         self.address = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-        try:
-            self._client = redis.Redis.from_url(url, socket_timeout=socket_timeout,
-                                                socket_connect_timeout=socket_timeout, retry=Retry(NoBackoff(), 0))
-        except ValueError as exc:
-            raise ValueError(f"bad redis URL {self.url!r}: {exc}") from None
+        self._client = _client(url, socket_timeout)
         self.prefix = f"tc:{namespace}:".encode()
         self._backoff = 0.0
         self._down_until = 0.0
@@ -71,8 +104,7 @@ class RedisTier(SharedTier):
             self._client.ping()
         except (redis.RedisError, OSError) as exc:
             if required:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ConnectionError(f"redis at {self.url} is unreachable and was required: {reason}") from None
+                raise _required_down(url, exc) from None
             self._unreachable(exc)
         else:
             self._check_on_open()

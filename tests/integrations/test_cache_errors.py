@@ -70,15 +70,8 @@ def test_a_deephyper_search_whose_puts_fail_completes_every_evaluation(tmp_path)
 def test_an_optuna_study_completes_every_trial_when_the_cache_fails(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     helper = OptunaWarmStart(_cache(tmp_path, "optuna-ghost"), layer_map=ghost_map)
-
-    def objective(trial):
-        arch = helper.suggest_arch(trial, tiny.SPACE.choices)
-        model = tiny.build(arch, trial.number)
-        helper.warm_start(trial, model)
-        return tiny.fit(model)
-
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=3))
     with pytest.warns(RuntimeWarning, match="put of model"):
-        study.optimize(objective, n_trials=3, callbacks=[helper])
+        study.optimize(tiny.warm_objective(helper), n_trials=3, callbacks=[helper])
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     assert helper.worker.errors == 3 and helper.worker.cache.stats()["models"] == 0

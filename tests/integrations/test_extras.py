@@ -34,7 +34,7 @@ def test_a_missing_framework_is_an_import_error_naming_the_extra(module, framewo
 
 
 def test_bad_cache_options_are_named():
-    from tensorcache.integrations.worker import check_options
+    from tensorcache.integrations.worker import cache_settings
 
     with pytest.raises(TypeError, match="memry"):
-        check_options({"memry": "1GB"})
+        cache_settings({"memry": "1GB"})

@@ -6,7 +6,8 @@ the donor's own (the child's digests right after the warm start against the dono
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +46,17 @@ def fit(model: nn.Module) -> float:
     """One epoch of Adam on one thread; validation accuracy in percent."""
     torch.set_num_threads(1)
     return fit_flat(model, data(), epochs=1, batch_size=32, lr=3e-3)
+
+
+def warm_objective(helper: Any) -> Callable[[Any], float]:
+    """An Optuna objective: the trial's architecture through ``helper`` (an ``OptunaWarmStart``), warm-started,
+    trained one epoch."""
+    def objective(trial: Any) -> float:
+        model = build(helper.suggest_arch(trial, SPACE.choices), trial.number)
+        helper.warm_start(trial, model)
+        return fit(model)
+
+    return objective
 
 
 def train_steps(model: nn.Module, lr: float, start: int, batches: int = 3) -> float:
