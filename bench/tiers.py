@@ -20,6 +20,13 @@ subject and baseline timed in turns on identical bytes:
   tier (each served torch tensor is a copy, so a caller changing it in place never changes a later hit) vs
   the same lookup plus one ``clone`` of a host tensor of those bytes (allocate + copy), and vs the lookup alone
   (what serving copies costs over zero-copy views).
+* put: ``TensorCache.put`` of a whole model (the main job's ``attn`` model, 4.7 MiB in 23 tensors; NB201Space at
+  C=16 and C=32, 489 tensors each), fresh tensors every repeat, into a cache of the memory tier alone vs one
+  copy of each tensor into a new buffer plus its xxh3-128 digest (target: at most 3x, ratio >= 0.33), and
+  into memory + LMDB vs one raw LMDB write transaction putting the same payloads, encoded beforehand, into an
+  environment opened with the tier's flags (target: at most 1.2x, ratio >= 0.83); ``full`` repeats the
+  LMDB case with a disk tier holding two models, so that every put evicts the oldest, against a raw
+  transaction that also deletes the payloads of the model put two repeats before (same target).
 * warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5) at the best CIFAR-10 cell from each tier
   (device tier on the model's device: "cuda", or "cpu") vs ``model.load_state_dict`` of the same tensors,
   and vs one copy of the same bytes: one pinned host-to-device copy on CUDA, one torch copy between two
@@ -52,7 +59,7 @@ from tensorcache import LayerMap, TensorCache
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 
-PARTS = ("memory", "lmdb", "redis", "lookup", "round_trip", "served", "warm_start")
+PARTS = ("memory", "lmdb", "redis", "lookup", "round_trip", "served", "put", "warm_start")
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 LOOKUP_LAYERS = 8
 KEY = b"bench-value"
@@ -336,6 +343,115 @@ def _close(cache: TensorCache, tier: str, url: str) -> None:
     cache.close()
 
 
+# ----------------------------------------------------------------------------------------------- put
+def put_models(quick: bool) -> list[tuple[str, tuple[int, ...], dict[str, Any], LayerMap]]:
+    """(name, arch, state dict, prefix layer map) of the models the put cases store."""
+    import random
+
+    import torch
+
+    from nas_integration.spaces import NB201Space, get_space
+
+    torch.manual_seed(0)
+    attn = get_space("attn")
+    arch = attn.sample(random.Random(0))
+    out = [("attn", arch, attn.build(arch, 10, (784,)).state_dict(), attn.layer_map(arch, "prefix"))]
+    for c in () if quick else (16, 32):
+        nb201 = NB201Space(C=c, N=5)
+        arch = nb201.encode(BEST_NB201)
+        out.append((f"nb201-C{c}", arch, nb201.build(arch, 10, (3, 32, 32)).state_dict(), nb201.layer_map(arch, "prefix")))
+    return out
+
+
+def bench_put(quick: bool, workdir: str) -> list[Comparison]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return [c for model in put_models(quick) for c in _put_cases(*model, quick, workdir)]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _put_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: LayerMap, quick: bool,
+               workdir: str) -> list[Comparison]:
+    """``TensorCache.put`` of ``state`` (its values changed every repeat, so every payload is new) into the
+    memory tier, memory + LMDB, and memory + a full LMDB tier, each against its baseline, in turns."""
+    from collections import deque
+
+    from tensorcache.keys import digest
+
+    nbytes = sum(v.numel() * v.element_size() for v in state.values())
+    reps = 3 if quick else max(5, min(15, (256 * MiB) // nbytes))
+    room = (reps + 3) * 2 * nbytes
+    one_model = sum(len(encode(v)[1]) for v in state.values())
+    steady = 2 * one_model + one_model // 2  # holds two models: every put evicts the oldest, as in a long search
+    mem = TensorCache(memory=steady, namespace="bench-put")
+    disk = TensorCache(memory=room, disk=os.path.join(workdir, f"put-{name}.lmdb"), disk_capacity=room,
+                       namespace="bench-put")
+    full = TensorCache(memory=room, disk=os.path.join(workdir, f"put-full-{name}.lmdb"), disk_capacity=steady,
+                       namespace="bench-put")
+    env = _env_like(disk.tiers[1], os.path.join(workdir, f"put-raw-{name}.lmdb"))
+    full_env = _env_like(disk.tiers[1], os.path.join(workdir, f"put-raw-full-{name}.lmdb"))
+    made = [0]
+    now: dict[str, Any] = {}
+    kept: list[Any] = []
+    older: deque[list[bytes]] = deque()
+
+    def fresh(encoded: bool = False) -> Callable[[], None]:
+        def setup() -> None:  # new values each time: no payload is stored already
+            made[0] += 1
+            now["state"] = {k: v + made[0] if v.is_floating_point() else v + made[0] % 7 for k, v in state.items()}
+            now["arrays"] = [v.numpy() for v in now["state"].values()]
+            now["blobs"] = [encode(v)[:2] for v in now["state"].values()] if encoded else None
+        return setup
+
+    def put(cache: TensorCache) -> Callable[[], None]:
+        return lambda: cache.put(f"m{made[0]}", arch, now["state"], layer_map=lmap)
+
+    def copy_and_hash() -> None:  # kept as the memory tier keeps its copies: the last two models, the oldest freed
+        copies = []
+        for arr in now["arrays"]:
+            buf = np.empty_like(arr)
+            np.copyto(buf, arr)
+            copies.append((buf, digest(buf)))
+        kept.append(copies)
+        if len(kept) > 2:
+            del kept[0]
+
+    def raw_put(into: lmdb.Environment, keep: int | None) -> Callable[[], None]:
+        def run() -> None:  # with ``keep``: also delete the payloads put ``keep`` models ago, in the same transaction
+            with into.begin(write=True) as txn:
+                for key, blob in now["blobs"]:
+                    txn.put(key, blob)
+                if keep is not None:
+                    older.append([key for key, _ in now["blobs"]])
+                    while len(older) > keep:
+                        for key in older.popleft():
+                            txn.delete(key)
+        return run
+
+    try:
+        t = interleaved({"memory": (put(mem), fresh()), "copy+hash": (copy_and_hash, fresh()),
+                         "memory+lmdb": (put(disk), fresh()), "raw lmdb": (raw_put(env, None), fresh(encoded=True)),
+                         "memory+full lmdb": (put(full), fresh()),
+                         "raw full lmdb": (raw_put(full_env, 2), fresh(encoded=True))}, reps)
+    finally:
+        env.close()
+        full_env.close()
+        for cache in (mem, disk, full):
+            cache.close()
+    note = f"{name}: {len(state)} tensors, {len(lmap)} layers"
+    return [Comparison("put", f"put.{name}.memory.vs_copy+hash", "put (memory, full: evicts)",
+                       "copy + xxh3 of each tensor", nbytes, t["memory"], t["copy+hash"], 1 / 3, note),
+            Comparison("put", f"put.{name}.lmdb.vs_raw", "put (memory + lmdb)", "raw lmdb put, one transaction",
+                       nbytes, t["memory+lmdb"], t["raw lmdb"], 1 / 1.2, note),
+            Comparison("put", f"put.{name}.full_lmdb.vs_raw", "put (memory + full lmdb: evicts)",
+                       "raw lmdb put + delete of the oldest model, one transaction", nbytes, t["memory+full lmdb"],
+                       t["raw full lmdb"], 1 / 1.2, note)]
+
+
 # ---------------------------------------------------------------------------------------- warm start
 def bench_warm_start(quick: bool, workdir: str, url: str) -> list[Comparison]:
     import torch
@@ -479,6 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "round_trip": ("lookup from Redis vs one GET of the same bytes",
                                 lambda: bench_round_trip(args.quick, workdir, url)),
                  "served": ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
+                 "put": ("TensorCache.put of a whole model", lambda: bench_put(args.quick, workdir)),
                  "warm_start": ("warm start of NB201 C=16 N=5", lambda: bench_warm_start(args.quick, workdir, url))}
         wanted = [part.strip() for part in args.parts.split(",") if part.strip()]
         unknown = set(wanted) - set(PARTS)

@@ -140,7 +140,7 @@ class TensorCache:
                 score = None
         keys = lmap.keys(self.namespace, arch)
         self._follower.sync()
-        blobs: dict[bytes, bytearray] = {}
+        blobs: dict[bytes, bytes] = {}
         records = []
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
             refs = {}

@@ -212,6 +212,9 @@ def check_arch(arch: Any) -> tuple[int, ...]:
     such ints (bools, strings, floats that are not whole, inf and NaN are refused)."""
     if isinstance(arch, (str, bytes)) or not isinstance(arch, Iterable):
         raise ValueError(f"arch must be a non-empty sequence of non-negative ints, got {arch!r:.200}")
+    if type(arch) is tuple and 0 < len(arch) <= MAX_LAYERS \
+            and all(type(v) is int and 0 <= v <= MAX_ARCH_VALUE for v in arch):
+        return arch  # the common case, checked at once
     out = []
     for value in arch:
         if len(out) == MAX_LAYERS:  # checked while reading: an endless iterable is refused, not exhausted

@@ -61,6 +61,8 @@ def layer_key(context: bytes, name: str) -> bytes:
 
 def digest(*parts: bytes | memoryview) -> bytes:
     """xxh3-128 of the concatenation of ``parts`` (payload addressing)."""
+    if len(parts) == 1:
+        return xxhash.xxh3_128_digest(parts[0])
     h = xxhash.xxh3_128()
     for part in parts:
         h.update(part)

@@ -75,13 +75,12 @@ def header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
     return MAGIC + _LEN.pack(len(meta)) + meta
 
 
-def encode(tensor: Any) -> tuple[bytes, bytearray, dict[str, Any]]:
-    """Return (digest, blob, ref) for a tensor; ``ref`` is what a catalog record keeps about it."""
+def encode(tensor: Any) -> tuple[bytes, bytes, dict[str, Any]]:
+    """Return (digest, blob, ref) for a tensor; ``ref`` is what a catalog record keeps about it. The blob is
+    immutable ``bytes`` made in one copy, so a process-local tier may keep it as it is."""
     arr, dtype = to_array(tensor)
     head = header(dtype, arr.shape, arr.nbytes)
-    blob = bytearray(len(head) + arr.nbytes)
-    blob[: len(head)] = head
-    blob[len(head):] = arr.reshape(-1).view(np.uint8).data
+    blob = b"".join((head, arr))  # a C-contiguous array is a flat byte buffer to join
     key = digest(blob)
     kind = "numpy" if isinstance(tensor, np.ndarray) else "torch"
     return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(arr.shape), "nbytes": arr.nbytes,

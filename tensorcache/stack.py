@@ -148,8 +148,12 @@ class TierStack:
             return None
         entries = [(j, record.layers[j].digests) for j in group]
         raw = record.encoded if slot.tier.shares_books else b""  # only a shared tier keeps records
+        victims: list[Entry] = []  # released in the next hold's own transaction: one commit, not two
         while True:
-            admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin)
+            admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin, release=victims)
+            for entry in victims:
+                self._release_here(t, entry)
+            victims = []
             if admission.held:
                 break
             if admission.reason == "conflict" and raw is record.encoded:
@@ -159,7 +163,7 @@ class TierStack:
             if admission.reason != "no_room" or not len(slot.policy):
                 moves.refused.append((slot.tier.name, admission.reason or "dropped"))
                 return None
-            self._make_room(t, admission.short, moves, work)
+            victims = self._victims(t, admission.short, moves, work)
         for j in group:
             self.note(t, record, j)
         return admission.written
@@ -210,23 +214,27 @@ class TierStack:
         for slot in self.slots:
             slot.policy.handle(event)
 
-    def _make_room(self, t: int, short: int, moves: Moves, work: deque) -> None:
-        """Evict the policy's victims until their bytes cover ``short``, all released in one transaction.
-        Shared payloads may free less; the caller then asks again."""
+    def _victims(self, t: int, short: int, moves: Moves, work: deque) -> list[Entry]:
+        """The policy's victims in tier ``t`` until their bytes cover ``short``, out of the policy now and their
+        moves down queued; the caller releases them. Shared payloads may free less; the caller then asks again."""
         def size(entry: Entry) -> int | None:
             record = self.catalog.record(entry[0])
             return None if record is None else record.layers[entry[1]].blob_bytes
 
-        self._release_many(t, make_room(self.slots[t].policy, short, size), "capacity", moves, work)
+        victims = make_room(self.slots[t].policy, short, size)
+        self._departing(t, victims, "capacity", moves, work)
+        return victims
 
     def release(self, t: int, entry: Entry, reason: str, moves: Moves, work: deque | None = None) -> None:
         """Release ``entry`` from tier ``t`` for ``reason``; with a ``work`` list, queue its move to the next tier down."""
         self.slots[t].policy.handle(Released(entry))
-        self._release_many(t, [entry], reason, moves, work)
+        self._departing(t, [entry], reason, moves, work)
+        self.slots[t].tier.release_many([entry], self.origin)
+        self._release_here(t, entry)
 
-    def _release_many(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
-        """Release ``entries`` (out of the policy already) from tier ``t`` in one transaction, queueing each
-        one's move down first when there is a ``work`` list (its bytes are read before they go)."""
+    def _departing(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
+        """Say that ``entries`` (out of the policy already) leave tier ``t`` for ``reason``, queueing each one's
+        move down when there is a ``work`` list (its bytes are read now, before they are released)."""
         slot = self.slots[t]
         for entry in entries:
             moves.released.append((slot.tier.name, entry, reason))
@@ -237,9 +245,6 @@ class TierStack:
                 got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
                 if all(g is not None and g is not WRONG_LENGTH for g in got):
                     work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
-        slot.tier.release_many(entries, self.origin)
-        for entry in entries:
-            self._release_here(t, entry)
 
     def _release_here(self, t: int, entry: Entry) -> bool:
         """Release ``entry`` from this process's view of tier ``t`` (residency, decoded layer); True if the catalog had it there."""

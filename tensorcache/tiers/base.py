@@ -157,10 +157,15 @@ class Tier(ABC):
         return self.hold_many(record, model_id, [(index, digests)], blobs, origin)
 
     def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
-                  blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
-        """Hold several entries of one model in one transaction, all or none (see ``books.hold``)."""
+                  blobs: Mapping[bytes, Any], origin: str = "", release: Sequence[tuple[str, int]] = ()
+                  ) -> Admission:
+        """Hold several entries of one model in one transaction, all or none (see ``books.hold``), after
+        dropping the entries ``release`` names in the same transaction (an eviction to make room costs no
+        commit of its own); those stay dropped whether the hold succeeds or not, unless the store fails."""
         def body(txn: Txn) -> Admission:
             txn.prefetch([books.USED, books.CAPACITY])
+            for gone_model, indices in _by_model(release).items():
+                books.release(txn, gone_model, indices, origin)
             stored = books.read_capacity(txn)
             if stored:
                 self._adopt_capacity(stored)
@@ -179,11 +184,8 @@ class Tier(ABC):
 
     def release_many(self, entries: Sequence[tuple[str, int]], origin: str = "") -> int:
         """Drop entries in one transaction (see ``books.release``); how many the tier held."""
-        by_model: dict[str, list[int]] = {}
-        for model_id, index in entries:
-            by_model.setdefault(model_id, []).append(index)
         return self._attempt("delete", True, lambda txn: sum(len(books.release(txn, model_id, indices, origin))
-                                                             for model_id, indices in by_model.items()), 0)
+                                                             for model_id, indices in _by_model(entries).items()), 0)
 
     def used_bytes(self) -> int:
         """Payload bytes the store counts (the last known count while it fails)."""
@@ -206,6 +208,14 @@ class Tier(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _by_model(entries: Sequence[tuple[str, int]]) -> dict[str, list[int]]:
+    """Entries' indices grouped by model id, in order (a release takes one model's indices at a time)."""
+    by_model: dict[str, list[int]] = {}
+    for model_id, index in entries:
+        by_model.setdefault(model_id, []).append(index)
+    return by_model
 
 
 def _raw_put(txn: Txn, key: bytes, src: memoryview) -> bool:
@@ -349,7 +359,9 @@ class ProcessTier(Tier):
         return check_key(key) in self._values
 
     def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
-                  blobs: Mapping[bytes, Any], origin: str = "") -> Admission:
+                  blobs: Mapping[bytes, Any], origin: str = "", release: Sequence[tuple[str, int]] = ()
+                  ) -> Admission:
+        self.release_many(release)
         entries = [(index, digests) for index, digests in entries if (model_id, index) not in self._held]
         if not entries:
             return Admission(True)

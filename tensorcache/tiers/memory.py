@@ -1,4 +1,4 @@
-"""Process-local RAM tier: one copy in on put, zero copies out on get."""
+"""Process-local RAM tier: at most one copy in on put (none for immutable bytes), zero copies out on get."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +23,8 @@ class MemoryTier(ProcessTier):
         self.pinned = self._torch is not None
 
     def _store(self, src: memoryview) -> memoryview:
+        if self._torch is None and isinstance(src.obj, bytes) and src.nbytes == len(src.obj):
+            return src  # immutable bytes no one can change: kept as they are, no copy
         try:
             buf = self._alloc(len(src))
         except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch failing to pin

@@ -113,3 +113,29 @@ def test_make_room_takes_victims_in_the_policys_order_until_their_bytes_cover_th
     assert make_room(policy, 100, lambda entry: None) == [("m", 3)]  # an unknown size: stop and ask again
     assert len(policy) == 1 and ("m", 4) in policy
     assert make_room(policy, 100, lambda entry: 10) == [("m", 4)] and make_room(policy, 5, lambda e: 1) == []
+
+
+def _last_commit(path) -> int:
+    """The id of the newest committed write transaction of the LMDB file in ``path`` (from its meta pages)."""
+    import struct
+
+    head = (path / "data.mdb").read_bytes()[:2 * 65536]
+    page = struct.unpack_from("<I", head, 40)[0]  # the page size page 0 names
+    return max(struct.unpack_from("<Q", head, offset + 144)[0] for offset in (0, page))
+
+
+def test_an_admission_that_evicts_from_a_shared_tier_commits_once(tmp_path):
+    record, _ = _model("a", 1)
+    lmdb_tier = LMDBTier(tmp_path / "d", 2 * record.layers[0].blob_bytes)
+    stack = TierStack([lmdb_tier], [FIFO()], Catalog(), "me")
+    a, blobs_a = _model("a", 2)
+    b, blobs_b = _model("b", 1)
+    assert stack.admit(0, a, range(2), blobs_a, Moves())
+    before = _last_commit(tmp_path / "d")
+    moves = Moves()
+    assert stack.admit(0, b, range(1), blobs_b, moves)
+    assert moves.released == [("lmdb", ("a", 0), "capacity")]
+    assert _last_commit(tmp_path / "d") == before + 1  # the eviction and the hold: one transaction
+    assert lmdb_tier.used_bytes() == 2 * LAYER and stack.check() == []
+    assert stack.catalog.tiers_of(("a", 0)) == [] and stack.catalog.tiers_of(("b", 0)) == [0]
+    stack.close()

@@ -49,6 +49,7 @@ def test_other_values_are_stored_whole_but_have_no_view():
 
 def test_source_buffer_is_copied_in():
     key, blob, _ = encode(np.arange(4, dtype=np.float32))
+    blob = bytearray(blob)
     tier = DeviceTier(1 << 10, device="cpu")
     tier.put(key, blob)
     blob[-4:] = b"\0\0\0\0"

@@ -21,6 +21,15 @@ def test_round_trip_is_one_copy_in_and_zero_copies_out():
         first[0] = 0
 
 
+def test_immutable_bytes_are_kept_without_a_copy_and_slices_of_them_are_copied():
+    tier = MemoryTier(1 << 20)
+    whole, big = b"abc" * 1000, b"xyz" * 1000
+    assert tier.put(b"whole", whole) and tier.put(b"slice", memoryview(big)[:30])
+    assert tier.get(b"whole").obj is whole  # bytes cannot change: the tier keeps them as they are
+    assert tier.get(b"slice").obj is not big and bytes(tier.get(b"slice")) == big[:30]  # not all of ``big`` kept
+    assert tier.used_bytes() == 3030
+
+
 def test_accepts_any_contiguous_buffer():
     tier = MemoryTier(1 << 20)
     array = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -72,7 +81,8 @@ def test_a_hold_whose_allocation_fails_leaves_nothing(monkeypatch):
         return np.empty(n, dtype=np.uint8)
 
     monkeypatch.setattr(tier, "_alloc", alloc)
-    assert tier.hold(b"rec", "m", 0, [a, b], {a: b"x" * 10, b: b"y" * 10}).reason == "dropped"
+    blobs = {a: bytearray(b"x" * 10), b: bytearray(b"y" * 10)}  # mutable: the tier copies them
+    assert tier.hold(b"rec", "m", 0, [a, b], blobs).reason == "dropped"
     assert tier.used_bytes() == 0 and len(tier) == 0 and tier.audit().healthy
 
 
