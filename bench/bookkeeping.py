@@ -56,7 +56,7 @@ def train_share(data_dir: str | None, workdir: str, quick: bool) -> dict[str, An
     return {"part": "a", "search": "train attn/mnist", "evaluations": len(records), "wall_s": summary["wall_s"],
             "call_s": call_s, "cache_s": cache_s, "train_s": train_s, "cache_share": cache_s / summary["wall_s"],
             "cache_share_of_train": cache_s / train_s if train_s else None, "hit_ratio": summary["hit_ratio"],
-            "transfer_bytes": summary["transfer_bytes"], "put_s": seconds.get("put"),
+            "bytes_served": summary["bytes_served"], "put_s": seconds.get("put"),
             "lookup_s": seconds.get("lookup"), "apply_s": seconds.get("apply"), "settings": size}
 
 

@@ -96,7 +96,7 @@ def replay(settings: SearchSettings, records: Sequence[dict[str, Any]], mode: st
             result = evaluator.evaluate(Candidate(index, r["model_id"], tuple(r["arch"]), r["parent_id"],
                                                   r["mutation_pos"]), cache)
             out.append({"model_id": r["model_id"], "parent_id": r["parent_id"], "score": result.score,
-                        "seconds": result.train_s + result.cache_s, "transfer_bytes": result.transfer_bytes})
+                        "seconds": result.train_s + result.cache_s, "bytes_served": result.bytes_served})
     return out
 
 
@@ -111,7 +111,7 @@ def arm_row(space: str, seed: int, arm: str, evals: Sequence[dict[str, Any]], ta
     return {"space": space, "seed": seed, "arm": arm, "evaluations": len(evals), "best_val": best,
             "children_mean_val": statistics.mean(children) if children else None, "target": target,
             "evals_to_target": reach[0], "seconds_to_target": reach[1],
-            "train_seconds": seconds, "transfer_bytes": sum(e.get("transfer_bytes", 0) for e in evals), "curve": curve}
+            "train_seconds": seconds, "bytes_served": sum(e.get("bytes_served", 0) for e in evals), "curve": curve}
 
 
 def spread(values: Sequence[float | None]) -> str:
@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {spec.space} on {spec.dataset}, seed {seed}: cache off ...", flush=True)
                 settings, records = search_off(spec, seed, data[spec.dataset], workdir, str(device))
                 off = [{"model_id": r["model_id"], "parent_id": r["parent_id"], "score": r["score"],
-                        "seconds": r["train_s"] + r["cache_s"], "transfer_bytes": 0} for r in records]
+                        "seconds": r["train_s"] + r["cache_s"], "bytes_served": 0} for r in records]
                 target = args.target if args.target is not None else max(e["score"] for e in off)
                 group.append(arm_row(spec.space, seed, "off", off, target))
                 for mode in modes:
@@ -226,7 +226,7 @@ def report(rows: Sequence[dict[str, Any]], modes: Sequence[str], scale: str) -> 
         ev = "never" if r["evals_to_target"] is None else str(r["evals_to_target"])
         st = "-" if r["seconds_to_target"] is None else f"{r['seconds_to_target']:.1f}"
         print(f"{r['space']:<12} {r['seed']:>4} {r['arm']:<10} {r['best_val']:>8.2f} {r['children_mean_val'] or 0:>9.2f} "
-              f"{r['target']:>7.2f} {ev:>8} {st:>7} {r['train_seconds']:>8.1f} {r['transfer_bytes'] / 1e6:>8.2f}")
+              f"{r['target']:>7.2f} {ev:>8} {st:>7} {r['train_seconds']:>8.1f} {r['bytes_served'] / 1e6:>8.2f}")
     for space in dict.fromkeys(r["space"] for r in rows):
         off = {r["seed"]: r for r in rows if r["space"] == space and r["arm"] == "off"}
         for mode in modes:

@@ -260,11 +260,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("test of best", "-" if best.get("test") is None else f"{best['test']:.2f}"),
         ("best architecture", str(best.get("native"))),
         ("new architectures", f"{summary['new_architectures']}: {summary['new_hit_ratio']:.1%} got a layer that "
-                              f"depends on their arch; {format_size(summary['transfer_only_bytes'])} transferred "
+                              f"depends on their arch; {format_size(summary['transfer_bytes_served'])} transferred "
                               f"= {summary['new_byte_share']:.1%} of their bytes"),
-        ("revisits", f"{summary['revisits']}: {format_size(summary['revisit_bytes'])} served to architectures "
+        ("revisits", f"{summary['revisits']}: {format_size(summary['revisit_bytes_served'])} served to architectures "
                      "evaluated before"),
-        ("all children", f"hit ratio {summary['hit_ratio']:.1%}, {format_size(summary['transfer_bytes'])} served"),
+        ("all children", f"hit ratio {summary['hit_ratio']:.1%}, {format_size(summary['bytes_served'])} served"),
         ("time in cache", f"{summary['cache_s']:.2f} s"),
         ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),

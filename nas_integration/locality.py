@@ -78,7 +78,7 @@ class LocalityTracker:
         """A reserved child started on its holder ``seconds`` after it was placed."""
         self.stats.wait_s += seconds
 
-    def finished(self, worker: int, donor_id: str | None, transfer_bytes: int, tier_bytes: dict[str, int] | None,
+    def finished(self, worker: int, donor_id: str | None, bytes_served: int, tier_bytes: dict[str, int] | None,
                  held: Collection[str]) -> None:
         """Account one evaluation's transfer as local or shared, then take ``held``, the worker's report of
         the models it holds now.
@@ -86,17 +86,17 @@ class LocalityTracker:
         ``tier_bytes`` is what the worker's own cache reports each tier served (``TraceRecord.tier_bytes``);
         None (simulated workers, which share one cache) takes the worker's previous report's word for it.
         """
-        if donor_id is not None and transfer_bytes:
+        if donor_id is not None and bytes_served:
             expected = donor_id in self.held[worker]
             self.stats.expected_local_hits += expected
             if tier_bytes is None:
-                local = transfer_bytes if expected else 0
+                local = bytes_served if expected else 0
             else:
                 local = sum(tier_bytes.get(tier, 0) for tier in LOCAL_TIERS)
-            if local >= transfer_bytes:
+            if local >= bytes_served:
                 self.stats.local_hits += 1
             else:
                 self.stats.remote_hits += 1
             self.stats.local_bytes += local
-            self.stats.remote_bytes += transfer_bytes - local
+            self.stats.remote_bytes += bytes_served - local
         self.held[worker] = held

@@ -32,6 +32,6 @@ class Revisits:
         score, test = self.scores[cand.arch]
         return TraceRecord(model_id=cand.model_id, parent_id=cand.parent_id, donor_id=None, worker="reused",
                            t_start=now, t_end=now, arch=list(cand.arch), mutation_pos=cand.mutation_pos,
-                           score=score, test=test, transfer_layers=0, transfer_bytes=0, tier=None, cache_s=0.0,
+                           score=score, test=test, layers_served=0, bytes_served=0, tier=None, cache_s=0.0,
                            train_s=0.0, layer_bytes=[], layer_keys=[], layer_deps=[], revisit=True, epochs=0.0,
                            extra={"reused": True})

@@ -247,9 +247,9 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         # that depends on a position; served bytes split into transfers to new architectures and revisits
         "new_architectures": tally.new, "new_hit_ratio": tally.new_hit_ratio,
         "new_byte_share": tally.new_byte_share,
-        "hit_ratio": tally.hit_ratio, "revisits": tally.revisits, "transfer_bytes": tally.transfer_bytes,
-        "transfer_only_bytes": tally.transfer_bytes - tally.revisit_bytes, "revisit_bytes": tally.revisit_bytes,
-        "transfer_layers": tally.transfer_layers, "cache_s": tally.cache_s, "train_s": tally.train_s,
+        "hit_ratio": tally.hit_ratio, "revisits": tally.revisits, "bytes_served": tally.bytes_served,
+        "transfer_bytes_served": tally.transfer_bytes_served, "revisit_bytes_served": tally.revisit_bytes_served,
+        "layers_served": tally.layers_served, "cache_s": tally.cache_s, "train_s": tally.train_s,
         "cache": merge_stats(cache_stats) if cache_stats else None,
         "locality": executor.locality_summary(),
         "threads": None if threads is None else {"per_worker": threads, "why": threads_why},

@@ -6,12 +6,20 @@ needs. Bytes served to any other child are *transfer* bytes, the cache's real sa
 metric is the transfer yield (transfer bytes served / transfer bytes an unbounded cache serves), with the
 revisit yield beside it. A lookup is a *hit* only when it serves a layer that depends on at least one
 arch position: a stem or head that every model shares says nothing about the cache.
+
+The names say which bytes: ``bytes_served`` is every byte served (a trace record's field, the summary's
+and replay's total), ``transfer_bytes_served`` those served to new architectures and
+``revisit_bytes_served`` those served to revisits, in the search summary, ``Counts`` and replay alike.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # trace.py reads revisits by this module's rule: the record type is only named here
+    from .trace import TraceRecord
 
 
 def positional(deps: Iterable[Sequence[int]]) -> bool:
@@ -40,40 +48,83 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
 
 
-def summarize_records(records: Sequence[Mapping[str, Any]], mode: str = "prefix") -> dict[str, Any]:
-    """Live-search figures from trace records: children, revisits, hits (a served layer depends on a
-    position) and bytes served split into transfer and revisit, for a finished trace (``tensorcache analyze``;
-    the running search counts the same one record at a time, ``nas_integration.tally``).
+@dataclass
+class Counts:
+    """A search's counts, each defined once: ``add`` takes one trace record (the running search's summary,
+    ``nas_integration.tally``), ``summarize_records`` a finished trace (``tensorcache analyze``). Ratios
+    without a denominator are NaN."""
 
-    Which layers a record was served comes from ``served_layers`` when present; else prefix mode serves
-    the first ``transfer_layers`` layers, and compatible mode counts a hit only when more layers were served
-    than the child has position-free ones (distinct served layers must then include a positional one).
-    """
-    revisit = mark_revisits((str(r["model_id"]), r.get("arch"), float(r.get("t_start", 0.0)), r.get("revisit"))
-                            for r in records)
-    out = {"children": 0, "revisits": 0, "hits": 0, "transfer_bytes": 0, "revisit_bytes": 0}
-    for r in records:
-        again = revisit[str(r["model_id"])]
-        out["children"] += 1
-        out["revisits"] += again
-        out["revisit_bytes" if again else "transfer_bytes"] += int(r.get("transfer_bytes") or 0)
-        out["hits"] += is_hit(r, mode)
-    out["hit_ratio"] = ratio(out["hits"], out["children"])
-    out["revisit_fraction"] = ratio(out["revisits"], out["children"])
-    return out
+    mode: str = "prefix"  # the transfer mode, which decides which served layers make a hit (``is_hit``)
+    evaluations: int = 0
+    revisits: int = 0
+    hits: int = 0
+    new_hits: int = 0  # hits among new architectures (children of an architecture not evaluated before)
+    bytes_served: int = 0  # every byte served, revisits included
+    revisit_bytes_served: int = 0  # of which served to revisits
+    new_arch_bytes: int = 0  # layer bytes of the new architectures (the most a transfer could serve them)
+    layers_served: int = 0
+
+    def add(self, record: TraceRecord) -> None:
+        """Count one evaluation (its ``revisit`` set, as ``read_records`` and the running search set it)."""
+        hit = is_hit(record, self.mode)
+        self.evaluations += 1
+        self.hits += hit
+        self.bytes_served += record.bytes_served
+        self.layers_served += record.layers_served
+        if record.revisit:
+            self.revisits += 1
+            self.revisit_bytes_served += record.bytes_served
+        else:
+            self.new_hits += hit
+            self.new_arch_bytes += sum(record.layer_bytes)
+
+    @property
+    def new(self) -> int:
+        """Evaluations of an architecture not evaluated before."""
+        return self.evaluations - self.revisits
+
+    @property
+    def transfer_bytes_served(self) -> int:
+        """Bytes served to new architectures: the cache's real saving."""
+        return self.bytes_served - self.revisit_bytes_served
+
+    @property
+    def hit_ratio(self) -> float:
+        return ratio(self.hits, self.evaluations)
+
+    @property
+    def revisit_fraction(self) -> float:
+        return ratio(self.revisits, self.evaluations)
+
+    @property
+    def new_hit_ratio(self) -> float:
+        """Share of new architectures that got a layer depending on their arch (the cache's real reach)."""
+        return ratio(self.new_hits, self.new)
+
+    @property
+    def new_byte_share(self) -> float:
+        """Share of the new architectures' layer bytes that the cache served them."""
+        return ratio(self.transfer_bytes_served, self.new_arch_bytes)
 
 
-def is_hit(record: Mapping[str, Any], mode: str) -> bool:
-    """Whether a trace record's lookup served a layer that depends on a position (``mode``: prefix or compatible)."""
-    n = int(record.get("transfer_layers") or 0)
-    deps = record.get("layer_deps")
+def summarize_records(records: Iterable[TraceRecord], mode: str = "prefix") -> Counts:
+    """The counts of a finished trace (records as ``trace.read_records`` gives them, revisits marked)."""
+    counts = Counts(mode)
+    for record in records:
+        counts.add(record)
+    return counts
+
+
+def is_hit(record: TraceRecord, mode: str) -> bool:
+    """Whether a record's lookup served a layer that depends on a position (``mode``: prefix or compatible):
+    prefix mode serves the first ``layers_served`` layers; compatible mode counts a hit only when more layers
+    were served than the child has position-free ones (distinct served layers must then include a positional
+    one). No recorded dependencies: every layer counts as positional."""
+    n, deps = record.layers_served, record.layer_deps
     if n == 0:
         return False
     if deps is None:
-        return True  # no dependencies recorded: every layer counts as positional
-    served = record.get("served_layers")
-    if served is not None:
-        return positional(deps[i] for i in served)
+        return True
     if mode == "prefix":
         return positional(deps[:n])
     return n > sum(1 for d in deps if not d)

@@ -3,15 +3,16 @@
 ``TraceRecord`` is the one schema of a trace line: the writer's required fields (``FIELDS``), the reader's
 validation and the columns analyses and replays read all come from it. Each line carries ``version``;
 lines without one are version 1 (written before the field existed) and read with the newer fields at their
-defaults (``revisit`` computed from the trace); a line of a newer version than this reader knows is an
-error naming it. A crash loses at most the record being written; ``read_trace`` skips a torn last line.
+defaults (``revisit`` computed from the trace); lines before version 3 call ``layers_served`` and
+``bytes_served`` ``transfer_layers`` and ``transfer_bytes`` and read under the new names (``RENAMED``); a
+line of a newer version than this reader knows is an error naming it. A crash loses at most the record being written; ``read_trace`` skips a torn last line.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -19,7 +20,9 @@ from .metrics import mark_revisits
 
 log = logging.getLogger("tensorcache")
 
-TRACE_VERSION = 2  # 1: no version, test, tier_bytes or revisit fields; 2: all of TraceRecord
+TRACE_VERSION = 3  # 1: no version, test, tier_bytes or revisit fields; 2: transfer_layers and transfer_bytes
+# for what 3 calls layers_served and bytes_served; 3: all of TraceRecord
+RENAMED = {"transfer_layers": "layers_served", "transfer_bytes": "bytes_served"}  # version < 3 name -> name
 MAX_LINE = 2**24  # characters a trace line may have (a record is a few hundred; a longer line is not one)
 
 
@@ -87,8 +90,8 @@ class TraceRecord:
     arch: list[int] = _column(_list(_int))
     mutation_pos: int | None = _column(_optional(_int))
     score: float | None = _column(_optional(_float))
-    transfer_layers: int = _column(_int)
-    transfer_bytes: int = _column(_int)  # real bytes, even where the cache held scaled-down payloads
+    layers_served: int = _column(_int)  # layers the cache served this evaluation (a revisit's included)
+    bytes_served: int = _column(_int)  # their real bytes, even where the cache held scaled-down payloads
     tier: str | None = _column(_optional(_str))  # the slowest tier that served the transfer
     cache_s: float = _column(_float)
     train_s: float = _column(_float)
@@ -96,7 +99,7 @@ class TraceRecord:
     layer_keys: list[str] = _column(_list(_str))  # hex layer keys, as the cache keys them
     layer_deps: list[list[int]] | None = _column(_optional(_list(_list(_int))), None)  # arch positions per layer
     test: float | None = _column(_optional(_float), None)
-    tier_bytes: dict[str, int] = _column(_counts, factory=dict)  # transfer bytes by the tier that served them
+    tier_bytes: dict[str, int] = _column(_counts, factory=dict)  # bytes_served by the tier that served them
     # the same arch was evaluated before: an evaluation of it started earlier (tensorcache.metrics.mark_revisits;
     # None: not known when written, ``read_records`` computes it from the trace)
     revisit: bool | None = _column(_optional(_bool), None)
@@ -123,6 +126,8 @@ class TraceRecord:
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= TRACE_VERSION:
             raise ValueError(f"trace record has version {version!r}; this tensorcache reads versions 1 to "
                              f"{TRACE_VERSION} (a newer tensorcache wrote it?)")
+        if version < 3:
+            values = {RENAMED.get(k, k): v for k, v in values.items()}
         missing = [name for name in FIELDS if name not in values]
         if missing:
             raise ValueError(f"trace record lacks fields {missing}")
@@ -220,6 +225,19 @@ def read_trace(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [record.to_dict() for record in read_records(path)]
 
 
+def as_records(records: Iterable[TraceRecord | Mapping[str, Any]]) -> list[TraceRecord]:
+    """Trace records from records or trace lines' objects (validated: ValueError names the bad one), with
+    ``revisit`` set as ``read_records`` sets it: what analyses and replays take."""
+    out = []
+    for n, record in enumerate(records):
+        try:
+            out.append(record if isinstance(record, TraceRecord) else TraceRecord.from_dict(record))
+        except ValueError as exc:
+            raise ValueError(f"trace record {n}: {exc}") from None
+    _fill_revisits(out)
+    return out
+
+
 def _fill_revisits(records: list[TraceRecord]) -> None:
     """Set ``revisit`` where the writer did not (version 1), by the one rule of ``metrics.mark_revisits``."""
     if all(r.revisit is not None for r in records):
@@ -229,12 +247,22 @@ def _fill_revisits(records: list[TraceRecord]) -> None:
         record.revisit = flags[str(n)]
 
 
+# summary.json's counts as written before they were named for the bytes they count -> their names now
+SUMMARY_RENAMED = {"transfer_bytes": "bytes_served", "transfer_only_bytes": "transfer_bytes_served",
+                   "revisit_bytes": "revisit_bytes_served", "transfer_layers": "layers_served"}
+
+
 def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
-    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable)."""
+    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable), an older
+    one's counts under their names now (``SUMMARY_RENAMED``)."""
     path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
     try:
         with open(path, encoding="utf-8") as f:
             summary = json.load(f)
     except (OSError, ValueError):
         return {}
-    return summary if isinstance(summary, dict) else {}
+    if not isinstance(summary, dict):
+        return {}
+    if "transfer_only_bytes" in summary:  # written before the renames
+        summary = {SUMMARY_RENAMED.get(k, k): v for k, v in summary.items()}
+    return summary

@@ -4,7 +4,7 @@ Each evaluation still uses the cache exactly as a training worker would: look up
 (with its parent), then put the child's layers. The tensors are synthetic, sized ``payload_scale`` x the
 real layer sizes of the architecture (``space.layer_nbytes``), and the cache capacities are scaled by the
 same factor, so eviction behaves as with real tensors while a 10^4-evaluation search stays cheap. Trace
-records carry the REAL bytes (``layer_bytes``, ``transfer_bytes``), so replays see real sizes.
+records carry the REAL bytes (``layer_bytes``, ``bytes_served``), so replays see real sizes.
 
 Durations come from the table's per-architecture 200-epoch training time, scaled by ``epochs / 200``.
 The scores are always the table's 200-epoch values. Under the serial executor a discrete-event clock
@@ -204,8 +204,8 @@ class TabularEvaluator(Evaluator):
         return self.record(
             cand, looked.layer_map, looked.layer_bytes, stored, score=looked.row.score, test=looked.row.test,
             train_s=started.duration, cache_s=cache_s, t_start=0.0, t_end=started.duration,
-            donor_id=hit.donor if hit else None, transfer_layers=len(served),
-            transfer_bytes=sum(looked.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
+            donor_id=hit.donor if hit else None, layers_served=len(served),
+            bytes_served=sum(looked.layer_bytes[i] for i in served), tier=hit.slowest_tier if hit else None,
             tier_bytes=tier_bytes, epochs=self.epochs)
 
     def evaluate(self, candidate: Candidate, cache: TensorCache | None) -> TraceRecord:

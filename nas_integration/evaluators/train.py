@@ -141,7 +141,7 @@ class TrainEvaluator(Evaluator):
         layer_bytes = self.space.layer_nbytes(candidate.arch, self.transfer, self.num_classes, self.input_shape)
         return self.record(
             candidate, lmap, layer_bytes, stored, score=score, test=test, train_s=train_s, cache_s=cache_s, donor_id=report.donor,
-            transfer_layers=report.layers, transfer_bytes=report.nbytes, tier=report.tier,
+            layers_served=report.layers, bytes_served=report.nbytes, tier=report.tier,
             t_start=t_start, t_end=time.time(),
             epochs=self.epochs, extra={"device": str(self._device), "skipped": len(report.skipped)})
 

@@ -57,7 +57,7 @@ class Placement:
         """``worker`` finished ``record`` and now holds the models ``held`` (its report); ``reported``: the
         record's tier bytes come from the worker's own cache."""
         if self.tracker is not None:
-            self.tracker.finished(worker, record.donor_id, record.transfer_bytes,
+            self.tracker.finished(worker, record.donor_id, record.bytes_served,
                                   record.tier_bytes if reported else None, held)
 
     def restarted(self, worker: int) -> None:

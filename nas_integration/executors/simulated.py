@@ -113,8 +113,8 @@ class SimulatedExecutor(LocalExecutor):
     def _remember(self, worker: int, record: TraceRecord) -> None:
         """``worker``'s modelled memory after ``record``: the donor it was served, then the model it put."""
         memory, nbytes = self.memories[worker], sum(record.layer_bytes)
-        if record.donor_id is not None and record.transfer_bytes:
-            memory.touch(record.donor_id, self._model_bytes.get(record.donor_id, record.transfer_bytes))
+        if record.donor_id is not None and record.bytes_served:
+            memory.touch(record.donor_id, self._model_bytes.get(record.donor_id, record.bytes_served))
         self._model_bytes[record.model_id] = nbytes
         memory.touch(record.model_id, nbytes)
 

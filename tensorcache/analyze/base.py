@@ -10,6 +10,7 @@ import numpy as np
 
 from ..layers import LayerMap
 from ..replay import infer_population_size, parse_records
+from ..trace import as_records
 
 
 SECTIONS = ("Structure", "Distribution", "Popularity", "Quality")
@@ -81,6 +82,8 @@ class Trace:
         if not records:
             raise ValueError("the trace has no records")
         evaluations = parse_records(records)  # validates ids, times and layer fields
+        self.typed = as_records(records)
+        records = [r.to_dict() for r in self.typed]
         self.records = sorted(records, key=lambda r: (r["t_start"], r["t_end"]))
         self.by_id = {r["model_id"]: r for r in self.records}
         self.start_index = {r["model_id"]: i for i, r in enumerate(self.records)}

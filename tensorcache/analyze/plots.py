@@ -62,7 +62,7 @@ def legend_outside(ax) -> None:
 
 
 def _spans(records: Sequence[Mapping[str, Any]], warm: bool) -> list[tuple[float, float]]:
-    return [(r["t_start"], r["t_end"] - r["t_start"]) for r in records if ((r.get("transfer_bytes") or 0) > 0) == warm]
+    return [(r["t_start"], r["t_end"] - r["t_start"]) for r in records if (r["bytes_served"] > 0) == warm]
 
 
 def timeline_plot(out, tr: Trace) -> None:

@@ -87,8 +87,8 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
     prefix = np.array([shared_prefix(r["arch"], tr.parent(r)["arch"]) for r in tr.children])
     rules = {mode: np.array([transferable(r["arch"], tr.parent(r)["arch"], mode, layers) for r in tr.children],
                             float).reshape(-1, 2) for mode in MODES}
-    actual = np.array([(r.get("transfer_bytes") or 0) / (sum(r["layer_bytes"]) or 1) for r in tr.children])
-    live = summarize_records(tr.records, facts.transfer)
+    actual = np.array([r["bytes_served"] / (sum(r["layer_bytes"]) or 1) for r in tr.children])
+    live = summarize_records(tr.typed, facts.transfer)
     n_pos = max((n for _, n in muts), default=max(len(r["arch"]) for r in tr.records))
     hist = np.bincount([p for p, _ in muts], minlength=n_pos) if muts else np.zeros(n_pos, int)
     bar_plot(out, "mutation_positions.png", range(n_pos), hist, "mutation position", "children",
@@ -123,7 +123,7 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
         Finding(S, "bytes_transferred", "mean share of bytes the recorded run actually transferred (its own rule, "
                 "from any cached donor)", mean_or_nan(actual), "{:.1%}"),
         Finding(S, "hit_ratio", "evaluations served a layer that depends on a position (a hit, "
-                "tensorcache.metrics)", live["hit_ratio"], "{:.1%}"),
+                "tensorcache.metrics)", live.hit_ratio, "{:.1%}"),
         Finding(S, "repeated_arch_share", "evaluations of an architecture that an earlier evaluation already had",
-                live["revisit_fraction"], "{:.1%}"),
+                live.revisit_fraction, "{:.1%}"),
     ]

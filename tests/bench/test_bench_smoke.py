@@ -81,7 +81,7 @@ def test_transfer_e2e_quick(tmp_path: Path) -> None:
     for space in ("nb201-C4-N1", "attn"):  # the replay evaluates exactly the cache-off search's architectures
         off, on = (next(r for r in runs if r["space"] == space and r["arm"] == a) for a in ("off", "compatible"))
         assert off["evaluations"] == on["evaluations"] == 3 and off["target"] == on["target"] == off["best_val"]
-        assert off["transfer_bytes"] == 0
+        assert off["bytes_served"] == 0
 
 
 @needs("cifar10", "cifar10-jpg.tar.gz")

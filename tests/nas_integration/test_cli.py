@@ -15,7 +15,7 @@ from tensorcache.cli import main as tc_main
 from tensorcache.trace import FIELDS, read_trace
 
 SUMMARY_KEYS = {"run_id", "settings", "evaluations", "workers", "wall_s", "best", "new_architectures",
-                "new_hit_ratio", "new_byte_share", "hit_ratio", "transfer_bytes",
+                "new_hit_ratio", "new_byte_share", "hit_ratio", "bytes_served",
                 "cache_s", "train_s", "cache", "failures", "dropped", "clock"}
 
 
@@ -42,7 +42,7 @@ def test_small_training_search_on_the_shipped_data_writes_trace_and_summary(tmp_
     assert rc == 0
     trace = read_trace(out / "trace.jsonl")
     assert len(trace) == 6 and all(set(FIELDS) <= set(r) for r in trace)
-    assert any(r["transfer_layers"] > 0 for r in trace[3:])  # children warm-started from the cache
+    assert any(r["layers_served"] > 0 for r in trace[3:])  # children warm-started from the cache
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["settings"]["seed"] == 1 and summary["settings"]["mutation_bias"] == 1.5

@@ -54,7 +54,7 @@ def check_accounting(summary, trace_path):
     assert summary["evaluations"] == len(trace) == summary["settings"]["evals"] and summary["dropped"] == 0
     assert len({r["model_id"] for r in trace}) == len(trace)
     assert loc["local_bytes"] == sum(r["tier_bytes"].get("memory", 0) for r in trace)
-    assert loc["local_bytes"] + loc["remote_bytes"] == sum(r["transfer_bytes"] for r in trace)
+    assert loc["local_bytes"] + loc["remote_bytes"] == sum(r["bytes_served"] for r in trace)
     assert all(set(r["tier_bytes"]) <= {"memory", "lmdb"} for r in trace)
     return loc
 

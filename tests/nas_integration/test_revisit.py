@@ -8,7 +8,7 @@ from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
 from tensorcache.metrics import mark_revisits, summarize_records
 from tensorcache.replay import replay
-from tensorcache.trace import read_trace
+from tensorcache.trace import as_records, read_trace
 
 DATA = os.environ.get("TENSORCACHE_DATA")
 TABLE = os.path.join(DATA or "", "nb201", "nb201_combined.csv")
@@ -47,6 +47,6 @@ def test_replay_labels_agree_with_the_recorded_flag(tmp_path):
     recorded = {r["model_id"]: r["revisit"] for r in trace}
     # by start time, a child that starts together with an earlier-issued twin may be ordered either way
     assert sum(computed[m] != recorded[m] for m in recorded) <= 0.02 * len(trace)
-    split = summarize_records(trace)
-    assert split["revisits"] == sum(recorded.values())
-    assert split["transfer_bytes"] + split["revisit_bytes"] == sum(r["transfer_bytes"] for r in trace)
+    split = summarize_records(as_records(trace))
+    assert split.revisits == sum(recorded.values())
+    assert split.transfer_bytes_served + split.revisit_bytes_served == sum(r["bytes_served"] for r in trace)

@@ -69,7 +69,7 @@ def test_nb201_searches_transfer_compatible_layers_unless_told_otherwise(tmp_pat
     new = [r for r in trace if not r["revisit"]]
     assert summary["new_architectures"] == len(new) and 0 < summary["new_byte_share"] <= 1
     assert summary["new_byte_share"] == pytest.approx(
-        sum(r["transfer_bytes"] for r in new) / sum(sum(r["layer_bytes"]) for r in new))
+        sum(r["bytes_served"] for r in new) / sum(sum(r["layer_bytes"]) for r in new))
     assert SearchSettings(out="x", evaluator="tabular", transfer="prefix").resolved().transfer == "prefix"
     assert SearchSettings(out="x").resolved().transfer == "prefix"  # attn keeps the strict prefix
 
@@ -80,9 +80,9 @@ def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path)
     keys = {r["model_id"]: r["layer_keys"] for r in trace}
     space = get_space("nb201")
     hits = [r for r in trace if r["donor_id"] is not None]
-    positional = [r for r in hits if any(r["layer_deps"][i] for i in range(r["transfer_layers"]))]
+    positional = [r for r in hits if any(r["layer_deps"][i] for i in range(r["layers_served"]))]
     assert len(positional) > 0.5 * len(trace) and summary["hit_ratio"] == len(positional) / len(trace)
-    assert summary["transfer_only_bytes"] + summary["revisit_bytes"] == summary["transfer_bytes"]
+    assert summary["transfer_bytes_served"] + summary["revisit_bytes_served"] == summary["bytes_served"]
     for r in trace:
         assert r["layer_bytes"] == space.layer_nbytes(r["arch"], "prefix", 10, (3, 32, 32))  # real sizes
         assert len(r["layer_keys"]) == len(r["layer_bytes"])
@@ -92,10 +92,10 @@ def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path)
             if a != b:
                 break
             common += 1
-        assert r["transfer_layers"] == common
-        assert r["transfer_bytes"] == sum(r["layer_bytes"][:common])
+        assert r["layers_served"] == common
+        assert r["bytes_served"] == sum(r["layer_bytes"][:common])
         assert r["tier"] == "memory"
-    assert summary["transfer_bytes"] == sum(r["transfer_bytes"] for r in trace)
+    assert summary["bytes_served"] == sum(r["bytes_served"] for r in trace)
     cache = summary["cache"]
     assert cache["tiers"][0]["memory"]["capacity"] == 10**9 // 64  # capacities scaled like the payloads
     assert cache["puts"] == 400 and cache["lookups"] == 400
@@ -103,9 +103,9 @@ def test_cache_serves_the_shared_prefix_and_the_trace_keeps_real_bytes(tmp_path)
 
 def test_each_transferred_byte_is_counted_under_the_tier_that_served_it(tmp_path):
     _, trace = search(tmp_path, evals=200, population=20, sample=5, workers=4, cache_config=CacheConfig(memory="8MB"))
-    hits = [r for r in trace if r["transfer_bytes"]]
+    hits = [r for r in trace if r["bytes_served"]]
     for r in hits:
-        assert sum(r["tier_bytes"].values()) == r["transfer_bytes"]
+        assert sum(r["tier_bytes"].values()) == r["bytes_served"]
         assert r["tier"] in r["tier_bytes"] and set(r["tier_bytes"]) <= {"memory", "lmdb"}  # tier: the slowest
     # an 8 MB memory tier (scaled: 125 kB) evicts to LMDB, so some hits mix layers from both tiers
     assert any(set(r["tier_bytes"]) == {"memory", "lmdb"} for r in hits)
@@ -117,7 +117,7 @@ def test_a_small_cache_evicts_and_serves_less(tmp_path):
     large, _ = search(tmp_path, "large", cache_config=CacheConfig(memory="1GB", disk="none"), **kw)
     assert sum(small["cache"]["evictions"].values()) > 0 and not large["cache"]["evictions"]
     assert list(small["cache"]["tiers"][0]) == ["memory"]
-    assert small["transfer_bytes"] < large["transfer_bytes"] / 2
+    assert small["bytes_served"] < large["bytes_served"] / 2
 
 
 def test_synthetic_payloads_are_scaled_distinct_and_cheap():

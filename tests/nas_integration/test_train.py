@@ -23,7 +23,7 @@ def test_warm_start_copies_the_donors_trained_tensors(evaluator, tmp_path):
     parent_arch = space.sample(random.Random(0))
     parent = Candidate(0, "parent", parent_arch)
     result = evaluator.evaluate(parent, cache)
-    assert 0 <= result.score <= 100 and result.test is not None and result.transfer_layers == 0
+    assert 0 <= result.score <= 100 and result.test is not None and result.layers_served == 0
     # a child mutated at the last position shares every earlier layer with its parent
     child_arch = parent_arch[:-1] + ((parent_arch[-1] + 1) % space.choices[-1],)
     child = Candidate(1, "child", child_arch, parent_id="parent", mutation_pos=len(child_arch) - 1)
@@ -40,8 +40,8 @@ def test_warm_start_copies_the_donors_trained_tensors(evaluator, tmp_path):
     untouched = set(warm_state) - set(served)
     assert untouched and all(torch.equal(warm_state[n], cold_state[n]) for n in untouched)
     child_result = evaluator.evaluate(child, cache)
-    assert child_result.donor_id == "parent" and child_result.transfer_bytes == report.nbytes
-    assert child_result.transfer_bytes == sum(child_result.layer_bytes[:child_result.transfer_layers])
+    assert child_result.donor_id == "parent" and child_result.bytes_served == report.nbytes
+    assert child_result.bytes_served == sum(child_result.layer_bytes[:child_result.layers_served])
     assert child_result.cache_s > 0 and child_result.train_s > 0 and child_result.tier == "memory"
     cache.close()
 
@@ -71,7 +71,7 @@ def test_a_scratch_job_neither_warm_starts_nor_puts_and_seed_one_starts_elsewher
     child = Candidate(1, "child", arch, parent_id="parent")
     warm = evaluator.evaluate(child, cache)
     own, other = (evaluator.evaluate(child.scratch(k), cache) for k in (0, 1))
-    assert warm.donor_id == "parent" and own.donor_id is None and own.transfer_layers == 0
+    assert warm.donor_id == "parent" and own.donor_id is None and own.layers_served == 0
     assert cache.stats()["puts"] == 2 and own.model_id == "child-scratch0"  # the parent and the warm child
     cold, _, _ = evaluator.prepare(child, None)
     again, _, _ = evaluator.prepare(child.scratch(0), cache)  # seed 0: the child's own initialisation

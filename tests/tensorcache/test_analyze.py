@@ -13,10 +13,10 @@ from tensorcache.layers import LayerMap
 LMAP = LayerMap.generic(4)
 
 
-def rec(model_id, parent, worker, t0, t1, arch, pos, score, transfer_bytes=0):
+def rec(model_id, parent, worker, t0, t1, arch, pos, score, bytes_served=0):
     return {"model_id": model_id, "parent_id": parent, "donor_id": parent, "worker": worker, "t_start": t0,
-            "t_end": t1, "arch": arch, "mutation_pos": pos, "score": score, "transfer_layers": 0,
-            "transfer_bytes": transfer_bytes, "tier": None, "cache_s": 0.0, "train_s": t1 - t0,
+            "t_end": t1, "arch": arch, "mutation_pos": pos, "score": score, "layers_served": 0,
+            "bytes_served": bytes_served, "tier": None, "cache_s": 0.0, "train_s": t1 - t0,
             "layer_bytes": [10, 20, 30, 40], "layer_keys": [k.hex() for k in LMAP.keys("hand", arch)]}
 
 
@@ -27,7 +27,7 @@ TRACE = [
     rec("b", None, 1, 0, 2, [1, 1, 1, 1], None, 0.5),
     rec("c", None, 0, 1, 3, [2, 2, 2, 2], None, 0.3),
     rec("d", None, 1, 2, 4, [3, 3, 3, 3], None, 0.2),
-    rec("e", "b", 0, 3, 5, [1, 1, 0, 1], 2, 0.6, transfer_bytes=30),
+    rec("e", "b", 0, 3, 5, [1, 1, 0, 1], 2, 0.6, bytes_served=30),
     rec("f", "c", 1, 4, 6, [2, 0, 2, 2], 1, 0.55),
     rec("g", "e", 0, 5, 7, [1, 1, 0, 2], 3, 0.7),
     rec("h", "e", 1, 6, 8, [2, 1, 0, 1], 0, 0.65),
@@ -80,7 +80,7 @@ def test_structure_numbers(result):
 
 @pytest.mark.parametrize("layers, hit", [(2, True), (1, False)])  # layer 0 depends on no position
 def test_hits_are_counted_as_the_metrics_define_them(tmp_path, layers, hit):
-    served = {**rec("i", "e", 0, 7, 9, [1, 1, 0, 2], 3, 0.7, transfer_bytes=30), "transfer_layers": layers,
+    served = {**rec("i", "e", 0, 7, 9, [1, 1, 0, 2], 3, 0.7, bytes_served=30), "layers_served": layers,
               "layer_deps": [[], [0], [0, 1], [0, 1, 2]]}
     assert findings_dict(analyze(TRACE + [served], tmp_path))["hit_ratio"] == (1 / 9 if hit else 0)
 
@@ -178,7 +178,7 @@ def nb201_trace(mode: str, n_children: int = 30, seed: int = 3) -> list[dict]:
         keys = [k.hex() for k in space.layer_map(arch, mode).keys("nb201", arch)]
         out.append({"model_id": f"m{i}", "parent_id": parent, "donor_id": parent, "worker": i % 3, "t_start": i,
                     "t_end": i + 0.5, "arch": list(arch), "mutation_pos": pos, "score": 50 + i % 7,
-                    "transfer_layers": 0, "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": 0.5,
+                    "layers_served": 0, "bytes_served": 0, "tier": None, "cache_s": 0.0, "train_s": 0.5,
                     "layer_bytes": space.layer_nbytes(arch, mode), "layer_keys": keys})
     return out
 
@@ -277,7 +277,7 @@ def many_workers(n_workers: int, per_worker: int = 2) -> list[dict]:
     out = [rec(f"r{i}", None, i % n_workers, i, i + 3, [i % 4] * 4, None, 0.1 * (i % 7)) for i in range(8)]
     for i in range(n_workers * per_worker):
         out.append(rec(f"c{i:05d}", f"r{i % 8}", i % n_workers, 8 + i / n_workers, 10 + i / n_workers,
-                       [i % 4, 1, 2, 3], i % 4, 0.5, transfer_bytes=10 * (i % 2)))
+                       [i % 4, 1, 2, 3], i % 4, 0.5, bytes_served=10 * (i % 2)))
     return out
 
 

@@ -3,14 +3,16 @@ import math
 
 from tensorcache.metrics import mark_revisits, positional, summarize_records
 from tensorcache.replay import Workload, replay
+from tensorcache.trace import as_records
 
 
-def rec(i, arch, t0, t1, revisit=None, transfer_layers=0, transfer_bytes=0):
+def rec(i, arch, t0, t1, revisit=None, layers_served=0, bytes_served=0):
     # layer 0: a stem no position decides (one key in every model); layer 1 depends on both positions
     keys = [b"\1" * 16, bytes([2, *arch]).ljust(16, b"\0")]
-    out = {"model_id": f"m{i}", "parent_id": None, "t_start": t0, "t_end": t1, "arch": list(arch),
-           "mutation_pos": None, "score": float(i), "layer_keys": [k.hex() for k in keys], "layer_bytes": [2, 10],
-           "layer_deps": [[], [0, 1]], "transfer_layers": transfer_layers, "transfer_bytes": transfer_bytes}
+    out = {"model_id": f"m{i}", "parent_id": None, "donor_id": None, "worker": 0, "t_start": t0, "t_end": t1,
+           "arch": list(arch), "mutation_pos": None, "score": float(i), "layer_keys": [k.hex() for k in keys],
+           "layer_bytes": [2, 10], "layer_deps": [[], [0, 1]], "layers_served": layers_served,
+           "bytes_served": bytes_served, "tier": None, "cache_s": 0.0, "train_s": t1 - t0}
     if revisit is not None:
         out["revisit"] = revisit
     return out
@@ -35,9 +37,21 @@ def test_replay_splits_bytes_and_counts_only_positional_hits():
 
 
 def test_summarize_records_for_the_live_summary():
-    records = [rec(0, (0, 0), 0.0, 1.0), rec(1, (1, 1), 2.0, 3.0, transfer_layers=1, transfer_bytes=2),
-               rec(2, (0, 0), 4.0, 5.0, revisit=True, transfer_layers=2, transfer_bytes=12)]
+    records = as_records([rec(0, (0, 0), 0.0, 1.0), rec(1, (1, 1), 2.0, 3.0, layers_served=1, bytes_served=2),
+                          rec(2, (0, 0), 4.0, 5.0, revisit=True, layers_served=2, bytes_served=12)])
     got = summarize_records(records, "prefix")
-    assert got["hits"] == 1 and got["revisits"] == 1 and got["revisit_fraction"] == 1 / 3
-    assert got["transfer_bytes"] == 2 and got["revisit_bytes"] == 12
-    assert math.isnan(summarize_records([])["hit_ratio"])
+    assert got.hits == 1 and got.revisits == 1 and got.revisit_fraction == 1 / 3
+    assert got.bytes_served == 14 and got.transfer_bytes_served == 2 and got.revisit_bytes_served == 12
+    assert got.new == 2 and got.new_hits == 0 and got.new_byte_share == 2 / 24  # m1 got only the stem
+    assert math.isnan(summarize_records([]).hit_ratio)
+
+
+def test_a_running_count_equals_the_count_of_the_finished_trace():
+    records = as_records([rec(0, (0, 0), 0.0, 1.0), rec(1, (1, 1), 2.0, 3.0, layers_served=2, bytes_served=12),
+                          rec(2, (1, 1), 4.0, 5.0, layers_served=1, bytes_served=2)])
+    assert [r.revisit for r in records] == [False, False, True]  # as_records marks the revisit
+    running = summarize_records([], "compatible")
+    for record in records:
+        running.add(record)
+    assert running == summarize_records(records, "compatible")
+    assert (running.hits, running.new_hits) == (1, 1)  # m2 got only the stem: not a hit in compatible mode

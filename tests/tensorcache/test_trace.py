@@ -5,13 +5,13 @@ from dataclasses import fields
 
 import pytest
 
-from tensorcache.trace import FIELDS, TRACE_VERSION, TraceRecord, TraceWriter, read_records, read_trace
+from tensorcache.trace import FIELDS, TRACE_VERSION, TraceRecord, TraceWriter, read_records, read_summary, read_trace
 
 
 def record(i: int, arch=None, t_start=0.0, t_end=1.0) -> dict:
     return {"model_id": f"m{i}", "parent_id": None, "donor_id": None, "worker": 0, "t_start": t_start,
-            "t_end": t_end, "arch": arch or [i, 1], "mutation_pos": None, "score": 50.0 + i, "transfer_layers": 0,
-            "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": 1.0, "layer_bytes": [4, 8],
+            "t_end": t_end, "arch": arch or [i, 1], "mutation_pos": None, "score": 50.0 + i, "layers_served": 0,
+            "bytes_served": 0, "tier": None, "cache_s": 0.0, "train_s": 1.0, "layer_bytes": [4, 8],
             "layer_keys": ["ab", "cd"]}
 
 
@@ -43,8 +43,8 @@ def test_missing_fields_are_named(tmp_path):
 
 
 def test_bad_values_are_named_on_write_and_read(tmp_path):
-    with TraceWriter(tmp_path / "t.jsonl") as w, pytest.raises(ValueError, match="transfer_bytes.*'many'"):
-        w.write(dict(record(0), transfer_bytes="many"))
+    with TraceWriter(tmp_path / "t.jsonl") as w, pytest.raises(ValueError, match="bytes_served.*'many'"):
+        w.write(dict(record(0), bytes_served="many"))
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(record(0)) + "\n" + json.dumps(dict(record(1), arch=[1, "x"])) + "\n")
     with pytest.raises(ValueError, match=r":2: trace record field arch"):
@@ -73,7 +73,7 @@ def test_required_fields_are_the_record_fields_without_a_default():
 
 def test_a_record_round_trips_with_its_extra_values_at_the_top_level(tmp_path):
     rec = TraceRecord.from_dict(dict(record(0), device="cpu", epochs=3, tier_bytes={"memory": 12}, revisit=True,
-                                     version=2))
+                                     version=TRACE_VERSION))
     assert rec.extra == {"device": "cpu"} and rec.epochs == 3.0 and rec.tier_bytes == {"memory": 12} and rec.revisit
     with TraceWriter(tmp_path / "t.jsonl") as w:
         w.write(rec)
@@ -86,10 +86,30 @@ def test_a_record_round_trips_with_its_extra_values_at_the_top_level(tmp_path):
         clashing.to_dict()
 
 
+def old_names(line: dict) -> dict:
+    """A line as versions 1 and 2 wrote it: ``layers_served`` and ``bytes_served`` under their old names."""
+    renamed = {"layers_served": "transfer_layers", "bytes_served": "transfer_bytes"}
+    return {renamed.get(k, k): v for k, v in line.items()}
+
+
+def test_version_two_lines_read_under_the_new_names(tmp_path):
+    path = tmp_path / "v2.jsonl"
+    line = old_names(dict(record(0), layers_served=2, bytes_served=12, tier="memory", tier_bytes={"memory": 12},
+                          revisit=False, version=2))
+    path.write_text(json.dumps(line) + "\n")
+    got = read_records(path)[0]
+    assert (got.layers_served, got.bytes_served, got.version) == (2, 12, 2) and got.extra == {}
+    assert "transfer_bytes" not in got.to_dict()
+    with pytest.raises(ValueError, match="lacks fields.*bytes_served"):  # version 3 reads only the new names
+        TraceRecord.from_dict(dict(line, version=3))
+
+
 def test_version_one_lines_read_with_defaults_and_revisits_recomputed(tmp_path):
     path = tmp_path / "v1.jsonl"
-    lines = [record(0, arch=[1, 2], t_start=0, t_end=2), record(1, arch=[1, 2], t_start=1, t_end=3),
-             record(2, arch=[1, 2], t_start=2, t_end=4), record(3, arch=[5, 5], t_start=4, t_end=5)]
+    lines = [old_names(r) for r in (record(0, arch=[1, 2], t_start=0, t_end=2),
+                                    record(1, arch=[1, 2], t_start=1, t_end=3),
+                                    record(2, arch=[1, 2], t_start=2, t_end=4),
+                                    record(3, arch=[5, 5], t_start=4, t_end=5))]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))  # no version, revisit, test or tier_bytes
     got = read_records(path)
     assert [r.version for r in got] == [1] * 4 and got[0].test is None and got[0].tier_bytes == {}
@@ -110,5 +130,17 @@ def test_a_record_written_without_revisit_reads_with_it_computed(tmp_path):
 def test_an_unknown_version_fails_clearly(tmp_path):
     path = tmp_path / "v9.jsonl"
     path.write_text(json.dumps(dict(record(0), version=9)) + "\n")
-    with pytest.raises(ValueError, match=r":1: trace record has version 9; this tensorcache reads versions 1 to 2"):
+    with pytest.raises(ValueError, match=r":1: trace record has version 9; this tensorcache reads versions 1 to 3"):
         read_trace(path)
+
+
+def test_an_older_summary_reads_with_its_counts_under_their_names_now(tmp_path):
+    old = {"settings": {"population": 4}, "transfer_bytes": 14, "transfer_only_bytes": 2, "revisit_bytes": 12,
+           "transfer_layers": 3, "hit_ratio": 0.5}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    got = read_summary(tmp_path / "trace.jsonl")
+    assert got == {"settings": {"population": 4}, "bytes_served": 14, "transfer_bytes_served": 2,
+                   "revisit_bytes_served": 12, "layers_served": 3, "hit_ratio": 0.5}
+    new = dict(got, transfer_bytes=99)  # a newer summary's keys are taken as written
+    (tmp_path / "summary.json").write_text(json.dumps(new))
+    assert read_summary(tmp_path / "trace.jsonl") == new

@@ -25,7 +25,7 @@ class Timed(Evaluator):
         t0 = time.time()
         return self.record(candidate, lmap, [1] * len(lmap), None, score=float(candidate.arch[0]), train_s=0.0,
                            cache_s=0.0, t_start=t0, t_end=t0 + 1 + candidate.arch[0], donor_id=None,
-                           transfer_layers=0, transfer_bytes=0, tier=None)
+                           layers_served=0, bytes_served=0, tier=None)
 
 
 def test_simulated_workers_finish_in_order_of_the_reported_durations():

@@ -36,7 +36,7 @@ def simulate(n=60, positions=6, choices=3, population=8, sample=3, workers=3, se
         rec = {"model_id": f"m{index}", "parent_id": parent, "donor_id": parent, "worker": worker,
                "t_start": t, "t_end": t + duration, "arch": arch, "mutation_pos": pos,
                "score": sum(w[a] for w, a in zip(weights, arch)) + rng.gauss(0, 0.1),
-               "transfer_layers": 0, "transfer_bytes": 0, "tier": None, "cache_s": 0.0, "train_s": duration,
+               "layers_served": 0, "bytes_served": 0, "tier": None, "cache_s": 0.0, "train_s": duration,
                "layer_bytes": [b * (1 + a) for b, a in zip(base, arch)],
                "layer_keys": [k.hex() for k in lmap.keys(NAMESPACE, arch)]}
         records.append(rec)

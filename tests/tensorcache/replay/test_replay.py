@@ -221,7 +221,7 @@ def test_replay_of_a_live_search_makes_the_live_cache_s_decisions(tmp_path, poli
     mode = summary["settings"]["transfer"]  # the search's transfer mode (nb201's default is compatible)
     result = replay(records, policy, capacity, mode, population_size=20, sample_size=5, policy_options=options,
                     inflight=said)
-    live = {r["model_id"]: (r["donor_id"], r["transfer_layers"]) for r in records}
+    live = {r["model_id"]: (r["donor_id"], r["layers_served"]) for r in records}
     replayed = {s.model_id: (s.donor, len(s.pairs)) for s in result.served}
     assert replayed == live
     assert 0 < result.transfer_yield < 1  # the capacity changed what was served
