@@ -292,6 +292,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
         evictions = sum(cache.get("evictions", {}).values())
         rows.append(("evictions", f"{evictions} {cache.get('evictions') or ''}"))
         rows.append(("tiers hold", tier_holdings(cache)))
+        errors = cache.get("errors") or {}
+        if sum(errors.values()):
+            rows.append(("cache errors", f"{sum(errors.values())} ({', '.join(f'{k} {n}' for k, n in errors.items())}): "
+                                         "each a miss or a skipped put, the evaluation went on; the log names the "
+                                         "first of each kind"))
     for key, value in rows:
         t.add_row(key, value)
     return t

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from tensorcache import TensorCache
 from tensorcache.fidelity import CONTROLS
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
@@ -34,6 +33,7 @@ from .executors import (
     Outcome,
     ProcessExecutor,
     SerialExecutor,
+    SearchCache,
     SimulatedExecutor,
     merge_stats,
     serve_mpi,
@@ -276,7 +276,7 @@ def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheC
         workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
         locality = LocalityTracker(workers, s.locality_wait)
     if s.executor == "serial":
-        cache = TensorCache(cache_config) if cache_config is not None else None
+        cache = SearchCache(cache_config) if cache_config is not None else None
         if locality is not None:
             return SimulatedExecutor(evaluator, cache, s.workers, locality,
                                      parse_size(s.worker_memory or s.cache_config.memory))

@@ -8,14 +8,16 @@
 Every executor that places children (simulated, process, MPI) does so through one ``Placement``
 (``placement``), its clock injected, from what each worker last reported holding; remote workers run
 ``worker.serve``, receive the policy events they missed as one ``tensorcache.news.EvaluationNews`` with their next job and
-send back, with each result, the models their own tiers hold (``TensorCache.local_models``).
+send back, with each result, the models their own tiers hold (``TensorCache.local_models``). Every cache an
+executor opens is a ``SearchCache`` (``guard``): a cache error is a miss or a skipped put, never a failed job.
 """
 from .base import Executor, Outcome, merge_stats
+from .guard import SearchCache
 from .mpi import MPIExecutor, serve_mpi
 from .placement import Placement
 from .process import ProcessExecutor
 from .serial import SerialExecutor
 from .simulated import SimulatedExecutor
 
-__all__ = ["Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SerialExecutor",
+__all__ = ["Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SearchCache", "SerialExecutor",
            "SimulatedExecutor", "merge_stats", "serve_mpi"]

@@ -25,6 +25,7 @@ from ..evaluators import Evaluator
 from ..evolution import Candidate
 from ..locality import LocalityTracker
 from .base import Executor, Outcome
+from .guard import SearchCache
 from .placement import Placement
 
 
@@ -65,7 +66,7 @@ class RemoteExecutor(Executor):
         self._ready: deque[Outcome] = deque()
         self._shared_view: TensorCache | None = None
         if locality is not None and locality.enabled and cache_config is not None and evaluator is not None:
-            self._shared_view = TensorCache(cache_config.shared_only())
+            self._shared_view = SearchCache(cache_config.shared_only())
             self._evaluator = evaluator
         self.placement = Placement(locality, time.time, self._donor if self._shared_view is not None else None)
         self._jobs_done, self._jobs_s = 0, 0.0  # for the mean job duration

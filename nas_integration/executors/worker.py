@@ -18,6 +18,7 @@ from tensorcache.trace import TraceRecord
 
 from ..collector import fewer_full_collections
 from ..evaluators import Evaluator
+from .guard import SearchCache
 
 
 @dataclass
@@ -34,7 +35,7 @@ def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evalu
     """Answer ``recv()``'s messages through ``send`` (see the module doc) until a stop."""
     try:
         evaluator.setup()
-        cache = TensorCache(cache_config) if cache_config is not None else None
+        cache = SearchCache(cache_config) if cache_config is not None else None
     except Exception:
         send(("fatal", traceback.format_exc()))
         return
