@@ -15,7 +15,8 @@ subject and baseline timed in turns on identical bytes:
   tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
 * round trip: ``TensorCache.lookup`` of a model of 32 layers totalling 1, 5 and 50 MiB from a cache holding
   only Redis vs one redis-py GET of a single value of the same total bytes (what one round trip moves;
-  target >= 0.5).
+  target >= 0.5), and from a cache holding only LMDB vs one read transaction of the same payloads copied
+  out unchecked (``LMDBTier.get_many``; target >= 0.8).
 * served: ``TensorCache.lookup(...).layers`` of a torch model of 8 layers totalling N bytes from the memory
   tier (each served torch tensor is a copy, so a caller changing it in place never changes a later hit) vs
   the same lookup plus one ``clone`` of a host tensor of those bytes (allocate + copy), and vs the lookup alone
@@ -273,7 +274,8 @@ ROUND_TRIP_LAYERS = 32
 
 
 def bench_round_trip(quick: bool, workdir: str, url: str) -> list[Comparison]:
-    """A lookup from Redis against one GET of the same total bytes, at 1, 5 and 50 MiB (1 MiB when quick)."""
+    """A lookup from Redis against one GET of the same total bytes, and from LMDB against one read transaction of
+    the same payloads, at 1, 5 and 50 MiB (1 MiB when quick)."""
     out = []
     client = redis.Redis.from_url(url)
     for total in ([MiB] if quick else [MiB, 5 * MiB, 50 * MiB]):
@@ -282,24 +284,35 @@ def bench_round_trip(quick: bool, workdir: str, url: str) -> list[Comparison]:
                   for _ in range(ROUND_TRIP_LAYERS)]
         nbytes = sum(layer["w"].nbytes for layer in layers)
         arch = (0,) * len(layers)
-        cache = _single_tier_cache("redis", 4 * nbytes, workdir, url)
-        key = f"{cache.namespace}-raw".encode()
-        try:
-            cache.put("donor", arch, layers)
-            client.set(key, np.concatenate([layer["w"] for layer in layers]).tobytes())
+        blobs = dict(encode(layer["w"])[:2] for layer in layers)
+        for tier in ("redis", "lmdb"):
+            cache = _single_tier_cache(tier, 4 * nbytes, workdir, url)
+            raw: Tier | None = None
+            try:
+                cache.put("donor", arch, layers)
+                if tier == "redis":
+                    key = f"{cache.namespace}-raw".encode()
+                    client.set(key, np.concatenate([layer["w"] for layer in layers]).tobytes())
+                    baseline: Callable[[], Any] = lambda: _check(client.get(key), "GET")  # noqa: E731
+                    what = "one redis GET of the same bytes"
+                else:
+                    raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1, namespace=cache.namespace)
+                    baseline = lambda: [_check(v, "lmdb read") for v in raw.get_many(list(blobs))]  # noqa: E731
+                    what = "one LMDB read transaction of the same payloads (copied out, unchecked)"
 
-            def lookup() -> None:
-                hit = cache.lookup(arch)
-                if hit is None or hit.nbytes != nbytes:
-                    raise RuntimeError(f"redis lookup served {hit and hit.nbytes} of {nbytes} bytes")
+                def lookup() -> None:
+                    hit = cache.lookup(arch)
+                    if hit is None or hit.nbytes != nbytes:
+                        raise RuntimeError(f"{tier} lookup served {hit and hit.nbytes} of {nbytes} bytes")
 
-            t = interleaved({"lookup": (lookup, None), "get": (lambda: _check(client.get(key), "GET"), None)},
-                            repeats_for(nbytes, quick))
-        finally:
-            _close(cache, "redis", url)
-        out.append(Comparison("round_trip", f"lookup.redis@{fmt_bytes(nbytes)} vs 1 GET", "TensorCache.lookup",
-                              "one redis GET of the same bytes", nbytes, t["lookup"], t["get"], 0.5,
-                              f"{ROUND_TRIP_LAYERS} payloads, each read and checked"))
+                t = interleaved({"lookup": (lookup, None), "raw": (baseline, None)}, repeats_for(nbytes, quick))
+            finally:
+                if raw is not None:
+                    raw.close()
+                _close(cache, tier, url)
+            out.append(Comparison("round_trip", f"lookup.{tier}@{fmt_bytes(nbytes)} vs raw", "TensorCache.lookup",
+                                  what, nbytes, t["lookup"], t["raw"], 0.5 if tier == "redis" else 0.8,
+                                  f"{ROUND_TRIP_LAYERS} payloads, each read and its digest checked"))
     client.close()
     return out
 

@@ -339,10 +339,8 @@ class TensorCache:
         """A Hit of ``record``'s readable layers for the (child layer, donor layer) ``pairs`` (``stop``: none
         after the first unreadable one), None if none is readable; and whether one was unreadable."""
         layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
-        for child_index, donor_index in pairs:
-            moves = Moves()
-            got = self._stack.read(record, donor_index, moves)
-            self._count(moves)
+        moves = Moves()
+        for (child_index, donor_index), got in zip(pairs, self._stack.read_many(record, [d for _, d in pairs], moves)):
             if got is None:
                 broken = True
                 if stop:
@@ -355,6 +353,7 @@ class TensorCache:
             kinds.append({n: t.kind for n, t in record.layers[donor_index].tensors.items()})
             served.append(record.layers[donor_index])
             slowest = max(slowest, tier_index)
+        self._count(moves)
         if not indices:
             return None, broken
         return Hit(record.model_id, _run_length(indices), indices, layers, kinds,

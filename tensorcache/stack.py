@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,10 +61,34 @@ class TierStack:
         self.slots = [Slot(t, p, {} if t.keeps_decoded and not verify else None) for t, p in zip(tiers, policies)]
         self.catalog, self.origin, self.verify = catalog, origin, verify
 
-    def read(self, record: ModelRecord, index: int, moves: Moves) -> tuple[Layer, int] | None:
+    def read_many(self, record: ModelRecord, indices: Sequence[int], moves: Moves
+                  ) -> Iterator[tuple[Layer, int] | None]:
+        """``read`` of each of layers ``indices`` in turn (lazily: a caller may stop early), the payloads of
+        all those whose fastest copy is in one shared tier read beforehand in one transaction of that tier
+        (a remote store: two round trips for the whole hit, not two per layer)."""
+        by_tier: dict[int, list[int]] = {}
+        for index in indices:
+            tiers = self.catalog.tiers_of((record.model_id, index))
+            if tiers and self.slots[tiers[0]].tier.shares_books:
+                by_tier.setdefault(tiers[0], []).append(index)
+        early: dict[int, tuple[int, list[Any]]] = {}  # layer index -> (tier, its payloads as read)
+        for i, group in by_tier.items():
+            if len(group) > 1:
+                got = self.slots[i].tier.read([(r.digest, r.blob_size) for j in group
+                                               for r in record.layers[j].tensors.values()])
+                start = 0
+                for j in group:
+                    n = len(record.layers[j].tensors)
+                    early[j], start = (i, got[start:start + n]), start + n
+        for index in indices:
+            yield self.read(record, index, moves, early.get(index))
+
+    def read(self, record: ModelRecord, index: int, moves: Moves, early: tuple[int, list[Any]] | None = None
+             ) -> tuple[Layer, int] | None:
         """Layer ``index`` of ``record`` and the tier it came from: read and checked from the fastest tier
         holding it, then copied up into each faster tier. A bad or missing copy is released (``moves`` says
-        so) and the next tier is tried; None when no tier has a good copy."""
+        so) and the next tier is tried; None when no tier has a good copy. ``early``: (tier, payloads) read
+        from that tier already, checked here as a read of it would be."""
         entry = (record.model_id, index)
         for i in self.catalog.tiers_of(entry):
             slot = self.slots[i]
@@ -72,7 +96,7 @@ class TierStack:
             raw: dict[bytes, Any] = {}
             if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
                 try:
-                    layer, raw = self._load(slot, record, index, layer)
+                    layer, raw = self._load(slot, record, index, layer, early[1] if early and early[0] == i else None)
                 except PayloadError as exc:
                     missing = exc.args[0] == "missing payload"
                     moves.corrupt += not missing
@@ -88,9 +112,11 @@ class TierStack:
             return layer, i
         return None
 
-    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None) -> tuple[Layer, dict[bytes, Any]]:
-        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted) and
-        the raw payloads read; PayloadError if one is missing or does not match the model record."""
+    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None,
+              got: list[Any] | None = None) -> tuple[Layer, dict[bytes, Any]]:
+        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted; ``got``:
+        its payloads read already) and the raw payloads read; PayloadError if one is missing or does not
+        match the model record."""
         arrays, dtypes, raw = {}, {}, {}
         tier = slot.tier
         views = tier.device_views and not self.verify
@@ -98,7 +124,7 @@ class TierStack:
         refs = record.layers[index].tensors
         if views:
             got = [tier.view(ref.digest) for ref in refs.values()]  # type: ignore[attr-defined]
-        else:
+        elif got is None:
             got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
         for (name, ref), value in zip(refs.items(), got):
             if value is None:

@@ -49,7 +49,7 @@ def test_a_damaged_payload_is_counted_dropped_and_never_served(store, damage, la
     assert hit.donor == "m1" and hit.prefix_len == 2  # layer 2 was damaged: the hit stops before it
     genuine(hit, ARCHS, ARCHS["m1"])
     assert reader.stats()["corrupt"] == 1
-    assert "dropping m1 layer 2" in caplog.text
+    assert "releasing m1 layer 2" in caplog.text
     again = reader.lookup(ARCHS["m1"])
     assert again.prefix_len == 2 and reader.stats()["corrupt"] == 1  # dropped, not read again
     reader.close()  # before raw access: LMDB allows one open environment per file and process

@@ -246,3 +246,28 @@ def test_put_and_lookup_report_keys_bytes_dependencies_and_tiers(tmp_path):
     assert stored.depends_on == [(0,), (0, 1)] and stored.written == 2 * sum(stored.layer_bytes)  # both tiers
     hit = cache.lookup([1, 2])
     assert hit.keys == stored.keys and hit.layer_bytes == stored.layer_bytes and hit.tiers == ["memory", "memory"]
+
+
+def test_a_hit_from_a_shared_tier_is_read_in_round_trips_that_do_not_grow_with_its_layers(redis_url, monkeypatch):
+    import uuid
+
+    import redis
+
+    trips = []
+    for cls, name in ((redis.client.Pipeline, "execute"), (redis.Redis, "execute_command")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _f=original, _n=name, **k: trips.append(_n) or _f(self, *a, **k))
+    counts = {}
+    for n_layers in (3, 24):
+        with TensorCache(memory=0, redis=redis_url, namespace=f"trips-{uuid.uuid4().hex[:8]}",
+                         redis_required=True) as cache:
+            layers = [{"w": np.full(16, i, dtype=np.float32), "b": np.full(2, i, dtype=np.float32)}
+                      for i in range(n_layers)]
+            cache.put("m", list(range(n_layers)), layers)
+            cache.lookup(list(range(n_layers)))  # the log followed up to now
+            trips.clear()
+            hit = cache.lookup(list(range(n_layers)))
+            assert hit is not None and len(hit.indices) == n_layers
+            assert all(np.array_equal(got["w"], want["w"]) for got, want in zip(hit.layers, layers))
+            counts[n_layers] = len(trips)
+    assert counts[3] == counts[24], counts  # one read of all the hit's payloads, not one per layer
