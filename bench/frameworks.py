@@ -37,8 +37,10 @@ with the best retrained validation accuracy, and its retrained accuracy on mnist
 no search here reads: they train and validate on training images) is ``pick_test``. Both runs of a seed
 spend the same compute: ``--trials`` children of one epoch on the same images (``search_s``: the run's
 seconds, cache included). The table after the rows gives, per framework, ``with`` minus ``without`` of
-``pick_test`` paired by seed, with a 95% bootstrap interval over seeds. PBT (``ray``) has no outcome
-row: what it produces is a trained model and a schedule, not an architecture to retrain.
+``pick_test`` paired by seed, with a 95% bootstrap interval over seeds. PBT (``ray``) produces a trained model and
+its schedule, not an architecture to retrain: its outcome is the model it hands back (the trial that
+finished its 4 steps with the best validation accuracy) scored on the same test split, after the same
+steps in every run (no top-1 column).
 ``--quick``: 5 trials, top-2 retrained once for one epoch on 1,000 images (a CI smoke size).
 Writes DIR/frameworks.csv, .json and frameworks_outcome.md.
 """
@@ -67,12 +69,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.common import machine, write_markdown_table, write_results  # noqa: E402
 from bench.outcome import Retrainer, bootstrap_mean, fmt_ci, top_k  # noqa: E402
 from bench.outcome import build_parser as outcome_parser  # noqa: E402
+from nas_integration.data import load_dataset  # noqa: E402
 from nas_integration.fit import fit, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
 
 Belief = dict[str, tuple[tuple[int, ...], float]]   # model id -> (architecture, the search's own score)
-OUTCOME = ("pick_arch", "pick_val", "pick_test", "search_best_score", "search_best_retrained_test")
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
 DATA: list[Any] = []
@@ -82,6 +84,24 @@ def data() -> Any:
     if not DATA:
         DATA.append(flat_mnist(480, 120))
     return DATA[0]
+
+
+def test_split() -> tuple[torch.Tensor, torch.Tensor]:
+    """mnist-small's 1,000 test images, flat, with their labels: the split the outcome is scored on (the
+    searches train and validate on training images only)."""
+    if len(DATA) < 2:
+        data()
+        _, _, x, y = load_dataset("mnist-small", download_missing=False)
+        DATA.append((torch.as_tensor(x).float().div_(255).flatten(1), torch.as_tensor(y).long()))
+    return DATA[1]
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module) -> float:
+    """``model``'s accuracy in percent on the test split."""
+    x, y = test_split()
+    model.eval()
+    return 100.0 * float((model(x).argmax(1) == y).float().mean())
 
 
 def allocated(path: Path) -> int:
@@ -150,7 +170,7 @@ def tune_plain(config: dict[str, Any]) -> None:
         acc = steps(model, float(config["lr"]), step * 4)
         folder = tempfile.mkdtemp()
         torch.save({"model": model.state_dict(), "step": step + 1}, os.path.join(folder, "model.pt"))
-        tune.report({"acc": acc}, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report({"acc": acc, "test": test_accuracy(model)}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def tune_cached(config: dict[str, Any], helper: Any) -> None:
@@ -165,7 +185,8 @@ def tune_cached(config: dict[str, Any], helper: Any) -> None:
     log_start(config, trial.resumed, report.layers > 0, bool(report.skipped) or report.donor != trial.transfer.parent)
     for step in range(int(trial.state.get("step", 0)), 4):
         acc = steps(model, float(config["lr"]), step * 4)
-        tune.report({"acc": acc}, checkpoint=trial.checkpoint(model, score=acc, step=step + 1))
+        tune.report({"acc": acc, "test": test_accuracy(model)},
+                    checkpoint=trial.checkpoint(model, score=acc, step=step + 1))
 
 
 def stop_on_error() -> Any:
@@ -206,6 +227,7 @@ def run_ray(seed: int, cached: bool, folder: Path, keep: int | None = None) -> d
                                   resample_probability=0.5, synch=True, metric="acc", mode="max")
     (folder / "log").mkdir()
     stopper = stop_on_error()
+    t0 = time.perf_counter()
     grid = tune.Tuner(trainable, param_space={"width": tune.grid_search([16, 32, 16, 32]), "lr": 3e-3,
                                               "log": str(folder / "log")},
                       tune_config=tune.TuneConfig(scheduler=pbt, reuse_actors=True),
@@ -213,14 +235,20 @@ def run_ray(seed: int, cached: bool, folder: Path, keep: int | None = None) -> d
                                                 stop=stopper, callbacks=[stopper],
                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
                                                 failure_config=tune.FailureConfig(fail_fast=False))).fit()
+    seconds = time.perf_counter() - t0
     starts = [json.loads(p.read_text()) for p in (folder / "log").glob("*.json")]
     final = [result.metrics["acc"] for result in grid if result.metrics and "acc" in result.metrics] or [0.0]
+    done = [r for r in grid if r.metrics and r.metrics.get("training_iteration") == 4]
+    best = max(done, key=lambda r: r.metrics["acc"]) if done else None
+    handed_back = {"pick_arch": f"width {best.config['width']}", "pick_val": best.metrics["acc"],
+                   "pick_test": best.metrics["test"]} if best is not None else {}
     return {"starts_from_checkpoint": len(starts), "warm": sum(s["warm"] for s in starts),
             "partial": sum(s["warm"] and s["partial"] for s in starts), "errors": len(grid.errors),
             "finished": sum(bool(r.metrics) and r.metrics.get("training_iteration") == 4 for r in grid),
             "mean_acc": statistics.fmean(final), "best_acc": max(final),
             "tune_disk": allocated(folder / "tune"), "cache_disk": allocated(folder / "cache.lmdb"),
-            "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "1MB"), "reference_disk": ""}
+            "cache_payload": cache_bytes(folder / "cache.lmdb", namespace, "1MB"), "reference_disk": "",
+            "search_s": seconds, **handed_back}
 
 
 # ------------------------------------------------------------------ ray tune, evolution
@@ -367,12 +395,13 @@ def outcome(belief: Belief, retrain: Retrainer, k: int) -> dict[str, Any]:
 def paired(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Per framework with an outcome: both runs' pick test accuracy and ``with`` minus ``without``, paired by
     seed, each with a 95% bootstrap interval over seeds; beside it the same difference for the top-1 (the
-    architecture the search scored best, retrained). Printed too, with the ratio line."""
+    architecture the search scored best, retrained; not for PBT). Printed too, with the ratio line."""
     rng = np.random.default_rng(0)
     table = []
-    for framework in dict.fromkeys(r["framework"] for r in rows if r.get("pick_test") != ""):
+    for framework in dict.fromkeys(r["framework"] for r in rows if "pick_test" in r):
         by = {(r["seed"], r["run"]): r for r in rows if r["framework"] == framework}
-        seeds = sorted({seed for seed, run in by if (seed, "with") in by and (seed, "without") in by})
+        seeds = sorted({seed for seed, run in by if "pick_test" in by.get((seed, "with"), {})
+                        and "pick_test" in by.get((seed, "without"), {})})
         if not seeds:
             continue
 
@@ -382,12 +411,13 @@ def paired(rows: list[dict[str, Any]]) -> list[list[str]]:
         on, off = of("with"), of("without")
         diff = bootstrap_mean([a - b for a, b in zip(on, off)], rng)
         top1 = bootstrap_mean([a - b for a, b in zip(of("with", "search_best_retrained_test"),
-                                                     of("without", "search_best_retrained_test"))], rng)
+                                                     of("without", "search_best_retrained_test"))], rng) \
+            if "search_best_retrained_test" in by[seeds[0], "with"] else None
         wins = sum(a > b for a, b in zip(on, off))
         ties = sum(a == b for a, b in zip(on, off))
         table.append([framework, str(len(seeds)), fmt_ci(bootstrap_mean(off, rng)), fmt_ci(bootstrap_mean(on, rng)),
                       fmt_ci(diff, "{:+.2f}"), f"{wins} / {ties} / {len(seeds) - wins - ties}",
-                      fmt_ci(top1, "{:+.2f}"), f"{statistics.fmean(of('without', 'search_s')):.1f}",
+                      fmt_ci(top1, "{:+.2f}") if top1 else "-", f"{statistics.fmean(of('without', 'search_s')):.1f}",
                       f"{statistics.fmean(of('with', 'search_s')):.1f}"])
         print(f"outcome {framework}: " + "  ".join(table[-1][1:]), flush=True)
         print(f"ratio frameworks.{framework}.with_vs_without.pick_test {statistics.fmean(on) / statistics.fmean(off):.4f}")
@@ -444,7 +474,7 @@ def main(argv: list[str] | None = None) -> None:
                         row = run_deephyper(seed, cached, folder, args.trials)
                 belief = row.pop("belief", None)
                 row = {"framework": framework, "seed": seed, "run": arm, **row,
-                       **(outcome(belief, retrain, args.top_k) if belief else dict.fromkeys(OUTCOME, ""))}
+                       **(outcome(belief, retrain, args.top_k) if belief else {})}
                 row["warm_share"] = round(row["warm"] / row["starts_from_checkpoint"], 3) \
                     if row["starts_from_checkpoint"] else ""
                 rows.append(row)
