@@ -55,10 +55,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, write_markdown_table  # noqa: E402
 
 from nas_integration.evaluators.train import TrainEvaluator  # noqa: E402
-from nas_integration.evolution import Candidate  # noqa: E402
 from nas_integration.search import SearchSettings, run_search  # noqa: E402
 from nas_integration.spaces import SearchSpace  # noqa: E402
 from tensorcache.config import CacheConfig  # noqa: E402
+from tensorcache.evolution import Candidate  # noqa: E402
 from tensorcache.trace import read_records  # noqa: E402
 
 ARMS = ("cache-on", "cache-off", "random", "reeval")

@@ -34,10 +34,10 @@ from common import data_path, machine, write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nas_integration.evolution import Candidate
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import NB201Space, register_space
 from tensorcache import TensorCache
+from tensorcache.evolution import Candidate
 from tensorcache.trace import read_trace
 
 

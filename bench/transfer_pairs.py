@@ -50,10 +50,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from nas_integration.data import load_dataset, open_text
+from nas_integration.data import load_dataset
 from nas_integration.spaces import NB201Space
 from nas_integration.spaces.nb201 import OPS, NB201Index
 from tensorcache import TensorCache
+from tensorcache.tables import open_text
 
 STRATA = ("adds", "removes", "swaps")
 REGIONS = (("high", 0.90, 0.99), ("middle", 0.45, 0.55), ("low", 0.10, 0.20))  # table-accuracy quantile bands

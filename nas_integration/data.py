@@ -97,13 +97,6 @@ def nb201_table() -> Path:
     return SHIPPED_DIR / "nb201" / "nb201_combined.csv.gz"
 
 
-def open_text(path: str | os.PathLike) -> io.TextIOBase:
-    """A text file for csv, transparently gunzipped when its name ends in .gz."""
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", newline="")
-    return open(path, newline="")
-
-
 def dataset_name(name: str) -> str:
     """The canonical spelling of a dataset name (``Fashion_MNIST`` -> ``fashion-mnist``); ValueError if unknown."""
     key = name.lower().replace("_", "-")

@@ -12,10 +12,10 @@ import os
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from tensorcache.evolution import Candidate
 from tensorcache.trace import TraceRecord, TraceWriter, read_records
 
 from .evaluators import Evaluator, Started
-from .evolution import Candidate
 
 if TYPE_CHECKING:
     from .settings import SearchSettings

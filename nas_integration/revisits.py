@@ -1,9 +1,8 @@
 """Which children of a search repeat an architecture issued before, and the earlier score to reuse for one."""
 from __future__ import annotations
 
+from tensorcache.evolution import Candidate
 from tensorcache.trace import TraceRecord
-
-from .evolution import Candidate
 
 __all__ = ["Revisits"]
 

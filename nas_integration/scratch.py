@@ -16,10 +16,9 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from tensorcache.evolution import Candidate, RegularizedEvolution
 from tensorcache.fidelity import describe, fidelity
 from tensorcache.trace import TraceRecord, TraceWriter
-
-from .evolution import Candidate, RegularizedEvolution
 
 if TYPE_CHECKING:
     from .resume import SkipWritten

@@ -18,15 +18,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from tensorcache.fidelity import CONTROLS
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
+from tensorcache.evolution import Candidate, RegularizedEvolution
+from tensorcache.fidelity import CONTROLS
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceRecord, TraceWriter
 
 from .collector import fewer_full_collections
 from .evaluators import Evaluator
-from .evolution import Candidate, RegularizedEvolution
 from .executors import (
     Executor,
     MPIExecutor,

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -10,11 +9,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, tables
 from .sizes import parse_size
 from .trace import read_summary
 
@@ -59,15 +59,18 @@ def _policy_option(settings: dict[str, Any], name: str) -> Any:
     return options.get(name) if isinstance(options, dict) else None
 
 
+SPACES = "tensorcache.spaces"  # entry-point group: a search space's name -> a factory of it (run_search's are there)
+
+
 def space_layers(name: Any) -> tuple[Any, str]:
-    """The layer maps of the search space the run names, if the driver knows it (else None: generic)."""
+    """The layer maps of the search space the run names, from the installed package that registers a space of
+    that name under the ``tensorcache.spaces`` entry point (else None: generic). A space has
+    ``layer_map(arch, mode)`` and ``layer_nbytes(arch, mode)``."""
     if not isinstance(name, str):
         return None, ""
     try:
-        from nas_integration.spaces import get_space
-
-        space = get_space(name)
-    except (ImportError, ValueError):
+        space = next(iter(entry_points(group=SPACES, name=name))).load()()
+    except (StopIteration, ImportError, ValueError):
         return None, ""
     return (lambda arch, mode: (space.layer_map(arch, mode), space.layer_nbytes(arch, mode))), \
         f"the {name} space's layer maps, bytes of its float32 model"
@@ -81,10 +84,7 @@ def table_cut(summary: dict[str, Any]) -> tuple[float | None, str]:
     table, column = evaluator.get("table"), evaluator.get("score_column")
     if not (isinstance(table, str) and isinstance(column, str) and os.path.isfile(table)):
         return None, ""
-    from nas_integration.data import open_text  # the table's reader: plain CSV or the shipped .csv.gz
-
-    with open_text(table) as f:
-        values = [float(row[column]) for row in csv.DictReader(f) if row.get(column) not in (None, "")]
+    values = tables.column(table, column)
     if not values:
         return None, ""
     return float(np.percentile(values, LOW_QUANTILE)), (f"{LOW_QUANTILE}th percentile of {column} over all "

@@ -253,8 +253,8 @@ SUMMARY_RENAMED = {"transfer_bytes": "bytes_served", "transfer_only_bytes": "tra
 
 
 def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
-    """The ``summary.json`` that ``run_search`` writes beside its trace ({} if none or unreadable), an older
-    one's counts under their names now (``SUMMARY_RENAMED``)."""
+    """The run summary beside a trace (``summary.json``, {} if none or unreadable; the keys tensorcache reads
+    are listed in docs/architecture.md), an older one's counts under their names now (``SUMMARY_RENAMED``)."""
     path = os.path.join(os.path.dirname(os.fspath(trace_path)), "summary.json")
     try:
         with open(path, encoding="utf-8") as f:

@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tensorcache.evolution import Candidate
 from tensorcache.trace import TraceRecord
 
-from ..evolution import Candidate
 from ..spaces import SearchSpace, get_space
 
 if TYPE_CHECKING:

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
+from tensorcache.evolution import Candidate
+from tensorcache.tables import open_text
 from tensorcache.trace import TraceRecord
 
-from ..data import nb201_table, open_text
-from ..evolution import Candidate
+from ..data import nb201_table
 from ..spaces import SearchSpace, get_space
 from . import Evaluator, Started
 

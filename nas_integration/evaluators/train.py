@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from tensorcache.evolution import Candidate
 from tensorcache.trace import TraceRecord
 from tensorcache.transfer import TransferReport
 
 from ..data import SHIPPED, dataset_name, load_dataset, locate
-from ..evolution import Candidate
 from ..spaces import get_space
 from . import Evaluator
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tensorcache.events import ModelDescribed
-
-from ..evolution import Candidate
+from tensorcache.evolution import Candidate
 
 if TYPE_CHECKING:
     from tensorcache.trace import TraceRecord

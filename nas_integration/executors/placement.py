@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from ..evolution import Candidate
+from tensorcache.evolution import Candidate
+
 from ..locality import LocalityTracker
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from typing import Any
 from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
+from tensorcache.evolution import Candidate
 from tensorcache.news import EvaluationNews
 
 from ..evaluators import Evaluator
-from ..evolution import Candidate
 from ..locality import LocalityTracker
 from .base import Executor, Outcome
 from .guard import SearchCache

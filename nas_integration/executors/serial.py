@@ -5,10 +5,10 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from tensorcache.events import ModelDescribed
+from tensorcache.evolution import Candidate
 from tensorcache.news import EvaluationNews
 
 from ..evaluators import Evaluator
-from ..evolution import Candidate
 from .base import Executor, Outcome
 
 if TYPE_CHECKING:

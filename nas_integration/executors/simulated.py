@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
+from tensorcache.evolution import Candidate
 from tensorcache.policies import LRU
 
 from ..evaluators import Evaluator, Started
-from ..evolution import Candidate
 from ..locality import LocalityTracker
 from .base import Outcome
 from .placement import Placement

@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
-
+from tensorcache.evolution import Arch
 from tensorcache.layers import MODES, LayerMap, LayerSpec
 
 if TYPE_CHECKING:  # torch is imported where a model is built, so that naming a space stays cheap
     from torch import nn
 
-Arch = tuple[int, ...]
 _CACHE_SIZE = 1 << 16
 
 

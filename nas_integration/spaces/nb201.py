@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from tensorcache.layers import LayerMap, LayerSpec
+from tensorcache.tables import open_text
 
-from ..data import open_text
 from .base import Arch, SearchSpace, state_nbytes
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")

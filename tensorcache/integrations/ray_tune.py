@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..evolution import RegularizedEvolution, Space
 from ..layers import LayerMap, LayerSpec
 from . import require
 from .worker import CacheOptions, Transfer, WorkerCache, cache_settings, store, text_id, warm, worker_cache
@@ -184,10 +185,8 @@ class EvolutionSearcher(_search.Searcher):
     finished trials. A trial reporting ``TrialCache.metrics()``
     tells the searcher the id of its last put, which later children then name as their parent."""
 
-    def __init__(self, space: Any, population_size: int, sample_size: int, metric: str, mode: str = "max",
+    def __init__(self, space: Space, population_size: int, sample_size: int, metric: str, mode: str = "max",
                  seed: int = 0, prefix: str = "arch") -> None:
-        from nas_integration.evolution import RegularizedEvolution
-
         if not isinstance(metric, str) or not metric or mode not in ("max", "min"):
             raise ValueError(f"EvolutionSearcher needs the metric it selects by and mode 'max' or 'min', got "
                              f"metric={metric!r}, mode={mode!r}")

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 
 from nas_integration.data import (CIFAR_BATCHES, DATASETS, MNIST_FILES, load_cifar10, load_dataset, load_mnist,
-                                  locate, nb201_table, open_text, read_idx)
+                                  locate, nb201_table, read_idx)
 from nas_integration.download import SOURCES, ChecksumError, download, file_digests
+from tensorcache.tables import open_text
 
 DATA = Path(os.environ.get("TENSORCACHE_DATA", "")) if os.environ.get("TENSORCACHE_DATA") else None
 RECORD = 1 + 32 * 32 * 3

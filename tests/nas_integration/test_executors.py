@@ -9,11 +9,11 @@ import pytest
 
 from nas_integration.data import nb201_table
 from nas_integration.evaluators.tabular import TabularEvaluator
-from nas_integration.evolution import RegularizedEvolution
 from nas_integration.executors import ProcessExecutor, merge_stats
 from nas_integration.search import SearchSettings, Tally, evolve, run_search
 from nas_integration.spaces import get_space
 from tensorcache.config import CacheConfig
+from tensorcache.evolution import RegularizedEvolution
 from tensorcache.trace import TraceWriter, read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package
@@ -137,7 +137,7 @@ MPI_HANG = textwrap.dedent('''
     from mpi4py import MPI
 
     from faulty_eval import FaultyEvaluator
-    from nas_integration.evolution import RegularizedEvolution
+    from tensorcache.evolution import RegularizedEvolution
     from nas_integration.executors import MPIExecutor, serve_mpi
     from nas_integration.search import Tally, evolve
     from nas_integration.spaces import get_space

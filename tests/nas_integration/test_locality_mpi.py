@@ -10,11 +10,11 @@ import pytest
 
 from nas_integration.data import nb201_table
 from nas_integration.evaluators import make_evaluator
-from nas_integration.evolution import Candidate
 from nas_integration.executors import Executor, ProcessExecutor
 from nas_integration.locality import LocalityTracker
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
+from tensorcache.evolution import Candidate
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package

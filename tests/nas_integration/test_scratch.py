@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from nas_integration.evolution import Candidate, RegularizedEvolution
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
+from tensorcache.evolution import Candidate, RegularizedEvolution
 from tensorcache.fidelity import fidelity, kendall_tau, read_controls
 from tensorcache.trace import read_trace
 

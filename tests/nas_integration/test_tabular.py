@@ -5,12 +5,13 @@ from collections import defaultdict
 
 import pytest
 
-from nas_integration.data import nb201_table, open_text
+from nas_integration.data import nb201_table
 from nas_integration.evaluators.tabular import SyntheticPayloads, TabularEvaluator
-from nas_integration.evolution import Candidate
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
 from tensorcache.config import CacheConfig
+from tensorcache.evolution import Candidate
+from tensorcache.tables import open_text
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from nas_integration.evaluators.train import TrainEvaluator
-from nas_integration.evolution import Candidate
 from nas_integration.spaces import get_space
 from tensorcache import TensorCache
+from tensorcache.evolution import Candidate
 
 @pytest.fixture(scope="module")
 def evaluator():

@@ -1,8 +1,8 @@
 """Placement on an injected clock: idle holders first, reservations for soon-free holders, waits and idle
 time counted on that clock, and a gone worker's waiting child handed back."""
-from nas_integration.evolution import Candidate
 from nas_integration.executors import Placement
 from nas_integration.locality import LocalityTracker
+from tensorcache.evolution import Candidate
 
 
 class Clock:

@@ -4,9 +4,9 @@ modelled as an LRU over model ids within its budget."""
 import time
 
 from nas_integration.evaluators import Evaluator
-from nas_integration.evolution import Candidate
 from nas_integration.executors import SimulatedExecutor
 from nas_integration.executors.simulated import ModelledMemory
+from tensorcache.evolution import Candidate
 
 
 class Timed(Evaluator):

@@ -9,9 +9,10 @@ import time
 import pytest
 import torch
 
-from nas_integration.data import nb201_table, open_text
+from nas_integration.data import nb201_table
 from nas_integration.spaces import NB201Index, NB201Space, state_nbytes
 from nas_integration.spaces.nb201 import OPS, arch_to_str
+from tensorcache.tables import open_text
 
 TABLE = nb201_table()  # the table shipped with the package
 ALL = list(itertools.product(range(len(OPS)), repeat=6))

@@ -4,15 +4,33 @@
 finished, children are random architectures; after that each child is a one-position mutation of the
 best of S members sampled from the population, and every new member pushes the oldest out. The object
 is not tied to a scheduling mode: the search loop decides when to ask (asynchronous: whenever a worker
-is free; batch: a generation at a time) and all randomness comes from one seeded ``random.Random``.
+is free; batch: a generation at a time) and all randomness comes from one seeded ``random.Random``. It
+lives in the library because both ``run_search`` and the Ray Tune searcher (``integrations.ray_tune``) breed
+with it; a space is anything that samples and mutates architectures (``Space``).
 """
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from .spaces.base import Arch, SearchSpace
+Arch = tuple[int, ...]  # one choice per position of the architecture sequence
+
+
+class Space(Protocol):
+    """What evolution needs of a search space (``nas_integration``'s ``SearchSpace`` is one)."""
+
+    @property
+    def n_positions(self) -> int:
+        """Positions of the architecture sequence."""
+
+    def sample(self, rng: random.Random) -> Arch:
+        """A uniformly random architecture."""
+
+    def mutate(self, arch: Sequence[int], rng: random.Random, bias: float = 0.0) -> tuple[Arch, int]:
+        """``arch`` with one position changed, and that position."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class Member:
 class RegularizedEvolution:
     """Breeds children from a finished population; see the module docstring for the rules."""
 
-    def __init__(self, space: SearchSpace, population_size: int, sample_size: int, seed: int = 0,
+    def __init__(self, space: Space, population_size: int, sample_size: int, seed: int = 0,
                  mutation_bias: float = 0.0, id_prefix: str = "m") -> None:
         if population_size < 1:
             raise ValueError(f"population size must be >= 1, got {population_size}")

@@ -5,10 +5,10 @@ import statistics
 import pytest
 
 from nas_integration.data import nb201_table
-from nas_integration.evolution import RegularizedEvolution
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import get_space
 from tensorcache.config import CacheConfig
+from tensorcache.evolution import RegularizedEvolution
 from tensorcache.trace import read_trace
 
 TABLE = str(nb201_table())  # the table shipped with the package

@@ -1,0 +1,36 @@
+"""The ``tensorcache`` command finds a run's search space through the ``tensorcache.spaces`` entry point, so the
+library names no driver: run_search's spaces are registered there, and any installed package can add one."""
+import random
+import tomllib
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+from tensorcache.cli import SPACES, space_layers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_space_an_installed_package_registers_gives_the_layer_maps(tmp_path, monkeypatch):
+    (tmp_path / "toyspace.py").write_text(
+        "from tensorcache.layers import LayerMap\n"
+        "class Toy:\n"
+        "    def layer_map(self, arch, mode):\n        return LayerMap.generic(len(arch), mode)\n"
+        "    def layer_nbytes(self, arch, mode):\n        return [4] * len(arch)\n")
+    info = tmp_path / "toyspace-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toyspace\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{SPACES}]\ntoy = toyspace:Toy\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    layers, source = space_layers("toy")
+    layer_map, nbytes = layers([1, 2, 3], "prefix")
+    assert len(layer_map) == 3 and nbytes == [4, 4, 4] and source.startswith("the toy space's layer maps")
+    assert space_layers("no-such-space") == (None, "") and space_layers(None) == (None, "")
+
+
+def test_run_search_registers_its_spaces():
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][SPACES]
+    assert set(declared) >= {"nb201", "attn"}
+    for name, value in declared.items():
+        space = EntryPoint(name, value, SPACES).load()()
+        arch = space.sample(random.Random(0))
+        assert len(space.layer_map(arch, "prefix")) == len(space.layer_nbytes(arch, "prefix"))
