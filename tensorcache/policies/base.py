@@ -97,13 +97,14 @@ class LazyHeap:
     skipped when they surface; the heap is compacted when stale items outnumber live ones. ``rise`` sets a
     priority without a push when it is not below the key's item: the item moves when it surfaces."""
 
-    def __init__(self, items: Iterable[tuple[Any, Key]] = ()) -> None:
-        """Start from (priority, key) pairs with distinct keys (one heapify, not a push each)."""
-        self._heap: list[tuple[Any, int, Key]] = [(p, t, k) for t, (p, k) in enumerate(items)]
-        self._tokens = itertools.count(len(self._heap))
-        self._live: dict[Key, int] = {k: t for _, t, k in self._heap}  # key -> token of its current item
+    def __init__(self, ranked: Sequence[Key] = (), priority: Callable[[int], Any] | None = None) -> None:
+        """Start from distinct keys already in priority order, ``priority(i)`` being the i-th's: an item is
+        made only when its key surfaces, so a large start costs no item per key."""
+        self._heap: list[tuple[Any, int, Key]] = []
+        self._ranked, self._ranked_priority, self._next = list(ranked), priority, 0  # token of a ranked key: its place
+        self._tokens = itertools.count(len(self._ranked))
+        self._live: dict[Key, int] = dict(zip(self._ranked, range(len(self._ranked))))  # key -> its item's token
         self._risen: dict[Key, Any] = {}  # key -> its priority, where that is above its item's
-        heapq.heapify(self._heap)
 
     def push(self, key: Key, priority: Any) -> None:
         token = next(self._tokens)
@@ -128,23 +129,37 @@ class LazyHeap:
 
     def peek(self) -> tuple[Any, Key] | None:
         """(priority, key) of the smallest live item, or None."""
-        heap, live, risen = self._heap, self._live, self._risen
-        while heap:
-            priority, token, key = heap[0]
-            if live.get(key) != token:
-                heapq.heappop(heap)
-            elif key in risen:
-                token = live[key] = next(self._tokens)
-                heapq.heapreplace(heap, (risen.pop(key), token, key))
-            else:
-                return priority, key
-        return None
+        heap, live, risen, ranked = self._heap, self._live, self._risen, self._ranked
+        while True:
+            while self._next < len(ranked) and live.get(ranked[self._next]) != self._next:
+                self._next += 1  # pushed again or discarded since the start
+            if self._next < len(ranked) and ranked[self._next] in risen:  # its item moves into the heap
+                key = ranked[self._next]
+                self.push(key, risen[key])
+                continue
+            while heap:
+                priority, token, key = heap[0]
+                if live.get(key) != token:
+                    heapq.heappop(heap)
+                elif key in risen:
+                    token = live[key] = next(self._tokens)
+                    heapq.heapreplace(heap, (risen.pop(key), token, key))
+                else:
+                    break
+            if self._next < len(ranked):
+                assert self._ranked_priority is not None  # given with the ranked keys
+                first = self._ranked_priority(self._next), ranked[self._next]
+                return first if not heap or not heap[0][0] < first[0] else (heap[0][0], heap[0][2])  # ties: the older
+            return (heap[0][0], heap[0][2]) if heap else None
 
     def pop(self) -> tuple[Any, Key]:
         top = self.peek()
         if top is None:
             raise LookupError("empty heap")
-        heapq.heappop(self._heap)
+        if self._next < len(self._ranked) and self._ranked[self._next] == top[1]:
+            self._next += 1
+        else:
+            heapq.heappop(self._heap)
         del self._live[top[1]]
         return top
 

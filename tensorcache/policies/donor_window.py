@@ -80,26 +80,20 @@ class DonorWindow(Policy):
         self._entries: dict[Key, tuple[str, int]] = {}  # key -> (model, size)
         self._pool = _Pool()  # models ranked by (popularity [per byte], touched)
 
-    @classmethod
-    def restore(cls, window: int, clock: int, donations: Iterable[tuple[int, str]],
-                entries: Iterable[tuple[Key, str, int, int]], touched: Mapping[str, int], tick: int) -> DonorWindow:
-        """The policy as it would be had it heard every event: ``clock`` evaluations, the ``donations`` (clock,
-        model) still in the window, the held ``entries`` as (key, model, size, insert tick), each holding
-        model's tick of its last insert, donation or hit, and ``tick`` above every one of them (ticks that
-        keep the order of the events give the same decisions as its own)."""
-        policy = cls(window)
-        policy._clock, policy._tick = clock, itertools.count(tick)
-        policy._donations = deque(donations)
-        for _, model_id in policy._donations:
-            policy._popularity[model_id] = policy._popularity.get(model_id, 0) + 1
+    def hold_instead(self, entries: Iterable[tuple[Key, str, int, int]], touched: Mapping[str, int], tick: int) -> None:
+        """Hold ``entries`` (key, model, size, insert tick) instead of what it holds, each holding model last
+        inserted, donated or hit at ``touched[model]``, and ``tick`` above every one of them; its clock and
+        donation window stay. Having heard every donation and evaluation, it then decides as if it had heard
+        every event (ticks that keep the order of the events give the same decisions as its own)."""
+        self._tick = itertools.count(tick)
+        self._models, self._entries, self._pool = {}, {}, _Pool()
         for key, model_id, size, seq in entries:
-            model = policy._models.setdefault(model_id, _Donor(touched[model_id]))
+            model = self._models.setdefault(model_id, _Donor(touched[model_id]))
             model.nbytes += size
-            policy._entries[key] = (model_id, size)
-            policy._pool.add(model_id, key, seq)
-        for model_id in policy._models:
-            policy._rank(model_id)
-        return policy
+            self._entries[key] = (model_id, size)
+            self._pool.add(model_id, key, seq)
+        for model_id in self._models:
+            self._rank(model_id)
 
     def popularity(self, model_id: str) -> int:
         """Times ``model_id`` was a donor in the last ``window`` evaluations."""

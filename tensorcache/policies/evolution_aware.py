@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections import Counter, deque
+from collections import Counter
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .base import Key, LazyHeap, Policy, check_size, empty_error, layer_depth
+from .columns import Columns
 from .donor_window import DonorWindow
 
 
@@ -53,6 +54,17 @@ def _best_of(n: int, below: int, tied: int, sample: int) -> float:
     return (((n - better) / n) ** sample - ((n - better - tied) / n) ** sample) / tied
 
 
+def _run_ranks(group: np.ndarray, depth: np.ndarray, value: Sequence[float] | np.ndarray,
+               size: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Each layer's value per byte of itself and every deeper layer of its ``group`` (layers of a prefix run:
+    a group holds depths 0 to its deepest), each sum taken deepest first, as a loop would add them."""
+    _, row = np.unique(group, return_inverse=True)
+    total = np.zeros((2, int(row.max()) + 1, int(depth.max()) + 1))
+    total[0, row, depth], total[1, row, depth] = value, size
+    deeper = np.cumsum(total[:, :, ::-1], axis=2)[:, :, ::-1]  # zeros past a run's end change no sum
+    return deeper[0, row, depth] / deeper[1, row, depth]
+
+
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
 
@@ -65,6 +77,7 @@ class _Entry:
     seq: int
     nbytes: int  # the size given
     content: Content = ()  # set when filed under its holders
+    content_row: int = -1  # its content's row of ``EvolutionAware._contents``
 
 
 @dataclass(slots=True)
@@ -125,15 +138,16 @@ class EvolutionAware(Policy):
         self.churn = churn  # ... and once inserts and removals since the last rebuild reach this share of entries
         self._changes = 0  # inserts and removals since the last rebuild
         self._pending = False  # the population moved enough for a rebuild, which waits for enough changes
-        self._fallback = DonorWindow(window)  # decides while no population is given, and hears events only then:
-        self._fallback_current = True  # once a population is given, it is restored from the state below if needed
-        self._clock = 0  # evaluations finished
-        self._donations: deque[tuple[int, str]] = deque()  # (clock, model) inside the fallback's window
+        self._fallback = DonorWindow(window)  # decides while no population is given; it always hears donations and
+        # evaluations (the one donation window), and the entries' events only while it decides
+        self._fallback_current = True  # else it holds no entries, and is given them again if it has to decide
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
-        self._hits: dict[Content, int] = {}
         self._holders: dict[Content, set[Key]] = {}
+        self._contents = Columns(hits="q")  # held contents: hits on each
+        self._model_rows = Columns()  # a row for each model holding entries
+        self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q")
         # evolution state
         self._members: set[str] = set()  # the population of the last update
         self._population: tuple[list[str], list[float]] = ([], [])  # its ids and scores, oldest first
@@ -178,6 +192,8 @@ class EvolutionAware(Policy):
         self._unlisted.update(dropped - self._members)
         self._listed.update(self._members)
         if self._members:
+            if self._fallback_current:
+                self._fallback.hold_instead((), {}, 0)
             self._fallback_current = False  # the population decides now
         for m in self._scores.keys() & self._members:
             del self._scores[m]
@@ -265,8 +281,9 @@ class EvolutionAware(Policy):
         """True once a non-empty population drives the ranking (else donor-window decides)."""
         return bool(self._members)
 
-    def reuse(self, key: Key) -> float:
-        """Expected future reuses of a held entry under the current state (0 for keys not held)."""
+    def rerank_and_reuse(self, key: Key) -> float:
+        """Re-rank every entry if the evolution moved enough since the last ranking (the rebuild ``victim`` would
+        do), then the expected future reuses of a held entry (0 for keys not held)."""
         if key not in self._entries:
             return 0.0
         self._stale = self._stale or self._pending
@@ -286,9 +303,11 @@ class EvolutionAware(Policy):
         tick = next(self._tick)
         if model is None:
             model = self._models[model_id] = _Model(self._updates, tick)
+            self._model_rows.add(model_id)
             self._describe(model_id, model)
         entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick, size)
         model.keys[entry.depth] = key
+        self._entry_rows.add(key, tick, entry.depth, entry.size, self._model_rows.row[model_id], -1)
         self._file(key, entry, push=False)
         self._touch(model_id)  # sets the priorities of its entries
 
@@ -297,24 +316,18 @@ class EvolutionAware(Policy):
             self._fallback.on_hit(key)
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
-            self._hits[entry.content] = self._hits.get(entry.content, 0) + 1
+            self._contents.set("hits", entry.content_row, self._contents.get("hits", entry.content_row) + 1)
             self._models[entry.model_id].touch = next(self._tick)
             if not self._stale:
                 self._push(key)
 
     def on_donation(self, model_id: str) -> None:
-        self._donations.append((self._clock, model_id))
-        if self._fallback_current:
-            self._fallback.on_donation(model_id)
+        self._fallback.on_donation(model_id)
         if model_id in self._models:
             self._touch(model_id)
 
     def on_evaluation(self) -> None:
-        self._clock += 1
-        while self._donations and self._donations[0][0] < self._clock - self._fallback.window:
-            self._donations.popleft()
-        if self._fallback_current:
-            self._fallback.on_evaluation()
+        self._fallback.on_evaluation()
 
     def on_release(self, key: Key) -> None:
         entry = self._entries.pop(key, None)
@@ -325,6 +338,7 @@ class EvolutionAware(Policy):
             self._fallback.on_release(key)
         model = self._models[entry.model_id]
         content = self._unfile(key, entry)
+        self._entry_rows.drop(key)
         del model.keys[entry.depth]
         model.lost = True
         if entry.model_id in self._held:  # no longer arriving: its entries go back into the heap
@@ -344,6 +358,7 @@ class EvolutionAware(Policy):
                         self._push(other)
         if not model.keys:
             del self._models[entry.model_id]
+            self._model_rows.drop(entry.model_id)
             if entry.model_id not in self._members:
                 self._archs.pop(entry.model_id, None)
                 self._modes.pop(entry.model_id, None)
@@ -354,8 +369,7 @@ class EvolutionAware(Policy):
             raise empty_error(self)
         if not self.has_population:
             if not self._fallback_current:  # the population was withdrawn: the fallback catches up
-                self._fallback = DonorWindow.restore(
-                    self._fallback.window, self._clock, self._donations,
+                self._fallback.hold_instead(
                     ((key, e.model_id, e.nbytes, e.seq) for key, e in self._entries.items()),
                     {m: model.touch for m, model in self._models.items()}, next(self._tick))
                 self._fallback_current = True
@@ -389,14 +403,17 @@ class EvolutionAware(Policy):
         holders = self._holders.get(content)
         if holders is None:
             holders = self._holders[content] = set()
+            self._contents.add(content, 0)
         holders.add(key)
+        entry.content_row = self._contents.row[content]
+        self._entry_rows.set("content", self._entry_rows.row[key], entry.content_row)
         if not self._stale:
             model = self._models[entry.model_id]
             if model.arriving():
                 self._rank[key] = math.inf
                 changed = [key]
             elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
-                self._rank_run(model, None)
+                self._rank_model(model)
                 changed = list(model.keys.values())
             else:  # a new layer is its model's deepest: its own value per byte
                 self._rank[key] = self._entry_value(key) / entry.size
@@ -405,13 +422,32 @@ class EvolutionAware(Policy):
                 for other in changed:
                     self._push(other)
 
+    def _rank_model(self, model: _Model) -> None:
+        """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
+        but without looking for other copies."""
+        entries, rank = self._entries, self._rank
+        self._value_missing([entries[key].content for key in model.keys.values()])
+        if not model.prefix:
+            for key in model.keys.values():
+                rank[key] = self._entry_value(key) / entries[key].size
+            return
+        run = model.run()
+        value = size = 0.0
+        for depth in range(run - 1, -1, -1):  # _run_ranks for one model, without building its columns
+            key = model.keys[depth]
+            entry = entries[key]
+            value += self._content_value(entry.content)
+            size += entry.size
+            rank[key] = value / size
+        rank.update((key, -1.0) for depth, key in model.keys.items() if depth > run)
+
     def _unfile(self, key: Key, entry: _Entry) -> Content:
         content = entry.content
         holders = self._holders[content]
         holders.discard(key)
         if not holders:
             del self._holders[content]
-            self._hits.pop(content, None)
+            self._contents.drop(content)
         self._heap.discard(key)
         self._set.pop(key, None)
         return content
@@ -469,7 +505,7 @@ class EvolutionAware(Policy):
 
     def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
         entry = self._entries[key]
-        hits = self._hits.get(entry.content, 0)
+        hits = self._contents.get("hits", entry.content_row)
         return (self._rank[key], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
 
     def _weight(self, model_id: str) -> float:
@@ -549,37 +585,83 @@ class EvolutionAware(Policy):
         return out
 
     def _rebuild_if_stale(self) -> None:
-        """Value every held content and re-rank every entry (once per state change, not per call)."""
+        """Value every held content and re-rank every entry (once per state change, not per call), in a few
+        passes over the columns of the entries."""
         if not self._stale:
             return
-        contents = list(self._holders)
         self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
-        self._value = dict(zip(contents, self._values(contents).tolist()))
-        self._rank = {}
+        content_rows = self._contents.rows()
+        contents = self._contents.keys(content_rows)
+        values = self._values(contents)
+        self._value = dict(zip(contents, values.tolist()))
+        value = np.zeros(self._contents.size)
+        value[content_rows] = values
+        rows = self._entry_rows.rows()
+        keys = self._entry_rows.keys(rows)
+        column = {name: self._entry_rows.column(name, rows) for name in ("seq", "depth", "size", "model", "content")}
+        ranks, others = self._rank_columns(column, value)
+        if others:
+            at = dict(zip(keys, range(len(keys))))
+            for key, rank in others.items():
+                ranks[at[key]] = rank
+        self._rank = dict(zip(keys, ranks.tolist()))
+        touch = np.zeros(self._model_rows.size, np.int64)
+        for m, model in self._models.items():
+            touch[self._model_rows.row[m]] = model.touch
+        fields = (-column["seq"], -column["depth"], touch[column["model"]],
+                  self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
+        order = np.lexsort(fields)
+        seq, depth, touched, hits, rank = (field[order].tolist() for field in fields)
+        self._heap = LazyHeap([keys[i] for i in order.tolist()], lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
+        self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
+        self._held.clear()
+        self._stale = False
+
+    def _rank_columns(self, column: dict[str, np.ndarray], value: np.ndarray) -> tuple[np.ndarray, dict[Key, float]]:
+        """Every entry's rank, in the order of the columns; the entries of models of neither prefix mode nor still
+        arriving are ranked one by one and returned apart (key -> rank). A model still arriving keeps everything
+        (inf). Prefix mode: evicting a layer loses the layers after it too, so each layer of a model's unbroken
+        run is worth the value per byte of itself and everything deeper (``_run_ranks``); layers past a gap are
+        worthless, and so is the whole run when another model's copy of the run's last layer serves at least as
+        much. Compatible mode: a model's layers are worthless when another model of its arch serves more."""
+        arriving, counted, dominated = 1, 2, 3  # the models' kinds; 0: neither prefix mode nor arriving
+        kind = np.zeros(self._model_rows.size, np.int8)
+        run = np.zeros(self._model_rows.size, np.int64)
         serves: dict[Any, Any] = {}  # filled as asked: model -> how much its copy serves, then recency; content ->
         # the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
-        others: list[tuple[str, _Model]] = []  # models of compatible mode and undescribed ones
+        others: list[tuple[str, _Model]] = []
+        entries = self._entries
         for m, model in self._models.items():
-            if model.prefix or model.arriving():
-                self._rank_run(model, serves)
-                continue
-            others.append((m, model))
-            if model.arch is not None:
-                twin = twins.get(model.arch)
-                if twin is None or self._serves(m, serves) > self._serves(twin, serves):
-                    twins[model.arch] = m
+            row = self._model_rows.row[m]
+            if model.arriving():
+                kind[row] = arriving
+            elif model.prefix:
+                got = run[row] = model.run()
+                last = model.keys[got - 1] if got else None
+                kind[row] = dominated if got and self._kept_copy(entries[last].content, serves) != last else counted
+            else:
+                others.append((m, model))
+                if model.arch is not None:
+                    twin = twins.get(model.arch)
+                    if twin is None or self._serves(m, serves) > self._serves(twin, serves):
+                        twins[model.arch] = m
+        model_of, depth = column["model"], column["depth"]
+        kinds, runs = kind[model_of], run[model_of]
+        ranks = np.zeros(len(depth))
+        ranks[kinds == arriving] = math.inf
+        ranks[(kinds == dominated) | ((kinds == counted) & (depth > runs))] = -1.0
+        summed = (kinds == counted) & (depth < runs)
+        if summed.any():
+            ranks[summed] = _run_ranks(model_of[summed], depth[summed], value[column["content"][summed]],
+                                       column["size"][summed])
+        ranked: dict[Key, float] = {}
         for m, model in others:
             twin = twins.get(model.arch) if model.arch is not None else None
-            for depth, key in model.keys.items():
-                spare = twin not in (None, m) and depth in self._models[twin].keys
-                self._rank[key] = -1.0 if spare else self._entry_value(key) / self._entries[key].size
-        rank, hits, models = self._rank, self._hits, self._models
-        self._set = {key: (rank[key], hits.get(e.content, 0), models[e.model_id].touch, -e.depth, -e.seq)
-                     for key, e in self._entries.items()}  # what _priority gives, without a call per entry
-        self._heap = LazyHeap(zip(self._set.values(), self._set))
-        self._held.clear()
-        self._stale = False
+            for depth_of, key in model.keys.items():
+                spare = twin not in (None, m) and depth_of in self._models[twin].keys
+                ranked[key] = -1.0 if spare else self._entry_value(key) / entries[key].size
+        return ranks, ranked
 
     def _serves(self, model_id: str, known: dict[Any, Any]) -> tuple[int, int]:
         """How much a model's copy can serve (its run in prefix mode, else its layers), then its recency."""
@@ -600,36 +682,3 @@ class EvolutionAware(Policy):
             entries = self._entries
             kept = known[content] = max(keys, key=lambda k: (self._serves(entries[k].model_id, known), entries[k].seq))
         return kept
-
-    def _rank_run(self, model: _Model, serves: dict[Any, Any] | None) -> None:
-        """Prefix mode: evicting a layer loses the layers after it too, so each layer of the unbroken run
-        is worth the value per byte of itself and everything deeper; layers past a gap are worthless, and
-        so is the whole run when another model's copy of the run's last layer serves at least as much
-        (``serves``: what ``_serves`` has found so far in a rebuild, every content valued; None: not checked).
-        A model still arriving keeps everything."""
-        rank = self._rank
-        if model.arriving():
-            rank.update((key, math.inf) for key in model.keys.values())
-            return
-        entries = self._entries
-        if serves is None:
-            self._value_missing([entries[key].content for key in model.keys.values()])
-        if not model.prefix:
-            for key in model.keys.values():
-                rank[key] = self._entry_value(key) / entries[key].size
-            return
-        run = model.run()
-        keys = [model.keys[d] for d in range(run)]
-        dominated = run > 0 and serves is not None and self._kept_copy(entries[keys[-1]].content, serves) != keys[-1]
-        values = self._value
-        value = size = 0.0
-        for key in reversed(keys):
-            entry = entries[key]
-            got = values.get(entry.content)
-            value += self._content_value(entry.content) if got is None else got
-            size += entry.size
-            rank[key] = -1.0 if dominated else value / size
-        if len(keys) < len(model.keys):
-            for depth, key in model.keys.items():
-                if depth > run:
-                    rank[key] = -1.0

@@ -33,5 +33,7 @@ def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) 
     out = _run("scale.py", "--evals", "60", "240", "--workers", "10", "--window", "40", "--out", str(tmp_path))
     assert "ratio scale.per_eval_240_vs_60 " in out and "ratio scale.window_last_vs_first_serving " in out, out
     assert out.count("window to ") == 6, out
+    last = next(line for line in out.splitlines() if "window_last_vs_first_serving" in line)
+    assert "(to 240) vs" in last, out  # the search's last window counts, though no child starts in it
     rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
     assert [r["healthy"] for r in rows] == [True, True] and all(r["dropped_puts"] == 0 for r in rows)

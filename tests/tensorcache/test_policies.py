@@ -157,9 +157,9 @@ def test_evolution_aware_ranks_live_members_by_donor_chance_times_lifetime():
         p.on_insert((m, 0), 100, m)
     p.on_population([("old", 0.1), ("mid", 0.5), ("top", 0.9)], population_size=3, sample_size=2)
     # P(donor) with 2 draws from 3: old (1/3)^2, mid (2/3)^2-(1/3)^2, top 1-(2/3)^2; lifetimes 1, 2, 3
-    assert p.reuse(("old", 0)) == pytest.approx(1 / 9)
-    assert p.reuse(("mid", 0)) == pytest.approx(2 / 3)
-    assert p.reuse(("top", 0)) == pytest.approx(5 / 3)
+    assert p.rerank_and_reuse(("old", 0)) == pytest.approx(1 / 9)
+    assert p.rerank_and_reuse(("mid", 0)) == pytest.approx(2 / 3)
+    assert p.rerank_and_reuse(("top", 0)) == pytest.approx(5 / 3)
     assert drain(p) == [("old", 0), ("mid", 0), ("top", 0)]
 
 
@@ -167,7 +167,7 @@ def test_evolution_aware_lifetime_counts_the_free_places_of_a_filling_population
     p = EvolutionAware()
     p.on_insert(("a", 0), 1, "a")
     p.on_population([("a", 1.0)], population_size=4, sample_size=1)
-    assert p.reuse(("a", 0)) == pytest.approx(4.0)  # sole member, dies after 3 more arrivals + 1 step
+    assert p.rerank_and_reuse(("a", 0)) == pytest.approx(4.0)  # sole member, dies after 3 more arrivals + 1 step
 
 
 def test_evolution_aware_splits_tied_scores_evenly():
@@ -176,9 +176,9 @@ def test_evolution_aware_splits_tied_scores_evenly():
         p.on_insert((m, 0), 1, m)
     p.on_population([("a", 0.5), ("b", 0.5), ("c", None)], population_size=3, sample_size=2)
     # c (no score) is worst: P(c) = (1/3)^2; a and b share 1 - (1/3)^2
-    assert p.reuse(("c", 0)) == pytest.approx(1 / 9 * 3)
-    assert p.reuse(("a", 0)) == pytest.approx(4 / 9 * 1)
-    assert p.reuse(("b", 0)) == pytest.approx(4 / 9 * 2)
+    assert p.rerank_and_reuse(("c", 0)) == pytest.approx(1 / 9 * 3)
+    assert p.rerank_and_reuse(("a", 0)) == pytest.approx(4 / 9 * 1)
+    assert p.rerank_and_reuse(("b", 0)) == pytest.approx(4 / 9 * 2)
 
 
 def test_evolution_aware_evicts_a_dead_model_before_live_ones():
@@ -191,7 +191,7 @@ def test_evolution_aware_evicts_a_dead_model_before_live_ones():
     for _ in range(5):  # a is popular and recently used, but it left the population
         p.on_donation("a")
         p.on_hit(("a", 0))
-    assert p.reuse(("a", 0)) == 0.0
+    assert p.rerank_and_reuse(("a", 0)) == 0.0
     assert drain(p) == [("a", 0), ("b", 0), ("c", 0)]  # b: 1/2 x 1, c: 1/2 x 2
 
 
@@ -202,13 +202,13 @@ def test_evolution_aware_newcomers_rank_like_the_median_member_until_they_age_ou
     members = [("a", 0.1), ("b", 0.5), ("c", 0.9)]
     p.on_population(members, population_size=3, sample_size=2)
     p.on_insert(("n", 0), 1, "n")  # finished after the last update: newest member, median score
-    assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 3)
+    assert p.rerank_and_reuse(("n", 0)) == pytest.approx(1 / 3 * 3)
     assert [p.victim()] == [("a", 0)]
     p.on_population(members, population_size=3, sample_size=2)  # still not listed: one step older
-    assert p.reuse(("n", 0)) == pytest.approx(1 / 3 * 2)
+    assert p.rerank_and_reuse(("n", 0)) == pytest.approx(1 / 3 * 2)
     p.on_population(members, population_size=3, sample_size=2)
     p.on_population(members, population_size=3, sample_size=2)
-    assert p.reuse(("n", 0)) == 0.0
+    assert p.rerank_and_reuse(("n", 0)) == 0.0
     assert drain(p) == [("n", 0), ("a", 0), ("b", 0), ("c", 0)]
 
 
@@ -233,7 +233,7 @@ def test_evolution_aware_equally_worthless_layers_go_biggest_first():
     p.on_population([("m", 1.0)], population_size=1, sample_size=1)
     for _ in range(50):
         p.on_mutation(0)  # every child breaks every layer: equal (small) reuse, so bytes decide
-    covers = {p.reuse(("m", i)) for i in range(3)}
+    covers = {p.rerank_and_reuse(("m", i)) for i in range(3)}
     assert len(covers) == 1 and covers.pop() == pytest.approx(1 - 52 / 54)
     assert drain(p) == [("m", 1), ("m", 2), ("m", 0)]
 
@@ -243,14 +243,14 @@ def test_evolution_aware_counts_repeated_dependencies_once():
     p.on_insert(("m", 0), 1, "m", (1, 1, 1))
     p.on_insert(("m", 1), 1, "m", (1,))
     p.on_population([("m", 1.0)], population_size=1, sample_size=1)
-    assert p.reuse(("m", 0)) == p.reuse(("m", 1)) == pytest.approx(1 / 2)
+    assert p.rerank_and_reuse(("m", 0)) == p.rerank_and_reuse(("m", 1)) == pytest.approx(1 / 2)
 
 
 def test_evolution_aware_layer_depending_on_every_position_is_worth_nothing():
     p = EvolutionAware()
     insert_model(p, "m", [1, 1, 1])  # prefix deps: the last layer depends on positions 0..2
     p.on_population([("m", 1.0)], population_size=1, sample_size=1)
-    assert p.reuse(("m", 2)) == 0.0 and p.reuse(("m", 0)) == pytest.approx(2 / 3)
+    assert p.rerank_and_reuse(("m", 2)) == 0.0 and p.rerank_and_reuse(("m", 0)) == pytest.approx(2 / 3)
     assert drain(p) == [("m", 2), ("m", 1), ("m", 0)]
 
 
@@ -288,9 +288,9 @@ def test_evolution_aware_values_an_architecture_a_member_can_mutate_back_into():
     for _ in range(10):
         p.on_mutation(2)
     # P(mutation at position 2) = 11/13, then value 1 among the 2 others seen there (0, 1, 2 seen): 1/2
-    assert p.reuse(("near", 1)) == pytest.approx(11 / 13 / 2)
-    assert p.reuse(("far", 1)) == 0.0
-    assert p.reuse(("m", 1)) == 0.0  # a child never equals its parent
+    assert p.rerank_and_reuse(("near", 1)) == pytest.approx(11 / 13 / 2)
+    assert p.rerank_and_reuse(("far", 1)) == 0.0
+    assert p.rerank_and_reuse(("m", 1)) == 0.0  # a child never equals its parent
     assert p.victim() in {("far", 1), ("m", 1)} and ("near", 1) not in drain(p)[:2]
 
 
@@ -300,7 +300,7 @@ def test_evolution_aware_keeps_one_copy_of_a_repeated_architecture():
     described(p, "new", (0, 0, 1))  # the same architecture evaluated again: the same layer contents
     described(p, "m", (0, 0, 0))
     p.on_population([("m", 1.0)], population_size=1, sample_size=1)
-    assert p.reuse(("old", 1)) == 0.0 and p.reuse(("new", 1)) > 0  # the older copy is spare
+    assert p.rerank_and_reuse(("old", 1)) == 0.0 and p.rerank_and_reuse(("new", 1)) > 0  # the older copy is spare
     assert drain(p)[:2] == [("old", 1), ("old", 0)]
 
 
@@ -311,9 +311,9 @@ def test_evolution_aware_compatible_mode_keeps_whole_models_not_scattered_layers
     described(p, "other", (0, 2, 1), mode="compatible")  # shares the stem content but is another donor
     described(p, "m", (0, 0, 0), mode="compatible")
     p.on_population([("m", 1.0)], population_size=1, sample_size=1)
-    assert p.reuse(("old", 0)) == p.reuse(("old", 1)) == 0.0
-    assert p.reuse(("new", 0)) == p.reuse(("new", 1)) > 0  # m can mutate into (0, 0, 1): all its layers serve
-    assert p.reuse(("m", 0)) > 0 == p.reuse(("m", 1))  # m's children take its stem; its last layer changes
+    assert p.rerank_and_reuse(("old", 0)) == p.rerank_and_reuse(("old", 1)) == 0.0
+    assert p.rerank_and_reuse(("new", 0)) == p.rerank_and_reuse(("new", 1)) > 0  # m can mutate into (0, 0, 1): all its layers serve
+    assert p.rerank_and_reuse(("m", 0)) > 0 == p.rerank_and_reuse(("m", 1))  # m's children take its stem; its last layer changes
     # "other" shares the stem content with everyone but is a donor of its own: not spare, only worth 0 now
     assert sorted(drain(p)[:2]) == [("old", 0), ("old", 1)]
 
@@ -324,13 +324,13 @@ def test_evolution_aware_prefix_layers_after_a_gap_are_worthless():
     described(p, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL))
     p.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
     p.on_release(("a", 1))  # "a" lost its middle layer: its last one can no longer be served
-    assert p.reuse(("a", 2)) == 0.0 and p.victim() == ("a", 2)
+    assert p.rerank_and_reuse(("a", 2)) == 0.0 and p.victim() == ("a", 2)
     compat = EvolutionAware()  # compatible mode serves layers wherever they sit
     described(compat, "a", (0, 0, 1), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
     described(compat, "m", (0, 0, 0), sizes=(1, 1, 1), deps=((), (0,), FULL), mode="compatible")
     compat.on_population([("m", 1.0), ("a", 1.0)], population_size=2, sample_size=1)
     compat.on_release(("a", 1))
-    assert compat.reuse(("a", 2)) > 0
+    assert compat.rerank_and_reuse(("a", 2)) > 0
 
 
 def test_evolution_aware_does_not_evict_a_model_while_its_layers_arrive():
@@ -339,7 +339,7 @@ def test_evolution_aware_does_not_evict_a_model_while_its_layers_arrive():
     p.on_population([("m", 1.0)], population_size=2, sample_size=1)
     p.on_model("n", (0, 0, 1), "prefix", 3)
     p.on_insert(("n", 0), 1, "n", ())  # the stem arrives first; "m" holds the same stem with a longer run
-    assert p.reuse(("n", 0)) > 0 and p.victim() != ("n", 0)
+    assert p.rerank_and_reuse(("n", 0)) > 0 and p.victim() != ("n", 0)
 
 
 def test_evolution_aware_rejects_a_bad_refresh():
@@ -607,7 +607,7 @@ def test_victim_is_always_a_held_key_and_len_tracks_the_entries(name, ops):
         victim = p.victim()
         assert victim in sizes
         if isinstance(p, EvolutionAware) and p.has_population:  # lowest expected reuse per byte
-            per_byte = {k: p.reuse(k) / max(s, 1) for k, s in sizes.items()}
+            per_byte = {k: p.rerank_and_reuse(k) / max(s, 1) for k, s in sizes.items()}
             assert per_byte[victim] <= min(per_byte.values()) + 1e-12
 
 
@@ -643,21 +643,25 @@ def test_evolution_aware_counts_a_child_in_flight_as_a_parent_until_it_is_old_ne
     members = [("a", 0.5), ("b", 0.5)]
     p.on_mutation(0)
     p.on_population(members, population_size=2, sample_size=1)
-    before = p.reuse(("a", 0))
+    before = p.rerank_and_reuse(("a", 0))
     p.on_model("kid", (1, 0), "compatible", 1)  # issued; a mutation of it at position 0 can make (0, 0)
     p.on_population(members, population_size=2, sample_size=1)
-    assert p.reuse(("a", 0)) > before
+    assert p.rerank_and_reuse(("a", 0)) > before
     p.on_population(members, population_size=2, sample_size=1)
-    assert p.reuse(("a", 0)) == pytest.approx(before)
+    assert p.rerank_and_reuse(("a", 0)) == pytest.approx(before)
 
 
 @given(ops=st.lists(st.tuples(st.sampled_from(["push", "rise", "discard", "pop"]), st.integers(0, 5),
-                              st.integers(0, 20)), max_size=60))
-def test_lazy_heap_rises_keep_the_smallest_current_priority_on_top(ops):
-    """Pushes, lazy rises and discards in any order: the top is always the smallest priority last set."""
+                              st.integers(0, 20)), max_size=60),
+       start=st.dictionaries(st.integers(0, 5), st.integers(0, 20)))
+def test_lazy_heap_rises_keep_the_smallest_current_priority_on_top(ops, start):
+    """From keys given in order, pushes, lazy rises and discards in any order: the top is always the smallest
+    priority last set."""
     from tensorcache.policies.base import LazyHeap
 
-    heap, want = LazyHeap(), {}
+    want = {key: (priority, key) for key, priority in start.items()}
+    ranked = sorted(want, key=want.__getitem__)
+    heap = LazyHeap(ranked, [want[key] for key in ranked].__getitem__)  # the priorities at the start
     for op, key, priority in ops:
         if op == "push":
             heap.push(key, (priority, key))

@@ -50,7 +50,7 @@ def test_reuse_of_every_prefix_layer_matches_the_model_by_hand(archs, score_pool
     for m, arch in zip(ids, archs):
         for depth in range(WIDTH):
             want = expected_reuse(archs, ranked, hist, sample, {j: arch[j] for j in range(depth + 1)})
-            assert p.reuse((m, depth)) == pytest.approx(want, rel=1e-9, abs=1e-12), (m, depth)
+            assert p.rerank_and_reuse((m, depth)) == pytest.approx(want, rel=1e-9, abs=1e-12), (m, depth)
 
 
 def test_ranking_is_due_every_tenth_of_the_population_by_default():
