@@ -39,7 +39,7 @@ def _fill(store, layers_of) -> None:
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_a_damaged_payload_is_counted_dropped_and_never_served(store, damage, layers_of, genuine, caplog):
+def test_a_damaged_payload_is_counted_released_and_never_served(store, damage, layers_of, genuine, caplog):
     _fill(store, layers_of)
     deep, other = _digest(1, 2, layers_of), _digest(2, 2, layers_of)
     store.set(deep, DAMAGES[damage](store.get(deep), store.get(other)))
