@@ -42,6 +42,9 @@ its schedule, not an architecture to retrain: its outcome is the model it hands 
 finished its 4 steps with the best validation accuracy) scored on the same test split, after the same
 steps in every run (no top-1 column).
 ``--quick``: 5 trials, top-2 retrained once for one epoch on 1,000 images (a CI smoke size).
+DeepHyper's regularized evolution follows Python's string hashing: set ``PYTHONHASHSEED`` for DeepHyper
+rows that repeat (Ray Tune's evolution and Optuna repeat without it; PBT's trials are seeded by Tune's
+random trial ids and do not).
 Writes DIR/frameworks.csv, .json and frameworks_outcome.md.
 """
 from __future__ import annotations
@@ -396,9 +399,9 @@ def paired(rows: list[dict[str, Any]]) -> list[list[str]]:
     """Per framework with an outcome: both runs' pick test accuracy and ``with`` minus ``without``, paired by
     seed, each with a 95% bootstrap interval over seeds; beside it the same difference for the top-1 (the
     architecture the search scored best, retrained; not for PBT). Printed too, with the ratio line."""
-    rng = np.random.default_rng(0)
     table = []
     for framework in dict.fromkeys(r["framework"] for r in rows if "pick_test" in r):
+        rng = np.random.default_rng(0)   # a framework's intervals do not depend on which others ran
         by = {(r["seed"], r["run"]): r for r in rows if r["framework"] == framework}
         seeds = sorted({seed for seed, run in by if "pick_test" in by.get((seed, "with"), {})
                         and "pick_test" in by.get((seed, "without"), {})})
