@@ -54,7 +54,7 @@ from tensorcache.replay import (
     run,
     trace_settings,
 )
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 OURS = ("fifo", "lru", "lfu", "donor-window", "evolution-aware", "belady")
 # label -> libCacheSim class name; missing classes are skipped
@@ -462,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, path in zip(names, args.traces):
             settings = trace_settings(path)
             bar.update(task, description=f"{name}: loading")
-            work = Workload(read_trace(path), args.mode or settings.get("transfer", "prefix"))
+            work = Workload(read_records(path), args.mode or settings.get("transfer", "prefix"))
             P, S = population_params(work, args.population or settings.get("population"),
                                      args.sample or settings.get("sample"))
             bar.update(task, description=f"{name}: policies")

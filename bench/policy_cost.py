@@ -39,7 +39,7 @@ from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
 from tensorcache.policies import EvolutionAware
 from tensorcache.replay import Workload, replay
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 
 def _cpu_turns(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           live["donor-window"], target=1 / 1.5))
         if args.replay_evals:
             trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
-            work = Workload(read_trace(trace), "prefix")
+            work = Workload(read_records(trace), "prefix")
             cap = int(work.total_bytes * 0.05)
             replays = _cpu_turns({pol: (lambda pol=pol: replay(work, pol, cap, population_size=100, sample_size=25,
                                                               policy_options={"window": 400} if pol != "lfu" else None))

@@ -28,7 +28,7 @@ from policy_compare import OURS, libcachesim_policies, numbers, prefix_aware
 
 from nas_integration.data import nb201_table
 from tensorcache.replay import Workload
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 SUBJECT = "evolution-aware"
 HEURISTIC = "belady"
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 bar.update(task, description=f"{name}: search")
                 evals = evaluations(args.evals, workers)
-                work = Workload(read_trace(record_trace(args.out, args.table, evals, P, S, workers, seed,
+                work = Workload(read_records(record_trace(args.out, args.table, evals, P, S, workers, seed,
                                                         args.mode)), args.mode)
                 for pct in args.capacities:
                     bar.update(task, description=f"{name} {pct:g}%")

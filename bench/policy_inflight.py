@@ -26,7 +26,7 @@ from policy_grid import evaluations, record_trace
 
 from nas_integration.data import nb201_table
 from tensorcache.replay import Workload, replay
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 
 def cell_pairs(text: str) -> list[tuple[int, int]]:
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     evals = evaluations(args.evals, workers)
                     trace = record_trace(args.out, args.table, evals, P, S, workers, seed, "prefix")
-                    work = Workload(read_trace(trace), "prefix")
+                    work = Workload(read_records(trace), "prefix")
                     for pct in todo:
                         row = {"P": P, "S": S, "workers": workers, "seed": seed, "evals": evals,
                                "capacity_pct": pct, **measure(work, P, S, pct)}

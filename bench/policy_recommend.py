@@ -26,7 +26,7 @@ from policy_compare import numbers
 
 from tensorcache.replay import Workload, population_params, trace_settings
 from tensorcache.replay.recommend import overall, recommend
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 CELL = re.compile(r"P(?P<P>\d+)_S(?P<S>\d+)_w(?P<workers>\d+)_s(?P<seed>\d+)_(?P<mode>\w+)$")
 
@@ -34,7 +34,7 @@ CELL = re.compile(r"P(?P<P>\d+)_S(?P<S>\d+)_w(?P<workers>\d+)_s(?P<seed>\d+)_(?P
 def verdicts_of(trace: str, capacities: Sequence[float], resamples: int) -> dict[str, Any]:
     """``replay --recommend --json``'s answer for one trace at ``capacities`` percent of its bytes."""
     settings = trace_settings(trace)
-    work = Workload(read_trace(trace), settings.get("transfer", "prefix"))
+    work = Workload(read_records(trace), settings.get("transfer", "prefix"))
     P, S = population_params(work, settings.get("population"), settings.get("sample"))
     found = recommend(work, [int(work.total_bytes * pct / 100) for pct in capacities], P, S,
                       inflight=bool(settings.get("inflight")), resamples=resamples)

@@ -31,7 +31,7 @@ from nas_integration.data import nb201_table
 from tensorcache.events import PolicyEvent
 from tensorcache.policies import Policy, make_policy
 from tensorcache.replay import PolicyStore, Workload, run
-from tensorcache.trace import read_trace
+from tensorcache.trace import read_records
 
 P, S = 100, 25
 TARGET_S = 60.0
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="replay_speed_") as tmp:
         path = args.trace or record_trace(tmp, str(nb201_table()), args.evals, P, S, 64, 0, "prefix")
         prep: dict[str, float] = {}
-        records, prep["read"] = timed(lambda: read_trace(path))
+        records, prep["read"] = timed(lambda: read_records(path))
         work, prep["workload"] = timed(lambda: Workload(records, "prefix"))
         prep["reference"] = cpu(lambda: work.unbounded)
         prep["stream"] = cpu(lambda: work.clock)

@@ -130,11 +130,11 @@ class LazyBar:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analyze import STEPS, analyze
-    from .trace import read_trace
+    from .trace import read_records
 
     facts = run_facts(args, read_summary(args.trace))
     with LazyBar("analyze", STEPS) as bar:
-        findings = analyze(read_trace(args.trace), args.out, facts, progress=bar.step,
+        findings = analyze(read_records(args.trace), args.out, facts, progress=bar.step,
                            title=os.path.basename(os.path.dirname(os.path.abspath(args.trace))))
     verdicts = Counter(f.verdict for f in findings if f.verdict)
     print(f"wrote {os.path.join(args.out, 'report.md')} ({len(findings)} findings; study's findings: "
@@ -144,14 +144,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import Workload, replay, trace_settings
-    from .trace import read_trace
+    from .trace import read_records
 
     settings = trace_settings(args.trace)
     if args.recommend:
         return recommend_policy(args, settings)
     with LazyBar(f"replay {args.policy}", after_s=3.0) as bar:
         bar.update(0, description="reading the trace")
-        work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
+        work = Workload(read_records(args.trace), args.mode or settings.get("transfer", "prefix"))
         bar.update(0, description="reference and schedule")
         result = replay(work, args.policy, capacity_bytes(args.capacity or "10%", work.total_bytes),
                         population_size=args.population or settings.get("population"),
@@ -172,9 +172,9 @@ def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     from .replay import Workload, population_params
     from .replay.recommend import CANDIDATES, overall, recommend
     from .sizes import format_size
-    from .trace import read_trace
+    from .trace import read_records
 
-    work = Workload(read_trace(args.trace), args.mode or settings.get("transfer", "prefix"))
+    work = Workload(read_records(args.trace), args.mode or settings.get("transfer", "prefix"))
     P, S = population_params(work, args.population or settings.get("population"),
                              args.sample or settings.get("sample"))
     texts = [c for c in (args.capacity or "2%,5%,20%").split(",") if c.strip()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -140,10 +141,22 @@ class TraceRecord:
                     raise ValueError(f"trace record field {f.name}: {exc}") from None
         names = {f.name for f in fields(cls)}
         record = cls(**checked, extra={k: v for k, v in values.items() if k not in names})
-        if len(record.layer_keys) != len(record.layer_bytes):
-            raise ValueError(f"trace record {record.model_id}: {len(record.layer_keys)} layer keys vs "
-                             f"{len(record.layer_bytes)} layer bytes")
+        record.check()
         return record
+
+    def check(self) -> None:
+        """ValueError naming what breaks a record's own consistency: one key, size and dependency list per
+        layer, no negative size, an end not before the start, a finite training time."""
+        keys, sizes, deps = len(self.layer_keys), len(self.layer_bytes), self.layer_deps
+        if keys != sizes or (deps is not None and len(deps) != keys):
+            raise ValueError(f"trace record {self.model_id}: {keys} layer keys vs {sizes} layer bytes"
+                             + ("" if deps is None else f" vs {len(deps)} layer_deps"))
+        if any(b < 0 for b in self.layer_bytes):
+            raise ValueError(f"trace record {self.model_id}: negative layer bytes {self.layer_bytes[:8]}")
+        if self.t_end < self.t_start:
+            raise ValueError(f"trace record {self.model_id}: t_end {self.t_end} < t_start {self.t_start}")
+        if not 0 <= self.train_s < math.inf:
+            raise ValueError(f"trace record {self.model_id}: train_s must be a finite number >= 0, got {self.train_s}")
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TraceRecord)

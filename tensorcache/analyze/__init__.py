@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..trace import TraceRecord
 from .base import LOW_QUANTILE, SECTIONS, STUDY, Finding, OnStep, RunFacts, Trace
 from .distribution import distribution
 from .popularity import popularity
@@ -32,7 +33,7 @@ from .report import PLOTS, findings_dict, render
 from .structure import structure
 
 
-def analyze(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike, facts: RunFacts | None = None,
+def analyze(records: Sequence[TraceRecord | Mapping[str, Any]], out_dir: str | os.PathLike, facts: RunFacts | None = None,
             title: str = "trace", progress: OnStep | None = None) -> list[Finding]:
     """Write ``out_dir/report.md`` and its PNGs; return the findings. ``progress`` hears each step's name."""
     facts = facts or RunFacts()

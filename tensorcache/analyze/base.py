@@ -10,7 +10,7 @@ import numpy as np
 
 from ..layers import LayerMap
 from ..replay import infer_population_size, parse_records
-from ..trace import as_records
+from ..trace import TraceRecord, as_records
 
 
 SECTIONS = ("Structure", "Distribution", "Popularity", "Quality")
@@ -78,32 +78,31 @@ class RunFacts:
 class Trace:
     """Trace records indexed for the analyses: start order, completion order, ids, populations."""
 
-    def __init__(self, records: Sequence[Mapping[str, Any]], population_size: int | None = None) -> None:
+    def __init__(self, records: Sequence[TraceRecord | Mapping[str, Any]], population_size: int | None = None) -> None:
         if not records:
             raise ValueError("the trace has no records")
-        evaluations = parse_records(records)  # validates ids, times and layer fields
-        self.typed = as_records(records)
-        records = [r.to_dict() for r in self.typed]
-        self.records = sorted(records, key=lambda r: (r["t_start"], r["t_end"]))
-        self.by_id = {r["model_id"]: r for r in self.records}
-        self.start_index = {r["model_id"]: i for i, r in enumerate(self.records)}
-        self.starts = [r["t_start"] for r in self.records]
-        self.finished = sorted(self.records, key=lambda r: r["t_end"])
-        self.ends = [r["t_end"] for r in self.finished]
+        typed = as_records(records)  # validated, revisits marked
+        evaluations = parse_records(typed)  # and no id twice
+        self.records = sorted(typed, key=lambda r: (r.t_start, r.t_end))
+        self.by_id = {r.model_id: r for r in self.records}
+        self.start_index = {r.model_id: i for i, r in enumerate(self.records)}
+        self.starts = [r.t_start for r in self.records]
+        self.finished = sorted(self.records, key=lambda r: r.t_end)
+        self.ends = [r.t_end for r in self.finished]
         self.P = population_size or infer_population_size(evaluations)
-        self.children = [r for r in self.records if r.get("parent_id") in self.by_id]
-        self.child_ids = {r["model_id"] for r in self.children}
-        self.workers = sorted({r["worker"] for r in self.records}, key=worker_order)
+        self.children = [r for r in self.records if r.parent_id in self.by_id]
+        self.child_ids = {r.model_id for r in self.children}
+        self.workers = sorted({r.worker for r in self.records}, key=worker_order)
 
-    def parent(self, r: Mapping[str, Any]) -> Mapping[str, Any]:
-        return self.by_id[r["parent_id"]]
+    def parent(self, r: TraceRecord) -> TraceRecord:
+        return self.by_id[r.parent_id]
 
     def population_bounds(self, t: float) -> tuple[int, int]:
         """``finished[lo:hi]`` is the population at ``t``: the last P models finished at or before it."""
         n = int(np.searchsorted(self.ends, t, side="right"))
         return max(0, n - self.P), n
 
-    def population_at(self, t: float) -> list[Mapping[str, Any]]:
+    def population_at(self, t: float) -> list[TraceRecord]:
         """The last P models finished at or before ``t``, oldest first."""
         lo, hi = self.population_bounds(t)
         return self.finished[lo:hi]

@@ -4,11 +4,11 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
+from ..trace import TraceRecord
 from .base import (AGREES, BASELINE_DRAWS, DIFFERS, NOT_MEASURABLE, OCCUPANCY_DRAWS, Finding, Trace, mean_or_nan,
                    median_or_nan, percentile_or_nan)
 from .plots import hist_plot, timeline_plot
@@ -17,15 +17,15 @@ from .plots import hist_plot, timeline_plot
 def reuse_pairs(tr: Trace) -> list[tuple[int, int]]:
     """Per donation: (record index of the previous touch of the donor's tensors, record index of the child).
     The first touch is the donor's own insert; later ones are its earlier children's reads."""
-    by_parent: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    by_parent: dict[str, list[TraceRecord]] = defaultdict(list)
     for r in tr.children:
-        by_parent[r["parent_id"]].append(r)
+        by_parent[r.parent_id].append(r)
     out = []
     for pid, kids in by_parent.items():
         prev = pid
         for kid in kids:
-            out.append((tr.start_index[prev], tr.start_index[kid["model_id"]]))
-            prev = kid["model_id"]
+            out.append((tr.start_index[prev], tr.start_index[kid.model_id]))
+            prev = kid.model_id
     return out
 
 
@@ -35,9 +35,9 @@ def reuse_events(tr: Trace) -> list[tuple[float, int, bool]]:
     out = []
     for a, b in reuse_pairs(tr):
         prev, kid = tr.records[a], tr.records[b]
-        prev_t = prev["t_end"] if kid["parent_id"] == prev["model_id"] else prev["t_start"]
-        prev_i = int(np.searchsorted(tr.starts, prev_t)) if kid["parent_id"] == prev["model_id"] else a
-        out.append((kid["t_start"] - prev_t, max(0, b - prev_i), kid["worker"] == prev["worker"]))
+        prev_t = prev.t_end if kid.parent_id == prev.model_id else prev.t_start
+        prev_i = int(np.searchsorted(tr.starts, prev_t)) if kid.parent_id == prev.model_id else a
+        out.append((kid.t_start - prev_t, max(0, b - prev_i), kid.worker == prev.worker))
     return out
 
 
@@ -45,7 +45,7 @@ def shuffled_same_worker(tr: Trace, pairs: Sequence[tuple[int, int]], rng: np.ra
     """Same-worker share of successive reads when evaluations are dealt to workers at random (same counts)."""
     if not pairs:
         return np.zeros(0)
-    codes = np.array([tr.workers.index(r["worker"]) for r in tr.records])
+    codes = np.array([tr.workers.index(r.worker) for r in tr.records])
     a, b = np.array(pairs).T
     return np.array([np.mean(perm[a] == perm[b]) for perm in (rng.permutation(codes) for _ in range(BASELINE_DRAWS))])
 
@@ -56,8 +56,8 @@ def occupancy_same_worker(tr: Trace, pairs: Sequence[tuple[int, int]], rng: np.r
     picked at random among those free then (a worker runs one job at a time; none free: the first to free up)."""
     if not pairs:
         return np.zeros(0)
-    starts = np.array([r["t_start"] for r in tr.records], float)
-    ends = np.array([r["t_end"] for r in tr.records], float)
+    starts = np.array([r.t_start for r in tr.records], float)
+    ends = np.array([r.t_end for r in tr.records], float)
     a, b = np.array(pairs).T
     out = np.empty(draws)
     for n in range(draws):
@@ -74,9 +74,9 @@ def occupancy_same_worker(tr: Trace, pairs: Sequence[tuple[int, int]], rng: np.r
 def distribution(tr: Trace, out: str | os.PathLike, rng: np.random.Generator) -> list[Finding]:
     """Worker timelines, cross-worker donations, reuse distance, and per-worker locality against chance."""
     S = "Distribution"
-    workers = Counter(r["worker"] for r in tr.records)
+    workers = Counter(r.worker for r in tr.records)
     shares = np.array(list(workers.values()), float) / len(tr.records)
-    cross = np.array([r["worker"] != tr.parent(r)["worker"] for r in tr.children], float)
+    cross = np.array([r.worker != tr.parent(r).worker for r in tr.children], float)
     reuse = reuse_events(tr)
     dt = np.array([d for d, _, _ in reuse], float)
     dn = np.array([n for _, n, _ in reuse], float)
@@ -93,13 +93,13 @@ def distribution(tr: Trace, out: str | os.PathLike, rng: np.random.Generator) ->
         verdict = (AGREES, f"{same:.1%} of successive reads stay on one worker, more than {against}") if same > hi \
             else (DIFFERS, f"{same:.1%} of successive reads stay on one worker, no more than {against}: which "
                            "worker is free explains it, the scheduler does not keep donors local")
-    cache_donor = [r for r in tr.children if r.get("donor_id") is not None]
+    cache_donor = [r for r in tr.children if r.donor_id is not None]
     timeline_plot(out, tr)
     hist_plot(out, "reuse_distance.png", [dt, dn], ["seconds since the donor's tensors were last touched",
                                                 "evaluations started since the last touch"], integer_x=[False, True],
               titles=["Reuse distance in time", "Reuse distance in evaluations"], ylabel="transfers")
-    span = max(r["t_end"] for r in tr.records) - min(r["t_start"] for r in tr.records)
-    busy = sum(r["t_end"] - r["t_start"] for r in tr.records)
+    span = max(r.t_end for r in tr.records) - min(r.t_start for r in tr.records)
+    busy = sum(r.t_end - r.t_start for r in tr.records)
     return [
         Finding(S, "workers", "workers", len(workers), "{:.0f}"),
         Finding(S, "utilisation", "busy worker time / (workers x search span)",
@@ -117,5 +117,5 @@ def distribution(tr: Trace, out: str | os.PathLike, rng: np.random.Generator) ->
                 "ignoring that a worker runs one job at a time (a weaker null, for comparison)",
                 mean_or_nan(shuffled), "{:.1%}"),
         Finding(S, "cache_donor_is_parent", "children whose recorded cache donor is their parent",
-                mean_or_nan(np.array([r["donor_id"] == r["parent_id"] for r in cache_donor], float)), "{:.1%}"),
+                mean_or_nan(np.array([r.donor_id == r.parent_id for r in cache_donor], float)), "{:.1%}"),
     ]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..trace import TraceRecord
 from .base import MAX_TIMELINE_ROWS, Trace, plural
 
 
@@ -61,8 +61,8 @@ def legend_outside(ax) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0.0)
 
 
-def _spans(records: Sequence[Mapping[str, Any]], warm: bool) -> list[tuple[float, float]]:
-    return [(r["t_start"], r["t_end"] - r["t_start"]) for r in records if (r["bytes_served"] > 0) == warm]
+def _spans(records: Sequence[TraceRecord], warm: bool) -> list[tuple[float, float]]:
+    return [(r.t_start, r.t_end - r.t_start) for r in records if (r.bytes_served > 0) == warm]
 
 
 def timeline_plot(out, tr: Trace) -> None:
@@ -80,7 +80,7 @@ def timeline_plot(out, tr: Trace) -> None:
         ax = fig.add_subplot()
     rows = {w: i for i, w in enumerate(shown)}
     for w, row in rows.items():
-        mine = [r for r in tr.records if r["worker"] == w]
+        mine = [r for r in tr.records if r.worker == w]
         ax.broken_barh(_spans(mine, False), (row - 0.4, 0.8), facecolor="tab:gray", edgecolor="white", linewidth=0.3,
                        label="cold" if row == 0 else None)
         ax.broken_barh(_spans(mine, True), (row - 0.4, 0.8), facecolor="tab:orange", edgecolor="white",
@@ -126,8 +126,8 @@ def quality_plot(out, tr: Trace, pop_stats, best, cut: float) -> None:
     x = np.arange(len(tr.records))
     ax1.fill_between(x, lo, hi, color="tab:blue", alpha=0.2, label="population min-max")
     ax1.plot(x, med, color="tab:blue", label="population median")
-    kids = [(tr.start_index[r["model_id"]], tr.parent(r)["score"]) for r in tr.children
-            if tr.parent(r).get("score") is not None]
+    kids = [(tr.start_index[r.model_id], tr.parent(r).score) for r in tr.children
+            if tr.parent(r).score is not None]
     if kids:
         ax1.scatter(*zip(*kids), s=6, color="tab:red", label="donor score")
     if not math.isnan(cut):

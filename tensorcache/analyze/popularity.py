@@ -65,13 +65,13 @@ def concentration(n_records: int, donations: Sequence[tuple[int, Any]], window: 
 
 def uniform_donors(tr: Trace, rng: np.random.Generator) -> list[list[tuple[int, Any]]]:
     """BASELINE_DRAWS donation lists in which each child's donor is a uniform draw from its population."""
-    bounds = np.array([tr.population_bounds(r["t_start"]) for r in tr.children]).reshape(-1, 2)
-    starts = [tr.start_index[r["model_id"]] for r in tr.children]
+    bounds = np.array([tr.population_bounds(r.t_start) for r in tr.children]).reshape(-1, 2)
+    starts = [tr.start_index[r.model_id] for r in tr.children]
     ok = bounds[:, 1] > bounds[:, 0]
     out = []
     for _ in range(BASELINE_DRAWS if tr.children else 0):
         picks = rng.integers(bounds[ok, 0], bounds[ok, 1])
-        out.append([(s, tr.finished[k]["model_id"]) for s, k in zip(np.array(starts)[ok], picks)])
+        out.append([(s, tr.finished[k].model_id) for s, k in zip(np.array(starts)[ok], picks)])
     return out
 
 
@@ -81,15 +81,15 @@ def tournament_donors(tr: Trace, sample: int, rng: np.random.Generator) -> list[
     member ranked r of n wins with probability C(n-1-r, S-1) / C(n, S)."""
     picks_per_child = []
     for r in tr.children:
-        lo, hi = tr.population_bounds(r["t_start"])
+        lo, hi = tr.population_bounds(r.t_start)
         if hi <= lo:
             continue
         members = tr.finished[lo:hi]
-        ranked = sorted(range(len(members)), key=lambda k: -float(members[k]["score"]))  # stable: older first
+        ranked = sorted(range(len(members)), key=lambda k: -float(members[k].score))  # stable: older first
         n, s = len(members), min(sample, len(members))
         p = np.array([math.comb(n - 1 - k, s - 1) for k in range(n)], float) / math.comb(n, s)
         draws = np.searchsorted(np.cumsum(p), rng.random(BASELINE_DRAWS) * p.sum(), side="right").clip(0, n - 1)
-        picks_per_child.append((tr.start_index[r["model_id"]], [members[ranked[k]]["model_id"] for k in draws]))
+        picks_per_child.append((tr.start_index[r.model_id], [members[ranked[k]].model_id for k in draws]))
     if not picks_per_child:
         return []
     return [[(start, picks[d]) for start, picks in picks_per_child] for d in range(BASELINE_DRAWS)]
@@ -100,7 +100,7 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
     """Donor frequency in a sliding window and concentration on top donors, against the null the algorithm
     implies: tournaments of ``sample`` (S) over the same population history (uniform choice when S is unknown)."""
     S = "Popularity"
-    donations = [(tr.start_index[r["model_id"]], r["parent_id"]) for r in tr.children]
+    donations = [(tr.start_index[r.model_id], r.parent_id) for r in tr.children]
     counts = Counter(d for _, d in donations)
     top10, window_top = concentration(len(tr.records), donations, window)
     null_draws = tournament_donors(tr, sample, rng) if sample else uniform_donors(tr, rng)

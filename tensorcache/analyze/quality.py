@@ -14,21 +14,21 @@ from .plots import quality_plot
 def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]:
     """Donor score against the population, persistence of low-quality models, and best score over time."""
     S = "Quality"
-    scored = [r for r in tr.records if r.get("score") is not None]
+    scored = [r for r in tr.records if r.score is not None]
     cut, source = facts.low_cut, facts.low_cut_source
     if cut is None:
-        start = [r["score"] for r in scored if r.get("parent_id") is None]
+        start = [r.score for r in scored if r.parent_id is None]
         cut = float(np.percentile(start, LOW_QUANTILE)) if len(start) >= 10 else math.nan
         source = (f"{LOW_QUANTILE}th percentile of the {len(start)} random initial architectures (a uniform "
                   "sample of the space)")
     pct, pop_stats = [], []
     for r in tr.records:
-        pop = [m["score"] for m in tr.population_at(r["t_start"]) if m.get("score") is not None]
+        pop = [m.score for m in tr.population_at(r.t_start) if m.score is not None]
         pop_stats.append((np.min(pop), np.median(pop), np.max(pop)) if pop else (math.nan,) * 3)
-        if r["model_id"] in tr.child_ids and pop and tr.parent(r).get("score") is not None:
-            pct.append(np.mean(np.array(pop) <= tr.parent(r)["score"]))
-    low_share = np.array([np.mean([m.get("score") is not None and m["score"] < cut
-                                   for m in tr.population_at(r["t_end"])]) for r in tr.finished])
+        if r.model_id in tr.child_ids and pop and tr.parent(r).score is not None:
+            pct.append(np.mean(np.array(pop) <= tr.parent(r).score))
+    low_share = np.array([np.mean([m.score is not None and m.score < cut
+                                   for m in tr.population_at(r.t_end)]) for r in tr.finished])
     quarter = max(1, len(low_share) // 4)
     late = mean_or_nan(low_share[-quarter:])
     if math.isnan(cut):
@@ -38,10 +38,10 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
     else:
         persist = (DIFFERS, f"the last quarter's populations hold {late * tr.P:.2f} models below {cut:.4g} on "
                             "average: evolution has pushed them out")
-    best = np.maximum.accumulate([r["score"] for r in tr.finished if r.get("score") is not None]) \
+    best = np.maximum.accumulate([r.score for r in tr.finished if r.score is not None]) \
         if scored else np.zeros(0)
     gain = _late_gain(best)
-    start = np.array([r["score"] for r in scored if r.get("parent_id") is None], float)
+    start = np.array([r.score for r in scored if r.parent_id is None], float)
     rng = np.random.default_rng(0)
     null = np.array([_late_gain(np.maximum.accumulate(rng.choice(start, best.size))) for _ in range(BASELINE_DRAWS)]
                     ) if len(start) >= 10 and best.size >= 2 else np.zeros(0)
@@ -70,8 +70,8 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
         Finding(S, "low_residence", "mean evaluations a model below the cut stays in the population",
                 _residence(tr, cut), "{:.1f}"),
         Finding(S, "low_donations", "donations taken by models below the cut",
-                mean_or_nan(np.array([tr.parent(r)["score"] < cut for r in tr.children
-                                if tr.parent(r).get("score") is not None], float)), "{:.1%}"),
+                mean_or_nan(np.array([tr.parent(r).score < cut for r in tr.children
+                                if tr.parent(r).score is not None], float)), "{:.1%}"),
         Finding(S, "best_score", "best score found", float(best[-1]) if best.size else math.nan),
         Finding(S, "eval_to_90pct_improvement", "share of the evaluations needed to reach 90% of the total "
                 "improvement of the best score", _reach(best, 0.9), "{:.1%}"),
@@ -83,8 +83,8 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
 def _residence(tr: Trace, threshold: float) -> float:
     """Mean number of completions a model below ``threshold`` stays in the last-P population."""
     n = len(tr.finished)
-    stays = [min(tr.P, n - i) for i, r in enumerate(tr.finished) if r.get("score") is not None and
-             r["score"] < threshold]
+    stays = [min(tr.P, n - i) for i, r in enumerate(tr.finished) if r.score is not None and
+             r.score < threshold]
     return float(np.mean(stays)) if stays else math.nan
 
 

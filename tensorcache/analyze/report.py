@@ -20,7 +20,7 @@ QUESTIONS = {
 
 def render(tr: Trace, findings: Sequence[Finding], window: int, title: str, facts: RunFacts) -> str:
     """The markdown report: a verdict per study finding first, then every number by question."""
-    span = max(r["t_end"] for r in tr.records) - min(r["t_start"] for r in tr.records)
+    span = max(r.t_end for r in tr.records) - min(r.t_start for r in tr.records)
     operator = "uniform over positions" if not facts.mutation_bias else \
         f"position i drawn with weight (i+1)^{facts.mutation_bias:g}"
     lines = [f"# Search trace analysis: {title}", "",

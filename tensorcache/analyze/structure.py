@@ -79,17 +79,17 @@ def structure(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Findin
     """Mutation positions, shared prefix with the parent, and what a child could inherit under each rule."""
     S = "Structure"
     layers = facts.layers or generic_layers
-    muts = [(r["mutation_pos"], len(r["arch"])) for r in tr.records if r.get("mutation_pos") is not None]
+    muts = [(r.mutation_pos, len(r.arch)) for r in tr.records if r.mutation_pos is not None]
     rel = np.array([p / (n - 1) if n > 1 else 0.5 for p, n in muts])
     uniform = mean_or_nan(np.array([np.mean([1 / 3 <= q / (n - 1) <= 2 / 3 for q in range(n)]) if n > 1 else 1.0
                               for _, n in muts]))
     share = mean_or_nan(((rel >= 1 / 3) & (rel <= 2 / 3)).astype(float))
-    prefix = np.array([shared_prefix(r["arch"], tr.parent(r)["arch"]) for r in tr.children])
-    rules = {mode: np.array([transferable(r["arch"], tr.parent(r)["arch"], mode, layers) for r in tr.children],
+    prefix = np.array([shared_prefix(r.arch, tr.parent(r).arch) for r in tr.children])
+    rules = {mode: np.array([transferable(r.arch, tr.parent(r).arch, mode, layers) for r in tr.children],
                             float).reshape(-1, 2) for mode in MODES}
-    actual = np.array([r["bytes_served"] / (sum(r["layer_bytes"]) or 1) for r in tr.children])
-    live = summarize_records(tr.typed, facts.transfer)
-    n_pos = max((n for _, n in muts), default=max(len(r["arch"]) for r in tr.records))
+    actual = np.array([r.bytes_served / (sum(r.layer_bytes) or 1) for r in tr.children])
+    live = summarize_records(tr.records, facts.transfer)
+    n_pos = max((n for _, n in muts), default=max(len(r.arch) for r in tr.records))
     hist = np.bincount([p for p, _ in muts], minlength=n_pos) if muts else np.zeros(n_pos, int)
     bar_plot(out, "mutation_positions.png", range(n_pos), hist, "mutation position", "children",
          "Where mutations land")

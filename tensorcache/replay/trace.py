@@ -1,18 +1,19 @@
-"""Trace reading for replay: validate trace records into Evaluations, and the settings a trace implies."""
+"""Trace reading for replay: trace records (read by ``tensorcache.trace``) as Evaluations, and the settings a
+trace implies."""
 from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..trace import read_summary
+from ..trace import TraceRecord, as_records, read_summary
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """The fields of one trace record that replay needs."""
+    """The fields of one trace record that replay needs, keys as bytes."""
 
     model_id: str
     parent_id: str | None
@@ -28,37 +29,21 @@ class Evaluation:
     train_s: float | None = None  # the optional ``train_s`` field: seconds it trained
 
 
-def parse_records(records: Sequence[Mapping[str, Any]]) -> list[Evaluation]:
-    """Validate trace records (see ``trace.FIELDS``) into Evaluations; ValueError names the bad record."""
+def parse_records(records: Iterable[TraceRecord | Mapping[str, Any]]) -> list[Evaluation]:
+    """Replay's view of trace records (validated as ``TraceRecord``, the one reader; revisits marked as
+    ``read_records`` marks them); ValueError names the bad record, a duplicate id or a key that is not hex."""
     out, seen = [], set()
-    for n, rec in enumerate(records):
+    for n, rec in enumerate(as_records(records)):
+        if rec.model_id in seen:
+            raise ValueError(f"trace record {n}: model_id {rec.model_id!r} appears twice")
+        seen.add(rec.model_id)
         try:
-            model_id = str(rec["model_id"])
-            keys = tuple(map(bytes.fromhex, rec["layer_keys"]))
-            sizes = tuple(map(int, rec["layer_bytes"]))
-            t_start, t_end = float(rec["t_start"]), float(rec["t_end"])
-            parent, score, pos = rec.get("parent_id"), rec.get("score"), rec.get("mutation_pos")
-            arch = None if rec.get("arch") is None else tuple(map(int, rec["arch"]))
-            deps = None if rec.get("layer_deps") is None else tuple(tuple(map(int, d)) for d in rec["layer_deps"])
-            revisit = rec.get("revisit")
-            train_s = None if rec.get("train_s") is None else float(rec["train_s"])
-            if revisit is not None and not isinstance(revisit, bool):
-                raise ValueError(f"revisit must be true or false, got {revisit!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"trace record {n} is not replayable: {exc!r}") from None
-        if deps is not None and len(deps) != len(keys):
-            raise ValueError(f"trace record {n} ({model_id}): {len(deps)} layer_deps vs {len(keys)} layer keys")
-        if train_s is not None and not 0 <= train_s < float("inf"):
-            raise ValueError(f"trace record {n} ({model_id}): train_s must be a finite number >= 0, got {train_s}")
-        if len(keys) != len(sizes) or any(b < 0 for b in sizes) or t_end < t_start:
-            raise ValueError(f"trace record {n} ({model_id}): {len(keys)} layer keys vs {len(sizes)} layer bytes, "
-                             f"sizes {list(sizes)[:8]}, t_start {t_start} > t_end {t_end}?")
-        if model_id in seen:
-            raise ValueError(f"trace record {n}: model_id {model_id!r} appears twice")
-        seen.add(model_id)
-        out.append(Evaluation(model_id, None if parent is None else str(parent), t_start, t_end,
-                              None if score is None else float(score), None if pos is None else int(pos),
-                              keys, sizes, arch, deps, revisit, train_s))
+            keys = tuple(map(bytes.fromhex, rec.layer_keys))
+        except ValueError as exc:
+            raise ValueError(f"trace record {n} ({rec.model_id}): a layer key is not hex ({exc})") from None
+        deps = None if rec.layer_deps is None else tuple(map(tuple, rec.layer_deps))
+        out.append(Evaluation(rec.model_id, rec.parent_id, rec.t_start, rec.t_end, rec.score, rec.mutation_pos,
+                              keys, tuple(rec.layer_bytes), tuple(rec.arch), deps, rec.revisit, rec.train_s))
     return out
 
 

@@ -3,7 +3,7 @@ unbounded reference, and Belady's request stream (the last two computed on first
 workload)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -12,6 +12,7 @@ from ..catalog import Entry, LayerRecord, ModelRecord
 from ..events import Donated, Inserted, LayerServed, ModelDescribed
 from ..layers import MODES
 from ..metrics import mark_revisits
+from ..trace import TraceRecord
 from . import engine, schedule, stream
 from .report import ReplayResult, Served
 from .trace import Evaluation, infer_population_size, parse_records
@@ -76,7 +77,7 @@ class Workload:
     """A parsed trace, its merged event stream and its prepared models (reused across policies and
     capacities); ``unbounded`` is what a cache that keeps everything serves on it."""
 
-    def __init__(self, records: Sequence[Mapping[str, Any]], mode: str = "prefix") -> None:
+    def __init__(self, records: Iterable[TraceRecord | Mapping[str, Any]], mode: str = "prefix") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown transfer mode {mode!r}; expected one of {MODES}")
         self.mode = mode

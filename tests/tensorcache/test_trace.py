@@ -144,3 +144,14 @@ def test_an_older_summary_reads_with_its_counts_under_their_names_now(tmp_path):
     new = dict(got, transfer_bytes=99)  # a newer summary's keys are taken as written
     (tmp_path / "summary.json").write_text(json.dumps(new))
     assert read_summary(tmp_path / "trace.jsonl") == new
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"layer_bytes": [4, -8]}, "negative layer bytes"),
+    ({"layer_deps": [[0]]}, "2 layer keys vs 2 layer bytes vs 1 layer_deps"),
+    ({"t_start": 2.0, "t_end": 1.0}, "t_end 1.0 < t_start 2.0"),
+    ({"train_s": float("inf")}, "train_s must be a finite number >= 0"),
+])
+def test_a_record_that_contradicts_itself_is_named(change, message):
+    with pytest.raises(ValueError, match=f"trace record m0: {message}"):
+        TraceRecord.from_dict(dict(record(0), **change))

@@ -47,8 +47,9 @@ def test_hand_computed_lru_and_fifo():
     lmap = LayerMap.generic(2)
 
     def rec(mid, parent, t0, t1, arch):
-        return {"model_id": mid, "parent_id": parent, "t_start": t0, "t_end": t1, "score": 0.5,
-                "mutation_pos": None, "layer_bytes": [100, 100],
+        return {"model_id": mid, "parent_id": parent, "donor_id": None, "worker": 0, "t_start": t0, "t_end": t1,
+                "arch": arch, "score": 0.5, "mutation_pos": None, "layers_served": 0, "bytes_served": 0, "tier": None,
+                "cache_s": 0.0, "train_s": t1 - t0, "layer_bytes": [100, 100],
                 "layer_keys": [k.hex() for k in lmap.keys(NAMESPACE, arch)]}
 
     records = [rec("a", None, 0, 1, [0, 0]), rec("b", "a", 1, 2, [0, 1]), rec("c", "a", 2, 3, [0, 2])]

@@ -13,12 +13,17 @@ def test_records_become_evaluations_and_bad_ones_are_named():
     assert [e.model_id for e in evaluations] == [r["model_id"] for r in records]
     assert evaluations[0].keys[0] == bytes.fromhex(records[0]["layer_keys"][0]) and evaluations[0].deps is None
     broken = [dict(records[0]), {**records[1], "layer_bytes": [1]}]
-    with pytest.raises(ValueError, match=r"trace record 1 \(m1\): 6 layer keys vs 1 layer bytes"):
+    with pytest.raises(ValueError, match=r"trace record 1: trace record m1: 6 layer keys vs 1 layer bytes"):
         parse_records(broken)
     with pytest.raises(ValueError, match="model_id 'm0' appears twice"):
         parse_records([records[0], records[0]])
-    with pytest.raises(ValueError, match="trace record 0 is not replayable"):
+    # the trace module's one validator: the same messages as reading a trace file
+    with pytest.raises(ValueError, match="trace record 0: trace record field revisit: expected true or false"):
         parse_records([{**records[0], "revisit": "yes"}])
+    with pytest.raises(ValueError, match="trace record 0: trace record m0: t_end 0.0 < t_start 1.0"):
+        parse_records([{**records[0], "t_start": 1.0, "t_end": 0.0}])
+    with pytest.raises(ValueError, match=r"trace record 0 \(m0\): a layer key is not hex"):
+        parse_records([{**records[0], "layer_keys": ["zz"] * 6}])
 
 
 @pytest.mark.parametrize("workers", [1, 4])
