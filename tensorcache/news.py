@@ -47,6 +47,15 @@ class EvaluationNews:
         if members is not None:
             self.population, self.population_size, self.sample_size = list(members), population_size, sample_size
 
+    def extend(self, later: EvaluationNews) -> None:
+        """Add news that came after this (a listener catching up on several pieces at once)."""
+        self.evaluations += later.evaluations
+        self.mutations += later.mutations
+        if later.population is not None:
+            self.population, self.population_size, self.sample_size = (list(later.population),
+                                                                       later.population_size, later.sample_size)
+        self.described += later.described
+
     def describe(self, event: ModelDescribed) -> None:
         """A child was issued to some worker: the cache counts it in flight."""
         self.described.append(event)

@@ -13,9 +13,9 @@ a callback that feeds the evolution-aware policy.
 * ``LineageEvolution`` is DeepHyper's ``RegularizedEvolution`` that also records, in each child's
   parameters, its own model id (``tc_id``), the id of the parent the tournament picked (``tc_parent``)
   and the mutated hyperparameter (``tc_mutated``), so lookups follow the real lineage.
-* ``EvolutionFeed`` is an evaluator callback that sends the population, sizes, evaluation count and
-  mutations to every job through the run function's keyword arguments, where ``WarmStartRun`` tells them
-  to the worker's cache (``update_population``, ``observe_mutation``, ``notify_evaluation``).
+* ``EvolutionFeed`` is an evaluator callback that sends every job the evaluation news
+  (``tensorcache.news.EvaluationNews``: evaluations finished, where their mutations landed, the population)
+  through the run function's keyword arguments; the worker's cache hears what it has not heard yet.
 """
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 from ..layers import LayerMap
+from ..news import EvaluationNews
 from . import require
 from .worker import CacheOptions, Transfer, cache_settings, store, text_id, warm, worker_cache, worker_name
 
@@ -41,18 +41,9 @@ _callback = require("deephyper.evaluator.callback", "tensorcache.integrations.de
 
 MODEL_ID, PARENT, MUTATED = "tc_id", "tc_parent", "tc_mutated"
 LINEAGE = (MODEL_ID, PARENT, MUTATED)
-FEED = "tensorcache_feed"   # run-function keyword that carries the evolution's state to workers
-
-
-@dataclass(frozen=True)
-class EvolutionNews:
-    """The evolution's state when a job was started: what a worker's cache policies are told."""
-
-    evaluations: int
-    members: tuple[tuple[str, float], ...]        # (model id, objective), oldest first
-    population_size: int
-    sample_size: int
-    mutations: tuple[tuple[int, str], ...]         # (sequence number, mutated hyperparameter), recent ones
+MUTATION = "tc_mutation"    # job metadata: the architecture position the job's mutation changed ("" for none)
+FEED = "tensorcache_feed"   # run-function keyword that carries the evaluation news to workers
+Feed = tuple[tuple[tuple[int, EvaluationNews], ...], EvaluationNews]  # (numbered news of finished evaluations, the population now)
 
 
 class _Member(dict):
@@ -120,16 +111,22 @@ class LineageEvolution(_hpo.RegularizedEvolution):
 
 
 class EvolutionFeed(_callback.Callback):
-    """Evaluator callback: every started job carries the evolution's state to its worker's cache.
+    """Evaluator callback: every started job carries the evaluation news its worker's cache may not have
+    heard: the news of each finished evaluation (numbered; the last ``keep``), and the population now.
 
     Pass ``method_kwargs=feed.method_kwargs(...)`` to ``Evaluator.create``: it adds the callback and the
-    run-function keyword through which the state travels (a dict the callback keeps current)."""
+    run-function keyword through which the news travels (a dict the callback keeps current). As under
+    ``run_search``, a mutation is news when its evaluation finishes (the run function reports its position)."""
 
-    def __init__(self, keep_mutations: int = 1024) -> None:
+    def __init__(self, keep: int = 1024, **old: int) -> None:
+        if "keep_mutations" in old:
+            warnings.warn("EvolutionFeed(keep_mutations=...) is now keep=...", DeprecationWarning, stacklevel=2)
+            keep = old.pop("keep_mutations")
+        if old:
+            raise TypeError(f"EvolutionFeed got unexpected keyword arguments {sorted(old)}")
         self._kwargs: dict[str, Any] = {}
-        self._evaluations = 0
-        self._seq = 0
-        self._mutations: deque[tuple[int, str]] = deque(maxlen=keep_mutations)
+        self._finished = 0
+        self._news: deque[tuple[int, EvaluationNews]] = deque(maxlen=keep)
 
     def method_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """``Evaluator.create`` method kwargs with this callback and its run-function keyword added."""
@@ -140,21 +137,21 @@ class EvolutionFeed(_callback.Callback):
         return out
 
     def on_launch(self, job: Any) -> None:
-        mutated = job.args.get(MUTATED)
-        if mutated:
-            self._seq += 1
-            self._mutations.append((self._seq, mutated))
         search = job.context.search
         members = search.members() if isinstance(search, LineageEvolution) else []
-        self._kwargs[FEED] = EvolutionNews(self._evaluations, tuple(members),
-                                           getattr(search, "population_size", 0), getattr(search, "sample_size", 0),
-                                           tuple(self._mutations))
+        now = EvaluationNews(population=list(members) if members else None,
+                             population_size=getattr(search, "population_size", 0),
+                             sample_size=getattr(search, "sample_size", 0))
+        self._kwargs[FEED] = (tuple(self._news), now)
 
     def on_done(self, job: Any) -> None:
-        self._evaluations += 1
+        position = job.metadata.get(MUTATION)
+        self._finished += 1
+        mutation = position if isinstance(position, int) and not isinstance(position, bool) else None
+        self._news.append((self._finished, EvaluationNews.of(mutation, None, 0, 0)))
 
     def on_done_other(self, job: Any) -> None:
-        self._evaluations += 1
+        self.on_done(job)
 
 
 class _Run:
@@ -183,14 +180,16 @@ class _Run:
 
     def _start(self, job: Any, kwargs: dict[str, Any]) -> tuple[Any, tuple[int, ...], LayerMap | None, Transfer]:
         """The worker's cache (told the news ``kwargs`` carries), the job's architecture, layer map and transfer."""
-        news = kwargs.pop(FEED, None)
+        feed = kwargs.pop(FEED, None)
         worker = worker_cache(self.cache)
-        if isinstance(news, EvolutionNews):
-            self._tell(worker, news)
+        if feed is not None:
+            self._tell(worker, feed)
         params = job.parameters
         arch = self.arch(params)
         lmap = self.layer_map(arch) if self.layer_map is not None else None
         transfer = Transfer(str(params.get(MODEL_ID) or uuid.uuid4().hex), text_id(params.get(PARENT)))
+        mutated = params.get(MUTATED)
+        transfer.mutation = self.arch_params.index(mutated) if mutated in self.arch_params else None
         return worker, arch, lmap, transfer
 
     def _finish(self, worker: Any, module: Any, arch: tuple[int, ...], lmap: LayerMap | None, transfer: Transfer,
@@ -202,24 +201,27 @@ class _Run:
         if module is not None and isinstance(objective, Real) and not isinstance(objective, bool):
             stored = store(worker, module, arch, float(objective), transfer, lmap)
         metadata.update(transfer.metadata())
-        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored})
+        metadata.update({"tc_worker": worker_name(), "tc_worker_jobs": stored,
+                         MUTATION: "" if transfer.mutation is None else transfer.mutation})
         return {"objective": objective, "metadata": metadata}
 
-    def _tell(self, worker: Any, news: EvolutionNews) -> None:
-        """Pass on what this worker's cache has not been told yet."""
+    @staticmethod
+    def _tell(worker: Any, feed: Feed) -> None:
+        """Tell the worker's cache the news of evaluations it has not heard of (those too old to be kept
+        only as finished), then the population now."""
+        finished, now = feed
+        news = EvaluationNews()
         with worker.lock:
-            cache = worker.cache
-            if cache is None:   # this process could not open it (warned once); its jobs run without it
+            if worker.cache is None:   # this process could not open it (warned once); its jobs run without it
                 return
-            for _ in range(max(0, news.evaluations - worker.evaluations)):
-                cache.notify_evaluation()
-            worker.evaluations = max(worker.evaluations, news.evaluations)
-            for seq, name in news.mutations:
-                if seq > worker.mutations and name in self.arch_params:
-                    cache.observe_mutation(self.arch_params.index(name))
-                worker.mutations = max(worker.mutations, seq)
-            if news.members:
-                cache.update_population(list(news.members), news.population_size, news.sample_size)
+            if finished and finished[0][0] > worker.heard + 1:
+                news.evaluations = finished[0][0] - worker.heard - 1
+            for number, done in finished:
+                if number > worker.heard:
+                    news.extend(done)
+                    worker.heard = number
+            news.extend(now)
+            news.tell(worker.cache)
 
 
 class WarmStartRun(_Run):

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..cache import TensorCache
 from ..layers import LayerMap
+from ..news import EvaluationNews
 from ..transfer import TransferReport
 from . import require
 from .worker import CacheOptions, Transfer, WorkerCache, cache_settings, guarded, store, warm, worker_cache
@@ -128,7 +129,7 @@ class OptunaWarmStart:
         store(self.worker, module, arch, self._score(study, trial), transfer, lmap)
         with self.worker.lock:
             if self.worker.cache is not None:   # else this process could not open it (warned once)
-                self.worker.cache.notify_evaluation()
+                EvaluationNews(evaluations=1).tell(self.worker.cache)
 
     def _put_finished(self, study: Any, finished: Mapping[int, Any]) -> None:
         """Put the models of this study's trials that finished without ``tell`` or the callback."""

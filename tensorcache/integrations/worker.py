@@ -41,8 +41,7 @@ class WorkerCache:
     cache: TensorCache | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: int = 0          # jobs whose models this cache stored
-    evaluations: int = 0   # evaluations already passed to notify_evaluation
-    mutations: int = 0     # sequence number of the last mutation passed to observe_mutation
+    heard: int = 0         # number of the last finished evaluation whose news this cache has heard
     errors: int = 0        # warm starts, lookups and puts that failed or had no cache, skipped (the job went on)
     failure: str = ""      # why the cache could not be opened in this process
 
@@ -110,6 +109,7 @@ class Transfer:
     report: TransferReport = field(default_factory=TransferReport)
     seconds: float = 0.0
     error: str = ""        # what failed in the cache, if anything (the job went on without it)
+    mutation: int | None = None  # the architecture position the job's mutation changed, when known
 
     def metadata(self, prefix: str = "tc_") -> dict[str, Any]:
         """Flat, CSV-friendly fields: model, parent, donor, layers and bytes transferred, tier, seconds, and

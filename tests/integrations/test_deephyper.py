@@ -20,6 +20,8 @@ from deephyper.evaluator import Evaluator  # noqa: E402
 from tensorcache.integrations import worker  # noqa: E402
 from tensorcache.integrations.deephyper import EvolutionFeed, WarmStartRun  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
+from tensorcache.events import EvaluationDone, Mutated, PopulationChanged  # noqa: E402
+from tensorcache.news import EvaluationNews  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["m:tc_model", "m:tc_parent", "m:tc_donor", "m:tc_layers", "m:tc_bytes", "m:tc_tier", "m:tc_cache_s"]
@@ -127,27 +129,49 @@ def test_thread_evaluator_shares_one_cache_between_threads(tmp_path):
 
 
 def test_feed_tells_the_evolution_aware_policy_the_population_and_mutations(tmp_path, monkeypatch):
-    told: list[tuple] = []
-    for hook in ("update_population", "observe_mutation", "notify_evaluation"):
-        original = getattr(TensorCache, hook)
+    told: list = []
+    original = TensorCache.observe
 
-        def record(cache, *args, _hook=hook, _original=original):
-            told.append((_hook, *args))
-            return _original(cache, *args)
+    def record(cache, event):
+        told.append(event)
+        return original(cache, event)
 
-        monkeypatch.setattr(TensorCache, hook, record)
+    monkeypatch.setattr(TensorCache, "observe", record)
     run = dh_app.make_run(dict(_cache(tmp_path, "dh-feed", None), policy="evolution-aware"))
     dh_app.search(str(tmp_path)).search(_evaluator(run.for_evaluator("serial"), "serial"), max_evals=MAX_EVALS)
     df = pd.read_csv(tmp_path / "results.csv", dtype={"p:tc_mutated": str, "p:tc_id": str})
     df = df.fillna({"p:tc_mutated": ""}).sort_values("job_id")
-    populations = [t for t in told if t[0] == "update_population"]
-    assert populations and all(t[2:] == (dh_app.POPULATION, dh_app.SAMPLE) for t in populations)
-    members, objective = dict(populations[-1][1]), dict(zip(df["p:tc_id"], df["objective"]))
+    populations = [e for e in told if isinstance(e, PopulationChanged)]
+    assert populations and all((e.population_size, e.sample_size) == (dh_app.POPULATION, dh_app.SAMPLE)
+                               for e in populations)
+    members, objective = dict(populations[-1].members), dict(zip(df["p:tc_id"], df["objective"]))
     assert len(members) == dh_app.POPULATION and all(objective[m] == pytest.approx(s) for m, s in members.items())
-    positions = [t[1] for t in told if t[0] == "observe_mutation"]
+    positions = [e.position for e in told if isinstance(e, Mutated)]
     mutated = [dh_app.ARCH.index(name) for name in df["p:tc_mutated"] if name]
     assert mutated and positions == mutated[:len(positions)] and len(positions) >= len(mutated) - 1
-    assert sum(t[0] == "notify_evaluation" for t in told) == len(df) - 1   # told at the next job's start
+    assert sum(isinstance(e, EvaluationDone) for e in told) == len(df) - 1   # told at the next job's start
+
+
+def test_a_worker_that_falls_behind_hears_each_evaluation_once_and_the_mutations_kept():
+    """The feed numbers the news of finished evaluations; a worker hears each number once, and those no
+    longer kept only as finished."""
+    from tensorcache.integrations.deephyper import WarmStartRun
+    from tensorcache.integrations.worker import WorkerCache
+
+    heard = []
+
+    class Listener:
+        def observe(self, event):
+            heard.append(event)
+
+    worker = WorkerCache(Listener())
+    now = EvaluationNews(population=[("m1", 0.5)], population_size=4, sample_size=2)
+    finished = tuple((n, EvaluationNews.of(pos, None, 0, 0)) for n, pos in ((3, None), (4, 1), (5, 2), (6, None)))
+    WarmStartRun._tell(worker, (finished, now))        # evaluations 1 and 2 are no longer kept
+    WarmStartRun._tell(worker, (finished[2:], now))    # nothing new: only the population again
+    assert worker.heard == 6
+    assert [type(e).__name__ for e in heard] == ["EvaluationDone"] * 6 + ["Mutated"] * 2 + ["PopulationChanged"] * 2
+    assert [e.position for e in heard if isinstance(e, Mutated)] == [1, 2]
 
 
 @pytest.mark.slow

@@ -42,3 +42,12 @@ def test_the_news_of_one_evaluation_is_done_its_mutation_and_the_population():
     assert EvaluationNews.of(1, [("m", 0.5)], 4, 2).events() == [EvaluationDone(), Mutated(1),
                                                                  PopulationChanged((("m", 0.5),), 4, 2)]
     assert EvaluationNews.of(None, None, 4, 2).events() == [EvaluationDone()]
+
+
+def test_news_extended_by_later_news_is_the_news_of_both_the_later_population_kept():
+    news = EvaluationNews.of(1, [("a", 1.0)], 4, 2)
+    news.extend(EvaluationNews.of(3, None, 0, 0))
+    assert news.events() == [EvaluationDone(), EvaluationDone(), Mutated(1), Mutated(3),
+                             PopulationChanged((("a", 1.0),), 4, 2)]
+    news.extend(EvaluationNews(population=[("b", 2.0)], population_size=5, sample_size=3))
+    assert news.evaluations == 2 and news.events()[-1] == PopulationChanged((("b", 2.0),), 5, 3)
