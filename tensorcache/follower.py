@@ -13,7 +13,7 @@ from .catalog import Entry, ModelRecord
 from .events import ModelDescribed
 from .payload import PayloadError
 from .stack import TierStack
-from .tiers.base import SharedTier
+from .tiers import Tier
 from .tiers.books import NO_LINK, BooksDamaged, Change, Position, record_tag
 
 log = logging.getLogger("tensorcache")
@@ -33,13 +33,12 @@ class Follower:
             self._resync(i, quiet=True)
 
     def _shared(self) -> list[int]:
-        return [i for i, slot in enumerate(self._stack.slots) if isinstance(slot.tier, SharedTier)]
+        return [i for i, slot in enumerate(self._stack.slots) if slot.tier.shares_books]
 
     def sync(self) -> None:
         """Apply the changes other processes made to each shared tier's books since the last look."""
         for i in self._shared():
             tier = self._stack.slots[i].tier
-            assert isinstance(tier, SharedTier)
             since, last = self._cursors[i]
             got = tier.changes(since, last)
             if got is None:
@@ -54,7 +53,7 @@ class Follower:
                     log.warning("ignoring a malformed change in the %s tier's log: %s", tier.name, exc)
             self._cursors[i] = (now, raws[-1] if raws else last)
 
-    def _apply(self, i: int, tier: SharedTier, change: Change) -> None:
+    def _apply(self, i: int, tier: Tier, change: Change) -> None:
         """Apply one logged change to tier ``i``'s residency, unless this process made it."""
         if change.origin == self._stack.origin:
             return
@@ -76,7 +75,7 @@ class Follower:
         for index in change.indices:
             self._hold_seen(i, record, index)
 
-    def _agreeing(self, tier: SharedTier, known: ModelRecord, stored: ModelRecord | None) -> ModelRecord | None:
+    def _agreeing(self, tier: Tier, known: ModelRecord, stored: ModelRecord | None) -> ModelRecord | None:
         """``known`` if the record ``tier`` keeps for its model id describes the same tensors, else None with a
         warning: another process put that id with other tensors after this one's left the store, and its
         entries there are not this process's model."""
@@ -96,7 +95,6 @@ class Follower:
     def _resync(self, i: int, quiet: bool = False) -> None:
         """Rebuild what this process knows of tier ``i`` from a snapshot of its books."""
         tier = self._stack.slots[i].tier
-        assert isinstance(tier, SharedTier)
         snap = tier.snapshot()
         if snap is None:
             self._cursors.setdefault(i, (Position(b"", 0), None))
@@ -128,7 +126,7 @@ class Follower:
         self._cursors[i] = (snap.position, snap.last)
 
 
-def _fetch_record(tier: SharedTier, model_id: str) -> ModelRecord | None:
+def _fetch_record(tier: Tier, model_id: str) -> ModelRecord | None:
     """The model record a shared tier keeps for ``model_id`` (None: it keeps none); PayloadError if bad."""
     raw = tier.record(model_id)
     if raw is None:

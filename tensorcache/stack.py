@@ -21,7 +21,6 @@ from .payload import PayloadError, decode
 from .policies import Policy
 from .policies.base import make_room
 from .tiers import Tier
-from .tiers.base import SharedTier
 from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
 
@@ -123,7 +122,7 @@ class TierStack:
         verify = self.verify or not tier.trusted_bytes
         refs = record.layers[index].tensors
         if views:
-            got = [tier.view(ref.digest) for ref in refs.values()]  # type: ignore[attr-defined]
+            got = [tier.view(ref.digest) for ref in refs.values()]
         elif got is None:
             got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
         for (name, ref), value in zip(refs.items(), got):
@@ -283,7 +282,7 @@ class TierStack:
 def _stored_twin(tier: Tier, record: ModelRecord) -> bytes | None:
     """The record ``tier`` keeps for ``record``'s model id when it describes the same tensors (written by
     another process or version in other bytes), else None."""
-    raw = tier.record(record.model_id) if isinstance(tier, SharedTier) else None
+    raw = tier.record(record.model_id) if tier.shares_books else None
     try:
         return raw if raw is not None and ModelRecord.from_bytes(raw).same_tensors(record) else None
     except PayloadError:

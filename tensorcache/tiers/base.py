@@ -1,12 +1,15 @@
 """The Tier contract: a payload store with a byte capacity that keeps its own books (see ``books``).
 
-What a tier can do is said by capability flags, not by one ``shared`` switch:
+What a tier can do is said by capability flags, the one way the cache asks (never by the tier's class):
 
-* ``shares_books``: other processes see what it holds; it keeps a bounded change log and snapshots.
+* ``shares_books``: other processes see what it holds; it keeps a bounded change log (``changes``),
+  snapshots (``snapshot``) and model records (``record``).
 * ``trusted_bytes``: stored bytes cannot change under this process (its own memory), so reads skip the
   digest check unless the cache is told to verify.
 * ``keeps_decoded``: decoded layers may be kept while the tier holds them (process-local tiers).
 * ``device_views``: serves typed tensors on a device without a host copy (``view``).
+
+A method that belongs to a flag is declared here and raises NotImplementedError on a tier without it.
 """
 from __future__ import annotations
 
@@ -198,6 +201,23 @@ class Tier(ABC):
     def audit(self) -> Audit:
         """The books checked against the store's contents (nothing is changed)."""
         return self._run(False, lambda txn: books.audit(txn)[0])
+
+    # ------------------------------------------------------------------ by capability
+    def snapshot(self) -> books.Snapshot | None:
+        """``shares_books``: every held model with its record, as of one log position."""
+        raise NotImplementedError(f"the {self.name} tier does not share its books")
+
+    def changes(self, since: books.Position, last: bytes | None) -> tuple[list[bytes], books.Position] | None:
+        """``shares_books``: raw logged changes after ``since`` and the new position (None: resynchronise)."""
+        raise NotImplementedError(f"the {self.name} tier does not share its books")
+
+    def record(self, model_id: str) -> bytes | None:
+        """``shares_books``: the stored record of ``model_id`` (None if absent or the store fails)."""
+        raise NotImplementedError(f"the {self.name} tier keeps no model records")
+
+    def view(self, key: bytes) -> tuple[Any, str] | None:
+        """``device_views``: the stored payload as (typed tensor on the device, dtype name), None on a miss."""
+        raise NotImplementedError(f"the {self.name} tier serves no device views")
 
     @abstractmethod
     def close(self) -> None:
