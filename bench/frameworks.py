@@ -72,8 +72,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.common import machine, write_markdown_table, write_results  # noqa: E402
 from bench.outcome import Retrainer, bootstrap_mean, fmt_ci, top_k  # noqa: E402
 from bench.outcome import build_parser as outcome_parser  # noqa: E402
-from nas_integration.data import load_dataset  # noqa: E402
-from nas_integration.fit import fit, flat_mnist  # noqa: E402
+from bench.training import fit  # noqa: E402
+from nas_integration.data import flat_mnist, load_dataset  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
 

@@ -16,12 +16,17 @@ import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .download import SOURCES, download
 
+if TYPE_CHECKING:
+    import torch
+
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+FlatData = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]
 SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"
 SHIPPED = {"mnist-small": SHIPPED_DIR / "mnist-small"}
 DATASETS = (*SHIPPED, *SOURCES)  # every name load_dataset takes, the shipped ones first
@@ -154,6 +159,16 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     train = rng.permutation(len(x_train))[:n_train]
     test = rng.permutation(len(x_test))[:n_test]
     return x_train[train], y_train[train], x_test[test], y_test[test]
+
+
+def flat_mnist(train: int, val: int) -> FlatData:
+    """``train`` training and ``val`` validation images of the shipped mnist-small (a seeded subset) as flat
+    torch floats in [0, 1], with their labels: (x, y, x_val, y_val); what small examples train on."""
+    import torch
+
+    x, y, _, _ = load_dataset("mnist-small", subset=(train + val, 1), download_missing=False)
+    x, y = torch.as_tensor(x).float().div_(255).flatten(1), torch.as_tensor(y).long()
+    return x[:train], y[:train], x[train:], y[train:]
 
 
 def _holds(name: str, path: Path) -> bool:

@@ -6,14 +6,19 @@ the donor's own (the child's digests right after the warm start against the dono
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from nas_integration.fit import FlatData, fit as fit_flat, flat_mnist
+from nas_integration.data import FlatData, flat_mnist
 from nas_integration.spaces import AttnSpace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from training import fit as fit_flat  # noqa: E402
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
 _DATA: list[FlatData] = []

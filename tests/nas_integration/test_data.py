@@ -301,3 +301,11 @@ def test_cifar10_jpeg_release_decodes_once_and_subsets(tmp_path):
     same = load_dataset("cifar10", DATA / "cifar10", subset=(500, 100), cache_dir=cache)
     np.testing.assert_array_equal(small[0], same[0])
     assert len(list(cache.glob("cifar10-*"))) == 1
+
+
+def test_flat_mnist_is_the_shipped_set_as_flat_floats_in_0_1_with_labels():
+    from nas_integration.data import flat_mnist
+
+    x, y, xv, yv = flat_mnist(480, 120)
+    assert x.shape == (480, 784) and xv.shape == (120, 784) and len(y) == 480 and len(yv) == 120
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and str(y.dtype) == "torch.int64"

@@ -1,13 +1,19 @@
-"""The plain training loop used by the integration tests and the DeepHyper bench learns, reproducibly."""
+"""The plain training loop the integration tests and the framework benches train with learns, reproducibly."""
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from nas_integration.fit import fit, flat_mnist
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+from training import fit  # noqa: E402
+
+from nas_integration.data import flat_mnist  # noqa: E402
 
 
 def test_fit_learns_flat_mnist_and_repeats_exactly():
     data = flat_mnist(480, 120)
-    assert data[0].shape == (480, 784) and data[2].shape == (120, 784) and float(data[0].max()) <= 1.0
     scores = []
     for _ in range(2):
         torch.manual_seed(0)

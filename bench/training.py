@@ -1,21 +1,11 @@
-"""A plain training loop on flat mnist-small images, for the benches and tests that train small real models
-through the integrations (DeepHyper, Optuna) rather than through the search's own evaluator."""
+"""A plain training loop on flat images, for the benches and tests that train small real models through the
+integrations (DeepHyper, Optuna, Ray Tune) rather than through the search's own evaluator."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .data import load_dataset
-
-FlatData = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def flat_mnist(train: int, val: int) -> FlatData:
-    """``train`` training and ``val`` validation images of the shipped mnist-small (a seeded subset) as flat
-    floats in [0, 1], with their labels: (x, y, x_val, y_val)."""
-    x, y, _, _ = load_dataset("mnist-small", subset=(train + val, 1), download_missing=False)
-    x, y = torch.as_tensor(x).float().div_(255).flatten(1), torch.as_tensor(y).long()
-    return x[:train], y[:train], x[train:], y[train:]
+from nas_integration.data import FlatData
 
 
 def fit(model: nn.Module, data: FlatData, epochs: int = 1, batch_size: int = 128, lr: float = 1e-3) -> float:
