@@ -29,6 +29,7 @@ from .collector import fewer_full_collections
 from .evaluators import Evaluator
 from .executors import (
     Executor,
+    Locality,
     MPIExecutor,
     Outcome,
     ProcessExecutor,
@@ -39,7 +40,6 @@ from .executors import (
     serve_mpi,
 )
 from .lineage import Lineage
-from .locality import LocalityTracker
 from .resume import Recorded, SkipWritten, check_same_search, finished_records
 from .revisits import Revisits
 from .scratch import Scratch
@@ -271,10 +271,8 @@ def _describe_issued(executor: Executor, evaluator: Evaluator, mode: str) -> Cal
 
 def _make_executor(s: SearchSettings, evaluator: Evaluator, cache_config: CacheConfig | None,
                    comm: Any = None) -> Executor:
-    locality = None
-    if s.evaluator == "tabular":  # only the tabular evaluator reports which tier served each byte
-        workers = comm.Get_size() - 1 if s.executor == "mpi" else s.workers
-        locality = LocalityTracker(workers, s.locality_wait)
+    # only the tabular evaluator reports which tier served each byte
+    locality = Locality(s.locality_wait) if s.evaluator == "tabular" else None
     if s.executor == "serial":
         cache = SearchCache(cache_config) if cache_config is not None else None
         if locality is not None:

@@ -14,10 +14,10 @@ executor opens is a ``SearchCache`` (``guard``): a cache error is a miss or a sk
 from .base import Executor, Outcome, merge_stats
 from .guard import SearchCache
 from .mpi import MPIExecutor, serve_mpi
-from .placement import Placement
+from .placement import Locality, Placement
 from .process import ProcessExecutor
 from .serial import SerialExecutor
 from .simulated import SimulatedExecutor
 
-__all__ = ["Executor", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SearchCache", "SerialExecutor",
-           "SimulatedExecutor", "merge_stats", "serve_mpi"]
+__all__ = ["Executor", "Locality", "MPIExecutor", "Outcome", "Placement", "ProcessExecutor", "SearchCache",
+           "SerialExecutor", "SimulatedExecutor", "merge_stats", "serve_mpi"]

@@ -8,8 +8,8 @@ from typing import Any
 from tensorcache.config import CacheConfig
 
 from ..evaluators import Evaluator
-from ..locality import LocalityTracker
 from .base import Outcome
+from .placement import Locality
 from .remote import RemoteExecutor, WorkerState
 from .worker import serve
 
@@ -21,7 +21,7 @@ class MPIExecutor(RemoteExecutor):
 
     TAG = 7
 
-    def __init__(self, comm: Any, job_timeout: float | None = None, locality: LocalityTracker | None = None,
+    def __init__(self, comm: Any, job_timeout: float | None = None, locality: Locality | None = None,
                  evaluator: Evaluator | None = None, cache_config: CacheConfig | None = None) -> None:
         if comm.Get_size() < 2:
             raise ValueError(f"--executor mpi needs at least 2 ranks (mpirun -n K, K >= 2), got {comm.Get_size()}")

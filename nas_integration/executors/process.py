@@ -13,8 +13,8 @@ from typing import Any
 from tensorcache.config import CacheConfig
 
 from ..evaluators import Evaluator
-from ..locality import LocalityTracker
 from .base import Outcome
+from .placement import Locality
 from .remote import RemoteExecutor, WorkerState
 from .worker import serve
 
@@ -24,7 +24,7 @@ class ProcessExecutor(RemoteExecutor):
 
     def __init__(self, evaluator: Evaluator, cache_config: CacheConfig | None, workers: int,
                  gpus: Sequence[str] = (), job_timeout: float | None = None,
-                 locality: LocalityTracker | None = None) -> None:
+                 locality: Locality | None = None) -> None:
         if workers < 1:
             raise ValueError(f"need at least 1 worker, got {workers}")
         super().__init__(job_timeout, locality, evaluator, cache_config)

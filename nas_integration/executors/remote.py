@@ -23,10 +23,9 @@ from tensorcache.evolution import Candidate
 from tensorcache.news import EvaluationNews
 
 from ..evaluators import Evaluator
-from ..locality import LocalityTracker
 from .base import Executor, Outcome
 from .guard import SearchCache
-from .placement import Placement
+from .placement import Locality, Placement
 
 
 log = logging.getLogger("nas_integration")
@@ -52,11 +51,11 @@ class WorkerState:
 class RemoteExecutor(Executor):
     """Job bookkeeping, news, timeouts and placement over workers that answer through ``_send``/messages.
 
-    With an enabled ``locality`` tracker and a ``cache_config`` with a shared tier, the scheduler opens a
+    With ``locality`` settings that place by donor and a ``cache_config`` with a shared tier, the scheduler opens a
     view of the shared tiers (``CacheConfig.shared_only``) to ask ``evaluator.donor`` for each child.
     """
 
-    def __init__(self, job_timeout: float | None, locality: LocalityTracker | None = None,
+    def __init__(self, job_timeout: float | None, locality: Locality | None = None,
                  evaluator: Evaluator | None = None, cache_config: CacheConfig | None = None) -> None:
         super().__init__()
         if job_timeout is not None and job_timeout <= 0:
@@ -101,7 +100,7 @@ class RemoteExecutor(Executor):
         worker = self._workers[index]
         self.placement.started(index)
         worker.job, worker.started, news, worker.news = candidate, time.time(), worker.news, EvaluationNews()
-        self._send(index, ("job", candidate, news, self.placement.tracker is not None))  # report: placement reads it
+        self._send(index, ("job", candidate, news, self.placement.locality is not None))  # report: placement reads it
 
     def _freed(self, index: int) -> None:
         """Worker ``index`` took its last job's result back: start the child reserved for it, if any."""

@@ -15,9 +15,8 @@ from tensorcache.evolution import Candidate
 from tensorcache.policies import LRU
 
 from ..evaluators import Evaluator, Started
-from ..locality import LocalityTracker
 from .base import Outcome
-from .placement import Placement
+from .placement import Locality, Placement
 from .serial import LocalExecutor
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ class SimulatedExecutor(LocalExecutor):
     clock = "simulated"
 
     def __init__(self, evaluator: Evaluator, cache: TensorCache | None, workers: int,
-                 locality: LocalityTracker | None = None, worker_memory: int = 0) -> None:
+                 locality: Locality | None = None, worker_memory: int = 0) -> None:
         if workers < 1:
             raise ValueError(f"need at least 1 worker, got {workers}")
         super().__init__(evaluator, cache)

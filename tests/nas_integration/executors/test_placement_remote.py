@@ -11,7 +11,7 @@ import pytest
 from nas_integration.data import nb201_table
 from nas_integration.evaluators import make_evaluator
 from nas_integration.executors import Executor, ProcessExecutor
-from nas_integration.locality import LocalityTracker
+from nas_integration.executors import Locality
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
 from tensorcache.evolution import Candidate
@@ -125,7 +125,7 @@ def check_placed_near(result: dict) -> None:
 
 def test_a_process_child_is_placed_on_the_worker_that_reported_its_donor(tmp_path):
     executor = ProcessExecutor(evaluator(), cache_config(tmp_path), workers=2, job_timeout=60,
-                               locality=LocalityTracker(2, max_wait=60.0))
+                               locality=Locality(max_wait=60.0))
     try:
         check_placed_near(place_child_near_its_donor(executor))
     finally:
@@ -140,17 +140,17 @@ NEAR = textwrap.dedent('''
     from mpi4py import MPI
 
     sys.path.insert(0, sys.argv[2])
-    from test_locality_mpi import cache_config, evaluator, place_child_near_its_donor
+    from test_placement_remote import cache_config, evaluator, place_child_near_its_donor
 
     from nas_integration.executors import MPIExecutor, serve_mpi
-    from nas_integration.locality import LocalityTracker
+    from nas_integration.executors import Locality
 
     comm = MPI.COMM_WORLD
     try:
         if comm.Get_rank():
             serve_mpi(comm, evaluator(), cache_config(sys.argv[1]))
         else:
-            executor = MPIExecutor(comm, job_timeout=60, locality=LocalityTracker(2, max_wait=60.0),
+            executor = MPIExecutor(comm, job_timeout=60, locality=Locality(max_wait=60.0),
                                    evaluator=evaluator(), cache_config=cache_config(sys.argv[1]))
             try:
                 print("RESULT", json.dumps(place_child_near_its_donor(executor)), flush=True)
