@@ -30,7 +30,8 @@ from torch import nn
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.common import machine, write_results  # noqa: E402
-from nas_integration.fit import FlatData, fit, flat_mnist  # noqa: E402
+from bench.training import fit  # noqa: E402
+from nas_integration.data import FlatData, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 
 SPACE = AttnSpace()
