@@ -37,7 +37,7 @@ from .executors import (
     SearchCache,
     SimulatedExecutor,
     merge_stats,
-    serve_mpi,
+    mpi_worker,
 )
 from .lineage import Lineage
 from .resume import Recorded, SkipWritten, check_same_search, finished_records
@@ -181,7 +181,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
             if s.evaluator == "train" and (gpus := gpu_ids()):
                 os.environ["CUDA_VISIBLE_DEVICES"] = gpus[local_rank % len(gpus)]
             comm.barrier()  # rank 0 has checked the settings and prepared the output folder
-            serve_mpi(comm, evaluator, s.worker_cache(evaluator.payload_scale))
+            mpi_worker(comm, evaluator, s.worker_cache_config(evaluator.payload_scale))
             return None
     elif s.evaluator == "train":
         threads, threads_why = worker_threads(s.threads, s.workers)
@@ -192,7 +192,7 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     done_controls = finished_records(s.out, CONTROLS) if done and os.path.exists(controls_path) else []
     if done:  # the scratch jobs it finished are answered from controls.jsonl the same way
         evaluator = Recorded(evaluator, done + done_controls)
-    cache_config = s.worker_cache(evaluator.payload_scale)
+    cache_config = s.worker_cache_config(evaluator.payload_scale)
     if cache_config is not None and cache_config.redis_required:
         check_redis(cache_config)
     if cache_config is not None and cache_config.disk_path is not None and not inside(cache_config.disk_path, s.out):

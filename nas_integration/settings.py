@@ -152,7 +152,7 @@ class SearchSettings:
             config = config.with_options(window=4 * values["population"])
         return replace(config, **changes)
 
-    def worker_cache(self, scale: float) -> CacheConfig | None:
+    def worker_cache_config(self, scale: float) -> CacheConfig | None:
         """What each worker's cache is built from (capacities times ``scale``), or None without a cache."""
         return self.cache_config.scaled(scale) if self.cache else None
 

@@ -1,4 +1,4 @@
-"""The MPI executor: rank 0 schedules, ranks 1..K-1 run ``serve_mpi``; a rank past its job timeout is given up."""
+"""The MPI executor: rank 0 schedules, ranks 1..K-1 run ``mpi_worker``; a rank past its job timeout is given up."""
 from __future__ import annotations
 
 import logging
@@ -11,7 +11,7 @@ from ..evaluators import Evaluator
 from .base import Outcome
 from .placement import Locality
 from .remote import RemoteExecutor, WorkerState
-from .worker import serve
+from .worker import run_jobs
 
 log = logging.getLogger("nas_integration")
 
@@ -90,7 +90,7 @@ class MPIExecutor(RemoteExecutor):
             self.comm.Abort(0)
 
 
-def serve_mpi(comm: Any, evaluator: Evaluator, cache_config: CacheConfig | None) -> None:
+def mpi_worker(comm: Any, evaluator: Evaluator, cache_config: CacheConfig | None) -> None:
     """Body of ranks 1..K-1: evaluate what rank 0 sends until it says stop."""
-    serve(lambda: comm.recv(source=0, tag=MPIExecutor.TAG),
-          lambda message: comm.send(message, dest=0, tag=MPIExecutor.TAG), evaluator, cache_config)
+    run_jobs(lambda: comm.recv(source=0, tag=MPIExecutor.TAG),
+             lambda message: comm.send(message, dest=0, tag=MPIExecutor.TAG), evaluator, cache_config)

@@ -16,7 +16,7 @@ from ..evaluators import Evaluator
 from .base import Outcome
 from .placement import Locality
 from .remote import RemoteExecutor, WorkerState
-from .worker import serve
+from .worker import run_jobs
 
 
 class ProcessExecutor(RemoteExecutor):
@@ -117,4 +117,4 @@ def _process_main(conn: Any, evaluator: Evaluator, cache_config: CacheConfig | N
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the scheduler's to handle: it stops the workers
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    serve(conn.recv, conn.send, evaluator, cache_config)
+    run_jobs(conn.recv, conn.send, evaluator, cache_config)

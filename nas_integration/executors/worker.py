@@ -30,8 +30,8 @@ class Done:
     held: frozenset[str]
 
 
-def serve(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
-          cache_config: CacheConfig | None) -> None:
+def run_jobs(recv: Callable[[], Any], send: Callable[[Any], None], evaluator: Evaluator,
+             cache_config: CacheConfig | None) -> None:
     """Answer ``recv()``'s messages through ``send`` (see the module doc) until a stop."""
     try:
         evaluator.setup()

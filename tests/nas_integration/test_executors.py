@@ -137,8 +137,8 @@ MPI_HANG = textwrap.dedent('''
     from mpi4py import MPI
 
     from faulty_eval import FaultyEvaluator
+    from nas_integration.executors import MPIExecutor, mpi_worker
     from tensorcache.evolution import RegularizedEvolution
-    from nas_integration.executors import MPIExecutor, serve_mpi
     from nas_integration.search import Tally, evolve
     from nas_integration.spaces import get_space
     from tensorcache.trace import TraceWriter
@@ -146,7 +146,7 @@ MPI_HANG = textwrap.dedent('''
     comm = MPI.COMM_WORLD
     evaluator = FaultyEvaluator(marker="unused", hang=3, table=sys.argv[1])
     if comm.Get_rank():
-        serve_mpi(comm, evaluator, None)
+        mpi_worker(comm, evaluator, None)
     else:
         executor = MPIExecutor(comm, job_timeout=2)
         tally = Tally()
@@ -173,3 +173,10 @@ def test_mpi_ranks_that_hang_are_given_up_and_the_search_ends(tmp_path, mpi_env)
     assert evaluations == 15 and actions == ["requeued", "dropped"]
     assert len(lost) == 2 and set(lost) <= {0, 1, 2}
     assert len(read_trace(tmp_path / "trace.jsonl")) == 15
+
+
+def test_serve_mpi_is_the_old_name_of_mpi_worker():
+    import nas_integration.executors as executors
+
+    with pytest.warns(DeprecationWarning, match="mpi_worker"):
+        assert executors.serve_mpi is executors.mpi_worker

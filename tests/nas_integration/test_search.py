@@ -29,8 +29,8 @@ def test_a_given_config_is_kept(tmp_path):
 
 def test_worker_caches_are_scaled_and_absent_without_a_cache(tmp_path):
     s = resolved(tmp_path, cache_config=CacheConfig(memory="64MB"))
-    assert s.worker_cache(1 / 64).memory == 1_000_000
-    assert resolved(tmp_path, cache=False).worker_cache(1 / 64) is None
+    assert s.worker_cache_config(1 / 64).memory == 1_000_000
+    assert resolved(tmp_path, cache=False).worker_cache_config(1 / 64) is None
 
 
 def test_cli_flags_become_the_cache_config(tmp_path):

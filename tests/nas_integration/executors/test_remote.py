@@ -140,15 +140,15 @@ NEAR = textwrap.dedent('''
     from mpi4py import MPI
 
     sys.path.insert(0, sys.argv[2])
-    from test_placement_remote import cache_config, evaluator, place_child_near_its_donor
+    from test_remote import cache_config, evaluator, place_child_near_its_donor
 
-    from nas_integration.executors import MPIExecutor, serve_mpi
+    from nas_integration.executors import MPIExecutor, mpi_worker
     from nas_integration.executors import Locality
 
     comm = MPI.COMM_WORLD
     try:
         if comm.Get_rank():
-            serve_mpi(comm, evaluator(), cache_config(sys.argv[1]))
+            mpi_worker(comm, evaluator(), cache_config(sys.argv[1]))
         else:
             executor = MPIExecutor(comm, job_timeout=60, locality=Locality(max_wait=60.0),
                                    evaluator=evaluator(), cache_config=cache_config(sys.argv[1]))
