@@ -17,8 +17,8 @@ from torch import nn
 from nas_integration.data import FlatData, flat_mnist
 from nas_integration.spaces import AttnSpace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from training import fit as fit_flat  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: bench/ is not installed
+from bench.training import fit as fit_flat  # noqa: E402
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
 _DATA: list[FlatData] = []
