@@ -245,3 +245,10 @@ def test_run_names_a_missing_or_non_int_architecture_parameter():
         WarmStartRun(dh_app.build, dh_app.train, "a0", cache={})
     with pytest.raises(TypeError, match="memry"):
         WarmStartRun(dh_app.build, dh_app.train, dh_app.ARCH, cache={"memry": "1GB"})
+
+
+def test_the_feed_s_old_keyword_still_works_and_an_unknown_one_is_named():
+    with pytest.warns(DeprecationWarning, match="keep="):
+        EvolutionFeed(keep_mutations=3)
+    with pytest.raises(TypeError, match="keep_everything"):
+        EvolutionFeed(keep_everything=3)
