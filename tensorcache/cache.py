@@ -34,7 +34,7 @@ from .payload import encode
 from .policies import Policy, make_policy
 from .stack import Moves, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
-from .transfer import TransferReport, copy_layers
+from .transfer import TransferReport
 
 log = logging.getLogger("tensorcache")
 
@@ -229,18 +229,13 @@ class TensorCache:
 
     def warm_start(self, module: Any, arch: Sequence[int], parent: str | None = None,
                    layer_map: LayerMap | None = None, cast: bool = True) -> TransferReport:
-        """Lookup + copy into ``module``. Layers whose tensors misfit the module are left out (a prefix
-        run stops at the first one); the rest is copied all-or-nothing. ``.layers == 0`` on a miss.
-        ``cast``: a floating-point donor of another dtype (bf16 into float32) is cast as ``load_state_dict``
-        does and named in ``report.casts``; False leaves such layers out."""
-        lmap = layer_map if layer_map is not None else LayerMap.generic(len(check_arch(arch)))
-        hit = self.lookup(arch, parent=parent, layer_map=lmap)
-        if hit is None:
-            return TransferReport()
-        report, _ = copy_layers(module, hit.served, "stop" if lmap.mode == "prefix" else "skip", cast=cast)
-        report.donor, report.tier, report.lookup_seconds = hit.donor, hit.slowest_tier, hit.seconds
-        self._seconds["apply"] += report.seconds
-        return report
+        """``lookup`` + ``Hit.apply``: the served layers that fit ``module`` are copied into it, each whole or
+        not at all, and the others named in ``report.skipped`` (in prefix mode also every layer after the
+        first misfit). ``.layers == 0`` on a miss. ``cast``: a floating-point donor of another dtype (bf16
+        into float32) is cast as ``load_state_dict`` does and named in ``report.casts``; False leaves such
+        layers out."""
+        hit = self.lookup(arch, parent=parent, layer_map=layer_map)
+        return TransferReport() if hit is None else hit.apply(module, cast=cast)
 
     def observe(self, event: PolicyEvent) -> None:
         """Give every tier's policy one typed event (see ``tensorcache.events``)."""
@@ -358,7 +353,12 @@ class TensorCache:
             return None, broken
         return Hit(record.model_id, _run_length(indices), indices, layers, kinds,
                    sum(layer.nbytes for layer in layers), self._stack.slots[slowest].tier.name, 0.0, tiers,
-                   [layer.key for layer in served], [layer.blob_bytes for layer in served]), broken
+                   [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
+                   self._applied), broken
+
+    def _applied(self, seconds: float) -> None:
+        """A hit of this cache was copied into a module in ``seconds`` (counted as the cache's apply time)."""
+        self._seconds["apply"] += seconds
 
 
 def _split(lmap: LayerMap, layers: Sequence[Mapping[str, Any]] | Mapping[str, Any]

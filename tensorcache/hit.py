@@ -1,6 +1,7 @@
 """What put and lookup report: the entries stored, and one donor's servable layers as the kind that was put."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ class Hit:
     tiers: list[str] = field(default_factory=list, repr=False)
     keys: list[bytes] = field(default_factory=list, repr=False)
     layer_bytes: list[int] = field(default_factory=list, repr=False)
+    prefix: bool = True  # a prefix hit: no layer after the first misfit is copied (a later one needs it)
+    on_apply: Callable[[float], None] | None = field(default=None, repr=False, compare=False)  # the cache's clock
 
     @property
     def layers(self) -> list[dict[str, Any]]:
@@ -59,11 +62,18 @@ class Hit:
         # ``layers`` copies torch tensors already; its numpy arrays are read-only views, copied here
         return {n: t.copy() if hasattr(t, "flags") else t for ts in self.layers for n, t in ts.items()}
 
-    def apply(self, module: Any, cast: bool = True) -> TransferReport:
-        """Copy every served tensor into ``module``, or nothing (TransferError names each misfit); floating
-        point tensors of another dtype than the module's are cast unless ``cast`` is False."""
-        report, _ = copy_layers(module, self.served, cast=cast)
+    def apply(self, module: Any, cast: bool = True, strict: bool = False) -> TransferReport:
+        """Copy the served layers that fit ``module`` into it (``TensorCache.warm_start`` is lookup + this).
+        Every layer is checked before any is copied, and a layer is copied whole or not at all; a layer
+        that does not fit (a name, shape or dtype) is left out and named in ``report.skipped``, and in a
+        prefix hit so is every layer after it. ``strict``: TransferError naming each misfit instead, and
+        nothing copied. Floating-point tensors of another dtype than the module's are cast (named in
+        ``report.casts``) unless ``cast`` is False, which makes them misfits."""
+        misfits = "raise" if strict else "stop" if self.prefix else "skip"
+        report, _ = copy_layers(module, self.served, misfits, cast=cast)
         report.donor, report.tier, report.lookup_seconds = self.donor, self.slowest_tier, self.seconds
+        if self.on_apply is not None:
+            self.on_apply(report.seconds)
         return report
 
 

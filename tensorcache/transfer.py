@@ -4,8 +4,8 @@ A model has hundreds of small tensors, so the per-tensor Python work of a warm s
 the bytes it moves; this module keeps it off the hot path:
 
 * the module's targets (parameters and persistent buffers by state_dict name) are resolved once per
-  module and re-validated on each use by the identity of every entry on their paths (resolving them again
-  whenever a name is missing), at a fraction of the cost of ``state_dict()``;
+  module and re-validated on each use by the identity of every entry on their paths, in one pass in C
+  (resolving them again whenever a name is missing), at a fraction of the cost of ``state_dict()``;
 * a served ``Layer`` builds its torch views once, and the cache keeps layers of process-local tiers;
 * validation compares whole lists of shapes and dtypes; copies are one ``torch._foreach_copy_`` per dtype.
 
@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -113,8 +114,8 @@ def _as_torch(arr: Any, dtype: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- targets
-_TARGETS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], list[tuple[dict, str, Any]]]] = (
-    weakref.WeakKeyDictionary())
+_TARGETS: weakref.WeakKeyDictionary[Any, tuple[dict[str, Any], tuple[list, list, list]]] = (
+    weakref.WeakKeyDictionary())  # module -> its targets and its links as (containers, names, entries)
 
 
 def targets(module: Any, fresh: bool = False) -> dict[str, Any]:
@@ -126,14 +127,11 @@ def targets(module: Any, fresh: bool = False) -> dict[str, Any]:
     them again, which also finds entries added since."""
     cached = None if fresh else _TARGETS.get(module)
     if cached is not None:
-        found, links = cached
-        for container, name, obj in links:
-            if container.get(name) is not obj:
-                break
-        else:
+        found, (containers, names, objs) = cached
+        if all(map(is_, map(dict.get, containers, names), objs)):  # one pass in C over every link
             return found
     found, links = _walk(module)
-    _TARGETS[module] = (found, links)
+    _TARGETS[module] = (found, tuple(map(list, zip(*links))) if links else ([], [], []))
     return found
 
 

@@ -33,7 +33,7 @@ def test_a_hit_serves_each_tensor_as_the_kind_and_dtype_it_was_put_as():
     assert hit.keys == [key for key in cache.put("m2", (1, 2), [{"a": np.zeros(3)}, {"b": np.zeros(2)}]).keys]
 
 
-def test_apply_copies_every_layer_or_nothing():
+def test_apply_copies_the_layers_that_fit_or_with_strict_every_layer_or_nothing():
     donor = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 2))
     cache = TensorCache(memory="1MB")
     cache.put("d", (1, 1), [{"0.weight": donor[0].weight.detach(), "0.bias": donor[0].bias.detach()},
@@ -45,5 +45,7 @@ def test_apply_copies_every_layer_or_nothing():
     misfit = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 5))
     before = misfit[0].weight.detach().clone()
     with pytest.raises(TransferError, match="1.weight"):
-        hit.apply(misfit)
+        hit.apply(misfit, strict=True)
     assert torch.equal(misfit[0].weight, before)  # the layer that fits was not copied either
+    report = hit.apply(misfit)  # as warm_start does: the layer that fits is copied, the misfit named
+    assert report.layers == 1 and "1.weight" in report.skipped[0] and torch.equal(misfit[0].weight, donor[0].weight)

@@ -36,7 +36,9 @@ def test_mismatch_changes_nothing_and_names_the_reason():
     other = net(5)
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(TransferError, match=r"0\.weight: shape \(3, 4\) does not match the module's \(5, 4\)"):
-        hit.apply(other)
+        hit.apply(other, strict=True)
+    report = hit.apply(other)  # not strict: the misfit and every layer after it are left out and named
+    assert report.layers == 0 and report.skipped[0].startswith("0.weight: shape (3, 4)")
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 
@@ -193,7 +195,7 @@ def test_a_cast_can_be_refused():
     assert "0.weight: dtype bfloat16 does not match the module's float32 (cast=False)" in report.skipped
     assert torch.equal(child[0].weight, before)
     with pytest.raises(TransferError, match="cast=False"):
-        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child, cast=False)
+        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child, cast=False, strict=True)
     assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).casts  # on by default
 
 
@@ -205,7 +207,7 @@ def test_a_meta_child_is_refused_not_reported_as_copied():
     report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP)
     assert report.layers == 0 and report.nbytes == 0 and "meta device" in report.skipped[0]
     with pytest.raises(TransferError, match=r"0\.weight: the module's tensor is on the meta device.*to_empty"):
-        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child)
+        cache.lookup([3, 1, 2], layer_map=LMAP).apply(child, strict=True)
     child.to_empty(device="cpu")   # materialised: now it takes the donor's tensors
     assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP).layers == 3
 
@@ -217,3 +219,33 @@ def test_putting_a_meta_donor_is_a_clear_error_naming_it():
     with pytest.raises(ValueError, match=r"meta device have no values to cache: \['0\.weight'"):
         cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
     assert cache.stats()["models"] == 0
+
+
+@pytest.mark.parametrize("change", ["shape", "dtype"])
+def test_a_warm_start_again_sees_a_target_changed_in_place_since_the_last_one(change):
+    cache = TensorCache(memory="1MB")
+    donor, child = net(), net()
+    cache.put("d", [3, 1, 2], donor.state_dict(), layer_map=LMAP)
+    for _ in range(2):  # the second warm start of this module from these layers reuses what the first matched
+        assert cache.warm_start(child, [3, 1, 2], layer_map=LMAP, cast=False).layers == 3
+    with torch.no_grad():  # the same Parameter object, other data: its links to the module are unchanged
+        if change == "shape":
+            child[2].weight.data = torch.zeros(1, 3)  # (1, 3): the donor's (2, 3) would broadcast into (2, 3) only
+        else:
+            child[2].weight.data = torch.zeros(2, 3, dtype=torch.float64)
+    before = child[2].weight.detach().clone()
+    report = cache.warm_start(child, [3, 1, 2], layer_map=LMAP, cast=False)
+    assert report.layers == 2 and "2.weight" in report.skipped[0] and torch.equal(child[2].weight, before)
+
+
+def test_hit_apply_is_warm_start_s_copy_and_is_timed_alike():
+    cache = TensorCache(memory="1MB")
+    cache.put("d", [3, 1, 2], net().state_dict(), layer_map=LMAP)
+    child, again = net(), net()
+    by_hit = cache.lookup([3, 1, 2], layer_map=LMAP).apply(child)
+    applied = cache.stats()["seconds"]["apply"]
+    assert applied > 0 and by_hit.seconds <= applied and by_hit.donor == "d" and by_hit.layers == 3
+    by_warm_start = cache.warm_start(again, [3, 1, 2], layer_map=LMAP)
+    assert cache.stats()["seconds"]["apply"] > applied
+    assert (by_warm_start.layers, by_warm_start.nbytes, by_warm_start.tier) == (by_hit.layers, by_hit.nbytes, by_hit.tier)
+    assert all(torch.equal(a, b) for a, b in zip(child.state_dict().values(), again.state_dict().values()))
