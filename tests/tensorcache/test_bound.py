@@ -19,8 +19,9 @@ POLICIES = ("fifo", "lru", "lfu", "donor-window", "evolution-aware", "belady")
 
 def record(i, arch, sizes, t0, t1, deps, parent=None, score=None):
     keys = [bytes([j]) + bytes(arch[p] + 1 for p in d).ljust(15, b"\0") for j, d in enumerate(deps)]
-    return {"model_id": f"m{i}", "parent_id": parent, "t_start": float(t0), "t_end": float(t1), "arch": list(arch),
-            "mutation_pos": None, "score": float(i if score is None else score),
+    return {"model_id": f"m{i}", "parent_id": parent, "donor_id": None, "worker": 0, "t_start": float(t0),
+            "t_end": float(t1), "arch": list(arch), "mutation_pos": None, "score": float(i if score is None else score),
+            "layers_served": 0, "bytes_served": 0, "tier": None, "cache_s": 0.0, "train_s": float(t1 - t0),
             "layer_keys": [k.hex() for k in keys], "layer_bytes": list(sizes), "layer_deps": [list(d) for d in deps]}
 
 
@@ -215,6 +216,6 @@ def test_replay_values_are_training_seconds_shared_by_bytes():
     recs[1]["train_s"] = 8.0
     result = replay(Workload(recs, "prefix"), "lru", 100, population_size=1, sample_size=1)
     assert result.revisit_value_served == pytest.approx(8.0) and result.transfer_value_served == 0.0
-    recs[1].pop("train_s")  # without it, the time it ran
+    recs[1]["train_s"] = 0.5  # what it trained, not the time it ran (1 s)
     result = replay(Workload(recs, "prefix"), "lru", 100, population_size=1, sample_size=1)
-    assert result.value_served == pytest.approx(1.0) and result.revisit_value_yield == pytest.approx(1.0)
+    assert result.value_served == pytest.approx(0.5) and result.revisit_value_yield == pytest.approx(1.0)
