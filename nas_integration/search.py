@@ -22,6 +22,7 @@ from tensorcache.config import CacheConfig
 from tensorcache.events import ModelDescribed
 from tensorcache.evolution import Candidate, RegularizedEvolution
 from tensorcache.fidelity import CONTROLS
+from tensorcache.metrics import json_safe
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceRecord, TraceWriter
 
@@ -257,7 +258,8 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
         "trace": trace_path,
     }
     with open(summary_path, "w") as f:
-        json.dump(summary, f, indent=2, default=str)
+        # valid JSON for every reader: a ratio without a denominator (no evaluation finished) is null
+        json.dump(json_safe(summary), f, indent=2, default=str, allow_nan=False)
     executor.release()
     return summary
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, tables
+from .metrics import json_safe
 from .sizes import parse_size
 from .trace import read_summary
 
@@ -217,11 +218,6 @@ def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         console.print(f"recommend: {pick} (best at {sum(v.best == pick for v in verdicts)} of {len(verdicts)} "
                       "capacities)")
     return 0
-
-
-def json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    """``metrics`` with NaN and infinite ratios (an empty trace has no denominator) as null: valid JSON."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()}
 
 
 def replay_table(m: dict[str, Any], total_bytes: int) -> Any:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # trace.py reads revisits by this module's rule: the record type is only named here
     from .trace import TraceRecord
@@ -41,6 +41,18 @@ def mark_revisits(evaluations: Iterable[tuple[str, Sequence[int] | None, float, 
         if key is not None:
             seen.add(key)
     return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a ratio without a denominator) as None, so that
+    ``json.dumps(..., allow_nan=False)`` writes valid JSON; dicts and lists are walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def ratio(a: float, b: float) -> float:

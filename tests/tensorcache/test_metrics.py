@@ -1,7 +1,8 @@
 """Served bytes split into revisits and transfers; a hit needs a served layer that depends on a position."""
+import json
 import math
 
-from tensorcache.metrics import mark_revisits, positional, summarize_records
+from tensorcache.metrics import Counts, json_safe, mark_revisits, positional, summarize_records
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import as_records
 
@@ -55,3 +56,13 @@ def test_a_running_count_equals_the_count_of_the_finished_trace():
         running.add(record)
     assert running == summarize_records(records, "compatible")
     assert (running.hits, running.new_hits) == (1, 1)  # m2 got only the stem: not a hit in compatible mode
+
+
+def test_counts_without_evaluations_write_valid_json() -> None:
+    # a search stopped before its first evaluation finished has ratios without a denominator (NaN); its
+    # summary must still be JSON every reader takes (NaN is not JSON), so those ratios are written as null
+    empty = Counts()
+    summary = {"new_hit_ratio": empty.new_hit_ratio, "nested": {"hit_ratio": empty.hit_ratio, "inf": [math.inf, 1.5]}}
+    assert math.isnan(summary["new_hit_ratio"])
+    text = json.dumps(json_safe(summary), allow_nan=False)
+    assert json.loads(text) == {"new_hit_ratio": None, "nested": {"hit_ratio": None, "inf": [None, 1.5]}}
