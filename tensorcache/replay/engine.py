@@ -52,7 +52,7 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
     mode, models = workload.mode, workload.models
     served: list[Served] = []
     lookups = hits = lookups_served = entries = requested = 0
-    transfer_bytes = revisit_bytes = 0
+    transfer_bytes_served = revisit_bytes_served = 0
     transfer_value = revisit_value = 0.0
     total = len(steps)
     for start in range(0, total, PROGRESS_EVERY):
@@ -94,16 +94,16 @@ def execute(workload: Workload, steps: Sequence[Step], store: Store, name: str, 
             hits += positional([deps[j] for j in layers])
             entries += len(layers)
             if model.revisit:
-                revisit_bytes += nbytes
+                revisit_bytes_served += nbytes
                 revisit_value += value
             else:
-                transfer_bytes += nbytes
+                transfer_bytes_served += nbytes
                 transfer_value += value
     if progress is not None:
         progress(total, total)
     result = ReplayResult(name, capacity_bytes, lookups=lookups, hits=hits, lookups_served=lookups_served,
-                          bytes_served=transfer_bytes + revisit_bytes, transfer_bytes_served=transfer_bytes,
-                          revisit_bytes_served=revisit_bytes, bytes_requested=requested, entries_served=entries,
+                          bytes_served=transfer_bytes_served + revisit_bytes_served,
+                          transfer_bytes_served=transfer_bytes_served, revisit_bytes_served=revisit_bytes_served, bytes_requested=requested, entries_served=entries,
                           transfer_value_served=transfer_value, revisit_value_served=revisit_value,
                           served=served)
     if isinstance(store, PolicyStore):
