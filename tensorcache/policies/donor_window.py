@@ -31,9 +31,10 @@ class _Pool:
             del self._layers[model_id]
             self._models.discard(model_id)
 
-    def rank(self, model_id: str, priority: Any) -> None:
-        """Set the priority of a model that has entries in the pool."""
-        self._models.push(model_id, priority)
+    def rank(self, model_id: str, priority: Any, floor: Any | None) -> None:
+        """Set the priority of a model that has entries in the pool, ``floor`` being the last one set (None:
+        none): a rise (every insert, hit and donation) moves its heap item only when it surfaces."""
+        self._models.rise(model_id, priority, floor)
 
     def head(self) -> tuple[Any, tuple[int, int], Key] | None:
         """(model priority, layer priority, key) of the next entry, or None when empty."""
@@ -54,6 +55,7 @@ class _Donor:
 
     touched: int  # tick of its last insert, donation or hit
     nbytes: int = 0
+    ranked: Any = None  # the priority last set in the pool
 
 
 class DonorWindow(Policy):
@@ -165,4 +167,6 @@ class DonorWindow(Policy):
         value: float = self.popularity(model_id)
         if self.size_aware:
             value /= max(model.nbytes, 1)
-        self._pool.rank(model_id, (value, model.touched))
+        priority = (value, model.touched)
+        self._pool.rank(model_id, priority, model.ranked)
+        model.ranked = priority

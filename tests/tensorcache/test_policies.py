@@ -144,6 +144,56 @@ def test_donor_window_size_aware_ranks_donations_per_held_byte():
     assert run(True) == [("a", 1), ("b", 0), ("a", 0)]
 
 
+@pytest.mark.parametrize("size_aware", [False, True])
+@pytest.mark.parametrize("seed", range(4))
+def test_donor_window_victims_match_a_plain_reading_of_its_rule(size_aware, seed):
+    """Random inserts, hits, donations, evaluations and evictions: every victim is the one the rule names,
+    read plainly (least popular model in the window [per held byte], least recently touched; its deepest,
+    then latest, layer), whether a model's rank rose (insert, hit, donation) or fell (expiry, a release)."""
+    rng = random.Random(seed)
+    p = DonorWindow(window=5, size_aware=size_aware)
+    clock, tick = 0, 0
+    held: dict[tuple[str, int], tuple[int, int]] = {}  # key -> (size, insert tick)
+    touched: dict[str, int] = {}
+    donations: list[tuple[int, str]] = []
+
+    def expected():
+        popularity = {m: sum(1 for c, d in donations if d == m and c >= clock - 5) for m in touched}
+        nbytes = {m: sum(size for (k, _), (size, _) in held.items() if k == m) for m in touched}
+        value = {m: popularity[m] / max(nbytes[m], 1) if size_aware else popularity[m] for m in touched}
+        model = min(touched, key=lambda m: (value[m], touched[m]))
+        return max((k for k in held if k[0] == model), key=lambda k: (k[1], held[k][1]))
+
+    for _ in range(400):
+        op = rng.random()
+        model = f"m{rng.randrange(8)}"
+        tick += 1
+        if op < 0.4:
+            key = (model, rng.randrange(4))
+            held[key], touched[model] = (rng.randrange(1, 50), tick), tick
+            p.on_insert(key, held[key][0], model)
+        elif op < 0.55 and held:
+            key = rng.choice(sorted(held))
+            touched[key[0]] = tick
+            p.on_hit(key)
+        elif op < 0.7:
+            donations.append((clock, model))
+            if model in touched:
+                touched[model] = tick
+            p.on_donation(model)
+        elif op < 0.85:
+            clock += 1
+            p.on_evaluation()
+        elif held:
+            key = p.victim() if op < 0.95 else rng.choice(sorted(held))
+            del held[key]
+            if not any(k[0] == key[0] for k in held):
+                del touched[key[0]]
+            p.on_release(key)
+        if held:
+            assert p.victim() == expected()
+
+
 def test_donor_window_rejects_a_bad_window():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="window"):
