@@ -220,7 +220,7 @@ class TensorCache:
         record = self._catalog.record(model_id)
         if record is None:
             return None
-        hit, _ = self._serve(record, [(i, i) for i in range(len(record.layers))], stop=True)
+        hit = self._serve(record, [(i, i) for i in range(len(record.layers))], stop=True)
         if hit is None or len(hit.indices) < len(record.layers):
             log.warning("model %r is no longer whole: a layer of it was evicted or unreadable", model_id)
             return None
@@ -316,28 +316,29 @@ class TensorCache:
         self._counts["corrupt"] += moves.corrupt
 
     def _fetch(self, keys: list[bytes], parent: str | None, mode: str) -> Hit | None:
+        """The best donor's servable layers; a donor none of whose asked layers could be served (dropped as bad
+        or missing, or in a tier that cannot be read now) is passed over for the next best, each at most once."""
+        tried: set[str] = set()
         while True:
-            found = self._catalog.find(keys, parent, mode)
+            found = self._catalog.find(keys, parent, mode, skip=tried)
             if found is None:
                 return None
             donor, pairs = found
             record = self._catalog.record(donor)
             assert record is not None
-            hit, broken = self._serve(record, pairs, stop=mode == "prefix")
-            if hit is None and broken:
-                continue  # every layer of that donor was unreadable and is now dropped: ask again
+            hit = self._serve(record, pairs, stop=mode == "prefix")
             if hit is not None:
                 self._stack.tell(Donated(donor))
-            return hit
+                return hit
+            tried.add(donor)
 
-    def _serve(self, record: ModelRecord, pairs: Sequence[tuple[int, int]], stop: bool) -> tuple[Hit | None, bool]:
+    def _serve(self, record: ModelRecord, pairs: Sequence[tuple[int, int]], stop: bool) -> Hit | None:
         """A Hit of ``record``'s readable layers for the (child layer, donor layer) ``pairs`` (``stop``: none
-        after the first unreadable one), None if none is readable; and whether one was unreadable."""
-        layers, indices, tiers, kinds, served, slowest, broken = [], [], [], [], [], 0, False
+        after the first unreadable one), None if none is readable."""
+        layers, indices, tiers, kinds, served, slowest = [], [], [], [], [], 0
         moves = Moves()
         for (child_index, donor_index), got in zip(pairs, self._stack.read_many(record, [d for _, d in pairs], moves)):
             if got is None:
-                broken = True
                 if stop:
                     break
                 continue
@@ -350,11 +351,11 @@ class TensorCache:
             slowest = max(slowest, tier_index)
         self._count(moves)
         if not indices:
-            return None, broken
+            return None
         return Hit(record.model_id, _run_length(indices), indices, layers, kinds,
                    sum(layer.nbytes for layer in layers), self._stack.slots[slowest].tier.name, 0.0, tiers,
                    [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
-                   self._applied), broken
+                   self._applied)
 
     def _applied(self, seconds: float) -> None:
         """A hit of this cache was copied into a module in ``seconds`` (counted as the cache's apply time)."""

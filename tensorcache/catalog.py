@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -316,8 +316,10 @@ class Catalog:
     def record(self, model_id: str) -> ModelRecord | None:
         return self.models.get(model_id)
 
-    def find(self, keys: Sequence[bytes], parent: str | None, mode: str) -> tuple[str, list[tuple[int, int]]] | None:
-        """Best single donor and its [(child layer, donor layer)] pairs, or None.
+    def find(self, keys: Sequence[bytes], parent: str | None, mode: str, skip: Collection[str] = ()
+             ) -> tuple[str, list[tuple[int, int]]] | None:
+        """Best single donor and its [(child layer, donor layer)] pairs, or None; the models in ``skip`` are
+        not candidates (donors a lookup could not read).
 
         prefix: the longest unbroken run of matching held layers from layer 0; compatible: the most
         matching held layers anywhere. Ties go to ``parent``, then to the better score, then model id.
@@ -328,7 +330,7 @@ class Catalog:
                 if not holders:
                     continue
                 shallower = [self._by_key.get(k, {}) for k in keys[:depth - 1]]
-                cands = [m for m in holders if all(m in h for h in shallower)]
+                cands = [m for m in holders if m not in skip and all(m in h for h in shallower)]
                 if cands:
                     donor = self._pick(cands, parent)
                     return donor, self._pairs(donor, keys[:depth])
@@ -336,7 +338,8 @@ class Catalog:
         counts: dict[str, int] = {}
         for key in keys:
             for m in self._by_key.get(key, ()):
-                counts[m] = counts.get(m, 0) + 1
+                if m not in skip:
+                    counts[m] = counts.get(m, 0) + 1
         if not counts:
             return None
         best = max(counts.values())

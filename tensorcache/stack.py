@@ -21,6 +21,7 @@ from .payload import PayloadError, decode
 from .policies import Policy
 from .policies.base import make_room
 from .tiers import Tier
+from .tiers.base import UNREADABLE, StoreFailure
 from .tiers.books import WRONG_LENGTH
 from .transfer import Layer
 
@@ -87,7 +88,8 @@ class TierStack:
         """Layer ``index`` of ``record`` and the tier it came from: read and checked from the fastest tier
         holding it, then copied up into each faster tier. A bad or missing copy is released (``moves`` says
         so) and the next tier is tried; None when no tier has a good copy. ``early``: (tier, payloads) read
-        from that tier already, checked here as a read of it would be."""
+        from that tier already, checked here as a read of it would be. A tier that cannot be read now (its
+        store failed; the tier warned) is passed over and its entry kept, to be read again later."""
         entry = (record.model_id, index)
         for i in self.catalog.tiers_of(entry):
             slot = self.slots[i]
@@ -96,6 +98,8 @@ class TierStack:
             if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
                 try:
                     layer, raw = self._load(slot, record, index, layer, early[1] if early and early[0] == i else None)
+                except StoreFailure:
+                    continue  # unreadable now, not gone: the entry stays known
                 except PayloadError as exc:
                     missing = exc.args[0] == "missing payload"
                     moves.corrupt += not missing
@@ -115,7 +119,7 @@ class TierStack:
               got: list[Any] | None = None) -> tuple[Layer, dict[bytes, Any]]:
         """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted; ``got``:
         its payloads read already) and the raw payloads read; PayloadError if one is missing or does not
-        match the model record."""
+        match the model record, StoreFailure if the tier could not be read."""
         arrays, dtypes, raw = {}, {}, {}
         tier = slot.tier
         views = tier.device_views and not self.verify
@@ -125,6 +129,8 @@ class TierStack:
             got = [tier.view(ref.digest) for ref in refs.values()]
         elif got is None:
             got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
+        if any(value is UNREADABLE for value in got):
+            raise StoreFailure(f"the {tier.name} tier cannot be read now", reported=True)
         for (name, ref), value in zip(refs.items(), got):
             if value is None:
                 raise PayloadError("missing payload")
@@ -268,7 +274,7 @@ class TierStack:
                     and not self.catalog.holds(entry, t + 1):
                 refs = list(record.layers[entry[1]].tensors.values())
                 got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
-                if all(g is not None and g is not WRONG_LENGTH for g in got):
+                if all(g is not None and g is not WRONG_LENGTH and g is not UNREADABLE for g in got):
                     work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
 
     def _release_here(self, t: int, entry: Entry) -> bool:

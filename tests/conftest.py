@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -64,6 +65,16 @@ class RedisServer:
                 time.sleep(0.02)
             finally:
                 client.close()
+
+    def pause(self) -> None:
+        """Stop the server's process (SIGSTOP): its port still accepts connections, nothing answers, data kept."""
+        assert self._proc is not None, f"redis-server on port {self.port} is not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        assert self._proc is not None, f"redis-server on port {self.port} is not running"
+        self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Kill the server and wait for it to exit."""

@@ -57,6 +57,17 @@ class StoreFailure(Exception):
         self.reported = reported
 
 
+class _Unreadable:
+    """What ``Tier.read`` gives for each payload asked when the store failed (unreachable, an I/O error): the
+    store may still hold it, so its entry stays known (None, absent, drops it)."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE"
+
+
+UNREADABLE = _Unreadable()
+
+
 class Tier(ABC):
     """A payload store with a byte capacity and its own books. Re-putting a stored key keeps the stored
     value (keys address content). Tiers never evict on their own and never raise on I/O: a failure is
@@ -135,8 +146,9 @@ class Tier(ABC):
 
     def read(self, wanted: Sequence[tuple[bytes, int]]) -> list[Any]:
         """Payloads by (digest, expected length), from one transaction: None if absent, ``books.WRONG_LENGTH``
-        if the stored length differs (found before its bytes are fetched)."""
-        return self._attempt("read", False, lambda txn: txn.get_blobs(wanted), [None] * len(wanted))
+        if the stored length differs (found before its bytes are fetched), ``UNREADABLE`` each if the store
+        failed (warned about by the tier)."""
+        return self._attempt("read", False, lambda txn: txn.get_blobs(wanted), [UNREADABLE] * len(wanted))
 
     def put(self, key: bytes, value: bytes | bytearray | memoryview) -> bool:
         """Store a payload outside the books (tier tests and benches; the cache uses ``hold``)."""

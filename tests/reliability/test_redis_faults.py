@@ -1,13 +1,16 @@
 """Redis faults: killed mid-search and restarted, unreachable at start, password and TLS URLs, no secret logged."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,6 +87,93 @@ def test_redis_killed_mid_search_is_a_miss_warned_once_per_outage_and_used_again
     genuine(hit, archs, (8, 8, 8))
     worker.close()
     other.close()
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    """Fail with TimeoutError if the block runs longer than ``seconds`` (a lookup that loops never returns)."""
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.parametrize("outage", ["killed", "stopped"])
+def test_a_redis_down_between_put_and_lookup_is_a_miss_its_entries_kept_and_served_again(
+        redis_server, outage, layers_of, genuine, caplog):
+    """Killed (restarted from its RDB snapshot) or stopped (SIGSTOP, then SIGCONT): while it is down a lookup
+    of a model only Redis holds is a miss, a better donor only Redis holds is passed over for one in memory,
+    puts are kept in memory and refused by Redis; one warning in all; its entries stay known, and once it is
+    back they are served from it again."""
+    if outage == "killed":
+        redis_server.stop()
+        redis_server.save = "3600 1"
+        redis_server.start()
+    archs = {f"m{m}": (m, 0, 0) for m in range(6)} | {"m100": (0, 0, 0), "m200": (9, 9, 9)}
+    cache = TensorCache(memory=6_000, redis=redis_server.url, policy="lru", namespace="down")
+    for m in range(6):
+        cache.put(f"m{m}", archs[f"m{m}"], layers_of(m, 3, WIDTH), score=float(m))
+    cache.put("m100", archs["m100"], layers_of(100, 3, WIDTH), score=-1.0)  # a worse donor of m0's architecture
+    assert cache.best_donor(archs["m0"]) == "m0" and cache.local_models() == {"m100", "m5"}
+    held = cache.stats()["tiers"]["redis"]["entries"]
+    dropped = cache.stats()["dropped_puts"]
+    if outage == "killed":
+        with redis.Redis.from_url(redis_server.url) as raw:
+            raw.save()
+        redis_server.stop()  # SIGKILL: no save on the way down
+    else:
+        redis_server.pause()
+    with caplog.at_level(logging.WARNING, logger="tensorcache"), _within(30):
+        for _ in range(3):
+            hit = cache.lookup(archs["m0"])  # m0 is unreadable now: m100 serves from memory
+            assert hit.donor == "m100" and hit.slowest_tier == "memory" and hit.prefix_len == 3
+            genuine(hit, archs, archs["m0"])
+            for m in range(1, 6):
+                assert cache.lookup(archs[f"m{m}"]) is None
+                assert cache.best_donor(archs[f"m{m}"]) == f"m{m}"  # still known: not released
+        assert cache.put("m200", archs["m200"], layers_of(200, 3, WIDTH)).written > 0  # kept in memory
+        assert cache.lookup(archs["m200"]).slowest_tier == "memory"
+    assert [r.getMessage() for r in caplog.records] == _unreachable(caplog) and len(caplog.records) == 1
+    stats = cache.stats()
+    assert stats["tiers"]["redis"]["entries"] == held and stats["corrupt"] == 0
+    assert stats["dropped_puts"] == dropped + 1  # Redis refused m200
+    if outage == "killed":
+        redis_server.start()  # from its snapshot: the same books and payloads
+    else:
+        redis_server.resume()
+    for m in range(6):
+        hit = _until(lambda: cache.lookup(archs[f"m{m}"]), seconds=40, what=f"m{m} to be served from Redis again")
+        assert hit.donor == f"m{m}" and hit.slowest_tier == "redis" and hit.prefix_len == 3
+        genuine(hit, archs, archs[f"m{m}"])
+    assert cache.check_invariants() == []
+    cache.close()
+
+
+def test_puts_while_redis_is_down_reach_the_lmdb_tier(redis_server, tmp_path, layers_of, genuine, caplog):
+    disk = tmp_path / "node.lmdb"
+    archs = {f"m{m}": (m, 1) for m in range(6)}
+    cache = TensorCache(memory=6_000, disk=disk, redis=redis_server.url, policy="lru", namespace="down")
+    cache.put("m0", archs["m0"], layers_of(0, 2, WIDTH))
+    assert cache.stats()["tiers"]["redis"]["entries"] == 2 and cache.stats()["tiers"]["lmdb"]["entries"] == 0
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        for m in range(1, 6):
+            assert cache.put(f"m{m}", archs[f"m{m}"], layers_of(m, 2, WIDTH)).written > 0
+    assert len(caplog.records) == 1 and len(_unreachable(caplog)) == 1
+    stats = cache.stats()
+    assert stats["dropped_puts"] == 5 and stats["tiers"]["lmdb"]["entries"] >= 10
+    cache.close()
+    with TensorCache(memory=0, disk=disk, namespace="down") as later:  # the node's next process
+        for m in range(1, 6):
+            hit = later.lookup(archs[f"m{m}"])
+            assert hit.donor == f"m{m}" and hit.slowest_tier == "lmdb"
+            genuine(hit, archs, archs[f"m{m}"])
 
 
 def test_unreachable_redis_at_start_is_one_clear_error_if_required_else_local_tiers(tmp_path, layers_of, caplog):

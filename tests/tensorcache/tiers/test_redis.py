@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from tensorcache.tiers import RedisTier, Tier
+from tensorcache.tiers.base import UNREADABLE
 from tensorcache.tiers.books import Change, log_key
 
 
@@ -146,7 +147,8 @@ def test_server_errors_are_misses_warned_once(tier, raw, redis_namespace, caplog
     raw.rpush(f"tc:{redis_namespace}:v:".encode() + b"k" * 16, b"a list where a payload belongs")
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
         assert tier.get(b"k" * 16) is None and tier.get(b"k" * 16) is None
-        assert tier.read([(b"k" * 16, 1)]) == [None] and b"k" * 16 not in tier
+        # a read that failed proves no absence: the payload is unreadable (its entry is kept), not missing
+        assert tier.read([(b"k" * 16, 1)]) == [UNREADABLE] and b"k" * 16 not in tier
     assert len([r for r in caplog.records if "WRONGTYPE" in r.message]) == 1  # one per kind of failure
     raw.delete(f"tc:{redis_namespace}:v:".encode() + b"k" * 16)
     assert tier.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}).held and tier.get(b"k" * 16) == b"v"
