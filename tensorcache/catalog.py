@@ -17,7 +17,7 @@ import struct
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from .payload import DTYPES, MAX_NDIM, PayloadError, check_meta, header
 
@@ -37,9 +37,9 @@ _LAYER = struct.Struct("<16sII")  # key, dependency count, tensor count
 _TENSOR = struct.Struct("<16sIBBBQ")  # digest, name bytes, dtype code, kind code, dimensions, nbytes
 
 
-@dataclass(frozen=True, slots=True)
-class TensorRef:
-    """Where one named tensor's payload lives, what it must look like, and the kind it was put as."""
+class TensorRef(NamedTuple):
+    """Where one named tensor's payload lives, what it must look like, and the kind it was put as (a named
+    tuple: a put makes one per tensor, hundreds per model)."""
 
     digest: bytes
     dtype: str

@@ -342,8 +342,9 @@ class ProcessTier(Tier):
         self._used = 0
 
     @abstractmethod
-    def _store(self, src: memoryview) -> Any:
-        """The stored form of one payload; StoreFailure if it cannot be allocated."""
+    def _store(self, value: bytes | bytearray | memoryview) -> Any:
+        """The stored form of one payload (``value`` as given: bytes, or any C-contiguous buffer); StoreFailure
+        if it cannot be allocated."""
 
     @abstractmethod
     def _nbytes(self, stored: Any) -> int:
@@ -375,7 +376,7 @@ class ProcessTier(Tier):
         if check_key(key) in self._values:
             return True
         try:
-            stored = self._store(as_bytes_view(value))
+            stored = self._store(value)
         except StoreFailure:
             return False
         self._values[key] = stored
@@ -393,32 +394,35 @@ class ProcessTier(Tier):
     def hold_many(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
                   blobs: Mapping[bytes, Any], origin: str = "", release: Sequence[tuple[str, int]] = ()
                   ) -> Admission:
-        self.release_many(release)
-        entries = [(index, digests) for index, digests in entries if (model_id, index) not in self._held]
+        if release:
+            self.release_many(release)
+        held, refs = self._held, self._refs
+        entries = [(index, digests) for index, digests in entries if (model_id, index) not in held]
         if not entries:
             return Admission(True)
         fresh: dict[bytes, Any] = {}
+        need = 0
         for _, digests in entries:
             for d in digests:
-                if d not in self._refs and d not in fresh:
-                    if blobs.get(d) is None:
+                if d not in refs and d not in fresh:
+                    blob = blobs.get(d)
+                    if blob is None:
                         return books.DROPPED
-                    fresh[d] = blobs[d]
-        need = sum(len(as_bytes_view(b)) for b in fresh.values())
+                    fresh[d] = blob
+                    need += len(blob) if type(blob) is bytes else memoryview(blob).nbytes
         if self._used + need > self.capacity:
             return books.no_room(self._used + need - self.capacity)
-        stored: dict[bytes, Any] = {}
         try:
-            for d, blob in fresh.items():
-                stored[d] = self._store(as_bytes_view(blob))
+            stored = {d: self._store(blob) for d, blob in fresh.items()}
         except StoreFailure:
             return books.DROPPED  # nothing was changed yet
         self._values.update(stored)
         for index, digests in entries:
-            self._held[(model_id, index)] = tuple(digests)
+            held[(model_id, index)] = tuple(digests)
             for d in digests:
-                self._refs[d] = self._refs.get(d, 0) + 1
-        self._used += sum(self._nbytes(v) for v in stored.values())
+                refs[d] = refs.get(d, 0) + 1
+        nbytes = self._nbytes
+        self._used += sum(nbytes(v) for v in stored.values())
         return Admission(True, need)
 
     def release_many(self, entries: Sequence[tuple[str, int]], origin: str = "") -> int:
@@ -428,13 +432,14 @@ class ProcessTier(Tier):
         digests = self._held.pop((model_id, index), None)
         if digests is None:
             return False
+        refs, values = self._refs, self._values
         for d in digests:
-            count = self._refs[d] - 1
+            count = refs[d] - 1
             if count:
-                self._refs[d] = count
+                refs[d] = count
             else:
-                del self._refs[d]
-                stored = self._values.pop(d, None)
+                del refs[d]
+                stored = values.pop(d, None)
                 if stored is not None:
                     self._used -= self._nbytes(stored)
         return True

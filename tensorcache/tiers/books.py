@@ -24,7 +24,7 @@ import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..keys import digest
 
@@ -42,11 +42,11 @@ class BooksDamaged(Exception):
     """A bookkeeping value read back is implausible; the store's books are rebuilt from what it holds."""
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """What one ``hold`` did: ``held`` (the entry is in the tier now), payload bytes ``written``, and
     ``reason`` it was not held: ``no_room`` (evict at least ``short`` bytes and try again), ``conflict`` (the
-    store keeps another record under that model id) or ``dropped`` (the store refused it)."""
+    store keeps another record under that model id) or ``dropped`` (the store refused it). A named tuple:
+    a process-local tier answers one or two per layer put."""
 
     held: bool
     written: int = 0

@@ -11,7 +11,7 @@ import warnings
 from typing import Any, NamedTuple
 
 from ..payload import PayloadError, read_header
-from .base import ProcessTier, StoreFailure, check_key
+from .base import ProcessTier, StoreFailure, as_bytes_view, check_key
 
 
 class _Stored(NamedTuple):
@@ -56,7 +56,8 @@ class DeviceTier(ProcessTier):
         body = stored.body if stored.dtype == "uint8" else stored.body.view(getattr(self._torch, stored.dtype))
         return body.view(stored.shape), stored.dtype
 
-    def _store(self, src: memoryview) -> _Stored:
+    def _store(self, value: bytes | bytearray | memoryview) -> _Stored:
+        src = as_bytes_view(value)
         try:
             dtype, shape, offset = read_header(src)
         except PayloadError:

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ProcessTier, StoreFailure
+from .base import ProcessTier, StoreFailure, as_bytes_view
 
 
 class MemoryTier(ProcessTier):
@@ -22,9 +22,12 @@ class MemoryTier(ProcessTier):
             self._warn("pinned", "pinned memory needs torch with CUDA; the memory tier uses ordinary RAM")
         self.pinned = self._torch is not None
 
-    def _store(self, src: memoryview) -> memoryview:
+    def _store(self, value: bytes | bytearray | memoryview) -> memoryview:
+        if self._torch is None and type(value) is bytes:
+            return memoryview(value)  # immutable bytes no one can change: kept as they are, no copy
+        src = as_bytes_view(value)
         if self._torch is None and isinstance(src.obj, bytes) and src.nbytes == len(src.obj):
-            return src  # immutable bytes no one can change: kept as they are, no copy
+            return src  # a whole view of immutable bytes: kept as it is
         try:
             buf = self._alloc(len(src))
         except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch failing to pin
