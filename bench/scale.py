@@ -13,7 +13,8 @@ at least half its children to the last window of the search and to the slowest w
 target >= 1/1.3). Every window after the first serving one counts, the search's last ``--workers``
 evaluations too (no child starts there, so they pay for puts without lookups). Each window also prints the
 CPU time this process spent (``time.process_time``), which other jobs on a shared machine inflate less than
-wall time. After each
+wall time, and the wall time spent inside the cache's lookups and puts (the rest is the simulated search
+itself: breeding, placement, synthetic tensors, the trace). After each
 search its LMDB file is opened
 again and checked: no dropped puts for want of map space, the books need no repair, used bytes equal to the
 payloads held, and the catalog and policies agree (``TensorCache.check_invariants``).
@@ -52,20 +53,23 @@ class _Repairs(logging.Handler):
 
 
 class _Windows:
-    """Wall time and hits of each run of ``size`` finished evaluations (a ``run_search`` progress callback)."""
+    """Wall time, time in the cache and hits of each run of ``size`` finished evaluations (a ``run_search``
+    progress callback)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.rows: list[dict[str, Any]] = []
-        self._start, self._cpu, self._hits = time.perf_counter(), time.process_time(), 0
+        self._start, self._cpu, self._hits, self._cache = time.perf_counter(), time.process_time(), 0, 0.0
 
     def __call__(self, tally: Tally, dropped: int) -> None:
         if tally.evaluations % self.size:
             return
         now, cpu = time.perf_counter(), time.process_time()
         self.rows.append({"until": tally.evaluations, "ms_per_eval": 1e3 * (now - self._start) / self.size,
-                          "cpu_ms_per_eval": 1e3 * (cpu - self._cpu) / self.size, "hits": tally.hits - self._hits})
-        self._start, self._cpu, self._hits = now, cpu, tally.hits
+                          "cpu_ms_per_eval": 1e3 * (cpu - self._cpu) / self.size,
+                          "cache_ms_per_eval": 1e3 * (tally.cache_s - self._cache) / self.size,
+                          "hits": tally.hits - self._hits})
+        self._start, self._cpu, self._hits, self._cache = now, cpu, tally.hits, tally.cache_s
 
 
 def one_search(table: str, workdir: str, evals: int, workers: int, window: int) -> dict[str, Any]:
@@ -118,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     longest = windows[rows[-1]["evaluations"]]
     for w in longest:
         print(f"    window to {w['until']}: {w['ms_per_eval']:.2f} ms per evaluation ({w['cpu_ms_per_eval']:.2f} ms "
-              f"of this process's CPU), {w['hits']} hits")
+              f"of this process's CPU; {w['cache_ms_per_eval']:.2f} ms in the cache's lookups and puts), "
+              f"{w['hits']} hits")
     # from the first window serving at least half its children to the end of the search, the last
     # ``workers`` evaluations (which only drain: no child starts) included
     first = next((n for n, w in enumerate(longest) if 2 * w["hits"] >= args.window), len(longest))

@@ -37,3 +37,5 @@ def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) 
     assert "(to 240) vs" in last, out  # the search's last window counts, though no child starts in it
     rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
     assert [r["healthy"] for r in rows] == [True, True] and all(r["dropped_puts"] == 0 for r in rows)
+    windows = json.loads((tmp_path / "scale.json").read_text())["raw"]["240"]
+    assert all(0 < w["cache_ms_per_eval"] < w["ms_per_eval"] for w in windows), windows  # the cache's share of each
