@@ -42,6 +42,11 @@ class Columns:
     def set(self, name: str, row: int, value: Any) -> None:
         self._columns[name][row] = value
 
+    def put(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` into column ``name`` at ``rows`` (one numpy pass)."""
+        data = self._columns[name]
+        np.frombuffer(data, data.typecode)[rows] = values
+
     def get(self, name: str, row: int) -> Any:
         return self._columns[name][row]
 

@@ -145,7 +145,11 @@ class EvolutionAware(Policy):
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
         self._holders: dict[Content, set[Key]] = {}
-        self._contents = Columns(hits="q")  # held contents: hits on each
+        self._contents = Columns(hits="q", pattern="q", value="d")  # held contents: hits on each, its pattern's
+        # row of ``_patterns`` (-1: an undescribed model's own), its value as of the last rebuild (NaN: not yet)
+        self._patterns = Columns(uses="q", width="q")  # (deps, arch values at deps) of held contents: contents
+        # held, positions it covers; contents that differ only in layer share one, valued once
+        self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
         self._model_rows = Columns()  # a row for each model holding entries
         self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q")
         # evolution state
@@ -169,7 +173,7 @@ class EvolutionAware(Policy):
         self._values_seen: list[set[int]] = []  # per position, the values seen in described archs
         # ranking: rebuilt when the state moves, kept up to date entry by entry in between
         self._stale = True
-        self._value: dict[Content, float] = {}  # expected reuses of each held content, as of the last rebuild
+        self._value: dict[Content, float] = {}  # valued since the last rebuild but not held now (expected reuses)
         self._rank: dict[Key, float] = {}  # value per byte of each entry; -1 marks a worthless one
         self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
         self._heap = LazyHeap()
@@ -403,7 +407,8 @@ class EvolutionAware(Policy):
         holders = self._holders.get(content)
         if holders is None:
             holders = self._holders[content] = set()
-            self._contents.add(content, 0)
+            pattern = -1 if content[0] == "own" else self._pattern_row(content[1:])
+            self._contents.add(content, 0, pattern, self._value.pop(content, math.nan))
         holders.add(key)
         entry.content_row = self._contents.row[content]
         self._entry_rows.set("content", self._entry_rows.row[key], entry.content_row)
@@ -447,6 +452,12 @@ class EvolutionAware(Policy):
         holders.discard(key)
         if not holders:
             del self._holders[content]
+            row = self._contents.row[content]
+            value, pattern = self._contents.get("value", row), self._contents.get("pattern", row)
+            if value == value:  # valued: kept until the next rebuild, as if still held
+                self._value[content] = value
+            if pattern >= 0:
+                self._drop_pattern(pattern)
             self._contents.drop(content)
         self._heap.discard(key)
         self._set.pop(key, None)
@@ -483,16 +494,58 @@ class EvolutionAware(Policy):
         assert self._state is not None  # computed by _content_value, covering the arch's positions
         return repeat + self._weight(entry.model_id) * (1.0 - self._state[2][list(entry.deps)].sum())
 
+    def _pattern_row(self, pattern: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
+        """The row of a held content's pattern, added on its first use (one more content uses it)."""
+        row = self._patterns.row.get(pattern)
+        if row is not None:
+            self._patterns.set("uses", row, self._patterns.get("uses", row) + 1)
+            return row
+        deps, values = pattern
+        width = deps[-1] + 1 if deps else 0
+        row = self._patterns.add(pattern, 1, width)
+        rows, columns = self._want.shape
+        if row >= rows or width > columns:
+            grown = np.full((max(rows, 2 * row + 16), max(columns, width)), -1, np.int64)
+            grown[:rows, :columns] = self._want
+            self._want = grown
+        self._want[row] = -1
+        self._want[row, list(deps)] = values
+        return row
+
+    def _drop_pattern(self, row: int) -> None:
+        """One content fewer uses the pattern of ``row``; the pattern goes with its last."""
+        uses = self._patterns.get("uses", row) - 1
+        if uses:
+            self._patterns.set("uses", row, uses)
+        else:
+            self._patterns.drop(self._patterns.keys(np.array([row]))[0])
+
+    def _known_value(self, content: Content) -> float:
+        """The content's value if valued since the last rebuild, else NaN."""
+        row = self._contents.row.get(content)
+        if row is None:
+            return self._value.get(content, math.nan)
+        return self._contents.get("value", row)
+
+    def _keep_value(self, content: Content, value: float) -> None:
+        row = self._contents.row.get(content)
+        if row is None:
+            self._value[content] = value
+        else:
+            self._contents.set("value", row, value)
+
     def _value_missing(self, contents: Sequence[Content]) -> None:
         """Value, in one pass, the contents not valued since the last rebuild (a model's layers at once)."""
-        missing = list(dict.fromkeys(c for c in contents if c not in self._value))
+        missing = list(dict.fromkeys(c for c in contents if math.isnan(self._known_value(c))))
         if len(missing) > 1:
-            self._value.update(zip(missing, self._values(missing).tolist()))
+            for content, value in zip(missing, self._values(missing).tolist()):
+                self._keep_value(content, value)
 
     def _content_value(self, content: Content) -> float:
-        value = self._value.get(content)
-        if value is None:
-            value = self._value[content] = float(self._values([content])[0])
+        value = self._known_value(content)
+        if value != value:
+            value = float(self._values([content])[0])
+            self._keep_value(content, value)
         return value
 
     def _push(self, key: Key) -> None:
@@ -558,31 +611,62 @@ class EvolutionAware(Policy):
             else:
                 described.append(i)
                 rows.append(patterns.setdefault(c[1:], len(patterns)))
-        need = max([1] + [deps[-1] + 1 for deps, _ in patterns if deps] +
-                   [entry.deps[-1] + 1 for _, entry in owned if entry.deps])  # positions the state must cover
+        out = self._owned_values(len(contents), owned, max([1] + [deps[-1] + 1 for deps, _ in patterns if deps]))
+        if patterns and len(self._state[1]):
+            blank = [-1] * self._state[0].shape[1]
+            table = []
+            for deps, vals in patterns:
+                row = blank.copy()
+                for j, v in zip(deps, vals):
+                    row[j] = v
+                table.append(row)
+            out[described] = self._pattern_values(np.array(table, np.int64))[rows]
+        return out
+
+    def _held_values(self, content_rows: np.ndarray) -> np.ndarray:
+        """``_values`` of the held contents of ``content_rows``, in that order, from the patterns kept in columns
+        (the same patterns in the same order, so the same floats)."""
+        pattern = self._contents.column("pattern", content_rows)
+        described = pattern >= 0
+        used = pattern[described]
+        owned = [(int(i), self._entries[self._contents.keys(content_rows[i:i + 1])[0][1]])
+                 for i in np.flatnonzero(~described)]
+        need = int(self._patterns.column("width", used).max(initial=1))
+        out = self._owned_values(len(content_rows), owned, need)
+        if len(used) and len(self._state[1]):
+            patterns, first, inverse = np.unique(used, return_index=True, return_inverse=True)
+            order = np.argsort(first)  # in the order of first use, as ``_values`` numbers them
+            place = np.empty_like(order)
+            place[order] = np.arange(len(order))
+            out[described] = self._pattern_values(self._want[patterns[order]])[place[inverse]]
+        return out
+
+    def _owned_values(self, n: int, owned: Sequence[tuple[int, _Entry]], need: int) -> np.ndarray:
+        """Values of ``n`` contents: those of undescribed models (index, entry) through their own model, 0 for the
+        rest; first makes sure the parents' state covers ``need`` positions and the owned entries' deps."""
+        need = max([need] + [entry.deps[-1] + 1 for _, entry in owned if entry.deps])
         if self._state is None or self._state[2].shape[0] < need:
             self._state = self._parents(need)
-        arch, weight, where, pick = self._state
-        out = np.zeros(len(contents))
+        where = self._state[2]
+        out = np.zeros(n)
         for i, entry in owned:
             out[i] = self._weight(entry.model_id) * (1.0 - where[list(entry.deps)].sum())
-        if not patterns or not len(weight):
-            return out
-        blank = [-1] * arch.shape[1]
-        table = []
-        for deps, vals in patterns:
-            row = blank.copy()
-            for j, v in zip(deps, vals):
-                row[j] = v
-            table.append(row)
-        want = np.array(table, np.int64)
-        mask = want >= 0  # arch values are >= 0: -1 marks a position the pattern does not depend on
+        return out
+
+    def _pattern_values(self, want: np.ndarray) -> np.ndarray:
+        """Sum over parents of weight x P(one mutation recreates the pattern), for each row of ``want`` (an arch
+        value per position, -1 where the pattern does not depend on it)."""
+        arch, weight, where, pick = self._state
+        width = arch.shape[1]
+        if want.shape[1] < width:
+            want = np.pad(want, ((0, 0), (0, width - want.shape[1])), constant_values=-1)
+        want = want[:, :width]
+        mask = want >= 0  # arch values are >= 0
         differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
         count = differ @ np.ones(differ.shape[2], np.int32)  # a product counts faster than a boolean sum
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
         chance = np.where(count == 0, stay[None, :], np.where(count == 1, differ @ pick, 0.0))
-        out[described] = (weight @ chance)[rows]
-        return out
+        return weight @ chance
 
     def _rebuild_if_stale(self) -> None:
         """Value every held content and re-rank every entry (once per state change, not per call), in a few
@@ -591,11 +675,9 @@ class EvolutionAware(Policy):
             return
         self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         content_rows = self._contents.rows()
-        contents = self._contents.keys(content_rows)
-        values = self._values(contents)
-        self._value = dict(zip(contents, values.tolist()))
-        value = np.zeros(self._contents.size)
-        value[content_rows] = values
+        self._contents.put("value", content_rows, self._held_values(content_rows))
+        self._value = {}
+        value = self._contents.column("value")
         rows = self._entry_rows.rows()
         keys = self._entry_rows.keys(rows)
         column = {name: self._entry_rows.column(name, rows) for name in ("seq", "depth", "size", "model", "content")}
