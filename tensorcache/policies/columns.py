@@ -42,6 +42,10 @@ class Columns:
     def set(self, name: str, row: int, value: Any) -> None:
         self._columns[name][row] = value
 
+    def array(self, name: str) -> array:
+        """Column ``name`` itself, to read or write one row at a time (``column[row]``)."""
+        return self._columns[name]
+
     def put(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
         """Write ``values`` into column ``name`` at ``rows`` (one numpy pass)."""
         data = self._columns[name]

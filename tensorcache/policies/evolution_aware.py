@@ -147,6 +147,7 @@ class EvolutionAware(Policy):
         self._holders: dict[Content, set[Key]] = {}
         self._contents = Columns(hits="q", pattern="q", value="d")  # held contents: hits on each, its pattern's
         # row of ``_patterns`` (-1: an undescribed model's own), its value as of the last rebuild (NaN: not yet)
+        self._hits, self._valued = self._contents.array("hits"), self._contents.array("value")
         self._patterns = Columns(uses="q", width="q")  # (deps, arch values at deps) of held contents: contents
         # held, positions it covers; contents that differ only in layer share one, valued once
         self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
@@ -320,7 +321,7 @@ class EvolutionAware(Policy):
             self._fallback.on_hit(key)
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
-            self._contents.set("hits", entry.content_row, self._contents.get("hits", entry.content_row) + 1)
+            self._hits[entry.content_row] += 1
             self._models[entry.model_id].touch = next(self._tick)
             if not self._stale:
                 self._push(key)
@@ -399,7 +400,7 @@ class EvolutionAware(Policy):
         arch = self._models[entry.model_id].arch
         if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
             return ("own", key)
-        return (entry.depth, entry.deps, tuple([arch[j] for j in entry.deps]))
+        return (entry.depth, entry.deps, tuple(map(arch.__getitem__, entry.deps)))
 
     def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
         """File the entry under its content and rank it (``push``: set its priorities too)."""
@@ -430,8 +431,15 @@ class EvolutionAware(Policy):
     def _rank_model(self, model: _Model) -> None:
         """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
         but without looking for other copies."""
-        entries, rank = self._entries, self._rank
-        self._value_missing([entries[key].content for key in model.keys.values()])
+        entries, rank, valued = self._entries, self._rank, self._valued
+        missing: dict[Content, int] = {}  # content not valued since the last rebuild -> its row, in order
+        for key in model.keys.values():
+            entry = entries[key]
+            if math.isnan(valued[entry.content_row]):
+                missing.setdefault(entry.content, entry.content_row)
+        if len(missing) > 1:  # valued in one pass (a single one is valued below only if it is needed)
+            for row, value in zip(missing.values(), self._values(list(missing)).tolist()):
+                valued[row] = value
         if not model.prefix:
             for key in model.keys.values():
                 rank[key] = self._entry_value(key) / entries[key].size
@@ -441,7 +449,8 @@ class EvolutionAware(Policy):
         for depth in range(run - 1, -1, -1):  # _run_ranks for one model, without building its columns
             key = model.keys[depth]
             entry = entries[key]
-            value += self._content_value(entry.content)
+            got = valued[entry.content_row]
+            value += self._content_value(entry.content) if math.isnan(got) else got
             size += entry.size
             rank[key] = value / size
         rank.update((key, -1.0) for depth, key in model.keys.items() if depth > run)
@@ -479,8 +488,7 @@ class EvolutionAware(Policy):
                     self._set.pop(key, None)
             return
         self._held.discard(model_id)
-        for key in model.keys.values():
-            self._push(key)
+        self._push_model(model)
 
     def _entry_value(self, key: Key) -> float:
         """Expected reuses of one entry. Compatible mode serves a child every matching layer of the one
@@ -534,13 +542,6 @@ class EvolutionAware(Policy):
         else:
             self._contents.set("value", row, value)
 
-    def _value_missing(self, contents: Sequence[Content]) -> None:
-        """Value, in one pass, the contents not valued since the last rebuild (a model's layers at once)."""
-        missing = list(dict.fromkeys(c for c in contents if math.isnan(self._known_value(c))))
-        if len(missing) > 1:
-            for content, value in zip(missing, self._values(missing).tolist()):
-                self._keep_value(content, value)
-
     def _content_value(self, content: Content) -> float:
         value = self._known_value(content)
         if value != value:
@@ -556,9 +557,19 @@ class EvolutionAware(Policy):
         self._set[key] = priority
         self._heap.rise(key, priority, floor)
 
+    def _push_model(self, model: _Model) -> None:
+        """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
+        entries, rank, hits, last, rise = self._entries, self._rank, self._hits, self._set, self._heap.rise
+        touch = model.touch
+        for key in model.keys.values():
+            entry = entries[key]
+            priority = (rank[key], hits[entry.content_row], touch, -entry.depth, -entry.seq)
+            rise(key, priority, last.get(key))
+            last[key] = priority
+
     def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
         entry = self._entries[key]
-        hits = self._contents.get("hits", entry.content_row)
+        hits = self._hits[entry.content_row]
         return (self._rank[key], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
 
     def _weight(self, model_id: str) -> float:
@@ -679,22 +690,21 @@ class EvolutionAware(Policy):
         self._value = {}
         value = self._contents.column("value")
         rows = self._entry_rows.rows()
-        keys = self._entry_rows.keys(rows)
         column = {name: self._entry_rows.column(name, rows) for name in ("seq", "depth", "size", "model", "content")}
         ranks, others = self._rank_columns(column, value)
         if others:
-            at = dict(zip(keys, range(len(keys))))
-            for key, rank in others.items():
-                ranks[at[key]] = rank
-        self._rank = dict(zip(keys, ranks.tolist()))
+            entry_row = self._entry_rows.row
+            ranks[np.searchsorted(rows, [entry_row[key] for key in others])] = list(others.values())
         touch = np.zeros(self._model_rows.size, np.int64)
-        for m, model in self._models.items():
-            touch[self._model_rows.row[m]] = model.touch
+        model_row = self._model_rows.row
+        touch[[model_row[m] for m in self._models]] = [model.touch for model in self._models.values()]
         fields = (-column["seq"], -column["depth"], touch[column["model"]],
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(fields)
         seq, depth, touched, hits, rank = (field[order].tolist() for field in fields)
-        self._heap = LazyHeap([keys[i] for i in order.tolist()], lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
+        keys = self._entry_rows.keys(rows[order])
+        self._rank = dict(zip(keys, rank))
+        self._heap = LazyHeap(keys, lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
         self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
         self._held.clear()
         self._stale = False
