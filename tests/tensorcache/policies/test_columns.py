@@ -1,4 +1,4 @@
-"""Columns: rows reused after a drop, values read back as numpy arrays, growth while a copy is held."""
+"""Columns: rows reused after a drop, values read back as numpy arrays, growth while a copy is held, writes."""
 import numpy as np
 
 from tensorcache.policies.columns import Columns
@@ -25,3 +25,16 @@ def test_a_column_read_does_not_stop_the_columns_from_growing():
     for k in range(1, 100):
         c.add(k, k)
     assert held.tolist() == [0] and np.array_equal(c.column("seq", c.rows()), np.arange(100))
+
+
+def test_put_writes_rows_in_one_pass_and_array_is_the_column_itself():
+    c = Columns(value="d")
+    for k in range(4):
+        c.add(k, 0.0)
+    c.put("value", np.array([1, 3]), np.array([0.5, 2.5]))
+    assert c.column("value").tolist() == [0.0, 0.5, 0.0, 2.5]
+    values = c.array("value")
+    values[2] += 1.0  # a write through it is a write to the column
+    assert c.get("value", 2) == 1.0
+    c.add(4, 9.0)  # growing after a put: no numpy view is left holding the column
+    assert values[4] == 9.0
