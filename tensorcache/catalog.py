@@ -11,6 +11,7 @@ of format 1 (JSON, written by earlier versions) are still read, so an existing s
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -108,8 +109,9 @@ class ModelRecord:
                       _ints("I", len(layer.depends_on)).pack(*layer.depends_on)]
             for name, t in layer.tensors.items():
                 raw_name = name.encode()
-                parts += [_TENSOR.pack(t.digest, len(raw_name), _DTYPE_INDEX[t.dtype], KINDS.index(t.kind),
-                                       len(t.shape), t.nbytes), raw_name, _ints("Q", len(t.shape)).pack(*t.shape)]
+                parts.append(_tensor_entry(len(raw_name), len(t.shape)).pack(
+                    t.digest, len(raw_name), _DTYPE_INDEX[t.dtype], KINDS.index(t.kind), len(t.shape), t.nbytes,
+                    raw_name, *t.shape))
         return b"".join(parts)
 
     @classmethod
@@ -199,9 +201,17 @@ class ModelRecord:
             raise PayloadError(f"malformed model record: {exc!r:.200}") from None
 
 
+@functools.lru_cache(maxsize=256)
 def _ints(code: str, count: int) -> struct.Struct:
-    """The little-endian struct of ``count`` values of ``code``."""
+    """The little-endian struct of ``count`` values of ``code`` (memoised: records repeat a few lengths)."""
     return struct.Struct(f"<{count}{code}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_entry(name_bytes: int, ndim: int) -> struct.Struct:
+    """One tensor's whole entry in a format-2 record: ``_TENSOR``'s fields, its name, its shape (one pack
+    per tensor; a record of a few hundred tensors is made on every put into a shared tier)."""
+    return struct.Struct(f"{_TENSOR.format}{name_bytes}s{ndim}Q")
 
 
 MAX_ARCH_VALUE = 2**63 - 1  # what a key's signed 64-bit field encodes

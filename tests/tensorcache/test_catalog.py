@@ -78,6 +78,15 @@ def test_the_lying_tensor_builder_builds_a_valid_record_when_it_does_not_lie():
     assert ModelRecord.from_bytes(_one_tensor()).layers[0].tensors["w"].nbytes == 16
 
 
+def test_a_written_record_is_the_documented_layout_byte_for_byte():
+    record = ModelRecord("m", (3,), 0.5, None, (LayerRecord(b"k" * 16, {"w": TensorRef(b"d" * 16, "float32", (4,), 16)},
+                                                            (0,)),))
+    assert record.encoded == _one_tensor()
+    two_dims = ModelRecord("m", (3,), 0.5, None, (LayerRecord(b"k" * 16, {"w": TensorRef(b"d" * 16, "float32", (2, 2),
+                                                                                              16)}, (0,)),))
+    assert two_dims.encoded == _one_tensor(shape=(2, 2))
+
+
 @pytest.mark.parametrize("name", sorted(DAMAGED))
 def test_damaged_packed_records_are_refused_with_a_payload_error(name):
     with pytest.raises(PayloadError):
