@@ -97,14 +97,16 @@ class Tier(ABC):
         """``body(txn)`` in one transaction, committed if ``write`` and it returns; StoreFailure if the
         store failed (the transaction then changed nothing)."""
 
-    def _attempt(self, kind: str, write: bool, body: Callable[[Txn], T], default: T) -> T:
-        """``_run``, turning a store failure into ``default`` and damaged books into a repair and one retry."""
+    def _attempt(self, kind: str, write: bool, body: Callable[[Txn], T], default: T, what: str = "") -> T:
+        """``_run``, turning a store failure into ``default`` (warned about once per ``kind``, as ``what`` failed:
+        e.g. the model put) and damaged books into a repair and one retry."""
         for tries in range(2):
             try:
                 return self._run(write, body)
             except StoreFailure as exc:
                 if not exc.reported:
-                    self._warn(kind, "%s tier: %s failed (%s); treating as a miss", self.name, kind, exc)
+                    self._warn(kind, "%s tier: %s failed (%s); %s", self.name, what or kind, exc,
+                               "nothing was changed" if write else "treating as a miss")
                 return default
             except BooksDamaged as exc:
                 if tries or not self._repair(str(exc)):
@@ -191,7 +193,7 @@ class Tier(ABC):
                 raise BooksDamaged(f"used bytes {used} exceed the capacity {self.capacity}")
             return books.hold(txn, record, model_id, entries, blobs, self.capacity, origin)
 
-        return self._attempt("write", True, body, books.DROPPED)
+        return self._attempt("write", True, body, books.DROPPED, f"the put of model {model_id!r}")
 
     def release(self, model_id: str, index: int, origin: str = "") -> bool:
         """Drop one entry in one transaction (see ``books.release``); False if it was not held."""

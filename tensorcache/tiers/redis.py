@@ -75,6 +75,13 @@ def _client(url: str, socket_timeout: float) -> redis.Redis:
                                 retry=Retry(NoBackoff(), 0))
 
 
+def _reason(exc: redis.RedisError) -> str:
+    """The error's type and the server's words, without the command redis-py quotes into a pipeline's error
+    (its arguments are keys, records and payload bytes)."""
+    said = str(exc).rpartition(" of pipeline caused error: ")[2]
+    return f"{type(exc).__name__}: {said}"
+
+
 def _required_down(url: str, exc: BaseException) -> ConnectionError:
     """The error of a required Redis that does not answer."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -123,7 +130,7 @@ class RedisTier(SharedTier):
             self._unreachable(exc)
             raise StoreFailure(f"unreachable ({type(exc).__name__})", reported=True) from None
         except redis.RedisError as exc:
-            raise StoreFailure(f"{type(exc).__name__}: {exc}") from None
+            raise StoreFailure(_reason(exc)) from None
         if self._backoff:
             log.info("redis at %s reachable again", self.address)
             self._backoff = 0.0

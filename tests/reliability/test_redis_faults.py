@@ -176,6 +176,22 @@ def test_puts_while_redis_is_down_reach_the_lmdb_tier(redis_server, tmp_path, la
             genuine(hit, archs, archs[f"m{m}"])
 
 
+def test_a_write_redis_refuses_is_warned_once_naming_the_model_and_the_failure_not_bytes(redis_server, layers_of,
+                                                                                       caplog):
+    cache = TensorCache(memory="1MB", redis=redis_server.url, namespace="full")
+    with redis.Redis.from_url(redis_server.url) as raw:  # every write is refused from now on
+        raw.config_set("maxmemory-policy", "noeviction")
+        raw.config_set("maxmemory", 1)
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        for m in range(3):
+            assert cache.put(f"m{m}", (m, 1), layers_of(m, 2)).written > 0  # the memory tier takes it
+    [message] = [r.getMessage() for r in caplog.records]
+    assert "model 'm0'" in message and "OutOfMemoryError" in message and "maxmemory" in message, message
+    assert message.isascii() and message.isprintable() and "tc:full" not in message and "Command #" not in message
+    assert cache.stats()["dropped_puts"] == 3 and cache.lookup((2, 1)).slowest_tier == "memory"
+    cache.close()
+
+
 def test_unreachable_redis_at_start_is_one_clear_error_if_required_else_local_tiers(tmp_path, layers_of, caplog):
     url = f"redis://127.0.0.1:{_closed_port()}/0"
     disk = tmp_path / "cache.lmdb"
