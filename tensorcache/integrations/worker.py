@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ..cache import TensorCache
 from ..config import CacheConfig
+from ..guard import Guard
 from ..layers import LayerMap
 from ..tiers.redis import check_reachable
 from ..transfer import TransferReport
@@ -33,21 +34,26 @@ _LOCK = threading.Lock()
 _OPEN: dict[tuple[int, str], WorkerCache] = {}
 
 
+class Unopened(RuntimeError):
+    """This process's cache could not be opened (warned about once, when it was tried)."""
+
+
 @dataclass
 class WorkerCache:
     """A process's cache (None when it could not be opened: ``failure`` says why), the lock its threads share,
-    and what the process has told its policies."""
+    the guard its calls run under, and what the process has told its policies."""
 
     cache: TensorCache | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: int = 0          # jobs whose models this cache stored
     heard: int = 0         # number of the last finished evaluation whose news this cache has heard
-    errors: int = 0        # warm starts, lookups and puts that failed or had no cache, skipped (the job went on)
     failure: str = ""      # why the cache could not be opened in this process
+    guard: Guard = field(default_factory=lambda: Guard(quiet=(Unopened,)))
 
-
-class Unopened(RuntimeError):
-    """This process's cache could not be opened (warned about once, when it was tried)."""
+    @property
+    def errors(self) -> int:
+        """Warm starts, lookups and puts that failed or had no cache, skipped (the job went on)."""
+        return sum(self.guard.errors.values())
 
 
 def cache_settings(cache: CacheOptions) -> dict[str, Any]:
@@ -154,18 +160,16 @@ def store(worker: WorkerCache, module: Any, arch: tuple[int, ...], score: float 
 
 
 def guarded(worker: WorkerCache, transfer: Transfer, what: str, default: T, call: Callable[[TensorCache], T]) -> T:
-    """``call(cache)`` under the worker's lock, or ``default`` when it raises or the process has no cache: counted,
-    noted in ``transfer.error`` and warned about (an unopened cache was warned about once, when it was tried)."""
+    """``call(cache)`` under the worker's lock and guard, or ``default`` when it raises or the process has no cache:
+    counted, noted in ``transfer.error`` and warned about once per kind (an unopened cache was warned about
+    once, when it was tried)."""
+    def run() -> T:
+        if worker.cache is None:
+            raise Unopened(worker.failure)
+        return call(worker.cache)
+
+    def note(failure: str) -> None:
+        transfer.error = "; ".join(filter(None, [transfer.error, failure]))
+
     with worker.lock:
-        try:
-            if worker.cache is None:
-                raise Unopened(worker.failure)
-            return call(worker.cache)
-        except Exception as exc:  # the user's job goes on without the cache
-            worker.errors += 1
-            message = f"{what} of model {transfer.model_id} failed: {type(exc).__name__}: {exc}"
-            transfer.error = "; ".join(filter(None, [transfer.error, message]))
-            if not isinstance(exc, Unopened):
-                warnings.warn(f"tensorcache: {message}; the job goes on without the cache", RuntimeWarning,
-                              stacklevel=3)
-            return default
+        return worker.guard(what, default, run, f"model {transfer.model_id}", note)
