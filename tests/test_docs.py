@@ -72,3 +72,13 @@ def test_each_results_page_leads_with_its_figures_and_command():
 def test_python_blocks_write_only_below_their_folder(code: str, skip: str | None) -> None:
     for outside in ("/local/", "gettempdir(", "mkdtemp("):  # the tests run each block in a fresh temporary folder
         assert outside not in code, f"a doc example writes outside its folder ({outside})"
+
+
+def test_every_test_the_docs_name_exists():
+    """A test named as ``tests/...py::name`` in the README or docs/ is defined in that file (renames break it)."""
+    named = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path, name in set(named.findall(doc.read_text())):
+            source = ROOT / path
+            assert source.is_file() and re.search(rf"^def {name}\(", source.read_text(), re.MULTILINE), \
+                f"{doc.relative_to(ROOT)} names {path}::{name}, which does not exist"
