@@ -169,7 +169,9 @@ def bench_lmdb(sizes: Sequence[int], quick: bool, workdir: str) -> list[Comparis
     with LMDBTier(os.path.join(workdir, "tier.lmdb"), 2 * max(sizes)) as tier:
         env = _env_like(tier, os.path.join(workdir, "raw.lmdb"))
         try:
-            note = "one write transaction each, " + ("fsync'd" if env.flags()["sync"] else "no fsync (sync=False)")
+            flags = env.flags()
+            note = ("one write transaction each, " + ("fsync'd" if flags["sync"] else "no fsync (sync=False)")
+                    + (", writable map" if flags["writemap"] else ""))
             return [c for n in sizes for c in compare_ops("lmdb", n, tier_ops(tier), lmdb_ops(env), quick, 0.90,
                                                            put_note=note)]
         finally:

@@ -7,14 +7,27 @@ was before, and the books are checked against the payloads on open (orphans recl
 (shorter than its own header says) is refused at open with a clear error instead of a SIGBUS later.
 Opening takes no write transaction (there are no named databases to create), so a writer stopped while
 it holds LMDB's write lock does not block other processes from opening the file and reading it.
+
+On file systems that overwrite a file's blocks in place (ext2/3/4, XFS, tmpfs) the map is writable
+(MDB_WRITEMAP): a commit then writes its pages through the map instead of one write call per page at the
+end of a growing file, several times cheaper on ext4. The data file is then sparse and as long as the map
+(``ls`` shows the map, ``du`` what is used). Writing a page the disk cannot back would kill the process
+(SIGBUS), so before a write transaction touches a page past LMDB's last one, the blocks it can reach are
+allocated (posix_fallocate): LMDB's last page, plus the bytes the transaction writes, a few pages per
+change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them refuses the write (a dropped hold and
+one warning). Every process resizes the file under one lock and never below its current size, so it never
+shrinks under another process's map.
 """
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
+import re
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import lmdb
@@ -28,6 +41,9 @@ T = TypeVar("T")
 _MAX_READERS = 1024
 _SLACK = 32 * 2**20  # room for B-tree pages and snapshots held by readers, beyond 2x capacity
 _MAX_TRIES = 64
+_TXN_SLACK = 2**20  # reserved past a write transaction's own pages: the free list it saves at commit
+_RESERVE_STEP = 4 * 2**20  # disk is reserved in steps of this many bytes (one call per step, not per change)
+_IN_PLACE = frozenset({"ext2", "ext3", "ext4", "xfs", "tmpfs"})  # file systems that never copy on write
 _META = struct.Struct("<II")  # magic, version at offset 16 of a meta page
 _MAGIC = 0xBEEFC0DE
 
@@ -75,24 +91,98 @@ def _meta_offsets(head: bytes) -> list[int]:
     return out
 
 
+def writes_in_place(path: str) -> bool:
+    """Whether the file system holding ``path`` overwrites a file's allocated blocks in place, so that a
+    write into blocks reserved with posix_fallocate cannot fail later (False for copy-on-write file
+    systems, overlays and whatever /proc/self/mountinfo does not name)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return False
+    best, kind = "", ""
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, right.split()[0]
+    return kind in _IN_PLACE
+
+
 class _Env:
     """An open environment and its databases; LMDB forbids opening one file twice in a process."""
 
     def __init__(self, path: str, map_size: int) -> None:
         check_data_file(path)
-        self.env = _while_resized(lambda: lmdb.open(path, map_size=map_size, max_dbs=0,
-                                                    max_readers=_MAX_READERS, readahead=False, sync=False,
-                                                    metasync=False),
-                                  lambda: None, "the environment was opened")
+        self.writemap = writes_in_place(path)
+        self.fd = os.open(os.path.join(path, "data.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
+        self.reserved = 0  # the file's blocks are allocated up to here (known to this process)
+        try:
+            with _file_lock(self.fd):
+                size = self._fit_file(map_size)
+                self.env = _while_resized(lambda: lmdb.open(path, map_size=size, max_dbs=0,
+                                                            max_readers=_MAX_READERS, readahead=False, sync=False,
+                                                            metasync=False, writemap=self.writemap),
+                                          lambda: None, "the environment was opened")
+        except BaseException:
+            os.close(self.fd)
+            raise
         # No fsync per commit: a killed process loses nothing (the OS holds the pages) and every read
         # re-checks payload digests; only a machine crash can lose the newest entries of this cache.
         try:
             self.env.reader_check()  # free reader slots left by killed processes
         except lmdb.Error:
-            self.env.close()
+            self.close()
             raise
         self.lock = threading.Lock()  # no transaction may be open in this process while the map is resized
         self.users = 0
+
+    def _fit_file(self, size: int) -> int:
+        """The map size to use for ``size`` (0: the one another process set): with writemap, never less
+        than the file, which is extended to it first, so that LMDB's own resize of the file can neither
+        shrink it under another process's map nor fail after unmapping the old map (OSError if it cannot
+        grow, e.g. EFBIG); without writemap, or for a new file that LMDB has yet to write its header
+        into, ``size``."""
+        now = os.fstat(self.fd).st_size
+        if not self.writemap or now == 0:
+            return size
+        size = max(size, now)
+        os.ftruncate(self.fd, size)
+        return size
+
+    def set_map(self, size: int) -> None:
+        """Map ``size`` bytes of the file (0: adopt the size another process grew the map to)."""
+        with _file_lock(self.fd):
+            self.env.set_mapsize(self._fit_file(size))
+
+    def reserve(self, end: int) -> None:
+        """With writemap, allocate the file's blocks up to ``end``, rounded up to whole steps of 4 MiB (at
+        most the map), before LMDB writes them through the map; OSError (ENOSPC, EDQUOT) if the disk cannot
+        give them."""
+        if not self.writemap or end <= self.reserved:
+            return
+        end = min(-(-end // _RESERVE_STEP) * _RESERVE_STEP, self.env.info()["map_size"])
+        if end > self.reserved:
+            os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
+            self.reserved = end
+
+    def close(self) -> None:
+        self.env.close()
+        os.close(self.fd)
+
+
+@contextmanager
+def _file_lock(fd: int) -> Iterator[None]:
+    """An exclusive lock on the data file across processes, held while the file is resized."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _while_resized(attempt: Callable[[], T], adopt: Callable[[], object], what: str) -> T:
@@ -123,7 +213,29 @@ def _release(path: str, shared: _Env) -> None:
         shared.users -= 1
         if shared.users == 0:
             del _envs[path]
-            shared.env.close()
+            shared.close()
+
+
+class _Room:
+    """The disk one write transaction can reach, reserved before each change it makes (writemap only):
+    LMDB's last page, 1 MiB, then per change its bytes and a few pages."""
+
+    def __init__(self, shared: _Env) -> None:
+        stat = shared.env.stat()
+        self.shared, self.page = shared, stat["psize"]
+        # a change copies one root-to-leaf path and may split each page on it and add a root
+        self.per_change = (2 * stat["depth"] + 2) * self.page
+        self.end = (shared.env.info()["last_pgno"] + 1) * self.page + _TXN_SLACK
+        shared.reserve(self.end)
+
+    def add(self, nbytes: int) -> None:
+        """Reserve for a change that writes ``nbytes`` (key and value)."""
+        self.end += nbytes + self.per_change
+        self.shared.reserve(self.end)
+
+    def add_freed(self, nbytes: int) -> None:
+        """Reserve for deleting a value of ``nbytes``: the free list grows by one page number per page."""
+        self.add(8 * (nbytes // self.page + 1))
 
 
 class _LMDBTxn(Txn):
@@ -131,17 +243,21 @@ class _LMDBTxn(Txn):
 
     logs = True
 
-    def __init__(self, txn: lmdb.Transaction, ns: bytes) -> None:
-        self.txn, self.books, self.blobs = txn, ns + b"k", ns + b"b"
+    def __init__(self, txn: lmdb.Transaction, ns: bytes, room: _Room | None = None) -> None:
+        self.txn, self.books, self.blobs, self.room = txn, ns + b"k", ns + b"b", room
 
     def get(self, key: bytes) -> bytes | None:
         view = self.txn.get(self.books + key)
         return None if view is None else bytes(view)
 
     def set(self, key: bytes, value: bytes) -> None:
+        if self.room:
+            self.room.add(len(key) + len(value))
         self.txn.put(self.books + key, value)
 
     def delete(self, key: bytes) -> None:
+        if self.room:
+            self.room.add(0)
         self.txn.delete(self.books + key)
 
     def keys(self, prefix: bytes) -> Iterator[bytes]:
@@ -167,9 +283,13 @@ class _LMDBTxn(Txn):
         return bytes(view)  # the one copy, made before the transaction ends
 
     def put_blob(self, digest: bytes, value: Any) -> None:
+        if self.room:
+            self.room.add(len(digest) + memoryview(value).nbytes)
         self.txn.put(self.blobs + digest, value)
 
     def delete_blob(self, digest: bytes) -> None:
+        if self.room:
+            self.room.add_freed(self.blob_size(digest) or 0)
         self.txn.delete(self.blobs + digest)
 
     def blob_digests(self) -> Iterator[bytes]:
@@ -225,27 +345,38 @@ class LMDBTier(SharedTier):
             for _ in range(_MAX_TRIES):
                 try:
                     with shared.env.begin(write=write, buffers=True) as txn:
-                        return body(_LMDBTxn(txn, self._ns))
+                        room = _Room(shared) if write and shared.writemap else None
+                        return body(_LMDBTxn(txn, self._ns, room))
                 except lmdb.MapResizedError:
-                    shared.env.set_mapsize(0)  # another process grew the map: adopt it and run again
+                    shared.set_map(0)  # another process grew the map: adopt it and run again
                 except lmdb.MapFullError:
-                    if not self._grow(shared.env):
+                    if not self._grow(shared):
                         self._warn("full", "LMDB tier at %s is full at its %d-byte map limit; dropping writes",
                                    self.path, self._map_limit)
                         raise StoreFailure("map full", reported=True) from None
                 except lmdb.Error as exc:
                     raise StoreFailure(str(exc)) from None
+                except OSError as exc:
+                    raise self._no_disk(exc) from None
             raise StoreFailure("the map kept being resized")
+
+    def _no_disk(self, exc: OSError) -> StoreFailure:
+        """The failure to report when the disk cannot back the map's next pages (ENOSPC, EFBIG, EDQUOT)."""
+        self._warn("disk", "LMDB tier at %s gets no more disk space (%s); dropping writes", self.path, exc)
+        return StoreFailure("no disk space", reported=True)
 
     def _adopt_capacity(self, stored: int) -> None:
         super()._adopt_capacity(stored)
         self._map_limit = max(self._map_limit, _map_limit(stored))
 
-    def _grow(self, env: lmdb.Environment) -> bool:
-        size = env.info()["map_size"]
+    def _grow(self, shared: _Env) -> bool:
+        size = shared.env.info()["map_size"]
         if size >= self._map_limit:
             return False
-        env.set_mapsize(min(2 * size, self._map_limit))
+        try:
+            shared.set_map(min(2 * size, self._map_limit))
+        except OSError as exc:
+            raise self._no_disk(exc) from None
         return True
 
     def close(self) -> None:

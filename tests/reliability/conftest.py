@@ -88,6 +88,11 @@ class LMDBStore:
         with lmdb.open(str(self.path)) as env, env.begin(write=True) as txn:
             txn.put(self.payloads + key, value)
 
+    def in_use(self) -> int:
+        """Bytes of the data file that LMDB's pages span (the file may be longer: a writable map is sparse)."""
+        with lmdb.open(str(self.path), readonly=True, lock=False) as env:
+            return (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+
     def tier(self) -> LMDBTier:
         return LMDBTier(self.path, capacity=1 << 30, namespace=self.namespace)
 

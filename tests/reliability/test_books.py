@@ -187,8 +187,8 @@ def test_a_huge_value_under_a_small_payloads_key_is_not_read(redis_url, redis_na
 
 
 @pytest.mark.parametrize("keep", [0.75, 0.5, 0.1])
-def test_a_truncated_lmdb_file_is_refused_at_open_and_the_search_goes_on(tmp_path, python, keep):
-    path = tmp_path / "c.lmdb"
+def test_a_truncated_lmdb_file_is_refused_at_open_and_the_search_goes_on(lmdb_store, python, keep):
+    path = lmdb_store.path
     python("""
 import sys
 from tensorcache import TensorCache
@@ -196,8 +196,7 @@ with TensorCache(memory=0, disk=sys.argv[1], disk_capacity="64MB") as cache:
     for m in range(40):
         cache.put(f"m{m}", (m, 1), make_layers(m, 2, 20_000))
 """, str(path))
-    data = path / "data.mdb"
-    os.truncate(data, int(data.stat().st_size * keep))
+    os.truncate(path / "data.mdb", int(lmdb_store.in_use() * keep))
     done = python("""
 import sys
 from tensorcache import TensorCache

@@ -68,15 +68,16 @@ def test_a_damaged_payload_is_counted_released_and_never_served(store, damage, l
 def test_bit_rot_inside_the_lmdb_file_is_caught_by_the_digest(lmdb_store, layers_of, genuine):
     store = lmdb_store
     _fill(store, layers_of)
-    data = store.path / "data.mdb"
-    raw = bytearray(data.read_bytes())
-    needle = np.full(16, 1002, dtype=np.float32).tobytes()  # m1's layer 2 values, as they lie on disk
-    at = raw.find(needle)
-    assert at >= 0
-    while at >= 0:  # copy-on-write may have left stale copies in free pages: rot them all
-        raw[at + 5] ^= 0x40
-        at = raw.find(needle, at + 1)
-    data.write_bytes(bytes(raw))
+    with open(store.path / "data.mdb", "r+b") as data:
+        raw = bytearray(data.read(store.in_use()))
+        needle = np.full(16, 1002, dtype=np.float32).tobytes()  # m1's layer 2 values, as they lie on disk
+        at = raw.find(needle)
+        assert at >= 0
+        while at >= 0:  # copy-on-write may have left stale copies in free pages: rot them all
+            raw[at + 5] ^= 0x40
+            at = raw.find(needle, at + 1)
+        data.seek(0)
+        data.write(raw)
     reader = TensorCache(memory="1MB", disk=store.path)
     hit = reader.lookup(ARCHS["m1"])
     assert hit.donor == "m1" and hit.prefix_len == 2

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tensorcache import TensorCache
 from tensorcache.catalog import ModelRecord
@@ -51,17 +54,34 @@ def test_a_tier_at_capacity_evicts_and_every_put_returns(tmp_path, layers_of, ge
     cache.close()
 
 
-# A worker whose disk fills up: RLIMIT_FSIZE makes every write past the limit fail with EFBIG (SIGXFSZ is
-# ignored, as a server process would), exactly what a full file system does to LMDB's writes.
-DISK_FULL = r"""
+# A worker whose file may not grow: RLIMIT_FSIZE makes every write or resize past the limit fail with EFBIG
+# (SIGXFSZ is ignored, as a server process would). The map starts small (the tier opened first in the same
+# process sets it), so the file must grow whether LMDB writes pages at its end or through a writable map.
+FILE_LIMIT = r"""
 import json, os, resource, signal, sys
 from tensorcache import TensorCache
+from tensorcache.tiers import LMDBTier
 path, width = sys.argv[1], int(sys.argv[2])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+small = LMDBTier(path, capacity=1 << 30, map_size=1 << 20)
 cache = TensorCache(memory=100_000, disk=path, disk_capacity="1GB", policy="lru")
 cache.put("m0", (0, 0, 0), make_layers(0, 3, width))
 limit = os.path.getsize(os.path.join(path, "data.mdb")) + 300_000
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+"""
+
+# A worker whose disk fills up for real: a 2 MiB tmpfs in a mount namespace of its own. The map is a sparse
+# file far larger than the disk, so a page written through it that the disk cannot back would kill the
+# process (SIGBUS) if the tier did not reserve the blocks first.
+SMALL_DISK = r"""
+import json, os, sys
+from tensorcache import TensorCache
+path, width = sys.argv[1], int(sys.argv[2])
+cache = TensorCache(memory=100_000, disk=path, disk_capacity="1GB", policy="lru")
+cache.put("m0", (0, 0, 0), make_layers(0, 3, width))
+"""
+
+FILL = r"""
 served = []
 for m in range(1, 60):
     cache.put(f"m{m}", (m, 0, 0), make_layers(m, 3, width))
@@ -71,31 +91,76 @@ print(json.dumps({"stats": cache.stats(), "served": served}))
 cache.close()
 """
 
+# The file a full disk left behind, reopened: consistent (a model may keep the layers that fit), and usable
+# once there is room again (the test frees it first).
+REOPEN = r"""
+import json, sys
+from tensorcache import TensorCache
+path = sys.argv[1]
+reader = TensorCache(memory=0, disk=path, disk_capacity="1GB", policy="lru")
+whole = 0
+for m in range(60):
+    hit = reader.lookup((m, 0, 0))
+    if hit is not None:
+        check_hit(hit, {f"m{m}": (m, 0, 0)}, (m, 0, 0))
+        whole += hit.prefix_len == 3
+assert reader.stats()["corrupt"] == 0
+print(whole)
+"""
 
-def test_a_full_disk_drops_puts_and_the_worker_carries_on(tmp_path, python, layers_of, genuine):
-    path = tmp_path / "cache.lmdb"
-    done = python(DISK_FULL, str(path), str(WIDTH))
-    report = json.loads(done.stdout)
+REFILL = r"""
+import sys
+from tensorcache import TensorCache
+reader = TensorCache(memory=0, disk=sys.argv[1], disk_capacity="1GB", policy="lru")
+assert reader.put("m77", (77, 0, 0), make_layers(77, 3)).written > 0
+check_hit(reader.lookup((77, 0, 0)), {"m77": (77, 0, 0)}, (77, 0, 0))
+reader.close()
+"""
+
+
+def _check_full_disk_run(report: dict, stderr: str) -> None:
+    """Puts were dropped, with a warning, and every child was still warm-started from its donor."""
     stats = report["stats"]
     assert stats["dropped_puts"] > 0, "the disk never filled up"
     assert stats["puts"] == 60 and stats["corrupt"] == 0
-    for m, served in enumerate(report["served"], start=1):  # every child was warm-started from its donor
+    for m, served in enumerate(report["served"], start=1):
         assert served is not None and served[0] == f"m{m}"
         assert served[2] == [m * 1000 + i for i in range(2)]
-    assert "full" in done.stderr or "failed" in done.stderr
-    # the file the full disk left behind is consistent (a model may keep the layers that fit), and usable
-    # once there is room again
-    reader = TensorCache(memory=0, disk=path, disk_capacity="1GB", policy="lru")
-    whole = 0
-    for m in range(60):
-        hit = reader.lookup((m, 0, 0))
-        if hit is not None:
-            genuine(hit, {f"m{m}": (m, 0, 0)}, (m, 0, 0))
-            whole += hit.prefix_len == 3
-    assert 0 < whole < 60 and reader.stats()["corrupt"] == 0
-    assert reader.put("m77", (77, 0, 0), layers_of(77, 3)).written > 0
-    genuine(reader.lookup((77, 0, 0)), {"m77": (77, 0, 0)}, (77, 0, 0))
-    reader.close()
+    assert "disk space" in stderr or "full" in stderr or "failed" in stderr
+
+
+def test_a_file_that_may_not_grow_drops_puts_and_the_worker_carries_on(tmp_path, python):
+    path = tmp_path / "cache.lmdb"
+    done = python(FILE_LIMIT + FILL, str(path), str(WIDTH))
+    _check_full_disk_run(json.loads(done.stdout), done.stderr)
+    whole = int(python(REOPEN, str(path)).stdout)
+    assert 0 < whole < 60
+    python(REFILL, str(path))
+
+
+def _in_small_disk(tmp_path: Path, *commands: list[str]) -> subprocess.CompletedProcess:
+    """Run ``commands`` one after another with a 2 MiB tmpfs mounted at ``tmp_path / "disk"`` (a mount
+    namespace of their own); skip where this system allows no such namespace."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=2m tmpfs {disk}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace for a small tmpfs here: {probe.stderr.strip()}")
+    steps = " && ".join(" ".join(shlex.quote(a) for a in c) for c in commands)
+    return subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=2m tmpfs {disk} && {steps}"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_full_disk_drops_puts_and_the_worker_carries_on(tmp_path, python_script):
+    path = str(tmp_path / "disk" / "cache.lmdb")
+    done = _in_small_disk(tmp_path, [sys.executable, "-c", python_script(SMALL_DISK + FILL), path, str(WIDTH)],
+                          ["echo", "---"], [sys.executable, "-c", python_script(REOPEN), path])
+    assert done.returncode == 0, f"exit {done.returncode} (135 or -7: SIGBUS)\n{done.stdout}\n{done.stderr}"
+    filled, _, reopened = done.stdout.partition("---")
+    _check_full_disk_run(json.loads(filled), done.stderr)
+    assert "disk space" in done.stderr and done.stderr.count("disk space") == 1, done.stderr
+    assert 0 < int(reopened) < 60
 
 
 # ---------------------------------------------------------------- a process killed in the middle of a put

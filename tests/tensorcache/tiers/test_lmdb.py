@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 
@@ -142,6 +143,49 @@ def test_adopts_a_map_grown_by_another_process(tmp_path):
     values = _held(tier)  # written under a grown map, readable here
     assert len(values) == 61 and tier.used_bytes() == sum(map(len, values.values())) > 1 << 16
     assert tier.hold(b"r", "mine-too", 0, [b"n" * 16], {b"n" * 16: b"22"}).held and b"n" * 16 in tier
+
+
+# argv: path. A process with a 2 GiB map holds 40 MiB (its disk reserved a little further), another opens the
+# file asking for a 34 MiB map and writes, then the first writes 2 MiB more and reads all back: through a
+# writable map, a page past the end of a file shrunk under it is a SIGBUS.
+SMALLER_MAP = r"""
+import subprocess, sys
+from tensorcache.tiers import LMDBTier
+path = sys.argv[1]
+big = LMDBTier(path, capacity=1 << 30)
+values = {bytes([65 + i]) * 15 + b"!": bytes([i]) * (4 << 20) for i in range(10)}
+assert all(big.hold(b"r", k.hex(), 0, [k], {k: v}).held for k, v in values.items())
+other = "from tensorcache.tiers import LMDBTier; import sys; t = LMDBTier(sys.argv[1], capacity=1 << 20); assert t.hold(b'r', 'b', 0, [b'b' * 16], {b'b' * 16: b'second'}).held; t.close()"
+subprocess.run([sys.executable, "-c", other, path], check=True)
+values[b"c" * 16] = b"third" * (2 << 18)
+assert big.hold(b"r", "c", 0, [b"c" * 16], {b"c" * 16: values[b"c" * 16]}).held
+assert all(big.get(k) == v for k, v in values.items()) and big.get(b"b" * 16) == b"second"
+big.close()
+"""
+
+
+def test_a_process_asking_for_a_smaller_map_never_shrinks_the_file_under_another(tmp_path):
+    done = subprocess.run([sys.executable, "-c", SMALLER_MAP, str(tmp_path / "db")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"exit {done.returncode} (-7: SIGBUS)\n{done.stderr}"
+
+
+def test_a_file_whose_pages_were_written_one_by_one_opens_serves_and_grows(tmp_path):
+    def hold_all(tier: LMDBTier, values: dict[bytes, bytes]) -> bool:
+        return all(tier.hold(b"r", k.hex(), 0, [k], {k: v}).held for k, v in values.items())
+
+    values = {b"k%015d" % i: os.urandom(50_000 + i) for i in range(30)}
+    with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
+        assert hold_all(tier, values)
+    (tmp_path / "copy").mkdir()
+    with lmdb.open(str(tmp_path / "db"), readonly=True, lock=False) as env:
+        env.copy(str(tmp_path / "copy"), compact=True)  # written with write(): as long as its pages, not sparse
+    with LMDBTier(tmp_path / "copy", capacity=1 << 30) as tier:
+        assert all(tier.get(k) == v for k, v in values.items())
+        more = {b"m%015d" % i: os.urandom(200_000) for i in range(30)}
+        assert hold_all(tier, more)
+        assert all(tier.get(k) == v for k, v in {**values, **more}.items())
+        assert tier.audit().healthy
 
 
 def test_two_processes_writing_at_once_lose_and_duplicate_nothing(tmp_path):
