@@ -160,15 +160,21 @@ class _Env:
             self.env.set_mapsize(self._fit_file(size))
 
     def reserve(self, end: int) -> None:
-        """With writemap, allocate the file's blocks up to ``end``, rounded up to whole steps of 4 MiB (at
-        most the map), before LMDB writes them through the map; OSError (ENOSPC, EDQUOT) if the disk cannot
-        give them."""
+        """With writemap, allocate the file's blocks up to ``end``, rounded up to whole steps of 4 MiB if the
+        disk has them (at most the map), before LMDB writes them through the map; OSError (ENOSPC, EDQUOT)
+        if the disk cannot give even ``end``."""
         if not self.writemap or end <= self.reserved:
             return
-        end = min(-(-end // _RESERVE_STEP) * _RESERVE_STEP, self.env.info()["map_size"])
-        if end > self.reserved:
-            os.posix_fallocate(self.fd, self.reserved, end - self.reserved)
-            self.reserved = end
+        limit = self.env.info()["map_size"]
+        for until in (min(-(-end // _RESERVE_STEP) * _RESERVE_STEP, limit), min(end, limit)):
+            try:
+                if until > self.reserved:
+                    os.posix_fallocate(self.fd, self.reserved, until - self.reserved)
+                    self.reserved = until
+                return
+            except OSError:
+                if until <= end:  # the exact amount was refused: the disk is full
+                    raise
 
     def close(self) -> None:
         self.env.close()
