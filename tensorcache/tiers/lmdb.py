@@ -16,7 +16,7 @@ end of a growing file, several times cheaper on ext4. The data file is then spar
 allocated (posix_fallocate): LMDB's last page, plus the bytes the transaction writes, a few pages per
 change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them refuses the write (a dropped hold and
 one warning). Every process resizes the file under one lock and never below its current size, so it never
-shrinks under another process's map.
+shrinks under another process's map. A process with a file size limit (``ulimit -f``) keeps the plain map.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import fcntl
 import mmap
 import os
 import re
+import resource
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -118,7 +119,8 @@ class _Env:
 
     def __init__(self, path: str, map_size: int) -> None:
         check_data_file(path)
-        self.writemap = writes_in_place(path)
+        # a sparse map's length could pass a file size limit (ulimit -f) at open, whatever is stored
+        self.writemap = writes_in_place(path) and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
         self.fd = os.open(os.path.join(path, "data.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
         self.reserved = 0  # the file's blocks are allocated up to here (known to this process)
         try:

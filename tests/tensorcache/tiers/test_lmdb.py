@@ -188,6 +188,15 @@ def test_a_file_whose_pages_were_written_one_by_one_opens_serves_and_grows(tmp_p
         assert tier.audit().healthy
 
 
+def test_a_process_with_a_file_size_limit_opens_and_writes_without_a_sparse_map(tmp_path):
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, 8 << 20)); "
+            "from tensorcache.tiers import LMDBTier; t = LMDBTier(sys.argv[1], capacity=1 << 30); "
+            "k = b'k' * 16; assert t.hold(b'r', 'm', 0, [k], {k: b'v' * 100_000}).held and t.get(k) == b'v' * 100_000")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr}"
+
+
 def test_two_processes_writing_at_once_lose_and_duplicate_nothing(tmp_path):
     workers = [_worker(tmp_path / "db", tag, shared=40, own=40) for tag in ("a", "b")]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]
