@@ -14,7 +14,8 @@ target >= 1/1.3). Every window after the first serving one counts, the search's 
 evaluations too (no child starts there, so they pay for puts without lookups). Each window also prints the
 CPU time this process spent (``time.process_time``), which other jobs on a shared machine inflate less than
 wall time, and the wall time spent inside the cache's lookups and puts (the rest is the simulated search
-itself: breeding, placement, synthetic tensors, the trace). After each
+itself: breeding, placement, synthetic tensors, the trace; a lookup counts in the window its evaluation
+finishes in, so in the last window, which only drains, it can exceed the window's own time). After each
 search its LMDB file is opened
 again and checked: no dropped puts for want of map space, the books need no repair, used bytes equal to the
 payloads held, and the catalog and policies agree (``TensorCache.check_invariants``).

