@@ -1,7 +1,7 @@
 """What evolution-aware eviction costs: CPU of a live tabular search and of a replay, against cheap policies.
 
     python bench/policy_cost.py --out DIR [--live-evals 1500] [--memory 48MB[,...]] [--replay-evals 10000]
-                                [--repeats 2] [--same-as REV]
+                                [--repeats 2] [--same-as REV] [--before REV]
 
 Both measures are CPU seconds of this process (``time.process_time``), taken in turns with the baseline in
 the same run, so other load on the machine shifts both alike. Printed as ``ratio`` lines (baseline CPU /
@@ -13,6 +13,9 @@ subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. with
 * replay: one replay of a 10^4-evaluation trace at 5% capacity, evolution-aware against lfu (the replay
   target is under 60 s on the 2-core machine; its absolute seconds are printed beside the ratio);
   ``--replay-evals 0`` leaves it out.
+
+``--before REV`` also runs the live search under evolution-aware as of git revision REV, in the same turns,
+and prints the current code's CPU against it (ratio > 1: the current code is cheaper).
 
 ``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
 checks that both name the same victims in the same order (a cheaper policy must keep its decisions). Its
@@ -37,7 +40,7 @@ from common import Comparison, interleaved, machine, print_comparisons, write_co
 from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
-from tensorcache.policies import EvolutionAware
+from tensorcache.policies import EvolutionAware, register_policy
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_records
 
@@ -94,17 +97,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--same-as", metavar="REV", help="check that evolution-aware as of git revision REV evicts "
                    "the same entries in the same order on the replay trace")
+    p.add_argument("--before", metavar="REV", help="also run the live search under evolution-aware as of git revision "
+                   "REV, in the same turns, and print the current code's CPU against it")
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]
     comparisons, replays, same = [], {}, {}
+    policies = ["donor-window", "evolution-aware"]
+    if args.before:
+        before = f"evolution-aware@{args.before}"
+        register_policy(before, type("EvolutionAwareBefore", (evolution_aware_at(args.before),), {"name": before}))
+        policies.append(before)
     try:
         for memory in memories:
             live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, memory)
-                               for pol in ("donor-window", "evolution-aware")}, args.repeats)
+                               for pol in policies}, args.repeats)
             comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
                                           "evolution-aware", "donor-window", 0, live["evolution-aware"],
                                           live["donor-window"], target=1 / 1.5))
+            if args.before:
+                comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
+                                              "evolution-aware", before, 0, live["evolution-aware"], live[before]))
         if args.replay_evals:
             trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
             work = Workload(read_records(trace), "prefix")

@@ -150,6 +150,7 @@ class EvolutionAware(Policy):
         self._hits, self._valued = self._contents.array("hits"), self._contents.array("value")
         self._patterns = Columns(uses="q", width="q")  # (deps, arch values at deps) of held contents: contents
         # held, positions it covers; contents that differ only in layer share one, valued once
+        self._uses = self._patterns.array("uses")
         self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
         self._model_rows = Columns()  # a row for each model holding entries
         self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q")
@@ -462,7 +463,7 @@ class EvolutionAware(Policy):
         if not holders:
             del self._holders[content]
             row = self._contents.row[content]
-            value, pattern = self._contents.get("value", row), self._contents.get("pattern", row)
+            value, pattern = self._valued[row], self._contents.get("pattern", row)
             if value == value:  # valued: kept until the next rebuild, as if still held
                 self._value[content] = value
             if pattern >= 0:
@@ -506,7 +507,7 @@ class EvolutionAware(Policy):
         """The row of a held content's pattern, added on its first use (one more content uses it)."""
         row = self._patterns.row.get(pattern)
         if row is not None:
-            self._patterns.set("uses", row, self._patterns.get("uses", row) + 1)
+            self._uses[row] += 1
             return row
         deps, values = pattern
         width = deps[-1] + 1 if deps else 0
@@ -522,10 +523,8 @@ class EvolutionAware(Policy):
 
     def _drop_pattern(self, row: int) -> None:
         """One content fewer uses the pattern of ``row``; the pattern goes with its last."""
-        uses = self._patterns.get("uses", row) - 1
-        if uses:
-            self._patterns.set("uses", row, uses)
-        else:
+        self._uses[row] -= 1
+        if not self._uses[row]:
             self._patterns.drop(self._patterns.keys(np.array([row]))[0])
 
     def _known_value(self, content: Content) -> float:
@@ -533,14 +532,14 @@ class EvolutionAware(Policy):
         row = self._contents.row.get(content)
         if row is None:
             return self._value.get(content, math.nan)
-        return self._contents.get("value", row)
+        return self._valued[row]
 
     def _keep_value(self, content: Content, value: float) -> None:
         row = self._contents.row.get(content)
         if row is None:
             self._value[content] = value
         else:
-            self._contents.set("value", row, value)
+            self._valued[row] = value
 
     def _content_value(self, content: Content) -> float:
         value = self._known_value(content)
