@@ -11,7 +11,7 @@ it holds LMDB's write lock does not block other processes from opening the file 
 On file systems that overwrite a file's blocks in place (ext2/3/4, XFS, tmpfs) the map is writable
 (MDB_WRITEMAP): a commit then writes its pages through the map instead of one write call per page at the
 end of a growing file, several times cheaper on ext4. The data file is then sparse and as long as the map
-(``ls`` shows the map, ``du`` what is used). Writing a page the disk cannot back would kill the process
+(``ls`` shows the map, ``du`` what is used; the map starts small and doubles as it fills). Writing a page the disk cannot back would kill the process
 (SIGBUS), so before a write transaction touches a page past LMDB's last one, the blocks it can reach are
 allocated (posix_fallocate): LMDB's last page, plus the bytes the transaction writes, a few pages per
 change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them refuses the write (a dropped hold and
@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 _MAX_READERS = 1024
 _SLACK = 32 * 2**20  # room for B-tree pages and snapshots held by readers, beyond 2x capacity
+_FIRST_MAP = 64 * 2**20  # a new map's size when none is asked for: it doubles as the file fills
 _MAX_TRIES = 64
 _TXN_SLACK = 2**20  # reserved past a write transaction's own pages: the free list it saves at commit
 _RESERVE_STEP = 4 * 2**20  # disk is reserved in steps of this many bytes (one call per step, not per change)
@@ -326,8 +327,9 @@ def _map_limit(capacity: int) -> int:
 class LMDBTier(SharedTier):
     """A payload store with its own books in the LMDB environment directory ``path`` (created if missing).
 
-    The map starts at ``map_size`` (default: the growth limit, 2x capacity + 32 MiB) and doubles up to
-    that limit when full; past it a hold is dropped with one warning. OSError if the file is damaged.
+    The map starts at ``map_size`` (default: 64 MiB, or the growth limit if smaller) and doubles when full up
+    to the growth limit, 2x capacity + 32 MiB (or ``map_size`` if larger); past it a hold is dropped with one
+    warning. A sparse data file is so at most about twice the bytes it holds. OSError if the file is damaged.
     """
 
     def __init__(self, path: str | os.PathLike, capacity: int, map_size: int | None = None,
@@ -340,7 +342,7 @@ class LMDBTier(SharedTier):
         self._map_limit = max(map_size or 0, _map_limit(capacity))
         try:
             os.makedirs(self.path, exist_ok=True)
-            self._env: _Env | None = _acquire(self.path, map_size or self._map_limit)
+            self._env: _Env | None = _acquire(self.path, map_size or min(_FIRST_MAP, self._map_limit))
         except (OSError, lmdb.Error) as exc:
             raise OSError(f"cannot open LMDB tier at {self.path!r}: {exc}") from exc
         self._check_on_open()

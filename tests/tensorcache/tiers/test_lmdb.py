@@ -123,6 +123,18 @@ def test_map_grows_from_a_tiny_initial_size(tmp_path):
     assert (tmp_path / "db" / "data.mdb").stat().st_size > 4_000_000
 
 
+def test_a_large_tier_starts_with_a_small_map_and_doubles_it(tmp_path):
+    # the data file of a sparse, writable map is as long as the map: a 20 GB tier must not start 40 GB long
+    tier = LMDBTier(tmp_path / "db", capacity=20 << 30)
+    data = tmp_path / "db" / "data.mdb"
+    assert data.stat().st_size <= 64 << 20
+    values = {b"k%d" % i: os.urandom(8 << 20) for i in range(12)}  # 96 MiB: past the first map
+    assert all(tier.put(k, v) for k, v in values.items())
+    assert all(tier.get(k) == v for k, v in values.items())
+    assert 96 << 20 < data.stat().st_size <= 2 * (96 << 20) + (64 << 20)
+    tier.close()
+
+
 def test_full_map_drops_puts_with_one_warning(tmp_path, caplog):
     tier = LMDBTier(tmp_path / "db", capacity=0, map_size=1 << 20)  # growth limit: 32 MiB
     big = np.zeros(40 << 20, dtype=np.uint8)
