@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,26 @@ __all__ = ["Recorded", "SkipWritten", "finished_records", "previous_run_id"]
 
 # settings a resumed search may change: the budget, the threads, and how the output folder is treated
 FREE_TO_CHANGE = {"evals", "overwrite", "resume", "threads"}
+
+
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold off Ctrl-C (SIGINT) until the block ends, so that a finished child is written to the trace and
+    counted in the summary together or not at all; outside the main thread, a plain block."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # only the main thread sets handlers; None: a handler set outside Python, left as it is
+        return
+    caught: list[tuple[int, Any]] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if caught:
+            if callable(before):
+                before(*caught[0])
+            elif before == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
 
 
 def finished_records(out: str, name: str = "trace.jsonl") -> list[TraceRecord]:

@@ -41,7 +41,7 @@ from .executors import (
     mpi_worker,
 )
 from .lineage import Lineage
-from .resume import Recorded, SkipWritten, check_same_search, finished_records
+from .resume import Recorded, SkipWritten, check_same_search, ctrl_c_after, finished_records
 from .revisits import Revisits
 from .scratch import Scratch
 from .settings import DEFAULTS, SearchSettings, evaluator_datasets
@@ -150,9 +150,10 @@ def _finish(evo: RegularizedEvolution, executor: Executor, trace: TraceWriter | 
             generation: list[tuple[Candidate, float]] | None) -> None:
     """Write a finished child's record (with its inherited training) and add it to the population (batch mode:
     to its generation)."""
-    lineage.add(record)
-    trace.write(record)
-    tally.add(record)
+    with ctrl_c_after():
+        lineage.add(record)
+        trace.write(record)
+        tally.add(record)
     if generation is not None:
         generation.append((cand, record.score))
     else:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from nas_integration.cli import main
+from nas_integration.resume import ctrl_c_after
 from tensorcache.trace import read_trace
 
 SEARCH = ["--evaluator", "tabular", "--evals", "400", "--population", "30", "--sample", "5", "--seed", "3"]
@@ -90,3 +91,18 @@ def test_resume_answers_finished_scratch_jobs_from_controls_jsonl(tmp_path):
     assert whole and [(c["model_id"], c["score"], c["used"]) for c in cut] == \
         [(c["model_id"], c["score"], c["used"]) for c in whole]
     assert finished(tmp_path / "cut") == finished(tmp_path / "whole")
+
+
+def test_ctrl_c_waits_until_a_finished_child_is_written_and_counted():
+    # a Ctrl-C between writing a child's record and counting it made the summary one short of the trace
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_after():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here and is held off
+            steps += ["written", "counted"]
+    assert steps == ["written", "counted"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with ctrl_c_after():
+        steps.append("no signal: nothing raised")
+    assert len(steps) == 3
