@@ -96,13 +96,17 @@ def test_resume_answers_finished_scratch_jobs_from_controls_jsonl(tmp_path):
 def test_ctrl_c_waits_until_a_finished_child_is_written_and_counted():
     # a Ctrl-C between writing a child's record and counting it made the summary one short of the trace
     steps = []
-    with pytest.raises(KeyboardInterrupt):
+    earlier = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own (other tests may set theirs)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_after():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal arrives here and is held off
+                steps += ["written", "counted"]
+        assert steps == ["written", "counted"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with ctrl_c_after():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives here and is held off
-            steps += ["written", "counted"]
-    assert steps == ["written", "counted"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with ctrl_c_after():
-        steps.append("no signal: nothing raised")
-    assert len(steps) == 3
+            steps.append("no signal: nothing raised")
+        assert len(steps) == 3
+    finally:
+        signal.signal(signal.SIGINT, earlier)
