@@ -11,11 +11,11 @@ it holds LMDB's write lock does not block other processes from opening the file 
 On file systems that overwrite a file's blocks in place (ext2/3/4, XFS, tmpfs) the map is writable
 (MDB_WRITEMAP): a commit then writes its pages through the map instead of one write call per page at the
 end of a growing file, several times cheaper on ext4. The data file is then sparse and as long as the map
-(``ls`` shows the map, ``du`` what is used; the map starts small and doubles as it fills). Writing a page the disk cannot back would kill the process
-(SIGBUS), so before a write transaction touches a page past LMDB's last one, the blocks it can reach are
-allocated (posix_fallocate): LMDB's last page, plus the bytes the transaction writes, a few pages per
-change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them refuses the write (a dropped hold and
-one warning). Every process resizes the file under one lock and never below its current size, so it never
+(``ls`` shows the map, ``du`` what is used; the map starts small and doubles as it fills). Writing a page
+the disk cannot back would kill the process (SIGBUS), so before a write transaction touches a page past
+LMDB's last one, the blocks it can reach are allocated (posix_fallocate): LMDB's last page, plus the bytes
+the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them
+refuses the write (a dropped hold and one warning). Every process resizes the file under one lock and never below its current size, so it never
 shrinks under another process's map. A process with a file size limit (``ulimit -f``) keeps the plain map.
 """
 from __future__ import annotations
