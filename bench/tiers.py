@@ -179,11 +179,13 @@ def bench_lmdb(sizes: Sequence[int], quick: bool, workdir: str) -> list[Comparis
 
 
 def _env_like(tier: LMDBTier, path: str) -> lmdb.Environment:
-    """A separate environment opened with the flags and map size of the tier's own, so that only the
-    tier's code differs between subject and baseline (whatever flags the tier chooses)."""
+    """A separate environment opened with the flags of the tier's own, so that only the tier's code differs
+    between subject and baseline (whatever flags the tier chooses), its map as large as the tier's may grow
+    (the tier's starts smaller and doubles as it fills; the raw one would stop at MDB_MAP_FULL)."""
     env = tier._env.env  # private on purpose: the baseline must copy the tier's current settings
     flags = {k: v for k, v in env.flags().items() if k not in ("subdir", "readonly")}
-    return lmdb.open(path, map_size=env.info()["map_size"], max_dbs=3, max_readers=env.max_readers(), **flags)
+    size = max(env.info()["map_size"], tier._map_limit)
+    return lmdb.open(path, map_size=size, max_dbs=3, max_readers=env.max_readers(), **flags)
 
 
 def bench_redis(sizes: Sequence[int], quick: bool, url: str) -> list[Comparison]:
