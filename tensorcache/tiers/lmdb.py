@@ -40,6 +40,7 @@ from .books import WRONG_LENGTH, Txn
 T = TypeVar("T")
 
 _MAX_READERS = 1024
+_LOCK_BYTES = (_MAX_READERS + 2) * 64  # LMDB's reader table in lock.mdb: a 192-byte header holding one slot, 64 per slot
 _SLACK = 32 * 2**20  # room for B-tree pages and snapshots held by readers, beyond 2x capacity
 _FIRST_MAP = 64 * 2**20  # a new map's size when none is asked for: it doubles as the file fills
 _MAX_TRIES = 64
@@ -122,6 +123,7 @@ class _Env:
         check_data_file(path)
         # a sparse map's length could pass a file size limit (ulimit -f) at open, whatever is stored
         self.writemap = writes_in_place(path) and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
+        _reserve_lock_file(path)
         self.fd = os.open(os.path.join(path, "data.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
         self.reserved = 0  # the file's blocks are allocated up to here (known to this process)
         try:
@@ -182,6 +184,19 @@ class _Env:
     def close(self) -> None:
         self.env.close()
         os.close(self.fd)
+
+
+def _reserve_lock_file(path: str) -> None:
+    """Allocate lock.mdb's blocks before LMDB maps it and writes its reader table through the map: on a full
+    disk that write to a sparse page would kill the process (SIGBUS); here it is an OSError (ENOSPC)."""
+    fd = os.open(os.path.join(path, "lock.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, _LOCK_BYTES)
+    except OSError as exc:
+        raise OSError(exc.errno, f"no disk space for the LMDB lock file {os.path.join(path, 'lock.mdb')}: "
+                                 f"{exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 @contextmanager

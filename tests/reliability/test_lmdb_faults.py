@@ -163,6 +163,31 @@ def test_a_full_disk_drops_puts_and_the_worker_carries_on(tmp_path, python_scrip
     assert 0 < int(reopened) < 60
 
 
+# A worker that opens the cache on a disk already full: LMDB writes its reader table through a map of lock.mdb,
+# a sparse file, so without its blocks allocated first the open itself died of SIGBUS.
+FULL_AT_OPEN = r"""
+import os, sys
+from tensorcache import TensorCache
+disk, width = sys.argv[1], int(sys.argv[2])
+fd = os.open(os.path.join(disk, "filler"), os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, bytes(4096))
+except OSError:
+    pass
+cache = TensorCache(memory=100_000, disk=os.path.join(disk, "cache.lmdb"), disk_capacity="1GB", policy="lru")
+cache.put("m0", (0, 0, 0), make_layers(0, 3, width))
+print(cache.lookup((0, 0, 1)).donor)
+"""
+
+
+def test_a_disk_full_before_the_cache_opens_is_a_warning_not_sigbus(tmp_path, python_script):
+    disk = str(tmp_path / "disk")
+    done = _in_small_disk(tmp_path, [sys.executable, "-c", python_script(FULL_AT_OPEN), disk, str(WIDTH)])
+    assert done.returncode == 0, f"exit {done.returncode} (135 or -7: SIGBUS)\n{done.stdout}\n{done.stderr}"
+    assert done.stdout.split() == ["m0"]  # served from memory: the worker carries on without the LMDB tier
+    assert "lock.mdb" in done.stderr and "No space left" in done.stderr, done.stderr
+
 # ---------------------------------------------------------------- a process killed in the middle of a put
 PUT_LOOP = r"""
 import sys
