@@ -218,7 +218,12 @@ class TierStack:
         tiers) residency against the policy, the books and the decoded layers kept."""
         problems = []
         for i, slot in enumerate(self.slots):
-            name, audit = slot.tier.name, slot.tier.audit()
+            name = slot.tier.name
+            try:
+                audit = slot.tier.audit()
+            except StoreFailure as exc:  # e.g. Redis unreachable: its books cannot be read, nothing is known wrong
+                problems.append(f"{name}: not checked, the store failed: {exc}")
+                continue
             problems += [f"{name}: {p}" for p in audit.problems]
             if slot.tier.used_bytes() > slot.tier.capacity:
                 problems.append(f"{name}: {slot.tier.used_bytes()} bytes used over {slot.tier.capacity}")

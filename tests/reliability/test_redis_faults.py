@@ -139,6 +139,7 @@ def test_a_redis_down_between_put_and_lookup_is_a_miss_its_entries_kept_and_serv
                 assert cache.best_donor(archs[f"m{m}"]) == f"m{m}"  # still known: not released
         assert cache.put("m200", archs["m200"], layers_of(200, 3, WIDTH)).written > 0  # kept in memory
         assert cache.lookup(archs["m200"]).slowest_tier == "memory"
+        assert [p for p in cache.check_invariants() if p.startswith("redis: not checked")] != []  # not a raise
     assert [r.getMessage() for r in caplog.records] == _unreachable(caplog) and len(caplog.records) == 1
     stats = cache.stats()
     assert stats["tiers"]["redis"]["entries"] == held and stats["corrupt"] == 0
