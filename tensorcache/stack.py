@@ -160,16 +160,49 @@ class TierStack:
         while work:
             t, rec, group, payloads, asked = work.popleft()
             tier = self.slots[t].tier
-            if len(group) > 1 and (not tier.shares_books or sum(rec.layers[j].blob_bytes for j in group) > tier.capacity):
+            if not tier.shares_books:
+                held, written = self._place_local(t, rec, group, payloads, work, moves)
+            elif len(group) > 1 and sum(rec.layers[j].blob_bytes for j in group) > tier.capacity:
                 work.extendleft((t, rec, (j,), payloads, asked) for j in reversed(group))
                 continue
-            written = self._place(t, rec, group, payloads, work, moves)
+            else:
+                got = self._place(t, rec, group, payloads, work, moves)
+                held, written = (0, 0) if got is None else (len(group), got)
             if asked:
-                admitted = admitted and written is not None
-                moves.written += written or 0
-            elif written is not None:
-                moves.demotions += 1
+                admitted = admitted and held == len(group)
+                moves.written += written
+            else:
+                moves.demotions += held
         return admitted
+
+    def _place_local(self, t: int, record: ModelRecord, group: tuple[int, ...], blobs: Mapping[bytes, Any],
+                     work: deque, moves: Moves) -> tuple[int, int]:
+        """Hold layers ``group`` of ``record`` in process-local tier ``t`` one by one, in order, as replay admits
+        them: a layer that does not fit first takes the policy's victims for the bytes it lacks (released in its
+        hold, their moves down queued on ``work``). Returns (layers held, payload bytes written)."""
+        slot = self.slots[t]
+        tier, policy = slot.tier, slot.policy
+        model_id, layers = record.model_id, record.layers
+        held = written = 0
+        for j in group:
+            layer = layers[j]
+            if layer.blob_bytes > tier.capacity:
+                moves.refused.append((tier.name, "too_large"))
+                continue
+            entries = ((j, layer.digests),)
+            admission = tier.hold_many(b"", model_id, entries, blobs)
+            while admission.reason == "no_room" and len(policy):
+                victims = self._victims(t, admission.short, moves, work)
+                admission = tier.hold_many(b"", model_id, entries, blobs, release=victims)
+                for entry in victims:
+                    self._release_here(t, entry)
+            if not admission.held:
+                moves.refused.append((tier.name, admission.reason or "dropped"))
+                continue
+            self.note(t, record, j)
+            held += 1
+            written += admission.written
+        return held, written
 
     def _place(self, t: int, record: ModelRecord, group: tuple[int, ...], blobs: Mapping[bytes, Any], work: deque,
                moves: Moves) -> int | None:

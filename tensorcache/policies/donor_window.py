@@ -103,9 +103,12 @@ class DonorWindow(Policy):
 
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         size = check_size(size)
-        self.on_release(key)
+        if key in self._entries:
+            self.on_release(key)
         tick = next(self._tick)
-        model = self._models.setdefault(model_id, _Donor(tick))
+        model = self._models.get(model_id)
+        if model is None:
+            model = self._models[model_id] = _Donor(tick)
         model.touched, model.nbytes = tick, model.nbytes + size
         self._entries[key] = (model_id, size)
         self._pool.add(model_id, key, tick)

@@ -399,12 +399,13 @@ class ProcessTier(Tier):
         if release:
             self.release_many(release)
         held, refs = self._held, self._refs
-        entries = [(index, digests) for index, digests in entries if (model_id, index) not in held]
-        if not entries:
-            return Admission(True)
+        todo = []
         fresh: dict[bytes, Any] = {}
         need = 0
-        for _, digests in entries:
+        for index, digests in entries:
+            if (model_id, index) in held:
+                continue
+            todo.append(((model_id, index), digests))
             for d in digests:
                 if d not in refs and d not in fresh:
                     blob = blobs.get(d)
@@ -412,19 +413,21 @@ class ProcessTier(Tier):
                         return books.DROPPED
                     fresh[d] = blob
                     need += len(blob) if type(blob) is bytes else memoryview(blob).nbytes
+        if not todo:
+            return books.HELD
         if self._used + need > self.capacity:
             return books.no_room(self._used + need - self.capacity)
+        store = self._store
         try:
-            stored = {d: self._store(blob) for d, blob in fresh.items()}
+            stored = {d: store(blob) for d, blob in fresh.items()}
         except StoreFailure:
             return books.DROPPED  # nothing was changed yet
         self._values.update(stored)
-        for index, digests in entries:
-            held[(model_id, index)] = tuple(digests)
+        for entry, digests in todo:
+            held[entry] = tuple(digests)
             for d in digests:
                 refs[d] = refs.get(d, 0) + 1
-        nbytes = self._nbytes
-        self._used += sum(nbytes(v) for v in stored.values())
+        self._used += sum(map(self._nbytes, stored.values()))
         return Admission(True, need)
 
     def release_many(self, entries: Sequence[tuple[str, int]], origin: str = "") -> int:

@@ -59,6 +59,7 @@ def no_room(short: int) -> Admission:
     return Admission(False, 0, "no_room", short)
 
 
+HELD = Admission(True)  # held already: nothing written
 DROPPED = Admission(False, 0, "dropped")
 CONFLICT = Admission(False, 0, "conflict")
 _CHANGE = struct.Struct("<c8s8sHI")  # op (H: hold, R: release), link, record tag, origin bytes, index count;
@@ -277,7 +278,7 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     held = read_indices(txn.get(held_key))
     entries = [(index, digests) for index, digests in entries if index not in held]
     if not entries:
-        return Admission(True)
+        return HELD
     need, fresh, counts = 0, {}, {}
     for d in dict.fromkeys(d for _, digests in entries for d in digests):
         counts[d] = read_u64(txn.get(b"n:" + d), "a refcount")
