@@ -1,6 +1,7 @@
 """Columns of numbers over a changing set of keys, so that a pass over every key is a few numpy operations."""
 from __future__ import annotations
 
+import operator
 from array import array
 from collections.abc import Hashable
 from typing import Any
@@ -70,10 +71,15 @@ class Columns:
         view = np.frombuffer(data, data.typecode)
         return view.copy() if rows is None else view[rows]
 
+    def key(self, row: int) -> Any:
+        """The key of ``row``."""
+        return self._keys[row]
+
     def keys(self, rows: np.ndarray) -> list[Any]:
         """The keys of ``rows``."""
-        keys = self._keys
-        return [keys[row] for row in rows.tolist()]
+        if len(rows) < 2:
+            return [self._keys[row] for row in rows.tolist()]
+        return list(operator.itemgetter(*rows.tolist())(self._keys))
 
     @property
     def size(self) -> int:

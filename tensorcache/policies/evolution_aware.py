@@ -65,6 +65,15 @@ def _run_ranks(group: np.ndarray, depth: np.ndarray, value: Sequence[float] | np
     return deeper[0, row, depth] / deeper[1, row, depth]
 
 
+def _wanted(deps: Sequence[int], values: Sequence[int], width: int) -> list[int]:
+    """A pattern as the arch value it wants at each of ``width`` positions: ``values`` at ``deps``, -1 (any)
+    elsewhere."""
+    row = [-1] * width
+    for j, v in zip(deps, values):
+        row[j] = v
+    return row
+
+
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
 
@@ -154,6 +163,7 @@ class EvolutionAware(Policy):
         self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
         self._model_rows = Columns()  # a row for each model holding entries
         self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q")
+        self._entry_content = self._entry_rows.array("content")
         # evolution state
         self._members: set[str] = set()  # the population of the last update
         self._population: tuple[list[str], list[float]] = ([], [])  # its ids and scores, oldest first
@@ -276,7 +286,7 @@ class EvolutionAware(Policy):
                 self._unfile(key, self._entries[key])
             self._describe(model_id, model)
             for key in list(model.keys.values()):
-                self._file(key, self._entries[key])
+                self._file(key, self._entries[key], model, self._entry_rows.row[key])
 
     def _describe(self, model_id: str, model: _Model) -> None:
         model.arch = self._archs.get(model_id)
@@ -292,15 +302,16 @@ class EvolutionAware(Policy):
         do), then the expected future reuses of a held entry (0 for keys not held)."""
         if key not in self._entries:
             return 0.0
-        self._stale = self._stale or self._pending
-        self._rebuild_if_stale()
+        if self._stale or self._pending:
+            self._rebuild()
         return 0.0 if self._rank[key] < 0 else self._entry_value(key)
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         size = check_size(size)
         deps = _positions(deps, "deps")
-        if key in self._entries:
+        entries = self._entries
+        if key in entries:
             self.on_release(key)
         self._changes += 1
         if self._fallback_current:
@@ -311,11 +322,12 @@ class EvolutionAware(Policy):
             model = self._models[model_id] = _Model(self._updates, tick)
             self._model_rows.add(model_id)
             self._describe(model_id, model)
-        entry = self._entries[key] = _Entry(model_id, layer_depth(key), deps, float(max(size, 1)), tick, size)
-        model.keys[entry.depth] = key
-        self._entry_rows.add(key, tick, entry.depth, entry.size, self._model_rows.row[model_id], -1)
-        self._file(key, entry, push=False)
-        self._touch(model_id)  # sets the priorities of its entries
+        depth = layer_depth(key)
+        entry = entries[key] = _Entry(model_id, depth, deps, float(max(size, 1)), tick, size)
+        model.keys[depth] = key
+        row = self._entry_rows.add(key, tick, depth, entry.size, self._model_rows.row[model_id], -1)
+        self._file(key, entry, model, row, push=False)
+        self._touch(model_id, model)  # sets the priorities of its entries
 
     def on_hit(self, key: Key) -> None:
         if self._fallback_current:
@@ -329,8 +341,9 @@ class EvolutionAware(Policy):
 
     def on_donation(self, model_id: str) -> None:
         self._fallback.on_donation(model_id)
-        if model_id in self._models:
-            self._touch(model_id)
+        model = self._models.get(model_id)
+        if model is not None:
+            self._touch(model_id, model)
 
     def on_evaluation(self) -> None:
         self._fallback.on_evaluation()
@@ -373,7 +386,7 @@ class EvolutionAware(Policy):
     def victim(self) -> Key:
         if not self._entries:
             raise empty_error(self)
-        if not self.has_population:
+        if not self._members:  # no population: donor-window decides
             if not self._fallback_current:  # the population was withdrawn: the fallback catches up
                 self._fallback.hold_instead(
                     ((key, e.model_id, e.nbytes, e.seq) for key, e in self._entries.items()),
@@ -382,7 +395,8 @@ class EvolutionAware(Policy):
             return self._fallback.victim()
         if self._pending and self._changes >= self.churn * len(self._entries):
             self._stale = True  # a rebuild is paid for by the inserts and removals since the last one
-        self._rebuild_if_stale()
+        if self._stale:
+            self._rebuild()
         top = self._heap.peek()
         if self._held and (top is None or top[0][0] == math.inf):
             arriving = min((self._priority(key), key) for m in self._held for key in self._models[m].keys.values())
@@ -397,37 +411,42 @@ class EvolutionAware(Policy):
         return key in self._entries
 
     # --------------------------------------------------------------- contents and values
-    def _content_of(self, key: Key, entry: _Entry) -> Content:
-        arch = self._models[entry.model_id].arch
+    def _content_of(self, key: Key, entry: _Entry, model: _Model) -> Content:
+        arch = model.arch
         if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
             return ("own", key)
         return (entry.depth, entry.deps, tuple(map(arch.__getitem__, entry.deps)))
 
-    def _file(self, key: Key, entry: _Entry, push: bool = True) -> None:
-        """File the entry under its content and rank it (``push``: set its priorities too)."""
-        content = entry.content = self._content_of(key, entry)
+    def _file(self, key: Key, entry: _Entry, model: _Model, row: int, push: bool = True) -> None:
+        """File the entry (of ``model``, at entry ``row``) under its content and rank it (``push``: set its
+        priorities too)."""
+        content = self._content_of(key, entry, model)
         holders = self._holders.get(content)
+        contents = self._contents
         if holders is None:
             holders = self._holders[content] = set()
             pattern = -1 if content[0] == "own" else self._pattern_row(content[1:])
-            self._contents.add(content, 0, pattern, self._value.pop(content, math.nan))
+            entry.content_row = contents.add(content, 0, pattern, self._value.pop(content, math.nan))
+        else:
+            entry.content_row = contents.row[content]
+            content = contents.key(entry.content_row)  # the one copy of it held (no new object kept per entry)
+        entry.content = content
         holders.add(key)
-        entry.content_row = self._contents.row[content]
-        self._entry_rows.set("content", self._entry_rows.row[key], entry.content_row)
+        self._entry_content[row] = entry.content_row
         if not self._stale:
-            model = self._models[entry.model_id]
             if model.arriving():
                 self._rank[key] = math.inf
-                changed = [key]
+                if push:
+                    self._push(key)
             elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
                 self._rank_model(model)
-                changed = list(model.keys.values())
+                if push:
+                    for other in model.keys.values():
+                        self._push(other)
             else:  # a new layer is its model's deepest: its own value per byte
                 self._rank[key] = self._entry_value(key) / entry.size
-                changed = [key]
-            if push:
-                for other in changed:
-                    self._push(other)
+                if push:
+                    self._push(key)
 
     def _rank_model(self, model: _Model) -> None:
         """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
@@ -473,11 +492,10 @@ class EvolutionAware(Policy):
         self._set.pop(key, None)
         return content
 
-    def _touch(self, model_id: str) -> None:
+    def _touch(self, model_id: str, model: _Model) -> None:
         """Mark a model used now and re-rank its entries. A model still arriving keeps them all (rank inf),
         so its entries leave the heap, to be ranked by ``victim`` only when nothing else is left (a put
         inserts its layers with no lookup in between: their hits and recency are then as of this call)."""
-        model = self._models[model_id]
         model.touch = next(self._tick)
         if self._stale:
             return
@@ -517,15 +535,14 @@ class EvolutionAware(Policy):
             grown = np.full((max(rows, 2 * row + 16), max(columns, width)), -1, np.int64)
             grown[:rows, :columns] = self._want
             self._want = grown
-        self._want[row] = -1
-        self._want[row, list(deps)] = values
+        self._want[row] = _wanted(deps, values, self._want.shape[1])
         return row
 
     def _drop_pattern(self, row: int) -> None:
         """One content fewer uses the pattern of ``row``; the pattern goes with its last."""
         self._uses[row] -= 1
         if not self._uses[row]:
-            self._patterns.drop(self._patterns.keys(np.array([row]))[0])
+            self._patterns.drop(self._patterns.key(row))
 
     def _known_value(self, content: Content) -> float:
         """The content's value if valued since the last rebuild, else NaN."""
@@ -623,13 +640,8 @@ class EvolutionAware(Policy):
                 rows.append(patterns.setdefault(c[1:], len(patterns)))
         out = self._owned_values(len(contents), owned, max([1] + [deps[-1] + 1 for deps, _ in patterns if deps]))
         if patterns and len(self._state[1]):
-            blank = [-1] * self._state[0].shape[1]
-            table = []
-            for deps, vals in patterns:
-                row = blank.copy()
-                for j, v in zip(deps, vals):
-                    row[j] = v
-                table.append(row)
+            width = self._state[0].shape[1]
+            table = [_wanted(deps, values, width) for deps, values in patterns]
             out[described] = self._pattern_values(np.array(table, np.int64))[rows]
         return out
 
@@ -678,11 +690,9 @@ class EvolutionAware(Policy):
         chance = np.where(count == 0, stay[None, :], np.where(count == 1, differ @ pick, 0.0))
         return weight @ chance
 
-    def _rebuild_if_stale(self) -> None:
-        """Value every held content and re-rank every entry (once per state change, not per call), in a few
+    def _rebuild(self) -> None:
+        """Value every held content and re-rank every entry (when the state is stale, not per call), in a few
         passes over the columns of the entries."""
-        if not self._stale:
-            return
         self._state, self._ranked_at, self._changes, self._pending = None, self._updates, 0, False
         content_rows = self._contents.rows()
         self._contents.put("value", content_rows, self._held_values(content_rows))

@@ -11,6 +11,7 @@ def test_rows_are_reused_and_columns_read_back_per_row():
     assert c.add("c", 3, 30.0) == 0  # the freed row
     rows = c.rows()
     assert rows.tolist() == [0, 1] and c.keys(rows) == ["c", "b"] and len(c) == 2 and c.size == 2
+    assert c.key(1) == "b" and c.keys(rows[1:]) == ["b"] and c.keys(rows[:0]) == []
     assert c.column("seq", rows).tolist() == [3, 2] and c.column("size").tolist() == [30.0, 20.0]
     c.set("seq", c.row["b"], 7)
     assert c.get("seq", 1) == 7
