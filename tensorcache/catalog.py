@@ -246,7 +246,12 @@ def check_arch(arch: Any) -> tuple[int, ...]:
 
 def _bits(mask: int) -> list[int]:
     """The positions of the set bits of ``mask``, lowest first."""
+    if mask < len(_SMALL_MASKS):
+        return list(_SMALL_MASKS[mask])
     return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
+_SMALL_MASKS = tuple(tuple(i for i in range(4) if mask >> i & 1) for mask in range(16))  # a stack has at most 4 tiers
 
 
 def _hex16(text: Any) -> bytes:

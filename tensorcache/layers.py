@@ -11,6 +11,7 @@ transfer time). ``mode`` says how lookup uses the map:
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,8 +48,9 @@ class LayerMap:
 
     @classmethod
     def generic(cls, n_positions: int, mode: Mode = "prefix") -> LayerMap:
-        """Layer i owns the tensors given for position i and depends on positions 0..i."""
-        return cls(tuple(LayerSpec(str(i), (), tuple(range(i + 1))) for i in range(n_positions)), mode)
+        """Layer i owns the tensors given for position i and depends on positions 0..i (one shared map per
+        length and mode: a map is immutable, and every put and lookup without a layer map asks for one)."""
+        return _generic(n_positions, mode)
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -91,3 +93,8 @@ class LayerMap:
         if missing:
             raise KeyError(f"state dict lacks entries named by the layer map: {missing[:5]}")
         return per_layer, left_out
+
+
+@functools.lru_cache(maxsize=256)
+def _generic(n_positions: int, mode: Mode) -> LayerMap:
+    return LayerMap(tuple(LayerSpec(str(i), (), tuple(range(i + 1))) for i in range(n_positions)), mode)
