@@ -1,5 +1,5 @@
-"""Evolution-aware's expected reuses against the model written out by hand: every member a parent with
-weight P(donor) x remaining life, one mutation at an observed-frequency position to another seen value."""
+"""Evolution-aware's expected reuses and victims against the model written out by hand: every member a parent
+with weight P(donor) x remaining life, one mutation at an observed-frequency position to another seen value."""
 from bisect import bisect_left, bisect_right
 
 import pytest
@@ -65,3 +65,87 @@ def test_ranking_is_due_every_tenth_of_the_population_by_default():
     assert p.victim() == ("a", 0)  # one update since the ranking: not yet due
     p.on_population([("b", 1.0), ("a", 1.0)], population_size=20, sample_size=1)
     assert p.victim() == ("b", 0)  # two (= 20 // 10): re-ranked
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_victims_match_a_plain_reading_of_the_rule(seed):
+    """Random puts of whole prefix-mode models, hits, donations, mutations and releases (gaps included), a
+    population update before each victim (so it is named from a fresh ranking), layers put in any order: the victim is the entry of
+    least value per byte of its layer and every deeper layer of its unbroken run (layers past a gap worth
+    nothing), ties by fewer hits, least recently used model, deepest layer, latest insert, read plainly.
+    Valued entries whose plain values differ by float rounding only may go either way; worthless ones are
+    ordered exactly."""
+    import random
+
+    rng = random.Random(seed)
+    p = EvolutionAware(refresh=1, churn=0)
+    archs: dict[str, tuple[int, ...]] = {}
+    held: dict[tuple[str, int], int] = {}  # key -> size
+    hits: dict[tuple[str, int], int] = {}
+    seq: dict[tuple[str, int], int] = {}
+    touch: dict[str, int] = {}
+    hist = [0] * WIDTH
+    clock = 0
+
+    def plain_priorities(scores, sample):
+        ids = list(archs)
+        value = {}
+        for (m, depth) in held:
+            value[m, depth] = expected_reuse([archs[i] for i in ids], scores, hist, sample,
+                                             {j: archs[m][j] for j in range(depth + 1)})
+        out = {}
+        for (m, depth), size in held.items():
+            run = 0
+            while (m, run) in held:
+                run += 1
+            if depth > run:
+                rank = -1.0
+            else:
+                deeper = range(depth, run)
+                rank = sum(value[m, k] for k in deeper) / sum(max(held[m, k], 1) for k in deeper)
+            out[m, depth] = (rank, hits[m, depth], touch[m], -depth, -seq[m, depth])
+        return out
+
+    for step in range(100):
+        op = rng.random()
+        clock += 1
+        if op < 0.3 or not held:
+            m = f"m{len(archs)}"
+            archs[m] = (len(archs),) + tuple(rng.randrange(3) for _ in range(WIDTH - 1))  # no two share a layer
+            p.on_model(m, archs[m], "prefix", WIDTH)
+            for depth in rng.sample(range(WIDTH), WIDTH):  # in any order: the deepest is not always the latest
+                clock += 1
+                key = (m, depth)
+                held[key], hits[key], seq[key], touch[m] = rng.randrange(0, 50), 0, clock, clock
+                p.on_insert(key, held[key], m, tuple(range(depth + 1)))
+        elif op < 0.5:
+            key = rng.choice(sorted(held))
+            hits[key] += 1
+            touch[key[0]] = clock
+            p.on_hit(key)
+        elif op < 0.6:
+            m = rng.choice(sorted(archs))
+            if any(k[0] == m for k in held):
+                touch[m] = clock
+            p.on_donation(m)
+        elif op < 0.7:
+            j = rng.randrange(WIDTH)
+            hist[j] += 1
+            p.on_mutation(j)
+        elif op < 0.8:
+            key = rng.choice(sorted(held))
+            del held[key]
+            p.on_release(key)
+        else:
+            scores = [rng.choice([0.1, 0.5, 0.9, None]) for _ in archs]
+            sample = rng.randrange(1, 5)
+            p.on_population(list(zip(archs, scores)), population_size=len(archs), sample_size=sample)
+            victim = p.victim()
+            plain = plain_priorities([float("-inf") if s is None else s for s in scores], sample)
+            least = min(rank for rank, *_ in plain.values())
+            if least == -1.0:
+                assert victim == min(plain, key=plain.__getitem__), step
+            else:
+                assert plain[victim][0] == pytest.approx(least, rel=1e-9, abs=1e-12), step
+            del held[victim]
+            p.on_release(victim)
