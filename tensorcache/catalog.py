@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+from bisect import bisect_left, insort
 import math
 import struct
 from collections.abc import Collection, Iterable, Sequence
@@ -277,6 +278,9 @@ class Catalog:
         self._tiers: dict[Entry, int] = {}
         self._held: dict[str, int] = {}  # model -> how many of its entries some tier holds
         self._by_key: dict[bytes, dict[str, int]] = {}  # layer key -> {model: its layer index}
+        # layer key -> its holders' donor order, best first (prefix search stops at the first full donor)
+        self._ranked: dict[bytes, list[tuple[float, str]]] = {}
+        self._order: dict[str, tuple[float, str]] = {}  # held model -> its place in that order (one tuple)
 
     def hold(self, record: ModelRecord, index: int, tier: int) -> bool:
         """Tier ``tier`` holds layer ``index`` of ``record``; True if it did not before."""
@@ -284,9 +288,18 @@ class Catalog:
         tiers = self._tiers.get(entry)
         if tiers is None:
             tiers = 0
-            self.models.setdefault(record.model_id, record)
-            self._held[record.model_id] = self._held.get(record.model_id, 0) + 1
-            self._by_key.setdefault(record.layers[index].key, {})[record.model_id] = index
+            model_id, key = record.model_id, record.layers[index].key
+            known = self.models.setdefault(model_id, record)
+            if model_id not in self._held:
+                self._held[model_id] = 0
+                self._order[model_id] = (rank(known.score), model_id)
+            self._held[model_id] += 1
+            holders = self._by_key.get(key)
+            if holders is None:
+                holders, self._ranked[key] = self._by_key.setdefault(key, {}), []
+            if model_id not in holders:
+                insort(self._ranked[key], self._order[model_id])
+            holders[model_id] = index
         elif tiers >> tier & 1:
             return False
         self._tiers[entry] = tiers | 1 << tier
@@ -305,14 +318,17 @@ class Catalog:
             del self._tiers[entry]
             model_id, index = entry
             record = self.models[model_id]
-            holders = self._by_key.get(record.layers[index].key)
+            key = record.layers[index].key
+            holders = self._by_key.get(key)
             if holders is not None and holders.get(model_id) == index:
                 del holders[model_id]
+                ranked = self._ranked[key]
+                del ranked[bisect_left(ranked, self._order[model_id])]
                 if not holders:
-                    del self._by_key[record.layers[index].key]
+                    del self._by_key[key], self._ranked[key]
             self._held[model_id] -= 1
             if not self._held[model_id]:
-                del self._held[model_id], self.models[model_id]
+                del self._held[model_id], self.models[model_id], self._order[model_id]
         return True
 
     def holds(self, entry: Entry, tier: int) -> bool:
@@ -340,15 +356,17 @@ class Catalog:
         matching held layers anywhere. Ties go to ``parent``, then to the better score, then model id.
         """
         if mode == "prefix":
-            for depth in range(len(keys), 0, -1):  # deepest first: deep keys have few holders
-                holders = self._by_key.get(keys[depth - 1])
-                if not holders:
-                    continue
-                shallower = [self._by_key.get(k, {}) for k in keys[:depth - 1]]
-                cands = [m for m in holders if m not in skip and all(m in h for h in shallower)]
-                if cands:
-                    donor = self._pick(cands, parent)
-                    return donor, self._pairs(donor, keys[:depth])
+            by_key = self._by_key
+            runs = [by_key.get(k) for k in keys]
+            end = next((j for j, holders in enumerate(runs) if not holders), len(keys))  # no donor goes deeper
+            for depth in range(end, 0, -1):  # deepest first; at each depth the first full donor in order wins
+                shallower = runs[:depth - 1]
+                if parent is not None and parent in runs[depth - 1] and parent not in skip \
+                        and all(parent in h for h in shallower):
+                    return parent, self._pairs(parent, keys[:depth])
+                for _, m in self._ranked[keys[depth - 1]]:
+                    if m not in skip and all(m in h for h in shallower):
+                        return m, self._pairs(m, keys[:depth])
             return None
         counts: dict[str, int] = {}
         for key in keys:
@@ -372,7 +390,7 @@ class Catalog:
     def _pick(self, cands: Sequence[str], parent: str | None) -> str:
         if parent is not None and parent in cands:
             return parent
-        return min(cands, key=lambda m: (rank(self.models[m].score), m))
+        return min(cands, key=self._order.__getitem__)
 
     def check(self) -> list[str]:
         """Problems with the catalog's own invariants (empty when whole)."""
@@ -388,5 +406,9 @@ class Catalog:
             problems.append("held-entry counts disagree with the entries")
         if set(self.models) != set(counts):
             problems.append("models known without held entries, or the reverse")
+        if self._ranked.keys() != self._by_key.keys() or any(
+                self._ranked[key] != sorted(self._order.get(m, (math.nan, m)) for m in holders)
+                for key, holders in self._by_key.items()):
+            problems.append("a layer key's donor order disagrees with its holders")
         return problems
 

@@ -35,6 +35,7 @@ class Slot:
     tier: Tier
     policy: Policy
     decoded: dict[Entry, Layer] | None = None
+    full: bool = False  # its last admission had to make room (a shared tier's next one asks for room first)
 
 
 @dataclass
@@ -213,6 +214,10 @@ class TierStack:
         entries = [(j, record.layers[j].digests) for j in group]
         raw = record.encoded if slot.tier.shares_books else b""  # only a shared tier keeps records
         victims: list[Entry] = []  # released in the next hold's own transaction: one commit, not two
+        if slot.full and slot.tier.shares_books and len(slot.policy):  # likely full: no refused write first
+            short = slot.tier.room(raw, record.model_id, entries, blobs)
+            victims = self._victims(t, short, moves, work) if short else []
+        slot.full = bool(victims)
         while True:
             admission = slot.tier.hold_many(raw, record.model_id, entries, blobs, self.origin, release=victims)
             for entry in victims:
@@ -227,7 +232,7 @@ class TierStack:
             if admission.reason != "no_room" or not len(slot.policy):
                 moves.refused.append((slot.tier.name, admission.reason or "dropped"))
                 return None
-            victims = self._victims(t, admission.short, moves, work)
+            victims, slot.full = self._victims(t, admission.short, moves, work), True
         for j in group:
             self.note(t, record, j)
         return admission.written

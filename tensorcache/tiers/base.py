@@ -290,6 +290,13 @@ class SharedTier(Tier):
             self._opening = None
             self._repair("checked on open")
 
+    def room(self, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
+             blobs: Mapping[bytes, Any]) -> int:
+        """Bytes ``hold_many`` of these entries would be short of now (0: it would not be refused for room),
+        read without a write transaction: a full tier's evictions can then go into the hold's own one."""
+        return self._attempt("read", False, lambda txn: books.hold(txn, record, model_id, entries, blobs,
+                                                                   self.capacity, "", dry=True).short, 0)
+
     def snapshot(self) -> books.Snapshot | None:
         """Every held model with its record, as of one log position (None if the store fails); the first
         call returns the one read on open if the books have not changed since."""

@@ -264,11 +264,12 @@ def new_epoch() -> bytes:
 
 
 def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Sequence[bytes]]],
-         blobs: Mapping[bytes, Any], capacity: int, origin: str) -> Admission:
+         blobs: Mapping[bytes, Any], capacity: int, origin: str, dry: bool = False) -> Admission:
     """Hold entries ``(model_id, index)``, each naming payloads ``digests`` (``entries``: (index, digests)
     pairs), all or none: store the payloads no entry holds yet (``blobs`` must have them), count refs and
     bytes, keep the record, log one change. ``no_room`` if they do not fit in ``capacity``; ``conflict``
-    (nothing held) if the store keeps another ``record`` for ``model_id``; entries held already are skipped."""
+    (nothing held) if the store keeps another ``record`` for ``model_id``; entries held already are skipped.
+    ``dry``: change nothing, only answer (a read transaction may ask)."""
     held_key = model_key(b"h", model_id)
     all_digests = list(dict.fromkeys(d for _, digests in entries for d in digests))
     txn.prefetch([held_key, USED, SEQ, EPOCH, TIP, model_key(b"r", model_id), *(b"n:" + d for d in all_digests)])
@@ -291,6 +292,8 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     used = read_u64(txn.get(USED), "the used-bytes counter")
     if used + need > capacity:
         return no_room(used + need - capacity)
+    if dry:
+        return Admission(True, need)
     if stored is None:
         txn.set(model_key(b"r", model_id), record)
     for d, blob in fresh.items():

@@ -3,11 +3,13 @@ a damaged or hostile packed record is a PayloadError naming what is wrong, never
 from __future__ import annotations
 
 import json
+import math
+import random
 import struct
 
 import pytest
 
-from tensorcache.catalog import RECORD_MAGIC, Catalog, LayerRecord, ModelRecord, TensorRef
+from tensorcache.catalog import RECORD_MAGIC, Catalog, LayerRecord, ModelRecord, TensorRef, rank
 from tensorcache.payload import PayloadError
 
 W = TensorRef(b"w" * 16, "float32", (2, 3), 24, "torch")
@@ -32,6 +34,69 @@ def test_the_catalog_knows_which_tiers_hold_each_entry_and_forgets_a_model_held_
     assert catalog.release(("m1", 0), 0) and not catalog.release(("m1", 0), 0)
     assert catalog.tiers_of(("m1", 0)) == [2] and catalog.record("m1") is RECORD
     assert catalog.release(("m1", 0), 2) and catalog.record("m1") is None and not catalog.check()
+
+
+
+def _plain_find(held: dict[str, dict[bytes, int]], scores: dict[str, float | None], keys: list[bytes],
+                parent: str | None, mode: str, skip: set[str]) -> tuple[str, list[tuple[int, int]]] | None:
+    """The donor rule read plainly over every held model: ``held`` maps a model to {layer key: layer index}
+    of the layers some tier holds."""
+    def depth(m: str) -> int:
+        if mode == "compatible":
+            return sum(k in held[m] for k in keys)
+        run = 0
+        while run < len(keys) and keys[run] in held[m]:
+            run += 1
+        return run
+
+    cands = {m: depth(m) for m in held if m not in skip}
+    best = max(cands.values(), default=0)
+    if not best:
+        return None
+    tied = [m for m, d in cands.items() if d == best]
+    donor = parent if parent in tied else min(tied, key=lambda m: (rank(scores[m]), m))
+    upto = keys if mode == "compatible" else keys[:best]
+    return donor, [(j, held[donor][k]) for j, k in enumerate(upto) if k in held[donor]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_donor_search_picks_what_the_plain_rule_picks(seed):
+    """Random holds and releases over two tiers, random children (often a held model's own keys or a
+    prefix of them, sometimes shifted by a position), parents and unreadable donors; every answer is the
+    plain rule's, and the catalog stays whole."""
+    rng = random.Random(seed)
+    pool = [bytes([i]) * 16 for i in range(24)]
+    scores_pool = [None, math.nan, math.inf, -math.inf, 0.5, 0.5, 0.25, 1.0]
+    records = []
+    for n in range(40):
+        keys = rng.sample(pool[:8], 4) if rng.random() < 0.2 else \
+            [pool[0]] + [pool[1 + rng.randrange(2) * 8 + j] for j in range(rng.randrange(2, 6))]
+        layers = tuple(LayerRecord(k, {}, ()) for k in keys)
+        records.append(ModelRecord(f"m{rng.randrange(100):02d}-{n}", (1,), rng.choice(scores_pool), None, layers))
+    by_id, scores = {r.model_id: r for r in records}, {r.model_id: r.score for r in records}
+    catalog, resident = Catalog(), set()
+    for _ in range(600):
+        record, tier = rng.choice(records), rng.randrange(2)
+        index = rng.randrange(len(record.layers))
+        if rng.random() < 0.6:
+            catalog.hold(record, index, tier)
+            resident.add((record.model_id, index, tier))
+        else:
+            catalog.release((record.model_id, index), tier)
+            resident.discard((record.model_id, index, tier))
+        held: dict[str, dict[bytes, int]] = {}
+        for model_id, index, _ in resident:
+            held.setdefault(model_id, {})[by_id[model_id].layers[index].key] = index
+        base = rng.choice(records)
+        keys = [layer.key for layer in base.layers]
+        keys = keys[:rng.randrange(1, len(keys) + 1)] + ([rng.choice(pool)] if rng.random() < 0.3 else [])
+        if rng.random() < 0.1:
+            keys = keys[1:] + keys[:1]
+        parent = rng.choice([None, base.model_id, rng.choice(records).model_id])
+        skip = set(rng.sample(sorted(held), min(len(held), rng.randrange(3)))) if held else set()
+        for mode in ("prefix", "compatible"):
+            assert catalog.find(keys, parent, mode, skip=skip) == _plain_find(held, scores, keys, parent, mode, skip)
+        assert not catalog.check()
 
 
 def test_format_1_json_records_are_still_read():

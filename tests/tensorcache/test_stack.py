@@ -139,3 +139,28 @@ def test_an_admission_that_evicts_from_a_shared_tier_commits_once(tmp_path):
     assert lmdb_tier.used_bytes() == 2 * LAYER and stack.check() == []
     assert stack.catalog.tiers_of(("a", 0)) == [] and stack.catalog.tiers_of(("b", 0)) == [0]
     stack.close()
+
+
+def test_a_full_shared_tier_makes_room_before_the_hold_so_one_hold_per_admission(tmp_path):
+    lmdb_tier = LMDBTier(tmp_path / "d", 2 * LAYER)
+    stack = TierStack([lmdb_tier], [FIFO()], Catalog(), "me")
+    holds = []
+    hold_many = lmdb_tier.hold_many
+    lmdb_tier.hold_many = lambda *args, **kw: holds.append(kw.get("release")) or hold_many(*args, **kw)
+    for name in "abcd":
+        record, blobs = _model(name, 1)
+        holds.clear()
+        assert stack.admit(0, record, range(1), blobs, Moves()) and stack.check() == []
+        assert lmdb_tier.used_bytes() == len(stack.catalog.held_in([0])) * LAYER
+        if name == "c":  # the first admission into the full tier was refused once, then evicted and held
+            assert holds == [[], [("a", 0)]]
+        elif name == "d":  # the books said it would not fit: its victim went into the one hold's transaction
+            assert holds == [[("b", 0)]]
+    assert lmdb_tier.audit().healthy and stack.catalog.held_in([0]) == [("c", 0), ("d", 0)]
+    other = LMDBTier(tmp_path / "d", 2 * LAYER)  # another process frees the tier: no victim is taken then
+    other.release("c", 0)
+    holds.clear()
+    e, blobs_e = _model("e", 1)
+    assert stack.admit(0, e, range(1), blobs_e, Moves()) and holds == [[]]
+    other.close()
+    stack.close()
