@@ -87,6 +87,7 @@ class _Entry:
     nbytes: int  # the size given
     content: Content = ()  # set when filed under its holders
     content_row: int = -1  # its content's row of ``EvolutionAware._contents``
+    row: int = -1  # its row of ``EvolutionAware._entry_rows``
 
 
 @dataclass(slots=True)
@@ -162,8 +163,9 @@ class EvolutionAware(Policy):
         self._uses = self._patterns.array("uses")
         self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
         self._model_rows = Columns()  # a row for each model holding entries
-        self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q")
-        self._entry_content = self._entry_rows.array("content")
+        self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q", rank="d")  # rank: value
+        # per byte (-1: worthless, NaN: not ranked since the last rebuild); the heap and priorities go by row
+        self._entry_content, self._ranks = self._entry_rows.array("content"), self._entry_rows.array("rank")
         # evolution state
         self._members: set[str] = set()  # the population of the last update
         self._population: tuple[list[str], list[float]] = ([], [])  # its ids and scores, oldest first
@@ -186,10 +188,9 @@ class EvolutionAware(Policy):
         # ranking: rebuilt when the state moves, kept up to date entry by entry in between
         self._stale = True
         self._value: dict[Content, float] = {}  # valued since the last rebuild but not held now (expected reuses)
-        self._rank: dict[Key, float] = {}  # value per byte of each entry; -1 marks a worthless one
         self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
-        self._heap = LazyHeap()
-        self._set: dict[Key, tuple[float, int, int, int, int]] = {}  # the priority last set for each entry
+        self._heap = LazyHeap()  # of entry rows
+        self._set: dict[int, tuple[float, int, int, int, int]] = {}  # entry row -> the priority last set for it
         self._held: set[str] = set()  # models still arriving whose entries are out of the heap (``_touch``)
 
     # --------------------------------------------------------------- evolution state
@@ -223,7 +224,7 @@ class EvolutionAware(Policy):
                 self._modes.pop(m, None)
                 self._scores.pop(m, None)
         self._unlisted.clear()
-        if not self._rank:
+        if not self._entries:  # nothing ranked (a stale ranking is rebuilt anyway)
             self._stale = True
         elif self._updates - self._ranked_at >= (self.refresh or max(1, population_size // 10)):
             self._pending = True  # rebuilt once enough entries changed too (``_rebuild_if_due``)
@@ -304,7 +305,7 @@ class EvolutionAware(Policy):
             return 0.0
         if self._stale or self._pending:
             self._rebuild()
-        return 0.0 if self._rank[key] < 0 else self._entry_value(key)
+        return 0.0 if self._ranks[self._entries[key].row] < 0 else self._entry_value(key)
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
@@ -325,7 +326,7 @@ class EvolutionAware(Policy):
         depth = layer_depth(key)
         entry = entries[key] = _Entry(model_id, depth, deps, float(max(size, 1)), tick, size)
         model.keys[depth] = key
-        row = self._entry_rows.add(key, tick, depth, entry.size, self._model_rows.row[model_id], -1)
+        row = entry.row = self._entry_rows.add(key, tick, depth, entry.size, self._model_rows.row[model_id], -1, math.nan)
         self._file(key, entry, model, row, push=False)
         self._touch(model_id, model)  # sets the priorities of its entries
 
@@ -356,6 +357,7 @@ class EvolutionAware(Policy):
         if self._fallback_current:
             self._fallback.on_release(key)
         model = self._models[entry.model_id]
+        ranked = self._ranks[entry.row] >= 0  # False if not ranked (NaN)
         content = self._unfile(key, entry)
         self._entry_rows.drop(key)
         del model.keys[entry.depth]
@@ -365,15 +367,17 @@ class EvolutionAware(Policy):
             if not self._stale:
                 for other in model.keys.values():
                     self._push(other)
-        if self._rank.pop(key, -1.0) >= 0 and not self._stale:  # re-rank what its loss changes, until the next rebuild
+        if ranked and not self._stale:  # re-rank what its loss changes, until the next rebuild
+            ranks, entries = self._ranks, self._entries
             for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
-                if self._rank[other] < 0:
-                    self._rank[other] = self._entry_value(other) / self._entries[other].size
+                held = entries[other]
+                if ranks[held.row] < 0:
+                    ranks[held.row] = self._entry_value(other) / held.size
                     self._push(other)
             if model.prefix:  # the layers after it can no longer be served
                 for depth, other in model.keys.items():
                     if depth > entry.depth:
-                        self._rank[other] = -1.0
+                        ranks[entries[other].row] = -1.0
                         self._push(other)
         if not model.keys:
             del self._models[entry.model_id]
@@ -398,6 +402,8 @@ class EvolutionAware(Policy):
         if self._stale:
             self._rebuild()
         top = self._heap.peek()
+        if top is not None:
+            top = top[0], self._entry_rows.key(top[1])
         if self._held and (top is None or top[0][0] == math.inf):
             arriving = min((self._priority(key), key) for m in self._held for key in self._models[m].keys.values())
             top = arriving if top is None else min(top, arriving)
@@ -435,7 +441,7 @@ class EvolutionAware(Policy):
         self._entry_content[row] = entry.content_row
         if not self._stale:
             if model.arriving():
-                self._rank[key] = math.inf
+                self._ranks[row] = math.inf
                 if push:
                     self._push(key)
             elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
@@ -444,14 +450,14 @@ class EvolutionAware(Policy):
                     for other in model.keys.values():
                         self._push(other)
             else:  # a new layer is its model's deepest: its own value per byte
-                self._rank[key] = self._entry_value(key) / entry.size
+                self._ranks[row] = self._entry_value(key) / entry.size
                 if push:
                     self._push(key)
 
     def _rank_model(self, model: _Model) -> None:
         """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
         but without looking for other copies."""
-        entries, rank, valued = self._entries, self._rank, self._valued
+        entries, rank, valued = self._entries, self._ranks, self._valued
         missing: dict[Content, int] = {}  # content not valued since the last rebuild -> its row, in order
         for key in model.keys.values():
             entry = entries[key]
@@ -462,7 +468,8 @@ class EvolutionAware(Policy):
                 valued[row] = value
         if not model.prefix:
             for key in model.keys.values():
-                rank[key] = self._entry_value(key) / entries[key].size
+                entry = entries[key]
+                rank[entry.row] = self._entry_value(key) / entry.size
             return
         run = model.run()
         value = size = 0.0
@@ -472,8 +479,10 @@ class EvolutionAware(Policy):
             got = valued[entry.content_row]
             value += self._content_value(entry.content) if math.isnan(got) else got
             size += entry.size
-            rank[key] = value / size
-        rank.update((key, -1.0) for depth, key in model.keys.items() if depth > run)
+            rank[entry.row] = value / size
+        for depth, key in model.keys.items():
+            if depth > run:
+                rank[entries[key].row] = -1.0
 
     def _unfile(self, key: Key, entry: _Entry) -> Content:
         content = entry.content
@@ -488,8 +497,8 @@ class EvolutionAware(Policy):
             if pattern >= 0:
                 self._drop_pattern(pattern)
             self._contents.drop(content)
-        self._heap.discard(key)
-        self._set.pop(key, None)
+        self._heap.discard(entry.row)
+        self._set.pop(entry.row, None)
         return content
 
     def _touch(self, model_id: str, model: _Model) -> None:
@@ -502,9 +511,11 @@ class EvolutionAware(Policy):
         if model.arriving():
             if model_id not in self._held:
                 self._held.add(model_id)
+                entries = self._entries
                 for key in model.keys.values():
-                    self._heap.discard(key)
-                    self._set.pop(key, None)
+                    row = entries[key].row
+                    self._heap.discard(row)
+                    self._set.pop(row, None)
             return
         self._held.discard(model_id)
         self._push_model(model)
@@ -567,26 +578,29 @@ class EvolutionAware(Policy):
 
     def _push(self, key: Key) -> None:
         """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
-        if self._entries[key].model_id in self._held:
+        entry = self._entries[key]
+        if entry.model_id in self._held:
             return
-        floor, priority = self._set.get(key), self._priority(key)
-        self._set[key] = priority
-        self._heap.rise(key, priority, floor)
+        row = entry.row
+        floor, priority = self._set.get(row), self._priority(key)
+        self._set[row] = priority
+        self._heap.rise(row, priority, floor)
 
     def _push_model(self, model: _Model) -> None:
         """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, rank, hits, last, rise = self._entries, self._rank, self._hits, self._set, self._heap.rise
+        entries, rank, hits, last, rise = self._entries, self._ranks, self._hits, self._set, self._heap.rise
         touch = model.touch
         for key in model.keys.values():
             entry = entries[key]
-            priority = (rank[key], hits[entry.content_row], touch, -entry.depth, -entry.seq)
-            rise(key, priority, last.get(key))
-            last[key] = priority
+            row = entry.row
+            priority = (rank[row], hits[entry.content_row], touch, -entry.depth, -entry.seq)
+            rise(row, priority, last.get(row))
+            last[row] = priority
 
     def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
         entry = self._entries[key]
         hits = self._hits[entry.content_row]
-        return (self._rank[key], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
+        return (self._ranks[entry.row], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
 
     def _weight(self, model_id: str) -> float:
         """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
@@ -711,9 +725,8 @@ class EvolutionAware(Policy):
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(fields)
         seq, depth, touched, hits, rank = (field[order].tolist() for field in fields)
-        keys = self._entry_rows.keys(rows[order])
-        self._rank = dict(zip(keys, rank))
-        self._heap = LazyHeap(keys, lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
+        self._entry_rows.put("rank", rows, ranks)
+        self._heap = LazyHeap(rows[order].tolist(), lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
         self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
         self._held.clear()
         self._stale = False
