@@ -1,10 +1,11 @@
 """What evolution-aware eviction costs: CPU of a live tabular search and of a replay, against cheap policies.
 
     python bench/policy_cost.py --out DIR [--live-evals 1500] [--memory 48MB[,...]] [--replay-evals 10000]
-                                [--repeats 2] [--same-as REV] [--before REV]
+                                [--repeats 2] [--same-as REV] [--before REV] [--streams]
 
 Both measures are CPU seconds of this process (``time.process_time``), taken in turns with the baseline in
-the same run, so other load on the machine shifts both alike. Printed as ``ratio`` lines (baseline CPU /
+the same run, so other load on the machine shifts both alike; one untimed live search runs first, so that no
+timed one pays for imports and first-use setup. Printed as ``ratio`` lines (baseline CPU /
 subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. within 1.5x of donor-window):
 
 * live: ``run_search --evaluator tabular`` (NB201, 64 simulated workers, P=100, S=25, memory tier only,
@@ -16,6 +17,11 @@ subject CPU, so 1.0 is "as cheap"; the live-search target is >= 1/1.5, i.e. with
 
 ``--before REV`` also runs the live search under evolution-aware as of git revision REV, in the same turns,
 and prints the current code's CPU against it (ratio > 1: the current code is cheaper).
+
+``--streams`` also records the calls each policy hears in one live search per memory size (its events and
+its victim calls: the policy's own decisions shape them) and plays each policy's calls again, alone, in
+turns: the policy's own CPU, apart from the search around it (the live ratio counts both). With ``--before``,
+evolution-aware as of REV plays the current code's calls too and must name the same victims.
 
 ``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
 checks that both name the same victims in the same order (a cheaper policy must keep its decisions). Its
@@ -40,7 +46,8 @@ from common import Comparison, interleaved, machine, print_comparisons, write_co
 from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
 from tensorcache.config import CacheConfig
-from tensorcache.policies import EvolutionAware, register_policy
+from tensorcache.policies import EvolutionAware, Policy, register_policy
+from tensorcache.policies.registry import POLICIES
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_records
 
@@ -77,9 +84,41 @@ def victims(cls: type[EvolutionAware], work: Workload, capacity: int, P: int, S:
     return named
 
 
-def live_search(table: str, folder: str, policy: str, evals: int, memory: str) -> Callable[[], Any]:
+def policy_calls(table: str, folder: str, cls: type[Policy], evals: int, memory: str) -> list[Any]:
+    """The calls a policy of class ``cls`` hears in one live search: its events, and ``None`` for each victim call
+    followed by the key it named."""
+    calls: list[Any] = []
+
+    class Recording(cls):  # type: ignore[misc, valid-type]
+        def handle(self, event: Any) -> None:
+            calls.append(event)
+            super().handle(event)
+
+        def victim(self) -> Any:
+            calls.extend((None, super().victim()))
+            return calls[-1]
+
+    live_search(table, folder, Recording, evals, memory)()
+    return calls
+
+
+def play_calls(cls: type[Policy], calls: list[Any], window: int) -> Callable[[], Any]:
+    """Make a ``cls`` policy hear ``calls`` again; a victim other than the one recorded is an error."""
+    def call() -> None:
+        policy = cls(window=window)
+        handle, victim, named = policy.handle, policy.victim, iter(calls)
+        for event in named:
+            if event is not None:
+                handle(event)
+            elif victim() != next(named):
+                raise RuntimeError(f"{cls.name} named another victim than the recorded search")
+    return call
+
+
+def live_search(table: str, folder: str, policy: str | type[Policy], evals: int, memory: str) -> Callable[[], Any]:
     def call() -> Any:
-        return run_search(SearchSettings(out=os.path.join(folder, policy), evaluator="tabular", table=table,
+        name = policy if isinstance(policy, str) else policy.name
+        return run_search(SearchSettings(out=os.path.join(folder, name), evaluator="tabular", table=table,
                                          evals=evals, population=100, sample=25, workers=64,
                                          transfer="prefix",  # as its results were measured
                                          cache_config=CacheConfig(memory=memory, disk="none", policy=policy), run_id="c", overwrite=True))
@@ -99,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "the same entries in the same order on the replay trace")
     p.add_argument("--before", metavar="REV", help="also run the live search under evolution-aware as of git revision "
                    "REV, in the same turns, and print the current code's CPU against it")
+    p.add_argument("--streams", action="store_true", help="also measure each policy's own CPU on the calls it heard "
+                   "in one live search per memory size")
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]
@@ -108,7 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = f"evolution-aware@{args.before}"
         register_policy(before, type("EvolutionAwareBefore", (evolution_aware_at(args.before),), {"name": before}))
         policies.append(before)
+    window = 4 * 100  # what run_search sets for P = 100
     try:
+        if memories:  # one untimed search first: the first timed one would pay for imports and first-use setup
+            live_search(args.table, work_dir, "donor-window", args.live_evals, memories[0])()
         for memory in memories:
             live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, memory)
                                for pol in policies}, args.repeats)
@@ -118,6 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.before:
                 comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
                                               "evolution-aware", before, 0, live["evolution-aware"], live[before]))
+            if args.streams:
+                heard = {pol: policy_calls(args.table, work_dir, POLICIES[pol], args.live_evals, memory)
+                         for pol in ("donor-window", "evolution-aware")}
+                alone = _cpu_turns({pol: play_calls(POLICIES[pol], heard[pol.split("@")[0]], window)
+                                    for pol in policies}, args.repeats)
+                label = f"policy alone on its live calls, {args.live_evals} evals, {memory}"
+                comparisons.append(Comparison("policy_cost", label, "evolution-aware", "donor-window", 0,
+                                              alone["evolution-aware"], alone["donor-window"]))
+                if args.before:
+                    comparisons.append(Comparison("policy_cost", label, "evolution-aware", before, 0,
+                                                  alone["evolution-aware"], alone[before], note="same victims"))
         if args.replay_evals:
             trace = record_trace(work_dir, args.table, args.replay_evals, 100, 25, 64, 0, "prefix")
             work = Workload(read_records(trace), "prefix")
