@@ -154,7 +154,7 @@ class EvolutionAware(Policy):
         self._tick = itertools.count()
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
-        self._holders: dict[Content, set[Key]] = {}
+        self._holders: dict[int, set[Key]] = {}  # held content's row -> the keys holding it
         self._contents = Columns(hits="q", pattern="q", value="d")  # held contents: hits on each, its pattern's
         # row of ``_patterns`` (-1: an undescribed model's own), its value as of the last rebuild (NaN: not yet)
         self._hits, self._valued = self._contents.array("hits"), self._contents.array("value")
@@ -323,7 +323,7 @@ class EvolutionAware(Policy):
             model = self._models[model_id] = _Model(self._updates, tick)
             self._model_rows.add(model_id)
             self._describe(model_id, model)
-        depth = layer_depth(key)
+        depth = key[1] if type(key) is tuple and len(key) == 2 and type(key[1]) is int else layer_depth(key)
         entry = entries[key] = _Entry(model_id, depth, deps, float(max(size, 1)), tick, size)
         model.keys[depth] = key
         row = entry.row = self._entry_rows.add(key, tick, depth, entry.size, self._model_rows.row[model_id], -1, math.nan)
@@ -369,7 +369,7 @@ class EvolutionAware(Policy):
                     self._push(other)
         if ranked and not self._stale:  # re-rank what its loss changes, until the next rebuild
             ranks, entries = self._ranks, self._entries
-            for other in self._holders.get(content, ()):  # a spare copy of the same content is needed again
+            for other in self._holders.get(entry.content_row, ()):  # a spare copy of the same content is needed again
                 held = entries[other]
                 if ranks[held.row] < 0:
                     ranks[held.row] = self._entry_value(other) / held.size
@@ -417,28 +417,25 @@ class EvolutionAware(Policy):
         return key in self._entries
 
     # --------------------------------------------------------------- contents and values
-    def _content_of(self, key: Key, entry: _Entry, model: _Model) -> Content:
-        arch = model.arch
-        if arch is None or (entry.deps and entry.deps[-1] >= len(arch)):
-            return ("own", key)
-        return (entry.depth, entry.deps, tuple(map(arch.__getitem__, entry.deps)))
-
     def _file(self, key: Key, entry: _Entry, model: _Model, row: int, push: bool = True) -> None:
         """File the entry (of ``model``, at entry ``row``) under its content and rank it (``push``: set its
         priorities too)."""
-        content = self._content_of(key, entry, model)
-        holders = self._holders.get(content)
-        contents = self._contents
-        if holders is None:
-            holders = self._holders[content] = set()
-            pattern = -1 if content[0] == "own" else self._pattern_row(content[1:])
-            entry.content_row = contents.add(content, 0, pattern, self._value.pop(content, math.nan))
+        arch, deps = model.arch, entry.deps
+        if arch is None or (deps and deps[-1] >= len(arch)):
+            content: Content = ("own", key)
         else:
-            entry.content_row = contents.row[content]
-            content = contents.key(entry.content_row)  # the one copy of it held (no new object kept per entry)
-        entry.content = content
-        holders.add(key)
-        self._entry_content[row] = entry.content_row
+            content = (entry.depth, deps, tuple(map(arch.__getitem__, deps)))
+        contents = self._contents
+        at = contents.row.get(content)
+        if at is None:
+            pattern = -1 if content[0] == "own" else self._pattern_row(content[1:])
+            at = contents.add(content, 0, pattern, self._value.pop(content, math.nan))
+            self._holders[at] = {key}
+        else:
+            content = contents.key(at)  # the one copy of it held (no new object kept per entry)
+            self._holders[at].add(key)
+        entry.content, entry.content_row = content, at
+        self._entry_content[row] = at
         if not self._stale:
             if model.arriving():
                 self._ranks[row] = math.inf
@@ -485,12 +482,11 @@ class EvolutionAware(Policy):
                 rank[entries[key].row] = -1.0
 
     def _unfile(self, key: Key, entry: _Entry) -> Content:
-        content = entry.content
-        holders = self._holders[content]
+        content, row = entry.content, entry.content_row
+        holders = self._holders[row]
         holders.discard(key)
         if not holders:
-            del self._holders[content]
-            row = self._contents.row[content]
+            del self._holders[row]
             value, pattern = self._valued[row], self._contents.get("pattern", row)
             if value == value:  # valued: kept until the next rebuild, as if still held
                 self._value[content] = value
@@ -739,21 +735,20 @@ class EvolutionAware(Policy):
         worthless, and so is the whole run when another model's copy of the run's last layer serves at least as
         much. Compatible mode: a model's layers are worthless when another model of its arch serves more."""
         arriving, counted, dominated = 1, 2, 3  # the models' kinds; 0: neither prefix mode nor arriving
-        kind = np.zeros(self._model_rows.size, np.int8)
-        run = np.zeros(self._model_rows.size, np.int64)
-        serves: dict[Any, Any] = {}  # filled as asked: model -> how much its copy serves, then recency; content ->
-        # the copy of it worth keeping
+        kind, run = [0] * self._model_rows.size, [0] * self._model_rows.size  # by model row
+        serves: dict[str, tuple[int, int]] = {}  # filled as asked: model -> how much its copy serves, then recency
+        kept: dict[int, Key] = {}  # filled as asked: content row -> the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
         others: list[tuple[str, _Model]] = []
-        entries = self._entries
+        entries, model_row = self._entries, self._model_rows.row
         for m, model in self._models.items():
-            row = self._model_rows.row[m]
+            row = model_row[m]
             if model.arriving():
                 kind[row] = arriving
             elif model.prefix:
                 got = run[row] = model.run()
                 last = model.keys[got - 1] if got else None
-                kind[row] = dominated if got and self._kept_copy(entries[last].content, serves) != last else counted
+                kind[row] = dominated if got and self._kept_copy(entries[last].content_row, kept, serves) != last else counted
             else:
                 others.append((m, model))
                 if model.arch is not None:
@@ -761,7 +756,7 @@ class EvolutionAware(Policy):
                     if twin is None or self._serves(m, serves) > self._serves(twin, serves):
                         twins[model.arch] = m
         model_of, depth = column["model"], column["depth"]
-        kinds, runs = kind[model_of], run[model_of]
+        kinds, runs = np.array(kind, np.int8)[model_of], np.array(run, np.int64)[model_of]
         ranks = np.zeros(len(depth))
         ranks[kinds == arriving] = math.inf
         ranks[(kinds == dominated) | ((kinds == counted) & (depth > runs))] = -1.0
@@ -777,7 +772,7 @@ class EvolutionAware(Policy):
                 ranked[key] = -1.0 if spare else self._entry_value(key) / entries[key].size
         return ranks, ranked
 
-    def _serves(self, model_id: str, known: dict[Any, Any]) -> tuple[int, int]:
+    def _serves(self, model_id: str, known: dict[str, tuple[int, int]]) -> tuple[int, int]:
         """How much a model's copy can serve (its run in prefix mode, else its layers), then its recency."""
         got = known.get(model_id)
         if got is None:
@@ -785,14 +780,14 @@ class EvolutionAware(Policy):
             got = known[model_id] = (model.reach() if model.prefix else len(model.keys), model.touch)
         return got
 
-    def _kept_copy(self, content: Content, known: dict[Any, Any]) -> Key:
-        """The one copy of a content worth keeping: the holder whose model serves most, then the newest
-        (found once per rebuild: the stem's content has a holder in every model)."""
+    def _kept_copy(self, content: int, known: dict[int, Key], serves: dict[str, tuple[int, int]]) -> Key:
+        """The one copy of a content (its row) worth keeping: the holder whose model serves most, then the newest
+        (found once per rebuild, ``known``: the stem's content has a holder in every model)."""
         keys = self._holders[content]
         if len(keys) == 1:
             return next(iter(keys))
         kept = known.get(content)
         if kept is None:
             entries = self._entries
-            kept = known[content] = max(keys, key=lambda k: (self._serves(entries[k].model_id, known), entries[k].seq))
+            kept = known[content] = max(keys, key=lambda k: (self._serves(entries[k].model_id, serves), entries[k].seq))
         return kept
