@@ -68,12 +68,17 @@ class LayerMap:
             out.append(layer_key(context, layer.name))
         return out
 
+    @functools.cached_property
+    def _wrapped(self) -> int:
+        """Length of the wrapper prefix every named entry shares (0: none), worked out once per map."""
+        return len(wrapper_prefix(p for layer in self.layers for p in layer.params))
+
     def split(self, state: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
         """Split a flat state dict into one dict per layer, and name the entries no layer claims; KeyError
         if a named entry is missing or no entry is named. Names are matched and kept without the wrapper
         prefixes of ``nn.DataParallel``/DDP (``module.``) and ``torch.compile`` (``_orig_mod.``), either side."""
         plain = unwrapped(state)
-        cut = len(wrapper_prefix(p for layer in self.layers for p in layer.params))
+        cut = self._wrapped
         per_layer: list[dict[str, Any]] = []
         missing: list[str] = []
         for layer in self.layers:
@@ -85,8 +90,8 @@ class LayerMap:
                 else:
                     missing.append(p)
             per_layer.append(tensors)
-        claimed = {name for tensors in per_layer for name in tensors}
-        left_out = [name for name in plain if name not in claimed]
+        claimed = set().union(*per_layer)
+        left_out = [name for name in plain if name not in claimed] if len(claimed) < len(plain) else []
         if plain and not claimed:
             raise KeyError(f"state dict entries match no layer of the layer map: {left_out[:8]}"
                            f"{' ...' if len(left_out) > 8 else ''} (give a layer_map that names them)")

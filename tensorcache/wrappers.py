@@ -28,10 +28,10 @@ def wrapper_prefix(names: Iterable[str]) -> str:
     return prefix
 
 
-def unwrapped(state: Mapping[str, T]) -> dict[str, T]:
-    """``state`` with the wrapper prefix all its names share removed."""
+def unwrapped(state: Mapping[str, T]) -> Mapping[str, T]:
+    """``state`` with the wrapper prefix all its names share removed (``state`` itself when they share none)."""
     cut = len(wrapper_prefix(state))
-    return {name[cut:]: value for name, value in state.items()} if cut else dict(state)
+    return {name[cut:]: value for name, value in state.items()} if cut else state
 
 
 def with_plain_names(found: dict[str, Any]) -> dict[str, Any]:
