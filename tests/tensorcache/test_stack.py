@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from tensorcache.catalog import Catalog, LayerRecord, ModelRecord, TensorRef
+from tensorcache.events import Inserted, LayerServed
 from tensorcache.payload import encode
 from tensorcache.policies import FIFO, make_policy
 from tensorcache.policies.base import make_room
+from tensorcache.replay import PolicyStore
 from tensorcache.stack import Moves, TierStack
 from tensorcache.tiers import LMDBTier, MemoryTier
 
@@ -163,4 +165,41 @@ def test_a_full_shared_tier_makes_room_before_the_hold_so_one_hold_per_admission
     e, blobs_e = _model("e", 1)
     assert stack.admit(0, e, range(1), blobs_e, Moves()) and holds == [[]]
     other.close()
+
+
+@pytest.mark.parametrize("policy", ["fifo", "lru", "lfu", "donor-window"])
+def test_a_full_memory_tier_evicts_what_replay_s_store_evicts_layer_by_layer(policy):
+    """Models put into a full process-local tier, with hits between them: the stack takes the same victims,
+    in the same order, after the same layers, as replay's store fed the same events one layer at a time."""
+    rng = np.random.default_rng(3)
+    stack = TierStack([MemoryTier(0)], [make_policy(policy)], Catalog(), "me")
+    store = PolicyStore(make_policy(policy), 0)
+    models = []
+    for m in range(40):
+        layers, blobs = [], {}
+        for j in range(int(rng.integers(2, 7))):
+            digest, blob, ref = encode(rng.standard_normal(int(rng.integers(16, 256)), dtype=np.float32))
+            blobs[digest] = blob
+            tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
+            layers.append(LayerRecord(bytes([m, j + 1]) * 8, {"w": tensor}, tuple(range(j + 1))))
+        models.append((ModelRecord(f"m{m}", tuple(range(len(layers))), 1.0, None, tuple(layers)), blobs))
+    capacity = sum(layer.blob_bytes for record, _ in models[:3] for layer in record.layers)
+    stack.slots[0].tier.capacity = store.capacity = capacity
+    for n, (record, blobs) in enumerate(models):
+        moves = Moves()
+        assert stack.admit(0, record, range(len(record.layers)), blobs, moves)
+        replayed = []
+        for j, layer in enumerate(record.layers):
+            admitted, evicted = store.insert(Inserted((record.model_id, j), layer.blob_bytes, record.model_id,
+                                                      layer.depends_on))
+            assert admitted
+            replayed += evicted
+        assert [entry for _, entry, _ in moves.released] == replayed
+        assert set(stack.catalog.held_in([0])) == set(store.sizes)
+        for record, _ in models[max(0, n - 3):n:2]:  # a hit on an older model's first layer, if still held
+            entry = (record.model_id, 0)
+            if store.contains(entry):
+                assert stack.read(record, 0, Moves()) is not None
+                store.handle(LayerServed(entry))
+    assert stack.check() == []
     stack.close()
