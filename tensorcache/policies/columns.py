@@ -21,21 +21,21 @@ class Columns:
         self._free: list[int] = []
         self._alive = array("b")
         self._columns = {name: array(code) for name, code in types.items()}
+        self._arrays = tuple(self._columns.values())  # in the order of ``add``'s values
 
     def add(self, key: Hashable, *values: Any) -> int:
         """Give ``key`` a row holding ``values``, one per column in the order the columns were named."""
-        columns = self._columns.values()
         if self._free:
             row = self._free.pop()
             self._keys[row] = key
             self._alive[row] = 1
-            for column, value in zip(columns, values):
+            for column, value in zip(self._arrays, values):
                 column[row] = value
         else:
             row = len(self._keys)
             self._keys.append(key)
             self._alive.append(1)
-            for column, value in zip(columns, values):
+            for column, value in zip(self._arrays, values):
                 column.append(value)
         self.row[key] = row
         return row

@@ -74,6 +74,22 @@ def _wanted(deps: Sequence[int], values: Sequence[int], width: int) -> list[int]
     return row
 
 
+class _Sorted:
+    """The priorities of entries in sorted order, by place: columns of numbers turned into tuples a chunk at a time,
+    from the front (a rebuild's heap asks only for the entries that surface before the next rebuild)."""
+
+    def __init__(self, fields: Sequence[np.ndarray]) -> None:
+        self._fields = fields
+        self._done: list[tuple] = []
+
+    def __call__(self, place: int) -> tuple:
+        done = self._done
+        if place >= len(done):
+            end = max(place + 1, 2 * len(done), 64)
+            done.extend(zip(*(field[len(done):end].tolist() for field in self._fields)))
+        return done[place]
+
+
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
 
@@ -720,9 +736,8 @@ class EvolutionAware(Policy):
         fields = (-column["seq"], -column["depth"], touch[column["model"]],
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(fields)
-        seq, depth, touched, hits, rank = (field[order].tolist() for field in fields)
         self._entry_rows.put("rank", rows, ranks)
-        self._heap = LazyHeap(rows[order].tolist(), lambda i: (rank[i], hits[i], touched[i], depth[i], seq[i]))
+        self._heap = LazyHeap(rows[order].tolist(), _Sorted([field[order] for field in reversed(fields)]))
         self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
         self._held.clear()
         self._stale = False
