@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tensorcache.catalog import Catalog, LayerRecord, ModelRecord, TensorRef
-from tensorcache.events import Inserted, LayerServed
+from tensorcache.events import Donated, Inserted, LayerServed
 from tensorcache.payload import encode
 from tensorcache.policies import FIFO, make_policy
 from tensorcache.policies.base import make_room
@@ -169,8 +169,10 @@ def test_a_full_shared_tier_makes_room_before_the_hold_so_one_hold_per_admission
 
 @pytest.mark.parametrize("policy", ["fifo", "lru", "lfu", "donor-window"])
 def test_a_full_memory_tier_evicts_what_replay_s_store_evicts_layer_by_layer(policy):
-    """Models put into a full process-local tier, with hits between them: the stack takes the same victims,
-    in the same order, after the same layers, as replay's store fed the same events one layer at a time."""
+    """Models put into a full process-local tier, with hits and donations between them: the stack takes the same
+    victims, in the same order, after the same layers, as replay's store fed the same events one layer at a
+    time (room asked once for a whole model would differ where a policy ranks the model's own new layers first:
+    lfu, and donor-window when every model held has been a donor)."""
     rng = np.random.default_rng(3)
     stack = TierStack([MemoryTier(0)], [make_policy(policy)], Catalog(), "me")
     store = PolicyStore(make_policy(policy), 0)
@@ -196,10 +198,12 @@ def test_a_full_memory_tier_evicts_what_replay_s_store_evicts_layer_by_layer(pol
             replayed += evicted
         assert [entry for _, entry, _ in moves.released] == replayed
         assert set(stack.catalog.held_in([0])) == set(store.sizes)
-        for record, _ in models[max(0, n - 3):n:2]:  # a hit on an older model's first layer, if still held
+        for record, _ in models[max(0, n - 3):n]:  # each older model still held donates its first layer
             entry = (record.model_id, 0)
             if store.contains(entry):
                 assert stack.read(record, 0, Moves()) is not None
                 store.handle(LayerServed(entry))
+                stack.tell(Donated(record.model_id))
+                store.handle(Donated(record.model_id))
     assert stack.check() == []
     stack.close()
