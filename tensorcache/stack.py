@@ -207,14 +207,16 @@ class TierStack:
 
     def _place(self, t: int, record: ModelRecord, group: tuple[int, ...], blobs: Mapping[bytes, Any], work: deque,
                moves: Moves) -> int | None:
+        """Hold layers ``group`` of ``record`` in shared tier ``t`` in one transaction, evicting the policy's
+        victims in that transaction while there is no room; the payload bytes written, None if refused."""
         slot = self.slots[t]
         if len(group) == 1 and record.layers[group[0]].blob_bytes > slot.tier.capacity:
             moves.refused.append((slot.tier.name, "too_large"))
             return None
         entries = [(j, record.layers[j].digests) for j in group]
-        raw = record.encoded if slot.tier.shares_books else b""  # only a shared tier keeps records
+        raw = record.encoded  # a shared tier keeps the model's record with its entries
         victims: list[Entry] = []  # released in the next hold's own transaction: one commit, not two
-        if slot.full and slot.tier.shares_books and len(slot.policy):  # likely full: no refused write first
+        if slot.full and len(slot.policy):  # likely full: no refused write first
             short = slot.tier.room(raw, record.model_id, entries, blobs)
             victims = self._victims(t, short, moves, work) if short else []
         slot.full = bool(victims)
