@@ -17,10 +17,15 @@ LMDB's last one, the blocks it can reach are allocated (posix_fallocate): LMDB's
 the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them
 refuses the write (a dropped hold and one warning). Every process resizes the file under one lock and never below its current size, so it never
 shrinks under another process's map. A process with a file size limit (``ulimit -f``) keeps the plain map.
+After each write, a thread of the process's own (``prefault``) reserves the pages just past LMDB's last one
+and faults them into the map, writable, changing none of their bytes (twice the largest growth seen, 8 to
+64 MiB ahead, within the map), so that the next put is a plain copy into the map instead of a page fault
+per 4 KiB on the caller's thread.
 """
 from __future__ import annotations
 
 import fcntl
+import logging
 import mmap
 import os
 import re
@@ -36,8 +41,10 @@ import lmdb
 from ..keys import check_namespace, namespace_key
 from .base import SharedTier, StoreFailure
 from .books import WRONG_LENGTH, Txn
+from .prefault import Prefaulter
 
 T = TypeVar("T")
+log = logging.getLogger("tensorcache")
 
 _MAX_READERS = 1024
 _LOCK_BYTES = (_MAX_READERS + 2) * 64  # LMDB's reader table in lock.mdb: a 192-byte header holding one slot, 64 per slot
@@ -94,15 +101,13 @@ def _meta_offsets(head: bytes) -> list[int]:
     return out
 
 
-def writes_in_place(path: str) -> bool:
-    """Whether the file system holding ``path`` overwrites a file's allocated blocks in place, so that a
-    write into blocks reserved with posix_fallocate cannot fail later (False for copy-on-write file
-    systems, overlays and whatever /proc/self/mountinfo does not name)."""
+def file_system(path: str) -> str:
+    """The type of the file system holding ``path`` as /proc/self/mountinfo names it ("" if it does not)."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError:
-        return False
+        return ""
     best, kind = "", ""
     for line in lines:
         left, _, right = line.partition(" - ")
@@ -113,7 +118,14 @@ def writes_in_place(path: str) -> bool:
         inside = path == point or path.startswith(point.rstrip("/") + "/")
         if inside and len(point) >= len(best):
             best, kind = point, right.split()[0]
-    return kind in _IN_PLACE
+    return kind
+
+
+def writes_in_place(path: str) -> bool:
+    """Whether the file system holding ``path`` overwrites a file's allocated blocks in place, so that a
+    write into blocks reserved with posix_fallocate cannot fail later (False for copy-on-write file
+    systems, overlays and whatever /proc/self/mountinfo does not name)."""
+    return file_system(path) in _IN_PLACE
 
 
 class _Env:
@@ -121,6 +133,7 @@ class _Env:
 
     def __init__(self, path: str, map_size: int) -> None:
         check_data_file(path)
+        self.path = path
         # a sparse map's length could pass a file size limit (ulimit -f) at open, whatever is stored
         self.writemap = writes_in_place(path) and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
         _reserve_lock_file(path)
@@ -145,6 +158,23 @@ class _Env:
             raise
         self.lock = threading.Lock()  # no transaction may be open in this process while the map is resized
         self.users = 0
+        self.page = self.env.stat()["psize"]
+        self.prefaulter: Prefaulter | None = None
+        self.prefaulting = self.writemap
+
+    def wrote(self) -> None:
+        """A write transaction committed: have the pages past LMDB's last one prepared (writemap only)."""
+        if not self.prefaulting:
+            return
+        if self.prefaulter is None or self.prefaulter.pid != os.getpid():
+            try:
+                self.prefaulter = Prefaulter(self.fd, f"tensorcache-lmdb-prefault {self.path}")
+            except RuntimeError as exc:  # no thread to be had: the puts pay for their pages themselves
+                log.warning("LMDB tier: no thread to prepare pages ahead of writes (%s)", exc)
+                self.prefaulting = False
+                return
+        info = self.env.info()
+        self.prefaulter.wake((info["last_pgno"] + 1) * self.page, info["map_size"])
 
     def _fit_file(self, size: int) -> int:
         """The map size to use for ``size`` (0: the one another process set): with writemap, never less
@@ -182,6 +212,8 @@ class _Env:
                     raise
 
     def close(self) -> None:
+        if self.prefaulter is not None:
+            self.prefaulter.stop()
         self.env.close()
         os.close(self.fd)
 
@@ -238,6 +270,15 @@ def _release(path: str, shared: _Env) -> None:
         if shared.users == 0:
             del _envs[path]
             shared.close()
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's prefaulters do not run here; the child's first write starts its own."""
+    for shared in _envs.values():
+        shared.prefaulter = None
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Room:
@@ -371,7 +412,10 @@ class LMDBTier(SharedTier):
                 try:
                     with shared.env.begin(write=write, buffers=True) as txn:
                         room = _Room(shared) if write and shared.writemap else None
-                        return body(_LMDBTxn(txn, self._ns, room))
+                        result = body(_LMDBTxn(txn, self._ns, room))
+                    if write:
+                        shared.wrote()
+                    return result
                 except lmdb.MapResizedError:
                     shared.set_map(0)  # another process grew the map: adopt it and run again
                 except lmdb.MapFullError:

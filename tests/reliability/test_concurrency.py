@@ -16,6 +16,7 @@ import redis
 
 from tensorcache import TensorCache
 from tensorcache.keys import namespace_key
+from tensorcache.tiers.lmdb import writes_in_place
 
 SHARED = range(0, 40, 4)  # models every writer puts (same id, same tensors)
 
@@ -30,11 +31,12 @@ def _models(writers: int, per_writer: int = 40) -> dict[str, tuple[int, ...]]:
     return {f"m{i}": _arch(i) for i in ids}
 
 
-# argv: path worker. Waits for a go file so that both processes write at the same time.
+# argv: path worker width. Waits for a go file so that both processes write at the same time. Says at the end
+# whether its LMDB tier was preparing pages ahead of its writes (a thread of its own, where the map is writable).
 NODE_WRITER = r"""
-import os, sys, time
+import os, sys, threading, time
 from tensorcache import TensorCache
-path, worker = sys.argv[1], int(sys.argv[2])
+path, worker, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 shared = set(range(0, 40, 4))
 cache = TensorCache(memory=50_000, disk=path, disk_capacity="1GB", policy="lru", namespace="node")
 print("ready", flush=True)
@@ -44,25 +46,28 @@ archs = {}
 for m in range(40):
     model = m if m in shared else 1000 * (worker + 1) + m
     archs[f"m{model}"] = arch = (model % 3, model % 7, model)
-    cache.put(f"m{model}", arch, make_layers(model, 3, 512))
+    cache.put(f"m{model}", arch, make_layers(model, 3, width))
     child = arch[:2] + (99,)
     hit = cache.lookup(child)
     if hit is not None and hit.donor in archs:
         check_hit(hit, archs, child)
+print("prefaulting", any(t.name.startswith("tensorcache-lmdb-prefault") for t in threading.enumerate()), flush=True)
 cache.close()
 """
 
 
-def test_two_processes_writing_one_lmdb_lose_and_duplicate_nothing(tmp_path, python_script, genuine):
+@pytest.mark.parametrize("width", [512, 1 << 16])  # 2 KiB and 256 KiB per tensor: the pages ahead are used
+def test_two_processes_writing_one_lmdb_lose_and_duplicate_nothing(tmp_path, python_script, genuine, width):
     path = tmp_path / "node.lmdb"
-    procs = [subprocess.Popen([sys.executable, "-c", python_script(NODE_WRITER), str(path), str(w)],
+    procs = [subprocess.Popen([sys.executable, "-c", python_script(NODE_WRITER), str(path), str(w), str(width)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in (0, 1)]
     for p in procs:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     Path(f"{path}.go").touch()
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
+        assert out.split() == ["prefaulting", str(writes_in_place(str(tmp_path)))], out
     expected = _models(2)
     reader = TensorCache(memory=0, disk=path, disk_capacity="1GB", namespace="node")
     for model, arch in expected.items():

@@ -1,10 +1,12 @@
 import hashlib
 import logging
+import multiprocessing
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from tensorcache.tiers import LMDBTier, Tier
+from tensorcache.tiers.lmdb import file_system, writes_in_place
 
 # A separate interpreter (what multiprocessing's "spawn" gives) holding self-checking entries: each payload
 # is 32 bytes of blake2b over the rest, and its record names its digest. argv: path tag shared own mode;
@@ -133,6 +136,70 @@ def test_a_large_tier_starts_with_a_small_map_and_doubles_it(tmp_path):
     assert all(tier.get(k) == v for k, v in values.items())
     assert 96 << 20 < data.stat().st_size <= 2 * (96 << 20) + (64 << 20)
     tier.close()
+
+
+def _prefaulting(path: str) -> bool:
+    """Whether a thread prepares pages ahead of writes to the LMDB file at ``path`` in this process."""
+    return f"tensorcache-lmdb-prefault {os.path.realpath(path)}" in [t.name for t in threading.enumerate()]
+
+
+def test_after_a_put_the_pages_past_the_last_one_are_prepared(tmp_path):
+    # On ext4 and XFS a reserved page that no one has written is a hole to SEEK_HOLE until it is faulted in;
+    # LMDB's own pages are data from the file's start, so the first hole is where the prepared pages end
+    if file_system(str(tmp_path)) not in ("ext4", "xfs"):
+        pytest.skip(f"reserved pages read as holes on ext4 and XFS, not on {file_system(str(tmp_path))!r}")
+    with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
+        data = os.open(tmp_path / "db" / "data.mdb", os.O_RDONLY)
+        try:
+            for i in range(3):
+                size = os.path.getsize(tmp_path / "db" / "data.mdb")
+                assert tier.put(b"k%d" % i, os.urandom(3 << 20))
+                deadline = time.monotonic() + 30
+                while (prepared := os.lseek(data, 0, os.SEEK_HOLE) - tier.used_bytes()) < 6 << 20:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+                assert prepared >= 6 << 20, f"the first hole is {prepared} bytes past the stored ones"  # 2 puts
+                assert os.path.getsize(tmp_path / "db" / "data.mdb") == size  # within the map: the file as long
+        finally:
+            os.close(data)
+        assert all(tier.get(b"k%d" % i) is not None for i in range(3))
+
+
+def test_closing_the_last_tier_on_a_file_joins_its_prefaulting_thread(tmp_path):
+    path = str(tmp_path / "db")
+    first, second = LMDBTier(path, capacity=1 << 30), LMDBTier(path, capacity=1 << 30)
+    assert not _prefaulting(path)  # started by the first write, not by opening
+    assert first.put(b"k", os.urandom(1 << 20))
+    assert _prefaulting(path) == writes_in_place(path)
+    first.close()
+    assert _prefaulting(path) == writes_in_place(path)  # the environment is still open
+    second.close()
+    assert not _prefaulting(path)
+
+
+def _hold(tier: LMDBTier, model: str, value: bytes) -> bytes:
+    """Hold ``value`` as the one layer of ``model``; its digest."""
+    digest = hashlib.blake2b(value, digest_size=16).digest()
+    assert tier.hold(model.encode(), model, 0, [digest], {digest: value}).held
+    return digest
+
+
+def _hold_in_a_forked_child(path: str) -> tuple[bool, bool]:
+    """(the value held read back whole, a prefaulting thread running) in a child forked from the test."""
+    with LMDBTier(path, capacity=1 << 30) as tier:
+        value = os.urandom(2 << 20)
+        return tier.get(_hold(tier, "child", value)) == value, _prefaulting(path)
+
+
+def test_a_forked_child_writes_with_a_prefaulting_thread_of_its_own(tmp_path):
+    path = str(tmp_path / "db")
+    with LMDBTier(path, capacity=1 << 30) as tier:
+        value = os.urandom(4 << 20)
+        digest = _hold(tier, "parent", value)  # the parent's thread is busy while the child forks
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            assert pool.apply(_hold_in_a_forked_child, (path,)) == (True, writes_in_place(path))
+        assert tier.get(digest) == value and tier.audit().healthy and tier.audit().entries == 2
 
 
 def test_full_map_drops_puts_with_one_warning(tmp_path, caplog):

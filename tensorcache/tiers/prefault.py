@@ -1,0 +1,119 @@
+"""A background thread that prepares the pages of a file that a writable map will write next.
+
+The first write through a shared map into a page of a file that no one has written yet costs a page fault:
+a fresh page-cache page and (on ext4 and XFS) the block's conversion from reserved to written, several
+microseconds of CPU per 4 KiB, paid by whichever thread copies into the map. This thread pays it ahead
+instead, in bulk: it reserves the blocks (posix_fallocate) and calls ``madvise(MADV_POPULATE_WRITE)``
+(Linux 5.14+) on the writer's own map of the file (found in /proc/self/maps), which faults each page in as
+a write would without changing a byte; the writer's copy is then a plain copy. Neither call changes what
+any mapping or file holds, even on an address the writer has just unmapped, so the thread shares no lock
+with the file's writers. The calls go through ctypes or ``os`` so that they run without the GIL.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import queue
+import threading
+
+log = logging.getLogger("tensorcache")
+
+_MADV_POPULATE_WRITE = 23
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+AHEAD = (8 * 2**20, 64 * 2**20)  # bytes prepared past the file's last used byte: at least, at most
+_STEP = 4 * 2**20  # bytes prepared per call (a stop waits for at most one)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EFAULT)  # the disk cannot back the pages now
+_GONE = errno.ENOMEM  # the map was replaced since it was looked up: look again at the next wake
+
+
+def populate(address: int, length: int) -> None:
+    """Fault in ``length`` bytes of this process's memory from ``address`` (page-aligned) as a write would,
+    changing none of them; OSError if the kernel refuses (EINVAL: a kernel without MADV_POPULATE_WRITE;
+    ENOMEM: not mapped; EFAULT: a page the disk cannot back)."""
+    if _libc.madvise(address, length, _MADV_POPULATE_WRITE) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def mapped_at(fd: int, length: int) -> int | None:
+    """The address of this process's shared, writable map of the first ``length`` bytes of file ``fd``
+    (None if there is none)."""
+    st = os.fstat(fd)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) < 5 or fields[4] != str(st.st_ino) or fields[3] != device or int(fields[2], 16):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if fields[1].startswith("rw") and fields[1][3] == "s" and end - start == length:
+                return start
+    return None
+
+
+class Prefaulter:
+    """One thread that, each time it is told where the used part of file ``fd`` ends (``wake``), reserves and
+    prepares the bytes past it in the process's writable map of the file, as long as the ``limit`` given:
+    twice the largest growth between two wakes ahead, within ``AHEAD``. A full disk ends a round quietly (the write that needs the pages reports it); a kernel
+    without the call, or anything else that goes wrong, ends the thread with one log line and the writes pay
+    for their pages themselves. ``wake`` never blocks; ``stop`` ends and joins the thread."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.pid = os.getpid()  # a forked child has no such thread: its owner makes its own
+        self.ready = 0  # prepared up to here (past the used end known at the time)
+        self._used = -1  # the used end at the last wake (-1: none yet)
+        self._ahead = AHEAD[0]
+        self._map = (0, None)  # (length, address) of the writer's map as last looked up
+        self._wakes: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def wake(self, used: int, limit: int) -> None:
+        """The file's used bytes end at ``used`` now; prepare past them, but not past ``limit``."""
+        self._wakes.put((used, limit))
+
+    def stop(self) -> None:
+        """End the thread after the step in hand, and wait for it."""
+        self._wakes.put(None)
+        if self.pid == os.getpid():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            wake = self._wakes.get()
+            while wake is not None and not self._wakes.empty():
+                wake = self._wakes.get()  # only the latest counts
+            if wake is None:
+                return
+            try:
+                self._prepare(*wake)
+            except OSError as exc:
+                if exc.errno == _GONE:
+                    self._map = (0, None)
+                if exc.errno in _FULL or exc.errno == _GONE:
+                    continue
+                log.info("tensorcache: no longer preparing file pages ahead of writes (%s)", exc)
+                return
+            except Exception as exc:  # never into the writer: the writes go on, paying for their own pages
+                log.warning("tensorcache: preparing file pages ahead of writes stopped (%s: %s)",
+                            type(exc).__name__, exc)
+                return
+
+    def _prepare(self, used: int, limit: int) -> None:
+        if self._used >= 0:
+            self._ahead = min(AHEAD[1], max(self._ahead, 2 * (used - self._used)))
+        self._used = used
+        if self._map[0] != limit or self._map[1] is None:  # none found yet, or the writer mapped the file anew
+            self._map = (limit, mapped_at(self.fd, limit))
+        address = self._map[1]
+        until = min(used + self._ahead, limit, os.fstat(self.fd).st_size)
+        start = max(self.ready, used)
+        while address is not None and start < until and self._wakes.empty():  # a newer wake or a stop first
+            end = min(start + _STEP, until)
+            os.posix_fallocate(self.fd, start, end - start)
+            populate(address + start, end - start)
+            self.ready = start = end
