@@ -25,7 +25,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 AHEAD = (8 * 2**20, 64 * 2**20)  # bytes prepared past the file's last used byte: at least, at most
-_STEP = 4 * 2**20  # bytes prepared per call (a stop waits for at most one)
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EFAULT)  # the disk cannot back the pages now
 _GONE = errno.ENOMEM  # the map was replaced since it was looked up: look again at the next wake
 
@@ -56,8 +55,8 @@ def mapped_at(fd: int, length: int) -> int | None:
 
 class Prefaulter:
     """One thread that, each time it is told where the used part of file ``fd`` ends (``wake``), reserves and
-    prepares the bytes past it in the process's writable map of the file, as long as the ``limit`` given:
-    twice the largest growth between two wakes ahead, within ``AHEAD``. A full disk ends a round quietly (the write that needs the pages reports it); a kernel
+    prepares the bytes past it in the process's writable map of the file, as long as the ``limit`` given
+    (at most the file's length): twice the largest growth between two wakes ahead, within ``AHEAD``. A full disk ends a round quietly (the write that needs the pages reports it); a kernel
     without the call, or anything else that goes wrong, ends the thread with one log line and the writes pay
     for their pages themselves. ``wake`` never blocks; ``stop`` ends and joins the thread."""
 
@@ -77,7 +76,7 @@ class Prefaulter:
         self._wakes.put((used, limit))
 
     def stop(self) -> None:
-        """End the thread after the step in hand, and wait for it."""
+        """End the thread after the range in hand, and wait for it."""
         self._wakes.put(None)
         if self.pid == os.getpid():
             self._thread.join()
@@ -110,10 +109,8 @@ class Prefaulter:
         if self._map[0] != limit or self._map[1] is None:  # none found yet, or the writer mapped the file anew
             self._map = (limit, mapped_at(self.fd, limit))
         address = self._map[1]
-        until = min(used + self._ahead, limit, os.fstat(self.fd).st_size)
-        start = max(self.ready, used)
-        while address is not None and start < until and self._wakes.empty():  # a newer wake or a stop first
-            end = min(start + _STEP, until)
-            os.posix_fallocate(self.fd, start, end - start)
-            populate(address + start, end - start)
-            self.ready = start = end
+        start, until = max(self.ready, used), min(used + self._ahead, limit)
+        if address is not None and start < until:  # one call each: every return takes the GIL again
+            os.posix_fallocate(self.fd, start, until - start)
+            populate(address + start, until - start)
+            self.ready = until
