@@ -29,18 +29,24 @@ def _needs_holes(path) -> None:
         pytest.skip(f"reserved pages read as holes on ext4 and XFS, not on {kind!r}")
 
 
+def _sparse_file(tmp_path, length: int) -> tuple[int, bytes]:
+    """A file of ``length`` bytes, 1 MiB of random ones then a hole, opened to read and write: (fd, those bytes)."""
+    _needs_holes(tmp_path)
+    content = os.urandom(MiB)
+    (tmp_path / "file").write_bytes(content)
+    fd = os.open(tmp_path / "file", os.O_RDWR)
+    os.ftruncate(fd, length)
+    return fd, content
+
+
 def _data_end(fd: int, offset: int = 0) -> int:
     """Where the file's first hole past ``offset`` starts: its written or prepared bytes end there."""
     return os.lseek(fd, offset, os.SEEK_HOLE)
 
 
 def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_no_byte(tmp_path):
-    _needs_holes(tmp_path)
-    content = os.urandom(MiB)
-    (tmp_path / "file").write_bytes(content)
-    fd = os.open(tmp_path / "file", os.O_RDWR)
+    fd, content = _sparse_file(tmp_path, 8 * MiB)
     try:
-        os.ftruncate(fd, 8 * MiB)
         assert mapped_at(fd, 8 * MiB) is None
         with mmap.mmap(fd, 8 * MiB) as writer, mmap.mmap(fd, 8 * MiB, prot=mmap.PROT_READ) as reader:
             address = mapped_at(fd, 8 * MiB)
@@ -57,12 +63,8 @@ def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_
 
 
 def test_a_prefaulter_prepares_twice_the_growth_past_the_used_end_in_the_writers_map(tmp_path):
-    _needs_holes(tmp_path)
-    content = os.urandom(MiB)
-    (tmp_path / "file").write_bytes(content)
-    fd = os.open(tmp_path / "file", os.O_RDWR)
+    fd, content = _sparse_file(tmp_path, 100 * MiB)  # as long as a writable map
     try:
-        os.ftruncate(fd, 100 * MiB)  # a sparse file, as long as a writable map
         writer = mmap.mmap(fd, 45 * MiB)
         worker = Prefaulter(fd, "test-prefault")
         time.sleep(0.05)
