@@ -53,6 +53,10 @@ def test_tiers_quick(tmp_path: Path, redis_url: str) -> None:
     assert (tmp_path / "tiers.csv").read_text().startswith("group,label,subject,baseline,nbytes")
 
 
+def test_prefault_quick() -> None:
+    assert float(ratios(run_bench("prefault.py"))["prefault.loop_rounds"]) > 0
+
+
 @needs("mnist")
 def test_bookkeeping_quick(tmp_path: Path) -> None:
     out = run_bench("bookkeeping.py", "--repeats", "1", "--mnist", str(DATA / "mnist"), "--out", str(tmp_path))
