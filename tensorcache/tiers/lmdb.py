@@ -41,7 +41,7 @@ import lmdb
 from ..keys import check_namespace, namespace_key
 from .base import SharedTier, StoreFailure
 from .books import WRONG_LENGTH, Txn
-from .prefault import Prefaulter
+from .prefault import POPULATES, Prefaulter
 
 T = TypeVar("T")
 log = logging.getLogger("tensorcache")
@@ -160,7 +160,7 @@ class _Env:
         self.users = 0
         self.page = self.env.stat()["psize"]
         self.prefaulter: Prefaulter | None = None
-        self.prefaulting = self.writemap
+        self.prefaulting = self.writemap and POPULATES  # a kernel without the call keeps the faults
 
     def wrote(self) -> None:
         """A write transaction committed: have the pages past LMDB's last one prepared (writemap only)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -35,6 +36,20 @@ def populate(address: int, length: int) -> None:
     ENOMEM: not mapped; EFAULT: a page the disk cannot back)."""
     if _libc.madvise(address, length, _MADV_POPULATE_WRITE) != 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def _kernel_populates() -> bool:
+    """Whether this kernel knows MADV_POPULATE_WRITE (Linux 5.14+), tried on one anonymous page."""
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    view = ctypes.c_char.from_buffer(page)
+    try:
+        return _libc.madvise(ctypes.addressof(view), mmap.PAGESIZE, _MADV_POPULATE_WRITE) == 0
+    finally:
+        del view
+        page.close()
+
+
+POPULATES = _kernel_populates()  # without it a Prefaulter has nothing to do: its owner need not start one
 
 
 def mapped_at(fd: int, length: int) -> int | None:
