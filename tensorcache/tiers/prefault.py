@@ -71,9 +71,10 @@ def mapped_at(fd: int, length: int) -> int | None:
 class Prefaulter:
     """One thread that, each time it is told where the used part of file ``fd`` ends (``wake``), reserves and
     prepares the bytes past it in the process's writable map of the file, as long as the ``limit`` given
-    (at most the file's length): twice the largest growth between two wakes ahead, within ``AHEAD``. A full disk ends a round quietly (the write that needs the pages reports it); a kernel
-    without the call, or anything else that goes wrong, ends the thread with one log line and the writes pay
-    for their pages themselves. ``wake`` never blocks; ``stop`` ends and joins the thread."""
+    (at most the file's length): twice the largest growth between two wakes ahead, within ``AHEAD``. A full
+    disk ends a round quietly (the write that needs the pages reports it); a kernel without the call, or
+    anything else that goes wrong, ends the thread with one log line and the writes pay for their pages
+    themselves. ``wake`` never blocks; ``stop`` ends and joins the thread."""
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
@@ -122,7 +123,7 @@ class Prefaulter:
             self._ahead = min(AHEAD[1], max(self._ahead, 2 * (used - self._used)))
         self._used = used
         if self._map[0] != limit or self._map[1] is None:  # none found yet, or the writer mapped the file anew
-            self._map = (limit, mapped_at(self.fd, limit))
+            self._map, self.ready = (limit, mapped_at(self.fd, limit)), 0  # a new map has none of the pages
         address = self._map[1]
         start, until = max(self.ready, used), min(used + self._ahead, limit)
         if address is not None and start < until:  # one call each: every return takes the GIL again
