@@ -159,6 +159,7 @@ class _Env:
         self.lock = threading.Lock()  # no transaction may be open in this process while the map is resized
         self.users = 0
         self.page = self.env.stat()["psize"]
+        self.mapped = self.env.info()["map_size"]  # this process's map length: only set_map changes it
         self.prefaulter: Prefaulter | None = None
         self.prefaulting = self.writemap and POPULATES  # a kernel without the call keeps the faults
 
@@ -193,6 +194,7 @@ class _Env:
         """Map ``size`` bytes of the file (0: adopt the size another process grew the map to)."""
         with _file_lock(self.fd):
             self.env.set_mapsize(self._fit_file(size))
+        self.mapped = self.env.info()["map_size"]
 
     def reserve(self, end: int) -> None:
         """With writemap, allocate the file's blocks up to ``end``, rounded up to whole steps of 4 MiB if the
@@ -200,7 +202,7 @@ class _Env:
         if the disk cannot give even ``end``."""
         if not self.writemap or end <= self.reserved:
             return
-        limit = self.env.info()["map_size"]
+        limit = self.mapped
         for until in (min(-(-end // _RESERVE_STEP) * _RESERVE_STEP, limit), min(end, limit)):
             try:
                 if until > self.reserved:
