@@ -374,7 +374,7 @@ class EvolutionAware(Policy):
             self._fallback.on_release(key)
         model = self._models[entry.model_id]
         ranked = self._ranks[entry.row] >= 0  # False if not ranked (NaN)
-        content = self._unfile(key, entry)
+        self._unfile(key, entry)
         self._entry_rows.drop(key)
         del model.keys[entry.depth]
         model.lost = True
@@ -497,7 +497,8 @@ class EvolutionAware(Policy):
             if depth > run:
                 rank[entries[key].row] = -1.0
 
-    def _unfile(self, key: Key, entry: _Entry) -> Content:
+    def _unfile(self, key: Key, entry: _Entry) -> None:
+        """Take ``key`` off its content's holders (the content goes with its last holder) and off the heap."""
         content, row = entry.content, entry.content_row
         holders = self._holders[row]
         holders.discard(key)
@@ -511,7 +512,6 @@ class EvolutionAware(Policy):
             self._contents.drop(content)
         self._heap.discard(entry.row)
         self._set.pop(entry.row, None)
-        return content
 
     def _touch(self, model_id: str, model: _Model) -> None:
         """Mark a model used now and re-rank its entries. A model still arriving keeps them all (rank inf),

@@ -9,7 +9,7 @@ from tensorcache.catalog import Catalog, LayerRecord, ModelRecord, TensorRef
 from tensorcache.follower import Follower
 from tensorcache.payload import encode
 from tensorcache.policies import make_policy
-from tensorcache.stack import Moves, Slot, TierStack
+from tensorcache.stack import Moves, TierStack
 from tensorcache.tiers import LMDBTier, MemoryTier, books
 
 
