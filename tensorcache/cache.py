@@ -142,14 +142,12 @@ class TensorCache:
         self._follower.sync()
         blobs: dict[bytes, bytes] = {}
         records = []
-        total = 0  # tensor bytes
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
             refs = {}
             for name, tensor in tensors.items():
                 digest, blob, dtype, shape, nbytes = encode_parts(tensor)
                 blobs[digest] = blob
                 refs[name] = TensorRef(digest, dtype, shape, nbytes, kind_of(tensor))
-                total += nbytes
             records.append(LayerRecord(key, refs, spec.depends_on))
         record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
         known = self._catalog.record(model_id)
@@ -158,7 +156,7 @@ class TensorCache:
                 raise _other_tensors(model_id, "this cache")
             return Stored(model_id, keys, [layer.blob_bytes for layer in known.layers],
                           [layer.depends_on for layer in known.layers], 0)
-        if not total:  # a model with no bytes would win lookups and serve nothing: never a donor
+        if not record.nbytes:  # a model with no bytes would win lookups and serve nothing: never a donor
             log.warning("model %r has no tensor bytes; not stored", model_id)
             return Stored(model_id, keys, [layer.blob_bytes for layer in records],
                           [layer.depends_on for layer in records], 0)

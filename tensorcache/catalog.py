@@ -15,7 +15,6 @@ import functools
 import json
 from bisect import bisect_left, insort
 import math
-import operator
 import struct
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,9 +55,6 @@ class TensorRef(NamedTuple):
         return len(header(self.dtype, self.shape, self.nbytes)) + self.nbytes
 
 
-_DIGEST = operator.itemgetter(0)  # a TensorRef's digest
-
-
 @dataclass(frozen=True, slots=True)
 class LayerRecord:
     """One stored layer: its key, its tensors by name, and the arch positions it depends on."""
@@ -71,9 +67,9 @@ class LayerRecord:
     digests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)  # its payloads' keys, in order
 
     def __post_init__(self) -> None:
-        refs = self.tensors.values()  # a put makes one record per layer: one pass each, no property per tensor
-        object.__setattr__(self, "blob_bytes", sum([len(header(t[1], t[2], t[3])) + t[3] for t in refs]))
-        object.__setattr__(self, "digests", tuple(map(_DIGEST, refs)))
+        refs = self.tensors.values()
+        object.__setattr__(self, "blob_bytes", sum([t.blob_size for t in refs]))
+        object.__setattr__(self, "digests", tuple([t.digest for t in refs]))
 
     @property
     def nbytes(self) -> int:

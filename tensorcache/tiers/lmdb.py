@@ -288,10 +288,9 @@ class _Room:
     LMDB's last page, 1 MiB, then per change its bytes and a few pages."""
 
     def __init__(self, shared: _Env) -> None:
-        stat = shared.env.stat()
-        self.shared, self.page = shared, stat["psize"]
+        self.shared, self.page = shared, shared.page
         # a change copies one root-to-leaf path and may split each page on it and add a root
-        self.per_change = (2 * stat["depth"] + 2) * self.page
+        self.per_change = (2 * shared.env.stat()["depth"] + 2) * self.page
         self.end = (shared.env.info()["last_pgno"] + 1) * self.page + _TXN_SLACK
         shared.reserve(self.end)
 
