@@ -65,6 +65,41 @@ def _run_ranks(group: np.ndarray, depth: np.ndarray, value: Sequence[float] | np
     return deeper[0, row, depth] / deeper[1, row, depth]
 
 
+_BYTES = np.uint64(0x0101010101010101)  # a one in every byte of a word
+_LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
+_PLACES = np.uint64(sum((8 - k) << (8 * k) for k in range(8)))  # byte k weighs 8 - k: the top byte of a product
+# with a word of 0/1 bytes sums each set byte's place + 1, with no carry between bytes (at most 36 per byte)
+_SHIFT, _SEVEN = np.uint64(56), np.uint64(7)
+
+
+def _words(rows: np.ndarray, width: int) -> np.ndarray:
+    """Each row of ``width`` <= 8 values in [-1, 254] as one 64-bit word, a byte per position (-1 and the
+    positions past ``width`` as 255)."""
+    packed = np.full((len(rows), 8), 255, np.uint8)
+    packed[:, :width] = rows
+    return packed.view(np.uint64)[:, 0]
+
+
+def _differences(arch: np.ndarray, want: np.ndarray, mask: np.ndarray,
+                 pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each parent (row of ``arch``) and pattern (row of ``want``, ``mask`` where it depends): how many
+    positions of the pattern it differs at, and ``pick`` at that position where it is one (elsewhere any value).
+    Up to 8 positions of values below 255 go a word per row (each pair's differing bytes counted by one product:
+    far fewer array passes than one per position); one pattern, more positions or larger values go position by
+    position (for one pattern that is the fewer numpy calls)."""
+    width = arch.shape[1]
+    if width <= 8 and len(want) > 1 and max(int(arch.max(initial=0)), int(want.max(initial=0))) < 255:
+        care = np.zeros((len(want), 8), np.uint8)
+        care[:, :width] = mask * np.uint8(255)
+        apart = (_words(arch, width)[:, None] ^ _words(want, width)[None, :]) & care.view(np.uint64)[:, 0][None, :]
+        ones = ((((apart & _LOW7) + _LOW7) | apart) & _HIGH) >> _SEVEN  # 1 in each byte that differs
+        at = np.zeros(37)  # place + 1 -> pick (0: none; sums of several places past width read 0)
+        at[1:width + 1] = pick
+        return (ones * _BYTES) >> _SHIFT, at[(ones * _PLACES) >> _SHIFT]
+    differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
+    return differ @ np.ones(width, np.int32), differ @ pick  # a product counts faster than a boolean sum
+
+
 def _wanted(deps: Sequence[int], values: Sequence[int], width: int) -> list[int]:
     """A pattern as the arch value it wants at each of ``width`` positions: ``values`` at ``deps``, -1 (any)
     elsewhere."""
@@ -101,6 +136,7 @@ class _Entry:
     size: float  # >= 1, so per-byte values stay finite
     seq: int
     nbytes: int  # the size given
+    model: _Model  # the model it is a layer of
     content: Content = ()  # set when filed under its holders
     content_row: int = -1  # its content's row of ``EvolutionAware._contents``
     row: int = -1  # its row of ``EvolutionAware._entry_rows``
@@ -117,6 +153,7 @@ class _Model:
     layers: int = 0  # how many layers it has (0: unknown)
     lost: bool = False  # one of its layers left the tier
     keys: dict[int, Key] = field(default_factory=dict)  # depth -> key
+    row: int = -1  # its row of ``EvolutionAware._model_rows``
 
     def run(self) -> int:
         """Length of the unbroken run of held layers from depth 0."""
@@ -337,12 +374,13 @@ class EvolutionAware(Policy):
         tick = next(self._tick)
         if model is None:
             model = self._models[model_id] = _Model(self._updates, tick)
-            self._model_rows.add(model_id)
+            model.row = self._model_rows.add(model_id)
             self._describe(model_id, model)
         depth = key[1] if type(key) is tuple and len(key) == 2 and type(key[1]) is int else layer_depth(key)
-        entry = entries[key] = _Entry(model_id, depth, deps, float(max(size, 1)), tick, size)
+        weight = float(max(size, 1))
+        entry = entries[key] = _Entry(model_id, depth, deps, weight, tick, size, model)
         model.keys[depth] = key
-        row = entry.row = self._entry_rows.add(key, tick, depth, entry.size, self._model_rows.row[model_id], -1, math.nan)
+        row = entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, -1, math.nan)
         self._file(key, entry, model, row, push=False)
         self._touch(model_id, model)  # sets the priorities of its entries
 
@@ -352,7 +390,7 @@ class EvolutionAware(Policy):
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
             self._hits[entry.content_row] += 1
-            self._models[entry.model_id].touch = next(self._tick)
+            entry.model.touch = next(self._tick)
             if not self._stale:
                 self._push(key)
 
@@ -372,7 +410,7 @@ class EvolutionAware(Policy):
         self._changes += 1
         if self._fallback_current:
             self._fallback.on_release(key)
-        model = self._models[entry.model_id]
+        model = entry.model
         ranked = self._ranks[entry.row] >= 0  # False if not ranked (NaN)
         self._unfile(key, entry)
         self._entry_rows.drop(key)
@@ -421,7 +459,8 @@ class EvolutionAware(Policy):
         if top is not None:
             top = top[0], self._entry_rows.key(top[1])
         if self._held and (top is None or top[0][0] == math.inf):
-            arriving = min((self._priority(key), key) for m in self._held for key in self._models[m].keys.values())
+            entries = self._entries
+            arriving = min((self._priority(entries[key]), key) for m in self._held for key in self._models[m].keys.values())
             top = arriving if top is None else min(top, arriving)
         assert top is not None  # every entry has a live item, or its model is still arriving
         return top[1]
@@ -537,7 +576,7 @@ class EvolutionAware(Policy):
         donor with the most: a model is that donor for its own children (weight x P(the mutation spares
         the layer)) and for a child that repeats its arch, so its layers share its arch's value."""
         entry = self._entries[key]
-        model = self._models[entry.model_id]
+        model = entry.model
         if model.prefix or entry.content[0] == "own":
             return self._content_value(entry.content)
         repeat = self._content_value((-1, tuple(range(len(model.arch))), model.arch))
@@ -594,25 +633,23 @@ class EvolutionAware(Policy):
         if entry.model_id in self._held:
             return
         row = entry.row
-        floor, priority = self._set.get(row), self._priority(key)
+        floor, priority = self._set.get(row), self._priority(entry)
         self._set[row] = priority
         self._heap.rise(row, priority, floor)
 
     def _push_model(self, model: _Model) -> None:
         """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, rank, hits, last, rise = self._entries, self._ranks, self._hits, self._set, self._heap.rise
-        touch = model.touch
+        entries, priority_of, last, rise = self._entries, self._priority, self._set, self._heap.rise
         for key in model.keys.values():
             entry = entries[key]
-            row = entry.row
-            priority = (rank[row], hits[entry.content_row], touch, -entry.depth, -entry.seq)
+            row, priority = entry.row, priority_of(entry)
             rise(row, priority, last.get(row))
             last[row] = priority
 
-    def _priority(self, key: Key) -> tuple[float, int, int, int, int]:
-        entry = self._entries[key]
-        hits = self._hits[entry.content_row]
-        return (self._ranks[entry.row], hits, self._models[entry.model_id].touch, -entry.depth, -entry.seq)
+    def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int]:
+        """The entry's place in the eviction order, least first: its rank, hits on its content, its model's last
+        use, then the deepest layer and the latest insert (the order a rebuild sorts by, ``_rebuild``)."""
+        return self._ranks[entry.row], self._hits[entry.content_row], entry.model.touch, -entry.depth, -entry.seq
 
     def _weight(self, model_id: str) -> float:
         """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
@@ -710,10 +747,9 @@ class EvolutionAware(Policy):
             want = np.pad(want, ((0, 0), (0, width - want.shape[1])), constant_values=-1)
         want = want[:, :width]
         mask = want >= 0  # arch values are >= 0
-        differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
-        count = differ @ np.ones(differ.shape[2], np.int32)  # a product counts faster than a boolean sum
+        count, single = _differences(arch, want, mask, pick)
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
-        chance = np.where(count == 0, stay[None, :], np.where(count == 1, differ @ pick, 0.0))
+        chance = np.where(count == 0, stay[None, :], np.where(count == 1, single, 0.0))
         return weight @ chance
 
     def _rebuild(self) -> None:
@@ -731,8 +767,8 @@ class EvolutionAware(Policy):
             entry_row = self._entry_rows.row
             ranks[np.searchsorted(rows, [entry_row[key] for key in others])] = list(others.values())
         touch = np.zeros(self._model_rows.size, np.int64)
-        model_row = self._model_rows.row
-        touch[[model_row[m] for m in self._models]] = [model.touch for model in self._models.values()]
+        models = self._models.values()
+        touch[[model.row for model in models]] = [model.touch for model in models]
         fields = (-column["seq"], -column["depth"], touch[column["model"]],
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(fields)
@@ -755,9 +791,9 @@ class EvolutionAware(Policy):
         kept: dict[int, Key] = {}  # filled as asked: content row -> the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
         others: list[tuple[str, _Model]] = []
-        entries, model_row = self._entries, self._model_rows.row
+        entries = self._entries
         for m, model in self._models.items():
-            row = model_row[m]
+            row = model.row
             if model.arriving():
                 kind[row] = arriving
             elif model.prefix:
