@@ -335,7 +335,9 @@ class TensorCache:
     def _serve(self, record: ModelRecord, pairs: Sequence[tuple[int, int]], stop: bool) -> Hit | None:
         """A Hit of ``record``'s readable layers for the (child layer, donor layer) ``pairs`` (``stop``: none
         after the first unreadable one), None if none is readable."""
-        layers, indices, tiers, kinds, served, slowest = [], [], [], [], [], 0
+        layers, indices, tiers, served, slowest = [], [], [], [], 0
+        names = [slot.tier.name for slot in self._stack.slots]
+        records, nbytes = record.layers, 0
         moves = Moves()
         for (child_index, donor_index), got in zip(pairs, self._stack.read_many(record, [d for _, d in pairs], moves)):
             if got is None:
@@ -345,16 +347,17 @@ class TensorCache:
             layer, tier_index = got
             layers.append(layer)
             indices.append(child_index)
-            tiers.append(self._stack.slots[tier_index].tier.name)
-            kinds.append({n: t.kind for n, t in record.layers[donor_index].tensors.items()})
-            served.append(record.layers[donor_index])
-            slowest = max(slowest, tier_index)
+            tiers.append(names[tier_index])
+            served.append(records[donor_index])
+            nbytes += layer.nbytes
+            if tier_index > slowest:
+                slowest = tier_index
         self._count(moves)
         if not indices:
             return None
-        return Hit(record.model_id, _run_length(indices), indices, layers, kinds,
-                   sum(layer.nbytes for layer in layers), self._stack.slots[slowest].tier.name, 0.0, tiers,
-                   [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
+        return Hit(record.model_id, _run_length(indices), indices, layers,
+                   [{n: t.kind for n, t in layer.tensors.items()} for layer in served], nbytes, names[slowest], 0.0,
+                   tiers, [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
                    self._applied)
 
     def _applied(self, seconds: float) -> None:

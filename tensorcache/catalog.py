@@ -65,11 +65,14 @@ class LayerRecord:
 
     blob_bytes: int = field(init=False, repr=False, compare=False)  # bytes its payloads take in a tier
     digests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)  # its payloads' keys, in order
+    sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)  # their stored lengths, in order
 
     def __post_init__(self) -> None:
         refs = self.tensors.values()
-        object.__setattr__(self, "blob_bytes", sum([t.blob_size for t in refs]))
+        sizes = tuple([t.blob_size for t in refs])
+        object.__setattr__(self, "blob_bytes", sum(sizes))
         object.__setattr__(self, "digests", tuple([t.digest for t in refs]))
+        object.__setattr__(self, "sizes", sizes)
 
     @property
     def nbytes(self) -> int:

@@ -54,9 +54,14 @@ def positions_key(namespace: str, arch: Sequence[int], positions: Iterable[int])
     return h.digest()
 
 
-def layer_key(context: bytes, name: str) -> bytes:
-    """Key of the layer ``name`` given the key of the positions it depends on."""
-    return xxhash.xxh3_128_digest(context + b"\x00layer\x00" + name.encode())
+def layer_suffix(name: str) -> bytes:
+    """What the name of a layer adds to the key of the positions it depends on (see ``layer_key``)."""
+    return b"\x00layer\x00" + name.encode()
+
+
+def layer_key(context: bytes, suffix: bytes) -> bytes:
+    """Key of a layer given the key of the positions it depends on and its name's ``layer_suffix``."""
+    return xxhash.xxh3_128_digest(context + suffix)
 
 
 def digest(*parts: bytes | memoryview) -> bytes:

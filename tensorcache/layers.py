@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .keys import layer_key, positions_key, prefix_keys
+from .keys import layer_key, layer_suffix, positions_key, prefix_keys
 from .wrappers import unwrapped, wrapper_prefix
 
 Mode = Literal["prefix", "compatible"]
@@ -58,15 +58,15 @@ class LayerMap:
     def keys(self, namespace: str, arch: Sequence[int]) -> list[bytes]:
         """One 128-bit key per layer: the layer's name hashed with the values it depends on."""
         prefixes = prefix_keys(namespace, arch)
-        out = []
-        for layer in self.layers:
-            deps = layer.depends_on
-            if deps == tuple(range(len(deps))):
-                context = prefixes[len(deps)]
-            else:
-                context = positions_key(namespace, arch, deps)
-            out.append(layer_key(context, layer.name))
-        return out
+        return [layer_key(prefixes[depth] if depth >= 0 else positions_key(namespace, arch, deps), suffix)
+                for depth, suffix, deps in self._key_plan]
+
+    @functools.cached_property
+    def _key_plan(self) -> tuple[tuple[int, bytes, tuple[int, ...]], ...]:
+        """Per layer: k when it depends on exactly positions 0..k-1 (its context is that prefix's key), else -1;
+        its name's ``layer_suffix``; its positions (worked out once per map: every put and lookup keys one)."""
+        return tuple((len(layer.depends_on) if layer.depends_on == tuple(range(len(layer.depends_on))) else -1,
+                      layer_suffix(layer.name), layer.depends_on) for layer in self.layers)
 
     @functools.cached_property
     def _wrapped(self) -> int:

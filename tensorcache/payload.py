@@ -147,7 +147,7 @@ def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = T
 
     ``expect``: the (dtype, shape, nbytes) a validated record says the payload holds; a header that is
     byte for byte the canonical one for them is taken as read, others are parsed."""
-    view = memoryview(blob).cast("B")
+    view = blob if type(blob) is bytes else memoryview(blob).cast("B")  # bytes: sliced and compared as they are
     head = None if expect is None else header(*expect)
     if head is not None and len(view) == len(head) + expect[2] and view[: len(head)] == head:
         dtype, shape, offset = expect[0], expect[1], len(head)

@@ -75,8 +75,8 @@ class TierStack:
         early: dict[int, tuple[int, list[Any]]] = {}  # layer index -> (tier, its payloads as read)
         for i, group in by_tier.items():
             if len(group) > 1:
-                got = self.slots[i].tier.read([(r.digest, r.blob_size) for j in group
-                                               for r in record.layers[j].tensors.values()])
+                layers = record.layers
+                got = self.slots[i].tier.read([pair for j in group for pair in zip(layers[j].digests, layers[j].sizes)])
                 start = 0
                 for j in group:
                     n = len(record.layers[j].tensors)
@@ -95,10 +95,11 @@ class TierStack:
         for i in self.catalog.tiers_of(entry):
             slot = self.slots[i]
             layer = None if slot.decoded is None else slot.decoded.get(entry)
-            raw: dict[bytes, Any] = {}
+            raw: dict[bytes, Any] | None = {} if i else None  # the payloads, wanted to copy them up a tier
             if layer is None or i:  # a kept layer needs no reading, unless its bytes go up a tier
                 try:
-                    layer, raw = self._load(slot, record, index, layer, early[1] if early and early[0] == i else None)
+                    layer = self._load(slot, record, index, layer, raw,
+                                       early[1] if early is not None and early[0] == i else None)
                 except StoreFailure:
                     continue  # unreadable now, not gone: the entry stays known
                 except PayloadError as exc:
@@ -116,39 +117,36 @@ class TierStack:
             return layer, i
         return None
 
-    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None,
-              got: list[Any] | None = None) -> tuple[Layer, dict[bytes, Any]]:
-        """Decode an entry from ``slot`` (``kept``: decoded already, only its raw payloads are wanted; ``got``:
-        its payloads read already) and the raw payloads read; PayloadError if one is missing or does not
-        match the model record, StoreFailure if the tier could not be read."""
-        arrays, dtypes, raw = {}, {}, {}
+    def _load(self, slot: Slot, record: ModelRecord, index: int, kept: Layer | None, raw: dict[bytes, Any] | None,
+              got: list[Any] | None = None) -> Layer:
+        """An entry decoded from ``slot`` (``kept``: decoded already, only its raw payloads are wanted; ``got``:
+        its payloads read already), its payloads as read put in ``raw`` (when given); PayloadError if one is
+        missing or does not match the model record, StoreFailure if the tier could not be read."""
         tier = slot.tier
+        layer = record.layers[index]
         views = tier.device_views and not self.verify
-        verify = self.verify or not tier.trusted_bytes
-        refs = record.layers[index].tensors
         if views:
-            got = [tier.view(ref.digest) for ref in refs.values()]
+            got = [tier.view(digest) for digest in layer.digests]
         elif got is None:
-            got = tier.read([(ref.digest, ref.blob_size) for ref in refs.values()])
-        if any(value is UNREADABLE for value in got):
-            raise StoreFailure(f"the {tier.name} tier cannot be read now", reported=True)
-        for (name, ref), value in zip(refs.items(), got):
-            if value is None:
-                raise PayloadError("missing payload")
-            if value is WRONG_LENGTH:
-                raise PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
+            got = tier.read(list(zip(layer.digests, layer.sizes)))
+        verify = self.verify or not tier.trusted_bytes
+        arrays, dtypes, nbytes = {}, {}, 0
+        for (name, ref), value in zip(layer.tensors.items(), got):
+            if value is None or value is WRONG_LENGTH or value is UNREADABLE:
+                raise _unread(tier, got, value, ref)
             if views:
                 arr, dtype = value
             else:
-                raw[ref.digest] = value
+                if raw is not None:
+                    raw[ref.digest] = value
                 if kept is not None:
                     continue
-                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes,
-                                    expect=(ref.dtype, ref.shape, ref.nbytes))
-            if dtype != ref.dtype or tuple(arr.shape) != ref.shape:
+                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes, expect=ref[1:4])
+            if dtype != ref.dtype or arr.shape != ref.shape:
                 raise PayloadError("payload header disagrees with the model record")
             arrays[name], dtypes[name] = arr, dtype
-        return kept or Layer(arrays, dtypes), raw
+            nbytes += ref.nbytes
+        return kept or Layer(arrays, dtypes, nbytes)
 
     def admit(self, i: int, record: ModelRecord, indices: Sequence[int], blobs: Mapping[bytes, Any],
               moves: Moves) -> bool:
@@ -328,6 +326,16 @@ class TierStack:
         if slot.decoded is not None:
             slot.decoded.pop(entry, None)
         return self.catalog.release(entry, t)
+
+
+def _unread(tier: Tier, got: list[Any], value: Any, ref: Any) -> Exception:
+    """Why the payloads ``got`` read from ``tier`` cannot be decoded, ``value`` (``ref``'s) being absent or of the
+    wrong length: StoreFailure if the tier could not be read for any of them, else PayloadError."""
+    if any(v is UNREADABLE for v in got):
+        return StoreFailure(f"the {tier.name} tier cannot be read now", reported=True)
+    if value is None:
+        return PayloadError("missing payload")
+    return PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
 
 
 def _stored_twin(tier: Tier, record: ModelRecord) -> bytes | None:

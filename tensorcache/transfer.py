@@ -92,9 +92,10 @@ class Layer:
 
     __slots__ = ("arrays", "dtypes", "nbytes", "_views")
 
-    def __init__(self, arrays: dict[str, Any], dtypes: dict[str, str]) -> None:
+    def __init__(self, arrays: dict[str, Any], dtypes: dict[str, str], nbytes: int | None = None) -> None:
+        """``nbytes``: the arrays' bytes when the caller knows them already (a read knows its record's)."""
         self.arrays, self.dtypes = arrays, dtypes
-        self.nbytes: int = sum(a.nbytes for a in arrays.values())
+        self.nbytes: int = sum([a.nbytes for a in arrays.values()]) if nbytes is None else nbytes
         self._views: _Views | None = None
 
     def views(self) -> _Views:

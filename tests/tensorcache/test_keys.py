@@ -1,7 +1,7 @@
 import xxhash
 from hypothesis import given, strategies as st
 
-from tensorcache.keys import digest, layer_key, positions_key, prefix_keys
+from tensorcache.keys import digest, layer_key, layer_suffix, positions_key, prefix_keys
 
 archs = st.lists(st.integers(0, 9), min_size=1, max_size=12)
 
@@ -31,5 +31,5 @@ def test_positions_key_depends_only_on_the_named_positions():
 
 def test_layer_key_separates_names_and_digest_is_xxh3_128():
     ctx = prefix_keys("s", [0])[1]
-    assert layer_key(ctx, "conv") != layer_key(ctx, "bn")
+    assert layer_key(ctx, layer_suffix("conv")) != layer_key(ctx, layer_suffix("bn"))
     assert digest(b"ab", b"c") == xxhash.xxh3_128_digest(b"abc")
