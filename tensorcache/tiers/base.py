@@ -274,6 +274,7 @@ class SharedTier(Tier):
     shares_books = True
 
     _opening: books.Snapshot | None = None
+    _quiet: tuple[books.Position, bytes | None, Any] | None = None  # (since, last, version) of a read that found nothing new
 
     def _check_on_open(self) -> None:
         """Audit the books against the store; rebuild them if they disagree (orphans of killed writers).
@@ -309,6 +310,10 @@ class SharedTier(Tier):
         """Raw changes after ``since`` and the new position, or None when the reader must resynchronise:
         the log was lost, restored, truncated, trimmed past ``since``, or its change at ``since`` is no longer
         ``last`` (what the reader found there, None for nothing)."""
+        version = self._version()
+        if version is not None and self._quiet == (since, last, version):
+            return [], since  # nothing committed since the log was last read and found to hold nothing new
+
         def body(txn: Txn) -> tuple[list[bytes], books.Position] | None:
             check = since.seq > 0
             txn.prefetch([books.EPOCH, books.SEQ, *([books.log_key(since.seq)] if check else [])])
@@ -319,6 +324,8 @@ class SharedTier(Tier):
             if check and txn.get(books.log_key(since.seq)) != last:
                 return None  # the change read there is gone or another: the log was restored or rewritten
             if now.seq == since.seq:
+                if now == since and version is not None:
+                    self._quiet = (since, last, version)
                 return [], now
             keys = [books.log_key(s) for s in range(since.seq + 1, now.seq + 1)]
             txn.prefetch(keys)
@@ -328,6 +335,11 @@ class SharedTier(Tier):
             return raw, now
 
         return self._attempt("log read", False, body, ([], since))
+
+    def _version(self) -> Any:
+        """A value that changes whenever the store may have changed (another process's write included), read
+        without a transaction; None where the store has none (every ``changes`` then reads the log)."""
+        return None
 
     def record(self, model_id: str) -> bytes | None:
         """The stored record of ``model_id`` (None if absent or the store fails)."""

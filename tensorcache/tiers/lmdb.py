@@ -435,6 +435,14 @@ class LMDBTier(SharedTier):
         self._warn("disk", "LMDB tier at %s gets no more disk space (%s); dropping writes", self.path, exc)
         return StoreFailure("no disk space", reported=True)
 
+    def _version(self) -> int | None:
+        """The id of the file's last committed write transaction (any process's, any namespace's)."""
+        shared = self._env
+        if shared is None:
+            return None
+        with shared.lock:
+            return shared.env.info()["last_txnid"]
+
     def _adopt_capacity(self, stored: int) -> None:
         super()._adopt_capacity(stored)
         self._map_limit = max(self._map_limit, _map_limit(stored))

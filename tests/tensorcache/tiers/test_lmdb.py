@@ -231,6 +231,29 @@ def test_adopts_a_map_grown_by_another_process(tmp_path):
     assert tier.hold(b"r", "mine-too", 0, [b"n" * 16], {b"n" * 16: b"22"}).held and b"n" * 16 in tier
 
 
+def test_a_quiet_log_is_read_again_once_any_process_commits(tmp_path):
+    reader = LMDBTier(tmp_path / "db", capacity=1000, namespace="n")
+    other = LMDBTier(tmp_path / "db", capacity=1000, namespace="other")
+    snap = reader.snapshot()
+    since, last = snap.position, snap.last
+    reads = []
+    run = reader._run
+    reader._run = lambda write, body: reads.append(write) or run(write, body)  # counts its transactions
+    assert reader.changes(since, last) == ([], since) and reader.changes(since, last) == ([], since)
+    assert len(reads) == 1  # nothing committed since the first read found nothing new: not read again
+    other.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"})  # a commit, in another namespace
+    assert reader.changes(since, last) == ([], since) and len(reads) == 2
+    writer = "from tensorcache.tiers import LMDBTier; import sys; t = LMDBTier(sys.argv[1], 1000, namespace='n'); " \
+             "assert t.hold(b'r', 'm', 0, [b'k' * 16], {b'k' * 16: b'v'}, 'elsewhere').held; t.close()"
+    subprocess.run([sys.executable, "-c", writer, str(tmp_path / "db")], check=True, timeout=60)
+    for _ in range(2):  # another process's change, seen each time it is asked for from before it
+        raws, now = reader.changes(since, last)
+        assert len(raws) == 1 and now.seq == since.seq + 1
+    assert len(reads) == 4
+    reader.close()
+    other.close()
+
+
 # argv: path. A process with a 2 GiB map holds 40 MiB (its disk reserved a little further), another opens the
 # file asking for a 34 MiB map and writes, then the first writes 2 MiB more and reads all back: through a
 # writable map, a page past the end of a file shrunk under it is a SIGBUS.
