@@ -155,7 +155,7 @@ def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = T
         dtype, shape, offset = read_header(view, max_nbytes)
     if verify and digest(view) != key:
         raise PayloadError("digest mismatch")
-    arr = np.frombuffer(view, dtype=DTYPES[dtype], count=math.prod(shape), offset=offset)
+    arr = np.frombuffer(view, DTYPES[dtype], math.prod(shape), offset)  # by position: half the cost of by name
     if len(shape) != 1:
         arr = arr.reshape(shape)
     if type(blob) is not bytes:  # a view of immutable bytes is read-only already
