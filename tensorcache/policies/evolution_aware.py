@@ -254,7 +254,8 @@ class EvolutionAware(Policy):
             raise ValueError(f"need population_size >= 1 and sample_size >= 1, got {population_size}, {sample_size}")
         if len(members) > population_size:
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
-        ids, scores = [str(m) for m, _ in members], [_score(s) for _, s in members]
+        ids = [str(m) for m, _ in members]
+        scores = [s if type(s) is float and s == s else _score(s) for _, s in members]  # most are plain floats
         self._updates += 1
         self._population_size, self._sample_size = population_size, sample_size
         self._ascending = sorted(scores)
@@ -392,7 +393,7 @@ class EvolutionAware(Policy):
             self._hits[entry.content_row] += 1
             entry.model.touch = next(self._tick)
             if not self._stale:
-                self._push(key)
+                self._push(entry)
 
     def on_donation(self, model_id: str) -> None:
         self._fallback.on_donation(model_id)
@@ -419,20 +420,20 @@ class EvolutionAware(Policy):
         if entry.model_id in self._held:  # no longer arriving: its entries go back into the heap
             self._held.discard(entry.model_id)
             if not self._stale:
-                for other in model.keys.values():
-                    self._push(other)
+                self._push_model(model)
         if ranked and not self._stale:  # re-rank what its loss changes, until the next rebuild
             ranks, entries = self._ranks, self._entries
             for other in self._holders.get(entry.content_row, ()):  # a spare copy of the same content is needed again
                 held = entries[other]
                 if ranks[held.row] < 0:
                     ranks[held.row] = self._entry_value(other) / held.size
-                    self._push(other)
-            if model.prefix:  # the layers after it can no longer be served
-                for depth, other in model.keys.items():
+                    self._push(held)
+            if model.prefix and model.keys and max(model.keys) > entry.depth:  # the layers after it can no longer be
+                for depth, other in model.keys.items():  # served (the deepest usually goes first: none)
                     if depth > entry.depth:
-                        ranks[entries[other].row] = -1.0
-                        self._push(other)
+                        deeper = entries[other]
+                        ranks[deeper.row] = -1.0
+                        self._push(deeper)
         if not model.keys:
             del self._models[entry.model_id]
             self._model_rows.drop(entry.model_id)
@@ -495,16 +496,16 @@ class EvolutionAware(Policy):
             if model.arriving():
                 self._ranks[row] = math.inf
                 if push:
-                    self._push(key)
+                    self._push(entry)
             elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
                 self._rank_model(model)
                 if push:
                     for other in model.keys.values():
-                        self._push(other)
+                        self._push(self._entries[other])
             else:  # a new layer is its model's deepest: its own value per byte
                 self._ranks[row] = self._entry_value(key) / entry.size
                 if push:
-                    self._push(key)
+                    self._push(entry)
 
     def _rank_model(self, model: _Model) -> None:
         """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
@@ -627,9 +628,8 @@ class EvolutionAware(Policy):
             self._keep_value(content, value)
         return value
 
-    def _push(self, key: Key) -> None:
+    def _push(self, entry: _Entry) -> None:
         """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
-        entry = self._entries[key]
         if entry.model_id in self._held:
             return
         row = entry.row
