@@ -25,6 +25,7 @@ Writes DIR/scale.csv and DIR/scale.json.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -53,14 +54,36 @@ class _Repairs(logging.Handler):
         self.count += "rebuilt its books" in record.getMessage()
 
 
-class _Windows:
-    """Wall time, time in the cache and hits of each run of ``size`` finished evaluations (a ``run_search``
-    progress callback)."""
+class _Collector:
+    """CPU time and number of the cyclic collector's young (generations 0 and 1) and full collections (a
+    ``gc.callbacks`` probe: the time between each collection's start and stop)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self) -> None:
+        self.seconds, self.runs = [0.0, 0.0], [0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+            return
+        full = info["generation"] == 2
+        self.seconds[full] += time.process_time() - self._start
+        self.runs[full] += 1
+
+    def totals(self) -> tuple[float, float, int, int]:
+        return (*self.seconds, *self.runs)
+
+
+class _Windows:
+    """Wall time, time in the cache, hits and collector time of each run of ``size`` finished evaluations (a
+    ``run_search`` progress callback)."""
+
+    def __init__(self, size: int, collector: _Collector) -> None:
         self.size = size
         self.rows: list[dict[str, Any]] = []
+        self._collector = collector
         self._start, self._cpu, self._hits, self._cache = time.perf_counter(), time.process_time(), 0, 0.0
+        self._gc = collector.totals()
 
     def __call__(self, tally: Tally, dropped: int) -> None:
         if tally.evaluations % self.size:
@@ -70,16 +93,25 @@ class _Windows:
                           "cpu_ms_per_eval": 1e3 * (cpu - self._cpu) / self.size,
                           "cache_ms_per_eval": 1e3 * (tally.cache_s - self._cache) / self.size,
                           "hits": tally.hits - self._hits})
-        self._start, self._cpu, self._hits, self._cache = now, cpu, tally.hits, tally.cache_s
+        gc_now = self._collector.totals()
+        young_s, full_s, young, full = (a - b for a, b in zip(gc_now, self._gc))
+        self.rows[-1].update(young_gc_ms_per_eval=1e3 * young_s / self.size,
+                             full_gc_ms_per_eval=1e3 * full_s / self.size, young_gcs=young, full_gcs=full)
+        self._start, self._cpu, self._hits, self._cache, self._gc = now, cpu, tally.hits, tally.cache_s, gc_now
 
 
 def one_search(table: str, workdir: str, evals: int, workers: int, window: int) -> dict[str, Any]:
     out = os.path.join(workdir, f"s{evals}")
     settings = SearchSettings(out=out, evaluator="tabular", table=table, space="nb201", dataset="cifar10",
                               evals=evals, workers=workers, seed=0, transfer="prefix")  # as its results were measured
-    windows = _Windows(window)
+    collector = _Collector()
+    windows = _Windows(window, collector)
+    gc.callbacks.append(collector)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    summary = run_search(settings, on_record=windows)
+    try:
+        summary = run_search(settings, on_record=windows)
+    finally:
+        gc.callbacks.remove(collector)
     call_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     stats = summary["cache"] or {}
     repairs = _Repairs()
@@ -124,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for w in longest:
         print(f"    window to {w['until']}: {w['ms_per_eval']:.2f} ms per evaluation ({w['cpu_ms_per_eval']:.2f} ms "
               f"of this process's CPU; {w['cache_ms_per_eval']:.2f} ms in the cache's lookups and puts), "
-              f"{w['hits']} hits")
+              f"{w['hits']} hits; the collector's CPU: {w['young_gc_ms_per_eval']:.2f} ms in {w['young_gcs']} young "
+              f"collections, {w['full_gc_ms_per_eval']:.2f} ms in {w['full_gcs']} full ones")
     # from the first window serving at least half its children to the end of the search, the last
     # ``workers`` evaluations (which only drain: no child starts) included
     first = next((n for n, w in enumerate(longest) if 2 * w["hits"] >= args.window), len(longest))

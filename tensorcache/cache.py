@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .catalog import Catalog, LayerRecord, ModelRecord, TensorRef, check_arch
+from .catalog import Catalog, LayerRecord, ModelRecord, check_arch
 from .config import CacheConfig
 from .events import Donated, EvaluationDone, ModelDescribed, Mutated, PolicyEvent, PopulationChanged
 from .follower import Follower
@@ -143,12 +143,12 @@ class TensorCache:
         blobs: dict[bytes, bytes] = {}
         records = []
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
-            refs = {}
+            refs = []
             for name, tensor in tensors.items():
                 digest, blob, dtype, shape, nbytes = encode_parts(tensor)
                 blobs[digest] = blob
-                refs[name] = TensorRef(digest, dtype, shape, nbytes, kind_of(tensor))
-            records.append(LayerRecord(key, refs, spec.depends_on))
+                refs.append((name, digest, dtype, shape, nbytes, kind_of(tensor)))
+            records.append(LayerRecord.of(key, tuple(refs), spec.depends_on))
         record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
         known = self._catalog.record(model_id)
         if known is not None:
@@ -356,7 +356,7 @@ class TensorCache:
         if not indices:
             return None
         return Hit(record.model_id, _run_length(indices), indices, layers,
-                   [{n: t.kind for n, t in layer.tensors.items()} for layer in served], nbytes, names[slowest], 0.0,
+                   [{name: kind for name, *_, kind in layer.refs} for layer in served], nbytes, names[slowest], 0.0,
                    tiers, [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
                    self._applied)
 

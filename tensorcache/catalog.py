@@ -16,8 +16,8 @@ import json
 from bisect import bisect_left, insort
 import math
 import struct
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
@@ -52,31 +52,67 @@ class TensorRef(NamedTuple):
     @property
     def blob_size(self) -> int:
         """Length of the stored payload (canonical header + data), known before reading it."""
-        return len(header(self.dtype, self.shape, self.nbytes)) + self.nbytes
+        return stored_length(self.dtype, self.shape, self.nbytes)
 
 
-@dataclass(frozen=True, slots=True)
+def stored_length(dtype: str, shape: tuple[int, ...], nbytes: int) -> int:
+    """Length of a tensor's stored payload: its canonical header, then its ``nbytes`` of data."""
+    return len(header(dtype, shape, nbytes)) + nbytes
+
+
+TensorEntry = tuple[str, bytes, str, tuple[int, ...], int, str]  # a tensor's name, then TensorRef's fields
+
+
 class LayerRecord:
-    """One stored layer: its key, its tensors by name, and the arch positions it depends on."""
+    """One stored layer: its key, its tensors by name, and the arch positions it depends on.
 
+    A long search keeps hundreds of thousands of these, so each is one object the cyclic collector tracks:
+    its tensors are kept as ``refs``, plain tuples ``(name, digest, dtype, shape, nbytes, kind)`` that hold
+    only strings, bytes and ints (the collector stops tracking such tuples the first time it sees them),
+    not as a dict of ``TensorRef``s, which it would track for as long as the layer is held."""
+
+    __slots__ = ("key", "refs", "depends_on", "digests", "sizes", "blob_bytes")
     key: bytes
-    tensors: dict[str, TensorRef]
+    refs: tuple[TensorEntry, ...]  # in the order the tensors were given
     depends_on: tuple[int, ...]
+    digests: tuple[bytes, ...]  # its payloads' keys, in order
+    sizes: tuple[int, ...]  # their stored lengths, in order
+    blob_bytes: int  # bytes its payloads take in a tier
 
-    blob_bytes: int = field(init=False, repr=False, compare=False)  # bytes its payloads take in a tier
-    digests: tuple[bytes, ...] = field(init=False, repr=False, compare=False)  # its payloads' keys, in order
-    sizes: tuple[int, ...] = field(init=False, repr=False, compare=False)  # their stored lengths, in order
+    def __init__(self, key: bytes, tensors: Mapping[str, TensorRef], depends_on: tuple[int, ...]) -> None:
+        self._fill(key, tuple([(name, *t) for name, t in tensors.items()]), depends_on)
 
-    def __post_init__(self) -> None:
-        refs = self.tensors.values()
-        sizes = tuple([t.blob_size for t in refs])
-        object.__setattr__(self, "blob_bytes", sum(sizes))
-        object.__setattr__(self, "digests", tuple([t.digest for t in refs]))
-        object.__setattr__(self, "sizes", sizes)
+    @classmethod
+    def of(cls, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...]) -> LayerRecord:
+        """A layer from its tensors as ``refs`` entries already (a put and a record's parser make them so)."""
+        layer = cls.__new__(cls)
+        layer._fill(key, refs, depends_on)
+        return layer
+
+    def _fill(self, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...]) -> None:
+        self.key, self.refs, self.depends_on = key, refs, depends_on
+        self.digests = tuple([r[1] for r in refs])
+        self.sizes = tuple([stored_length(dtype, shape, nbytes) for _, _, dtype, shape, nbytes, _ in refs])
+        self.blob_bytes = sum(self.sizes)
+
+    @property
+    def tensors(self) -> dict[str, TensorRef]:
+        """Its tensors by name as ``TensorRef``s (made on each call, for callers that want them by field)."""
+        return {r[0]: TensorRef(*r[1:]) for r in self.refs}
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
+        return sum([r[4] for r in self.refs])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LayerRecord):
+            return NotImplemented
+        return (self.key, self.refs, self.depends_on) == (other.key, other.refs, other.depends_on)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by content, and not meant as a key
+
+    def __repr__(self) -> str:
+        return f"LayerRecord(key={self.key!r}, tensors={self.tensors!r}, depends_on={self.depends_on!r})"
 
 
 @dataclass(frozen=True)
@@ -94,11 +130,17 @@ class ModelRecord:
     def nbytes(self) -> int:
         return sum(layer.nbytes for layer in self.layers)
 
+    @cached_property
+    def entries(self) -> tuple[Entry, ...]:
+        """Its entries ``(model_id, layer index)``, made once: the catalog, the policies and the decoded layers
+        kept all key by these same tuples rather than each by an equal one of its own (fewer objects)."""
+        return tuple([(self.model_id, index) for index in range(len(self.layers))])
+
     def same_tensors(self, other: ModelRecord) -> bool:
         """Whether ``other`` describes the same model content: architecture, mode, and every layer's key and
         payloads (score and parent may differ)."""
         return (self.model_id, self.arch, self.mode) == (other.model_id, other.arch, other.mode) and \
-            [(layer.key, layer.tensors) for layer in self.layers] == [(layer.key, layer.tensors) for layer in other.layers]
+            [(layer.key, layer.refs) for layer in self.layers] == [(layer.key, layer.refs) for layer in other.layers]
 
     @cached_property
     def encoded(self) -> bytes:
@@ -110,13 +152,13 @@ class ModelRecord:
                             0 if self.parent is None else len(parent) + 1, len(self.arch), len(self.layers)),
                  mid, parent, _ints("q", len(self.arch)).pack(*self.arch)]
         for layer in self.layers:
-            parts += [_LAYER.pack(layer.key, len(layer.depends_on), len(layer.tensors)),
+            parts += [_LAYER.pack(layer.key, len(layer.depends_on), len(layer.refs)),
                       _ints("I", len(layer.depends_on)).pack(*layer.depends_on)]
-            for name, t in layer.tensors.items():
+            for name, digest, dtype, shape, nbytes, kind in layer.refs:
                 raw_name = name.encode()
-                parts.append(_tensor_entry(len(raw_name), len(t.shape)).pack(
-                    t.digest, len(raw_name), _DTYPE_INDEX[t.dtype], KINDS.index(t.kind), len(t.shape), t.nbytes,
-                    raw_name, *t.shape))
+                parts.append(_tensor_entry(len(raw_name), len(shape)).pack(
+                    digest, len(raw_name), _DTYPE_INDEX[dtype], KINDS.index(kind), len(shape), nbytes, raw_name,
+                    *shape))
         return b"".join(parts)
 
     @classmethod
@@ -149,7 +191,7 @@ class ModelRecord:
                     raise PayloadError(f"a layer depends on {n_deps} positions")
                 deps = unpack(f"<{n_deps}I", raw, at)
                 at += 4 * n_deps
-                tensors = {}
+                refs: list[TensorEntry] = []
                 for _ in range(n_tensors):
                     digest, name_len, dtype_code, kind_code, ndim, nbytes = _TENSOR.unpack_from(raw, at)
                     at += _TENSOR.size
@@ -165,10 +207,13 @@ class ModelRecord:
                             or (shape and max(shape) > max_nbytes):
                         raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit "
                                            f"{max_nbytes})")
-                    if name in tensors or len(name) != name_len and len(name.encode()) != name_len:
-                        raise PayloadError(f"tensor name {name!r} repeated or cut")
-                    tensors[name] = TensorRef(digest, dtype, shape, nbytes, KINDS[kind_code])
-                layers.append(LayerRecord(key, tensors, deps))
+                    if len(name) != name_len and len(name.encode()) != name_len:
+                        raise PayloadError(f"tensor name {name!r} cut")
+                    refs.append((name, digest, dtype, shape, nbytes, KINDS[kind_code]))
+                if len({r[0] for r in refs}) != len(refs):
+                    names = [r[0] for r in refs]
+                    raise PayloadError(f"tensor name {next(n for n in names if names.count(n) > 1)!r} repeated")
+                layers.append(LayerRecord.of(key, tuple(refs), deps))
             if at != len(raw) or len(model_id) != id_len and len(model_id.encode()) != id_len:
                 raise PayloadError(f"record of {len(raw)} bytes does not end where its fields do ({at})")
         except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as exc:
@@ -282,13 +327,14 @@ class Catalog:
         self._tiers: dict[Entry, int] = {}
         self._held: dict[str, int] = {}  # model -> how many of its entries some tier holds
         self._by_key: dict[bytes, dict[str, int]] = {}  # layer key -> {model: its layer index}
-        # layer key -> its holders' donor order, best first (prefix search stops at the first full donor)
+        # layer key -> its holders' donor order, best first (prefix search stops at the first full donor); only
+        # for keys two or more models hold: most keys of deep layers have one holder, and need no list
         self._ranked: dict[bytes, list[tuple[float, str]]] = {}
         self._order: dict[str, tuple[float, str]] = {}  # held model -> its place in that order (one tuple)
 
     def hold(self, record: ModelRecord, index: int, tier: int) -> bool:
         """Tier ``tier`` holds layer ``index`` of ``record``; True if it did not before."""
-        entry = (record.model_id, index)
+        entry = self.models.get(record.model_id, record).entries[index]
         tiers = self._tiers.get(entry)
         if tiers is None:
             tiers = 0
@@ -300,9 +346,12 @@ class Catalog:
             self._held[model_id] += 1
             holders = self._by_key.get(key)
             if holders is None:
-                holders, self._ranked[key] = self._by_key.setdefault(key, {}), []
-            if model_id not in holders:
-                insort(self._ranked[key], self._order[model_id])
+                holders = self._by_key[key] = {}
+            if model_id not in holders and holders:  # a second or later holder: the key's donor order
+                if len(holders) == 1:
+                    self._ranked[key] = sorted([self._order[next(iter(holders))], self._order[model_id]])
+                else:
+                    insort(self._ranked[key], self._order[model_id])
             holders[model_id] = index
         elif tiers >> tier & 1:
             return False
@@ -326,10 +375,13 @@ class Catalog:
             holders = self._by_key.get(key)
             if holders is not None and holders.get(model_id) == index:
                 del holders[model_id]
-                ranked = self._ranked[key]
-                del ranked[bisect_left(ranked, self._order[model_id])]
-                if not holders:
-                    del self._by_key[key], self._ranked[key]
+                if len(holders) == 1:  # one holder left: no order to keep
+                    del self._ranked[key]
+                elif holders:
+                    ranked = self._ranked[key]
+                    del ranked[bisect_left(ranked, self._order[model_id])]
+                else:
+                    del self._by_key[key]
             self._held[model_id] -= 1
             if not self._held[model_id]:
                 del self._held[model_id], self.models[model_id], self._order[model_id]
@@ -368,7 +420,8 @@ class Catalog:
                 if parent is not None and parent in runs[depth - 1] and parent not in skip \
                         and all(parent in h for h in shallower):
                     return parent, self._pairs(parent, keys[:depth])
-                for _, m in self._ranked[keys[depth - 1]]:
+                ranked = self._ranked.get(keys[depth - 1])
+                for m in runs[depth - 1] if ranked is None else (m for _, m in ranked):  # None: one holder
                     if m not in skip and all(m in h for h in shallower):
                         return m, self._pairs(m, keys[:depth])
             return None
@@ -410,9 +463,9 @@ class Catalog:
             problems.append("held-entry counts disagree with the entries")
         if set(self.models) != set(counts):
             problems.append("models known without held entries, or the reverse")
-        if self._ranked.keys() != self._by_key.keys() or any(
-                self._ranked[key] != sorted(self._order.get(m, (math.nan, m)) for m in holders)
-                for key, holders in self._by_key.items()):
+        if self._ranked.keys() != {key for key, holders in self._by_key.items() if len(holders) > 1} or any(
+                ranked != sorted(self._order.get(m, (math.nan, m)) for m in self._by_key[key])
+                for key, ranked in self._ranked.items()):
             problems.append("a layer key's donor order disagrees with its holders")
         return problems
 

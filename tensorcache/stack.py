@@ -79,7 +79,7 @@ class TierStack:
                 got = self.slots[i].tier.read([pair for j in group for pair in zip(layers[j].digests, layers[j].sizes)])
                 start = 0
                 for j in group:
-                    n = len(record.layers[j].tensors)
+                    n = len(record.layers[j].refs)
                     early[j], start = (i, got[start:start + n]), start + n
         for index in indices:
             yield self.read(record, index, moves, early.get(index))
@@ -91,7 +91,7 @@ class TierStack:
         so) and the next tier is tried; None when no tier has a good copy. ``early``: (tier, payloads) read
         from that tier already, checked here as a read of it would be. A tier that cannot be read now (its
         store failed; the tier warned) is passed over and its entry kept, to be read again later."""
-        entry = (record.model_id, index)
+        entry = record.entries[index]
         for i in self.catalog.tiers_of(entry):
             slot = self.slots[i]
             layer = None if slot.decoded is None else slot.decoded.get(entry)
@@ -130,23 +130,23 @@ class TierStack:
         elif got is None:
             got = tier.read(list(zip(layer.digests, layer.sizes)))
         verify = self.verify or not tier.trusted_bytes
-        arrays, dtypes, nbytes = {}, {}, 0
-        for (name, ref), value in zip(layer.tensors.items(), got):
+        arrays, dtypes, total = {}, {}, 0
+        for (name, digest, ref_dtype, shape, nbytes, _), size, value in zip(layer.refs, layer.sizes, got):
             if value is None or value is WRONG_LENGTH or value is UNREADABLE:
-                raise _unread(tier, got, value, ref)
+                raise _unread(tier, got, value, size)
             if views:
                 arr, dtype = value
             else:
                 if raw is not None:
-                    raw[ref.digest] = value
+                    raw[digest] = value
                 if kept is not None:
                     continue
-                arr, dtype = decode(ref.digest, value, verify=verify, max_nbytes=ref.nbytes, expect=ref[1:4])
-            if dtype != ref.dtype or arr.shape != ref.shape:
+                arr, dtype = decode(digest, value, verify=verify, max_nbytes=nbytes, expect=(ref_dtype, shape, nbytes))
+            if dtype != ref_dtype or arr.shape != shape:
                 raise PayloadError("payload header disagrees with the model record")
             arrays[name], dtypes[name] = arr, dtype
-            nbytes += ref.nbytes
-        return kept or Layer(arrays, dtypes, nbytes)
+            total += nbytes
+        return kept or Layer(arrays, dtypes, total)
 
     def admit(self, i: int, record: ModelRecord, indices: Sequence[int], blobs: Mapping[bytes, Any],
               moves: Moves) -> bool:
@@ -240,7 +240,7 @@ class TierStack:
     def note(self, t: int, record: ModelRecord, index: int) -> None:
         """Tier ``t``'s store holds layer ``index`` of ``record`` now: record it, and tell the tier's policy
         if it is new to the catalog or to the policy."""
-        slot, entry = self.slots[t], (record.model_id, index)
+        slot, entry = self.slots[t], record.entries[index]
         if self.catalog.hold(record, index, t) or entry not in slot.policy:
             layer = record.layers[index]
             slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
@@ -315,10 +315,10 @@ class TierStack:
             record = self.catalog.record(entry[0])
             if work is not None and record is not None and t + 1 < len(self.slots) \
                     and not self.catalog.holds(entry, t + 1):
-                refs = list(record.layers[entry[1]].tensors.values())
-                got = slot.tier.read([(r.digest, r.blob_size) for r in refs])
+                layer = record.layers[entry[1]]
+                got = slot.tier.read(list(zip(layer.digests, layer.sizes)))
                 if all(g is not None and g is not WRONG_LENGTH and g is not UNREADABLE for g in got):
-                    work.append((t + 1, record, (entry[1],), {r.digest: g for r, g in zip(refs, got)}, False))
+                    work.append((t + 1, record, (entry[1],), dict(zip(layer.digests, got)), False))
 
     def _release_here(self, t: int, entry: Entry) -> bool:
         """Release ``entry`` from this process's view of tier ``t`` (residency, decoded layer); True if the catalog had it there."""
@@ -328,14 +328,14 @@ class TierStack:
         return self.catalog.release(entry, t)
 
 
-def _unread(tier: Tier, got: list[Any], value: Any, ref: Any) -> Exception:
-    """Why the payloads ``got`` read from ``tier`` cannot be decoded, ``value`` (``ref``'s) being absent or of the
-    wrong length: StoreFailure if the tier could not be read for any of them, else PayloadError."""
+def _unread(tier: Tier, got: list[Any], value: Any, size: int) -> Exception:
+    """Why the payloads ``got`` read from ``tier`` cannot be decoded, ``value`` (one of ``size`` stored bytes) being
+    absent or of the wrong length: StoreFailure if the tier could not be read for any of them, else PayloadError."""
     if any(v is UNREADABLE for v in got):
         return StoreFailure(f"the {tier.name} tier cannot be read now", reported=True)
     if value is None:
         return PayloadError("missing payload")
-    return PayloadError(f"stored length differs from the record's {ref.blob_size} bytes")
+    return PayloadError(f"stored length differs from the record's {size} bytes")
 
 
 def _stored_twin(tier: Tier, record: ModelRecord) -> bytes | None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence, Sized
@@ -101,14 +100,16 @@ class LazyHeap:
         """Start from distinct keys already in priority order, ``priority(i)`` being the i-th's: an item is
         made only when its key surfaces, so a large start costs no item per key."""
         self._heap: list[tuple[Any, int, Key]] = []
-        self._ranked, self._ranked_priority, self._next = list(ranked), priority, 0  # token of a ranked key: its place
-        self._tokens = itertools.count(len(self._ranked))
+        # a tuple and an int counter rather than a list and itertools.count: objects the collector does not track
+        # (a policy keeps a heap per held model)
+        self._ranked, self._ranked_priority, self._next = tuple(ranked), priority, 0  # token of a ranked key: its place
+        self._token = len(self._ranked)  # the next item's
         self._live: dict[Key, int] = dict(zip(self._ranked, range(len(self._ranked))))  # key -> its item's token
         self._risen: dict[Key, Any] = {}  # key -> its priority, where that is above its item's
 
     def push(self, key: Key, priority: Any) -> None:
-        token = next(self._tokens)
-        self._live[key] = token
+        token = self._live[key] = self._token
+        self._token += 1
         self._risen.pop(key, None)
         heapq.heappush(self._heap, (priority, token, key))
         if len(self._heap) > 2 * len(self._live) + 64:
@@ -142,7 +143,8 @@ class LazyHeap:
                 if live.get(key) != token:
                     heapq.heappop(heap)
                 elif key in risen:
-                    token = live[key] = next(self._tokens)
+                    token = live[key] = self._token
+                    self._token += 1
                     heapq.heapreplace(heap, (risen.pop(key), token, key))
                 else:
                     break

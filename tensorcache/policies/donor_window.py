@@ -10,6 +10,9 @@ from typing import Any
 from .base import Key, LazyHeap, Policy, check_size, empty_error, layer_depth
 
 
+_SEQS = 1 << 63  # above every insert tick (a layer's priority in its model is one int, not a tuple per entry)
+
+
 class _Pool:
     """Entries grouped by model: models ordered by a changeable priority, and within a model the deepest
     (then most recently inserted) layer first, since a prefix run is useless without its earlier layers."""
@@ -22,7 +25,7 @@ class _Pool:
         layers = self._layers.get(model_id)
         if layers is None:
             layers = self._layers[model_id] = LazyHeap()
-        layers.push(key, (-layer_depth(key), -seq))
+        layers.push(key, -(layer_depth(key) * _SEQS + seq))  # deepest first, then the latest: (-depth, -seq) as one int
 
     def discard(self, model_id: str, key: Key) -> None:
         layers = self._layers[model_id]
@@ -36,7 +39,7 @@ class _Pool:
         none): a rise (every insert, hit and donation) moves its heap item only when it surfaces."""
         self._models.rise(model_id, priority, floor)
 
-    def head(self) -> tuple[Any, tuple[int, int], Key] | None:
+    def head(self) -> tuple[Any, int, Key] | None:
         """(model priority, layer priority, key) of the next entry, or None when empty."""
         top = self._models.peek()
         if top is None:
@@ -79,7 +82,10 @@ class DonorWindow(Policy):
         self._donations: deque[tuple[int, str]] = deque()  # (clock at donation, model), oldest first
         self._popularity: dict[str, int] = {}  # donations inside the window, > 0 only
         self._models: dict[str, _Donor] = {}
-        self._entries: dict[Key, tuple[str, int]] = {}  # key -> (model, size)
+        # key -> its model, and key -> its size: two dicts of atoms rather than one of (model, size) tuples (a
+        # tuple per entry would be one more object for the collector)
+        self._entries: dict[Key, str] = {}
+        self._sizes: dict[Key, int] = {}
         self._pool = _Pool()  # models ranked by (popularity [per byte], touched)
 
     def hold_instead(self, entries: Iterable[tuple[Key, str, int, int]], touched: Mapping[str, int], tick: int) -> None:
@@ -88,11 +94,11 @@ class DonorWindow(Policy):
         donation window stay. Having heard every donation and evaluation, it then decides as if it had heard
         every event (ticks that keep the order of the events give the same decisions as its own)."""
         self._tick = itertools.count(tick)
-        self._models, self._entries, self._pool = {}, {}, _Pool()
+        self._models, self._entries, self._sizes, self._pool = {}, {}, {}, _Pool()
         for key, model_id, size, seq in entries:
             model = self._models.setdefault(model_id, _Donor(touched[model_id]))
             model.nbytes += size
-            self._entries[key] = (model_id, size)
+            self._entries[key], self._sizes[key] = model_id, size
             self._pool.add(model_id, key, seq)
         for model_id in self._models:
             self._rank(model_id)
@@ -110,13 +116,13 @@ class DonorWindow(Policy):
         if model is None:
             model = self._models[model_id] = _Donor(tick)
         model.touched, model.nbytes = tick, model.nbytes + size
-        self._entries[key] = (model_id, size)
+        self._entries[key], self._sizes[key] = model_id, size
         self._pool.add(model_id, key, tick)
         self._rank(model_id)
 
     def on_hit(self, key: Key) -> None:
         if key in self._entries:
-            self._touch(self._entries[key][0])
+            self._touch(self._entries[key])
 
     def on_donation(self, model_id: str) -> None:
         self._donations.append((self._clock, model_id))
@@ -136,10 +142,10 @@ class DonorWindow(Policy):
                 self._rank(model_id)
 
     def on_release(self, key: Key) -> None:
-        got = self._entries.pop(key, None)
-        if got is None:
+        model_id = self._entries.pop(key, None)
+        if model_id is None:
             return
-        model_id, size = got
+        size = self._sizes.pop(key)
         self._pool.discard(model_id, key)
         self._models[model_id].nbytes -= size
         if model_id not in self._pool:

@@ -39,3 +39,11 @@ def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) 
     assert [r["healthy"] for r in rows] == [True, True] and all(r["dropped_puts"] == 0 for r in rows)
     windows = json.loads((tmp_path / "scale.json").read_text())["raw"]["240"]
     assert all(w["cache_ms_per_eval"] > 0 for w in windows), windows  # the cache's part of each window
+    assert sum(w["young_gcs"] for w in windows) > 0 and "young collections" in out, out  # the collector probe
+
+
+def test_tracked_bench_counts_the_objects_a_put_leaves_the_collector(tmp_path: Path) -> None:
+    out = _run("tracked.py", "--puts", "40", "--warmup", "20", "--repeats", "1", "--out", str(tmp_path))
+    assert "tracked objects per put, as its next young collection first sees them" in out, out
+    row = json.loads((tmp_path / "tracked.json").read_text())["rows"][0]
+    assert row["first_seen"] >= row["after_young"] >= row["after_full"] >= row["layers_per_put"] > 10, row

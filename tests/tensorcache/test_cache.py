@@ -1,4 +1,5 @@
 """TensorCache end to end on real tiers: API, lookup correctness, capacities, corruption, sharing."""
+import gc
 import subprocess
 import sys
 
@@ -216,6 +217,29 @@ def test_a_put_that_evicts_its_own_first_layers_keeps_the_rest():
     assert cache.stats()["tiers"]["memory"]["used_bytes"] <= int(one * 1.5)
     assert cache.lookup([0, 1]) is None  # layer 0 was evicted: no unbroken run from layer 0 remains
     assert cache.lookup([0, 1], layer_map=LayerMap.generic(2, mode="compatible")).indices == [1]
+
+
+@pytest.mark.parametrize("disk", [False, True])
+def test_a_held_model_leaves_the_cyclic_collector_about_one_object_per_layer(tmp_path, disk):
+    # a long search holds 10^5-10^6 layers, and every full collection walks each object they keep tracked: a
+    # layer record must not keep a dict, a TensorRef or a memoryview per tensor, nor each policy a tuple per entry
+    cache = TensorCache(memory=1 << 30, disk=str(tmp_path / "c.lmdb") if disk else None)
+    rng = np.random.default_rng(0)
+
+    def put(i: int) -> None:
+        layers = [{"w": rng.random(4, dtype=np.float32), "b": np.arange(i, i + 2)} for _ in range(10)]
+        cache.put(f"m{i}", (i % 3, i % 5, i, 1, 2, 3, 4, 5, 6, 7), layers, score=0.5, parent=f"m{i - 1}")
+
+    for i in range(20):
+        put(i)
+    gc.collect()
+    before = {id(o) for o in gc.get_objects()}
+    for i in range(20, 70):
+        put(i)
+    for _ in range(3):  # each collection stops tracking one more level of nested tuples of atoms
+        gc.collect()
+    kept = sum(id(o) not in before for o in gc.get_objects())
+    assert kept <= 50 * (10 + 10), kept  # 50 models of 10 layers (two tensors each); 77 per model before
 
 
 def test_a_state_dict_matching_no_layer_is_named_and_an_empty_model_is_never_a_donor():
