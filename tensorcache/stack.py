@@ -68,8 +68,9 @@ class TierStack:
         all those whose fastest copy is in one shared tier read beforehand in one transaction of that tier
         (a remote store: two round trips for the whole hit, not two per layer)."""
         by_tier: dict[int, list[int]] = {}
+        entries = record.entries
         for index in indices:
-            tiers = self.catalog.tiers_of((record.model_id, index))
+            tiers = self.catalog.tiers_of(entries[index])
             if tiers and self.slots[tiers[0]].tier.shares_books:
                 by_tier.setdefault(tiers[0], []).append(index)
         early: dict[int, tuple[int, list[Any]]] = {}  # layer index -> (tier, its payloads as read)
