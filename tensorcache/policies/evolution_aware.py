@@ -154,13 +154,27 @@ class _Model:
     lost: bool = False  # one of its layers left the tier
     keys: dict[int, Key] = field(default_factory=dict)  # depth -> key
     row: int = -1  # its row of ``EvolutionAware._model_rows``
+    held_run: int = 0  # length of the unbroken run of held layers from depth 0 (``add`` and ``remove`` keep it)
+
+    def add(self, depth: int, key: Key) -> None:
+        """Hold ``key`` as its layer at ``depth``."""
+        keys = self.keys
+        keys[depth] = key
+        if depth == self.held_run:
+            run = depth + 1
+            while run in keys:
+                run += 1
+            self.held_run = run
+
+    def remove(self, depth: int) -> None:
+        """Its layer at ``depth`` left the tier."""
+        del self.keys[depth]
+        self.lost = True
+        self.held_run = min(self.held_run, depth)
 
     def run(self) -> int:
         """Length of the unbroken run of held layers from depth 0."""
-        n = 0
-        while n in self.keys:
-            n += 1
-        return n
+        return self.held_run
 
     def arriving(self) -> bool:
         """Its layers are still being inserted (a put in progress): it keeps them until the put ends."""
@@ -380,7 +394,7 @@ class EvolutionAware(Policy):
         depth = key[1] if type(key) is tuple and len(key) == 2 and type(key[1]) is int else layer_depth(key)
         weight = float(max(size, 1))
         entry = entries[key] = _Entry(model_id, depth, deps, weight, tick, size, model)
-        model.keys[depth] = key
+        model.add(depth, key)
         row = entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, -1, math.nan)
         self._file(key, entry, model, row, push=False)
         self._touch(model_id, model)  # sets the priorities of its entries
@@ -415,8 +429,7 @@ class EvolutionAware(Policy):
         ranked = self._ranks[entry.row] >= 0  # False if not ranked (NaN)
         self._unfile(key, entry)
         self._entry_rows.drop(key)
-        del model.keys[entry.depth]
-        model.lost = True
+        model.remove(entry.depth)
         if entry.model_id in self._held:  # no longer arriving: its entries go back into the heap
             self._held.discard(entry.model_id)
             if not self._stale:
