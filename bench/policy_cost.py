@@ -1,7 +1,7 @@
 """What evolution-aware eviction costs: CPU of a live tabular search and of a replay, against cheap policies.
 
     python bench/policy_cost.py --out DIR [--live-evals 1500] [--memory 48MB[,...]] [--replay-evals 10000]
-                                [--repeats 2] [--same-as REV] [--before REV] [--streams]
+                                [--repeats 2] [--same-as REV] [--before REV] [--streams] [--decisions]
 
 Both measures are CPU seconds of this process (``time.process_time``), taken in turns with the baseline in
 the same run, so other load on the machine shifts both alike; one untimed live search runs first, so that no
@@ -22,6 +22,11 @@ and prints the current code's CPU against it (ratio > 1: the current code is che
 its victim calls: the policy's own decisions shape them) and plays each policy's calls again, alone, in
 turns: the policy's own CPU, apart from the search around it (the live ratio counts both). With ``--before``,
 evolution-aware as of REV plays the current code's calls too and must name the same victims.
+
+``--decisions`` also runs the live search, in the same turns, under a policy that names the victims evolution-aware
+named in one recorded live search of that size and does nothing else: the search around evolution-aware's
+decisions at almost no policy cost. Evolution-aware's CPU minus its CPU is what the policy costs inside the
+search (printed as the ratio of the two searches; compare with the policy's own calls played alone, ``--streams``).
 
 ``--same-as REV`` also replays that trace at 2, 5 and 20% under evolution-aware as of git revision REV and
 checks that both name the same victims in the same order (a cheaper policy must keep its decisions). Its
@@ -115,6 +120,36 @@ def play_calls(cls: type[Policy], calls: list[Any], window: int) -> Callable[[],
     return call
 
 
+def deciding_as(calls: list[Any]) -> type[Policy]:
+    """A policy that names the victims recorded in ``calls`` (``policy_calls``), in order, and keeps only the set of
+    keys it holds: another policy's decisions at almost no cost (the search is deterministic, so they apply)."""
+    named = [calls[i + 1] for i, call in enumerate(calls) if call is None]
+
+    class Decided(Policy):
+        name = "evolution-aware-victims"
+
+        def __init__(self, window: int = 100) -> None:
+            self._held: set[Any] = set()
+            self._victims = iter(named)
+
+        def on_insert(self, key: Any, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
+            self._held.add(key)
+
+        def on_release(self, key: Any) -> None:
+            self._held.discard(key)
+
+        def victim(self) -> Any:
+            return next(self._victims)
+
+        def __len__(self) -> int:
+            return len(self._held)
+
+        def __contains__(self, key: object) -> bool:
+            return key in self._held
+
+    return Decided
+
+
 def live_search(table: str, folder: str, policy: str | type[Policy], evals: int, memory: str) -> Callable[[], Any]:
     def call() -> Any:
         name = policy if isinstance(policy, str) else policy.name
@@ -140,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "REV, in the same turns, and print the current code's CPU against it")
     p.add_argument("--streams", action="store_true", help="also measure each policy's own CPU on the calls it heard "
                    "in one live search per memory size")
+    p.add_argument("--decisions", action="store_true", help="also run the live search under a policy that names "
+                   "evolution-aware's recorded victims at almost no cost (the search around its decisions)")
     args = p.parse_args(argv)
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]
@@ -154,17 +191,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if memories:  # one untimed search first: the first timed one would pay for imports and first-use setup
             live_search(args.table, work_dir, "donor-window", args.live_evals, memories[0])()
         for memory in memories:
-            live = _cpu_turns({pol: live_search(args.table, work_dir, pol, args.live_evals, memory)
-                               for pol in policies}, args.repeats)
+            searches = {pol: live_search(args.table, work_dir, pol, args.live_evals, memory) for pol in policies}
+            recorded = ("donor-window", "evolution-aware") if args.streams else ("evolution-aware",) if args.decisions else ()
+            heard = {pol: policy_calls(args.table, work_dir, POLICIES[pol], args.live_evals, memory) for pol in recorded}
+            if args.decisions:
+                decided = deciding_as(heard["evolution-aware"])
+                searches[decided.name] = live_search(args.table, work_dir, decided, args.live_evals, memory)
+            live = _cpu_turns(searches, args.repeats)
             comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
                                           "evolution-aware", "donor-window", 0, live["evolution-aware"],
                                           live["donor-window"], target=1 / 1.5))
             if args.before:
                 comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
                                               "evolution-aware", before, 0, live["evolution-aware"], live[before]))
+            if args.decisions:
+                comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
+                                              "evolution-aware", decided.name, 0, live["evolution-aware"],
+                                              live[decided.name]))
+                comparisons.append(Comparison("policy_cost", f"live search CPU, {args.live_evals} evals, {memory}",
+                                              decided.name, "donor-window", 0, live[decided.name],
+                                              live["donor-window"]))
             if args.streams:
-                heard = {pol: policy_calls(args.table, work_dir, POLICIES[pol], args.live_evals, memory)
-                         for pol in ("donor-window", "evolution-aware")}
                 alone = _cpu_turns({pol: play_calls(POLICIES[pol], heard[pol.split("@")[0]], window)
                                     for pol in policies}, args.repeats)
                 label = f"policy alone on its live calls, {args.live_evals} evals, {memory}"

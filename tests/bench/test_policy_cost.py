@@ -1,0 +1,23 @@
+"""policy_cost's harness: a policy that names recorded victims makes the search evict exactly those."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import policy_cost  # noqa: E402
+from nas_integration.data import nb201_table  # noqa: E402
+from tensorcache.policies import EvolutionAware  # noqa: E402
+
+
+def victims_of(calls):
+    return [calls[i + 1] for i, call in enumerate(calls) if call is None]
+
+
+def test_the_search_under_recorded_victims_evicts_the_same(tmp_path):
+    table = str(nb201_table())
+    heard = policy_cost.policy_calls(table, str(tmp_path), EvolutionAware, 150, "1MB")
+    assert len(victims_of(heard)) > 10  # the tier binds
+    again = policy_cost.policy_calls(table, str(tmp_path), policy_cost.deciding_as(heard), 150, "1MB")
+    assert victims_of(again) == victims_of(heard)
