@@ -324,8 +324,8 @@ class SharedTier(Tier):
             if check and txn.get(books.log_key(since.seq)) != last:
                 return None  # the change read there is gone or another: the log was restored or rewritten
             if now.seq == since.seq:
-                if now == since and version is not None:
-                    self._quiet = (since, last, version)
+                if now == since and version is not None:  # keyed by the version this snapshot is of, which
+                    self._quiet = (since, last, txn.version())  # ``version`` may be ahead of (see LMDB's _version)
                 return [], now
             keys = [books.log_key(s) for s in range(since.seq + 1, now.seq + 1)]
             txn.prefetch(keys)

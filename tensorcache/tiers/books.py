@@ -156,6 +156,11 @@ class Txn(ABC):
     @abstractmethod
     def get(self, key: bytes) -> bytes | None: ...
 
+    def version(self) -> Any:
+        """The store's version this transaction reads (the tier's ``_version`` as of its snapshot); None where
+        the store has none."""
+        return None
+
     def prefetch(self, keys: Sequence[bytes]) -> None:
         """Hint: these book keys are read next (a remote store fetches them in one round trip)."""
 

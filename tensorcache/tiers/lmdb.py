@@ -312,6 +312,10 @@ class _LMDBTxn(Txn):
     def __init__(self, txn: lmdb.Transaction, ns: bytes, room: _Room | None = None) -> None:
         self.txn, self.books, self.blobs, self.room = txn, ns + b"k", ns + b"b", room
 
+    def version(self) -> int:
+        """The id of the commit this transaction's snapshot ends with."""
+        return self.txn.id()
+
     def get(self, key: bytes) -> bytes | None:
         view = self.txn.get(self.books + key)
         return None if view is None else bytes(view)
@@ -436,7 +440,8 @@ class LMDBTier(SharedTier):
         return StoreFailure("no disk space", reported=True)
 
     def _version(self) -> int | None:
-        """The id of the file's last committed write transaction (any process's, any namespace's)."""
+        """The id of the file's last committed write transaction (any process's, any namespace's), from its
+        meta page: LMDB writes a commit's id there a moment before new read transactions start from it."""
         shared = self._env
         if shared is None:
             return None

@@ -46,7 +46,7 @@ def check_results(log_dir: Path) -> pd.DataFrame:
         assert child["m:tc_parent"] == parent and parent in rows
         if not tiny.shared_layers(arch[parent], arch[me]):   # the mutation changed the first layer
             continue
-        assert donor and child["m:tc_layers"] > 0 and child["m:tc_bytes"] > 0
+        assert donor and child["m:tc_layers"] > 0 and child["m:tc_bytes"] > 0, _cache_fields(child, rows[parent])
         checked.append(me)
         if donor == parent:
             from_parent += 1
@@ -61,6 +61,13 @@ def check_results(log_dir: Path) -> pd.DataFrame:
     first = df.sort_values("job_id").head(dh_app.POPULATION)
     assert (first["p:tc_parent"] == "").all()
     return df
+
+
+def _cache_fields(*rows: pd.Series) -> str:
+    """The cache's columns and job times of ``rows`` (a failed check's message: which worker put and which
+    looked up, in what order, and what failed in the cache; the workers' warnings are in captured stderr)."""
+    cols = [c for c in rows[0].index if c.startswith("m:tc_") or c.startswith("m:timestamp")]
+    return "\n".join(", ".join(f"{c[2:]}={r[c]}" for c in cols) for r in rows)
 
 
 def _cache(tmp_path: Path, namespace: str, redis: str | None = None) -> dict:

@@ -254,6 +254,26 @@ def test_a_quiet_log_is_read_again_once_any_process_commits(tmp_path):
     other.close()
 
 
+def test_a_log_read_behind_the_last_commit_s_id_does_not_mark_that_commit_read(tmp_path, monkeypatch):
+    """LMDB writes a commit's meta page (whose id ``_version`` reads) before the id read transactions start
+    from: a version read in between is ahead of the log the read then sees. That read found nothing new, but
+    the commit's change is read once it is published, not skipped until the next commit."""
+    reader = LMDBTier(tmp_path / "db", capacity=1000, namespace="n")
+    writer = LMDBTier(tmp_path / "db", capacity=1000, namespace="n")
+    snap = reader.snapshot()
+    since, last = snap.position, snap.last
+    ahead = reader._version() + 1  # the id the writer's commit gets, its meta page written but not published
+    monkeypatch.setattr(reader, "_version", lambda: ahead)
+    assert reader.changes(since, last) == ([], since)
+    monkeypatch.undo()
+    assert writer.hold(b"r", "m", 0, [b"k" * 16], {b"k" * 16: b"v"}, "elsewhere").held
+    assert reader._version() == ahead
+    raws, now = reader.changes(since, last)
+    assert len(raws) == 1 and now.seq == since.seq + 1
+    reader.close()
+    writer.close()
+
+
 # argv: path. A process with a 2 GiB map holds 40 MiB (its disk reserved a little further), another opens the
 # file asking for a 34 MiB map and writes, then the first writes 2 MiB more and reads all back: through a
 # writable map, a page past the end of a file shrunk under it is a SIGBUS.
