@@ -1,6 +1,7 @@
 """DeepHyper's RegularizedEvolution and evaluators (serial, process, mpicomm, ray) over real tiny training."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,18 @@ from tensorcache.news import EvaluationNews  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = ["m:tc_model", "m:tc_parent", "m:tc_donor", "m:tc_layers", "m:tc_bytes", "m:tc_tier", "m:tc_cache_s"]
 MAX_EVALS = 12
+
+
+@pytest.fixture(autouse=True)
+def worker_warnings_on_stderr():
+    """The cache's warnings from forked worker processes written to stderr, which pytest captures and shows
+    with a failure: a forked worker inherits pytest's log capture and keeps its records in its own memory."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(process)d %(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("tensorcache")
+    log.addHandler(handler)
+    yield
+    log.removeHandler(handler)
 
 
 def check_results(log_dir: Path) -> pd.DataFrame:
