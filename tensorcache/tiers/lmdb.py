@@ -17,10 +17,13 @@ LMDB's last one, the blocks it can reach are allocated (posix_fallocate): LMDB's
 the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them
 refuses the write (a dropped hold and one warning). Every process resizes the file under one lock and never below its current size, so it never
 shrinks under another process's map. A process with a file size limit (``ulimit -f``) keeps the plain map.
-After each write, a thread of the process's own (``prefault``) reserves the pages just past LMDB's last one
-and faults them into the map, writable, changing none of their bytes (twice the largest growth seen, 8 to
-64 MiB ahead, within the map), so that the next put is a plain copy into the map instead of a page fault
-per 4 KiB on the caller's thread.
+From the environment's opening on and after each write, a thread of the process's own (``prefault``)
+reserves the pages just past LMDB's last one and faults them into the map, writable, changing none of their
+bytes (twice the largest growth seen, 8 to 64 MiB ahead, within the map), so that the next put, the first
+one included, is a plain copy into the map instead of a page fault per 4 KiB on the caller's thread. For the
+same reason the map doubles after the write that leaves too little room for two more as large as the
+largest one seen, rather than during the write that finds it full (which would start over in the larger map,
+its copies made twice and its pages unprepared).
 """
 from __future__ import annotations
 
@@ -162,9 +165,22 @@ class _Env:
         self.mapped = self.env.info()["map_size"]  # this process's map length: only set_map changes it
         self.prefaulter: Prefaulter | None = None
         self.prefaulting = self.writemap and POPULATES  # a kernel without the call keeps the faults
+        self.used = self.used_end()
+        self.growth = 0  # the most one write transaction of this process moved LMDB's last page
+        self.prepare()  # the first write's pages too, not only the next ones
 
-    def wrote(self) -> None:
-        """A write transaction committed: have the pages past LMDB's last one prepared (writemap only)."""
+    def used_end(self) -> int:
+        """Where LMDB's last page ends in the file."""
+        return (self.env.info()["last_pgno"] + 1) * self.page
+
+    def wrote(self, start: int) -> None:
+        """A write transaction that began with LMDB's last page ending at ``start`` committed: note how far it
+        moved that end."""
+        self.used = self.used_end()
+        self.growth = max(self.growth, self.used - start)
+
+    def prepare(self) -> None:
+        """Have the pages past LMDB's last one prepared on this process's own thread (writemap only)."""
         if not self.prefaulting:
             return
         if self.prefaulter is None or self.prefaulter.pid != os.getpid():
@@ -416,10 +432,13 @@ class LMDBTier(SharedTier):
             for _ in range(_MAX_TRIES):
                 try:
                     with shared.env.begin(write=write, buffers=True) as txn:
+                        start = shared.used_end() if write else 0
                         room = _Room(shared) if write and shared.writemap else None
                         result = body(_LMDBTxn(txn, self._ns, room))
                     if write:
-                        shared.wrote()
+                        shared.wrote(start)
+                        self._grow_ahead(shared)
+                        shared.prepare()
                     return result
                 except lmdb.MapResizedError:
                     shared.set_map(0)  # another process grew the map: adopt it and run again
@@ -451,6 +470,20 @@ class LMDBTier(SharedTier):
     def _adopt_capacity(self, stored: int) -> None:
         super()._adopt_capacity(stored)
         self._map_limit = max(self._map_limit, _map_limit(stored))
+
+    def _grow_ahead(self, shared: _Env) -> None:
+        """After a write: double the map now, within its growth limit, if two more writes as large as the
+        largest seen might not fit in it, so that the next write neither fills the map and starts over (its
+        copies made twice) nor copies into pages that were not prepared (the thread prepares the new map's
+        next pages after this). A map that cannot grow now is left
+        as it is: the write that needs the room grows it or reports, as before."""
+        size = shared.mapped
+        if shared.used + 2 * shared.growth <= size or size >= self._map_limit:
+            return
+        try:
+            shared.set_map(min(max(2 * size, shared.used + 2 * shared.growth), self._map_limit))
+        except (OSError, lmdb.Error) as exc:
+            log.debug("LMDB tier at %s: the map was not grown ahead of the next write (%s)", self.path, exc)
 
     def _grow(self, shared: _Env) -> bool:
         size = shared.env.info()["map_size"]

@@ -173,10 +173,41 @@ def test_after_a_put_the_pages_past_the_last_one_are_prepared(tmp_path):
         assert all(tier.get(b"k%d" % i) is not None for i in range(3))
 
 
+def test_the_first_write_finds_its_pages_prepared(tmp_path):
+    # opening the tier starts the thread: nothing written yet, the pages past LMDB's header are prepared
+    if file_system(str(tmp_path)) not in ("ext4", "xfs") or not POPULATES:
+        pytest.skip(f"needs ext4 or XFS (reserved pages read as holes), not {file_system(str(tmp_path))!r}, "
+                    "and Linux 5.14+ (MADV_POPULATE_WRITE)")
+    with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
+        data = os.open(tmp_path / "db" / "data.mdb", os.O_RDONLY)
+        try:
+            deadline = time.monotonic() + 30
+            while os.lseek(data, 0, os.SEEK_HOLE) < 8 << 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert os.lseek(data, 0, os.SEEK_HOLE) >= 8 << 20
+        finally:
+            os.close(data)
+        assert tier.put(b"k", os.urandom(3 << 20)) and tier.used_bytes() == 3 << 20
+
+
+def test_the_map_grows_after_the_write_before_the_one_that_needs_it(tmp_path):
+    # with a writable map the data file is as long as the map: after every write, two more of the same size fit
+    if not writes_in_place(str(tmp_path)):
+        pytest.skip(f"needs a file system with writable maps, not {file_system(str(tmp_path))!r}")
+    with LMDBTier(tmp_path / "db", capacity=1 << 30, map_size=4 << 20) as tier:
+        data = tmp_path / "db" / "data.mdb"
+        values = {b"k%d" % i: os.urandom(1 << 20) for i in range(24)}
+        for key, value in values.items():
+            assert tier.put(key, value)
+            assert data.stat().st_size - tier.used_bytes() >= 2 << 20, f"no room ahead after {key!r}"
+        assert all(tier.get(k) == v for k, v in values.items())
+        assert data.stat().st_size <= 2 * (24 << 20)  # doubled, as when full, not more
+
+
 def test_closing_the_last_tier_on_a_file_joins_its_prefaulting_thread(tmp_path):
     path = str(tmp_path / "db")
     first, second = LMDBTier(path, capacity=1 << 30), LMDBTier(path, capacity=1 << 30)
-    assert not _prefaulting(path)  # started by the first write, not by opening
+    assert _prefaulting(path) == _prepares(path)  # started by opening: the first write's pages are prepared too
     assert first.put(b"k", os.urandom(1 << 20))
     assert _prefaulting(path) == _prepares(path)
     first.close()
