@@ -32,7 +32,11 @@ subject and baseline timed in turns on identical bytes:
   of a few milliseconds is often preempted while a shorter copy is not, so wall time there measures the
   scheduler as much as the put. So is the memory + LMDB case, each call followed by a pause of SETTLE_S
   that costs no CPU: the LMDB tier prepares the file's next pages on a thread of its own after each put,
-  which the caller's wall time leaves out and the process's CPU time counts.
+  which the caller's wall time leaves out and the process's CPU time counts. ``lmdb_series`` (main job's
+  model) times a search's first puts: a cache opened on a new file, 24 models put and the
+  cache closed, against as many raw write transactions into a new file opened with the tier's flags (its map
+  as large as the tier's may grow), in the CPU time of all threads (``.cpu``) and of the caller's thread alone
+  (``.thread``: what a training thread pays; same target). With --quick, 6 models: the map does not grow.
 * warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5), and C=32 unless quick (labels ``warm.C32.``),
   at the best CIFAR-10 cell from each tier
   (device tier on the model's device: "cuda", or "cpu") vs ``model.load_state_dict`` of the same tensors,
@@ -395,9 +399,69 @@ def bench_put(quick: bool, workdir: str) -> list[Comparison]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return [c for model in put_models(quick) for c in _put_cases(*model, quick, workdir)]
+        models = put_models(quick)
+        return [c for model in models for c in _put_cases(*model, quick, workdir)] + \
+            _series_cases(*models[0], quick, workdir)
     finally:
         torch.set_num_threads(threads)
+
+
+def _series_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: LayerMap, quick: bool,
+                  workdir: str) -> list[Comparison]:
+    """A search's first puts: a memory + LMDB cache opened on a new file, N models of new values put into it
+    (its first write and its map's growth included) and closed, against a new environment opened with the
+    tier's flags, N raw write transactions of the same payloads, closed; each put followed by a pause of
+    SETTLE_S. Timed in the CPU time of all the process's threads, and in that of the caller's thread alone
+    (what a training thread pays)."""
+    import shutil
+
+    n = 6 if quick else 24
+    nbytes = sum(v.numel() * v.element_size() for v in state.values())
+    room = 4 * n * nbytes
+    probe = TensorCache(memory=room, disk=os.path.join(workdir, "series-probe.lmdb"), disk_capacity=room)
+    made = [0]
+    now: dict[str, Any] = {}
+
+    def fresh(encoded: bool) -> Callable[[], None]:
+        def setup() -> None:  # new values, a new file
+            made[0] += 1
+            shutil.rmtree(os.path.join(workdir, "series.lmdb"), ignore_errors=True)
+            states = [{k: v + made[0] * n + i if v.is_floating_point() else v for k, v in state.items()}
+                      for i in range(n)]
+            now["states"] = states
+            now["blobs"] = [[encode(v)[:2] for v in s.values()] for s in states] if encoded else None
+        return setup
+
+    def series() -> None:
+        cache = TensorCache(memory=room, disk=os.path.join(workdir, "series.lmdb"), disk_capacity=room,
+                            namespace="bench-series")
+        for i, values in enumerate(now["states"]):
+            cache.put(f"m{i}", arch, values, layer_map=lmap)
+            time.sleep(SETTLE_S)
+        cache.close()
+
+    def raw_series() -> None:
+        env = _env_like(probe.tiers[1], os.path.join(workdir, "series.lmdb"))
+        for blobs in now["blobs"]:
+            with env.begin(write=True) as txn:
+                for key, blob in blobs:
+                    txn.put(key, blob)
+            time.sleep(SETTLE_S)
+        env.close()
+
+    cases = {"series": (series, fresh(False)), "raw series": (raw_series, fresh(True))}
+    try:
+        cpu = interleaved(cases, 2 if quick else 3, clock=time.process_time)
+        caller = interleaved(cases, 2 if quick else 3, clock=time.thread_time)
+    finally:
+        probe.close()
+        shutil.rmtree(os.path.join(workdir, "series.lmdb"), ignore_errors=True)
+    note = f"{name}: {len(state)} tensors, the first write and the map's growth included"
+    return [Comparison("put", f"put.{name}.lmdb_series.vs_raw.{suffix}",
+                       f"{n} puts (memory + lmdb) into a new file, opened and closed, CPU time of {whose}",
+                       f"{n} raw lmdb write transactions into a new file, opened and closed, CPU time", n * nbytes,
+                       t["series"], t["raw series"], 1 / 1.2, note)
+            for suffix, whose, t in (("cpu", "all threads", cpu), ("thread", "the caller's thread", caller))]
 
 
 def _put_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: LayerMap, quick: bool,
