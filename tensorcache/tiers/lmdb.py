@@ -475,8 +475,8 @@ class LMDBTier(SharedTier):
         """After a write: double the map now, within its growth limit, if two more writes as large as the
         largest seen might not fit in it, so that the next write neither fills the map and starts over (its
         copies made twice) nor copies into pages that were not prepared (the thread prepares the new map's
-        next pages after this). A map that cannot grow now is left
-        as it is: the write that needs the room grows it or reports, as before."""
+        next pages after this). A map that cannot grow now is left as it is: the write that needs the room
+        grows it or reports, as before."""
         size = shared.mapped
         if shared.used + 2 * shared.growth <= size or size >= self._map_limit:
             return
