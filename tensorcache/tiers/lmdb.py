@@ -13,10 +13,11 @@ On file systems that overwrite a file's blocks in place (ext2/3/4, XFS, tmpfs) t
 end of a growing file, several times cheaper on ext4. The data file is then sparse and as long as the map
 (``ls`` shows the map, ``du`` what is used; the map starts small and doubles as it fills). Writing a page
 the disk cannot back would kill the process (SIGBUS), so before a write transaction touches a page past
-LMDB's last one, the blocks it can reach are allocated (posix_fallocate): LMDB's last page, plus the bytes
+LMDB's last one, the blocks it can reach are allocated (fallocate, which never writes): LMDB's last page, plus the bytes
 the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them
 refuses the write (a dropped hold and one warning). Every process resizes the file under one lock and never below its current size, so it never
-shrinks under another process's map. A process with a file size limit (``ulimit -f``) keeps the plain map.
+shrinks under another process's map. A process with a file size limit (``ulimit -f``), or a file system
+that cannot allocate blocks without writing them (ext2, ext3 without extents), keeps the plain map.
 From the environment's opening on and after each write, a thread of the process's own (``prefault``)
 reserves the pages just past LMDB's last one and faults them into the map, writable, changing none of their
 bytes (twice the largest growth seen, 8 to 64 MiB ahead, within the map), so that the next put, the first
@@ -27,6 +28,7 @@ its copies made twice and its pages unprepared).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import mmap
@@ -44,7 +46,7 @@ import lmdb
 from ..keys import check_namespace, namespace_key
 from .base import SharedTier, StoreFailure
 from .books import WRONG_LENGTH, Txn
-from .prefault import POPULATES, Prefaulter
+from .prefault import POPULATES, Prefaulter, allocate
 
 T = TypeVar("T")
 log = logging.getLogger("tensorcache")
@@ -126,7 +128,7 @@ def file_system(path: str) -> str:
 
 def writes_in_place(path: str) -> bool:
     """Whether the file system holding ``path`` overwrites a file's allocated blocks in place, so that a
-    write into blocks reserved with posix_fallocate cannot fail later (False for copy-on-write file
+    write into blocks reserved with fallocate cannot fail later (False for copy-on-write file
     systems, overlays and whatever /proc/self/mountinfo does not name)."""
     return file_system(path) in _IN_PLACE
 
@@ -138,8 +140,9 @@ class _Env:
         check_data_file(path)
         self.path = path
         # a sparse map's length could pass a file size limit (ulimit -f) at open, whatever is stored
-        self.writemap = writes_in_place(path) and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY
-        _reserve_lock_file(path)
+        reserved = _reserve_lock_file(path)
+        self.writemap = (reserved and writes_in_place(path)
+                         and resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY)
         self.fd = os.open(os.path.join(path, "data.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
         self.reserved = 0  # the file's blocks are allocated up to here (known to this process)
         try:
@@ -222,7 +225,7 @@ class _Env:
         for until in (min(-(-end // _RESERVE_STEP) * _RESERVE_STEP, limit), min(end, limit)):
             try:
                 if until > self.reserved:
-                    os.posix_fallocate(self.fd, self.reserved, until - self.reserved)
+                    allocate(self.fd, self.reserved, until - self.reserved)
                     self.reserved = until
                 return
             except OSError:
@@ -236,13 +239,17 @@ class _Env:
         os.close(self.fd)
 
 
-def _reserve_lock_file(path: str) -> None:
+def _reserve_lock_file(path: str) -> bool:
     """Allocate lock.mdb's blocks before LMDB maps it and writes its reader table through the map: on a full
-    disk that write to a sparse page would kill the process (SIGBUS); here it is an OSError (ENOSPC)."""
+    disk that write to a sparse page would kill the process (SIGBUS); here it is an OSError (ENOSPC). False
+    where the file system cannot allocate blocks (the file stays as LMDB makes it)."""
     fd = os.open(os.path.join(path, "lock.mdb"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.posix_fallocate(fd, 0, _LOCK_BYTES)
+        allocate(fd, 0, _LOCK_BYTES)
+        return True
     except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return False
         raise OSError(exc.errno, f"no disk space for the LMDB lock file {os.path.join(path, 'lock.mdb')}: "
                                  f"{exc.strerror}") from exc
     finally:

@@ -3,7 +3,7 @@
 The first write through a shared map into a page of a file that no one has written yet costs a page fault:
 a fresh page-cache page and (on ext4 and XFS) the block's conversion from reserved to written, several
 microseconds of CPU per 4 KiB, paid by whichever thread copies into the map. This thread pays it ahead
-instead, in bulk: it reserves the blocks (posix_fallocate) and calls ``madvise(MADV_POPULATE_WRITE)``
+instead, in bulk: it reserves the blocks (``allocate``) and calls ``madvise(MADV_POPULATE_WRITE)``
 (Linux 5.14+) on the writer's own map of the file (found in /proc/self/maps), which faults each page in as
 a write would without changing a byte; the writer's copy is then a plain copy. Neither call changes what
 any mapping or file holds, even on an address the writer has just unmapped, so the thread shares no lock
@@ -24,10 +24,27 @@ log = logging.getLogger("tensorcache")
 _MADV_POPULATE_WRITE = 23
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 AHEAD = (8 * 2**20, 64 * 2**20)  # bytes prepared past the file's last used byte: at least, at most
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EFAULT)  # the disk cannot back the pages now
 _GONE = errno.ENOMEM  # the map was replaced since it was looked up: look again at the next wake
+
+
+def allocate(fd: int, offset: int, length: int) -> None:
+    """Allocate the blocks of ``length`` bytes of file ``fd`` from ``offset``, changing none of its bytes, with
+    the file system's own call (Linux fallocate(2)). Never by writing: where the file system cannot allocate,
+    glibc's posix_fallocate writes a zero byte into each block it reads as zero, which can overwrite what
+    another process has just written there through a map. OSError: EOPNOTSUPP where the file system (or
+    the platform) cannot allocate, ENOSPC or EDQUOT where the disk has no room."""
+    if _fallocate is None:
+        raise OSError(errno.EOPNOTSUPP, "no fallocate on this platform")
+    while _fallocate(fd, 0, offset, length) != 0:
+        code = ctypes.get_errno()
+        if code != errno.EINTR:
+            raise OSError(code, os.strerror(code))
 
 
 def populate(address: int, length: int) -> None:
@@ -127,6 +144,6 @@ class Prefaulter:
         address = self._map[1]
         start, until = max(self.ready, used), min(used + self._ahead, limit)
         if address is not None and start < until:  # one call each: every return takes the GIL again
-            os.posix_fallocate(self.fd, start, until - start)
+            allocate(self.fd, start, until - start)
             populate(address + start, until - start)
             self.ready = until

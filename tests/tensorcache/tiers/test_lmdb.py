@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import logging
 import multiprocessing
@@ -355,6 +356,18 @@ def test_a_process_with_a_file_size_limit_opens_and_writes_without_a_sparse_map(
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "db")], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stderr}"
+
+
+def test_a_file_system_that_cannot_allocate_blocks_keeps_the_plain_map(tmp_path, monkeypatch):
+    def cannot(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr("tensorcache.tiers.lmdb.allocate", cannot)  # as on ext2, or ext3 without extents
+    values = {b"k%015d" % i: os.urandom(100_000) for i in range(20)}
+    with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
+        assert all(tier.hold(b"r", k.hex(), 0, [k], {k: v}).held for k, v in values.items())
+        assert all(tier.get(k) == v for k, v in values.items()) and tier.audit().healthy
+    assert os.path.getsize(tmp_path / "db" / "data.mdb") < 8 << 20  # written page by page: not a sparse map
 
 
 def test_two_processes_writing_at_once_lose_and_duplicate_nothing(tmp_path):

@@ -1,3 +1,4 @@
+import errno
 import logging
 import mmap
 import os
@@ -7,7 +8,7 @@ import time
 import pytest
 
 from tensorcache.tiers.lmdb import file_system
-from tensorcache.tiers.prefault import AHEAD, POPULATES, Prefaulter, mapped_at, populate
+from tensorcache.tiers.prefault import AHEAD, POPULATES, Prefaulter, allocate, mapped_at, populate
 
 MiB = 1 << 20
 
@@ -51,7 +52,7 @@ def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_
         with mmap.mmap(fd, 8 * MiB) as writer, mmap.mmap(fd, 8 * MiB, prot=mmap.PROT_READ) as reader:
             address = mapped_at(fd, 8 * MiB)
             assert address is not None and mapped_at(fd, 4 * MiB) is None  # the writable one, of that length
-            os.posix_fallocate(fd, MiB, 4 * MiB)
+            allocate(fd, MiB, 4 * MiB)
             assert _data_end(fd) == MiB  # reserved, not written: a hole
             populate(address, 5 * MiB)
             assert _data_end(fd) >= 5 * MiB
@@ -60,6 +61,25 @@ def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_
         os.close(fd)
     with pytest.raises(OSError):  # nothing mapped there any more
         populate(address, MiB)
+
+
+def test_allocate_reserves_blocks_without_writing_and_refuses_what_it_cannot_allocate(tmp_path):
+    fd, content = _sparse_file(tmp_path, 8 * MiB)
+    try:
+        blocks = os.fstat(fd).st_blocks
+        allocate(fd, MiB, 4 * MiB)
+        assert os.fstat(fd).st_blocks >= blocks + 4 * MiB // 512  # the blocks are the file's now
+        assert _data_end(fd) == MiB and os.pread(fd, 8 * MiB, 0) == content + bytes(7 * MiB)  # none written
+    finally:
+        os.close(fd)
+    read, write = os.pipe()
+    try:  # no blocks to allocate: an error, where glibc's posix_fallocate would fall back to writing
+        with pytest.raises(OSError) as refused:
+            allocate(write, 0, MiB)
+        assert refused.value.errno in (errno.ESPIPE, errno.ENODEV, errno.EOPNOTSUPP)
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 def test_a_prefaulter_prepares_twice_the_growth_past_the_used_end_in_the_writers_map(tmp_path):
