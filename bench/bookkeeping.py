@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
-    meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "quick": args.quick}
+    meta = {**machine(), "quick": args.quick}
     print(f"bench/bookkeeping.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
     with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as workdir:
         print("(a) small real-training search ...", flush=True)

@@ -159,8 +159,9 @@ def print_comparisons(title: str, comparisons: Sequence[Comparison]) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """Where and when the bench ran: date, host, cores, torch and device."""
+    """Where, when and how the bench ran: date, host, cores, torch, device and the command line."""
     info: dict[str, Any] = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
                             "host": platform.node(), "platform": platform.platform(),
                             "python": platform.python_version(), "cpus": os.cpu_count()}
     try:

@@ -178,8 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = f"not like for like (the smaller search served {base['hit_ratio']:.0%} of its children)"
         print(f"ratio scale.per_eval_{row['evaluations']}_vs_{base['evaluations']} {ratio:7.3f}   "
               f"{row['per_eval_ms']:.2f} ms vs {base['per_eval_ms']:.2f} ms  target >= {1 / FLAT:.2f}: {verdict}")
-    write_results(args.out, "scale", rows, {**machine(), "command": " ".join([os.path.basename(sys.executable),
-                                                                              *sys.argv])}, windows)
+    write_results(args.out, "scale", rows, machine(), windows)
     return 0
 
 

@@ -691,8 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     args = p.parse_args(argv)
     sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
-    meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-            "sizes": sizes, "quick": args.quick}
+    meta = {**machine(), "sizes": sizes, "quick": args.quick}
     print(f"bench/tiers.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
     t0 = time.perf_counter()
     comparisons: list[Comparison] = []

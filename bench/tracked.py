@@ -104,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     young = [row["young_us_per_put"] for row in rows]
     print(f"young collections' CPU per put: {statistics.median(young):.1f} us ({min(young):.1f}-{max(young):.1f} "
           f"over {args.repeats} rounds)")
-    write_results(args.out, "tracked", rows, {**machine(), "command": " ".join([os.path.basename(sys.executable),
-                                                                                *sys.argv])})
+    write_results(args.out, "tracked", rows, machine())
     return 0
 
 

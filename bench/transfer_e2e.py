@@ -172,9 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     searches, modes = SCALES[scale]
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
-    meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "scale": scale,
-            "run_device": str(device), "torch_threads": torch.get_num_threads(), "seeds": seeds,
-            "searches": [asdict(s) for s in searches], "modes": modes}
+    meta = {**machine(), "scale": scale, "run_device": str(device), "torch_threads": torch.get_num_threads(),
+            "seeds": seeds, "searches": [asdict(s) for s in searches], "modes": modes}
     print(f"bench/transfer_e2e.py: {scale.upper()} scale on {device} ({meta['device']}), {meta['cpus']} CPUs, "
           f"{meta['torch_threads']} torch thread(s), seeds {seeds}, {meta['date']}")
     t0 = time.perf_counter()

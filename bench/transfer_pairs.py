@@ -525,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = draw_pairs(space, table, args.parents, args.pairs, args.seed)
     jsonl = os.path.join(args.out, "pairs.jsonl")
     done = read_done(jsonl)
-    meta = {**machine(), "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "scale": scale_name,
+    meta = {**machine(), "scale": scale_name,
             "run_device": str(device), "torch_threads": torch.get_num_threads(), "seed": args.seed,
             "settings": asdict(scale), "planned_pairs": len(plan), "checks_per_epoch": CHECKS_PER_EPOCH}
     todo = [pair for k, pair in enumerate(plan) if pair.key not in done and k % shards == shard]
