@@ -150,12 +150,9 @@ def _prefaulting(path: str) -> bool:
     return f"tensorcache-lmdb-prefault {os.path.realpath(path)}" in [t.name for t in threading.enumerate()]
 
 
-def test_after_a_put_the_pages_past_the_last_one_are_prepared(tmp_path):
+def test_after_a_put_the_pages_past_the_last_one_are_prepared(tmp_path, holes):
     # On ext4 and XFS a reserved page that no one has written is a hole to SEEK_HOLE until it is faulted in;
     # LMDB's own pages are data from the file's start, so the first hole is where the prepared pages end
-    if file_system(str(tmp_path)) not in ("ext4", "xfs") or not POPULATES:
-        pytest.skip(f"needs ext4 or XFS (reserved pages read as holes), not {file_system(str(tmp_path))!r}, "
-                    "and Linux 5.14+ (MADV_POPULATE_WRITE)")
     with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
         data = os.open(tmp_path / "db" / "data.mdb", os.O_RDONLY)
         try:
@@ -174,11 +171,8 @@ def test_after_a_put_the_pages_past_the_last_one_are_prepared(tmp_path):
         assert all(tier.get(b"k%d" % i) is not None for i in range(3))
 
 
-def test_the_first_write_finds_its_pages_prepared(tmp_path):
+def test_the_first_write_finds_its_pages_prepared(tmp_path, holes):
     # opening the tier starts the thread: nothing written yet, the pages past LMDB's header are prepared
-    if file_system(str(tmp_path)) not in ("ext4", "xfs") or not POPULATES:
-        pytest.skip(f"needs ext4 or XFS (reserved pages read as holes), not {file_system(str(tmp_path))!r}, "
-                    "and Linux 5.14+ (MADV_POPULATE_WRITE)")
     with LMDBTier(tmp_path / "db", capacity=1 << 30) as tier:
         data = os.open(tmp_path / "db" / "data.mdb", os.O_RDONLY)
         try:

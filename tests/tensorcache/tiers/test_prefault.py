@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tensorcache.tiers.lmdb import file_system
-from tensorcache.tiers.prefault import AHEAD, POPULATES, Prefaulter, allocate, mapped_at, populate
+from tensorcache.tiers.prefault import AHEAD, Prefaulter, allocate, mapped_at, populate
 
 MiB = 1 << 20
 
@@ -24,15 +23,9 @@ def _wait_for(condition, what: str) -> None:
         time.sleep(0.01)
 
 
-def _needs_holes(path) -> None:
-    kind = file_system(str(path))
-    if kind not in ("ext4", "xfs") or not POPULATES:
-        pytest.skip(f"needs ext4 or XFS (reserved pages read as holes), not {kind!r}, and Linux 5.14+")
-
-
 def _sparse_file(tmp_path, length: int) -> tuple[int, bytes]:
-    """A file of ``length`` bytes, 1 MiB of random ones then a hole, opened to read and write: (fd, those bytes)."""
-    _needs_holes(tmp_path)
+    """A file of ``length`` bytes, 1 MiB of random ones then a hole, opened to read and write: (fd, those bytes);
+    its tests ask for the ``holes`` fixture."""
     content = os.urandom(MiB)
     (tmp_path / "file").write_bytes(content)
     fd = os.open(tmp_path / "file", os.O_RDWR)
@@ -45,7 +38,7 @@ def _data_end(fd: int, offset: int = 0) -> int:
     return os.lseek(fd, offset, os.SEEK_HOLE)
 
 
-def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_no_byte(tmp_path):
+def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_no_byte(tmp_path, holes):
     fd, content = _sparse_file(tmp_path, 8 * MiB)
     try:
         assert mapped_at(fd, 8 * MiB) is None
@@ -63,7 +56,7 @@ def test_mapped_at_finds_the_writable_shared_map_of_a_file_and_populate_changes_
         populate(address, MiB)
 
 
-def test_allocate_reserves_blocks_without_writing_and_refuses_what_it_cannot_allocate(tmp_path):
+def test_allocate_reserves_blocks_without_writing_and_refuses_what_it_cannot_allocate(tmp_path, holes):
     fd, content = _sparse_file(tmp_path, 8 * MiB)
     try:
         blocks = os.fstat(fd).st_blocks
@@ -82,7 +75,7 @@ def test_allocate_reserves_blocks_without_writing_and_refuses_what_it_cannot_all
         os.close(write)
 
 
-def test_a_prefaulter_prepares_twice_the_growth_past_the_used_end_in_the_writers_map(tmp_path):
+def test_a_prefaulter_prepares_twice_the_growth_past_the_used_end_in_the_writers_map(tmp_path, holes):
     fd, content = _sparse_file(tmp_path, 100 * MiB)  # as long as a writable map
     try:
         writer = mmap.mmap(fd, 45 * MiB)
