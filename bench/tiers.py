@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -413,8 +414,6 @@ def _series_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap:
     tier's flags, N raw write transactions of the same payloads, closed; each put followed by a pause of
     SETTLE_S. Timed in the CPU time of all the process's threads, and in that of the caller's thread alone
     (what a training thread pays)."""
-    import shutil
-
     n = 6 if quick else 24
     nbytes = sum(v.numel() * v.element_size() for v in state.values())
     room = 4 * n * nbytes

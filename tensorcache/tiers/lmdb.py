@@ -183,7 +183,8 @@ class _Env:
         self.growth = max(self.growth, self.used - start)
 
     def prepare(self) -> None:
-        """Have the pages past LMDB's last one prepared on this process's own thread (writemap only)."""
+        """Have the pages past LMDB's last one (``used``, as of this process's last look) prepared on this
+        process's own thread, within its map (writemap only)."""
         if not self.prefaulting:
             return
         if self.prefaulter is None or self.prefaulter.pid != os.getpid():
@@ -193,8 +194,7 @@ class _Env:
                 log.warning("LMDB tier: no thread to prepare pages ahead of writes (%s)", exc)
                 self.prefaulting = False
                 return
-        info = self.env.info()
-        self.prefaulter.wake((info["last_pgno"] + 1) * self.page, info["map_size"])
+        self.prefaulter.wake(self.used, self.mapped)
 
     def _fit_file(self, size: int) -> int:
         """The map size to use for ``size`` (0: the one another process set): with writemap, never less
@@ -308,13 +308,13 @@ os.register_at_fork(after_in_child=_after_fork)
 
 class _Room:
     """The disk one write transaction can reach, reserved before each change it makes (writemap only):
-    LMDB's last page, 1 MiB, then per change its bytes and a few pages."""
+    LMDB's last page (ending at ``used``), 1 MiB, then per change its bytes and a few pages."""
 
-    def __init__(self, shared: _Env) -> None:
+    def __init__(self, shared: _Env, used: int) -> None:
         self.shared, self.page = shared, shared.page
         # a change copies one root-to-leaf path and may split each page on it and add a root
         self.per_change = (2 * shared.env.stat()["depth"] + 2) * self.page
-        self.end = (shared.env.info()["last_pgno"] + 1) * self.page + _TXN_SLACK
+        self.end = used + _TXN_SLACK
         shared.reserve(self.end)
 
     def add(self, nbytes: int) -> None:
@@ -440,7 +440,7 @@ class LMDBTier(SharedTier):
                 try:
                     with shared.env.begin(write=write, buffers=True) as txn:
                         start = shared.used_end() if write else 0
-                        room = _Room(shared) if write and shared.writemap else None
+                        room = _Room(shared, start) if write and shared.writemap else None
                         result = body(_LMDBTxn(txn, self._ns, room))
                     if write:
                         shared.wrote(start)
@@ -493,7 +493,7 @@ class LMDBTier(SharedTier):
             log.debug("LMDB tier at %s: the map was not grown ahead of the next write (%s)", self.path, exc)
 
     def _grow(self, shared: _Env) -> bool:
-        size = shared.env.info()["map_size"]
+        size = shared.mapped
         if size >= self._map_limit:
             return False
         try:
