@@ -91,7 +91,10 @@ class Prefaulter:
     (at most the file's length): twice the largest growth between two wakes ahead, within ``AHEAD``. A full
     disk ends a round quietly (the write that needs the pages reports it); a kernel without the call, or
     anything else that goes wrong, ends the thread with one log line and the writes pay for their pages
-    themselves. ``wake`` never blocks; ``stop`` ends and joins the thread."""
+    themselves. ``wake`` never blocks, and a wake with the ends of the one before is dropped: a file that
+    reuses its freed pages (a full cache evicting in every write) leaves its used end where it was, and
+    waking the thread for nothing to do would cost the writer a thread switch per write. ``stop`` ends and
+    joins the thread."""
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
@@ -100,13 +103,17 @@ class Prefaulter:
         self._used = -1  # the used end at the last wake (-1: none yet)
         self._ahead = AHEAD[0]
         self._map = (0, None)  # (length, address) of the writer's map as last looked up
+        self._told: tuple[int, int] | None = None  # the ends of the last wake (the writer's side)
         self._wakes: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def wake(self, used: int, limit: int) -> None:
-        """The file's used bytes end at ``used`` now; prepare past them, but not past ``limit``."""
-        self._wakes.put((used, limit))
+        """The file's used bytes end at ``used`` now; prepare past them, but not past ``limit`` (nothing new
+        if both are as at the last wake)."""
+        if (used, limit) != self._told:
+            self._told = (used, limit)
+            self._wakes.put((used, limit))
 
     def stop(self) -> None:
         """End the thread after the range in hand, and wait for it."""

@@ -106,6 +106,26 @@ def test_a_prefaulter_prepares_twice_the_growth_past_the_used_end_in_the_writers
         os.close(fd)
 
 
+def test_a_wake_with_the_ends_of_the_last_one_is_dropped(tmp_path, holes, monkeypatch):
+    rounds = []
+    prepare = Prefaulter._prepare
+    monkeypatch.setattr(Prefaulter, "_prepare", lambda self, used, limit: (rounds.append(used), prepare(self, used, limit)))
+    fd, _ = _sparse_file(tmp_path, 32 * MiB)
+    try:
+        with mmap.mmap(fd, 32 * MiB):
+            worker = Prefaulter(fd, "test-prefault-same")
+            worker.wake(MiB, 32 * MiB)
+            _wait_for(lambda: worker.ready == MiB + AHEAD[0], "the first round")
+            worker.wake(MiB, 32 * MiB)  # a write that reused freed pages: the used end did not move
+            _wait_for(worker._wakes.empty, "the thread to take any wake")  # taken wakes are not merged with later ones
+            worker.wake(2 * MiB, 32 * MiB)
+            _wait_for(lambda: worker.ready == 2 * MiB + AHEAD[0], "the round for the moved end")
+            worker.stop()
+        assert rounds == [MiB, 2 * MiB]  # no round, and no thread switch, for the wake that changed nothing
+    finally:
+        os.close(fd)
+
+
 def test_a_prefaulter_that_fails_ends_with_one_log_line(tmp_path, caplog):
     (tmp_path / "file").write_bytes(bytes(MiB))
     fd = os.open(tmp_path / "file", os.O_RDONLY)  # no reserving through it: EBADF
