@@ -30,7 +30,7 @@ from .events import Donated, EvaluationDone, ModelDescribed, Mutated, PolicyEven
 from .follower import Follower
 from .hit import Hit, Stored
 from .layers import LayerMap
-from .payload import encode_parts, kind_of
+from .payload import encode_parts
 from .policies import Policy, make_policy
 from .stack import Moves, TierStack
 from .tiers import DeviceTier, LMDBTier, MemoryTier, RedisTier, Tier
@@ -145,9 +145,9 @@ class TensorCache:
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
             refs = []
             for name, tensor in tensors.items():
-                digest, blob, dtype, shape, nbytes = encode_parts(tensor)
+                digest, blob, dtype, shape, nbytes, kind = encode_parts(tensor)
                 blobs[digest] = blob
-                refs.append((name, digest, dtype, shape, nbytes, kind_of(tensor)))
+                refs.append((name, digest, dtype, shape, nbytes, kind))
             records.append(LayerRecord.of(key, tuple(refs), spec.depends_on))
         record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
         known = self._catalog.record(model_id)

@@ -14,6 +14,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from xxhash import xxh3_128_digest
 
 from .keys import digest
 
@@ -44,8 +45,7 @@ def to_array(tensor: Any) -> tuple[np.ndarray, str]:
         arr = tensor if tensor.dtype.isnative else tensor.astype(tensor.dtype.newbyteorder("="))
         arr, name = _contiguous(arr), tensor.dtype.name
     elif hasattr(tensor, "detach"):  # torch.Tensor, without importing torch
-        name = _TORCH_NAMES.get(tensor.dtype) or _TORCH_NAMES.setdefault(
-            tensor.dtype, str(tensor.dtype).removeprefix("torch."))
+        name = _TORCH_NAMES.get(tensor.dtype) or _torch_name(tensor.dtype)
         if tensor.is_cpu and not tensor.requires_grad and name != "bfloat16":
             arr = _contiguous(tensor.numpy())  # what detach().cpu() would give: the same memory, fewer calls
         else:
@@ -67,6 +67,15 @@ def to_array(tensor: Any) -> tuple[np.ndarray, str]:
 
 
 _TORCH_NAMES: dict[Any, str] = {}  # torch dtype -> its name without "torch.", filled as dtypes are met
+_AS_IS: dict[Any, str] = {}  # torch dtype -> its name, for the supported ones a CPU tensor's numpy() holds as they are
+
+
+def _torch_name(dtype: Any) -> str:
+    """A torch dtype's name without "torch.", remembered (and in ``_AS_IS`` when it needs no conversion)."""
+    name = _TORCH_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    if name in DTYPES and name != "bfloat16":
+        _AS_IS[dtype] = name
+    return name
 
 
 def _contiguous(arr: np.ndarray) -> np.ndarray:
@@ -84,23 +93,32 @@ def header(dtype: str, shape: tuple[int, ...], nbytes: int) -> bytes:
 
 def encode(tensor: Any) -> tuple[bytes, bytes, dict[str, Any]]:
     """Return (digest, blob, ref) for a tensor; ``ref`` is what a catalog record keeps about it."""
-    key, blob, dtype, shape, nbytes = encode_parts(tensor)
-    return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(shape), "nbytes": nbytes,
-                       "kind": kind_of(tensor)}
+    key, blob, dtype, shape, nbytes, kind = encode_parts(tensor)
+    return key, blob, {"digest": key.hex(), "dtype": dtype, "shape": list(shape), "nbytes": nbytes, "kind": kind}
 
 
-def encode_parts(tensor: Any) -> tuple[bytes, bytes, str, tuple[int, ...], int]:
-    """(digest, blob, dtype name, shape, nbytes) of a tensor, with no per-call dict (a put encodes hundreds).
-    The blob is immutable ``bytes`` made in one copy, so a process-local tier may keep it as it is."""
-    arr, dtype = to_array(tensor)
+def encode_parts(tensor: Any) -> tuple[bytes, bytes, str, tuple[int, ...], int, str]:
+    """(digest, blob, dtype name, shape, nbytes, kind) of a tensor, with no per-call dict (a put encodes
+    hundreds). The blob is immutable ``bytes`` made in one copy, so a process-local tier may keep it as it is.
+    A CPU torch tensor of a plain dtype, the common case, takes a short way to ``to_array``'s array."""
+    if isinstance(tensor, np.ndarray):
+        arr, dtype = to_array(tensor)
+        kind = "numpy"
+    else:
+        try:
+            dtype = _AS_IS.get(tensor.dtype)
+        except (AttributeError, TypeError):  # no dtype, or an unhashable one: to_array says what is wrong
+            dtype = None
+        kind = "torch"
+        if dtype is not None and tensor.is_cpu and not tensor.requires_grad:
+            arr = tensor.numpy()  # the tensor's own memory, as to_array would give it
+            if not arr.flags.c_contiguous or arr.ndim > MAX_NDIM:
+                arr, dtype = to_array(tensor)
+        else:
+            arr, dtype = to_array(tensor)
     shape, nbytes = arr.shape, arr.nbytes
     blob = b"".join((header(dtype, shape, nbytes), arr))  # a C-contiguous array is a flat byte buffer to join
-    return digest(blob), blob, dtype, shape, nbytes
-
-
-def kind_of(tensor: Any) -> str:
-    """What a tensor was put as, and is served as again: ``"numpy"`` or ``"torch"``."""
-    return "numpy" if isinstance(tensor, np.ndarray) else "torch"
+    return xxh3_128_digest(blob), blob, dtype, shape, nbytes, kind
 
 
 def check_meta(dtype: Any, shape: Any, nbytes: Any, max_nbytes: int) -> tuple[np.dtype, tuple[int, ...], int]:

@@ -103,3 +103,29 @@ def test_an_expected_header_is_a_shortcut_never_an_override():
     short = _forged({"dtype": "float32", "shape": [2, 3], "nbytes": 24}, bytes(20))
     with pytest.raises(PayloadError, match="length"):
         decode(digest(short), short, expect=("float32", (2, 3), 24))
+
+
+def test_every_way_into_a_payload_gives_the_same_bytes():
+    """The short way for CPU torch tensors and the general one agree byte for byte, whatever the layout."""
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    as_numpy = encode(base.numpy().copy())
+    for tensor in (base, base.clone().requires_grad_(True), base.t().contiguous().t(), torch.nn.Parameter(base)):
+        key, blob, ref = encode(tensor)
+        assert (key, blob) == as_numpy[:2] and ref["kind"] == "torch" and ref["shape"] == [4, 6]
+    transposed = base.t()  # not contiguous: copied into row order, never stored as its raw memory
+    key, blob, _ = encode(transposed)
+    assert np.array_equal(decode(key, blob)[0], base.numpy().T)
+    assert encode(torch.zeros([1] * 8))[2]["shape"] == [1] * 8
+    with pytest.raises(ValueError, match="9 dimensions"):
+        encode(torch.zeros([1] * 9))
+    with pytest.raises(TypeError, match="unsupported dtype 'complex128'"):
+        encode(torch.zeros(2, dtype=torch.complex128))
+
+
+def test_objects_that_are_not_tensors_are_named():
+    class Unhashable:
+        dtype = [1]  # a dtype attribute that cannot be a dict key
+
+    for thing in (Unhashable(), [1.0, 2.0], "abc"):
+        with pytest.raises(TypeError, match=type(thing).__name__):
+            encode(thing)
