@@ -320,7 +320,8 @@ class _Room:
     def add(self, nbytes: int) -> None:
         """Reserve for a change that writes ``nbytes`` (key and value)."""
         self.end += nbytes + self.per_change
-        self.shared.reserve(self.end)
+        if self.end > self.shared.reserved:  # a full tier's writes reuse freed pages: mostly reserved already
+            self.shared.reserve(self.end)
 
     def add_freed(self, nbytes: int) -> None:
         """Reserve for deleting a value of ``nbytes``: the free list grows by one page number per page."""
