@@ -109,6 +109,22 @@ def _wanted(deps: Sequence[int], values: Sequence[int], width: int) -> list[int]
     return row
 
 
+def _ties(fields: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Integer sort keys (last first, as lexsort takes them) as one key of the same order where their ranges
+    multiply within int64 (each key taken from its least value: lexsort's cost grows with the keys), else as given."""
+    if not len(fields[0]):
+        return tuple(fields)
+    lows = [int(field.min()) for field in fields]
+    spans = [int(field.max()) - low + 1 for field, low in zip(fields, lows)]
+    if math.prod(spans) >= 1 << 62:
+        return tuple(fields)
+    key, scale = np.zeros(len(fields[0]), np.int64), 1
+    for field, low, span in zip(fields, lows, spans):
+        key += (field - low) * scale
+        scale *= span
+    return (key,)
+
+
 class _Sorted:
     """The priorities of entries in sorted order, by place: columns of numbers turned into tuples a chunk at a time,
     from the front (a rebuild's heap asks only for the entries that surface before the next rebuild)."""
@@ -304,7 +320,7 @@ class EvolutionAware(Policy):
             (ids, scores), size = self._population, self._population_size
             odds = self._donor_odds()
             lives = range(size - len(ids) + 1, size + 1)  # evaluations each has left
-            self._weights = {m: odds[s] * life for m, s, life in zip(ids, scores, lives)}
+            self._weights = dict(zip(ids, map(operator.mul, map(odds.__getitem__, scores), lives)))
             self._newcomer_p = self._p_donor(statistics.median_low(self._ascending)) if ids else 0.0
         return self._weights
 
@@ -689,12 +705,14 @@ class EvolutionAware(Policy):
 
     def _parents(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
-        width = max([width, len(self._hist)] + [len(a) for a in self._archs.values()])
+        width = max(width, len(self._hist), max(map(len, self._archs.values()), default=0))
         merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
-        members = self._member_weights()
+        members, listed = self._member_weights(), self._listed
         for m, a in self._archs.items():
             w = members.get(m)
             if w is None:
+                if m in listed:  # listed once, no longer a member: no weight (``_weight``)
+                    continue
                 w = self._weight(m)
             if w > 0:
                 merged[a] = merged.get(a, 0.0) + w
@@ -784,7 +802,7 @@ class EvolutionAware(Policy):
         touch[[model.row for model in models]] = [model.touch for model in models]
         fields = (-column["seq"], -column["depth"], touch[column["model"]],
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
-        order = np.lexsort(fields)
+        order = np.lexsort(_ties(fields[:4]) + fields[4:])
         self._entry_rows.put("rank", rows, ranks)
         self._heap = LazyHeap(rows[order].tolist(), _Sorted([field[order] for field in reversed(fields)]))
         self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
