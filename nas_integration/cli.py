@@ -242,6 +242,12 @@ def tier_holdings(cache: dict[str, Any]) -> str:
     return text
 
 
+def _background(cache: dict[str, Any] | None) -> str:
+    """The CPU the caches' own threads spent beside the training thread's time in cache calls ("" if none)."""
+    seconds = (cache or {}).get("background_cpu_s", 0.0)
+    return f" (and {seconds:.2f} s of CPU on the LMDB tier's page-preparing thread)" if seconds else ""
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The final summary as a two-column table."""
     t = Table(title=f"run {summary['run_id']}", show_header=False)
@@ -265,7 +271,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("revisits", f"{summary['revisits']}: {format_size(summary['revisit_bytes_served'])} served to architectures "
                      "evaluated before"),
         ("all children", f"hit ratio {summary['hit_ratio']:.1%}, {format_size(summary['bytes_served'])} served"),
-        ("time in cache", f"{summary['cache_s']:.2f} s"),
+        ("time in cache", f"{summary['cache_s']:.2f} s" + _background(summary.get("cache"))),
         ("time training", f"{summary['train_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("search time", f"{summary['search_s']:.1f} s" + (" (simulated)" if sim else "")),
         ("wall time", f"{summary['wall_s']:.1f} s"),

@@ -254,7 +254,8 @@ class TensorCache:
         self._stack.tell(Mutated(position))
 
     def stats(self) -> dict[str, Any]:
-        """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent, per-tier usage."""
+        """Counters: hits, misses, bytes, evictions by tier and reason, seconds spent in calls and CPU seconds of
+        the tiers' own threads (``background_cpu_s``), per-tier usage."""
         c: dict[str, Any] = dict(self._counts)
         c["corrupt"] += self._follower.malformed
         c["resyncs"] = self._follower.resyncs
@@ -265,6 +266,7 @@ class TensorCache:
         c["tiers"] = {s.tier.name: {"used_bytes": s.tier.used_bytes(), "capacity": s.tier.capacity,
                                     "entries": len(s.policy)} for s in self._stack.slots}
         c["models"] = len(self._catalog.models)
+        c["background_cpu_s"] = sum(s.tier.background_cpu_s for s in self._stack.slots)
         return c
 
     def local_models(self) -> frozenset[str]:

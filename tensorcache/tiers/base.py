@@ -88,6 +88,11 @@ class Tier(ABC):
         self._last_used = 0
         self._used_checked = -1  # the used-bytes count the last repair found true (it may exceed the capacity)
 
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds this tier's own threads have spent in this process: cache work no caller's clock sees."""
+        return 0.0
+
     def _warn(self, kind: str, message: str, *args: object) -> None:
         """Warn once per kind of failure of this tier."""
         warn_once(self._warned, kind, message, *args)

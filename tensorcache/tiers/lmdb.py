@@ -466,6 +466,14 @@ class LMDBTier(SharedTier):
         self._warn("disk", "LMDB tier at %s gets no more disk space (%s); dropping writes", self.path, exc)
         return StoreFailure("no disk space", reported=True)
 
+    @property
+    def background_cpu_s(self) -> float:
+        """CPU seconds the thread preparing this file's pages has spent in this process (one thread per file
+        and process, whichever tiers have it open)."""
+        shared = self._env
+        worker = shared.prefaulter if shared is not None else None
+        return worker.cpu_s if worker is not None and worker.pid == os.getpid() else 0.0
+
     def _version(self) -> int | None:
         """The id of the file's last committed write transaction (any process's, any namespace's), from its
         meta page: LMDB writes a commit's id there a moment before new read transactions start from it."""

@@ -18,6 +18,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 
 log = logging.getLogger("tensorcache")
 
@@ -100,6 +101,7 @@ class Prefaulter:
         self.fd = fd
         self.pid = os.getpid()  # a forked child has no such thread: its owner makes its own
         self.ready = 0  # prepared up to here (past the used end known at the time)
+        self.cpu_s = 0.0  # this thread's CPU time spent preparing pages: part of the cache's cost off the caller
         self._used = -1  # the used end at the last wake (-1: none yet)
         self._ahead = AHEAD[0]
         self._map = (0, None)  # (length, address) of the writer's map as last looked up
@@ -128,6 +130,7 @@ class Prefaulter:
                 wake = self._wakes.get()  # only the latest counts
             if wake is None:
                 return
+            started = time.thread_time()
             try:
                 self._prepare(*wake)
             except OSError as exc:
@@ -141,6 +144,8 @@ class Prefaulter:
                 log.warning("tensorcache: preparing file pages ahead of writes stopped (%s: %s)",
                             type(exc).__name__, exc)
                 return
+            finally:
+                self.cpu_s += time.thread_time() - started
 
     def _prepare(self, used: int, limit: int) -> None:
         if self._used >= 0:

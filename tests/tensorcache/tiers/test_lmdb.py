@@ -15,7 +15,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from tensorcache.tiers import LMDBTier, Tier
+from tensorcache.tiers import LMDBTier, MemoryTier, Tier
 from tensorcache.tiers.lmdb import file_system, writes_in_place
 from tensorcache.tiers.prefault import POPULATES
 
@@ -403,3 +403,20 @@ def test_rejects_bad_arguments(tmp_path):
             tier.put(b"k" * 600, b"v")
     with pytest.raises(ValueError, match="namespace"):
         LMDBTier(tmp_path / "db", capacity=10, namespace="")
+
+
+def test_the_page_thread_counts_its_cpu_and_the_cache_reports_it(tmp_path, holes):
+    from tensorcache import TensorCache
+    cache = TensorCache(memory=0, disk=str(tmp_path / "tier"), disk_capacity="64MB")
+    try:
+        for i in range(4):
+            cache.put(f"m{i}", [i], [{"w": np.full(2**19, i, np.float32)}])
+        tier = cache.tiers[-1]
+        deadline = time.monotonic() + 30
+        while tier.background_cpu_s == 0.0:
+            assert time.monotonic() < deadline, "the page thread's CPU was never counted"
+            time.sleep(0.01)
+        assert cache.stats()["background_cpu_s"] >= tier.background_cpu_s > 0
+    finally:
+        cache.close()
+    assert MemoryTier(1).background_cpu_s == 0.0
