@@ -64,6 +64,9 @@ def layer_key(context: bytes, suffix: bytes) -> bytes:
     return xxhash.xxh3_128_digest(context + suffix)
 
 
+blob_digest = xxhash.xxh3_128_digest  # ``digest`` of one buffer, the C function itself (a put hashes hundreds)
+
+
 def digest(*parts: bytes | memoryview) -> bytes:
     """xxh3-128 of the concatenation of ``parts`` (payload addressing)."""
     if len(parts) == 1:

@@ -14,9 +14,8 @@ import struct
 from typing import Any
 
 import numpy as np
-from xxhash import xxh3_128_digest
 
-from .keys import digest
+from .keys import blob_digest
 
 MAGIC = b"TCP1"
 _LEN = struct.Struct("<I")
@@ -118,7 +117,7 @@ def encode_parts(tensor: Any) -> tuple[bytes, bytes, str, tuple[int, ...], int, 
             arr, dtype = to_array(tensor)
     shape, nbytes = arr.shape, arr.nbytes
     blob = b"".join((header(dtype, shape, nbytes), arr))  # a C-contiguous array is a flat byte buffer to join
-    return xxh3_128_digest(blob), blob, dtype, shape, nbytes, kind
+    return blob_digest(blob), blob, dtype, shape, nbytes, kind
 
 
 def check_meta(dtype: Any, shape: Any, nbytes: Any, max_nbytes: int) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -165,13 +164,14 @@ def decode(key: bytes, blob: bytes | bytearray | memoryview, *, verify: bool = T
 
     ``expect``: the (dtype, shape, nbytes) a validated record says the payload holds; a header that is
     byte for byte the canonical one for them is taken as read, others are parsed."""
-    view = blob if type(blob) is bytes else memoryview(blob).cast("B")  # bytes: sliced and compared as they are
-    head = None if expect is None else header(*expect)
-    if head is not None and len(view) == len(head) + expect[2] and view[: len(head)] == head:
+    view = blob if type(blob) is bytes else memoryview(blob).cast("B")  # bytes: compared as they are
+    head = None if expect is None else header(expect[0], expect[1], expect[2])
+    if head is not None and len(view) == len(head) + expect[2] and (
+            view.startswith(head) if type(view) is bytes else view[: len(head)] == head):
         dtype, shape, offset = expect[0], expect[1], len(head)
     else:
         dtype, shape, offset = read_header(view, max_nbytes)
-    if verify and digest(view) != key:
+    if verify and blob_digest(view) != key:
         raise PayloadError("digest mismatch")
     arr = np.frombuffer(view, DTYPES[dtype], math.prod(shape), offset)  # by position: half the cost of by name
     if len(shape) != 1:

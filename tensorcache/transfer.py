@@ -15,6 +15,7 @@ Tensors already on the module's device (a device tier) are copied device to devi
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 import weakref
@@ -63,22 +64,34 @@ class _Views:
 
     @classmethod
     def of(cls, arrays: Mapping[str, Any], dtypes: Mapping[str, str]) -> _Views:
+        """The views of a layer's arrays, in one pass per step (a layer of an uncached tier gets new views on
+        every hit, so each tensor's share of this is part of a warm start's cost)."""
+        torch = _torch()
+        from_numpy, ndarray = torch.from_numpy, np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only numpy views are never written through
-            by_name = {n: _as_torch(a, dtypes[n]) for n, a in arrays.items()}
-        names = sorted(by_name, key=lambda n: (by_name[n].numel() == 0, str(by_name[n].dtype)))
+            by_name = {n: from_numpy(a) if isinstance(a, ndarray) else a for n, a in arrays.items()}
+        if "bfloat16" in dtypes.values():  # travels as uint16
+            for n, a in arrays.items():
+                if dtypes[n] == "bfloat16" and isinstance(a, ndarray):
+                    by_name[n] = by_name[n].view(torch.bfloat16)
+        numels = {n: t.numel() for n, t in by_name.items()}
+        # by dtype name, which orders as the torch dtype does (str(torch.float32) is "torch." + "float32")
+        names = sorted(by_name, key=lambda n: (numels[n] == 0, dtypes[n]))
         tensors = [by_name[n] for n in names]
+        dtypes_in_order = [t.dtype for t in tensors]
         groups: list[tuple[Any, int, int, int]] = []
-        for i, t in enumerate(tensors):
-            if t.numel() == 0:
+        for i, (name, dtype) in enumerate(zip(names, dtypes_in_order)):
+            numel = numels[name]
+            if numel == 0:
                 break
-            if groups and groups[-1][0] == t.dtype:
-                dtype, start, _, numel = groups[-1]
-                groups[-1] = (dtype, start, i + 1, numel + t.numel())
+            if groups and groups[-1][0] == dtype:
+                _, start, _, total = groups[-1]
+                groups[-1] = (dtype, start, i + 1, total + numel)
             else:
-                groups.append((t.dtype, i, i + 1, t.numel()))
-        return cls(names, tensors, [t.shape for t in tensors], [t.dtype for t in tensors], frozenset(names),
-                   groups, all(t.device.type == "cpu" for t in tensors), sum(t.nbytes for t in tensors))
+                groups.append((dtype, i, i + 1, numel))
+        return cls(names, tensors, [t.shape for t in tensors], dtypes_in_order, frozenset(names), groups,
+                   all([t.is_cpu for t in tensors]), sum([t.nbytes for t in tensors]))
 
     @cached_property
     def flat(self) -> list[Any]:
@@ -104,14 +117,12 @@ class Layer:
         return self._views
 
 
-def _as_torch(arr: Any, dtype: str) -> Any:
-    """A torch view of a numpy array (bfloat16 travels as uint16), or the tensor itself."""
-    if not isinstance(arr, np.ndarray):
-        return arr
+@functools.cache
+def _torch() -> Any:
+    """The torch module, imported on first use (this module is imported without it)."""
     import torch
 
-    t = torch.from_numpy(arr)
-    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+    return torch
 
 
 # ------------------------------------------------------------------------------------------- targets

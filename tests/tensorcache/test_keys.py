@@ -1,7 +1,7 @@
 import xxhash
 from hypothesis import given, strategies as st
 
-from tensorcache.keys import digest, layer_key, layer_suffix, positions_key, prefix_keys
+from tensorcache.keys import blob_digest, digest, layer_key, layer_suffix, positions_key, prefix_keys
 
 archs = st.lists(st.integers(0, 9), min_size=1, max_size=12)
 
@@ -33,3 +33,8 @@ def test_layer_key_separates_names_and_digest_is_xxh3_128():
     ctx = prefix_keys("s", [0])[1]
     assert layer_key(ctx, layer_suffix("conv")) != layer_key(ctx, layer_suffix("bn"))
     assert digest(b"ab", b"c") == xxhash.xxh3_128_digest(b"abc")
+
+
+def test_blob_digest_is_digest_of_one_part():
+    blob = b"tensorcache" * 100
+    assert blob_digest(blob) == digest(blob) == digest(blob[:7], blob[7:]) and blob_digest(memoryview(blob)) == digest(blob)

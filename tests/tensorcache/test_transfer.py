@@ -156,6 +156,26 @@ def test_staged_copy_packs_every_dtype_at_its_place():
     assert all(torch.equal(getattr(m, n), src[n]) for n in shapes)
 
 
+@pytest.mark.parametrize("staged", [False, True])
+def test_decoded_payloads_of_mixed_dtypes_land_in_their_own_tensors(staged):
+    """Views of read payloads (numpy, bfloat16 as uint16) are grouped by dtype, empty ones last, and each
+    lands in the module tensor of its own name, whatever order the dtypes come in."""
+    from tensorcache.payload import decode, encode
+    from tensorcache.transfer import Layer, copy_layers
+
+    m = nn.Module()
+    shapes = {"z": ((4,), torch.float32), "y": ((0, 2), torch.float32), "x": ((3,), torch.bfloat16),
+              "w": ((2, 2), torch.int64), "v": ((5,), torch.float32), "u": ((3,), torch.bool), "t": ((), torch.bfloat16)}
+    for name, (shape, dtype) in shapes.items():
+        m.register_buffer(name, torch.zeros(shape, dtype=dtype))
+    src = {n: (torch.randn(s) * 10).to(d) for n, (s, d) in shapes.items()}
+    decoded = {n: decode(*encode(t)[:2]) for n, t in src.items()}
+    layer = Layer({n: a for n, (a, _) in decoded.items()}, {n: d for n, (_, d) in decoded.items()})
+    assert layer.views().names == ["x", "t", "u", "z", "v", "w", "y"]  # by dtype name, in order met; empty last
+    report, copied = copy_layers(m, [layer], staged=staged)
+    assert copied == [0] and all(torch.equal(getattr(m, n), src[n]) for n in shapes)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_device_tier_warm_start_stays_on_the_gpu():
     donor = net()
