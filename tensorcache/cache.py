@@ -143,12 +143,13 @@ class TensorCache:
         blobs: dict[bytes, bytes] = {}
         records = []
         for key, spec, tensors in zip(keys, lmap.layers, per_layer):
-            refs = []
+            refs, sizes = [], []
             for name, tensor in tensors.items():
                 digest, blob, dtype, shape, nbytes, kind = encode_parts(tensor)
                 blobs[digest] = blob
                 refs.append((name, digest, dtype, shape, nbytes, kind))
-            records.append(LayerRecord.of(key, tuple(refs), spec.depends_on))
+                sizes.append(len(blob))
+            records.append(LayerRecord.of(key, tuple(refs), spec.depends_on, tuple(sizes)))
         record = ModelRecord(model_id, arch, score, parent, tuple(records), lmap.mode)
         known = self._catalog.record(model_id)
         if known is not None:

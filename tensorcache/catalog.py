@@ -83,16 +83,20 @@ class LayerRecord:
         self._fill(key, tuple([(name, *t) for name, t in tensors.items()]), depends_on)
 
     @classmethod
-    def of(cls, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...]) -> LayerRecord:
-        """A layer from its tensors as ``refs`` entries already (a put and a record's parser make them so)."""
+    def of(cls, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...],
+           sizes: tuple[int, ...] | None = None) -> LayerRecord:
+        """A layer from its tensors as ``refs`` entries already (a put and a record's parser make them so);
+        ``sizes``: their payloads' stored lengths when the caller holds the payloads (a put), else worked out."""
         layer = cls.__new__(cls)
-        layer._fill(key, refs, depends_on)
+        layer._fill(key, refs, depends_on, sizes)
         return layer
 
-    def _fill(self, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...]) -> None:
+    def _fill(self, key: bytes, refs: tuple[TensorEntry, ...], depends_on: tuple[int, ...],
+              sizes: tuple[int, ...] | None = None) -> None:
         self.key, self.refs, self.depends_on = key, refs, depends_on
         self.digests = tuple([r[1] for r in refs])
-        self.sizes = tuple([stored_length(dtype, shape, nbytes) for _, _, dtype, shape, nbytes, _ in refs])
+        self.sizes = sizes if sizes is not None else \
+            tuple([stored_length(dtype, shape, nbytes) for _, _, dtype, shape, nbytes, _ in refs])
         self.blob_bytes = sum(self.sizes)
 
     @property

@@ -295,3 +295,21 @@ def test_a_hit_from_a_shared_tier_is_read_in_round_trips_that_do_not_grow_with_i
             assert all(np.array_equal(got["w"], want["w"]) for got, want in zip(hit.layers, layers))
             counts[n_layers] = len(trips)
     assert counts[3] == counts[24], counts  # one read of all the hit's payloads, not one per layer
+
+
+def test_a_puts_layer_sizes_are_its_payloads_lengths_as_another_process_reads_them(tmp_path):
+    """The stored lengths a put records from the payloads it made agree with those worked out from the record
+    another cache parses from the shared tier, and with the bytes each tier counts."""
+    import torch
+
+    layers = [{"w": torch.randn(3, 4), "n": torch.tensor(7)}, {"b": torch.randn(5).to(torch.bfloat16),
+                                                               "i": np.arange(6, dtype=np.int64).reshape(2, 3)}]
+    expected = [sum(len(encode(t)[1]) for t in layer.values()) for layer in layers]
+    with TensorCache(memory="1MB", disk=tmp_path / "c.lmdb", disk_capacity="4MB") as cache:
+        stored = cache.put("m", [1, 2], layers)
+        assert stored.layer_bytes == expected
+        assert cache.stats()["tiers"]["memory"]["used_bytes"] == sum(expected)
+        with TensorCache(memory=0, disk=tmp_path / "c.lmdb", disk_capacity="4MB") as other:
+            hit = other.get("m")
+            assert hit is not None and hit.layer_bytes == expected and hit.tiers == ["lmdb", "lmdb"]
+            assert other.stats()["tiers"]["lmdb"]["used_bytes"] == sum(expected)
