@@ -80,21 +80,32 @@ def _words(rows: np.ndarray, width: int) -> np.ndarray:
     return packed.view(np.uint64)[:, 0]
 
 
-def _differences(arch: np.ndarray, want: np.ndarray, mask: np.ndarray,
-                 pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each parent (row of ``arch``) and pattern (row of ``want``, ``mask`` where it depends): how many
-    positions of the pattern it differs at, and ``pick`` at that position where it is one (elsewhere any value).
-    Up to 8 positions of values below 255 go a word per row (each pair's differing bytes counted by one product:
-    far fewer array passes than one per position); one pattern, more positions or larger values go position by
-    position (for one pattern that is the fewer numpy calls)."""
+def _packed(arch: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The parents' side of ``_differences`` by words, made once per set of parents: each row of ``arch`` as a
+    word, and place + 1 -> ``pick`` (0: none; sums of several places past the width read 0); None where the
+    arch is wider than 8 positions or holds a value of 255 or more."""
     width = arch.shape[1]
-    if width <= 8 and len(want) > 1 and max(int(arch.max(initial=0)), int(want.max(initial=0))) < 255:
+    if width > 8 or int(arch.max(initial=0)) >= 255:
+        return None
+    at = np.zeros(37)
+    at[1:width + 1] = pick
+    return _words(arch, width), at
+
+
+def _differences(arch: np.ndarray, packed: tuple[np.ndarray, np.ndarray] | None, want: np.ndarray,
+                 mask: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each parent (row of ``arch``, ``packed`` its words: ``_packed``) and pattern (row of ``want``, ``mask``
+    where it depends): how many positions of the pattern it differs at, and ``pick`` at that position where it
+    is one (elsewhere any value). Up to 8 positions of values below 255 go a word per row (each pair's differing
+    bytes counted by one product: far fewer array passes than one per position); one pattern, more positions or
+    larger values go position by position (for one pattern that is the fewer numpy calls)."""
+    width = arch.shape[1]
+    if packed is not None and len(want) > 1 and int(want.max(initial=0)) < 255:
+        words, at = packed
         care = np.zeros((len(want), 8), np.uint8)
         care[:, :width] = mask * np.uint8(255)
-        apart = (_words(arch, width)[:, None] ^ _words(want, width)[None, :]) & care.view(np.uint64)[:, 0][None, :]
+        apart = (words[:, None] ^ _words(want, width)[None, :]) & care.view(np.uint64)[:, 0][None, :]
         ones = ((((apart & _LOW7) + _LOW7) | apart) & _HIGH) >> _SEVEN  # 1 in each byte that differs
-        at = np.zeros(37)  # place + 1 -> pick (0: none; sums of several places past width read 0)
-        at[1:width + 1] = pick
         return (ones * _BYTES) >> _SHIFT, at[(ones * _PLACES) >> _SHIFT]
     differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
     return differ @ np.ones(width, np.int32), differ @ pick  # a product counts faster than a boolean sum
@@ -114,13 +125,13 @@ def _ties(fields: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
     multiply within int64 (each key taken from its least value: lexsort's cost grows with the keys), else as given."""
     if not len(fields[0]):
         return tuple(fields)
-    lows = [int(field.min()) for field in fields]
-    spans = [int(field.max()) - low + 1 for field, low in zip(fields, lows)]
+    lows = [int(values.min()) for values in fields]
+    spans = [int(values.max()) - low + 1 for values, low in zip(fields, lows)]
     if math.prod(spans) >= 1 << 62:
         return tuple(fields)
     key, scale = np.zeros(len(fields[0]), np.int64), 1
-    for field, low, span in zip(fields, lows, spans):
-        key += (field - low) * scale
+    for values, low, span in zip(fields, lows, spans):
+        key += (values - low) * scale
         scale *= span
     return (key,)
 
@@ -140,6 +151,8 @@ class _Sorted:
             done.extend(zip(*(field[len(done):end].tolist() for field in self._fields)))
         return done[place]
 
+
+_NONE = object()  # no deps tuple seen yet
 
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
 
@@ -235,6 +248,7 @@ class EvolutionAware(Policy):
         # evaluations (the one donation window), and the entries' events only while it decides
         self._fallback_current = True  # else it holds no entries, and is given them again if it has to decide
         self._tick = itertools.count()
+        self._deps: tuple[Any, tuple[int, ...]] = (_NONE, ())  # the last deps tuple inserted, and its positions
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
         self._holders: dict[int, set[Key]] = {}  # held content's row -> the keys holding it
@@ -271,7 +285,7 @@ class EvolutionAware(Policy):
         # ranking: rebuilt when the state moves, kept up to date entry by entry in between
         self._stale = True
         self._value: dict[Content, float] = {}  # valued since the last rebuild but not held now (expected reuses)
-        self._state: tuple[np.ndarray, ...] | None = None  # parents and mutation odds of the last rebuild
+        self._state: tuple[Any, ...] | None = None  # parents and mutation odds of the last rebuild (``_parents``)
         self._heap = LazyHeap()  # of entry rows
         self._set: dict[int, tuple[float, int, int, int, int]] = {}  # entry row -> the priority last set for it
         self._held: set[str] = set()  # models still arriving whose entries are out of the heap (``_touch``)
@@ -284,8 +298,9 @@ class EvolutionAware(Policy):
             raise ValueError(f"need population_size >= 1 and sample_size >= 1, got {population_size}, {sample_size}")
         if len(members) > population_size:
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
-        ids = [str(m) for m, _ in members]
-        scores = [s if type(s) is float and s == s else _score(s) for _, s in members]  # most are plain floats
+        named, given = zip(*members) if members else ((), ())
+        ids = list(map(str, named))
+        scores = [s if type(s) is float and s == s else _score(s) for s in given]  # most are plain floats
         self._updates += 1
         self._population_size, self._sample_size = population_size, sample_size
         self._ascending = sorted(scores)
@@ -393,8 +408,12 @@ class EvolutionAware(Policy):
 
     # --------------------------------------------------------------- Policy
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        size = check_size(size)
-        deps = _positions(deps, "deps")
+        size = size if type(size) is int and size >= 0 else check_size(size)  # most sizes are plain ints
+        if deps is self._deps[0]:  # the layers of a model often share one deps tuple: checked once
+            deps = self._deps[1]
+        else:
+            given, deps = deps, _positions(deps, "deps")
+            self._deps = (given, deps) if type(given) is tuple else (_NONE, ())
         entries = self._entries
         if key in entries:
             self.on_release(key)
@@ -522,7 +541,7 @@ class EvolutionAware(Policy):
         entry.content, entry.content_row = content, at
         self._entry_content[row] = at
         if not self._stale:
-            if model.arriving():
+            if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert
                 self._ranks[row] = math.inf
                 if push:
                     self._push(entry)
@@ -589,7 +608,7 @@ class EvolutionAware(Policy):
         model.touch = next(self._tick)
         if self._stale:
             return
-        if model.arriving():
+        if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert
             if model_id not in self._held:
                 self._held.add(model_id)
                 entries = self._entries
@@ -703,8 +722,9 @@ class EvolutionAware(Policy):
                             for j in range(width)], dtype=np.float64)
         return where, where / np.maximum(choices - 1, 1)
 
-    def _parents(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(arch matrix, weight) of the described parents with weight > 0, and the mutation odds."""
+    def _parents(self, width: int) -> tuple[Any, ...]:
+        """(arch matrix, weight) of the described parents with weight > 0, the mutation odds, and the arch matrix
+        packed for ``_differences``."""
         width = max(width, len(self._hist), max(map(len, self._archs.values()), default=0))
         merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
         members, listed = self._member_weights(), self._listed
@@ -718,7 +738,7 @@ class EvolutionAware(Policy):
                 merged[a] = merged.get(a, 0.0) + w
         arch = np.array([a + (-1,) * (width - len(a)) for a in merged], np.int64).reshape(len(merged), width)
         where, pick = self._mutation_odds(width)
-        return arch, np.array(list(merged.values())), where, pick
+        return arch, np.array(list(merged.values())), where, pick, _packed(arch, pick)
 
     def _values(self, contents: Sequence[Content]) -> np.ndarray:
         """Expected reuses of each content: sum over parents of weight x P(one mutation recreates it)."""
@@ -772,13 +792,13 @@ class EvolutionAware(Policy):
     def _pattern_values(self, want: np.ndarray) -> np.ndarray:
         """Sum over parents of weight x P(one mutation recreates the pattern), for each row of ``want`` (an arch
         value per position, -1 where the pattern does not depend on it)."""
-        arch, weight, where, pick = self._state
+        arch, weight, where, pick, packed = self._state
         width = arch.shape[1]
         if want.shape[1] < width:
             want = np.pad(want, ((0, 0), (0, width - want.shape[1])), constant_values=-1)
         want = want[:, :width]
         mask = want >= 0  # arch values are >= 0
-        count, single = _differences(arch, want, mask, pick)
+        count, single = _differences(arch, packed, want, mask, pick)
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
         chance = np.where(count == 0, stay[None, :], np.where(count == 1, single, 0.0))
         return weight @ chance
@@ -822,15 +842,19 @@ class EvolutionAware(Policy):
         kept: dict[int, Key] = {}  # filled as asked: content row -> the copy of it worth keeping
         twins: dict[tuple[int, ...], str] = {}  # compatible mode: arch -> the copy of that model worth keeping
         others: list[tuple[str, _Model]] = []
-        entries = self._entries
+        entries, holders = self._entries, self._holders
         for m, model in self._models.items():
             row = model.row
             if model.arriving():
                 kind[row] = arriving
             elif model.prefix:
                 got = run[row] = model.run()
-                last = model.keys[got - 1] if got else None
-                kind[row] = dominated if got and self._kept_copy(entries[last].content_row, kept, serves) != last else counted
+                kind[row] = counted
+                if got:
+                    last = model.keys[got - 1]
+                    content = entries[last].content_row
+                    if len(holders[content]) > 1 and self._kept_copy(content, kept, serves) != last:  # one holder:
+                        kind[row] = dominated  # its own copy is kept (no call)
             else:
                 others.append((m, model))
                 if model.arch is not None:
