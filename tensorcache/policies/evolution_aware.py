@@ -298,9 +298,8 @@ class EvolutionAware(Policy):
             raise ValueError(f"need population_size >= 1 and sample_size >= 1, got {population_size}, {sample_size}")
         if len(members) > population_size:
             raise ValueError(f"{len(members)} members exceed population_size {population_size}")
-        named, given = zip(*members) if members else ((), ())
-        ids = list(map(str, named))
-        scores = [s if type(s) is float and s == s else _score(s) for s in given]  # most are plain floats
+        ids = [str(m) for m, _ in members]
+        scores = [s if type(s) is float and s == s else _score(s) for _, s in members]  # most are plain floats
         self._updates += 1
         self._population_size, self._sample_size = population_size, sample_size
         self._ascending = sorted(scores)
