@@ -160,6 +160,8 @@ class TierStack:
         while work:
             t, rec, group, payloads, asked = work.popleft()
             tier = self.slots[t].tier
+            if not asked and tier.shares_books:
+                group, payloads = _with_queued(work, t, rec.model_id, group, payloads)
             if not tier.shares_books:
                 held, written = self._place_local(t, rec, group, payloads, work, moves)
             elif len(group) > 1 and sum(rec.layers[j].blob_bytes for j in group) > tier.capacity:
@@ -308,18 +310,32 @@ class TierStack:
         self._release_here(t, entry)
 
     def _departing(self, t: int, entries: list[Entry], reason: str, moves: Moves, work: deque | None) -> None:
-        """Say that ``entries`` (out of the policy already) leave tier ``t`` for ``reason``, queueing each one's
-        move down when there is a ``work`` list (its bytes are read now, before they are released)."""
+        """Say that ``entries`` (out of the policy already) leave tier ``t`` for ``reason``, queueing their moves
+        down when there is a ``work`` list: one per model, so that a shared tier below takes a model's departing
+        layers in one transaction (their bytes are read now, in one read per model, before they are released)."""
         slot = self.slots[t]
+        down: dict[str, list[int]] = {}
         for entry in entries:
             moves.released.append((slot.tier.name, entry, reason))
-            record = self.catalog.record(entry[0])
-            if work is not None and record is not None and t + 1 < len(self.slots) \
-                    and not self.catalog.holds(entry, t + 1):
-                layer = record.layers[entry[1]]
-                got = slot.tier.read(list(zip(layer.digests, layer.sizes)))
-                if all(g is not None and g is not WRONG_LENGTH and g is not UNREADABLE for g in got):
-                    work.append((t + 1, record, (entry[1],), dict(zip(layer.digests, got)), False))
+            if work is not None and t + 1 < len(self.slots) and not self.catalog.holds(entry, t + 1):
+                down.setdefault(entry[0], []).append(entry[1])
+        if work is None:
+            return
+        for model_id, indices in down.items():
+            record = self.catalog.record(model_id)
+            if record is None:
+                continue
+            layers = [record.layers[j] for j in indices]
+            got = iter(slot.tier.read([pair for layer in layers for pair in zip(layer.digests, layer.sizes)]))
+            blobs: dict[bytes, Any] = {}
+            whole = []
+            for j, layer in zip(indices, layers):
+                mine = [next(got) for _ in layer.digests]
+                if all(g is not None and g is not WRONG_LENGTH and g is not UNREADABLE for g in mine):
+                    blobs.update(zip(layer.digests, mine))
+                    whole.append(j)
+            if whole:
+                work.append((t + 1, record, tuple(whole), blobs, False))
 
     def _release_here(self, t: int, entry: Entry) -> bool:
         """Release ``entry`` from this process's view of tier ``t`` (residency, decoded layer); True if the catalog had it there."""
@@ -327,6 +343,21 @@ class TierStack:
         if slot.decoded is not None:
             slot.decoded.pop(entry, None)
         return self.catalog.release(entry, t)
+
+
+def _with_queued(work: deque, t: int, model_id: str, group: tuple[int, ...], blobs: Mapping[bytes, Any]
+                 ) -> tuple[tuple[int, ...], Mapping[bytes, Any]]:
+    """A move of layers ``group`` of ``model_id`` down into tier ``t``, joined by every other such move queued on
+    ``work`` (taken off it), so that the tier holds them in one transaction."""
+    same = [item for item in work if item[0] == t and not item[4] and item[1].model_id == model_id]
+    if not same:
+        return group, blobs
+    merged = dict(blobs)
+    for item in same:
+        work.remove(item)
+        group += item[2]
+        merged.update(item[3])
+    return tuple(dict.fromkeys(group)), merged
 
 
 def _unread(tier: Tier, got: list[Any], value: Any, size: int) -> Exception:

@@ -50,6 +50,24 @@ def test_admission_evicts_the_policys_victims_and_demotes_them_to_the_next_tier(
     stack.close()
 
 
+def test_a_models_layers_evicted_together_move_down_in_one_transaction(tmp_path):
+    stack = _stack(tmp_path, memory_layers=3)
+    a, blobs_a = _model("a", 3)
+    b, blobs_b = _model("b", 2)
+    assert stack.admit(0, a, range(3), blobs_a, Moves())
+    moves = Moves()
+    assert stack.admit(0, b, range(2), blobs_b, moves)  # memory takes b's layers one by one: a0, then a1 leave
+    assert moves.demotions == 2 and stack.catalog.tiers_of(("a", 1)) == [1]
+    c, blobs_c = _model("c", 3)
+    moves = Moves()
+    assert stack.admit(0, c, range(3), blobs_c, moves)  # c's layers evict a2, b0, b1
+    assert moves.demotions == 3 and stack.catalog.tiers_of(("b", 0)) == stack.catalog.tiers_of(("b", 1)) == [1]
+    disk = stack.slots[1].tier
+    assert disk.snapshot().position.seq == 3  # a0 with a1, then a2, then b0 with b1: one logged hold per transaction
+    assert stack.check() == []
+    stack.close()
+
+
 def test_a_layer_larger_than_a_tier_is_refused_there(tmp_path):
     stack = _stack(tmp_path, memory_layers=0)
     record, blobs = _model("a", 1)
