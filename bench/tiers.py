@@ -26,8 +26,8 @@ subject and baseline timed in turns on identical bytes:
   copy of each tensor into a new buffer plus its xxh3-128 digest (target: at most 3x, ratio >= 0.33), and
   into memory + LMDB vs one raw LMDB write transaction putting the same payloads, encoded beforehand, into an
   environment opened with the tier's flags (target: at most 1.2x, ratio >= 0.83); ``full`` repeats the
-  LMDB case in a long search's steady state, both tiers holding two models so that every put evicts the
-  oldest from each, against a raw transaction that also deletes the payloads of the model put two repeats
+  LMDB case in a long search's steady state (after SETTLE_PUTS untimed puts), both tiers holding two models
+  so that every put evicts the oldest from each, against a raw transaction that also deletes the payloads of the model put two repeats
   before (same target), and against a put into the memory tier alone followed by that raw transaction
   (``vs_memory+raw``, informative: what the LMDB tier adds to a put against what one raw transaction adds;
   the raw transaction alone has none of the put's hashing, encoding and bookkeeping). The memory
@@ -78,7 +78,10 @@ from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 PARTS = ("memory", "lmdb", "redis", "lookup", "round_trip", "served", "put", "warm_start")
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 LOOKUP_LAYERS = 8
-SETTLE_PUTS = 4  # untimed puts before the full cases are timed: two models held, one freed, one being written
+# untimed puts before the full cases are timed: each file reaches the size it keeps (two models held, one freed, one
+# being written), its map its last size, and each page has been written once in that map (after a remap each page
+# faults once more on the next write to it: at NB201 C=32, 10,000 faults over the 3 puts after the 5th)
+SETTLE_PUTS = 8
 SETTLE_S = 0.2  # after each put timed in CPU time: the work it left to other threads finishes (no CPU of its own)
 KEY = b"bench-value"
 
@@ -541,7 +544,7 @@ def _put_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: La
         steady_cases = {"memory+full lmdb": (put(full), fresh()),
                         "raw full lmdb": (raw_put(full_envs[0], 2), fresh(encoded=True)),
                         "memory, then raw full lmdb": (both(put(mem), raw_put(full_envs[1], 2)), fresh(encoded=True))}
-        for _ in range(SETTLE_PUTS):  # untimed: each file reaches the size it keeps, its freed pages reused
+        for _ in range(SETTLE_PUTS):  # untimed: each file reaches its steady state (SETTLE_PUTS)
             for call, setup in steady_cases.values():
                 setup()
                 call()

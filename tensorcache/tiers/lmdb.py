@@ -413,8 +413,8 @@ class LMDBTier(SharedTier):
     """A payload store with its own books in the LMDB environment directory ``path`` (created if missing).
 
     The map starts at ``map_size`` (default: 64 MiB, or the growth limit if smaller) and doubles when full up
-    to the growth limit, 2x capacity + 32 MiB (or ``map_size`` if larger); past it a hold is dropped with one
-    warning. A sparse data file is so at most about twice the bytes it holds. OSError if the file is damaged.
+    to the growth limit, 2x capacity + 32 MiB (or ``map_size`` if larger), taking the limit at once when the
+    doubling after would pass it; past it a hold is dropped with one warning. A sparse data file is so at most about twice the bytes it holds. OSError if the file is damaged.
     """
 
     def __init__(self, path: str | os.PathLike, capacity: int, map_size: int | None = None,
@@ -497,16 +497,24 @@ class LMDBTier(SharedTier):
         if shared.used + 2 * shared.growth <= size or size >= self._map_limit:
             return
         try:
-            shared.set_map(min(max(2 * size, shared.used + 2 * shared.growth), self._map_limit))
+            shared.set_map(self._next_map(size, shared.used + 2 * shared.growth))
         except (OSError, lmdb.Error) as exc:
             log.debug("LMDB tier at %s: the map was not grown ahead of the next write (%s)", self.path, exc)
+
+    def _next_map(self, size: int, wanted: int) -> int:
+        """The map size after ``size`` that holds ``wanted`` bytes: twice ``size`` or ``wanted``, within the growth
+        limit, and the limit itself when the size after that would pass it. One remap fewer: after a remap each
+        page of the file faults once more on the next write that touches it, a whole file's worth of page
+        faults spread over the next writes of a full tier, which reuse its freed pages."""
+        new = min(max(2 * size, wanted), self._map_limit)
+        return self._map_limit if 2 * new > self._map_limit else new
 
     def _grow(self, shared: _Env) -> bool:
         size = shared.mapped
         if size >= self._map_limit:
             return False
         try:
-            shared.set_map(min(2 * size, self._map_limit))
+            shared.set_map(self._next_map(size, 0))
         except OSError as exc:
             raise self._no_disk(exc) from None
         return True

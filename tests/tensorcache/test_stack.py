@@ -52,18 +52,15 @@ def test_admission_evicts_the_policys_victims_and_demotes_them_to_the_next_tier(
 
 def test_a_models_layers_evicted_together_move_down_in_one_transaction(tmp_path):
     stack = _stack(tmp_path, memory_layers=3)
-    a, blobs_a = _model("a", 3)
-    b, blobs_b = _model("b", 2)
-    assert stack.admit(0, a, range(3), blobs_a, Moves())
-    moves = Moves()
-    assert stack.admit(0, b, range(2), blobs_b, moves)  # memory takes b's layers one by one: a0, then a1 leave
-    assert moves.demotions == 2 and stack.catalog.tiers_of(("a", 1)) == [1]
-    c, blobs_c = _model("c", 3)
-    moves = Moves()
-    assert stack.admit(0, c, range(3), blobs_c, moves)  # c's layers evict a2, b0, b1
-    assert moves.demotions == 3 and stack.catalog.tiers_of(("b", 0)) == stack.catalog.tiers_of(("b", 1)) == [1]
-    disk = stack.slots[1].tier
-    assert disk.snapshot().position.seq == 3  # a0 with a1, then a2, then b0 with b1: one logged hold per transaction
+    demotions = []
+    for model_id, n_layers in (("a", 3), ("b", 2), ("c", 3)):  # memory takes each model's layers one by one
+        record, blobs = _model(model_id, n_layers)
+        moves = Moves()
+        assert stack.admit(0, record, range(n_layers), blobs, moves)
+        demotions.append(moves.demotions)
+    assert demotions == [0, 2, 3]  # b's layers evict a0 and a1; c's evict a2, b0 and b1
+    assert sorted(stack.catalog.held_in([1])) == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    assert stack.slots[1].tier.snapshot().position.seq == 3  # a0 with a1, then a2, then b0 with b1: one hold each
     assert stack.check() == []
     stack.close()
 

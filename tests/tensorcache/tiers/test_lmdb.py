@@ -199,6 +199,19 @@ def test_the_map_grows_after_the_write_before_the_one_that_needs_it(tmp_path):
         assert data.stat().st_size <= 2 * (24 << 20)  # doubled, as when full, not more
 
 
+def test_the_map_takes_its_growth_limit_at_once_when_the_doubling_after_would_pass_it(tmp_path):
+    # each remap makes every page of the file fault once more as the next writes reuse it: one remap fewer
+    if not writes_in_place(str(tmp_path)):
+        pytest.skip(f"needs a file system with writable maps, not {file_system(str(tmp_path))!r}")
+    with LMDBTier(tmp_path / "db", capacity=6 << 20, map_size=4 << 20) as tier:  # growth limit: 44 MiB
+        data = tmp_path / "db" / "data.mdb"
+        lengths = []
+        for i in range(24):
+            assert tier.put(b"k%d" % i, os.urandom(1 << 20))
+            lengths.append(data.stat().st_size >> 20)
+        assert sorted(set(lengths)) == [4, 8, 16, 44]  # not 32 on the way: 2 x 32 would pass 44
+
+
 def test_closing_the_last_tier_on_a_file_joins_its_prefaulting_thread(tmp_path):
     path = str(tmp_path / "db")
     first, second = LMDBTier(path, capacity=1 << 30), LMDBTier(path, capacity=1 << 30)
