@@ -15,7 +15,11 @@ evaluations too (no child starts there, so they pay for puts without lookups). E
 CPU time this process spent (``time.process_time``), which other jobs on a shared machine inflate less than
 wall time, and the wall time spent inside the cache's lookups and puts (the rest is the simulated search
 itself: breeding, placement, synthetic tensors, the trace; a lookup counts in the window its evaluation
-finishes in, so in the last window, which only drains, it can exceed the window's own time). After each
+finishes in, so in the last window, which only drains, it can exceed the window's own time). Each window
+also splits that time by what the cache did for each evaluation (served it from memory, from LMDB, or not:
+their costs differ several-fold), and ``diagnostic`` lines compare the first serving window with the slowest
+later one within each kind: whether the cache's calls grow with the search's history, apart from the
+window's mix of hits and misses (the target is the per-evaluation ratio above). After each
 search its LMDB file is opened
 again and checked: no dropped puts for want of map space, the books need no repair, used bytes equal to the
 payloads held, and the catalog and policies agree (``TensorCache.check_invariants``).
@@ -39,6 +43,7 @@ from nas_integration.data import nb201_table
 
 from nas_integration.search import SearchSettings, Tally, run_search
 from tensorcache import TensorCache
+from tensorcache.trace import TraceRecord, read_records
 
 FLAT = 1.3
 
@@ -100,6 +105,31 @@ class _Windows:
         self._start, self._cpu, self._hits, self._cache, self._gc = now, cpu, tally.hits, tally.cache_s, gc_now
 
 
+def _kind(record: TraceRecord) -> str | None:
+    """What the cache did for an evaluation: served it from a tier (that tier's name), or not (``unserved``);
+    None for one that made no cache call (a revisit answered from the trace)."""
+    if record.layers_served:
+        return record.tier or "unknown"
+    return "unserved" if record.cache_s else None
+
+
+def per_kind(records: Sequence[TraceRecord], size: int) -> list[dict[str, list[float]]]:
+    """For each window of ``size`` evaluations in finishing order: kind -> [evaluations, mean ms in the cache]
+    (its lookup, warm start and put), so that a window's cost can be told apart from its mix of hits by tier
+    and misses."""
+    out: list[dict[str, list[float]]] = []
+    for start in range(0, len(records) - len(records) % size, size):
+        sums: dict[str, list[float]] = {}
+        for record in records[start:start + size]:
+            kind = _kind(record)
+            if kind is not None:
+                entry = sums.setdefault(kind, [0, 0.0])
+                entry[0] += 1
+                entry[1] += record.cache_s
+        out.append({kind: [n, 1e3 * total / n] for kind, (n, total) in sorted(sums.items())})
+    return out
+
+
 def one_search(table: str, workdir: str, evals: int, workers: int, window: int) -> dict[str, Any]:
     out = os.path.join(workdir, f"s{evals}")
     settings = SearchSettings(out=out, evaluator="tabular", table=table, space="nb201", dataset="cifar10",
@@ -113,6 +143,8 @@ def one_search(table: str, workdir: str, evals: int, workers: int, window: int) 
     finally:
         gc.callbacks.remove(collector)
     call_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+    for row, kinds in zip(windows.rows, per_kind(read_records(os.path.join(out, "trace.jsonl")), window)):
+        row["cache_ms_by_kind"] = kinds
     stats = summary["cache"] or {}
     repairs = _Repairs()
     logging.getLogger("tensorcache").addHandler(repairs)
@@ -158,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"of this process's CPU; {w['cache_ms_per_eval']:.2f} ms in the cache's lookups and puts), "
               f"{w['hits']} hits; the collector's CPU: {w['young_gc_ms_per_eval']:.2f} ms in {w['young_gcs']} young "
               f"collections, {w['full_gc_ms_per_eval']:.2f} ms in {w['full_gcs']} full ones")
+        print("      in the cache per evaluation: " + ", ".join(
+            f"{kind} {ms:.2f} ms (x{n})" for kind, (n, ms) in w.get("cache_ms_by_kind", {}).items()))
     # from the first window serving at least half its children to the end of the search, the last
     # ``workers`` evaluations (which only drain: no child starts) included
     first = next((n for n, w in enumerate(longest) if 2 * w["hits"] >= args.window), len(longest))
@@ -170,6 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ratio scale.window{clock}_{name}_vs_first_serving {ratio:7.3f}   {later[field]:.2f} ms (to "
                       f"{later['until']}) vs {serving[0][field]:.2f} ms (to {serving[0]['until']})  target >= "
                       f"{1 / FLAT:.2f}: {'met' if ratio >= 1 / FLAT else 'SHORT'}")
+    # a diagnostic, not the target: the time in the cache within each kind of evaluation (served from a tier,
+    # or not), which a window's mix of kinds does not move; windows with under 1% of that kind are left out
+    for kind in sorted({k for w in serving for k in w.get("cache_ms_by_kind", {})}):
+        ms = [(w["cache_ms_by_kind"][kind][1], w["until"]) for w in serving
+              if w["cache_ms_by_kind"].get(kind, [0])[0] >= args.window // 100]
+        if len(ms) > 1:
+            slowest = max(ms[1:])
+            print(f"diagnostic scale.cache_per_{kind}_slowest_vs_first {ms[0][0] / slowest[0]:7.3f}   "
+                  f"{slowest[0]:.2f} ms (to {slowest[1]}) vs {ms[0][0]:.2f} ms (to {ms[0][1]})")
     base = rows[0]
     for row in rows[1:]:
         ratio = base["per_eval_ms"] / row["per_eval_ms"]

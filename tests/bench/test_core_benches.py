@@ -40,6 +40,9 @@ def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) 
     windows = json.loads((tmp_path / "scale.json").read_text())["raw"]["240"]
     assert all(w["cache_ms_per_eval"] > 0 for w in windows), windows  # the cache's part of each window
     assert sum(w["young_gcs"] for w in windows) > 0 and "young collections" in out, out  # the collector probe
+    kinds = [w["cache_ms_by_kind"] for w in windows]  # each window's evaluations by what the cache did, all counted
+    assert [sum(n for n, _ in k.values()) for k in kinds] == [40] * 6 and "unserved" in kinds[0], kinds
+    assert all(ms > 0 for k in kinds for _, ms in k.values()), kinds
 
 
 def test_tracked_bench_counts_the_objects_a_put_leaves_the_collector(tmp_path: Path) -> None:
