@@ -503,9 +503,10 @@ class LMDBTier(SharedTier):
 
     def _next_map(self, size: int, wanted: int) -> int:
         """The map size after ``size`` that holds ``wanted`` bytes: twice ``size`` or ``wanted``, within the growth
-        limit, and the limit itself when the size after that would pass it. One remap fewer: after a remap each
-        page of the file faults once more on the next write that touches it, a whole file's worth of page
-        faults spread over the next writes of a full tier, which reuse its freed pages."""
+        limit, and the limit itself when the size after that would pass it: one remap fewer where the file settles
+        between the last doubling and the limit (after a remap each page of the file faults once more on the next
+        write that touches it, a whole file's worth of faults over the next writes of a full tier, which reuse
+        its freed pages)."""
         new = min(max(2 * size, wanted), self._map_limit)
         return self._map_limit if 2 * new > self._map_limit else new
 
