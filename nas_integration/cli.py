@@ -245,7 +245,7 @@ def tier_holdings(cache: dict[str, Any]) -> str:
 def _background(cache: dict[str, Any] | None) -> str:
     """The CPU the caches' own threads spent beside the training thread's time in cache calls ("" if none)."""
     seconds = (cache or {}).get("background_cpu_s", 0.0)
-    return f" (and {seconds:.2f} s of CPU on the LMDB tier's page-preparing thread)" if seconds else ""
+    return f" (+{seconds:.2f} s CPU on the LMDB page thread)" if seconds else ""
 
 
 def summary_table(summary: dict[str, Any]) -> Table:

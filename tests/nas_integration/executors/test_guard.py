@@ -47,7 +47,7 @@ def test_the_summary_table_has_a_cache_errors_row(tmp_path, capsys, monkeypatch)
     printed = " ".join(capsys.readouterr().out.split())
     assert "cache errors" not in printed
     page_cpu = json.loads((tmp_path / "a" / "summary.json").read_text())["cache"]["background_cpu_s"]
-    assert (f"(and {page_cpu:.2f} s of CPU on the LMDB tier's page-preparing thread)" in printed) == (page_cpu > 0)
+    assert (f"(+{page_cpu:.2f} s CPU on the LMDB page thread)" in printed) == (page_cpu > 0)
     with pytest.warns(RuntimeWarning, match="put of model same-"):
         assert main(["--out", str(tmp_path / "b"), "--seed", "1", *common]) == 0
     printed = " ".join(capsys.readouterr().out.split())
