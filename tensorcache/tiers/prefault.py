@@ -7,7 +7,9 @@ instead, in bulk: it reserves the blocks (``allocate``) and calls ``madvise(MADV
 (Linux 5.14+) on the writer's own map of the file (found in /proc/self/maps), which faults each page in as
 a write would without changing a byte; the writer's copy is then a plain copy. Neither call changes what
 any mapping or file holds, even on an address the writer has just unmapped, so the thread shares no lock
-with the file's writers. The calls go through ctypes or ``os`` so that they run without the GIL.
+with the file's writers. The calls go through ctypes or ``os`` so that they run without the GIL. The thread
+runs at the lowest priority: on a machine whose cores are all busy it prepares pages in what the others
+leave, and a write whose pages it has not reached yet faults them in itself, as without the thread.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import logging
 import mmap
 import os
 import queue
+import sys
 import threading
 import time
 
@@ -86,6 +89,17 @@ def mapped_at(fd: int, length: int) -> int | None:
     return None
 
 
+def _lowest_priority() -> None:
+    """Run the calling thread at the lowest priority (nice 19; on Linux a thread's own): work ahead of the
+    writes may wait for a free core, not take one from the caller's training thread on a busy machine."""
+    if not sys.platform.startswith("linux"):  # elsewhere the call would name a process, not this thread
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError as exc:  # no such call here: the thread runs at its process's priority
+        log.debug("tensorcache: the page thread keeps its process's priority (%s)", exc)
+
+
 class Prefaulter:
     """One thread that, each time it is told where the used part of file ``fd`` ends (``wake``), reserves and
     prepares the bytes past it in the process's writable map of the file, as long as the ``limit`` given
@@ -124,6 +138,7 @@ class Prefaulter:
             self._thread.join()
 
     def _loop(self) -> None:
+        _lowest_priority()
         while True:
             wake = self._wakes.get()
             while wake is not None and not self._wakes.empty():

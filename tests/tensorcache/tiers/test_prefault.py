@@ -2,6 +2,7 @@ import errno
 import logging
 import mmap
 import os
+import sys
 import threading
 import time
 
@@ -139,4 +140,18 @@ def test_a_prefaulter_that_fails_ends_with_one_log_line(tmp_path, caplog):
             worker.stop()
         assert caplog.text.count("no longer preparing file pages") == 1, caplog.text
     finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own priority is a Linux notion")
+def test_the_page_thread_runs_at_the_lowest_priority(tmp_path):
+    fd = os.open(tmp_path / "file", os.O_RDWR | os.O_CREAT)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = Prefaulter(fd, "test-prefault-nice")
+    try:
+        thread = next(t for t in threading.enumerate() if t.name == "test-prefault-nice")
+        _wait_for(lambda: os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19, "the thread at nice 19")
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the caller keeps its own
+    finally:
+        worker.stop()
         os.close(fd)
