@@ -15,7 +15,6 @@ Tensors already on the module's device (a device tier) are copied device to devi
 """
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 import weakref
@@ -66,7 +65,8 @@ class _Views:
     def of(cls, arrays: Mapping[str, Any], dtypes: Mapping[str, str]) -> _Views:
         """The views of a layer's arrays, in one pass per step (a layer of an uncached tier gets new views on
         every hit, so each tensor's share of this is part of a warm start's cost)."""
-        torch = _torch()
+        import torch
+
         from_numpy, ndarray = torch.from_numpy, np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # read-only numpy views are never written through
@@ -115,14 +115,6 @@ class Layer:
         if self._views is None:
             self._views = _Views.of(self.arrays, self.dtypes)
         return self._views
-
-
-@functools.cache
-def _torch() -> Any:
-    """The torch module, imported on first use (this module is imported without it)."""
-    import torch
-
-    return torch
 
 
 # ------------------------------------------------------------------------------------------- targets

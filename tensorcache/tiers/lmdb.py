@@ -13,10 +13,10 @@ On file systems that overwrite a file's blocks in place (ext2/3/4, XFS, tmpfs) t
 end of a growing file, several times cheaper on ext4. The data file is then sparse and as long as the map
 (``ls`` shows the map, ``du`` what is used; the map starts small and doubles as it fills). Writing a page
 the disk cannot back would kill the process (SIGBUS), so before a write transaction touches a page past
-LMDB's last one, the blocks it can reach are allocated (fallocate, which never writes): LMDB's last page, plus the bytes
-the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that cannot give them
-refuses the write (a dropped hold and one warning). Every process resizes the file under one lock and never below its current size, so it never
-shrinks under another process's map. A process with a file size limit (``ulimit -f``), or a file system
+LMDB's last one, the blocks it can reach are allocated (fallocate, which never writes): LMDB's last page,
+plus the bytes the transaction writes, a few pages per change and 1 MiB, rounded up to 4 MiB; a disk that
+cannot give them refuses the write (a dropped hold and one warning). Every process resizes the file under
+one lock and never below its current size, so it never shrinks under another process's map. A process with a file size limit (``ulimit -f``), or a file system
 that cannot allocate blocks without writing them (ext2, ext3 without extents), keeps the plain map.
 From the environment's opening on and after each write, a thread of the process's own (``prefault``)
 reserves the pages just past LMDB's last one and faults them into the map, writable, changing none of their
@@ -320,8 +320,7 @@ class _Room:
     def add(self, nbytes: int) -> None:
         """Reserve for a change that writes ``nbytes`` (key and value)."""
         self.end += nbytes + self.per_change
-        if self.end > self.shared.reserved:  # a full tier's writes reuse freed pages: mostly reserved already
-            self.shared.reserve(self.end)
+        self.shared.reserve(self.end)
 
     def add_freed(self, nbytes: int) -> None:
         """Reserve for deleting a value of ``nbytes``: the free list grows by one page number per page."""
@@ -414,7 +413,8 @@ class LMDBTier(SharedTier):
 
     The map starts at ``map_size`` (default: 64 MiB, or the growth limit if smaller) and doubles when full up
     to the growth limit, 2x capacity + 32 MiB (or ``map_size`` if larger), taking the limit at once when the
-    doubling after would pass it; past it a hold is dropped with one warning. A sparse data file is so at most about twice the bytes it holds. OSError if the file is damaged.
+    doubling after would pass it; past it a hold is dropped with one warning. A sparse data file is so at
+    most about twice the bytes it holds. OSError if the file is damaged.
     """
 
     def __init__(self, path: str | os.PathLike, capacity: int, map_size: int | None = None,
