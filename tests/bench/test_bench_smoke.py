@@ -45,7 +45,8 @@ def test_tiers_quick(tmp_path: Path, redis_url: str) -> None:
                   "warm.compatible.memory.vs_load", "warm.prefix.redis.vs_load", "warm.compatible.device.vs_copy",
                   "warm.prefix.memory.vs_copy", "warm.prefix.lmdb.vs_read+copy", "warm.prefix.foreach_floor.vs_copy",
                   "served.layers.vs_copy@1MiB", "served.layers.vs_lookup@1MiB", "put.attn.memory.vs_copy+hash",
-                  "put.attn.lmdb.vs_raw", "put.attn.lmdb.vs_raw.cpu", "put.attn.full_lmdb.vs_raw",
+                  "put.attn.lmdb.vs_raw", "put.attn.lmdb.vs_raw.cpu", "put.attn.lmdb.full_memory.vs_raw.cpu",
+                  "put.attn.full_lmdb.vs_raw",
                   "put.attn.lmdb_series.vs_raw.cpu", "put.attn.lmdb_series.vs_raw.thread"):
         assert label in found, f"no ratio line for {label}:\n{out}"
         assert float(found[label]) > 0
