@@ -266,9 +266,8 @@ def _raw_put(txn: Txn, key: bytes, src: memoryview) -> bool:
 
 
 def _raw_delete(txn: Txn, key: bytes) -> None:
-    size = txn.blob_size(key)
+    size = txn.delete_blob(key)
     if size is not None:
-        txn.delete_blob(key)
         used = books.read_u64(txn.get(books.USED), "the used-bytes counter")
         txn.set(books.USED, books.pack_u64(max(0, used - size)))
 

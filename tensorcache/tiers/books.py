@@ -23,7 +23,7 @@ import os
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..keys import digest
@@ -86,10 +86,11 @@ class Change:
     link: bytes = field(default=NO_LINK, compare=False)  # the log's bookkeeping, not what changed
     record: bytes = field(default=NO_LINK, compare=False)
 
-    def encode(self) -> bytes:
+    def encode(self, link: bytes | None = None) -> bytes:
+        """The packed change, with ``link`` in place of its own if given."""
         origin = self.origin.encode()
-        return b"".join((_CHANGE.pack(self.op[0].upper().encode(), self.link, self.record, len(origin),
-                                      len(self.indices)),
+        return b"".join((_CHANGE.pack(self.op[0].upper().encode(), self.link if link is None else link, self.record,
+                                      len(origin), len(self.indices)),
                          origin, struct.pack(f"<{len(self.indices)}I", *self.indices), self.model_id.encode()))
 
     @classmethod
@@ -177,6 +178,26 @@ class Txn(ABC):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Book keys starting with ``prefix``."""
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """``get`` of each key, in order (a remote store reads them in one round trip)."""
+        self.prefetch(keys)
+        return [self.get(k) for k in keys]
+
+    def set_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        """``set`` of each (key, value)."""
+        for key, value in pairs:
+            self.set(key, value)
+
+    def delete_many(self, keys: Sequence[bytes]) -> None:
+        """``delete`` of each key."""
+        for key in keys:
+            self.delete(key)
+
+    def delete_blobs(self, digests: Sequence[bytes]) -> int:
+        """``delete_blob`` of each payload; the bytes they held."""
+        self.prefetch_blobs(digests)
+        return sum(self.delete_blob(d) or 0 for d in digests)
+
     def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """(key, value) of every book key starting with ``prefix``, the prefix stripped (one bulk read)."""
         keys = [bytes(k) for k in self.keys(prefix)]
@@ -210,7 +231,8 @@ class Txn(ABC):
     def put_blob(self, digest: bytes, value: bytes | bytearray | memoryview) -> None: ...
 
     @abstractmethod
-    def delete_blob(self, digest: bytes) -> None: ...
+    def delete_blob(self, digest: bytes) -> int | None:
+        """Delete a payload; the length it had (None: absent)."""
 
     @abstractmethod
     def blob_digests(self) -> Iterator[bytes]:
@@ -286,8 +308,9 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
     if not entries:
         return HELD
     need, fresh, counts = 0, {}, {}
-    for d in dict.fromkeys(d for _, digests in entries for d in digests):
-        counts[d] = read_u64(txn.get(b"n:" + d), "a refcount")
+    wanted = list(dict.fromkeys(d for _, digests in entries for d in digests))
+    for d, raw in zip(wanted, txn.get_many([b"n:" + d for d in wanted])):
+        counts[d] = read_u64(raw, "a refcount")
         if counts[d] == 0:
             blob = blobs.get(d)
             if blob is None:
@@ -299,19 +322,17 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
         return no_room(used + need - capacity)
     if dry:
         return Admission(True, need)
-    if stored is None:
-        txn.set(model_key(b"r", model_id), record)
+    writes = [] if stored is not None else [(model_key(b"r", model_id), record)]
     for d, blob in fresh.items():
         txn.put_blob(d, blob)
     for index, digests in entries:
         for d in digests:
             counts[d] += 1
-        txn.set(entry_key(model_id, index), b"".join(digests))
+        writes.append((entry_key(model_id, index), b"".join(digests)))
         held.add(index)
-    for d, count in counts.items():
-        txn.set(b"n:" + d, pack_u64(count))
-    txn.set(held_key, pack_indices(held))
-    txn.set(USED, pack_u64(used + need))
+    writes += [(b"n:" + d, pack_u64(count)) for d, count in counts.items()]
+    writes += [(held_key, pack_indices(held)), (USED, pack_u64(used + need))]
+    txn.set_many(writes)
     _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin,
                      record=record_tag(stored if stored is not None else record)))
     return Admission(True, need)
@@ -328,29 +349,29 @@ def release(txn: Txn, model_id: str, indices: Sequence[int], origin: str) -> lis
     gone = [index for index in ekeys if index in held]
     if not gone:
         return []
-    digests = [d for index in gone for d in read_digests(txn.get(ekeys[index]))]
-    txn.prefetch([b"n:" + d for d in digests])
-    txn.prefetch_blobs(digests)
-    counts: dict[bytes, int] = {}
-    for d in digests:
-        counts[d] = (counts[d] if d in counts else read_u64(txn.get(b"n:" + d), "a refcount")) - 1
-    freed = 0
-    for d, count in counts.items():
-        if count <= 0:
-            freed += txn.blob_size(d) or 0
-            txn.delete_blob(d)
-            txn.delete(b"n:" + d)
+    gone_keys = [ekeys[index] for index in gone]
+    named: dict[bytes, int] = {}  # payload -> how many of the dropped entries name it
+    for raw in txn.get_many(gone_keys):
+        for d in read_digests(raw):
+            named[d] = named.get(d, 0) + 1
+    txn.prefetch_blobs(list(named))
+    writes, dead = [], []
+    for (d, n), raw in zip(named.items(), txn.get_many([b"n:" + d for d in named])):
+        left = read_u64(raw, "a refcount") - n
+        if left > 0:
+            writes.append((b"n:" + d, pack_u64(left)))
         else:
-            txn.set(b"n:" + d, pack_u64(count))
-    for index in gone:
-        txn.delete(ekeys[index])
-        held.discard(index)
+            dead.append(d)
+    freed = txn.delete_blobs(dead)
+    drop = [b"n:" + d for d in dead] + gone_keys
+    held.difference_update(gone)
     if held:
-        txn.set(held_key, pack_indices(held))
+        writes.append((held_key, pack_indices(held)))
     else:
-        txn.delete(held_key)
-        txn.delete(model_key(b"r", model_id))
-    txn.set(USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed)))
+        drop += [held_key, model_key(b"r", model_id)]
+    writes.append((USED, pack_u64(max(0, read_u64(txn.get(USED), "the used-bytes counter") - freed))))
+    txn.delete_many(drop)
+    txn.set_many(writes)
     _log(txn, Change("release", model_id, tuple(gone), origin))
     return gone
 
@@ -363,15 +384,13 @@ def _log(txn: Txn, change: Change) -> None:
     """Append ``change`` to a shared store's log and trim it to ``LOG_KEEP`` (other stores keep none)."""
     if not txn.logs:
         return
-    seq = read_u64(txn.get(SEQ), "the change sequence") + 1
+    seq, epoch, tip = txn.get_many([SEQ, EPOCH, TIP])
+    seq = read_u64(seq, "the change sequence") + 1
     if seq > 2**62:
         raise BooksDamaged(f"change sequence {seq} is implausible")
-    txn.set(SEQ, pack_u64(seq))
-    if txn.get(EPOCH) is None:
-        txn.set(EPOCH, new_epoch())
-    link = digest(txn.get(TIP) or NO_LINK, replace(change, link=NO_LINK).encode())[:8]
-    txn.set(TIP, link)
-    txn.set(log_key(seq), replace(change, link=link).encode())
+    link = digest(tip or NO_LINK, change.encode(NO_LINK))[:8]
+    txn.set_many([(SEQ, pack_u64(seq)), *([] if epoch is not None else [(EPOCH, new_epoch())]), (TIP, link),
+                  (log_key(seq), change.encode(link))])
     if seq > LOG_KEEP:
         txn.delete(log_key(seq - LOG_KEEP))
 

@@ -37,7 +37,7 @@ import re
 import resource
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -317,14 +317,15 @@ class _Room:
         self.end = used + _TXN_SLACK
         shared.reserve(self.end)
 
-    def add(self, nbytes: int) -> None:
-        """Reserve for a change that writes ``nbytes`` (key and value)."""
-        self.end += nbytes + self.per_change
-        self.shared.reserve(self.end)
+    def add(self, nbytes: int, changes: int = 1) -> None:
+        """Reserve for ``changes`` changes that write ``nbytes`` (keys and values) in all."""
+        self.end += nbytes + changes * self.per_change
+        if self.end > self.shared.reserved:
+            self.shared.reserve(self.end)
 
-    def add_freed(self, nbytes: int) -> None:
-        """Reserve for deleting a value of ``nbytes``: the free list grows by one page number per page."""
-        self.add(8 * (nbytes // self.page + 1))
+    def freed(self, nbytes: int) -> int:
+        """What deleting a value of ``nbytes`` writes: the free list grows by one page number per page."""
+        return 8 * (nbytes // self.page + 1)
 
 
 class _LMDBTxn(Txn):
@@ -343,15 +344,33 @@ class _LMDBTxn(Txn):
         view = self.txn.get(self.books + key)
         return None if view is None else bytes(view)
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get, books = self.txn.get, self.books
+        return [None if view is None else bytes(view) for view in [get(books + key) for key in keys]]
+
     def set(self, key: bytes, value: bytes) -> None:
         if self.room:
             self.room.add(len(key) + len(value))
         self.txn.put(self.books + key, value)
 
+    def set_many(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.room:
+            self.room.add(sum(len(key) + len(value) for key, value in pairs), len(pairs))
+        put, books = self.txn.put, self.books
+        for key, value in pairs:
+            put(books + key, value)
+
     def delete(self, key: bytes) -> None:
         if self.room:
             self.room.add(0)
         self.txn.delete(self.books + key)
+
+    def delete_many(self, keys: Sequence[bytes]) -> None:
+        if self.room:
+            self.room.add(0, len(keys))
+        delete, books = self.txn.delete, self.books
+        for key in keys:
+            delete(books + key)
 
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         return _prefixed(self.txn.cursor(), self.books + prefix, len(self.books))
@@ -380,10 +399,20 @@ class _LMDBTxn(Txn):
             self.room.add(len(digest) + memoryview(value).nbytes)
         self.txn.put(self.blobs + digest, value)
 
-    def delete_blob(self, digest: bytes) -> None:
-        if self.room:
-            self.room.add_freed(self.blob_size(digest) or 0)
-        self.txn.delete(self.blobs + digest)
+    def delete_blob(self, digest: bytes) -> int | None:
+        return self.delete_blobs([digest]) if self.blob_size(digest) is not None else None
+
+    def delete_blobs(self, digests: Sequence[bytes]) -> int:
+        get, blobs = self.txn.get, self.blobs
+        keys = [blobs + d for d in digests]
+        sizes = [0 if view is None else len(view) for view in [get(key) for key in keys]]
+        room = self.room
+        if room:  # before the first delete: each may write pages
+            room.add(sum(map(room.freed, sizes)), len(keys))
+        delete = self.txn.delete
+        for key in keys:
+            delete(key)
+        return sum(sizes)
 
     def blob_digests(self) -> Iterator[bytes]:
         return _prefixed(self.txn.cursor(), self.blobs, len(self.blobs))

@@ -311,11 +311,13 @@ class _RedisTxn(Txn):
 
         self.writes.append(write)
 
-    def delete_blob(self, digest: bytes) -> None:
+    def delete_blob(self, digest: bytes) -> int | None:
+        size = self.blob_size(digest)
         _, manifest = self._size_and_manifest(digest)
         keys = [*self._keys_of(digest), *(self._chunk_keys(digest, *manifest) if manifest else [])]
         self.blobs[digest] = None
         self.writes.append(lambda pipe: pipe.delete(*keys))
+        return size
 
     def blob_digests(self) -> Iterator[bytes]:
         return iter([*self._scan(b"v:"), *self._scan(b"m:")])

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from tensorcache.tiers import LMDBTier
+from tensorcache.tiers import LMDBTier, RedisTier
 from tensorcache.tiers.books import BooksDamaged, Change, Position
 
 
@@ -42,6 +42,28 @@ def test_a_hold_and_a_batched_release_each_log_one_change_per_model(tmp_path):
     assert now.seq == start.seq + 4
     assert tier.snapshot().models == [("a", b"a", (1,)), ("b", b"b", (0,))]
     assert tier.audit().healthy and tier.used_bytes() == 200  # payloads 0 and 1 still named once each
+    tier.close()
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "redis"])
+def test_a_release_frees_a_payload_only_when_no_held_entry_names_it_any_more(tmp_path, kind, request):
+    if kind == "lmdb":
+        tier = LMDBTier(tmp_path / "c", capacity=1 << 20)
+    else:
+        tier = RedisTier(request.getfixturevalue("redis_url"), capacity=1 << 20,
+                         namespace=request.getfixturevalue("redis_namespace"))
+    shared, own, other = b"s" * 16, b"o" * 16, b"t" * 16
+    blobs = {shared: b"1" * 100, own: b"2" * 30, other: b"3" * 7}
+    assert tier.hold_many(b"a", "a", [(0, [shared, own]), (1, [shared]), (2, [own])], blobs, "me").held
+    assert tier.hold_many(b"b", "b", [(0, [shared, other])], blobs, "me").held
+    assert tier.used_bytes() == 137
+    # entries 0 and 1 of a name the shared payload twice (b still names it) and ``own`` once (a[2] still does)
+    assert tier.release_many([("a", 0), ("a", 1)], "me") == 2
+    assert tier.used_bytes() == 137 and tier.audit().healthy
+    assert tier.release_many([("b", 0), ("a", 2)], "me") == 2  # the last names of every payload
+    assert tier.used_bytes() == 0 and tier.audit().healthy
+    assert tier.get(shared) is None and tier.get(own) is None and tier.get(other) is None
+    assert tier.snapshot().models == []
     tier.close()
 
 
