@@ -1,10 +1,11 @@
 """What opening a cache costs against the history of its shared tier: time and peak memory of a fresh process
 that opens a TensorCache on an LMDB file which saw H puts but holds L live models now.
 
-    python bench/catalog.py [--live 10000] [--history 1000 10000 100000 1000000] [--repeats 3] [--out DIR]
+    python bench/catalog.py [--live 10000] [--history 1000 10000 100000 1000000] [--repeats 3] [--layers 1]
+                            [--out DIR]
 
-Each file is filled through the LMDB tier's own books (``tensorcache.tiers.books.hold``/``release``: one-layer
-models of one small tensor); past L models every new put releases the oldest one, as evictions do. To build
+Each file is filled through the LMDB tier's own books (``tensorcache.tiers.books.hold``/``release``: models
+of ``--layers`` layers of one small tensor each, one by default); past L models every new put releases the oldest one, as evictions do. To build
 10^6 puts of history in minutes, the fill batches ``--batch`` puts (and their releases) into one LMDB write
 transaction; each is logged and trimmed exactly as a put of its own would be, so the file's books, change
 log and sequence number are those of H single puts (only LMDB's free-page layout may differ). The baseline is a
@@ -56,23 +57,25 @@ cache.close()
 print(json.dumps({"open_s": opened, "cpu_s": cpu, "rss_kib": grown / 1024, "models": models}))
 """
 
-def fill(path: str, live: int, history: int, batch: int = 1000) -> None:
-    """``history`` puts of one-layer models into a fresh LMDB tier at ``path``, keeping the last ``live``,
-    ``batch`` puts to a write transaction."""
-    tier = LMDBTier(path, capacity=1 << 33, namespace=NAMESPACE)
-    lmap = LayerMap.generic(1)
+def fill(path: str, live: int, history: int, batch: int = 1000, layers: int = 1) -> None:
+    """``history`` puts of models of ``layers`` one-tensor layers into a fresh LMDB tier at ``path``, keeping
+    the last ``live``, ``batch`` puts to a write transaction."""
+    tier = LMDBTier(path, capacity=1 << 36, namespace=NAMESPACE)
+    lmap = LayerMap.generic(layers)
+    indices = list(range(layers))
 
     def puts(txn: books.Txn, first: int, last: int) -> None:
         for m in range(first, last):
-            arch = (m % 7, m)
-            digest, blob, ref = encode(np.full(4, m, dtype=np.float32))
-            tensor = TensorRef(digest, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])
-            layer = LayerRecord(lmap.keys(NAMESPACE, arch)[0], {"w": tensor}, (0,))
-            record = ModelRecord(f"m{m}", arch, float(m), None, (layer,))
-            assert books.hold(txn, record.encoded, record.model_id, [(0, [digest])], {digest: blob}, tier.capacity,
-                              "fill").held
+            arch = (m % 7, m, *range(layers - 1))[:max(2, layers)]
+            encoded = [encode(np.full(4, m * layers + i, dtype=np.float32)) for i in indices]
+            keys = lmap.keys(NAMESPACE, arch)
+            record = ModelRecord(f"m{m}", arch, float(m), None, tuple(
+                LayerRecord(keys[i], {"w": TensorRef(d, ref["dtype"], tuple(ref["shape"]), ref["nbytes"], ref["kind"])},
+                            (i,)) for i, (d, _, ref) in enumerate(encoded)))
+            assert books.hold(txn, record.encoded, record.model_id, [(i, [encoded[i][0]]) for i in indices],
+                              {d: blob for d, blob, _ in encoded}, tier.capacity, "fill").held
             if m >= live:
-                assert books.release(txn, f"m{m - live}", [0], "fill")
+                assert books.release(txn, f"m{m - live}", indices, "fill")
 
     for first in range(0, history, batch):
         tier._run(True, lambda txn, first=first: puts(txn, first, min(history, first + batch)))  # one transaction
@@ -92,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--history", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000, help="puts per write transaction while filling")
+    ap.add_argument("--layers", type=int, default=1, help="one-tensor layers per model (NB201 cells: about 20)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     rows = []
@@ -99,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for history in args.history:
             live = min(args.live, history)
             subject, baseline = os.path.join(work, f"h{history}"), os.path.join(work, f"b{history}")
-            fill(subject, live, history, args.batch)
-            fill(baseline, live, live, args.batch)
+            fill(subject, live, history, args.batch, args.layers)
+            fill(baseline, live, live, args.batch, args.layers)
             runs: dict[str, list[dict[str, Any]]] = {"subject": [], "baseline": []}
             for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
                 runs["baseline"].append(open_once(baseline))
@@ -108,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "cpu_s", "rss_kib")}
                    for k, v in runs.items()}
             assert all(r["models"] == live for v in runs.values() for r in v)
-            row = {"history": history, "live": live, "subject_open_s": med["subject"]["open_s"],
+            row = {"history": history, "live": live, "layers": args.layers, "subject_open_s": med["subject"]["open_s"],
                    "baseline_open_s": med["baseline"]["open_s"], "subject_cpu_s": med["subject"]["cpu_s"],
                    "baseline_cpu_s": med["baseline"]["cpu_s"],
                    "time_ratio": med["baseline"]["open_s"] / med["subject"]["open_s"],
@@ -117,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "repeats": args.repeats}
             rows.append(row)
             print(f"ratio catalog.open_h{history}_vs_h{live} {row['time_ratio']:.3f}   open {row['subject_open_s']:.3f} s "
-                  f"vs {row['baseline_open_s']:.3f} s at {live} live models (CPU {row['subject_cpu_s']:.3f} s vs "
+                  f"vs {row['baseline_open_s']:.3f} s at {live} live models of {args.layers} layers (CPU {row['subject_cpu_s']:.3f} s vs "
                   f"{row['baseline_cpu_s']:.3f} s); memory ratio {row['memory_ratio']:.3f} "
                   f"({row['subject_rss_kib'] / 1024:.1f} MiB vs {row['baseline_rss_kib'] / 1024:.1f} MiB)", flush=True)
     write_results(args.out, "catalog", rows, {"machine": machine(), "args": vars(args)})

@@ -26,7 +26,7 @@ from tensorcache.metrics import json_safe
 from tensorcache.sizes import parse_size
 from tensorcache.trace import TraceRecord, TraceWriter
 
-from .collector import fewer_full_collections
+from tensorcache.collector import fewer_full_collections
 from .evaluators import Evaluator
 from .executors import (
     Executor,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 
 from .catalog import Entry, ModelRecord
+from .collector import collector_paused
 from .events import ModelDescribed
 from .payload import PayloadError
 from .stack import TierStack
 from .tiers import Tier
-from .tiers.books import NO_LINK, BooksDamaged, Change, Position, record_tag
+from .tiers.books import NO_LINK, BooksDamaged, Change, Position, Snapshot, record_tag
 
 log = logging.getLogger("tensorcache")
 
@@ -95,14 +96,19 @@ class Follower:
     def _resync(self, i: int, quiet: bool = False) -> None:
         """Rebuild what this process knows of tier ``i`` from a snapshot of its books."""
         tier = self._stack.slots[i].tier
-        snap = tier.snapshot()
-        if snap is None:
-            self._cursors.setdefault(i, (Position(b"", 0), None))
-            return
-        if not quiet:
-            self.resyncs += 1
-            log.warning("the %s tier's change log was lost, restored or trimmed; resynchronised from its books",
-                        tier.name)
+        with collector_paused():  # about 10^6 long-lived objects at once from a store of 10^4 models
+            snap = tier.snapshot()
+            if snap is None:
+                self._cursors.setdefault(i, (Position(b"", 0), None))
+                return
+            if not quiet:
+                self.resyncs += 1
+                log.warning("the %s tier's change log was lost, restored or trimmed; resynchronised from its books",
+                            tier.name)
+            self._rebuild(i, tier, snap)
+
+    def _rebuild(self, i: int, tier: Tier, snap: Snapshot) -> None:
+        """Note every entry ``snap`` shows tier ``i`` holding, and forget those it no longer holds."""
         seen: set[Entry] = set()
         for model_id, raw, held in snap.models:
             try:

@@ -16,7 +16,7 @@ from tensorcache import TensorCache
 from tensorcache.config import CacheConfig
 from tensorcache.trace import TraceRecord
 
-from ..collector import fewer_full_collections
+from tensorcache.collector import fewer_full_collections
 from ..evaluators import Evaluator
 from .guard import SearchCache
 

@@ -29,6 +29,12 @@ def test_catalog_bench_opens_files_of_every_history_with_their_live_models(tmp_p
     assert [(r["history"], r["live"]) for r in rows] == [(20, 20), (200, 40)]
 
 
+def test_catalog_bench_opens_models_of_many_layers(tmp_path: Path) -> None:
+    out = _run("catalog.py", "--live", "30", "--history", "60", "--repeats", "1", "--layers", "5", "--out", str(tmp_path))
+    assert "at 30 live models of 5 layers" in out, out
+    assert [(r["live"], r["layers"]) for r in json.loads((tmp_path / "catalog.json").read_text())["rows"]] == [(30, 5)]
+
+
 def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) -> None:
     out = _run("scale.py", "--evals", "60", "240", "--workers", "10", "--window", "40", "--out", str(tmp_path))
     assert "ratio scale.per_eval_240_vs_60 " in out and "ratio scale.window_last_vs_first_serving " in out, out

@@ -95,3 +95,31 @@ def test_a_change_naming_a_record_of_another_model_is_counted_and_skipped(tmp_pa
     assert sorted(reader.catalog.held_in([0])) == [("c", 0), ("c", 1)]
     tier.close()
     reader.slots[0].tier.close()
+
+
+def test_a_rebuild_from_the_books_runs_no_collection_and_leaves_the_collector_on(tmp_path):
+    import gc
+
+    writer = _stack(tmp_path / "c", "writer")
+    for m in range(200):
+        _put(writer, f"m{m}", 3)
+    reader = _stack(tmp_path / "c", "reader")
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(10)  # without the pause, a rebuild of 600 entries would collect dozens of times
+    gc.callbacks.append(seen)
+    try:
+        Follower(reader)
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*threshold)
+    assert len(collections) <= 2 and gc.isenabled()  # the young ones the next allocation after it starts
+    assert len(reader.catalog.held_in([0])) == 600
+    for stack in (writer, reader):
+        for slot in stack.slots:
+            slot.tier.close()
