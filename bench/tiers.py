@@ -13,8 +13,8 @@ subject and baseline timed in turns on identical bytes:
 * redis: ``RedisTier.get`` vs redis-py GET on the same server (target >= 0.90); ``put`` vs SET.
 * lookup: ``TensorCache.lookup`` of a model of 8 layers totalling N bytes from a cache holding only that
   tier vs that tier's raw gets of the same payloads (shows digest checks and bookkeeping).
-* round trip: ``TensorCache.lookup`` of a model of 32 layers totalling 1, 5 and 50 MiB from a cache holding
-  only Redis vs one redis-py GET of a single value of the same total bytes (what one round trip moves;
+* round trip: ``TensorCache.lookup`` of a model of 32 layers (``--round-trip-layers N``) totalling 1, 5 and
+  50 MiB from a cache holding only Redis vs one redis-py GET of a single value of the same total bytes (what one round trip moves;
   target >= 0.5), and from a cache holding only LMDB vs one read transaction of the same payloads copied
   out unchecked (``LMDBTier.get_many``; target >= 0.8).
 * served: ``TensorCache.lookup(...).layers`` of a torch model of 8 layers totalling N bytes from the memory
@@ -304,15 +304,14 @@ def _whole_lookup(cache: TensorCache, arch: tuple[int, ...], nbytes: int, tier: 
 ROUND_TRIP_LAYERS = 32
 
 
-def bench_round_trip(quick: bool, workdir: str, url: str) -> list[Comparison]:
-    """A lookup from Redis against one GET of the same total bytes, and from LMDB against one read transaction of
-    the same payloads, at 1, 5 and 50 MiB (1 MiB when quick)."""
+def bench_round_trip(quick: bool, workdir: str, url: str, n_layers: int = ROUND_TRIP_LAYERS) -> list[Comparison]:
+    """A lookup of a model of ``n_layers`` one-tensor layers from Redis against one GET of the same total bytes,
+    and from LMDB against one read transaction of the same payloads, at 1, 5 and 50 MiB (1 MiB when quick)."""
     out = []
     client = redis.Redis.from_url(url)
     for total in ([MiB] if quick else [MiB, 5 * MiB, 50 * MiB]):
         rng = np.random.default_rng(2)
-        layers = [{"w": rng.standard_normal(total // ROUND_TRIP_LAYERS // 4, dtype=np.float32)}
-                  for _ in range(ROUND_TRIP_LAYERS)]
+        layers = [{"w": rng.standard_normal(total // n_layers // 4, dtype=np.float32)} for _ in range(n_layers)]
         nbytes = sum(layer["w"].nbytes for layer in layers)
         arch = (0,) * len(layers)
         blobs = dict(encode(layer["w"])[:2] for layer in layers)
@@ -339,7 +338,7 @@ def bench_round_trip(quick: bool, workdir: str, url: str) -> list[Comparison]:
                 _close(cache, tier, url)
             out.append(Comparison("round_trip", f"lookup.{tier}@{fmt_bytes(nbytes)} vs raw", "TensorCache.lookup",
                                   what, nbytes, t["lookup"], t["raw"], 0.5 if tier == "redis" else 0.8,
-                                  f"{ROUND_TRIP_LAYERS} payloads, each read and its digest checked"))
+                                  f"{n_layers} payloads, each read and its digest checked"))
     client.close()
     return out
 
@@ -722,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="bench_out", help="where tiers.csv/json go (default: bench_out)")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 1 MiB, 3 repeats")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument("--round-trip-layers", type=int, default=ROUND_TRIP_LAYERS, metavar="N",
+                   help=f"layers of the model the round_trip part looks up (default {ROUND_TRIP_LAYERS})")
     args = p.parse_args(argv)
     sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
     meta = {**machine(), "sizes": sizes, "quick": args.quick}
@@ -735,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "redis": ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
                  "lookup": ("TensorCache.lookup vs raw tier gets", lambda: bench_lookup(sizes, args.quick, workdir, url)),
                  "round_trip": ("lookup from Redis vs one GET of the same bytes",
-                                lambda: bench_round_trip(args.quick, workdir, url)),
+                                lambda: bench_round_trip(args.quick, workdir, url, args.round_trip_layers)),
                  "served": ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
                  "put": ("TensorCache.put of a whole model", lambda: bench_put(args.quick, workdir)),
                  "warm_start": ("warm start of NB201 N=5 (C=16, C=32)", lambda: bench_warm_start(args.quick, workdir, url))}
