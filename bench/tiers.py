@@ -65,6 +65,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,7 @@ from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 
 PARTS = ("memory", "lmdb", "redis", "lookup", "round_trip", "served", "put", "warm_start")
+REDIS_PARTS = {"redis", "lookup", "round_trip"}  # the warm start leaves its Redis tier out where there is none
 BEST_NB201 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 LOOKUP_LAYERS = 8
 # untimed puts before the full cases are timed: each file reaches the size it keeps (two models held, one freed, one
@@ -231,7 +233,7 @@ def _drop_namespace(client: redis.Redis, namespace: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ full path
-def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str, pinned: bool = False,
+def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str | None, pinned: bool = False,
                        device: str = "cpu") -> TensorCache:
     """A TensorCache holding only ``tier`` (a fresh LMDB folder or Redis namespace each time)."""
     ns = f"bench-{uuid.uuid4().hex[:8]}"
@@ -244,7 +246,7 @@ def _single_tier_cache(tier: str, capacity: int, workdir: str, url: str, pinned:
     return TensorCache(memory=0, redis=url, redis_capacity=capacity, namespace=ns, redis_required=True)
 
 
-def _raw_reader(tier: str, cache: TensorCache, blobs: dict[bytes, bytearray], workdir: str, url: str
+def _raw_reader(tier: str, cache: TensorCache, blobs: dict[bytes, bytearray], workdir: str, url: str | None
                 ) -> tuple[Tier, Callable[[], list[Any]]]:
     """A second tier object on the same store as ``cache``'s (or, for memory, holding the same blobs)."""
     if tier == "memory":
@@ -374,7 +376,7 @@ def _served_case(n: int, quick: bool) -> list[Comparison]:
                        n, t["layers"], t["lookup"], None, note)]
 
 
-def _close(cache: TensorCache, tier: str, url: str) -> None:
+def _close(cache: TensorCache, tier: str, url: str | None) -> None:
     if tier == "redis":
         client = redis.Redis.from_url(url)
         _drop_namespace(client, cache.namespace)
@@ -590,7 +592,7 @@ def _put_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: La
 
 
 # ---------------------------------------------------------------------------------------- warm start
-def bench_warm_start(quick: bool, workdir: str, url: str) -> list[Comparison]:
+def bench_warm_start(quick: bool, workdir: str, url: str | None) -> list[Comparison]:
     import torch
 
     cuda = torch.cuda.is_available()
@@ -604,7 +606,7 @@ def bench_warm_start(quick: bool, workdir: str, url: str) -> list[Comparison]:
         torch.set_num_threads(threads)
 
 
-def _warm_start_cases(quick: bool, workdir: str, url: str, device: Any) -> list[Comparison]:
+def _warm_start_cases(quick: bool, workdir: str, url: str | None, device: Any) -> list[Comparison]:
     import torch
 
     from nas_integration.spaces import NB201Space
@@ -628,7 +630,7 @@ WARM_TIERS = ("device", "memory", "lmdb", "redis")
 
 
 def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], target: Any, reps: int, workdir: str,
-              url: str, label: str = "warm") -> list[Comparison]:
+              url: str | None, label: str = "warm") -> list[Comparison]:
     """Warm starts from each tier vs load_state_dict and vs one copy of the same bytes (pinned host-to-device
     on CUDA, host to host on CPU); LMDB also vs raw reads + that copy; the foreach floor vs that copy."""
     import torch
@@ -655,7 +657,7 @@ def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], targ
     caches: dict[str, TensorCache] = {}
     raw: Tier | None = None
     try:
-        for tier in WARM_TIERS:
+        for tier in WARM_TIERS if url else [t for t in WARM_TIERS if t != "redis"]:
             caches[tier] = _single_tier_cache(tier, 64 * MiB, workdir, url, pinned=cuda, device=str(device))
             caches[tier].put("donor", arch, state, layer_map=lmap)
             cases[tier] = (_warm(caches[tier], target, arch, lmap, nbytes, cuda), None)
@@ -729,8 +731,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench/tiers.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
     t0 = time.perf_counter()
     comparisons: list[Comparison] = []
-    with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, redis_url(args.redis) as url:
-        print(f"redis: {url}")
+    wanted = [part.strip() for part in args.parts.split(",") if part.strip()]
+    with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, _redis_for(wanted, args.redis) as url:
+        print(f"redis: {url or 'none (no redis-server here: the warm start leaves its Redis tier out)'}")
         parts = {"memory": ("memory tier", lambda: bench_memory(sizes, args.quick)),
                  "lmdb": ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
                  "redis": ("redis tier", lambda: bench_redis(sizes, args.quick, url)),
@@ -740,7 +743,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "served": ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
                  "put": ("TensorCache.put of a whole model", lambda: bench_put(args.quick, workdir)),
                  "warm_start": ("warm start of NB201 N=5 (C=16, C=32)", lambda: bench_warm_start(args.quick, workdir, url))}
-        wanted = [part.strip() for part in args.parts.split(",") if part.strip()]
         unknown = set(wanted) - set(PARTS)
         if unknown:
             p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
@@ -754,6 +756,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(comparisons)} comparisons in {meta['seconds']:.0f} s; targets short: {', '.join(short) or 'none'}")
     print(f"wrote {csv_path} and tiers.json")
     return 0
+
+
+def _redis_for(wanted: Sequence[str], given: str | None) -> AbstractContextManager[str | None]:
+    """A Redis server for the parts that need one (an error where none can be had); for the others one only
+    where it is given or can be started, so that a GPU node without redis-server still runs the warm start."""
+    if REDIS_PARTS & set(wanted) or given or os.environ.get("TENSORCACHE_TEST_REDIS_URL") \
+            or shutil.which("redis-server"):
+        return redis_url(given)
+    return nullcontext(None)
 
 
 if __name__ == "__main__":

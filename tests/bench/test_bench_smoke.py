@@ -55,6 +55,20 @@ def test_tiers_quick(tmp_path: Path, redis_url: str) -> None:
     assert (tmp_path / "tiers.csv").read_text().startswith("group,label,subject,baseline,nbytes")
 
 
+def test_tiers_warm_start_runs_without_redis_server_and_leaves_its_redis_tier_out(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"  # a PATH with python and nothing else: no redis-server, as on many GPU nodes
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != "TENSORCACHE_TEST_REDIS_URL"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "tiers.py"), "--quick", "--parts", "warm_start",
+                           "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "PATH": str(bare)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = ratios(proc.stdout)
+    assert "redis: none" in proc.stdout and "warm.prefix.memory.vs_copy" in found, proc.stdout
+    assert not [label for label in found if ".redis." in label], found
+
+
 def test_prefault_quick() -> None:
     assert float(ratios(run_bench("prefault.py"))["prefault.loop_rounds"]) > 0
 
