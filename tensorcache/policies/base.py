@@ -110,10 +110,12 @@ class LazyHeap:
     def push(self, key: Key, priority: Any) -> None:
         token = self._live[key] = self._token
         self._token += 1
-        self._risen.pop(key, None)
-        heapq.heappush(self._heap, (priority, token, key))
-        if len(self._heap) > 2 * len(self._live) + 64:
-            self._heap = [item for item in self._heap if self._live.get(item[2]) == item[1]]
+        if self._risen:
+            self._risen.pop(key, None)
+        heap = self._heap
+        heapq.heappush(heap, (priority, token, key))
+        if len(heap) > 2 * len(self._live) + 64:
+            self._heap = [item for item in heap if self._live.get(item[2]) == item[1]]
             heapq.heapify(self._heap)
 
     def rise(self, key: Key, priority: Any, floor: Any | None) -> None:
@@ -126,32 +128,35 @@ class LazyHeap:
 
     def discard(self, key: Key) -> None:
         self._live.pop(key, None)
-        self._risen.pop(key, None)
+        if self._risen:
+            self._risen.pop(key, None)
 
     def peek(self) -> tuple[Any, Key] | None:
         """(priority, key) of the smallest live item, or None."""
         heap, live, risen, ranked = self._heap, self._live, self._risen, self._ranked
+        first, end = self._next, len(ranked)
         while True:
-            while self._next < len(ranked) and live.get(ranked[self._next]) != self._next:
-                self._next += 1  # pushed again or discarded since the start
-            if self._next < len(ranked) and ranked[self._next] in risen:  # its item moves into the heap
-                key = ranked[self._next]
+            while first < end and live.get(ranked[first]) != first:
+                first += 1  # pushed again or discarded since the start
+            self._next = first
+            if first < end and risen and ranked[first] in risen:  # its item moves into the heap
+                key = ranked[first]
                 self.push(key, risen[key])
+                heap = self._heap  # a push may compact it into a new list
                 continue
             while heap:
                 priority, token, key = heap[0]
                 if live.get(key) != token:
                     heapq.heappop(heap)
-                elif key in risen:
+                elif risen and key in risen:
                     token = live[key] = self._token
                     self._token += 1
                     heapq.heapreplace(heap, (risen.pop(key), token, key))
                 else:
                     break
-            if self._next < len(ranked):
-                assert self._ranked_priority is not None  # given with the ranked keys
-                first = self._ranked_priority(self._next), ranked[self._next]
-                return first if not heap or not heap[0][0] < first[0] else (heap[0][0], heap[0][2])  # ties: the older
+            if first < end:
+                top = self._ranked_priority(first), ranked[first]  # type: ignore[misc]  # given with the ranked keys
+                return top if not heap or not heap[0][0] < top[0] else (heap[0][0], heap[0][2])  # ties: the older
             return (heap[0][0], heap[0][2]) if heap else None
 
     def pop(self) -> tuple[Any, Key]:

@@ -65,11 +65,10 @@ def _run_ranks(group: np.ndarray, depth: np.ndarray, value: Sequence[float] | np
     return deeper[0, row, depth] / deeper[1, row, depth]
 
 
-_BYTES = np.uint64(0x0101010101010101)  # a one in every byte of a word
 _LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
 _PLACES = np.uint64(sum((8 - k) << (8 * k) for k in range(8)))  # byte k weighs 8 - k: the top byte of a product
-# with a word of 0/1 bytes sums each set byte's place + 1, with no carry between bytes (at most 36 per byte)
-_SHIFT, _SEVEN = np.uint64(56), np.uint64(7)
+# with a word of one set byte (0x01) is that byte's place + 1
+_SHIFT, _SEVEN, _ONE = np.uint64(56), np.uint64(7), np.uint64(1)
 
 
 def _words(rows: np.ndarray, width: int) -> np.ndarray:
@@ -81,34 +80,48 @@ def _words(rows: np.ndarray, width: int) -> np.ndarray:
 
 
 def _packed(arch: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The parents' side of ``_differences`` by words, made once per set of parents: each row of ``arch`` as a
-    word, and place + 1 -> ``pick`` (0: none; sums of several places past the width read 0); None where the
-    arch is wider than 8 positions or holds a value of 255 or more."""
+    """The parents' side of ``_chances`` by words, made once per set of parents: each row of ``arch`` as a
+    word, and place + 1 -> ``pick`` (0: none); None where the arch is wider than 8 positions or holds a value
+    of 255 or more."""
     width = arch.shape[1]
     if width > 8 or int(arch.max(initial=0)) >= 255:
         return None
-    at = np.zeros(37)
+    at = np.zeros(9)
     at[1:width + 1] = pick
     return _words(arch, width), at
 
 
-def _differences(arch: np.ndarray, packed: tuple[np.ndarray, np.ndarray] | None, want: np.ndarray,
-                 mask: np.ndarray, pick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _chances(arch: np.ndarray, packed: tuple[np.ndarray, np.ndarray] | None, want: np.ndarray, mask: np.ndarray,
+             pick: np.ndarray, stay: np.ndarray) -> np.ndarray:
     """For each parent (row of ``arch``, ``packed`` its words: ``_packed``) and pattern (row of ``want``, ``mask``
-    where it depends): how many positions of the pattern it differs at, and ``pick`` at that position where it
-    is one (elsewhere any value). Up to 8 positions of values below 255 go a word per row (each pair's differing
-    bytes counted by one product: far fewer array passes than one per position); one pattern, more positions or
-    larger values go position by position (for one pattern that is the fewer numpy calls)."""
+    where it depends): P(one mutation of the parent recreates the pattern): ``stay`` of the pattern where they
+    agree, ``pick`` at the one position where they differ at one, else 0. Up to 8 positions of values below 255
+    go a word per row (a byte per position), in place, and only the pairs that differ at one position at most
+    are read one by one (far fewer array passes than one per position); one pattern, more positions or larger
+    values go position by position (for one pattern that is the fewer numpy calls)."""
     width = arch.shape[1]
     if packed is not None and len(want) > 1 and int(want.max(initial=0)) < 255:
         words, at = packed
         care = np.zeros((len(want), 8), np.uint8)
         care[:, :width] = mask * np.uint8(255)
-        apart = (words[:, None] ^ _words(want, width)[None, :]) & care.view(np.uint64)[:, 0][None, :]
-        ones = ((((apart & _LOW7) + _LOW7) | apart) & _HIGH) >> _SEVEN  # 1 in each byte that differs
-        return (ones * _BYTES) >> _SHIFT, at[(ones * _PLACES) >> _SHIFT]
+        apart = words[:, None] ^ _words(want, width)[None, :]
+        apart &= care.view(np.uint64)[:, 0][None, :]
+        high = apart & _LOW7  # then the high bit of each byte that differs, alone
+        high += _LOW7
+        high |= apart
+        high &= _HIGH
+        np.subtract(high, _ONE, out=apart)  # reused: zero where one byte differs at most
+        apart &= high
+        close = np.flatnonzero(apart.ravel() == 0)
+        differ = high.ravel()[close]
+        chance = np.zeros(high.shape)
+        flat, agree = chance.ravel(), differ == 0
+        flat[close[agree]] = stay[close[agree] % len(want)]
+        flat[close[~agree]] = at[((differ[~agree] >> _SEVEN) * _PLACES) >> _SHIFT]
+        return chance
     differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
-    return differ @ np.ones(width, np.int32), differ @ pick  # a product counts faster than a boolean sum
+    count, single = differ @ np.ones(width, np.int32), differ @ pick  # a product counts faster than a boolean sum
+    return np.where(count == 0, stay[None, :], np.where(count == 1, single, 0.0))
 
 
 def _wanted(deps: Sequence[int], values: Sequence[int], width: int) -> list[int]:
@@ -249,12 +262,14 @@ class EvolutionAware(Policy):
         self._fallback_current = True  # else it holds no entries, and is given them again if it has to decide
         self._tick = itertools.count()
         self._deps: tuple[Any, tuple[int, ...]] = (_NONE, ())  # the last deps tuple inserted, and its positions
+        self._spelled: tuple[Any, ...] = (None, None, ())  # the last (arch, deps) filed, and the arch's values at deps
         self._entries: dict[Key, _Entry] = {}
         self._models: dict[str, _Model] = {}
         self._holders: dict[int, set[Key]] = {}  # held content's row -> the keys holding it
         self._contents = Columns(hits="q", pattern="q", value="d")  # held contents: hits on each, its pattern's
         # row of ``_patterns`` (-1: an undescribed model's own), its value as of the last rebuild (NaN: not yet)
         self._hits, self._valued = self._contents.array("hits"), self._contents.array("value")
+        self._pattern_of = self._contents.array("pattern")
         self._patterns = Columns(uses="q", width="q")  # (deps, arch values at deps) of held contents: contents
         # held, positions it covers; contents that differ only in layer share one, valued once
         self._uses = self._patterns.array("uses")
@@ -305,7 +320,7 @@ class EvolutionAware(Policy):
         self._ascending = sorted(scores)
         self._population, self._weights, dropped, self._members = (ids, scores), None, self._members, set(ids)
         self._unlisted.update(dropped - self._members)
-        self._listed.update(self._members)
+        self._listed |= self._members
         if self._members:
             if self._fallback_current:
                 self._fallback.hold_instead((), {}, 0)
@@ -385,7 +400,10 @@ class EvolutionAware(Policy):
                 self._unfile(key, self._entries[key])
             self._describe(model_id, model)
             for key in list(model.keys.values()):
-                self._file(key, self._entries[key], model, self._entry_rows.row[key])
+                entry = self._entries[key]
+                self._entry_content[entry.row] = self._file(key, entry, model)
+                if not self._stale:
+                    self._rank_filed(key, entry, model, entry.row, push=True)
 
     def _describe(self, model_id: str, model: _Model) -> None:
         model.arch = self._archs.get(model_id)
@@ -426,11 +444,20 @@ class EvolutionAware(Policy):
             model.row = self._model_rows.add(model_id)
             self._describe(model_id, model)
         depth = key[1] if type(key) is tuple and len(key) == 2 and type(key[1]) is int else layer_depth(key)
-        weight = float(max(size, 1))
+        weight = float(size) if size > 1 else 1.0
         entry = entries[key] = _Entry(model_id, depth, deps, weight, tick, size, model)
         model.add(depth, key)
-        row = entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, -1, math.nan)
-        self._file(key, entry, model, row, push=False)
+        content = self._file(key, entry, model)
+        if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert: keeps all
+            entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, content,
+                                             math.nan if self._stale else math.inf)
+            if model_id in self._held:  # its put goes on: its entries stay out of the heap (``_touch``)
+                model.touch = next(self._tick)
+                return
+        else:
+            row = entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, content, math.nan)
+            if not self._stale:
+                self._rank_filed(key, entry, model, row)
         self._touch(model_id, model)  # sets the priorities of its entries
 
     def on_hit(self, key: Key) -> None:
@@ -520,14 +547,16 @@ class EvolutionAware(Policy):
         return key in self._entries
 
     # --------------------------------------------------------------- contents and values
-    def _file(self, key: Key, entry: _Entry, model: _Model, row: int, push: bool = True) -> None:
-        """File the entry (of ``model``, at entry ``row``) under its content and rank it (``push``: set its
-        priorities too)."""
+    def _file(self, key: Key, entry: _Entry, model: _Model) -> int:
+        """File the entry (of ``model``) under its content; returns the content's row."""
         arch, deps = model.arch, entry.deps
         if arch is None or (deps and deps[-1] >= len(arch)):
             content: Content = ("own", key)
         else:
-            content = (entry.depth, deps, tuple(map(arch.__getitem__, deps)))
+            spelled = self._spelled
+            if arch is not spelled[0] or deps is not spelled[1]:  # a model's layers often share one deps tuple
+                spelled = self._spelled = (arch, deps, tuple(map(arch.__getitem__, deps)))
+            content = (entry.depth, deps, spelled[2])
         contents = self._contents
         at = contents.row.get(content)
         if at is None:
@@ -538,21 +567,24 @@ class EvolutionAware(Policy):
             content = contents.key(at)  # the one copy of it held (no new object kept per entry)
             self._holders[at].add(key)
         entry.content, entry.content_row = content, at
-        self._entry_content[row] = at
-        if not self._stale:
-            if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert
-                self._ranks[row] = math.inf
-                if push:
-                    self._push(entry)
-            elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
-                self._rank_model(model)
-                if push:
-                    for other in model.keys.values():
-                        self._push(self._entries[other])
-            else:  # a new layer is its model's deepest: its own value per byte
-                self._ranks[row] = self._entry_value(key) / entry.size
-                if push:
-                    self._push(entry)
+        return at
+
+    def _rank_filed(self, key: Key, entry: _Entry, model: _Model, row: int, push: bool = False) -> None:
+        """Rank a filed entry (of ``model``, at entry ``row``) until the next rebuild (``push``: set its priorities
+        too)."""
+        if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert
+            self._ranks[row] = math.inf
+            if push:
+                self._push(entry)
+        elif model.layers and not model.lost and len(model.keys) == model.layers:  # its put just ended
+            self._rank_model(model)
+            if push:
+                for other in model.keys.values():
+                    self._push(self._entries[other])
+        else:  # a new layer is its model's deepest: its own value per byte
+            self._ranks[row] = self._entry_value(key) / entry.size
+            if push:
+                self._push(entry)
 
     def _rank_model(self, model: _Model) -> None:
         """Rank the layers of a model whose put just ended (until the next rebuild), as ``_rank_columns`` does
@@ -591,7 +623,7 @@ class EvolutionAware(Policy):
         holders.discard(key)
         if not holders:
             del self._holders[row]
-            value, pattern = self._valued[row], self._contents.get("pattern", row)
+            value, pattern = self._valued[row], self._pattern_of[row]
             if value == value:  # valued: kept until the next rebuild, as if still held
                 self._value[content] = value
             if pattern >= 0:
@@ -701,11 +733,13 @@ class EvolutionAware(Policy):
     def _weight(self, model_id: str) -> float:
         """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
         weight = self._member_weights().get(model_id)
-        if weight is not None:
-            return weight
+        return weight if weight is not None else 0.0 if model_id in self._listed else self._newcomer_weight(model_id)
+
+    def _newcomer_weight(self, model_id: str) -> float:
+        """``_weight`` of a model never listed as a member: a young one counts as a median newcomer."""
         model = self._models.get(model_id)
         born = model.born if model is not None else self._inflight.get(model_id)
-        if born is None or model_id in self._listed or not self._ascending:
+        if born is None or not self._ascending:
             return 0.0
         score = self._scores.get(model_id)
         p = self._newcomer_p if score is None else self._p_donor(score, joining=1)
@@ -723,7 +757,7 @@ class EvolutionAware(Policy):
 
     def _parents(self, width: int) -> tuple[Any, ...]:
         """(arch matrix, weight) of the described parents with weight > 0, the mutation odds, and the arch matrix
-        packed for ``_differences``."""
+        packed for ``_chances``."""
         width = max(width, len(self._hist), max(map(len, self._archs.values()), default=0))
         merged: dict[tuple[int, ...], float] = {}  # parents of one arch breed alike: one row, summed weight
         members, listed = self._member_weights(), self._listed
@@ -732,7 +766,7 @@ class EvolutionAware(Policy):
             if w is None:
                 if m in listed:  # listed once, no longer a member: no weight (``_weight``)
                     continue
-                w = self._weight(m)
+                w = self._newcomer_weight(m)
             if w > 0:
                 merged[a] = merged.get(a, 0.0) + w
         arch = np.array([a + (-1,) * (width - len(a)) for a in merged], np.int64).reshape(len(merged), width)
@@ -797,10 +831,8 @@ class EvolutionAware(Policy):
             want = np.pad(want, ((0, 0), (0, width - want.shape[1])), constant_values=-1)
         want = want[:, :width]
         mask = want >= 0  # arch values are >= 0
-        count, single = _differences(arch, packed, want, mask, pick)
         stay = 1.0 - mask @ where  # P(the mutation misses every position of the pattern)
-        chance = np.where(count == 0, stay[None, :], np.where(count == 1, single, 0.0))
-        return weight @ chance
+        return weight @ _chances(arch, packed, want, mask, pick, stay)
 
     def _rebuild(self) -> None:
         """Value every held content and re-rank every entry (when the state is stale, not per call), in a few
@@ -844,10 +876,10 @@ class EvolutionAware(Policy):
         entries, holders = self._entries, self._holders
         for m, model in self._models.items():
             row = model.row
-            if model.arriving():
+            if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per model
                 kind[row] = arriving
             elif model.prefix:
-                got = run[row] = model.run()
+                got = run[row] = model.held_run
                 kind[row] = counted
                 if got:
                     last = model.keys[got - 1]
