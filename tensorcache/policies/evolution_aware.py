@@ -327,10 +327,14 @@ class EvolutionAware(Policy):
             self._fallback_current = False  # the population decides now
         for m in self._scores.keys() & self._members:
             del self._scores[m]
-        for m in [m for m, born in self._inflight.items()
-                  if m in self._members or self._updates - born >= population_size]:
-            del self._inflight[m]  # listed at last, or its news is too old to trust
-            self._unlisted.add(m)
+        inflight = self._inflight
+        if inflight:
+            gone = inflight.keys() & self._members  # listed at last
+            if min(inflight.values()) <= self._updates - population_size:  # or its news is too old to trust
+                gone.update(m for m, born in inflight.items() if self._updates - born >= population_size)
+            for m in gone:
+                del inflight[m]
+            self._unlisted |= gone
         for m in self._unlisted:  # only these can have become dead models that hold nothing
             if m in self._archs and m not in self._members and m not in self._models and m not in self._inflight:
                 del self._archs[m]  # no parent and no entry
@@ -769,7 +773,8 @@ class EvolutionAware(Policy):
                 w = self._newcomer_weight(m)
             if w > 0:
                 merged[a] = merged.get(a, 0.0) + w
-        arch = np.array([a + (-1,) * (width - len(a)) for a in merged], np.int64).reshape(len(merged), width)
+        rows = list(merged) if set(map(len, merged)) <= {width} else [a + (-1,) * (width - len(a)) for a in merged]
+        arch = np.array(rows, np.int64).reshape(len(merged), width)
         where, pick = self._mutation_odds(width)
         return arch, np.array(list(merged.values())), where, pick, _packed(arch, pick)
 
@@ -787,9 +792,13 @@ class EvolutionAware(Policy):
                 rows.append(patterns.setdefault(c[1:], len(patterns)))
         out = self._owned_values(len(contents), owned, max([1] + [deps[-1] + 1 for deps, _ in patterns if deps]))
         if patterns and len(self._state[1]):
-            width = self._state[0].shape[1]
-            table = [_wanted(deps, values, width) for deps, values in patterns]
-            out[described] = self._pattern_values(np.array(table, np.int64))[rows]
+            held = list(map(self._patterns.row.get, patterns))  # the table of patterns in use has their rows
+            if None in held:
+                width = self._state[0].shape[1]
+                want = np.array([_wanted(deps, values, width) for deps, values in patterns], np.int64)
+            else:
+                want = self._want[held]
+            out[described] = self._pattern_values(want)[rows]
         return out
 
     def _held_values(self, content_rows: np.ndarray) -> np.ndarray:
