@@ -27,6 +27,19 @@ from .books import WRONG_LENGTH, Txn
 T = TypeVar("T")
 
 _MANIFEST = struct.Struct(">QQ")  # total bytes, chunk size
+# The lengths of a hit's plain values in one command, however many (-1: not a plain value, absent or chunked
+# under a manifest): a pipeline of one STRLEN per value costs the client about as much per command as the
+# bytes of a small value. The values themselves then come in one MGET, not through the script, which would
+# copy them on the server twice more.
+_LENGTHS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('STRLEN', key)
+  if n == 0 and redis.call('EXISTS', key) == 0 then n = -1 end
+  out[i] = n
+end
+return out
+"""
 _MAX_CHUNK = 512 * 2**20  # Redis's largest string
 _MAX_CHUNKS = 2**24
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
@@ -82,6 +95,12 @@ def _reason(exc: redis.RedisError) -> str:
     return f"{type(exc).__name__}: {said}"
 
 
+def _refuses_scripts(exc: redis.ResponseError) -> bool:
+    """Whether the server's error says it runs no scripts for this client (disabled, renamed, not permitted)."""
+    said = str(exc).lower()
+    return any(word in said for word in ("unknown command", "noperm", "no permissions", "disabled", "not allowed"))
+
+
 def _required_down(url: str, exc: BaseException) -> ConnectionError:
     """The error of a required Redis that does not answer."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -104,6 +123,7 @@ class RedisTier(SharedTier):
         parts = urlsplit(url)
         self.address = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
         self._client = _client(url, socket_timeout)
+        self._lengths: Any = self._client.register_script(_LENGTHS)  # None once the server refuses scripts
         self.prefix = f"tc:{namespace}:".encode()
         self._backoff = 0.0
         self._down_until = 0.0
@@ -233,12 +253,16 @@ class _RedisTxn(Txn):
                 self.sizes[d] = (None, None) if manifest is None else (manifest[0], manifest)
 
     def get_blobs(self, wanted: Sequence[tuple[bytes, int | None]]) -> list[Any]:
-        """Two round trips for every plain value asked, however many: one pipeline for the lengths and
-        manifests (a wrong length is found before the bytes are fetched), one MGET for the values of the
-        right length; a chunked value's chunks then come in one MGET each."""
+        """Two round trips for every plain value asked, however many: their lengths (a wrong length is found
+        before the bytes are fetched), then one MGET for the values of the right length. The lengths come from
+        one server-side script; where the server refuses scripts (warned once) from a pipeline of a few
+        commands per value, which also reads the manifests. A chunked value's chunks then come in one MGET
+        each."""
         if self.watching:  # a write transaction watches what it reads: the generic way
             return super().get_blobs(wanted)
-        self.prefetch_blobs([d for d, _ in wanted])
+        if self.tier._lengths is not None:
+            self._plain_lengths([d for d, _ in wanted])
+        self.prefetch_blobs([d for d, _ in wanted])  # what the script did not find: absent, or chunked
         plain = list(dict.fromkeys(d for d, size in wanted if d not in self.blobs and self.sizes[d][1] is None
                                    and self.sizes[d][0] is not None and size in (None, self.sizes[d][0])))
         values = dict(zip(plain, self.client.mget([self._keys_of(d)[0] for d in plain]))) if plain else {}
@@ -262,6 +286,25 @@ class _RedisTxn(Txn):
         pattern = b"".join(b"\\" + bytes([c]) if c in b"*?[]\\" else bytes([c]) for c in full) + b"*"
         skip = len(self.p) + len(area)
         return iter([k[skip:] for k in self.tier._client.scan_iter(match=pattern, count=1000)])
+
+    def _plain_lengths(self, digests: Sequence[bytes]) -> None:
+        """Learn the lengths of the plain values among ``digests`` by the tier's script, in one command; nothing
+        if the server refuses scripts (warned once: the tier stops asking)."""
+        wanted = [d for d in dict.fromkeys(digests) if d not in self.blobs and d not in self.sizes]
+        if not wanted:
+            return
+        try:
+            got = self.tier._lengths(keys=[self._keys_of(d)[0] for d in wanted])
+        except redis.ResponseError as exc:
+            if not _refuses_scripts(exc):
+                raise  # e.g. a key of another type: a failed read, as on the other way
+            self.tier._lengths = None
+            self.tier._warn("scripts", "redis at %s refuses scripts (%s); reading lengths in a pipeline",
+                            self.tier.address, _reason(exc))
+            return
+        for d, n in zip(wanted, got):
+            if n >= 0:
+                self.sizes[d] = (n, None)
 
     def _keys_of(self, digest: bytes) -> tuple[bytes, bytes]:
         return self.p + b"v:" + digest, self.p + b"m:" + digest

@@ -49,20 +49,53 @@ def test_round_trip_accounting_delete_and_contains(tier):
     assert tier.get(b"a") is None and b"a" not in tier and tier.used_bytes() == 2
 
 
-def test_a_read_of_many_payloads_is_two_round_trips_plus_one_per_chunked_value(tier, monkeypatch):
-    from tensorcache.tiers.books import WRONG_LENGTH
+def _count_round_trips(monkeypatch) -> list[str]:
+    trips: list[str] = []
+    for cls, name in ((redis.client.Pipeline, "execute"), (redis.Redis, "execute_command")):
+        original = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda self, *a, _f=original, _n=name, **k: trips.append(_n) or _f(self, *a, **k))
+    return trips
 
+
+def _many_values(tier) -> dict[bytes, bytes]:
     values = {b"p%d" % i: os.urandom(50 + i) for i in range(30)}
     values[b"empty"], values[b"big"] = b"", os.urandom(2500)  # chunk_size 1000: 3 chunks
     for key, value in values.items():
         assert tier.put(key, value)
-    trips = []
-    for cls, name in ((redis.client.Pipeline, "execute"), (redis.Redis, "execute_command")):
-        original = getattr(cls, name)
-        monkeypatch.setattr(cls, name, lambda self, *a, _f=original, _n=name, **k: trips.append(_n) or _f(self, *a, **k))
+    return values
+
+
+def test_a_read_of_many_payloads_is_two_round_trips_plus_one_per_chunked_value(tier, monkeypatch):
+    from tensorcache.tiers.books import WRONG_LENGTH
+
+    values = _many_values(tier)
     wanted = [(k, len(v)) for k, v in values.items()] + [(b"nope", 3), (b"p1", 7)]
+    assert tier.read(wanted[:2]) == [values[b"p0"], values[b"p1"]]  # the server learns the lengths script
+    trips = _count_round_trips(monkeypatch)
+    assert tier.read(wanted[:31]) == list(values.values())[:31]
+    assert trips == ["execute_command"] * 2, trips  # the lengths of all 31 (one script), their values (one MGET)
+    trips.clear()
     got = tier.read(wanted)
     assert got[:len(values)] == list(values.values()) and got[-2] is None and got[-1] is WRONG_LENGTH
+    # the lengths script, then a pipeline for the two it found no plain value for (absent, chunked: the
+    # manifest), the plain values of the right length, the chunked one's chunks
+    assert trips == ["execute_command", "execute", "execute_command", "execute_command"], trips
+
+
+def test_a_server_that_refuses_scripts_is_read_in_two_round_trips_with_one_warning(tier, raw, monkeypatch, caplog):
+    from tensorcache.tiers.books import WRONG_LENGTH
+
+    values = _many_values(tier)
+    refused = redis.ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+    monkeypatch.setattr(redis.commands.core.Script, "__call__", lambda *a, **k: (_ for _ in ()).throw(refused))
+    wanted = [(k, len(v)) for k, v in values.items()] + [(b"nope", 3), (b"p1", 7)]
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        for _ in range(2):
+            got = tier.read(wanted)
+            assert got[:len(values)] == list(values.values()) and got[-2] is None and got[-1] is WRONG_LENGTH
+    assert sum("refuses scripts" in r.getMessage() for r in caplog.records) == 1
+    trips = _count_round_trips(monkeypatch)
+    tier.read(wanted)
     assert len(trips) == 3, trips  # lengths and manifests of all 33, the plain values, the chunked one's chunks
 
 
@@ -216,3 +249,13 @@ def test_rejects_bad_arguments(redis_url):
         RedisTier(redis_url, capacity=1, namespace="n", chunk_size=0)
     with pytest.raises(ValueError, match=re.escape("bad redis URL 'http://u:***@h'")):
         RedisTier("http://u:pw@h", capacity=1, namespace="n")
+
+
+def test_a_key_of_another_type_fails_that_read_and_the_script_stays_in_use(tier, raw, redis_namespace, monkeypatch):
+    from tensorcache.tiers.base import UNREADABLE
+
+    assert tier.put(b"ok", b"fine")
+    raw.lpush(f"tc:{redis_namespace}:v:".encode() + b"list", b"1")  # not a string: STRLEN refuses it
+    assert tier.read([(b"list", 1), (b"ok", 4)]) == [UNREADABLE, UNREADABLE]  # failed, as on the pipeline way
+    trips = _count_round_trips(monkeypatch)
+    assert tier.read([(b"ok", 4)]) == [b"fine"] and trips == ["execute_command"] * 2  # the script, then MGET
