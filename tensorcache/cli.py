@@ -196,11 +196,11 @@ def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     for text, v in zip(texts, verdicts):
         t = Table(title=f"{text.strip()} = {format_size(v.capacity_bytes)}: training seconds served ({args.score} "
                         f"children), bound {v.bound:,.1f} s")
-        for column in ("policy", "seconds served", "÷ bound", "behind the best"):
+        for column in ("policy", "seconds served", "÷ bound", "behind the best", "replay CPU s"):
             t.add_column(column, justify="left" if column == "policy" else "right")
         for name, got in sorted(v.scores.items(), key=lambda kv: -kv[1]):
             t.add_row(name, f"{got:,.1f}", f"{got / v.bound:.3f}" if v.bound > 0 else "n/a",
-                      "-" if name == v.best else f"{got - v.scores[v.best]:+,.1f}")
+                      "-" if name == v.best else f"{got - v.scores[v.best]:+,.1f}", f"{v.cpu_s[name]:.2f}")
         console.print(t)
         if v.scores[v.best] <= 0:
             console.print("best: none (no policy served a layer at this capacity)")

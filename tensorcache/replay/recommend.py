@@ -3,14 +3,18 @@ policy at each capacity, score each by the training seconds its served layers ar
 (``workload.layer_values``), and name the best with its margin over the runner-up and a bootstrap interval
 of that margin over the trace's lookups.
 
+Each replay's CPU time is kept beside its score: the engine's work is the same for every policy, so the
+differences are what the policies themselves cost to run, to weigh against the training seconds they serve.
+
 The interval resamples lookups with replacement and re-adds what each policy served them, holding each
 replay's decisions fixed: it says how much the verdict rests on a few lookups of this trace, not how a
 different search would go (replay traces of other seeds for that).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,7 +32,8 @@ CANDIDATES = ("fifo", "lru", "lfu", "donor-window", "evolution-aware")  # the bu
 @dataclass(frozen=True)
 class Verdict:
     """One capacity's ranking: every policy's score, the pick, its margin over the runner-up and the
-    bootstrap interval of that margin (seconds), how often the pick stayed best, and the bound's score."""
+    bootstrap interval of that margin (seconds), how often the pick stayed best, the bound's score, and the
+    CPU seconds each policy's replay took."""
 
     capacity_bytes: int
     scores: dict[str, float]  # policy -> training seconds served (of the children ``score`` counts)
@@ -39,6 +44,7 @@ class Verdict:
     high: float
     wins: float  # share of resamples in which ``best`` served the most
     bound: float  # value_bound: no schedule of this capacity serves more
+    cpu_s: dict[str, float] = field(default_factory=dict)  # policy -> CPU seconds of its replay (when timed)
 
 
 def per_lookup(result: ReplayResult, workload: Workload, score: str) -> np.ndarray:
@@ -51,8 +57,10 @@ def per_lookup(result: ReplayResult, workload: Workload, score: str) -> np.ndarr
 
 
 def verdict(results: dict[str, ReplayResult], workload: Workload, capacity_bytes: int, score: str = "all",
-            resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> Verdict:
-    """Rank the replays of one capacity (policy -> result) and bootstrap the pick's margin."""
+            resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+            cpu_s: Mapping[str, float] | None = None) -> Verdict:
+    """Rank the replays of one capacity (policy -> result) and bootstrap the pick's margin; ``cpu_s``: what
+    each replay took, kept as given."""
     if not results:
         raise ValueError("no policy to rank")
     if resamples < 1 or not 0 < confidence < 1:
@@ -64,8 +72,9 @@ def verdict(results: dict[str, ReplayResult], workload: Workload, capacity_bytes
     best = names[order[0]]
     bound = value_bound(workload, capacity_bytes, score)
     scores = dict(zip(names, totals.tolist()))
+    cpu = dict(cpu_s or {})
     if len(names) == 1:
-        return Verdict(capacity_bytes, scores, best, None, float("nan"), float("nan"), float("nan"), 1.0, bound)
+        return Verdict(capacity_bytes, scores, best, None, float("nan"), float("nan"), float("nan"), 1.0, bound, cpu)
     rng = np.random.default_rng(seed)
     lookups = table.shape[1]
     draws = np.stack([np.bincount(rng.integers(0, lookups, lookups), minlength=lookups)
@@ -76,7 +85,7 @@ def verdict(results: dict[str, ReplayResult], workload: Workload, capacity_bytes
     tail = (1 - confidence) / 2 * 100
     return Verdict(capacity_bytes, scores, best, names[order[1]], float(totals[order[0]] - totals[order[1]]),
                    float(np.percentile(margins, tail)), float(np.percentile(margins, 100 - tail)),
-                   float(np.mean(margins >= 0)), bound)
+                   float(np.mean(margins >= 0)), bound, cpu)
 
 
 def overall(verdicts: Sequence[Verdict]) -> str | None:
@@ -98,7 +107,7 @@ def recommend(workload: Workload, capacities: Sequence[int], population_size: in
               policies: Sequence[str] = CANDIDATES, score: str = "all", inflight: bool = False,
               resamples: int = 1000, seed: int = 0) -> list[Verdict]:
     """One Verdict per capacity (bytes): every policy replayed as a search runs it (W = 4P for the windowed
-    ones, as ``run_search`` sets), ranked by the training seconds it served."""
+    ones, as ``run_search`` sets), ranked by the training seconds it served, with each replay's CPU time."""
     for name in policies:
         if name not in POLICIES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
@@ -106,11 +115,13 @@ def recommend(workload: Workload, capacities: Sequence[int], population_size: in
             raise ValueError("belady needs the trace's future: it is a reference, not a policy a search can run")
     out = []
     for capacity in capacities:
-        results = {}
+        results, cpu_s = {}, {}
         for name in policies:
             cls = POLICIES[name]
             policy = cls(window=4 * population_size) if "window" in cls.options else cls()
+            started = time.process_time()
             results[name] = run(workload, PolicyStore(policy, capacity), name, capacity, population_size,
                                 sample_size, inflight=inflight)
-        out.append(verdict(results, workload, capacity, score, resamples, seed))
+            cpu_s[name] = time.process_time() - started
+        out.append(verdict(results, workload, capacity, score, resamples, seed, cpu_s=cpu_s))
     return out

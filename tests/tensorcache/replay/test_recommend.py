@@ -76,11 +76,13 @@ def test_cli_recommend_prints_the_pick_its_margin_and_json(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.count("best: ") == 2 and "95% interval over resampled lookups" in out and "recommend: " in out
+    assert "replay CPU s" in out
     assert main(args + ["--json", "--score", "transfer"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert got["score"] == "transfer" and got["recommend"] in CANDIDATES and len(got["capacities"]) == 2
     first = got["capacities"][0]
     assert first["capacity"] == "3%" and first["best"] == max(first["scores"], key=first["scores"].get)
+    assert set(first["cpu_s"]) == set(CANDIDATES) and all(s > 0 for s in first["cpu_s"].values())
     assert main(["replay", str(path), "--recommend", "--policies", "lru,belady"]) == 2
     assert "belady needs the trace's future" in capsys.readouterr().err
     assert main(["replay", str(path), "--recommend", "--policies", "lru,nope"]) == 2
