@@ -42,11 +42,11 @@ subject and baseline timed in turns on identical bytes:
   cache closed, against as many raw write transactions into a new file opened with the tier's flags (its map
   as large as the tier's may grow), in the CPU time of all threads (``.cpu``) and of the caller's thread alone
   (``.thread``: what a training thread pays; same target). With --quick, 6 models: the map does not grow.
-* warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5), and C=32 unless quick (labels ``warm.C32.``),
-  at the best CIFAR-10 cell from each tier
+* warm start: ``TensorCache.warm_start`` of NB201Space(C=16, N=5), and C=32 unless quick (labels ``warm.C32.``;
+  other widths with ``--warm-channels 16,24,...``, labels ``warm.C<C>.``), at the best CIFAR-10 cell from each tier
   (device tier on the model's device: "cuda", or "cpu") vs ``model.load_state_dict`` of the same tensors,
   and vs one copy of the same bytes: one pinned host-to-device copy on CUDA, one torch copy between two
-  host buffers on CPU (target for the memory and device tiers: <= 2x that copy, i.e. ratio >= 0.5; at C=32
+  host buffers on CPU (target for the memory and device tiers: <= 2x that copy, i.e. ratio >= 0.5; from C=32
   ratio >= 0.8). The
   LMDB tier is also compared with raw LMDB reads of its payloads plus that copy; and, to show the floor
   of a model of many small tensors, one ``torch._foreach_copy_`` of the same tensors into the module,
@@ -592,7 +592,8 @@ def _put_cases(name: str, arch: tuple[int, ...], state: dict[str, Any], lmap: La
 
 
 # ---------------------------------------------------------------------------------------- warm start
-def bench_warm_start(quick: bool, workdir: str, url: str | None) -> list[Comparison]:
+def bench_warm_start(quick: bool, workdir: str, url: str | None, channels: Sequence[int] = (16, 32)
+                     ) -> list[Comparison]:
     import torch
 
     cuda = torch.cuda.is_available()
@@ -601,18 +602,19 @@ def bench_warm_start(quick: bool, workdir: str, url: str | None) -> list[Compari
     if not cuda:  # small copies on 2 threads stall whenever another process holds a core
         torch.set_num_threads(1)
     try:
-        return _warm_start_cases(quick, workdir, url, device)
+        return _warm_start_cases((16,) if quick else channels, quick, workdir, url, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _warm_start_cases(quick: bool, workdir: str, url: str | None, device: Any) -> list[Comparison]:
+def _warm_start_cases(widths: Sequence[int], quick: bool, workdir: str, url: str | None, device: Any
+                      ) -> list[Comparison]:
     import torch
 
     from nas_integration.spaces import NB201Space
 
     out = []
-    for channels in (16,) if quick else (16, 32):  # C=16: 4.9 MiB; C=32: 19.7 MiB, both 489 tensors
+    for channels in widths:  # C=16: 4.9 MiB; C=32: 19.7 MiB, both 489 tensors
         space = NB201Space(C=channels, N=5)
         arch = space.encode(BEST_NB201)
         torch.manual_seed(0)
@@ -621,8 +623,10 @@ def _warm_start_cases(quick: bool, workdir: str, url: str | None, device: Any) -
         target = space.build(arch, 10, (3, 32, 32)).to(device)
         reps = 3 if quick else 20
         label = "warm" if channels == 16 else f"warm.C{channels}"
+        target_ratio = 0.8 if channels >= 32 else 0.5
         out += [c for mode in ("compatible", "prefix")
-                for c in warm_mode(space.layer_map(arch, mode), arch, state, target, reps, workdir, url, label)]
+                for c in warm_mode(space.layer_map(arch, mode), arch, state, target, reps, workdir, url, label,
+                                   target_ratio)]
     return out
 
 
@@ -630,7 +634,7 @@ WARM_TIERS = ("device", "memory", "lmdb", "redis")
 
 
 def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], target: Any, reps: int, workdir: str,
-              url: str | None, label: str = "warm") -> list[Comparison]:
+              url: str | None, label: str = "warm", target_ratio: float = 0.5) -> list[Comparison]:
     """Warm starts from each tier vs load_state_dict and vs one copy of the same bytes (pinned host-to-device
     on CUDA, host to host on CPU); LMDB also vs raw reads + that copy; the foreach floor vs that copy."""
     import torch
@@ -676,7 +680,7 @@ def warm_mode(lmap: LayerMap, arch: tuple[int, ...], state: dict[str, Any], targ
         out.append(Comparison("warm_start", f"{label}.{lmap.mode}.{tier}.vs_load", f"warm_start({tier})",
                               "load_state_dict", nbytes, t[tier], t["load_state_dict"], None, note))
         out.append(Comparison("warm_start", f"{label}.{lmap.mode}.{tier}.vs_copy", f"warm_start({tier})", copy,
-                              nbytes, t[tier], t["copy"], (0.5 if label == "warm" else 0.8) if tier in ("device", "memory")
+                              nbytes, t[tier], t["copy"], target_ratio if tier in ("device", "memory")
                               else None, note))
     out.append(Comparison("warm_start", f"{label}.{lmap.mode}.lmdb.vs_read+copy", "warm_start(lmdb)",
                           f"raw lmdb reads + {copy}", nbytes, t["lmdb"], t["lmdb_read+copy"], None, note))
@@ -723,6 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="bench_out", help="where tiers.csv/json go (default: bench_out)")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 1 MiB, 3 repeats")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument("--warm-channels", type=lambda text: [int(c) for c in text.split(",")], default=[16, 32],
+                   metavar="C,...", help="NB201 widths the warm start part uses (default 16,32; --quick: 16)")
     p.add_argument("--round-trip-layers", type=int, default=ROUND_TRIP_LAYERS, metavar="N",
                    help=f"layers of the model the round_trip part looks up (default {ROUND_TRIP_LAYERS})")
     args = p.parse_args(argv)
@@ -742,7 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 lambda: bench_round_trip(args.quick, workdir, url, args.round_trip_layers)),
                  "served": ("served tensors: copies vs one plain copy", lambda: bench_served(sizes, args.quick)),
                  "put": ("TensorCache.put of a whole model", lambda: bench_put(args.quick, workdir)),
-                 "warm_start": ("warm start of NB201 N=5 (C=16, C=32)", lambda: bench_warm_start(args.quick, workdir, url))}
+                 "warm_start": ("warm start of NB201 N=5", lambda: bench_warm_start(args.quick, workdir, url,
+                                                                                      args.warm_channels))}
         unknown = set(wanted) - set(PARTS)
         if unknown:
             p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
