@@ -8,10 +8,8 @@ behind. The algorithm is written once, here, over a small ``Txn`` interface each
 Keys (each store puts them under its namespace): ``u`` used bytes, ``c`` the store's byte capacity (set
 by the first hold; every process sharing the store adopts it), ``s`` change sequence, ``e`` epoch
 (renewed when a store loses its books, so readers resynchronise), ``r:<model>`` the model record,
-``h:<model>`` its held layer indices, ``d:<model>:<index>`` the digests of one entry, ``n:<digest>`` the
-refcount of a payload that two or more held entries name (a stored payload without one is named once: most
-payloads are, and a put or eviction then writes no refcount for them; books written before kept a record of
-one too, which reads the same and goes with the payload's next release). A store shared between processes also keeps the last ``LOG_KEEP`` changes, keyed by
+``h:<model>`` its held layer indices, ``d:<model>:<index>`` the digests of one entry, ``n:<digest>`` a
+payload's refcount. A store shared between processes also keeps the last ``LOG_KEEP`` changes, keyed by
 sequence number, so readers follow along; older ones are trimmed, and a reader that fell behind the trim
 point (or sees a restored, truncated or lost log) rebuilds its view from a snapshot of the books. Each
 logged change carries a link, a hash of the link before it (``t``, the log's tip) and of itself, so the
@@ -180,11 +178,6 @@ class Txn(ABC):
     def keys(self, prefix: bytes) -> Iterator[bytes]:
         """Book keys starting with ``prefix``."""
 
-    def stored_sizes(self, digests: Sequence[bytes]) -> list[int | None]:
-        """``blob_size`` of each payload, in order (a remote store asks in one round trip)."""
-        self.prefetch_blobs(digests)
-        return [self.blob_size(d) for d in digests]
-
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """``get`` of each key, in order (a remote store reads them in one round trip)."""
         self.prefetch(keys)
@@ -267,17 +260,6 @@ def read_capacity(txn: Txn) -> int:
     return capacity
 
 
-def read_refcount(raw: bytes | None) -> int:
-    """How many held entries name a stored payload: its refcount record, kept only where two or more do
-    (absent: one); BooksDamaged when the record is garbled or says none."""
-    if raw is None:
-        return 1
-    count = read_u64(raw, "a refcount")
-    if count == 0:
-        raise BooksDamaged("a refcount record says no entry names its payload")
-    return count
-
-
 def pack_indices(indices: Sequence[int]) -> bytes:
     return b"".join(_U32.pack(i) for i in sorted(indices))
 
@@ -327,19 +309,14 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
         return HELD
     need, fresh, counts = 0, {}, {}
     wanted = list(dict.fromkeys(d for _, digests in entries for d in digests))
-    stored_ones = []
-    for d, size in zip(wanted, txn.stored_sizes(wanted)):
-        if size is not None:
-            stored_ones.append(d)
-            continue
-        counts[d] = 0
-        blob = blobs.get(d)
-        if blob is None:
-            return DROPPED  # the caller no longer has bytes another process just dropped
-        fresh[d] = blob
-        need += len(blob)
-    for d, raw in zip(stored_ones, txn.get_many([b"n:" + d for d in stored_ones])):
-        counts[d] = read_refcount(raw)
+    for d, raw in zip(wanted, txn.get_many([b"n:" + d for d in wanted])):
+        counts[d] = read_u64(raw, "a refcount")
+        if counts[d] == 0:
+            blob = blobs.get(d)
+            if blob is None:
+                return DROPPED  # the caller no longer has bytes another process just dropped
+            fresh[d] = blob
+            need += len(blob)
     used = read_u64(txn.get(USED), "the used-bytes counter")
     if used + need > capacity:
         return no_room(used + need - capacity)
@@ -353,7 +330,7 @@ def hold(txn: Txn, record: bytes, model_id: str, entries: Sequence[tuple[int, Se
             counts[d] += 1
         writes.append((entry_key(model_id, index), b"".join(digests)))
         held.add(index)
-    writes += [(b"n:" + d, pack_u64(count)) for d, count in counts.items() if count > 1]
+    writes += [(b"n:" + d, pack_u64(count)) for d, count in counts.items()]
     writes += [(held_key, pack_indices(held)), (USED, pack_u64(used + need))]
     txn.set_many(writes)
     _log(txn, Change("hold", model_id, tuple(index for index, _ in entries), origin,
@@ -378,17 +355,15 @@ def release(txn: Txn, model_id: str, indices: Sequence[int], origin: str) -> lis
         for d in read_digests(raw):
             named[d] = named.get(d, 0) + 1
     txn.prefetch_blobs(list(named))
-    writes, dead, drop = [], [], []
+    writes, dead = [], []
     for (d, n), raw in zip(named.items(), txn.get_many([b"n:" + d for d in named])):
-        left = read_refcount(raw) - n
-        if left > 1:
+        left = read_u64(raw, "a refcount") - n
+        if left > 0:
             writes.append((b"n:" + d, pack_u64(left)))
-        elif raw is not None:
-            drop.append(b"n:" + d)
-        if left <= 0:
+        else:
             dead.append(d)
     freed = txn.delete_blobs(dead)
-    drop += gone_keys
+    drop = [b"n:" + d for d in dead] + gone_keys
     held.difference_update(gone)
     if held:
         writes.append((held_key, pack_indices(held)))
@@ -495,7 +470,7 @@ def audit(txn: Txn, held_lists: list[tuple[bytes, bytes]] | None = None
     counts = dict(txn.items(b"n:"))
     for d, count in refs.items():
         try:
-            stored = read_refcount(counts.get(d))
+            stored = read_u64(counts.get(d), "a refcount")
         except BooksDamaged:
             stored = -1
         if stored != count:
@@ -543,13 +518,12 @@ def repair(txn: Txn) -> Audit:
             txn.delete(held_key)
             txn.delete(model_key(b"r", model_id))
     for key in list(txn.keys(b"n:")):
-        if refs.get(bytes(key[2:]), 0) < 2:
+        if bytes(key[2:]) not in refs:
             txn.delete(key)
     for d in orphans:
         txn.delete_blob(d)
     for d, count in refs.items():
-        if count > 1:
-            txn.set(b"n:" + d, pack_u64(count))
+        txn.set(b"n:" + d, pack_u64(count))
     for key in list(txn.keys(b"r:")):  # records of models holding nothing
         if txn.get(b"h:" + key[2:]) is None:
             txn.delete(key)

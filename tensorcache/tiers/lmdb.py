@@ -320,7 +320,8 @@ class _Room:
     def add(self, nbytes: int, changes: int = 1) -> None:
         """Reserve for ``changes`` changes that write ``nbytes`` (keys and values) in all."""
         self.end += nbytes + changes * self.per_change
-        self.shared.reserve(self.end)
+        if self.end > self.shared.reserved:
+            self.shared.reserve(self.end)
 
     def freed(self, nbytes: int) -> int:
         """What deleting a value of ``nbytes`` writes: the free list grows by one page number per page."""
@@ -385,10 +386,6 @@ class _LMDBTxn(Txn):
         view = self.txn.get(self.blobs + digest)
         return None if view is None else len(view)
 
-    def stored_sizes(self, digests: Sequence[bytes]) -> list[int | None]:
-        get, blobs = self.txn.get, self.blobs
-        return [None if view is None else len(view) for view in [get(blobs + d) for d in digests]]
-
     def get_blob(self, digest: bytes, size: int | None = None) -> bytes | None:
         view = self.txn.get(self.blobs + digest)  # a view of the map: nothing read yet
         if view is None:
@@ -406,13 +403,15 @@ class _LMDBTxn(Txn):
         return self.delete_blobs([digest]) if self.blob_size(digest) is not None else None
 
     def delete_blobs(self, digests: Sequence[bytes]) -> int:
-        sizes = [size or 0 for size in self.stored_sizes(digests)]
+        get, blobs = self.txn.get, self.blobs
+        keys = [blobs + d for d in digests]
+        sizes = [0 if view is None else len(view) for view in [get(key) for key in keys]]
         room = self.room
         if room:  # before the first delete: each may write pages
-            room.add(sum(map(room.freed, sizes)), len(sizes))
-        delete, blobs = self.txn.delete, self.blobs
-        for d in digests:
-            delete(blobs + d)
+            room.add(sum(map(room.freed, sizes)), len(keys))
+        delete = self.txn.delete
+        for key in keys:
+            delete(key)
         return sum(sizes)
 
     def blob_digests(self) -> Iterator[bytes]:

@@ -3,15 +3,10 @@ a model's layers, releases batched into one transaction, and the snapshot read o
 the books are unchanged."""
 from __future__ import annotations
 
-import logging
 import struct
-import subprocess
-import sys
 
-import lmdb
 import pytest
 
-from tensorcache.keys import namespace_key
 from tensorcache.tiers import LMDBTier, RedisTier
 from tensorcache.tiers.books import BooksDamaged, Change, Position
 
@@ -69,75 +64,6 @@ def test_a_release_frees_a_payload_only_when_no_held_entry_names_it_any_more(tmp
     assert tier.used_bytes() == 0 and tier.audit().healthy
     assert tier.get(shared) is None and tier.get(own) is None and tier.get(other) is None
     assert tier.snapshot().models == []
-    tier.close()
-
-
-_READ_REFCOUNTS = """
-import lmdb, struct, sys
-area = bytes.fromhex(sys.argv[2])
-with lmdb.open(sys.argv[1], readonly=True, lock=False) as env, env.begin() as txn:
-    cursor = txn.cursor()
-    found = cursor.set_range(area)
-    while found and cursor.key().startswith(area):
-        print(cursor.key()[len(area):].hex(), struct.unpack(">Q", cursor.value())[0])
-        found = cursor.next()
-"""
-
-
-def _refcounts(path) -> dict[bytes, int]:
-    """The refcount records an LMDB tier's file keeps (namespace "default"), by digest, read by another process
-    (LMDB opens a file once per process)."""
-    out = subprocess.run([sys.executable, "-c", _READ_REFCOUNTS, str(path), (namespace_key("default") + b"kn:").hex()],
-                         check=True, capture_output=True, text=True).stdout
-    return {bytes.fromhex(d): int(n) for d, n in (line.split() for line in out.splitlines())}
-
-
-def test_a_refcount_is_kept_only_for_a_payload_two_or_more_entries_name(tmp_path):
-    tier = LMDBTier(tmp_path / "c", capacity=1 << 20)
-    shared, own = b"s" * 16, b"o" * 16
-    blobs = {shared: b"1" * 100, own: b"2" * 30}
-    assert tier.hold_many(b"a", "a", [(0, [shared, own]), (1, [shared])], blobs, "me").held
-    assert _refcounts(tmp_path / "c") == {shared: 2}
-    assert tier.hold_many(b"b", "b", [(0, [shared])], blobs, "me").held
-    assert _refcounts(tmp_path / "c") == {shared: 3}
-    assert tier.release_many([("a", 0), ("a", 1)], "me") == 2
-    assert _refcounts(tmp_path / "c") == {} and tier.get(shared) == b"1" * 100 and tier.get(own) is None
-    assert tier.audit().healthy and tier.used_bytes() == 100
-    tier.close()
-
-
-def test_books_that_keep_a_refcount_of_one_as_earlier_releases_wrote_open_healthy_and_release_cleanly(tmp_path, caplog):
-    path = tmp_path / "c"
-    tier = LMDBTier(path, capacity=1 << 20)
-    _hold(tier, "a", 3)
-    tier.close()
-    with lmdb.open(str(path)) as env, env.begin(write=True) as txn:  # the earlier form: a record per payload
-        for i in range(3):
-            txn.put(namespace_key("default") + b"kn:" + bytes([i]) * 16, struct.pack(">Q", 1))
-    with caplog.at_level(logging.WARNING, logger="tensorcache"):
-        tier = LMDBTier(path, capacity=1 << 20)
-        assert tier.audit().healthy
-        _hold(tier, "b", 2)  # payloads 0 and 1: named twice now
-        assert _refcounts(path) == {bytes([0]) * 16: 2, bytes([1]) * 16: 2, bytes([2]) * 16: 1}
-        assert tier.release_many([("a", 0), ("a", 1), ("a", 2)], "me") == 3
-        assert _refcounts(path) == {} and tier.used_bytes() == 200 and tier.audit().healthy
-        assert tier.get(bytes([2]) * 16) is None and tier.get(bytes([1]) * 16) == bytes([1]) * 100
-    assert "rebuilt" not in caplog.text
-    tier.close()
-
-
-def test_a_refcount_record_of_zero_is_damage_the_books_are_rebuilt_from(tmp_path, caplog):
-    path = tmp_path / "c"
-    tier = LMDBTier(path, capacity=1 << 20)
-    _hold(tier, "a", 2)
-    tier.close()
-    with lmdb.open(str(path)) as env, env.begin(write=True) as txn:
-        txn.put(namespace_key("default") + b"kn:" + bytes([0]) * 16, struct.pack(">Q", 0))
-    with caplog.at_level(logging.WARNING, logger="tensorcache"):
-        tier = LMDBTier(path, capacity=1 << 20)
-    assert "rebuilt its books" in caplog.text and "refcount" in caplog.text
-    assert _refcounts(path) == {} and tier.audit().healthy
-    assert tier.release_many([("a", 0), ("a", 1)], "me") == 2 and tier.used_bytes() == 0
     tier.close()
 
 
