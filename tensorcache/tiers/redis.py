@@ -95,12 +95,6 @@ def _reason(exc: redis.RedisError) -> str:
     return f"{type(exc).__name__}: {said}"
 
 
-def _refuses_scripts(exc: redis.ResponseError) -> bool:
-    """Whether the server's error says it runs no scripts for this client (disabled, renamed, not permitted)."""
-    said = str(exc).lower()
-    return any(word in said for word in ("unknown command", "noperm", "no permissions", "disabled", "not allowed"))
-
-
 def _required_down(url: str, exc: BaseException) -> ConnectionError:
     """The error of a required Redis that does not answer."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -296,9 +290,9 @@ class _RedisTxn(Txn):
         try:
             got = self.tier._lengths(keys=[self._keys_of(d)[0] for d in wanted])
         except redis.ResponseError as exc:
-            if not _refuses_scripts(exc):
-                raise  # e.g. a key of another type: a failed read, as on the other way
-            self.tier._lengths = None
+            if "WRONGTYPE" in str(exc):
+                raise  # a key of another type: a failed read, as on the other way
+            self.tier._lengths = None  # scripts disabled, not permitted, or a proxy that passes none on
             self.tier._warn("scripts", "redis at %s refuses scripts (%s); reading lengths in a pipeline",
                             self.tier.address, _reason(exc))
             return

@@ -82,11 +82,14 @@ def test_a_read_of_many_payloads_is_two_round_trips_plus_one_per_chunked_value(t
     assert trips == ["execute_command", "execute", "execute_command", "execute_command"], trips
 
 
-def test_a_server_that_refuses_scripts_is_read_in_two_round_trips_with_one_warning(tier, raw, monkeypatch, caplog):
+@pytest.mark.parametrize("said", ["NOPERM this user has no permissions to run the 'evalsha' command",
+                                  "ERR unknown command 'EVALSHA'", "ERR Unsupported command"])
+def test_a_server_that_refuses_scripts_is_read_in_two_round_trips_with_one_warning(tier, raw, monkeypatch, caplog,
+                                                                                    said):
     from tensorcache.tiers.books import WRONG_LENGTH
 
     values = _many_values(tier)
-    refused = redis.ResponseError("NOPERM this user has no permissions to run the 'evalsha' command")
+    refused = redis.ResponseError(said)
     monkeypatch.setattr(redis.commands.core.Script, "__call__", lambda *a, **k: (_ for _ in ()).throw(refused))
     wanted = [(k, len(v)) for k, v in values.items()] + [(b"nope", 3), (b"p1", 7)]
     with caplog.at_level(logging.WARNING, logger="tensorcache"):
