@@ -7,6 +7,7 @@ subject time). Ratio lines start with ``ratio `` so that tests and scripts can f
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import datetime
@@ -207,6 +208,17 @@ def write_comparisons(out_dir: str | os.PathLike, stem: str, comparisons: Sequen
     return write_results(out_dir, stem, [c.row() for c in comparisons], meta, raw)
 
 
+def numbers(text: str, kind: type) -> list:
+    """A command-line list of positive numbers of ``kind``, comma-separated; argparse's error otherwise."""
+    try:
+        out = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not out or any(x <= 0 for x in out):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -214,14 +226,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def redis_url(given: str | None = None) -> Iterator[str]:
+def redis_url(given: str | None = None, required: bool = True) -> Iterator[str | None]:
     """``given``, else $TENSORCACHE_TEST_REDIS_URL, else a redis-server started on a free loopback port
-    (no persistence, in a temporary folder) and stopped when the block ends."""
+    (no persistence, in a temporary folder) and stopped when the block ends; where none is installed, an error,
+    or None when not ``required``."""
     url = given or os.environ.get("TENSORCACHE_TEST_REDIS_URL")
     if url:
         yield url
         return
     binary = shutil.which("redis-server")
+    if binary is None and not required:
+        yield None
+        return
     if binary is None:
         raise RuntimeError("redis-server is not installed; pass --redis URL or install it (apt-get install "
                            "redis-server)")

@@ -38,7 +38,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common import HIDDEN_C_LINES, c_stderr_hidden
+from common import HIDDEN_C_LINES, c_stderr_hidden, numbers
 
 from tensorcache.bound import interval_bound
 from tensorcache.catalog import Entry
@@ -424,16 +424,6 @@ def trace_names(paths: Sequence[str]) -> list[str]:
         name = os.path.basename(os.path.dirname(os.path.abspath(p))) if base == "trace.jsonl" else base.split(".")[0]
         names.append(name if name not in names else f"{name}-{len(names)}")
     return names
-
-
-def numbers(text: str, kind: type) -> list:
-    try:
-        out = [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not out or any(x <= 0 for x in out):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,8 +23,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common import write_markdown_table
-from policy_compare import OURS, libcachesim_policies, numbers, prefix_aware
+from common import numbers, write_markdown_table
+from policy_compare import OURS, libcachesim_policies, prefix_aware
 
 from nas_integration.data import nb201_table
 from tensorcache.replay import Workload

@@ -20,8 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common import write_markdown_table
-from policy_compare import numbers
+from common import numbers, write_markdown_table
 from policy_grid import evaluations, record_trace
 
 from nas_integration.data import nb201_table

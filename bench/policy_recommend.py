@@ -21,8 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from common import write_markdown_table
-from policy_compare import numbers
+from common import numbers, write_markdown_table
 
 from tensorcache.replay import Workload, population_params, trace_settings
 from tensorcache.replay.recommend import overall, recommend

@@ -65,14 +65,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 import numpy as np
 import redis
-from common import Comparison, MiB, fmt_bytes, interleaved, machine, print_comparisons, redis_url, write_comparisons
+from common import (Comparison, MiB, fmt_bytes, interleaved, machine, numbers, print_comparisons, redis_url,
+                    write_comparisons)
 
 from tensorcache import LayerMap, TensorCache
 from tensorcache.payload import encode
@@ -727,7 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="bench_out", help="where tiers.csv/json go (default: bench_out)")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 1 MiB, 3 repeats")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    p.add_argument("--warm-channels", type=lambda text: [int(c) for c in text.split(",")], default=[16, 32],
+    p.add_argument("--warm-channels", type=lambda text: numbers(text, int), default=[16, 32],
                    metavar="C,...", help="NB201 widths the warm start part uses (default 16,32; --quick: 16)")
     p.add_argument("--round-trip-layers", type=int, default=ROUND_TRIP_LAYERS, metavar="N",
                    help=f"layers of the model the round_trip part looks up (default {ROUND_TRIP_LAYERS})")
@@ -738,7 +738,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     comparisons: list[Comparison] = []
     wanted = [part.strip() for part in args.parts.split(",") if part.strip()]
-    with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, _redis_for(wanted, args.redis) as url:
+    needs_redis = bool(REDIS_PARTS & set(wanted))
+    with tempfile.TemporaryDirectory(prefix="bench-tiers-") as workdir, redis_url(args.redis, needs_redis) as url:
         print(f"redis: {url or 'none (no redis-server here: the warm start leaves its Redis tier out)'}")
         parts = {"memory": ("memory tier", lambda: bench_memory(sizes, args.quick)),
                  "lmdb": ("lmdb tier", lambda: bench_lmdb(sizes, args.quick, workdir)),
@@ -763,15 +764,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(comparisons)} comparisons in {meta['seconds']:.0f} s; targets short: {', '.join(short) or 'none'}")
     print(f"wrote {csv_path} and tiers.json")
     return 0
-
-
-def _redis_for(wanted: Sequence[str], given: str | None) -> AbstractContextManager[str | None]:
-    """A Redis server for the parts that need one (an error where none can be had); for the others one only
-    where it is given or can be started, so that a GPU node without redis-server still runs the warm start."""
-    if REDIS_PARTS & set(wanted) or given or os.environ.get("TENSORCACHE_TEST_REDIS_URL") \
-            or shutil.which("redis-server"):
-        return redis_url(given)
-    return nullcontext(None)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 A cache opening on a shared store of 10^4 models builds about 10^6 long-lived objects at once, and the
 collector, run as usual, walks the growing heap many times while they are made (about a third of the open's
-CPU) and frees nothing; ``collector_paused`` keeps it from running for that block. A search keeps millions of small long-lived objects (model records, catalog entries, policy heaps), and each
+CPU) and frees nothing; ``collector_paused`` keeps it from running for that block.
+
+A search keeps millions of small long-lived objects (model records, catalog entries, policy heaps), and each
 full collection walks all of them: in a 10^5-evaluation tabular search full collections took 0.5-0.8 ms of
 every evaluation (about a tenth of its cost) and freed nothing, since the cache and the driver make no
 reference cycles. While a search runs (and in its worker processes), the driver keeps the young

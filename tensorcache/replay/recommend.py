@@ -113,8 +113,10 @@ def recommend(workload: Workload, capacities: Sequence[int], population_size: in
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
         if name == "belady":
             raise ValueError("belady needs the trace's future: it is a reference, not a policy a search can run")
+    # the reference, the request stream and the schedule, made once here for every replay below: no policy's
+    # CPU time includes them
     workload.unbounded, workload.clock, workload.steps(population_size, sample_size, inflight)  # noqa: B018
-    out = []  # (made once above and shared by every replay: no policy's CPU time includes them)
+    out = []
     for capacity in capacities:
         results, cpu_s = {}, {}
         for name in policies:

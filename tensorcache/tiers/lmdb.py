@@ -400,19 +400,24 @@ class _LMDBTxn(Txn):
         self.txn.put(self.blobs + digest, value)
 
     def delete_blob(self, digest: bytes) -> int | None:
-        return self.delete_blobs([digest]) if self.blob_size(digest) is not None else None
+        return self._delete_blobs([digest])[0]
 
     def delete_blobs(self, digests: Sequence[bytes]) -> int:
+        return sum(size or 0 for size in self._delete_blobs(digests))
+
+    def _delete_blobs(self, digests: Sequence[bytes]) -> list[int | None]:
+        """Delete the payloads; the length each had (None: absent), each read once."""
         get, blobs = self.txn.get, self.blobs
         keys = [blobs + d for d in digests]
-        sizes = [0 if view is None else len(view) for view in [get(key) for key in keys]]
+        sizes = [None if view is None else len(view) for view in [get(key) for key in keys]]
+        held = [(key, size) for key, size in zip(keys, sizes) if size is not None]
         room = self.room
-        if room:  # before the first delete: each may write pages
-            room.add(sum(map(room.freed, sizes)), len(keys))
+        if room and held:  # before the first delete: each may write pages
+            room.add(sum(room.freed(size) for _, size in held), len(held))
         delete = self.txn.delete
-        for key in keys:
+        for key, _ in held:
             delete(key)
-        return sum(sizes)
+        return sizes
 
     def blob_digests(self) -> Iterator[bytes]:
         return _prefixed(self.txn.cursor(), self.blobs, len(self.blobs))
