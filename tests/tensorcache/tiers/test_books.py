@@ -1,12 +1,15 @@
 """The books protocol every shared tier speaks: packed changes, one logged change per hold or release of
-a model's layers, releases batched into one transaction, and the snapshot read on open served only while
-the books are unchanged."""
+a model's layers, releases batched into one transaction, the snapshot read on open served only while
+the books are unchanged, and an audit that names damage among many whole entries."""
 from __future__ import annotations
 
+import logging
 import struct
 
+import lmdb
 import pytest
 
+from tensorcache.keys import namespace_key
 from tensorcache.tiers import LMDBTier, RedisTier
 from tensorcache.tiers.books import BooksDamaged, Change, Position
 
@@ -86,3 +89,40 @@ def test_the_snapshot_read_on_open_is_served_only_while_the_books_are_unchanged(
     assert other.snapshot() == reader.snapshot()  # unchanged: the opening one and a fresh one agree
     for tier in (writer, reader, other):
         tier.close()
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("refcount", "refcount of"), ("payload", "a payload is missing"), ("entry", "not whole"),
+    ("no-entry", "missing or not whole"), ("held-list", "held-layer list of 5 bytes"),
+    ("stray-refcount", "refcount kept for unheld payload"),
+])
+def test_the_audit_names_each_kind_of_damage_in_books_of_many_entries(tmp_path, damage, named, caplog):
+    """Books of many whole entries are audited in bulk; one damaged entry among them is still found and named."""
+    tier = LMDBTier(tmp_path / "c", capacity=1 << 20)
+    shared = b"s" * 16
+    for m in range(20):
+        entries = [(i, [bytes([m, i]) * 8, shared] if i % 2 else [bytes([m, i]) * 8]) for i in range(4)]
+        blobs = {d: d * 3 for _, digests in entries for d in digests}
+        assert tier.hold_many(f"m{m}".encode(), f"m{m}", entries, blobs, "me").held
+    assert tier.audit().healthy and tier.audit().entries == 80
+    tier.close()
+    books_key = namespace_key("default") + b"k"
+    entry = books_key + b"d:m3\x00" + struct.pack(">I", 1)
+    with lmdb.open(str(tmp_path / "c")) as env, env.begin(write=True) as txn:
+        if damage == "refcount":
+            txn.put(books_key + b"n:" + shared, struct.pack(">Q", 41))
+        elif damage == "payload":
+            txn.delete(namespace_key("default") + b"b" + bytes([3, 1]) * 8)
+        elif damage == "entry":
+            txn.put(entry, txn.get(entry)[:-1])
+        elif damage == "no-entry":
+            txn.delete(entry)
+        elif damage == "held-list":
+            txn.put(books_key + b"h:m3", b"\x00" * 5)
+        else:
+            txn.put(books_key + b"n:" + b"x" * 16, struct.pack(">Q", 1))
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        tier = LMDBTier(tmp_path / "c", capacity=1 << 20)  # audits on open, and rebuilds what it finds wrong
+    assert "rebuilt its books" in caplog.text and named in caplog.text
+    assert tier.audit().healthy
+    tier.close()
