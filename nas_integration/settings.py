@@ -148,8 +148,8 @@ class SearchSettings:
             changes["disk"] = os.path.join(self.out, "cache.lmdb")
         if config.namespace == CacheConfig.namespace:
             changes["namespace"] = f"{get_space(values['space']).name}-{self.evaluator}-{values['dataset']}"
-        if config.takes("window") and "window" not in config.policy_options:
-            config = config.with_options(window=4 * values["population"])
+        if config.takes("window") and "window" not in config.policy_options and values["population"] >= 1:
+            config = config.with_options(window=4 * values["population"])  # a bad population is named below
         return replace(config, **changes)
 
     def worker_cache_config(self, scale: float) -> CacheConfig | None:

@@ -80,6 +80,8 @@ def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_pat
     (["--redis", "redis://127.0.0.1:1/0", "--redis-required"], "redis at redis://127.0.0.1:1/0 is unreachable"),
     (["--evaluator", "tabular", "--disk", __file__ + "/cache.lmdb"], "cannot open LMDB tier"),
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
+    (["--population", "0"], "population must be >= 1, got 0"),
+    (["--population", "-1", "--policy", "evolution-aware"], "population must be >= 1, got -1"),
 ])
 def test_bad_settings_are_explained_and_leave_no_output_folder(tmp_path, capsys, extra, message):
     out = tmp_path / "x"
