@@ -37,6 +37,7 @@ _ITEMSIZE = tuple(DTYPES[name].itemsize for name in DTYPE_CODES)
 _HEAD = struct.Struct("<4sdBIIII")
 _LAYER = struct.Struct("<16sII")  # key, dependency count, tensor count
 _TENSOR = struct.Struct("<16sIBBBQ")  # digest, name bytes, dtype code, kind code, dimensions, nbytes
+_TENSOR_FIELDS = struct.Struct("<IBBBQ")  # the same less the digest
 
 
 class TensorRef(NamedTuple):
@@ -174,7 +175,6 @@ class ModelRecord:
 
     @classmethod
     def _from_packed(cls, raw: bytes, max_nbytes: int) -> ModelRecord:
-        unpack = struct.unpack_from
         try:
             _, score, mode, id_len, parent_len, arch_len, n_layers = _HEAD.unpack_from(raw)
             if not 0 < arch_len <= MAX_LAYERS or n_layers > MAX_LAYERS or mode >= len(MODES):
@@ -183,7 +183,7 @@ class ModelRecord:
             model_id = raw[_HEAD.size:at].decode()
             parent = None if parent_len == 0 else raw[at:at + parent_len - 1].decode()
             at += max(0, parent_len - 1)
-            arch = unpack(f"<{arch_len}q", raw, at)
+            arch = _ints("q", arch_len).unpack_from(raw, at)
             at += 8 * arch_len
             if min(arch) < 0:
                 raise PayloadError(f"arch values must be ints in 0..{MAX_ARCH_VALUE}, got {min(arch)}")
@@ -193,31 +193,21 @@ class ModelRecord:
                 at += _LAYER.size
                 if n_deps > MAX_LAYERS:
                     raise PayloadError(f"a layer depends on {n_deps} positions")
-                deps = unpack(f"<{n_deps}I", raw, at)
+                deps = _ints("I", n_deps).unpack_from(raw, at)
                 at += 4 * n_deps
                 refs: list[TensorEntry] = []
+                sizes = []
                 for _ in range(n_tensors):
-                    digest, name_len, dtype_code, kind_code, ndim, nbytes = _TENSOR.unpack_from(raw, at)
-                    at += _TENSOR.size
-                    name = raw[at:at + name_len].decode()
-                    at += name_len
-                    if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS) or ndim > MAX_NDIM:
-                        raise PayloadError(f"unknown dtype or kind code, or too many dimensions "
-                                           f"({dtype_code}, {kind_code}, {ndim})")
-                    shape = unpack(f"<{ndim}Q", raw, at)
-                    at += 8 * ndim
-                    dtype = DTYPE_CODES[dtype_code]
-                    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes \
-                            or (shape and max(shape) > max_nbytes):
-                        raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit "
-                                           f"{max_nbytes})")
-                    if len(name) != name_len and len(name.encode()) != name_len:
-                        raise PayloadError(f"tensor name {name!r} cut")
-                    refs.append((name, digest, dtype, shape, nbytes, KINDS[kind_code]))
-                if len({r[0] for r in refs}) != len(refs):
+                    digest, name_len, _, _, ndim, _ = _TENSOR.unpack_from(raw, at)
+                    end = at + _TENSOR.size + name_len + 8 * ndim
+                    name, dtype, shape, nbytes, kind, size = _tensor_meta(raw[at + 16:end], max_nbytes)
+                    at = end
+                    refs.append((name, digest, dtype, shape, nbytes, kind))
+                    sizes.append(size)
+                if n_tensors > 1 and len({r[0] for r in refs}) != n_tensors:
                     names = [r[0] for r in refs]
                     raise PayloadError(f"tensor name {next(n for n in names if names.count(n) > 1)!r} repeated")
-                layers.append(LayerRecord.of(key, tuple(refs), deps))
+                layers.append(LayerRecord.of(key, tuple(refs), deps, tuple(sizes)))
             if at != len(raw) or len(model_id) != id_len and len(model_id.encode()) != id_len:
                 raise PayloadError(f"record of {len(raw)} bytes does not end where its fields do ({at})")
         except (struct.error, UnicodeDecodeError, ValueError, OverflowError, MemoryError) as exc:
@@ -266,6 +256,25 @@ def _tensor_entry(name_bytes: int, ndim: int) -> struct.Struct:
     """One tensor's whole entry in a format-2 record: ``_TENSOR``'s fields, its name, its shape (one pack
     per tensor; a record of a few hundred tensors is made on every put into a shared tier)."""
     return struct.Struct(f"{_TENSOR.format}{name_bytes}s{ndim}Q")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tensor_meta(fields: bytes, max_nbytes: int) -> tuple[str, str, tuple[int, ...], int, str, int]:
+    """A format-2 tensor entry less its digest (its fixed fields, name and shape) parsed and validated: (name,
+    dtype, shape, nbytes, kind, stored length of its payload); PayloadError if malformed. Memoised: the tensors of a search's models repeat
+    a few names and shapes, so opening a store of 10^5 layers parses each distinct one once."""
+    name_len, dtype_code, kind_code, ndim, nbytes = _TENSOR_FIELDS.unpack_from(fields)
+    if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS) or ndim > MAX_NDIM:
+        raise PayloadError(f"unknown dtype or kind code, or too many dimensions ({dtype_code}, {kind_code}, {ndim})")
+    at = _TENSOR_FIELDS.size
+    name = fields[at:at + name_len].decode()
+    shape = struct.unpack_from(f"<{ndim}Q", fields, at + name_len)
+    dtype = DTYPE_CODES[dtype_code]
+    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes or (shape and max(shape) > max_nbytes):
+        raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit {max_nbytes})")
+    if len(name.encode()) != name_len:
+        raise PayloadError(f"tensor name {name!r} cut")
+    return name, dtype, shape, nbytes, KINDS[kind_code], stored_length(dtype, shape, nbytes)
 
 
 MAX_ARCH_VALUE = 2**63 - 1  # what a key's signed 64-bit field encodes

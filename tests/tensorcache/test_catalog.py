@@ -130,7 +130,18 @@ def _one_tensor(dtype: int = 2, kind: int = 0, shape: tuple[int, ...] = (4,), nb
     return head + layer + tensor + struct.pack(f"<{len(shape)}Q", *shape)
 
 
+def _two_tensors(first: bytes, second: bytes) -> bytes:
+    """A one-layer packed record of two float32 tensors of 4 values named ``first`` and ``second``."""
+    head = HEAD.pack(RECORD_MAGIC, 0.5, 0, 1, 0, 1, 1) + b"m" + struct.pack("<q", 3)
+    layer = struct.pack("<16sII", b"k" * 16, 1, 2) + struct.pack("<I", 0)
+    return head + layer + b"".join(struct.pack("<16sIBBBQ", b"d" * 16, len(name), 2, 0, 1, 16) + name
+                                   + struct.pack("<Q", 4) for name in (first, second))
+
+
 DAMAGED |= {
+    "repeated-name": _two_tensors(b"w", b"w"),
+    "name-not-utf8": _two_tensors(b"w", b"\xff"),
+    "name-past-the-end": _two_tensors(b"w", b"bias")[:-9],
     "unknown-dtype-code": _one_tensor(dtype=99),
     "unknown-kind-code": _one_tensor(kind=9),
     "nine-dims": _one_tensor(shape=(1,) * 8 + (4,)),
@@ -156,3 +167,10 @@ def test_a_written_record_is_the_documented_layout_byte_for_byte():
 def test_damaged_packed_records_are_refused_with_a_payload_error(name):
     with pytest.raises(PayloadError):
         ModelRecord.from_bytes(DAMAGED[name])
+
+
+def test_a_tensor_parsed_once_is_still_held_to_each_records_size_limit():
+    """Records of one search repeat the same tensor fields, which are parsed once; the limit is still applied."""
+    assert [ref.nbytes for ref in ModelRecord.from_bytes(_two_tensors(b"w", b"b")).layers[0].tensors.values()] == [16, 16]
+    with pytest.raises(PayloadError, match="limit 8"):
+        ModelRecord.from_bytes(_two_tensors(b"w", b"b"), max_nbytes=8)
