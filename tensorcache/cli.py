@@ -34,6 +34,17 @@ def capacity_bytes(text: str, total: int) -> int:
     return parse_size(text, what="capacity")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type for counts that must be >= 1 (P, S, W): a bad one is named, not taken as "not given"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
     """What ``analyze`` needs beyond the trace: options first, then the run's summary, then defaults."""
     from .analyze import RunFacts
@@ -256,11 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="answer the study's four questions on a trace: report.md + PNGs")
     a.add_argument("trace", metavar="TRACE.jsonl")
     a.add_argument("--out", required=True, metavar="DIR")
-    a.add_argument("--population", type=int, metavar="P", help="population size (default: summary.json, "
+    a.add_argument("--population", type=positive_int, metavar="P", help="population size (default: summary.json, "
                    "else inferred from the trace)")
-    a.add_argument("--sample", type=int, metavar="S", help="tournament size, the null of donor popularity "
+    a.add_argument("--sample", type=positive_int, metavar="S", help="tournament size, the null of donor popularity "
                    "(default: summary.json, else a uniform pick from the population)")
-    a.add_argument("--window", type=int, metavar="W", help="popularity window in evaluations (default: the "
+    a.add_argument("--window", type=positive_int, metavar="W", help="popularity window in evaluations (default: the "
                    "run's --window from summary.json, else P)")
     a.add_argument("--low-cut", type=float, metavar="SCORE", help="score below which a model counts as low "
                    "quality (default: a tabular run's table, 25th percentile over all architectures; else the "
@@ -273,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--capacity", help="bytes (512MB) or percent of all bytes stored (default 10%%; with "
                    "--recommend a comma-separated list, default 2%%,5%%,20%%)")
     r.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
-    r.add_argument("--population", type=int, metavar="P")
-    r.add_argument("--sample", type=int, metavar="S")
+    r.add_argument("--population", type=positive_int, metavar="P")
+    r.add_argument("--sample", type=positive_int, metavar="S")
     r.add_argument("--json", action="store_true", help="print every metric as JSON instead of the table")
     r.add_argument("--recommend", action="store_true", help="replay every candidate policy at every capacity and "
                    "name the one that served the most training seconds, with its margin and a bootstrap interval")

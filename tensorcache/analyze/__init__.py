@@ -41,6 +41,8 @@ def analyze(records: Sequence[TraceRecord | Mapping[str, Any]], out_dir: str | o
     os.makedirs(out_dir, exist_ok=True)
     step("reading the trace")
     tr = Trace(records, facts.population_size)
+    if facts.sample_size is not None and not 1 <= facts.sample_size <= tr.P:
+        raise ValueError(f"need 1 <= sample size <= population size, got S={facts.sample_size}, P={tr.P}")
     window = facts.window or tr.P
     rng = np.random.default_rng(0)
     findings: list[Finding] = []

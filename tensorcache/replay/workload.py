@@ -82,6 +82,8 @@ class Workload:
             raise ValueError(f"unknown transfer mode {mode!r}; expected one of {MODES}")
         self.mode = mode
         self.evaluations = parse_records(records)
+        if not self.evaluations:
+            raise ValueError("the trace has no records")
         self.events = merge_events(self.evaluations)
         self.total_bytes = sum(sum(e.sizes) for e in self.evaluations)
         self.revisit = mark_revisits((e.model_id, e.arch, e.t_start, e.revisit) for e in self.evaluations)

@@ -58,16 +58,19 @@ def test_deeply_nested_trace_json_is_a_clear_error_in_analyze_and_replay(tmp_pat
     assert "trace.jsonl:1: a trace record nested too deeply to read" in err and "Traceback" not in err
 
 
-def test_replay_of_an_empty_trace_prints_valid_json(tmp_path: Path, capsys) -> None:
+def test_replay_of_a_trace_without_children_prints_valid_json(tmp_path: Path, capsys) -> None:
     path = tmp_path / "trace.jsonl"
-    path.write_text("")
+    path.write_text(json.dumps({
+        "model_id": "m0", "parent_id": None, "donor_id": None, "worker": 0, "t_start": 0.0, "t_end": 1.0,
+        "arch": [0], "mutation_pos": None, "score": 0.5, "layers_served": 0, "bytes_served": 0, "tier": None,
+        "cache_s": 0.0, "train_s": 1.0, "layer_bytes": [4], "layer_keys": ["00" * 16]}) + "\n")
     assert tensorcache_cli.main(["replay", str(path), "--json"]) == 0
 
     def no_constants(name: str) -> None:
         raise AssertionError(f"{name} is not JSON")
 
     metrics = json.loads(capsys.readouterr().out, parse_constant=no_constants)
-    assert metrics["lookups"] == 0 and metrics["hit_ratio"] is None
+    assert metrics["lookups"] == 1 and metrics["transfer_yield"] is None
 
 
 @pytest.mark.parametrize("query, named", [

@@ -150,6 +150,8 @@ def test_empty_or_broken_trace_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="layer keys vs 2 layer bytes"):
         analyze([bad], tmp_path)
     assert math.isnan(findings_dict(analyze(TRACE[:3], tmp_path))["shared_prefix_mean"])  # no children yet
+    with pytest.raises(ValueError, match="got S=4, P=3"):
+        analyze(TRACE, tmp_path, RunFacts(population_size=3, sample_size=4))
 
 
 def test_progress_hears_every_step(tmp_path):

@@ -1,11 +1,14 @@
 """The ``tensorcache`` command finds a run's search space through the ``tensorcache.spaces`` entry point, so the
-library names no driver: run_search's spaces are registered there, and any installed package can add one."""
+library names no driver: run_search's spaces are registered there, and any installed package can add one; and it
+answers bad counts and an empty trace with one error naming them."""
 import random
 import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
-from tensorcache.cli import SPACES, space_layers
+import pytest
+
+from tensorcache.cli import SPACES, main, space_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,3 +37,17 @@ def test_run_search_registers_its_spaces():
         space = EntryPoint(name, value, SPACES).load()()
         arch = space.sample(random.Random(0))
         assert len(space.layer_map(arch, "prefix")) == len(space.layer_nbytes(arch, "prefix"))
+
+
+@pytest.mark.parametrize("args, option, value", [
+    (["analyze", "--out", "rep", "--population", "0"], "--population", "0"),
+    (["analyze", "--out", "rep", "--sample", "-1"], "--sample", "-1"),
+    (["analyze", "--out", "rep", "--window", "0"], "--window", "0"),
+    (["replay", "--population", "-3"], "--population", "-3"),
+    (["replay", "--recommend", "--sample", "0"], "--sample", "0"),
+])
+def test_a_count_below_one_is_named_not_taken_as_not_given(tmp_path, capsys, args, option, value):
+    with pytest.raises(SystemExit) as exit_:
+        main([args[0], str(tmp_path / "trace.jsonl"), *args[1:]])
+    assert exit_.value.code == 2
+    assert f"argument {option}: expected an integer >= 1, got '{value}'" in capsys.readouterr().err

@@ -154,6 +154,15 @@ def test_cli_replay_prints_metrics(tmp_path, capsys):
     assert main(["replay", str(path), "--capacity", "lots"]) == 2
 
 
+@pytest.mark.parametrize("extra", [[], ["--recommend"]])
+def test_cli_replay_of_an_empty_trace_says_so_instead_of_printing_zeros(tmp_path, capsys, extra):
+    path = tmp_path / "trace.jsonl"
+    path.write_text("")
+    assert main(["replay", str(path), *extra]) == 2
+    captured = capsys.readouterr()
+    assert "the trace has no records" in captured.err and not captured.out
+
+
 def test_cli_replay_prints_a_table_by_default(tmp_path, capsys):
     path = tmp_path / "trace.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in simulate(n=30, seed=7)))
