@@ -122,8 +122,9 @@ def popularity(tr: Trace, out: str | os.PathLike, window: int, rng: np.random.Ge
             if top10 > hi else (DIFFERS, f"the top 10% of donors take {top10:.1%} of donations, no more than "
                                          f"{against}: the selection rule explains the concentration")
     span_max = float(spans.max()) if spans.size else math.nan
+    longest = f"longest here {span_max:.0f}" if spans.size else "no model donated twice here"
     lasting = (NOT_MEASURABLE, f"a model leaves the population after P = {tr.P} newer evaluations (aging), so a "
-                               f"donor's span is capped near P (longest here {span_max:.0f}); 'staying popular' "
+                               f"donor's span is capped near P ({longest}); 'staying popular' "
                                "cannot outlast that in regularized evolution")
     popularity_plot(out, top8, freq, counts, window)
     return [

@@ -31,7 +31,9 @@ def quality(tr: Trace, out: str | os.PathLike, facts: RunFacts) -> list[Finding]
                                    for m in tr.population_at(r.t_end)]) for r in tr.finished])
     quarter = max(1, len(low_share) // 4)
     late = mean_or_nan(low_share[-quarter:])
-    if math.isnan(cut):
+    if not tr.children:
+        persist = (NOT_MEASURABLE, "no mutated children: evolution never replaced a random initial model")
+    elif math.isnan(cut):
         persist = (NOT_MEASURABLE, "no absolute cut: fewer than 10 random initial architectures and none given")
     elif late * tr.P >= 1:
         persist = (AGREES, f"the last quarter's populations hold {late * tr.P:.1f} models below {cut:.4g} on average")

@@ -266,6 +266,13 @@ def test_popular_span_is_not_a_finding_under_aging(tmp_path):
     assert f.verdict == "not measurable here" and "P = 3" in f.reason
 
 
+def test_a_trace_without_children_gives_no_verdict_on_persistence_and_no_nan_in_words(tmp_path):
+    found = analyze(TRACE[:4], tmp_path, RunFacts(population_size=3, low_cut=0.15))  # random initial models only
+    persist, span = verdict(found, "low_population_late"), verdict(found, "popular_span_median")
+    assert persist.verdict == "not measurable here" and "no mutated children" in persist.reason
+    assert "nan" not in span.reason and "no model donated twice" in span.reason
+
+
 def test_workers_sort_numerically():
     from tensorcache.analyze import Trace
 
