@@ -12,7 +12,7 @@ log and sequence number are those of H single puts (only LMDB's free-page layout
 file whose history is its live models (H = L, or H when H < L). Each open runs in a new interpreter
 (``python -c``: import, open, one lookup, close) and reports its wall seconds, the CPU seconds it spent
 (``time.process_time``: what other jobs on a shared machine inflate less) and its resident memory growth
-while opening (the mapped file's pages it touched included); the ratio
+while opening, all of it and the process's own (the rest is pages of mapped files: the store's it touched); the ratio
 printed is baseline time / subject time (1.0: history costs nothing), and the memory ratio likewise.
 
 Writes DIR/catalog.csv and DIR/catalog.json.
@@ -43,18 +43,19 @@ NAMESPACE = "bench-catalog"
 OPEN = r"""
 import json, os, sys, time
 def resident():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return int(fields["VmRSS"].split()[0]), int(fields["RssAnon"].split()[0])  # KiB: all, the process's own
 from tensorcache import TensorCache
 before = resident()
 t0, cpu0 = time.perf_counter(), time.process_time()
 cache = TensorCache(memory=0, disk=sys.argv[1], disk_capacity="8GB", namespace=sys.argv[2])
 opened, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-grown = resident() - before
+grown = [now - then for now, then in zip(resident(), before)]
 models = cache.stats()["models"]
 cache.lookup((1, 2, 3))
 cache.close()
-print(json.dumps({"open_s": opened, "cpu_s": cpu, "rss_kib": grown / 1024, "models": models}))
+print(json.dumps({"open_s": opened, "cpu_s": cpu, "rss_kib": grown[0], "own_kib": grown[1], "models": models}))
 """
 
 def fill(path: str, live: int, history: int, batch: int = 1000, layers: int = 1) -> None:
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for _ in range(args.repeats):  # interleaved, so load on the machine hits both alike
                 runs["baseline"].append(open_once(baseline))
                 runs["subject"].append(open_once(subject))
-            med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "cpu_s", "rss_kib")}
+            med = {k: {f: statistics.median(r[f] for r in v) for f in ("open_s", "cpu_s", "rss_kib", "own_kib")}
                    for k, v in runs.items()}
             assert all(r["models"] == live for v in runs.values() for r in v)
             row = {"history": history, "live": live, "layers": args.layers, "subject_open_s": med["subject"]["open_s"],
@@ -118,12 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "time_ratio": med["baseline"]["open_s"] / med["subject"]["open_s"],
                    "subject_rss_kib": med["subject"]["rss_kib"], "baseline_rss_kib": med["baseline"]["rss_kib"],
                    "memory_ratio": med["baseline"]["rss_kib"] / max(1, med["subject"]["rss_kib"]),
+                   "subject_own_kib": med["subject"]["own_kib"], "baseline_own_kib": med["baseline"]["own_kib"],
                    "repeats": args.repeats}
             rows.append(row)
             print(f"ratio catalog.open_h{history}_vs_h{live} {row['time_ratio']:.3f}   open {row['subject_open_s']:.3f} s "
                   f"vs {row['baseline_open_s']:.3f} s at {live} live models of {args.layers} layers (CPU {row['subject_cpu_s']:.3f} s vs "
                   f"{row['baseline_cpu_s']:.3f} s); memory ratio {row['memory_ratio']:.3f} "
-                  f"({row['subject_rss_kib'] / 1024:.1f} MiB vs {row['baseline_rss_kib'] / 1024:.1f} MiB)", flush=True)
+                  f"({row['subject_rss_kib'] / 1024:.1f} MiB vs {row['baseline_rss_kib'] / 1024:.1f} MiB, of which the "
+                  f"process's own {row['subject_own_kib'] / 1024:.1f} MiB vs {row['baseline_own_kib'] / 1024:.1f} MiB, "
+                  "the rest pages of mapped files)", flush=True)
     write_results(args.out, "catalog", rows, {"machine": machine(), "args": vars(args)})
     return 0
 
