@@ -167,8 +167,11 @@ class ModelRecord:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, max_nbytes: int = 2**40) -> ModelRecord:
-        """Parse and validate a stored record (format 2, or format 1 JSON); PayloadError on anything malformed."""
+    def from_bytes(cls, raw: bytes | bytearray | memoryview, max_nbytes: int = 2**40) -> ModelRecord:
+        """Parse and validate a stored record (format 2, or format 1 JSON; any bytes-like object); PayloadError on
+        anything malformed."""
+        if type(raw) is not bytes:
+            raw = bytes(raw)
         if raw[:4] == RECORD_MAGIC:
             return cls._from_packed(raw, max_nbytes)
         return cls._from_json(raw, max_nbytes)

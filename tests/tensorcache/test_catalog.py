@@ -169,6 +169,11 @@ def test_damaged_packed_records_are_refused_with_a_payload_error(name):
         ModelRecord.from_bytes(DAMAGED[name])
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_a_record_is_read_from_any_bytes_like_object(kind):
+    assert ModelRecord.from_bytes(kind(RECORD.encoded)) == RECORD
+
+
 def test_a_tensor_parsed_once_is_still_held_to_each_records_size_limit():
     """Records of one search repeat the same tensor fields, which are parsed once; the limit is still applied."""
     assert [ref.nbytes for ref in ModelRecord.from_bytes(_two_tensors(b"w", b"b")).layers[0].tensors.values()] == [16, 16]
