@@ -26,10 +26,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import data_path, machine, write_results
+from common import data_path, exit_status, machine, write_results
 
 from nas_integration.data import nb201_table
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.cli import positive_int
 
 TABULAR_TARGET_S = 60.0
 
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "run_search --dataset mnist does)")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV",
                    help="NAS-Bench-201 table (default: the one shipped with the package)")
-    p.add_argument("--repeats", type=int, default=2, help="cache-on tabular runs (one more cache-off run "
+    p.add_argument("--repeats", type=positive_int, default=2, help="cache-on tabular runs (one more cache-off run "
                                                          "brackets them) (default: 2)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where bookkeeping.csv/json go")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 3 children; 500 tabular evaluations")
@@ -131,4 +132,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

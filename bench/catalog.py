@@ -29,11 +29,12 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from common import machine, write_results
+from common import exit_status, machine, write_results
 
 import numpy as np
 
 from tensorcache.catalog import LayerRecord, ModelRecord, TensorRef
+from tensorcache.cli import positive_int
 from tensorcache.layers import LayerMap
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, books
@@ -93,10 +94,10 @@ def open_once(path: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--live", type=int, default=10_000)
-    ap.add_argument("--history", type=int, nargs="+", default=[1_000, 10_000, 100_000])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=1000, help="puts per write transaction while filling")
-    ap.add_argument("--layers", type=int, default=1, help="one-tensor layers per model (NB201 cells: about 20)")
+    ap.add_argument("--history", type=positive_int, nargs="+", default=[1_000, 10_000, 100_000])
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--batch", type=positive_int, default=1000, help="puts per write transaction while filling")
+    ap.add_argument("--layers", type=positive_int, default=1, help="one-tensor layers per model (NB201 cells: about 20)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
     rows = []
@@ -133,4 +134,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

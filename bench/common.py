@@ -219,6 +219,27 @@ def numbers(text: str, kind: type) -> list:
     return out
 
 
+def seeds(text: str) -> list[int]:
+    """A command-line list of seeds (integers >= 0), comma-separated; argparse's error naming it otherwise."""
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}") from None
+    if not out or any(x < 0 for x in out):
+        raise argparse.ArgumentTypeError(f"expected seeds >= 0, got {text!r}")
+    return out
+
+
+def exit_status(main: Callable[[], int | None]) -> int:
+    """A bench's exit status: ``main()``'s, or 2 with one line saying what was wrong where it stopped on a
+    ValueError or OSError (a bad setting, a missing or empty trace), as run_search and ``tensorcache`` do."""
+    try:
+        return main() or 0
+    except (OSError, ValueError) as exc:
+        print(f"{os.path.basename(sys.argv[0])}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -239,8 +260,8 @@ def redis_url(given: str | None = None, required: bool = True) -> Iterator[str |
         yield None
         return
     if binary is None:
-        raise RuntimeError("redis-server is not installed; pass --redis URL or install it (apt-get install "
-                           "redis-server)")
+        raise FileNotFoundError("redis-server is not installed; pass --redis URL or install it (apt-get install "
+                                "redis-server)")
     import redis
 
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as workdir:

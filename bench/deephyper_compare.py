@@ -29,10 +29,11 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import machine, write_results  # noqa: E402
+from bench.common import exit_status, machine, write_results  # noqa: E402
 from bench.training import fit  # noqa: E402
 from nas_integration.data import FlatData, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
+from tensorcache.cli import positive_int  # noqa: E402
 
 SPACE = AttnSpace()
 NAMES = [f"x{i}" for i in range(SPACE.n_positions)]
@@ -109,12 +110,12 @@ def summarise(df: pd.DataFrame, target: float, population: int) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--evals", type=int, default=40)
-    ap.add_argument("--population", type=int, default=10)
-    ap.add_argument("--sample", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--train", type=int, default=3000, help="training images (of mnist-small's 6000)")
-    ap.add_argument("--val", type=int, default=1000)
+    ap.add_argument("--evals", type=positive_int, default=40)
+    ap.add_argument("--population", type=positive_int, default=10)
+    ap.add_argument("--sample", type=positive_int, default=3)
+    ap.add_argument("--epochs", type=positive_int, default=1)
+    ap.add_argument("--train", type=positive_int, default=3000, help="training images (of mnist-small's 6000)")
+    ap.add_argument("--val", type=positive_int, default=1000)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--out", default="runs/deephyper_compare")
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
@@ -149,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -69,15 +69,29 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import machine, write_markdown_table, write_results  # noqa: E402
+from bench.common import exit_status, machine, seeds, write_markdown_table, write_results  # noqa: E402
 from bench.outcome import Retrainer, bootstrap_mean, fmt_ci, top_k  # noqa: E402
 from bench.outcome import build_parser as outcome_parser  # noqa: E402
 from bench.training import fit  # noqa: E402
 from nas_integration.data import flat_mnist, load_dataset  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
+from tensorcache.cli import positive_int  # noqa: E402
 
 Belief = dict[str, tuple[tuple[int, ...], float]]   # model id -> (architecture, the search's own score)
+
+FRAMEWORKS = ("ray", "ray-evolution", "optuna", "deephyper")
+
+
+def framework_names(text: str) -> list[str]:
+    """``--frameworks``: comma-separated names from FRAMEWORKS; argparse's error naming any other."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in FRAMEWORKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from "
+                                         f"{', '.join(FRAMEWORKS)}")
+    return names
+
 
 SPACE = AttnSpace(nodes=3, units=(16, 32), activations=("relu", "tanh"), max_skip=1)
 DATA: list[Any] = []
@@ -435,10 +449,10 @@ OUTCOME_HEADER = ["framework", "seeds", "without: pick's test acc % (95% CI)", "
 def main(argv: list[str] | None = None) -> None:
     protocol = outcome_parser()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--trials", type=int, default=8, help="Ray evolution, Optuna trials, DeepHyper evaluations")
-    parser.add_argument("--frameworks", default="ray,ray-evolution,optuna,deephyper")
-    parser.add_argument("--top-k", type=int, default=protocol.get_default("top_k"),
+    parser.add_argument("--seeds", type=seeds, default="0,1,2")
+    parser.add_argument("--trials", type=positive_int, default=8, help="Ray evolution, Optuna trials, DeepHyper evaluations")
+    parser.add_argument("--frameworks", type=framework_names, default=",".join(FRAMEWORKS))
+    parser.add_argument("--top-k", type=positive_int, default=protocol.get_default("top_k"),
                         help="architectures of each search retrained from scratch")
     for option in ("--retrain-epochs", "--retrain-seeds", "--train-subset"):
         parser.add_argument(option, type=int, default=protocol.get_default(option[2:].replace("-", "_")),
@@ -448,8 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.top_k, args.retrain_epochs, args.retrain_seeds, args.train_subset = 5, 2, 1, 1, 1000
-    seeds = [int(s) for s in args.seeds.split(",")]
-    frameworks = args.frameworks.split(",")
+    frameworks = args.frameworks
     retrain = Retrainer(argparse.Namespace(**vars(args), device="cpu", threads=1), space=SPACE)
     data()   # read once before any run is timed
     if any(f.startswith("ray") for f in frameworks):
@@ -460,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
                      [os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
                       os.environ.get("PYTHONPATH", "")])}})
     rows = []
-    for seed in seeds:
+    for seed in args.seeds:
         for framework in frameworks:
             arms = ["without", "with"] + (["without, num_to_keep=1"] if framework == "ray" else [])
             for arm in (arms if seed % 2 == 0 else arms[::-1]):
@@ -490,4 +503,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main))

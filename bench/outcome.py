@@ -52,11 +52,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import machine, write_markdown_table  # noqa: E402
+from common import exit_status, machine, write_markdown_table  # noqa: E402
 
 from nas_integration.evaluators.train import TrainEvaluator  # noqa: E402
 from nas_integration.search import SearchSettings, run_search  # noqa: E402
 from nas_integration.spaces import SearchSpace  # noqa: E402
+from tensorcache.cli import positive_int  # noqa: E402
 from tensorcache.config import CacheConfig  # noqa: E402
 from tensorcache.evolution import Candidate  # noqa: E402
 from tensorcache.trace import read_records  # noqa: E402
@@ -389,26 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/outcome", help="output folder (default: runs/outcome)")
     p.add_argument("--quick", action="store_true", help="CI size: 2 seeds, 8 evaluations, 1000 examples")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated arms (default: {','.join(ARMS)})")
-    p.add_argument("--seeds", type=int, help="seeds per arm (default: 5; --quick: 2)")
+    p.add_argument("--seeds", type=positive_int, help="seeds per arm (default: 5; --quick: 2)")
     p.add_argument("--seed0", type=int, default=0, help="first seed (default: 0)")
-    p.add_argument("--evals", type=int, default=24, help="budget: this many evaluations' epochs (default: 24)")
-    p.add_argument("--population", type=int, default=8, help="P (default: 8)")
-    p.add_argument("--sample", type=int, default=3, help="S (default: 3)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per child in the search (default: 1)")
+    p.add_argument("--evals", type=positive_int, default=24, help="budget: this many evaluations' epochs (default: 24)")
+    p.add_argument("--population", type=positive_int, default=8, help="P (default: 8)")
+    p.add_argument("--sample", type=positive_int, default=3, help="S (default: 3)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="epochs per child in the search (default: 1)")
     p.add_argument("--policies", help="ablation: comma-separated eviction policies, one cache-on arm each "
                                       f"(default: {CACHE.policy})")
     p.add_argument("--capacities", help="ablation: comma-separated memory-tier sizes, one cache-on arm each "
                                         f"(e.g. 2GB,16MB; default: {CACHE.memory})")
-    p.add_argument("--reeval-every", type=int, default=4, help="reeval arm: retrain the leader every N (default: 4)")
+    p.add_argument("--reeval-every", type=positive_int, default=4, help="reeval arm: retrain the leader every N (default: 4)")
     p.add_argument("--train-subset", type=int, default=2000,
                    help="examples: N for training and validation (a tenth of them), up to N for the test split "
                         "(mnist-small has 6,000 + 1,000); 0 = all (default: 2000)")
-    p.add_argument("--top-k", type=int, default=3, help="picks retrained per search and checkpoint (default: 3)")
-    p.add_argument("--retrain-epochs", type=int, default=2, help="final protocol: epochs (default: 2)")
-    p.add_argument("--retrain-seeds", type=int, default=2, help="final protocol: initialisations (default: 2)")
-    p.add_argument("--checkpoints", type=int, default=6, help="points of the anytime curves (default: 6)")
+    p.add_argument("--top-k", type=positive_int, default=3, help="picks retrained per search and checkpoint (default: 3)")
+    p.add_argument("--retrain-epochs", type=positive_int, default=2, help="final protocol: epochs (default: 2)")
+    p.add_argument("--retrain-seeds", type=positive_int, default=2, help="final protocol: initialisations (default: 2)")
+    p.add_argument("--checkpoints", type=positive_int, default=6, help="points of the anytime curves (default: 6)")
     p.add_argument("--device", default="cpu", help="training device (default: cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--resume", action="store_true",
                    help="reuse finished searches and retrainings in --out made with the same settings")
     return p
@@ -459,4 +460,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -38,10 +38,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common import HIDDEN_C_LINES, c_stderr_hidden, numbers
+from common import HIDDEN_C_LINES, c_stderr_hidden, exit_status, numbers
 
 from tensorcache.bound import interval_bound
 from tensorcache.catalog import Entry
+from tensorcache.cli import positive_int
 from tensorcache.events import ClockMoved, Inserted, LayerServed, PolicyEvent
 from tensorcache.policies import make_policy
 from tensorcache.replay import (
@@ -435,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--window-sweep", type=lambda t: numbers(t, int), metavar="W,...",
                    help="donor-window sizes to sweep, e.g. 10,25,50,100,200,400")
     p.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
-    p.add_argument("--population", type=int, metavar="P", help="default: summary.json, else inferred")
-    p.add_argument("--sample", type=int, metavar="S", help="default: summary.json, else P // 4")
+    p.add_argument("--population", type=positive_int, metavar="P", help="default: summary.json, else inferred")
+    p.add_argument("--sample", type=positive_int, metavar="S", help="default: summary.json, else P // 4")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     names = trace_names(args.traces)
@@ -477,4 +478,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -47,9 +47,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nas_integration.data import nb201_table
-from common import Comparison, interleaved, machine, print_comparisons, write_comparisons
+from common import Comparison, exit_status, interleaved, machine, print_comparisons, write_comparisons
 from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
+from tensorcache.cli import positive_int
 from tensorcache.config import CacheConfig
 from tensorcache.policies import EvolutionAware, Policy, register_policy
 from tensorcache.policies.registry import POLICIES
@@ -164,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
-    p.add_argument("--live-evals", type=int, default=1500)
+    p.add_argument("--live-evals", type=positive_int, default=1500)
     p.add_argument("--memory", default="48MB", help="memory tier(s) of the live search, comma-separated (synthetic "
                    "payloads are 1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
-    p.add_argument("--replay-evals", type=int, default=10_000)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--replay-evals", type=positive_int, default=10_000)
+    p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--same-as", metavar="REV", help="check that evolution-aware as of git revision REV evicts "
                    "the same entries in the same order on the replay trace")
     p.add_argument("--before", metavar="REV", help="also run the live search under evolution-aware as of git revision "
@@ -250,4 +251,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -23,10 +23,11 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common import numbers, write_markdown_table
+from common import exit_status, numbers, seeds, write_markdown_table
 from policy_compare import OURS, libcachesim_policies, prefix_aware
 
 from nas_integration.data import nb201_table
+from tensorcache.cli import positive_int
 from tensorcache.replay import Workload
 from tensorcache.trace import read_records
 
@@ -168,12 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
-    p.add_argument("--evals", type=int, default=1000, help="evaluations per search, at least 2 x workers "
+    p.add_argument("--evals", type=positive_int, default=1000, help="evaluations per search, at least 2 x workers "
                    "(default 1000: 2048 with 1024 workers)")
     p.add_argument("--populations", type=lambda t: numbers(t, int), default=[50, 100, 200])
     p.add_argument("--samples", type=lambda t: numbers(t, int), default=[5, 10, 25])
     p.add_argument("--workers", type=lambda t: numbers(t, int), default=[1, 64, 1024])
-    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1])
+    p.add_argument("--seeds", type=seeds, default=[0, 1])
     p.add_argument("--capacities", type=lambda t: numbers(t, float), default=[2, 5, 20])
     p.add_argument("--mode", choices=("prefix", "compatible"), default="prefix")
     p.add_argument("--policies", help="comma-separated subset of our policies (default: all)")
@@ -189,10 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     if not args.table_only:
         ours = tuple(args.policies.split(",")) if args.policies else OURS
+        unknown = [n for n in ours if n not in OURS]
+        if unknown:
+            p.error(f"argument --policies: unknown {', '.join(map(repr, unknown))}; ours are {', '.join(OURS)}")
         lcs = {} if args.no_libcachesim else {n: m for n, m in libcachesim_policies().items() if n in GRID_LCS}
         done = {(r["mode"], r["P"], r["S"], r["workers"], r["seed"], r["capacity_pct"], r["family"], r["policy"])
                 for r in rows}
         todo = list(cells(args.populations, args.samples, args.workers, args.seeds))
+        if not todo:
+            p.error(f"no cell: a cell needs S < P, and every --samples value ({', '.join(map(str, args.samples))}) "
+                    f"is >= every --populations value ({', '.join(map(str, args.populations))})")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns) as bar, open(results, "a", encoding="utf-8") as sink:
             task = bar.add_task("grid", total=len(todo) * len(args.capacities))
@@ -229,4 +236,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -20,10 +20,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from common import numbers, write_markdown_table
+from common import exit_status, numbers, seeds, write_markdown_table
 from policy_grid import evaluations, record_trace
 
 from nas_integration.data import nb201_table
+from tensorcache.cli import positive_int
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_records
 
@@ -31,9 +32,13 @@ from tensorcache.trace import read_records
 def cell_pairs(text: str) -> list[tuple[int, int]]:
     """"50x5,100x25" -> [(50, 5), (100, 25)]."""
     try:
-        return [(int(p), int(s)) for p, s in (part.split("x") for part in text.split(","))]
+        pairs = [(int(p), int(s)) for p, s in (part.split("x") for part in text.split(","))]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected cells as PxS,PxS..., got {text!r}") from None
+    bad = [f"{p}x{s}" for p, s in pairs if not 1 <= s <= p]
+    if bad:
+        raise argparse.ArgumentTypeError(f"a cell needs 1 <= S <= P, got {', '.join(bad)}")
+    return pairs
 
 
 def measure(work: Workload, P: int, S: int, pct: float) -> dict[str, float]:
@@ -67,10 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
-    p.add_argument("--evals", type=int, default=1000, help="evaluations per search, at least 2 x workers")
+    p.add_argument("--evals", type=positive_int, default=1000, help="evaluations per search, at least 2 x workers")
     p.add_argument("--cells", type=cell_pairs, default=[(50, 5), (100, 25)], metavar="PxS,...")
     p.add_argument("--workers", type=lambda t: numbers(t, int), default=[64, 1024])
-    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1])
+    p.add_argument("--seeds", type=seeds, default=[0, 1])
     p.add_argument("--capacities", type=lambda t: numbers(t, float), default=[2, 5, 20])
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -103,4 +108,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

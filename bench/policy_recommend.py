@@ -21,8 +21,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from common import numbers, write_markdown_table
+from common import exit_status, numbers, write_markdown_table
 
+from tensorcache.cli import positive_int
 from tensorcache.replay import Workload, population_params, trace_settings
 from tensorcache.replay.recommend import overall, recommend
 from tensorcache.trace import read_records
@@ -67,11 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", nargs="+", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="OUT")
     p.add_argument("--capacities", type=lambda t: numbers(t, float), default=[2, 5, 20])
-    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--resamples", type=positive_int, default=1000)
     args = p.parse_args(argv)
     os.makedirs(os.path.join(args.out, "verdicts"), exist_ok=True)
     answers = {}
-    for trace in sorted(t for d in args.grid for t in glob.glob(os.path.join(d, "traces", "*", "trace.jsonl"))):
+    traces = {d: glob.glob(os.path.join(d, "traces", "*", "trace.jsonl")) for d in args.grid}
+    for d, found in traces.items():
+        if not found:
+            p.error(f"argument --grid: {d!r} holds no traces (DIR/traces/<cell>/trace.jsonl, as bench/policy_grid.py "
+                    "writes them)")
+    for trace in sorted(t for found in traces.values() for t in found):
         cell = os.path.basename(os.path.dirname(trace))
         path = os.path.join(args.out, "verdicts", f"{cell}.json")
         if not os.path.exists(path):
@@ -90,4 +96,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

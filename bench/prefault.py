@@ -17,11 +17,14 @@ import mmap
 import os
 import statistics
 import tempfile
+import sys
 import threading
 import time
 
 import numpy as np
 
+from common import exit_status
+from tensorcache.cli import positive_int
 from tensorcache.tiers.prefault import Prefaulter
 
 MiB = 2**20
@@ -72,11 +75,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=10.0, help="growths a second")
-    parser.add_argument("--mib", type=int, default=5, help="MiB per growth")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mib", type=positive_int, default=5, help="MiB per growth")
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--reuse", action="store_true", help="the loop fills one kept buffer (maps no memory)")
     parser.add_argument("--quick", action="store_true", help="CI smoke size: 0.5 s, one repeat")
     args = parser.parse_args()
+    if args.seconds <= 0:
+        parser.error(f"argument --seconds: expected seconds > 0, got {args.seconds:g}")
     if args.quick:
         args.seconds, args.repeats = 0.5, 1
     ratios = []
@@ -92,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main))

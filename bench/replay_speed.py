@@ -24,10 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common import Comparison, in_turns, machine, print_comparisons, write_comparisons
+from common import Comparison, exit_status, in_turns, machine, print_comparisons, write_comparisons
 from policy_grid import record_trace
 
 from nas_integration.data import nb201_table
+from tensorcache.cli import positive_int
 from tensorcache.events import PolicyEvent
 from tensorcache.policies import Policy, make_policy
 from tensorcache.replay import PolicyStore, Workload, run
@@ -100,10 +101,10 @@ def measure(work: Workload, name: str, capacity: int) -> tuple[float, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
-    p.add_argument("--evals", type=int, default=10_000)
+    p.add_argument("--evals", type=positive_int, default=10_000)
     p.add_argument("--capacity", type=float, default=5.0, help="percent of all bytes stored (default 5)")
     p.add_argument("--policies", default="lfu,donor-window,evolution-aware")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=1)
     p.add_argument("--trace", metavar="TRACE.jsonl", help="replay this trace instead of recording one")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
@@ -146,4 +147,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -38,11 +38,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import machine, write_results
+from common import exit_status, machine, write_results
 from nas_integration.data import nb201_table
 
 from nas_integration.search import SearchSettings, Tally, run_search
 from tensorcache import TensorCache
+from tensorcache.cli import positive_int
 from tensorcache.trace import TraceRecord, read_records
 
 FLAT = 1.3
@@ -168,9 +169,9 @@ def one_search(table: str, workdir: str, evals: int, workers: int, window: int) 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV")
-    p.add_argument("--evals", type=int, nargs="+", default=[10_000, 100_000])
-    p.add_argument("--workers", type=int, default=10_000)
-    p.add_argument("--window", type=int, default=10_000, help="evaluations per window of the largest search")
+    p.add_argument("--evals", type=positive_int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--workers", type=positive_int, default=10_000)
+    p.add_argument("--window", type=positive_int, default=10_000, help="evaluations per window of the largest search")
     p.add_argument("--out", metavar="DIR", default="runs/bench")
     args = p.parse_args(argv)
     rows = []
@@ -226,4 +227,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -71,10 +71,11 @@ from typing import Any
 import lmdb
 import numpy as np
 import redis
-from common import (Comparison, MiB, fmt_bytes, interleaved, machine, numbers, print_comparisons, redis_url,
-                    write_comparisons)
+from common import (Comparison, MiB, exit_status, fmt_bytes, interleaved, machine, numbers, print_comparisons,
+                    redis_url, write_comparisons)
 
 from tensorcache import LayerMap, TensorCache
+from tensorcache.cli import positive_int
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 
@@ -254,9 +255,10 @@ def _raw_reader(tier: str, cache: TensorCache, blobs: dict[bytes, bytearray], wo
         for digest, blob in blobs.items():
             raw.put(digest, blob)
     elif tier == "lmdb":
-        raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1, namespace=cache.namespace)  # same env
+        raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), cache.tiers[0].capacity,
+                       namespace=cache.namespace)  # the same store, at its capacity (no warning)
     else:
-        raw = RedisTier(url, 1, namespace=cache.namespace, required=True)
+        raw = RedisTier(url, cache.tiers[0].capacity, namespace=cache.namespace, required=True)
 
     def read_all() -> list[Any]:  # every value stays alive until all are read, as a lookup's layers do
         return [_check(raw.get(digest), f"{tier} raw get") for digest in blobs]
@@ -328,7 +330,8 @@ def bench_round_trip(quick: bool, workdir: str, url: str, n_layers: int = ROUND_
                     baseline: Callable[[], Any] = lambda: _check(client.get(key), "GET")  # noqa: E731
                     what = "one redis GET of the same bytes"
                 else:
-                    raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), 1, namespace=cache.namespace)
+                    raw = LMDBTier(os.path.join(workdir, f"{cache.namespace}.lmdb"), cache.tiers[0].capacity,
+                                   namespace=cache.namespace)
                     baseline = lambda: [_check(v, "lmdb read") for v in raw.get_many(list(blobs))]  # noqa: E731
                     what = "one LMDB read transaction of the same payloads (copied out, unchecked)"
 
@@ -729,7 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
     p.add_argument("--warm-channels", type=lambda text: numbers(text, int), default=[16, 32],
                    metavar="C,...", help="NB201 widths the warm start part uses (default 16,32; --quick: 16)")
-    p.add_argument("--round-trip-layers", type=int, default=ROUND_TRIP_LAYERS, metavar="N",
+    p.add_argument("--round-trip-layers", type=positive_int, default=ROUND_TRIP_LAYERS, metavar="N",
                    help=f"layers of the model the round_trip part looks up (default {ROUND_TRIP_LAYERS})")
     args = p.parse_args(argv)
     sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
@@ -767,4 +770,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -29,11 +29,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import machine, write_results
+from common import exit_status, machine, write_results
 from nas_integration.evaluators.tabular import SyntheticPayloads
 from nas_integration.spaces import get_space
 
 from tensorcache import CacheConfig, TensorCache
+from tensorcache.cli import positive_int
 
 SCALE = 1 / 64  # run_search's payload scale for the tabular evaluator
 
@@ -85,9 +86,9 @@ def one_round(puts: int, warmup: int, seed: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--puts", type=int, default=2000)
+    p.add_argument("--puts", type=positive_int, default=2000)
     p.add_argument("--warmup", type=int, default=1500, help="models put first (the memory tier fills at ~1,200)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", metavar="DIR", default="runs/bench")
     args = p.parse_args(argv)
     rows = [one_round(args.puts, args.warmup, seed) for seed in range(args.repeats)]
@@ -109,4 +110,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from common import data_path, machine, write_results
+from common import data_path, exit_status, machine, write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import NB201Space, register_space
 from tensorcache import TensorCache
+from tensorcache.cli import positive_int
 from tensorcache.evolution import Candidate
 from tensorcache.trace import read_trace
 
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mnist", default=data_path("mnist"), metavar="DIR",
                    help="MNIST IDX folder (default: $TENSORCACHE_DATA/mnist, else found or downloaded)")
     p.add_argument("--device", default="auto", help="torch device (default: cuda if present)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1 when training on the "
+    p.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: 1 when training on the "
                    "CPU, where 2 threads stall whenever another process holds a core; else torch's default)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where results and PNGs go")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, 3 evaluations, one seed)")
@@ -243,4 +244,4 @@ def report(rows: Sequence[dict[str, Any]], modes: Sequence[str], scale: str) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 from nas_integration.data import nb201_table
-from common import data_path, machine
+from common import data_path, exit_status, machine
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
@@ -54,6 +54,7 @@ from nas_integration.data import load_dataset
 from nas_integration.spaces import NB201Space
 from nas_integration.spaces.nb201 import OPS, NB201Index
 from tensorcache import TensorCache
+from tensorcache.cli import positive_int
 from tensorcache.tables import open_text
 
 STRATA = ("adds", "removes", "swaps")
@@ -484,16 +485,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=("cpu", "gpu"), default="cpu",
                    help="cpu: NB201 C=4 N=1, 2000 training images, 3 epochs; gpu: C=16 N=5, 45000, 20 epochs")
-    p.add_argument("--pairs", type=int, default=24, help="parent/child pairs (default: 24)")
-    p.add_argument("--parents", type=int, default=3, help="parents, from high/middle/low table accuracy (default: 3)")
-    p.add_argument("--epochs", type=int, help="override the scale's epochs")
+    p.add_argument("--pairs", type=positive_int, default=24, help="parent/child pairs (default: 24)")
+    p.add_argument("--parents", type=positive_int, default=3, help="parents, from high/middle/low table accuracy (default: 3)")
+    p.add_argument("--epochs", type=positive_int, help="override the scale's epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw, the data split and every model")
     p.add_argument("--cifar", default=data_path("cifar10"), metavar="PATH",
                    help="CIFAR-10 folder or tar.gz")
     p.add_argument("--table", default=str(nb201_table()), metavar="CSV",
                    help="NAS-Bench-201 table with index, arch_str and c10_valid_200ep_mean")
     p.add_argument("--device", default="auto", help="torch device (default: cuda if present)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--budget-min", type=float, help="start no new pair after this many minutes (rerun to go on)")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="run only the pairs whose number is I mod N "
                    "(several processes may share one --out; default: 0/1)")
@@ -566,4 +567,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main))

@@ -67,6 +67,13 @@ def test_tiers_warm_start_runs_without_redis_server_and_leaves_its_redis_tier_ou
     found = ratios(proc.stdout)
     assert "redis: none" in proc.stdout and "warm.prefix.memory.vs_copy" in found, proc.stdout
     assert not [label for label in found if ".redis." in label], found
+    assert "this process asked for" not in proc.stderr, proc.stderr  # the raw reader opens the store at its capacity
+    needs_redis = subprocess.run([sys.executable, str(ROOT / "bench" / "tiers.py"), "--quick", "--parts", "round_trip",
+                                  "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=300, env={**env, "PATH": str(bare)})
+    assert needs_redis.returncode == 2 and "Traceback" not in needs_redis.stderr, needs_redis.stderr
+    assert needs_redis.stderr.strip().endswith("tiers.py: error: redis-server is not installed; pass --redis URL or "
+                                               "install it (apt-get install redis-server)"), needs_redis.stderr
 
 
 def test_prefault_quick() -> None:

@@ -1,12 +1,17 @@
-"""The benches' shared helpers."""
+"""The benches' shared helpers, and every bench answering bad input with one error line naming it."""
 from __future__ import annotations
 
+import argparse
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import pytest
 
-from common import in_turns, interleaved, write_markdown_table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import exit_status, in_turns, interleaved, seeds, write_markdown_table  # noqa: E402
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_line_per_row(tmp_path):
@@ -27,3 +32,38 @@ def test_interleaved_times_each_case_repeats_times_after_its_warmup_with_the_giv
                         repeats=2, warmup=1, clock=lambda: float(next(ticks)), pause_gc=False)
     assert calls == ["x", "y", "y", "x", "x", "y"]
     assert times == {"x": [1.0, 1.0], "y": [1.0, 1.0]}
+
+
+def test_seeds_are_integers_from_zero_and_a_bad_one_is_named():
+    assert seeds("0,3") == [0, 3]
+    for text, named in (("-1", "expected seeds >= 0, got '-1'"), ("a", "expected comma-separated seeds, got 'a'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=named):
+            seeds(text)
+
+
+def test_exit_status_turns_a_bad_setting_into_one_error_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench/x.py"])
+
+    def bad() -> int:
+        raise ValueError("bad memory size: '5XB'")
+
+    assert exit_status(bad) == 2 and capsys.readouterr().err == "x.py: error: bad memory size: '5XB'\n"
+    assert exit_status(lambda: None) == 0 and exit_status(lambda: 3) == 3
+
+
+@pytest.mark.parametrize("script, args, named", [
+    ("policy_compare.py", ["EMPTY", "--out", "OUT"], "error: the trace has no records"),
+    ("replay_speed.py", ["--out", "OUT", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got '0'"),
+    ("catalog.py", ["--batch", "0"], "argument --batch: expected an integer >= 1, got '0'"),
+    ("policy_grid.py", ["--out", "OUT", "--populations", "4", "--samples", "5"], "no cell: a cell needs S < P"),
+    ("policy_recommend.py", ["--grid", "OUT", "--out", "OUT"], "holds no traces"),
+    ("frameworks.py", ["--frameworks", "optuns"], "argument --frameworks: unknown 'optuns'"),
+])
+def test_a_bench_answers_bad_input_with_one_line_naming_it(tmp_path, script, args, named):
+    (tmp_path / "trace.jsonl").write_text("")
+    args = [str(tmp_path / "trace.jsonl") if a == "EMPTY" else str(tmp_path / "out") if a == "OUT" else a
+            for a in args]
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert named in done.stderr.strip().splitlines()[-1], done.stderr
