@@ -335,10 +335,12 @@ def report(summary: dict[str, Any], args: argparse.Namespace) -> list[list[str]]
     budget = summary["checkpoints"][-1]
     print(f"\noutcome: {len(summary['seeds'])} seeds, budget {budget:g} epochs per search, P {args.population} "
           f"S {args.sample}, top-{args.top_k} retrained {args.retrain_seeds}x{args.retrain_epochs} epochs; "
-          f"target = {BASELINE} mean final {summary['target']:.2f}")
+          + (f"target = {BASELINE} mean final {summary['target']:.2f}" if BASELINE in summary["arms"] else
+             f"no {BASELINE} arm: no target, no paired difference"))
     rows = []
     for arm, a in summary["arms"].items():
-        reach = f"{fmt_epochs(a['reach_median_epochs'])} ({a['reached']}/{len(summary['seeds'])} seeds)"
+        reach = f"{fmt_epochs(a['reach_median_epochs'])} ({a['reached']}/{len(summary['seeds'])} seeds)" \
+            if BASELINE in summary["arms"] else "n/a"
         diff = fmt_ci(a["diff_vs_baseline"], "{:+.2f}") if "diff_vs_baseline" in a else "-"
         row = [arm, fmt_ci(a["final_test"]), diff, fmt_ci(a["search_best_score"]),
                fmt_ci(a["search_best_retrained_test"]), reach, f"{a['evaluations']:.1f}",
