@@ -65,7 +65,9 @@ def check_results(log_dir: Path) -> pd.DataFrame:
             from_parent += 1
         else:  # lookup prefers the parent unless another model shares a longer prefix with the child
             assert tiny.common_prefix(arch[donor], arch[me]) > tiny.common_prefix(arch[parent], arch[me])
-    assert checked and from_parent >= len(checked) / 2
+    # how many children another model outmatches their parent for depends on the archs the search draws, and
+    # those on the tiny trainings' scores, which move with the machine's threads: the rule is checked per child
+    assert checked and from_parent >= 1
     for _, row in df[df["m:tc_layers"] > 0].iterrows():   # every transferred tensor is the donor's own
         me, donor = row["m:tc_model"], row["m:tc_donor"]
         moved = tiny.moved_params(arch[me], int(row["m:tc_layers"]))
