@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.common import exit_status, machine, write_results  # noqa: E402
+from bench.common import exit_status, machine, seeds, write_results  # noqa: E402
 from bench.training import fit  # noqa: E402
 from nas_integration.data import FlatData, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
@@ -116,17 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=positive_int, default=1)
     ap.add_argument("--train", type=positive_int, default=3000, help="training images (of mnist-small's 6000)")
     ap.add_argument("--val", type=positive_int, default=1000)
-    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--seeds", type=seeds, default="0,1")
     ap.add_argument("--out", default="runs/deephyper_compare")
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     args = ap.parse_args(argv)
     if args.quick:
-        args.evals, args.population, args.sample, args.train, args.val, args.seeds = 8, 4, 2, 300, 100, "0"
+        args.evals, args.population, args.sample, args.train, args.val, args.seeds = 8, 4, 2, 300, 100, [0]
     torch.set_num_threads(1)
     setup_data(args.train, args.val)
     train(None, SPACE.build(SPACE.sample(random.Random(0)), 10, (784,)))  # warm torch up, untimed
     rows = []
-    for n, seed in enumerate(int(s) for s in args.seeds.split(",")):
+    for n, seed in enumerate(args.seeds):
         tables = {}
         for mode in (("without", "with") if n % 2 == 0 else ("with", "without")):   # alternate who goes first
             with tempfile.TemporaryDirectory() as log_dir:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
-from common import data_path, exit_status, machine, write_results
+from common import data_path, exit_status, machine, seeds, write_results
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", choices=("auto", "cpu", "gpu"), default="auto",
                    help="gpu: NB201 C=16 N=5 on all of CIFAR-10; cpu: NB201 C=4 N=1 on subsets; auto: gpu if CUDA")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated search seeds (default: 0,1,2)")
+    p.add_argument("--seeds", type=seeds, default="0,1,2", help="comma-separated search seeds (default: 0,1,2)")
     p.add_argument("--target", type=float, metavar="ACC",
                    help="accuracy (%%) to reach (default: each seed's cache-off final best)")
     p.add_argument("--cifar", default=data_path("cifar10"), metavar="PATH",
@@ -162,11 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where results and PNGs go")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, 3 evaluations, one seed)")
     args = p.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    seeds = seeds[:1] if args.quick else seeds
+    if args.quick:
+        args.seeds = args.seeds[:1]
     cuda = torch.cuda.is_available()
     scale = "quick" if args.quick else (args.scale if args.scale != "auto" else ("gpu" if cuda else "cpu"))
     device = torch.device(("cuda" if cuda else "cpu") if args.device == "auto" else args.device)
@@ -174,9 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     meta = {**machine(), "scale": scale, "run_device": str(device), "torch_threads": torch.get_num_threads(),
-            "seeds": seeds, "searches": [asdict(s) for s in searches], "modes": modes}
+            "seeds": args.seeds, "searches": [asdict(s) for s in searches], "modes": modes}
     print(f"bench/transfer_e2e.py: {scale.upper()} scale on {device} ({meta['device']}), {meta['cpus']} CPUs, "
-          f"{meta['torch_threads']} torch thread(s), seeds {seeds}, {meta['date']}")
+          f"{meta['torch_threads']} torch thread(s), seeds {args.seeds}, {meta['date']}")
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as workdir:
@@ -184,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mnist": args.mnist and os.path.abspath(args.mnist)}
         for spec in searches:
             group = []
-            for seed in seeds:
+            for seed in args.seeds:
                 print(f"  {spec.space} on {spec.dataset}, seed {seed}: cache off ...", flush=True)
                 settings, records = search_off(spec, seed, data[spec.dataset], workdir, str(device))
                 off = [{"model_id": r["model_id"], "parent_id": r["parent_id"], "score": r["score"],

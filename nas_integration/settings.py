@@ -112,6 +112,7 @@ class SearchSettings:
                   (s.transfer in ("prefix", "compatible"), f"transfer must be prefix or compatible, got {s.transfer!r}"),
                   (s.revisit in ("train", "reuse"), f"revisit must be train or reuse, got {s.revisit!r}"),
                   (s.evals >= 1, f"evals must be >= 1, got {s.evals}"),
+                  (s.seed >= 0, f"seed must be >= 0, got {s.seed}"),
                   (not (s.resume and s.overwrite), "--resume continues the search in --out; --overwrite replaces "
                                                    "it: choose one"),
                   (not s.resume or s.executor != "mpi", "--resume works with the serial and process executors; "

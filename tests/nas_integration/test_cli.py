@@ -81,6 +81,7 @@ def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_pat
     (["--evaluator", "tabular", "--disk", __file__ + "/cache.lmdb"], "cannot open LMDB tier"),
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
     (["--population", "0"], "population must be >= 1, got 0"),
+    (["--seed", "-1"], "seed must be >= 0, got -1"),
     (["--population", "-1", "--policy", "evolution-aware"], "population must be >= 1, got -1"),
 ])
 def test_bad_settings_are_explained_and_leave_no_output_folder(tmp_path, capsys, extra, message):
