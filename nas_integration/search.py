@@ -190,6 +190,9 @@ def run_search(settings: SearchSettings, on_record: OnRecord | None = None) -> d
     evaluator: Evaluator = s.make_evaluator(threads)
     evaluator.check()
     done = finished_records(s.out) if s.resume else []
+    if len(done) > s.evals:
+        raise ValueError(f"--resume: the search in {s.out!r} already finished {len(done)} evaluations, more than "
+                         f"--evals {s.evals}; --evals may only grow")
     controls_path = os.path.join(s.out, CONTROLS)
     done_controls = finished_records(s.out, CONTROLS) if done and os.path.exists(controls_path) else []
     if done:  # the scratch jobs it finished are answered from controls.jsonl the same way

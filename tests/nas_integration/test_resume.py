@@ -64,6 +64,15 @@ def test_resume_refuses_other_settings_and_a_missing_search(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err  # the refusal to overwrite names the way to continue
 
 
+def test_resume_refuses_fewer_evals_than_the_trace_holds(tmp_path, capsys):
+    out = tmp_path / "a"
+    assert main(["--out", str(out), *SEARCH, "--evals", "12", "--quiet"]) == 0
+    summary = (out / "summary.json").read_text()
+    assert main(["--out", str(out), *SEARCH, "--evals", "5", "--resume", "--quiet"]) == 2
+    assert "already finished 12 evaluations, more than --evals 5" in capsys.readouterr().err
+    assert len(read_trace(out / "trace.jsonl")) == 12 and (out / "summary.json").read_text() == summary
+
+
 def test_resume_continues_past_a_torn_last_line(tmp_path):
     out = tmp_path / "torn"
     assert main(["--out", str(out), *SEARCH, "--evals", "50", "--quiet"]) == 0
