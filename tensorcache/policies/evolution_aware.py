@@ -56,13 +56,14 @@ def _best_of(n: int, below: int, tied: int, sample: int) -> float:
 
 def _run_ranks(group: np.ndarray, depth: np.ndarray, value: Sequence[float] | np.ndarray,
                size: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Each layer's value per byte of itself and every deeper layer of its ``group`` (layers of a prefix run:
-    a group holds depths 0 to its deepest), each sum taken deepest first, as a loop would add them."""
-    _, row = np.unique(group, return_inverse=True)
-    total = np.zeros((2, int(row.max()) + 1, int(depth.max()) + 1))
-    total[0, row, depth], total[1, row, depth] = value, size
-    deeper = np.cumsum(total[:, :, ::-1], axis=2)[:, :, ::-1]  # zeros past a run's end change no sum
-    return deeper[0, row, depth] / deeper[1, row, depth]
+    """Each layer's value per byte of itself and every deeper layer of its ``group`` (a small int >= 0, such as a
+    model's row; layers of a prefix run: a group holds depths 0 to its deepest), each sum taken deepest first, as a
+    loop would add them."""
+    total = np.zeros((2, int(group.max()) + 1, int(depth.max()) + 1))
+    total[0, group, depth], total[1, group, depth] = value, size
+    deeper = np.cumsum(total[:, :, ::-1], axis=2)[:, :, ::-1]  # zeros past a run's end, or in a row no group uses,
+    # change no sum
+    return deeper[0, group, depth] / deeper[1, group, depth]
 
 
 _LOW7, _HIGH = np.uint64(0x7F7F7F7F7F7F7F7F), np.uint64(0x8080808080808080)
@@ -150,18 +151,19 @@ def _ties(fields: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
 
 
 class _Sorted:
-    """The priorities of entries in sorted order, by place: columns of numbers turned into tuples a chunk at a time,
-    from the front (a rebuild's heap asks only for the entries that surface before the next rebuild)."""
+    """The priorities of entries in sorted order, by place: columns of numbers put in ``order`` and turned into
+    tuples a chunk at a time, from the front (a rebuild's heap asks only for the entries that surface before the
+    next rebuild)."""
 
-    def __init__(self, fields: Sequence[np.ndarray]) -> None:
-        self._fields = fields
+    def __init__(self, fields: Sequence[np.ndarray], order: np.ndarray) -> None:
+        self._fields, self._order = fields, order
         self._done: list[tuple] = []
 
     def __call__(self, place: int) -> tuple:
         done = self._done
         if place >= len(done):
-            end = max(place + 1, 2 * len(done), 64)
-            done.extend(zip(*(field[len(done):end].tolist() for field in self._fields)))
+            chunk = self._order[len(done):max(place + 1, 2 * len(done), 64)]
+            done.extend(zip(*(field[chunk].tolist() for field in self._fields)))
         return done[place]
 
 
@@ -217,6 +219,11 @@ class _Model:
     def run(self) -> int:
         """Length of the unbroken run of held layers from depth 0."""
         return self.held_run
+
+    def deepest(self) -> int:
+        """Its deepest held layer (-1: none): the run's last when the run holds them all (no max to take)."""
+        keys = self.keys
+        return len(keys) - 1 if self.held_run == len(keys) else max(keys)
 
     def arriving(self) -> bool:
         """Its layers are still being inserted (a put in progress): it keeps them until the put ends."""
@@ -506,7 +513,7 @@ class EvolutionAware(Policy):
                 if ranks[held.row] < 0:
                     ranks[held.row] = self._entry_value(other) / held.size
                     self._push(held)
-            if model.prefix and model.keys and max(model.keys) > entry.depth:  # the layers after it can no longer be
+            if model.prefix and model.deepest() > entry.depth:  # the layers after it can no longer be
                 for depth, other in model.keys.items():  # served (the deepest usually goes first: none)
                     if depth > entry.depth:
                         deeper = entries[other]
@@ -535,14 +542,17 @@ class EvolutionAware(Policy):
         if self._stale:
             self._rebuild()
         top = self._heap.peek()
-        if top is not None:
-            top = top[0], self._entry_rows.key(top[1])
         if self._held and (top is None or top[0][0] == math.inf):
-            entries = self._entries
-            arriving = min((self._priority(entries[key]), key) for m in self._held for key in self._models[m].keys.values())
-            top = arriving if top is None else min(top, arriving)
+            return self._arriving_victim(top)
         assert top is not None  # every entry has a live item, or its model is still arriving
-        return top[1]
+        return self._entry_rows.key(top[1])
+
+    def _arriving_victim(self, top: tuple[Any, int] | None) -> Key:
+        """The victim when nothing but models still arriving (out of the heap) and ``top``, the heap's least
+        (priority, entry row) or None, can be evicted: the least of both."""
+        entries = self._entries
+        arriving = min((self._priority(entries[key]), key) for m in self._held for key in self._models[m].keys.values())
+        return arriving[1] if top is None else min((top[0], self._entry_rows.key(top[1])), arriving)[1]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -616,9 +626,10 @@ class EvolutionAware(Policy):
             value += self._content_value(entry.content) if math.isnan(got) else got
             size += entry.size
             rank[entry.row] = value / size
-        for depth, key in model.keys.items():
-            if depth > run:
-                rank[entries[key].row] = -1.0
+        if len(model.keys) > run:  # layers past a gap
+            for depth, key in model.keys.items():
+                if depth > run:
+                    rank[entries[key].row] = -1.0
 
     def _unfile(self, key: Key, entry: _Entry) -> None:
         """Take ``key`` off its content's holders (the content goes with its last holder) and off the heap."""
@@ -722,11 +733,15 @@ class EvolutionAware(Policy):
 
     def _push_model(self, model: _Model) -> None:
         """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, priority_of, last, rise = self._entries, self._priority, self._set, self._heap.rise
+        entries, priority_of, last, rise, push = self._entries, self._priority, self._set, self._heap.rise, self._heap.push
         for key in model.keys.values():
             entry = entries[key]
             row, priority = entry.row, priority_of(entry)
-            rise(row, priority, last.get(row))
+            floor = last.get(row)
+            if floor is None:  # none set since the last rebuild, or its put just ended: what ``rise`` would do
+                push(row, priority)
+            else:
+                rise(row, priority, floor)
             last[row] = priority
 
     def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int]:
@@ -864,7 +879,7 @@ class EvolutionAware(Policy):
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(_ties(fields[:4]) + fields[4:])
         self._entry_rows.put("rank", rows, ranks)
-        self._heap = LazyHeap(rows[order].tolist(), _Sorted([field[order] for field in reversed(fields)]))
+        self._heap = LazyHeap(rows[order].tolist(), _Sorted(fields[::-1], order))
         self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
         self._held.clear()
         self._stale = False
