@@ -190,6 +190,8 @@ def recommend_policy(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     P, S = population_params(work, args.population or settings.get("population"),
                              args.sample or settings.get("sample"))
     texts = [c for c in (args.capacity or "2%,5%,20%").split(",") if c.strip()]
+    if not texts:
+        raise ValueError(f"--capacity {args.capacity!r} names no capacity; give e.g. 2%,5%,20% or 512MB")
     capacities = [capacity_bytes(c, work.total_bytes) for c in texts]
     policies = args.policies.split(",") if args.policies else list(CANDIDATES)
     verdicts = recommend(work, capacities, P, S, policies, args.score, bool(settings.get("inflight")),

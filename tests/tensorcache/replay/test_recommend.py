@@ -87,6 +87,8 @@ def test_cli_recommend_prints_the_pick_its_margin_and_json(tmp_path, capsys):
     assert "belady needs the trace's future" in capsys.readouterr().err
     assert main(["replay", str(path), "--recommend", "--policies", "lru,nope"]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
+    assert main(["replay", str(path), "--recommend", "--capacity", ","]) == 2  # not "no policy served a layer"
+    assert "--capacity ',' names no capacity" in capsys.readouterr().err
 
 
 def test_a_trace_that_serves_nothing_gets_no_recommendation(tmp_path, capsys):
