@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--layers", type=positive_int, default=1, help="one-tensor layers per model (NB201 cells: about 20)")
     ap.add_argument("--out", default="bench/results")
     args = ap.parse_args(argv)
+    if args.live < 0:
+        ap.error(f"argument --live: expected live models >= 0, got {args.live}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for history in args.history:
