@@ -231,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bar.advance(task)
     summary = summarize(rows)
     write_table(os.path.join(args.out, "grid.md"), summary)
-    print(f"wrote {args.out}/grid.md ({len(summary)} rows) from {results}")
+    print(f"wrote {args.out}/grid.md ({len(summary)} rows) from {results}"
+          + ("" if summary or not rows else f": it tabulates {SUBJECT} against the others, and {results} holds no "
+             f"{SUBJECT} row (give it in --policies)"))
     return 0
 
 

@@ -44,3 +44,11 @@ def test_a_grid_of_the_subject_alone_has_no_margin_instead_of_crashing(tmp_path)
     assert summary["best_other"] == "none" and math.isnan(summary["margin"]) and math.isnan(summary["margin_ci"])
     pg.write_table(str(tmp_path / "grid.md"), [summary])
     assert "| none |" in (tmp_path / "grid.md").read_text()
+
+
+def test_a_grid_without_the_subject_says_why_its_table_is_empty(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--evals", "20", "--populations", "4", "--samples", "2", "--workers", "1",
+            "--seeds", "0", "--capacities", "5", "--policies", "lru", "--no-libcachesim"]
+    assert pg.main(args) == 0
+    assert f"(0 rows) from {tmp_path}/grid.jsonl: it tabulates {pg.SUBJECT} against the others" in \
+        capsys.readouterr().out
