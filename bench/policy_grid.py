@@ -100,21 +100,21 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         others_r = [_best_other(g, "revisit_yield") for g in per_seed]
         mode, P, S, workers, pct = key
         out.append({"mode": mode, "P": P, "S": S, "workers": workers, "capacity_pct": pct, "seeds": len(per_seed),
-                    "evo_transfer": _mean(evo),
-                    "vs_bound": _mean([e / g["bound:bound"]["transfer_yield"] for e, g in zip(evo, per_seed)]),
-                    "vs_belady": _mean([e / g[f"ours:{HEURISTIC}"]["transfer_yield"] for e, g in zip(evo, per_seed)
+                    "evo_transfer": defined_mean(evo),
+                    "vs_bound": defined_mean([e / g["bound:bound"]["transfer_yield"] for e, g in zip(evo, per_seed)]),
+                    "vs_belady": defined_mean([e / g[f"ours:{HEURISTIC}"]["transfer_yield"] for e, g in zip(evo, per_seed)
                                         if f"ours:{HEURISTIC}" in g]),
-                    "margin": _mean([e - o for e, (_, o) in zip(evo, others)]),
+                    "margin": defined_mean([e - o for e, (_, o) in zip(evo, others)]),
                     "margin_ci": _half_width([e - o for e, (_, o) in zip(evo, others)]),
                     "margin_ahead": sum(e > o for e, (_, o) in zip(evo, others)),
                     "best_other": "/".join(sorted({n for n, _ in others})),
-                    "evo_revisit": _mean(revisit),
-                    "revisit_vs_bound": _mean([e / g["bound:bound"]["revisit_yield"] for e, g in zip(revisit, per_seed)]),
-                    "revisit_margin": _mean([e - o for e, (_, o) in zip(revisit, others_r)]),
+                    "evo_revisit": defined_mean(revisit),
+                    "revisit_vs_bound": defined_mean([e / g["bound:bound"]["revisit_yield"] for e, g in zip(revisit, per_seed)]),
+                    "revisit_margin": defined_mean([e - o for e, (_, o) in zip(revisit, others_r)]),
                     "revisit_margin_ci": _half_width([e - o for e, (_, o) in zip(revisit, others_r)]),
                     "revisit_ahead": sum(e > o for e, (_, o) in zip(revisit, others_r)),
                     "best_other_revisit": "/".join(sorted({n for n, _ in others_r})),
-                    "evo_seconds": _mean([g[f"ours:{SUBJECT}"]["seconds"] for g in per_seed])})
+                    "evo_seconds": defined_mean([g[f"ours:{SUBJECT}"]["seconds"] for g in per_seed])})
     return out
 
 
@@ -130,7 +130,8 @@ def _best_other(group: dict[str, dict[str, Any]], metric: str) -> tuple[str, flo
     return best, rivals[best]
 
 
-def _mean(values: Sequence[float]) -> float:
+def defined_mean(values: Sequence[float]) -> float:
+    """The mean of the values that are defined (a yield is NaN where its denominator is 0), else NaN."""
     values = [v for v in values if not math.isnan(v)]
     return statistics.fmean(values) if values else math.nan
 
