@@ -67,8 +67,11 @@ def _cpu_turns(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, l
 def evolution_aware_at(rev: str) -> type[EvolutionAware]:
     """The EvolutionAware class as of git revision ``rev`` of this repository."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    source = subprocess.run(["git", "show", f"{rev}:tensorcache/policies/evolution_aware.py"], cwd=root,
-                            capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(["git", "show", f"{rev}:tensorcache/policies/evolution_aware.py"], cwd=root,
+                           capture_output=True, text=True)
+    if shown.returncode:
+        raise ValueError(f"git revision {rev!r}: {shown.stderr.strip() or 'git show failed'}")
+    source = shown.stdout
     name = "tensorcache.policies._evolution_aware_at_rev"
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     module.__package__ = "tensorcache.policies"
@@ -179,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--decisions", action="store_true", help="also run the live search under a policy that names "
                    "evolution-aware's recorded victims at almost no cost (the search around its decisions)")
     args = p.parse_args(argv)
+    earlier = evolution_aware_at(args.same_as) if args.same_as else None  # a bad revision is named before any run
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]
     comparisons, replays, same = [], {}, {}
@@ -231,8 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             comparisons.append(Comparison("policy_cost", f"replay CPU, {args.replay_evals} evals, 5%", "evolution-aware",
                                           "lfu", 0, replays["evolution-aware"], replays["lfu"],
                                           note="target: under 60 s"))
-            if args.same_as:
-                earlier = evolution_aware_at(args.same_as)
+            if earlier is not None:
                 for pct in (2, 5, 20):
                     c = int(work.total_bytes * pct / 100)
                     now, then = victims(EvolutionAware, work, c, 100, 25), victims(earlier, work, c, 100, 25)

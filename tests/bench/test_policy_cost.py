@@ -1,8 +1,11 @@
-"""policy_cost's harness: a policy that names recorded victims makes the search evict exactly those."""
+"""policy_cost's harness: a policy that names recorded victims makes the search evict exactly those; a revision
+git cannot show is named before any search runs."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -21,3 +24,9 @@ def test_the_search_under_recorded_victims_evicts_the_same(tmp_path):
     assert len(victims_of(heard)) > 10  # the tier binds
     again = policy_cost.policy_calls(table, str(tmp_path), policy_cost.deciding_as(heard), 150, "1MB")
     assert victims_of(again) == victims_of(heard)
+
+
+def test_a_revision_git_cannot_show_is_named_before_any_search(tmp_path, monkeypatch):
+    monkeypatch.setattr(policy_cost, "live_search", lambda *a: pytest.fail("a search ran before the revision was checked"))
+    with pytest.raises(ValueError, match="git revision 'no-such-rev': "):
+        policy_cost.main(["--out", str(tmp_path), "--same-as", "no-such-rev", "--live-evals", "5", "--repeats", "1"])
