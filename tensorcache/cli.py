@@ -61,7 +61,8 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
                     window=args.window or settings.get("window") or _policy_option(settings, "window"),
                     mutation_bias=float(settings.get("mutation_bias") or 0.0), low_cut=low_cut,
                     low_cut_source=low_cut_source, layers=layers, layers_source=layers_source,
-                    transfer=settings.get("transfer") or "prefix", controls=read_controls(args.trace))
+                    transfer=settings.get("transfer") or "prefix", controls=read_controls(args.trace),
+                    control=float(settings.get("control") or 0.0))
 
 
 def _policy_option(settings: dict[str, Any], name: str) -> Any:

@@ -9,6 +9,7 @@ and tau of the two scratch seeds is its noise ceiling: no score of one training 
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,9 +64,13 @@ def describe(f: Mapping[str, Any]) -> str:
     if not f["n"]:
         return "no control yet"
     b = f["bias"]
+
+    def tau(value: float) -> str:  # undefined with fewer than two controls or only ties
+        return "n/a" if math.isnan(value) else f"{value:.2f}"
+
     return (f"{f['n']} controls: warm - scratch {b[0]:+.2f} [{b[1]:+.2f}, {b[2]:+.2f}], "
-            f"tau {f['tau_warm_scratch']:.2f} "
-            f"(ceiling {f['tau_ceiling']:.2f}, {f['n_ceiling']} with a second seed)")
+            f"tau {tau(f['tau_warm_scratch'])} "
+            f"(ceiling {tau(f['tau_ceiling'])}, {f['n_ceiling']} with a second seed)")
 
 
 def read_controls(trace_path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -73,6 +73,7 @@ class RunFacts:
     layers_source: str = ""
     transfer: str = "prefix"           # the run's transfer mode: which served layers make a lookup a hit
     controls: Sequence[Mapping[str, Any]] = ()  # the search's scratch retrainings (controls.jsonl beside the trace)
+    control: float = 0.0               # the fraction the search asked to retrain from scratch (run_search --control)
 
 
 class Trace:

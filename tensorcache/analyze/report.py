@@ -50,10 +50,14 @@ def _fidelity(facts: RunFacts) -> list[str]:
     """The fidelity check's section: warm scores against the control set's scratch retrainings."""
     f = fidelity(facts.controls)
     if not f["n"]:
+        why = (f"The search ran with `--control {facts.control:g}`, yet no control record is beside the trace "
+               "(controls.jsonl: too few of its children were warm-started for one to be drawn, or the file was "
+               "removed)" if facts.control else
+               "No control set (run the search with `run_search --control F` to train a fraction F of warm-started "
+               "children from scratch as well)")
         return ["## Fidelity of warm-started scores", "",
-                "No control set (run the search with `run_search --control F` to train a fraction F of warm-started "
-                "children from scratch as well): the scores of warm-started children include training inherited "
-                "from their donors, and this trace alone cannot say by how much that moves them.", ""]
+                f"{why}: the scores of warm-started children include training inherited from their donors, and this "
+                "trace alone cannot say by how much that moves them.", ""]
     return ["## Fidelity of warm-started scores", "", describe(f) + ".", "",
             "Warm minus scratch is what inherited training adds to a child's score (95% bootstrap interval over the "
             "control set). Kendall's tau compares the ranking by warm scores with the ranking by scratch scores; the "

@@ -386,7 +386,21 @@ def test_cli_analyze_shows_the_fidelity_check_of_a_search_with_a_control_set(tmp
                  "--population", "10"]) == 0
     (tmp_path / "run" / "controls.jsonl").unlink()
     assert main(["analyze", summary["trace"], "--out", str(tmp_path / "rep3")]) == 0
-    assert "No control set" in (tmp_path / "rep3" / "report.md").read_text()
+    assert "ran with `--control 0.5`, yet no control record" in (tmp_path / "rep3" / "report.md").read_text()
+    (tmp_path / "run" / "summary.json").unlink()
+    assert main(["analyze", summary["trace"], "--out", str(tmp_path / "rep4")]) == 0
+    assert "No control set (run the search with `run_search --control F`" in \
+        (tmp_path / "rep4" / "report.md").read_text()
+
+
+def test_a_search_with_a_control_fraction_but_no_warm_child_is_not_told_to_add_one(tmp_path):
+    from nas_integration.search import SearchSettings, run_search
+
+    summary = run_search(SearchSettings(out=str(tmp_path / "run"), evaluator="tabular", evals=2, population=2,
+                                        sample=1, control=1.0, cache=False, run_id="f"))  # no child warm-started
+    assert main(["analyze", summary["trace"], "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "ran with `--control 1`" in report and "run the search with `run_search --control F`" not in report
 
 
 @pytest.fixture(scope="module")
