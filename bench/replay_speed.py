@@ -3,7 +3,8 @@
     python bench/replay_speed.py --out DIR [--evals 10000] [--capacity 5] [--repeats 1] [--trace TRACE]
 
 Records a tabular NB201 search (P=100, S=25, 64 simulated workers: the trace bench/policy_cost.py replays)
-unless ``--trace`` names one, then measures CPU seconds of this process (``time.process_time``):
+unless ``--trace`` names one (replayed with its own P, S and mode, from the summary.json beside it, else
+inferred from the trace), then measures CPU seconds of this process (``time.process_time``):
 preparing the trace once (reading it, building its Workload, the unbounded reference, the request stream
 and the event schedule), and per policy one replay at ``--capacity`` percent of all bytes stored
 (donor-window and evolution-aware at W = 4P, as a search runs them). The engine's own CPU is that of the
@@ -31,10 +32,11 @@ from nas_integration.data import nb201_table
 from tensorcache.cli import positive_int
 from tensorcache.events import PolicyEvent
 from tensorcache.policies import Policy, make_policy
-from tensorcache.replay import PolicyStore, Workload, run
+from tensorcache.policies.registry import POLICIES
+from tensorcache.replay import PolicyStore, Workload, population_params, run, trace_settings
 from tensorcache.trace import read_records
 
-P, S = 100, 25
+P, S = 100, 25  # of the search recorded without --trace; a trace's own come from its summary.json
 TARGET_S = 60.0
 
 
@@ -80,16 +82,17 @@ def cpu(call: Callable[[], Any]) -> float:
     return timed(call)[1]
 
 
-def options(name: str) -> dict[str, Any]:
+def options(name: str, population: int) -> dict[str, Any]:
     """What a search gives the policy: W = 4P for the windowed ones."""
-    return {"window": 4 * P} if name in ("donor-window", "evolution-aware") else {}
+    return {"window": 4 * population} if name in ("donor-window", "evolution-aware") else {}
 
 
-def measure(work: Workload, name: str, capacity: int) -> tuple[float, float]:
+def measure(work: Workload, name: str, capacity: int, population: int, sample: int) -> tuple[float, float]:
     """(CPU of one replay, CPU of the same replay with the policy's decisions scripted: the engine's)."""
+    P, S = population, sample
     gc.collect()
-    total = cpu(lambda: run(work, PolicyStore(make_policy(name, **options(name)), capacity), name, capacity, P, S))
-    recorder = Recorder(make_policy(name, **options(name)))
+    total = cpu(lambda: run(work, PolicyStore(make_policy(name, **options(name, P)), capacity), name, capacity, P, S))
+    recorder = Recorder(make_policy(name, **options(name, P)))
     run(work, PolicyStore(recorder, capacity), name, capacity, P, S)  # type: ignore[arg-type]
     scripted = Scripted(name, recorder.victims)
     del recorder
@@ -108,21 +111,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trace", metavar="TRACE.jsonl", help="replay this trace instead of recording one")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    bad = [n for n in names if n not in POLICIES or n == "belady"]
+    if bad:
+        p.error(f"argument --policies: {', '.join(map(repr, bad))} cannot be timed here; give online policies of "
+                f"{', '.join(sorted(set(POLICIES) - {'belady'}))}")
     if "lfu" not in names:
         names.insert(0, "lfu")
+    settings = trace_settings(args.trace) if args.trace else {"population": P, "sample": S}
     with tempfile.TemporaryDirectory(prefix="replay_speed_") as tmp:
         path = args.trace or record_trace(tmp, str(nb201_table()), args.evals, P, S, 64, 0, "prefix")
         prep: dict[str, float] = {}
         records, prep["read"] = timed(lambda: read_records(path))
-        work, prep["workload"] = timed(lambda: Workload(records, "prefix"))
+        work, prep["workload"] = timed(lambda: Workload(records, settings.get("transfer", "prefix")))
+        population, sample = population_params(work, settings.get("population"), settings.get("sample"))
         prep["reference"] = cpu(lambda: work.unbounded)
         prep["stream"] = cpu(lambda: work.clock)
-        prep["schedule"] = cpu(lambda: work.steps(P, S))
+        prep["schedule"] = cpu(lambda: work.steps(population, sample))
     capacity = int(work.total_bytes * args.capacity / 100)
     totals: dict[str, list[float]] = {n: [] for n in names}
     engines: dict[str, list[float]] = {n: [] for n in names}
     for _, name in in_turns(names, args.repeats):
-        total, engine = measure(work, name, capacity)
+        total, engine = measure(work, name, capacity, population, sample)
         totals[name].append(total)
         engines[name].append(engine)
     prepared = sum(prep.values())
