@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as workdir:
-        for evals in sorted(args.evals):
+        for evals in sorted(set(args.evals)):  # a size given twice is one search (each has its own folder)
             row = one_search(os.path.abspath(args.table), workdir, evals, args.workers, args.window)
             rows.append(row)
             print(f"  {row['evaluations']} evaluations on {args.workers} simulated workers: {row['call_s']:.1f} s "

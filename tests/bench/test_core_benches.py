@@ -36,7 +36,8 @@ def test_catalog_bench_opens_models_of_many_layers(tmp_path: Path) -> None:
 
 
 def test_scale_bench_prints_windows_and_ends_with_healthy_tiers(tmp_path: Path) -> None:
-    out = _run("scale.py", "--evals", "60", "240", "--workers", "10", "--window", "40", "--out", str(tmp_path))
+    out = _run("scale.py", "--evals", "60", "240", "60", "--workers", "10", "--window", "40", "--out", str(tmp_path))
+    # (60 given twice is searched once: it failed with "trace.jsonl already exists" in the bench's own folder)
     assert "ratio scale.per_eval_240_vs_60 " in out and "ratio scale.window_last_vs_first_serving " in out, out
     assert out.count("window to ") == 6, out
     last = next(line for line in out.splitlines() if "window_last_vs_first_serving" in line)
