@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.evals, args.population, args.sample, args.train, args.val, args.seeds = 8, 4, 2, 300, 100, [0]
+    if args.sample >= args.population:  # DeepHyper's regularized evolution asserts it
+        ap.error(f"--sample must be below --population, got sample {args.sample}, population {args.population}")
     torch.set_num_threads(1)
     setup_data(args.train, args.val)
     train(None, SPACE.build(SPACE.sample(random.Random(0)), 10, (784,)))  # warm torch up, untimed

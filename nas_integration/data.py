@@ -166,7 +166,11 @@ def flat_mnist(train: int, val: int) -> FlatData:
     torch floats in [0, 1], with their labels: (x, y, x_val, y_val); what small examples train on."""
     import torch
 
+    if train < 1 or val < 1:
+        raise ValueError(f"need at least one training and one validation image, got train {train}, val {val}")
     x, y, _, _ = load_dataset("mnist-small", subset=(train + val, 1), download_missing=False)
+    if len(x) < train + val:  # the subset stops at the set's size: the validation images would be missing
+        raise ValueError(f"train {train} + val {val} images: mnist-small has {len(x)} training images")
     x, y = torch.as_tensor(x).float().div_(255).flatten(1), torch.as_tensor(y).long()
     return x[:train], y[:train], x[train:], y[train:]
 

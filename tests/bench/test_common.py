@@ -59,6 +59,8 @@ def test_exit_status_turns_a_bad_setting_into_one_error_line(capsys, monkeypatch
     ("policy_grid.py", ["--out", "OUT", "--populations", "4", "--samples", "5"], "no cell: a cell needs S < P"),
     ("policy_recommend.py", ["--grid", "OUT", "--out", "OUT"], "holds no traces"),
     ("frameworks.py", ["--frameworks", "optuns"], "argument --frameworks: unknown 'optuns'"),
+    ("deephyper_compare.py", ["--population", "2", "--sample", "3"], "got sample 3, population 2"),
+    ("deephyper_compare.py", ["--train", "7000", "--val", "50"], "mnist-small has"),
 ])
 def test_a_bench_answers_bad_input_with_one_line_naming_it(tmp_path, script, args, named):
     (tmp_path / "trace.jsonl").write_text("")

@@ -309,3 +309,7 @@ def test_flat_mnist_is_the_shipped_set_as_flat_floats_in_0_1_with_labels():
     x, y, xv, yv = flat_mnist(480, 120)
     assert x.shape == (480, 784) and xv.shape == (120, 784) and len(y) == 480 and len(yv) == 120
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0 and str(y.dtype) == "torch.int64"
+    with pytest.raises(ValueError, match=r"train 7000 \+ val 50 images: mnist-small has \d+ training images"):
+        flat_mnist(7000, 50)  # it returned no validation image, and every evaluation on it failed
+    with pytest.raises(ValueError, match="got train 10, val 0"):
+        flat_mnist(10, 0)
