@@ -45,6 +45,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def finite_float(text: str) -> float:
+    """An argparse type for a score: a finite number (nan or inf would make every verdict on it empty or trivial)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
     """What ``analyze`` needs beyond the trace: options first, then the run's summary, then defaults."""
     from .analyze import RunFacts
@@ -276,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: summary.json, else a uniform pick from the population)")
     a.add_argument("--window", type=positive_int, metavar="W", help="popularity window in evaluations (default: the "
                    "run's --window from summary.json, else P)")
-    a.add_argument("--low-cut", type=float, metavar="SCORE", help="score below which a model counts as low "
+    a.add_argument("--low-cut", type=finite_float, metavar="SCORE", help="score below which a model counts as low "
                    "quality (default: a tabular run's table, 25th percentile over all architectures; else the "
                    "25th percentile of the run's random initial architectures)")
     a.set_defaults(func=cmd_analyze)

@@ -51,3 +51,11 @@ def test_a_count_below_one_is_named_not_taken_as_not_given(tmp_path, capsys, arg
         main([args[0], str(tmp_path / "trace.jsonl"), *args[1:]])
     assert exit_.value.code == 2
     assert f"argument {option}: expected an integer >= 1, got '{value}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "low"])
+def test_a_low_cut_must_be_a_finite_score(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_:  # nan was taken as "none given", inf made every model low quality
+        main(["analyze", str(tmp_path / "trace.jsonl"), "--out", "rep", f"--low-cut={value}"])
+    assert exit_.value.code == 2
+    assert f"argument --low-cut: expected a finite number, got '{value}'" in capsys.readouterr().err
