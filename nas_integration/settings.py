@@ -5,6 +5,7 @@ settings fills in only what the search knows and the library cannot (see the fie
 """
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -132,6 +133,10 @@ class SearchSettings:
                   (s.evaluator == "tabular" or s.executor != "serial" or s.workers == 1,
                    (f"--workers {s.workers} needs --executor process or mpi: the serial executor trains one model "
                     "at a time (only the tabular evaluator simulates several workers in one process)"))]
+        for name, value in (("mutation bias", s.mutation_bias), ("learning rate", s.lr), ("time scale", s.time_scale),
+                            ("locality wait", s.locality_wait), ("job timeout", s.job_timeout)):
+            if value is not None and not math.isfinite(value):  # nan passes every range check below
+                raise ValueError(f"{name} must be a finite number, got {value}")
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

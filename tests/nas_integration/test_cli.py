@@ -82,6 +82,12 @@ def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_pat
     (["--device", "gpu"], "device 'gpu' is not a torch device"),
     (["--population", "0"], "population must be >= 1, got 0"),
     (["--seed", "-1"], "seed must be >= 0, got -1"),
+    (["--mutation-bias", "nan"], "mutation bias must be a finite number, got nan"),  # was random.choices' words
+    (["--lr", "nan"], "learning rate must be a finite number, got nan"),  # every evaluation was dropped
+    (["--lr", "inf"], "learning rate must be a finite number, got inf"),
+    (["--evaluator", "tabular", "--time-scale", "nan"], "time scale must be a finite number, got nan"),
+    (["--evaluator", "tabular", "--locality-wait", "nan"], "locality wait must be a finite number, got nan"),
+    (["--executor", "process", "--job-timeout", "nan"], "job timeout must be a finite number, got nan"),
     (["--population", "-1", "--policy", "evolution-aware"], "population must be >= 1, got -1"),
 ])
 def test_bad_settings_are_explained_and_leave_no_output_folder(tmp_path, capsys, extra, message):
