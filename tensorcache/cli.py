@@ -28,8 +28,8 @@ def capacity_bytes(text: str, total: int) -> int:
             pct = float(text[:-1])
         except ValueError:
             raise ValueError(f"bad capacity {text!r}: expected e.g. 10% or 512MB") from None
-        if pct < 0:
-            raise ValueError(f"bad capacity {text!r}: negative")
+        if not 0 <= pct < math.inf:  # nan and inf included
+            raise ValueError(f"bad capacity {text!r}: expected a percent >= 0")
         return int(total * pct / 100)
     return parse_size(text, what="capacity")
 

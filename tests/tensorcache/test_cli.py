@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tensorcache.cli import SPACES, main, space_layers
+from tensorcache.cli import SPACES, capacity_bytes, main, space_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +59,10 @@ def test_a_low_cut_must_be_a_finite_score(tmp_path, capsys, value):
         main(["analyze", str(tmp_path / "trace.jsonl"), "--out", "rep", f"--low-cut={value}"])
     assert exit_.value.code == 2
     assert f"argument --low-cut: expected a finite number, got '{value}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["-5%", "nan%", "inf%", "1e400%"])
+def test_a_capacity_percent_must_be_a_finite_share(text):
+    with pytest.raises(ValueError, match=f"bad capacity '{text}': expected a percent >= 0"):
+        capacity_bytes(text, 1000)  # nan and inf failed converting to int (inf with an OverflowError traceback)
+    assert capacity_bytes("150%", 1000) == 1500 and capacity_bytes("0%", 1000) == 0
