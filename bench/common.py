@@ -214,7 +214,7 @@ def numbers(text: str, kind: type) -> list:
         out = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not out or any(x <= 0 for x in out):
+    if not out or any(not 0 < x < float("inf") for x in out):  # nan and inf included
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
     return out
 

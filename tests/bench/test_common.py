@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import exit_status, in_turns, interleaved, seeds, write_markdown_table  # noqa: E402
+from common import exit_status, in_turns, interleaved, numbers, seeds, write_markdown_table  # noqa: E402
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_line_per_row(tmp_path):
@@ -32,6 +32,13 @@ def test_interleaved_times_each_case_repeats_times_after_its_warmup_with_the_giv
                         repeats=2, warmup=1, clock=lambda: float(next(ticks)), pause_gc=False)
     assert calls == ["x", "y", "y", "x", "x", "y"]
     assert times == {"x": [1.0, 1.0], "y": [1.0, 1.0]}
+
+
+def test_numbers_are_finite_and_positive():
+    assert numbers("1,2.5", float) == [1.0, 2.5]
+    for text in ("0", "-1", "nan", "inf", "2,nan"):  # nan and inf passed 'x <= 0' and broke the replays
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected positive numbers, got '{text}'"):
+            numbers(text, float)
 
 
 def test_seeds_are_integers_from_zero_and_a_bad_one_is_named():
