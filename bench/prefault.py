@@ -13,6 +13,7 @@ about 4.7 MB every 1-4 s, so the default rate is ten or more times its own).
 from __future__ import annotations
 
 import argparse
+import math
 import mmap
 import os
 import statistics
@@ -80,8 +81,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="the loop fills one kept buffer (maps no memory)")
     parser.add_argument("--quick", action="store_true", help="CI smoke size: 0.5 s, one repeat")
     args = parser.parse_args()
-    if args.seconds <= 0:
-        parser.error(f"argument --seconds: expected seconds > 0, got {args.seconds:g}")
+    if not 0 < args.seconds < math.inf:
+        parser.error(f"argument --seconds: expected finite seconds > 0, got {args.seconds:g}")
+    if not 0 <= args.rate < math.inf:
+        parser.error(f"argument --rate: expected a finite rate >= 0, got {args.rate:g}")
     if args.quick:
         args.seconds, args.repeats = 0.5, 1
     ratios = []

@@ -63,6 +63,8 @@ def test_exit_status_turns_a_bad_setting_into_one_error_line(capsys, monkeypatch
     ("replay_speed.py", ["--out", "OUT", "--repeats", "0"], "argument --repeats: expected an integer >= 1, got '0'"),
     ("catalog.py", ["--batch", "0"], "argument --batch: expected an integer >= 1, got '0'"),
     ("catalog.py", ["--live", "-5"], "argument --live: expected live models >= 0, got -5"),
+    ("prefault.py", ["--seconds", "inf"], "argument --seconds: expected finite seconds > 0, got inf"),
+    ("prefault.py", ["--rate", "-1"], "argument --rate: expected a finite rate >= 0, got -1"),
     ("policy_grid.py", ["--out", "OUT", "--populations", "4", "--samples", "5"], "no cell: a cell needs S < P"),
     ("policy_recommend.py", ["--grid", "OUT", "--out", "OUT"], "holds no traces"),
     ("frameworks.py", ["--frameworks", "optuns"], "argument --frameworks: unknown 'optuns'"),
