@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import statistics
 import sys
 import tempfile
@@ -110,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=positive_int, default=1)
     p.add_argument("--trace", metavar="TRACE.jsonl", help="replay this trace instead of recording one")
     args = p.parse_args(argv)
+    if not 0 <= args.capacity < math.inf:
+        p.error(f"argument --capacity: expected a percent >= 0, got {args.capacity:g}")
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     bad = [n for n in names if n not in POLICIES or n == "belady"]
     if bad:
