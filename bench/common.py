@@ -253,6 +253,12 @@ def redis_url(given: str | None = None, required: bool = True) -> Iterator[str |
     or None when not ``required``."""
     url = given or os.environ.get("TENSORCACHE_TEST_REDIS_URL")
     if url:
+        import redis
+
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:  # named here: a part using it would end in redis-py's traceback
+            raise ConnectionError(f"redis at {url} does not answer: {exc}") from None
         yield url
         return
     binary = shutil.which("redis-server")

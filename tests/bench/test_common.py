@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import exit_status, in_turns, interleaved, numbers, seeds, write_markdown_table  # noqa: E402
+from common import exit_status, in_turns, interleaved, numbers, redis_url, seeds, write_markdown_table  # noqa: E402
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_line_per_row(tmp_path):
@@ -81,3 +81,9 @@ def test_a_bench_answers_bad_input_with_one_line_naming_it(tmp_path, script, arg
                           text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert named in done.stderr.strip().splitlines()[-1], done.stderr
+
+
+def test_a_redis_url_that_does_not_answer_is_named_before_a_part_uses_it():
+    with pytest.raises(OSError, match="redis at redis://127.0.0.1:1/0 does not answer"):
+        with redis_url("redis://127.0.0.1:1/0"):
+            pass
