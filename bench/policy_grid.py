@@ -102,14 +102,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"mode": mode, "P": P, "S": S, "workers": workers, "capacity_pct": pct, "seeds": len(per_seed),
                     "evo_transfer": defined_mean(evo),
                     "vs_bound": defined_mean([e / g["bound:bound"]["transfer_yield"] for e, g in zip(evo, per_seed)]),
-                    "vs_belady": defined_mean([e / g[f"ours:{HEURISTIC}"]["transfer_yield"] for e, g in zip(evo, per_seed)
-                                        if f"ours:{HEURISTIC}" in g]),
+                    "vs_belady": defined_mean([e / g[f"ours:{HEURISTIC}"]["transfer_yield"]
+                                               for e, g in zip(evo, per_seed) if f"ours:{HEURISTIC}" in g]),
                     "margin": defined_mean([e - o for e, (_, o) in zip(evo, others)]),
                     "margin_ci": _half_width([e - o for e, (_, o) in zip(evo, others)]),
                     "margin_ahead": sum(e > o for e, (_, o) in zip(evo, others)),
                     "best_other": "/".join(sorted({n for n, _ in others})),
                     "evo_revisit": defined_mean(revisit),
-                    "revisit_vs_bound": defined_mean([e / g["bound:bound"]["revisit_yield"] for e, g in zip(revisit, per_seed)]),
+                    "revisit_vs_bound": defined_mean([e / g["bound:bound"]["revisit_yield"]
+                                                      for e, g in zip(revisit, per_seed)]),
                     "revisit_margin": defined_mean([e - o for e, (_, o) in zip(revisit, others_r)]),
                     "revisit_margin_ci": _half_width([e - o for e, (_, o) in zip(revisit, others_r)]),
                     "revisit_ahead": sum(e > o for e, (_, o) in zip(revisit, others_r)),
@@ -146,8 +147,15 @@ def _half_width(values: Sequence[float], confidence: float = 0.95) -> float:
     return float(t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
 
 
+def _num(value: float, spec: str = ".3f") -> str:
+    """A table cell: ``value`` formatted, or n/a where it is undefined (no revisit in the cell, no rival)."""
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
 def _with_ci(mean: float, half: float, ahead: int, seeds: int) -> str:
     """``+0.100 ± 0.030 (3/3)``: the mean margin, its 95% t half width and the seeds it is positive in."""
+    if math.isnan(mean):
+        return "n/a"
     ci = "" if math.isnan(half) else f" ± {half:.3f}"
     return f"{mean:+.3f}{ci} ({ahead}/{seeds})"
 
@@ -158,12 +166,12 @@ def write_table(path: str, summary: Sequence[dict[str, Any]]) -> None:
               "revisit margin (95% CI, seeds ahead)",
               "best other (revisit)", "evo replay s")
     write_markdown_table(path, header, (
-        (s["mode"], s["P"], s["S"], s["workers"], f"{s['capacity_pct']:g}", s["seeds"], f"{s['evo_transfer']:.3f}",
-         f"{s['vs_bound']:.3f}", f"{s['vs_belady']:.3f}", _with_ci(s["margin"], s["margin_ci"], s["margin_ahead"],
-                                                                   s["seeds"]), s["best_other"],
-         f"{s['evo_revisit']:.3f}", f"{s['revisit_vs_bound']:.3f}",
+        (s["mode"], s["P"], s["S"], s["workers"], f"{s['capacity_pct']:g}", s["seeds"], _num(s["evo_transfer"]),
+         _num(s["vs_bound"]), _num(s["vs_belady"]), _with_ci(s["margin"], s["margin_ci"], s["margin_ahead"],
+                                                             s["seeds"]), s["best_other"],
+         _num(s["evo_revisit"]), _num(s["revisit_vs_bound"]),
          _with_ci(s["revisit_margin"], s["revisit_margin_ci"], s["revisit_ahead"], s["seeds"]),
-         s["best_other_revisit"], f"{s['evo_seconds']:.1f}") for s in summary))
+         s["best_other_revisit"], _num(s["evo_seconds"], ".1f")) for s in summary))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,14 @@ def test_a_grid_of_the_subject_alone_has_no_margin_instead_of_crashing(tmp_path)
     assert "| none |" in (tmp_path / "grid.md").read_text()
 
 
+def test_a_cell_without_revisits_reads_n_a_not_nan(tmp_path):
+    nan = math.nan
+    rows = [_row("bound", "bound", 0, 1.0, nan), _row("ours", pg.SUBJECT, 0, 0.9, nan), _row("ours", "lru", 0, 0.8, nan)]
+    pg.write_table(str(tmp_path / "grid.md"), pg.summarize(rows))
+    cells = (tmp_path / "grid.md").read_text().splitlines()[2].split(" | ")
+    assert "nan" not in " ".join(cells) and cells[11:14] == ["n/a", "n/a", "n/a"], cells
+
+
 def test_a_grid_without_the_subject_says_why_its_table_is_empty(tmp_path, capsys):
     args = ["--out", str(tmp_path), "--evals", "20", "--populations", "4", "--samples", "2", "--workers", "1",
             "--seeds", "0", "--capacities", "5", "--policies", "lru", "--no-libcachesim"]
