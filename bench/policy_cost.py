@@ -164,6 +164,11 @@ def live_search(table: str, folder: str, policy: str | type[Policy], evals: int,
     return call
 
 
+def _replay_evals(text: str) -> int:
+    """``--replay-evals``: evaluations of the replayed trace, a count >= 1, or 0 to leave the replay out."""
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="DIR")
@@ -171,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--live-evals", type=positive_int, default=1500)
     p.add_argument("--memory", default="48MB", help="memory tier(s) of the live search, comma-separated (synthetic "
                    "payloads are 1/64 of the real bytes, so 48MB holds about 5%% of a 1500-evaluation search)")
-    p.add_argument("--replay-evals", type=positive_int, default=10_000)
+    p.add_argument("--replay-evals", type=_replay_evals, default=10_000, help="evaluations of the replayed trace "
+                   "(0: no replay)")
     p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--same-as", metavar="REV", help="check that evolution-aware as of git revision REV evicts "
                    "the same entries in the same order on the replay trace")
