@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -17,7 +18,9 @@ import numpy as np
 from . import __version__, tables
 from .metrics import json_safe
 from .sizes import parse_size
-from .trace import read_summary
+from .trace import SETTING_KINDS, read_summary, summary_settings
+
+log = logging.getLogger("tensorcache")
 
 
 def capacity_bytes(text: str, total: int) -> int:
@@ -60,7 +63,7 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
     """What ``analyze`` needs beyond the trace: options first, then the run's summary, then defaults."""
     from .analyze import RunFacts
 
-    settings = summary.get("settings") if isinstance(summary.get("settings"), dict) else {}
+    settings = summary_settings(summary)
     layers, layers_source = space_layers(settings.get("space"))
     low_cut, low_cut_source = args.low_cut, "given with --low-cut"
     if low_cut is None:
@@ -77,10 +80,16 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
 
 
 def _policy_option(settings: dict[str, Any], name: str) -> Any:
-    """A policy option the run's cache config recorded (``settings.cache_config.policy_options``), or None."""
+    """A policy option the run's cache config recorded (``settings.cache_config.policy_options``), or None (also,
+    with a warning, when it is not of its kind in ``SETTING_KINDS``)."""
     config = settings.get("cache_config")
     options = config.get("policy_options") if isinstance(config, dict) else None
-    return options.get(name) if isinstance(options, dict) else None
+    value = options.get(name) if isinstance(options, dict) else None
+    ok, kind = SETTING_KINDS[name]
+    if value is not None and not ok(value):
+        log.warning("summary.json: settings.cache_config.policy_options.%s is %r, not %s; not used", name, value, kind)
+        return None
+    return value
 
 
 SPACES = "tensorcache.spaces"  # entry-point group: a search space's name -> a factory of it (run_search's are there)

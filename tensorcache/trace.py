@@ -279,3 +279,32 @@ def read_summary(trace_path: str | os.PathLike) -> dict[str, Any]:
     if "transfer_only_bytes" in summary:  # written before the renames
         summary = {SUMMARY_RENAMED.get(k, k): v for k, v in summary.items()}
     return summary
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# the run settings analysis and replay read from a summary, and what each must be
+SETTING_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "population": (_count, "a count >= 1"), "sample": (_count, "a count >= 1"), "window": (_count, "a count >= 1"),
+    "mutation_bias": (_finite, "a finite number"), "control": (_finite, "a finite number"),
+    "transfer": (lambda v: v in ("prefix", "compatible"), "'prefix' or 'compatible'"),
+}
+
+
+def summary_settings(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A run summary's ``settings`` ({} if none), each one of ``SETTING_KINDS`` that is not of its kind (a
+    hand-edited file) left out with one warning naming it: the reader then infers it or takes its default."""
+    settings = summary.get("settings")
+    if not isinstance(settings, dict):
+        return {}
+    kept = dict(settings)
+    for name, (ok, kind) in SETTING_KINDS.items():
+        if kept.get(name) is not None and not ok(kept[name]):
+            log.warning("summary.json: settings.%s is %r, not %s; not used", name, kept.pop(name), kind)
+    return kept

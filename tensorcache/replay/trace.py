@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..trace import TraceRecord, as_records, read_summary
+from ..trace import TraceRecord, as_records, read_summary, summary_settings
 
 
 @dataclass(frozen=True)
@@ -63,5 +63,4 @@ def infer_population_size(evaluations: Sequence[Evaluation]) -> int:
 def trace_settings(trace_path: str | os.PathLike) -> dict[str, Any]:
     """The ``settings`` of the ``summary.json`` that ``run_search`` writes beside its trace ({} if none):
     ``population``, ``sample`` and ``transfer`` (the mode) are what replay and analysis use."""
-    settings = read_summary(trace_path).get("settings")
-    return settings if isinstance(settings, dict) else {}
+    return summary_settings(read_summary(trace_path))

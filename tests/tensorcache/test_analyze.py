@@ -1,6 +1,7 @@
 """`tensorcache analyze` on a small hand-built regularized-evolution trace: report, plots, and numbers
 checked against values computed by hand (comments show the arithmetic)."""
 import json
+import logging
 import math
 
 import numpy as np
@@ -141,6 +142,21 @@ def test_cli_analyze_reads_population_from_summary(tmp_path):
     assert "population P = 4" in report and "popularity window 7 evaluations" in report
     assert "position i drawn with weight (i+1)^2" in report
     assert main(["analyze", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_hand_edited_summary_with_values_of_the_wrong_kind_is_read_around_with_warnings(tmp_path, caplog):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRACE))
+    (run / "summary.json").write_text(json.dumps({"settings": {
+        "population": "x", "sample": 2.5, "window": True, "mutation_bias": "high", "control": None,
+        "transfer": "sideways", "cache_config": {"policy_options": {"window": -4}}}}))
+    with caplog.at_level(logging.WARNING, logger="tensorcache"):
+        assert main(["analyze", str(run / "trace.jsonl"), "--out", str(tmp_path / "rep")]) == 0  # a TypeError before
+    for name, value in (("population", "'x'"), ("sample", "2.5"), ("window", "True"), ("mutation_bias", "'high'"),
+                        ("transfer", "'sideways'"), ("cache_config.policy_options.window", "-4")):
+        assert f"settings.{name} is {value}, not " in caplog.text
+    assert "population P = 3" in (tmp_path / "rep" / "report.md").read_text()  # inferred from the trace instead
 
 
 def test_empty_or_broken_trace_is_a_clear_error(tmp_path):

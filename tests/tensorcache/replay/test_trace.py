@@ -39,3 +39,6 @@ def test_settings_come_from_the_summary_beside_the_trace(tmp_path):
     assert trace_settings(trace) == {"population": 20, "transfer": "compatible"}
     (tmp_path / "summary.json").write_text("[1, 2]")
     assert trace_settings(trace) == {}
+    (tmp_path / "summary.json").write_text(json.dumps({"settings": {"population": "20", "sample": 0, "transfer": 1,
+                                                                    "space": "nb201"}}))
+    assert trace_settings(trace) == {"space": "nb201"}  # values of the wrong kind are left out, each with a warning
