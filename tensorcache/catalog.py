@@ -264,16 +264,17 @@ def _tensor_entry(name_bytes: int, ndim: int) -> struct.Struct:
 @functools.lru_cache(maxsize=4096)
 def _tensor_meta(fields: bytes, max_nbytes: int) -> tuple[str, str, tuple[int, ...], int, str, int]:
     """A format-2 tensor entry less its digest (its fixed fields, name and shape) parsed and validated: (name,
-    dtype, shape, nbytes, kind, stored length of its payload); PayloadError if malformed. Memoised: the tensors of a search's models repeat
-    a few names and shapes, so opening a store of 10^5 layers parses each distinct one once."""
+    dtype, shape, nbytes, kind, stored length of its payload); PayloadError if malformed. Memoised: the tensors
+    of a search's models repeat a few names and shapes, so opening a store of 10^5 layers parses each once."""
     name_len, dtype_code, kind_code, ndim, nbytes = _TENSOR_FIELDS.unpack_from(fields)
     if dtype_code >= len(DTYPE_CODES) or kind_code >= len(KINDS) or ndim > MAX_NDIM:
         raise PayloadError(f"unknown dtype or kind code, or too many dimensions ({dtype_code}, {kind_code}, {ndim})")
     at = _TENSOR_FIELDS.size
     name = fields[at:at + name_len].decode()
-    shape = struct.unpack_from(f"<{ndim}Q", fields, at + name_len)
+    shape = _ints("Q", ndim).unpack_from(fields, at + name_len)
     dtype = DTYPE_CODES[dtype_code]
-    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes or (shape and max(shape) > max_nbytes):
+    if nbytes > max_nbytes or math.prod(shape) * _ITEMSIZE[dtype_code] != nbytes \
+            or (shape and max(shape) > max_nbytes):
         raise PayloadError(f"shape {shape} of {dtype} does not make {nbytes} bytes (limit {max_nbytes})")
     if len(name.encode()) != name_len:
         raise PayloadError(f"tensor name {name!r} cut")

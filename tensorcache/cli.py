@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import sys
@@ -18,9 +17,7 @@ import numpy as np
 from . import __version__, tables
 from .metrics import json_safe
 from .sizes import parse_size
-from .trace import SETTING_KINDS, read_summary, summary_settings
-
-log = logging.getLogger("tensorcache")
+from .trace import checked_setting, read_summary, summary_settings
 
 
 def capacity_bytes(text: str, total: int) -> int:
@@ -81,15 +78,11 @@ def run_facts(args: argparse.Namespace, summary: dict[str, Any]) -> Any:
 
 def _policy_option(settings: dict[str, Any], name: str) -> Any:
     """A policy option the run's cache config recorded (``settings.cache_config.policy_options``), or None (also,
-    with a warning, when it is not of its kind in ``SETTING_KINDS``)."""
+    with a warning, when ``checked_setting`` refuses it)."""
     config = settings.get("cache_config")
     options = config.get("policy_options") if isinstance(config, dict) else None
     value = options.get(name) if isinstance(options, dict) else None
-    ok, kind = SETTING_KINDS[name]
-    if value is not None and not ok(value):
-        log.warning("summary.json: settings.cache_config.policy_options.%s is %r, not %s; not used", name, value, kind)
-        return None
-    return value
+    return checked_setting(name, value, "settings.cache_config.policy_options")
 
 
 SPACES = "tensorcache.spaces"  # entry-point group: a search space's name -> a factory of it (run_search's are there)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from .layers import MODES
 from .metrics import mark_revisits
 
 log = logging.getLogger("tensorcache")
@@ -293,18 +294,29 @@ def _finite(value: Any) -> bool:
 SETTING_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "population": (_count, "a count >= 1"), "sample": (_count, "a count >= 1"), "window": (_count, "a count >= 1"),
     "mutation_bias": (_finite, "a finite number"), "control": (_finite, "a finite number"),
-    "transfer": (lambda v: v in ("prefix", "compatible"), "'prefix' or 'compatible'"),
+    "transfer": (lambda v: v in MODES, " or ".join(map(repr, MODES))),
 }
 
 
+def checked_setting(name: str, value: Any, where: str = "settings") -> Any:
+    """``value`` of setting ``name`` (found at ``where`` in summary.json) if it is None or of its kind in
+    ``SETTING_KINDS``, else None with one warning naming it (a hand-edited file): the reader then infers it or
+    takes its default."""
+    ok, kind = SETTING_KINDS[name]
+    if value is None or ok(value):
+        return value
+    log.warning("summary.json: %s.%s is %r, not %s; not used", where, name, value, kind)
+    return None
+
+
 def summary_settings(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """A run summary's ``settings`` ({} if none), each one of ``SETTING_KINDS`` that is not of its kind (a
-    hand-edited file) left out with one warning naming it: the reader then infers it or takes its default."""
+    """A run summary's ``settings`` ({} if none), each one of ``SETTING_KINDS`` left out when ``checked_setting``
+    refuses it."""
     settings = summary.get("settings")
     if not isinstance(settings, dict):
         return {}
     kept = dict(settings)
-    for name, (ok, kind) in SETTING_KINDS.items():
-        if kept.get(name) is not None and not ok(kept[name]):
-            log.warning("summary.json: settings.%s is %r, not %s; not used", name, kept.pop(name), kind)
+    for name in SETTING_KINDS:
+        if kept.get(name) is not None and checked_setting(name, kept[name]) is None:
+            del kept[name]
     return kept
