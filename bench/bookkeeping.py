@@ -30,7 +30,7 @@ from common import data_path, exit_status, machine, write_results
 
 from nas_integration.data import nb201_table
 from nas_integration.search import SearchSettings, run_search
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 
 TABULAR_TARGET_S = 60.0
 
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                          "brackets them) (default: 2)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where bookkeeping.csv/json go")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 3 children; 500 tabular evaluations")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
     meta = {**machine(), "quick": args.quick}

@@ -34,7 +34,7 @@ from common import exit_status, machine, write_results
 import numpy as np
 
 from tensorcache.catalog import LayerRecord, ModelRecord, TensorRef
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.layers import LayerMap
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, books
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch", type=positive_int, default=1000, help="puts per write transaction while filling")
     ap.add_argument("--layers", type=positive_int, default=1, help="one-tensor layers per model (NB201 cells: about 20)")
     ap.add_argument("--out", default="bench/results")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(dashed_values(argv))
     if args.live < 0:
         ap.error(f"argument --live: expected live models >= 0, got {args.live}")
     rows = []

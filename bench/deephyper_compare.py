@@ -33,7 +33,7 @@ from bench.common import exit_status, machine, seeds, write_results  # noqa: E40
 from bench.training import fit  # noqa: E402
 from nas_integration.data import FlatData, flat_mnist  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
-from tensorcache.cli import positive_int  # noqa: E402
+from tensorcache.cli import dashed_values, positive_int  # noqa: E402
 
 SPACE = AttnSpace()
 NAMES = [f"x{i}" for i in range(SPACE.n_positions)]
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=seeds, default="0,1")
     ap.add_argument("--out", default="runs/deephyper_compare")
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(dashed_values(argv))
     if args.quick:
         args.evals, args.population, args.sample, args.train, args.val, args.seeds = 8, 4, 2, 300, 100, [0]
     if args.sample >= args.population:  # DeepHyper's regularized evolution asserts it

@@ -76,7 +76,7 @@ from bench.training import fit  # noqa: E402
 from nas_integration.data import flat_mnist, load_dataset  # noqa: E402
 from nas_integration.spaces import AttnSpace  # noqa: E402
 from tensorcache import TensorCache  # noqa: E402
-from tensorcache.cli import positive_int  # noqa: E402
+from tensorcache.cli import dashed_values, positive_int  # noqa: E402
 
 Belief = dict[str, tuple[tuple[int, ...], float]]   # model id -> (architecture, the search's own score)
 
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
                             help="the final protocol, as bench/outcome.py's option of that name")
     parser.add_argument("--quick", action="store_true", help="CI size: 5 trials, top-2 retrained 1x1 epoch on 1,000")
     parser.add_argument("--out", default="runs/frameworks")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(dashed_values(argv))
     if args.quick:
         args.trials, args.top_k, args.retrain_epochs, args.retrain_seeds, args.train_subset = 5, 2, 1, 1, 1000
     frameworks = args.frameworks

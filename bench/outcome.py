@@ -57,7 +57,7 @@ from common import exit_status, machine, write_markdown_table  # noqa: E402
 from nas_integration.evaluators.train import TrainEvaluator  # noqa: E402
 from nas_integration.search import SearchSettings, run_search  # noqa: E402
 from nas_integration.spaces import SearchSpace  # noqa: E402
-from tensorcache.cli import positive_int  # noqa: E402
+from tensorcache.cli import dashed_values, positive_int  # noqa: E402
 from tensorcache.config import CacheConfig  # noqa: E402
 from tensorcache.evolution import Candidate  # noqa: E402
 from tensorcache.trace import read_records  # noqa: E402
@@ -423,7 +423,7 @@ def _listed(value: str | None) -> list[str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_values(argv))
     if args.quick:
         args.seeds, args.evals, args.population, args.sample = 2 if args.seeds is None else args.seeds, 8, 4, 2
         args.train_subset, args.top_k, args.retrain_epochs, args.retrain_seeds, args.checkpoints = 1000, 2, 1, 1, 4

@@ -42,7 +42,7 @@ from common import HIDDEN_C_LINES, c_stderr_hidden, exit_status, numbers
 
 from tensorcache.bound import interval_bound
 from tensorcache.catalog import Entry
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.events import ClockMoved, Inserted, LayerServed, PolicyEvent
 from tensorcache.policies import make_policy
 from tensorcache.replay import (
@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
     p.add_argument("--population", type=positive_int, metavar="P", help="default: summary.json, else inferred")
     p.add_argument("--sample", type=positive_int, metavar="S", help="default: summary.json, else P // 4")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     os.makedirs(args.out, exist_ok=True)
     names = trace_names(args.traces)
     lcs = libcachesim_policies()

@@ -50,7 +50,7 @@ from nas_integration.data import nb201_table
 from common import Comparison, exit_status, interleaved, machine, print_comparisons, write_comparisons
 from policy_grid import record_trace
 from nas_integration.search import SearchSettings, run_search
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.config import CacheConfig
 from tensorcache.policies import EvolutionAware, Policy, register_policy
 from tensorcache.policies.registry import POLICIES
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "in one live search per memory size")
     p.add_argument("--decisions", action="store_true", help="also run the live search under a policy that names "
                    "evolution-aware's recorded victims at almost no cost (the search around its decisions)")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     earlier = evolution_aware_at(args.same_as) if args.same_as else None  # a bad revision is named before any run
     work_dir = tempfile.mkdtemp(prefix="policy_cost_")
     memories = [m.strip() for m in args.memory.split(",") if m.strip()]

@@ -27,7 +27,7 @@ from common import exit_status, numbers, seeds, write_markdown_table
 from policy_compare import OURS, libcachesim_policies, prefix_aware
 
 from nas_integration.data import nb201_table
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.replay import Workload
 from tensorcache.trace import read_records
 
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-libcachesim", action="store_true", help="our policies and the bound only")
     p.add_argument("--redo", action="append", default=[], metavar="NAME", help="drop NAME's rows and run it again")
     p.add_argument("--table-only", action="store_true", help="rewrite grid.md from grid.jsonl and stop")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     os.makedirs(args.out, exist_ok=True)
     results = os.path.join(args.out, "grid.jsonl")
     rows = [r for r in load_rows(results) if r["policy"] not in args.redo]

@@ -24,7 +24,7 @@ from common import exit_status, numbers, seeds, write_markdown_table
 from policy_grid import defined_mean, evaluations, record_trace
 
 from nas_integration.data import nb201_table
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.replay import Workload, replay
 from tensorcache.trace import read_records
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=lambda t: numbers(t, int), default=[64, 1024])
     p.add_argument("--seeds", type=seeds, default=[0, 1])
     p.add_argument("--capacities", type=lambda t: numbers(t, float), default=[2, 5, 20])
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "inflight.jsonl")
     rows = []

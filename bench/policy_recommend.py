@@ -23,7 +23,7 @@ from typing import Any
 
 from common import exit_status, numbers, write_markdown_table
 
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.replay import Workload, population_params, trace_settings
 from tensorcache.replay.recommend import overall, recommend
 from tensorcache.trace import read_records
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="OUT")
     p.add_argument("--capacities", type=lambda t: numbers(t, float), default=[2, 5, 20])
     p.add_argument("--resamples", type=positive_int, default=1000)
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     os.makedirs(os.path.join(args.out, "verdicts"), exist_ok=True)
     answers = {}
     traces = {d: glob.glob(os.path.join(d, "traces", "*", "trace.jsonl")) for d in args.grid}

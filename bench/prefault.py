@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from common import exit_status
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.tiers.prefault import Prefaulter
 
 MiB = 2**20
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--reuse", action="store_true", help="the loop fills one kept buffer (maps no memory)")
     parser.add_argument("--quick", action="store_true", help="CI smoke size: 0.5 s, one repeat")
-    args = parser.parse_args()
+    args = parser.parse_args(dashed_values())
     if not 0 < args.seconds < math.inf:
         parser.error(f"argument --seconds: expected finite seconds > 0, got {args.seconds:g}")
     if not 0 <= args.rate < math.inf:

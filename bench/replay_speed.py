@@ -30,7 +30,7 @@ from common import Comparison, exit_status, in_turns, machine, print_comparisons
 from policy_grid import record_trace
 
 from nas_integration.data import nb201_table
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.events import PolicyEvent
 from tensorcache.policies import Policy, make_policy
 from tensorcache.policies.registry import POLICIES
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--policies", default="lfu,donor-window,evolution-aware")
     p.add_argument("--repeats", type=positive_int, default=1)
     p.add_argument("--trace", metavar="TRACE.jsonl", help="replay this trace instead of recording one")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     if not 0 <= args.capacity < math.inf:
         p.error(f"argument --capacity: expected a percent >= 0, got {args.capacity:g}")
     names = [n.strip() for n in args.policies.split(",") if n.strip()]

@@ -43,7 +43,7 @@ from nas_integration.data import nb201_table
 
 from nas_integration.search import SearchSettings, Tally, run_search
 from tensorcache import TensorCache
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.trace import TraceRecord, read_records
 
 FLAT = 1.3
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=positive_int, default=10_000)
     p.add_argument("--window", type=positive_int, default=10_000, help="evaluations per window of the largest search")
     p.add_argument("--out", metavar="DIR", default="runs/bench")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as workdir:
         for evals in sorted(set(args.evals)):  # a size given twice is one search (each has its own folder)

@@ -75,7 +75,7 @@ from common import (Comparison, MiB, exit_status, fmt_bytes, interleaved, machin
                     redis_url, write_comparisons)
 
 from tensorcache import LayerMap, TensorCache
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.payload import encode
 from tensorcache.tiers import LMDBTier, MemoryTier, RedisTier, Tier
 
@@ -734,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    metavar="C,...", help="NB201 widths the warm start part uses (default 16,32; --quick: 16)")
     p.add_argument("--round-trip-layers", type=positive_int, default=ROUND_TRIP_LAYERS, metavar="N",
                    help=f"layers of the model the round_trip part looks up (default {ROUND_TRIP_LAYERS})")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     sizes = args.sizes or ([MiB] if args.quick else [s * MiB for s in (1, 16, 64, 256)])
     meta = {**machine(), "sizes": sizes, "quick": args.quick}
     print(f"bench/tiers.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")

@@ -34,7 +34,7 @@ from nas_integration.evaluators.tabular import SyntheticPayloads
 from nas_integration.spaces import get_space
 
 from tensorcache import CacheConfig, TensorCache
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 
 SCALE = 1 / 64  # run_search's payload scale for the tabular evaluator
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1500, help="models put first (the memory tier fills at ~1,200)")
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--out", metavar="DIR", default="runs/bench")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     rows = [one_round(args.puts, args.warmup, seed) for seed in range(args.repeats)]
     last = rows[-1]
     print(f"  {last['layers_per_put']:.1f} layers per put; by type, first seen: {last['by_type_first_seen']}")

@@ -37,7 +37,7 @@ from matplotlib.figure import Figure
 from nas_integration.search import SearchSettings, run_search
 from nas_integration.spaces import NB201Space, register_space
 from tensorcache import TensorCache
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.evolution import Candidate
 from tensorcache.trace import read_trace
 
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "CPU, where 2 threads stall whenever another process holds a core; else torch's default)")
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where results and PNGs go")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, 3 evaluations, one seed)")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     if args.quick:
         args.seeds = args.seeds[:1]
     cuda = torch.cuda.is_available()

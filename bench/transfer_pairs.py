@@ -54,7 +54,7 @@ from nas_integration.data import load_dataset
 from nas_integration.spaces import NB201Space
 from nas_integration.spaces.nb201 import OPS, NB201Index
 from tensorcache import TensorCache
-from tensorcache.cli import positive_int
+from tensorcache.cli import dashed_values, positive_int
 from tensorcache.tables import open_text
 
 STRATA = ("adds", "removes", "swaps")
@@ -503,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="summarise DIR/pairs.jsonl without training")
     p.add_argument("--out", metavar="DIR", default="runs/transfer_pairs", help="results folder (resumed if present)")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, few pairs)")
-    args = p.parse_args(argv)
+    args = p.parse_args(dashed_values(argv))
     for name in ("pairs", "parents", "epochs", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")

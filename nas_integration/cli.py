@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tensorcache import __version__
+from tensorcache.cli import dashed_values
 from tensorcache.config import CacheConfig, policy_options
 from tensorcache.fidelity import describe
 from tensorcache.sizes import format_size
@@ -309,7 +310,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_values(argv))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
     rank = 0

@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -32,6 +33,36 @@ def capacity_bytes(text: str, total: int) -> int:
             raise ValueError(f"bad capacity {text!r}: expected a percent >= 0")
         return int(total * pct / 100)
     return parse_size(text, what="capacity")
+
+
+def capacities(text: str) -> str:
+    """An argparse type for ``replay --capacity``: ``text`` unchanged once each comma-separated capacity in it
+    reads, so that a bad one is named before the trace is read."""
+    for part in text.split(","):
+        if part.strip():
+            try:
+                capacity_bytes(part, 0)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_MINUS_VALUE = re.compile(r"-\.?\d")  # "-5%", "-1GB", "-1,2", "-.5": a value, never one of our options
+
+
+def dashed_values(argv: Sequence[str] | None = None) -> list[str]:
+    """``argv`` (default: this process's arguments) with ``--opt -5%`` joined into ``--opt=-5%``: argparse takes a
+    value that starts with a minus and is not a plain number for an option and answers "expected one argument";
+    joined, the value reaches the option's own check, which names it."""
+    out: list[str] = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        last = out[-1] if out else ""
+        if last.startswith("--") and "=" not in last and last != "--" and "--" not in out \
+                and _MINUS_VALUE.match(arg):
+            out[-1] = f"{last}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def positive_int(text: str) -> int:
@@ -297,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "and counters (--json: every metric as JSON)")
     r.add_argument("trace", metavar="TRACE.jsonl")
     r.add_argument("--policy", default="donor-window", help="fifo, lru, lfu, donor-window, evolution-aware, belady")
-    r.add_argument("--capacity", help="bytes (512MB) or percent of all bytes stored (default 10%%; with "
+    r.add_argument("--capacity", type=capacities, help="bytes (512MB) or percent of all bytes stored (default 10%%; with "
                    "--recommend a comma-separated list, default 2%%,5%%,20%%)")
     r.add_argument("--mode", choices=("prefix", "compatible"), help="transfer mode (default: summary.json or prefix)")
     r.add_argument("--population", type=positive_int, metavar="P")
@@ -316,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(dashed_values(argv))
     try:
         return args.func(args)
     except (OSError, ValueError) as exc:

@@ -1,8 +1,11 @@
-"""policy_recommend's table: each seed's pick, the margins in hours with their intervals, the pick ÷ bound."""
+"""policy_recommend: its table (each seed's pick, the margins in hours with their intervals, the pick ÷ bound) and
+its options (a bad capacity is named)."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -23,3 +26,9 @@ def test_rows_group_the_seeds_of_a_cell_and_capacity():
     assert row[6] == "evolution-aware 1/2, lru 1/2"
     assert row[7] == "+1.0 [+0.0, +2.0]; +0.5 [+0.0, +2.0]"
     assert row[8] == "0.500 / 0.250"
+
+
+def test_a_capacity_list_starting_with_a_minus_is_named(capsys):
+    with pytest.raises(SystemExit):  # argparse took "-1,2" for an option: "expected one argument"
+        pr.main(["--grid", "unused", "--out", "unused", "--capacities", "-1,2"])
+    assert "argument --capacities: expected positive numbers, got '-1,2'" in capsys.readouterr().err

@@ -89,6 +89,7 @@ def test_tabular_search_reads_the_shipped_table_and_refuses_to_overwrite(tmp_pat
     (["--evaluator", "tabular", "--locality-wait", "nan"], "locality wait must be a finite number, got nan"),
     (["--executor", "process", "--job-timeout", "nan"], "job timeout must be a finite number, got nan"),
     (["--population", "-1", "--policy", "evolution-aware"], "population must be >= 1, got -1"),
+    (["--evaluator", "tabular", "--memory", "-5MB"], "bad memory size: '-5MB'"),  # was "expected one argument"
 ])
 def test_bad_settings_are_explained_and_leave_no_output_folder(tmp_path, capsys, extra, message):
     out = tmp_path / "x"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tensorcache.cli import SPACES, capacity_bytes, main, space_layers
+from tensorcache.cli import SPACES, capacity_bytes, dashed_values, main, space_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,3 +66,22 @@ def test_a_capacity_percent_must_be_a_finite_share(text):
     with pytest.raises(ValueError, match=f"bad capacity '{text}': expected a percent >= 0"):
         capacity_bytes(text, 1000)  # nan and inf failed converting to int (inf with an OverflowError traceback)
     assert capacity_bytes("150%", 1000) == 1500 and capacity_bytes("0%", 1000) == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--capacity", "-5%"], "bad capacity '-5%': expected a percent >= 0"),
+    (["--capacity", "-5MB"], "bad capacity: '-5MB' (expected e.g. 512MB"),
+    (["--recommend", "--capacity", "2%,-5%"], "bad capacity '-5%': expected a percent >= 0"),
+])
+def test_a_capacity_starting_with_a_minus_is_named_before_the_trace_is_read(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:  # argparse took "-5%" for an option: "expected one argument"
+        main(["replay", str(tmp_path / "no-trace.jsonl"), *args])
+    assert exit_.value.code == 2
+    assert f"argument --capacity: {message}" in capsys.readouterr().err
+
+
+def test_a_value_starting_with_a_minus_is_joined_to_its_option():
+    assert dashed_values(["--capacity", "-5%", "--population", "-3", "--seed=-1", "-.5"]) == \
+        ["--capacity=-5%", "--population=-3", "--seed=-1", "-.5"]
+    assert dashed_values(["--json", "--policy", "lru", "-v"]) == ["--json", "--policy", "lru", "-v"]
+    assert dashed_values(["--", "--x", "-5%"]) == ["--", "--x", "-5%"]  # after "--" every argument is positional
