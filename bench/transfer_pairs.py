@@ -55,6 +55,7 @@ from nas_integration.spaces import NB201Space
 from nas_integration.spaces.nb201 import OPS, NB201Index
 from tensorcache import TensorCache
 from tensorcache.cli import dashed_values, positive_int
+from tensorcache.metrics import json_safe
 from tensorcache.tables import open_text
 
 STRATA = ("adds", "removes", "swaps")
@@ -63,6 +64,7 @@ MIN_TABLE_ACC = 30.0  # children below this table accuracy are broken graphs (no
 CHECKS_PER_EPOCH = 2
 SMOOTH = 3  # checks in the trailing mean of the plateau target
 BOOTSTRAP = 5000
+TAU_PAIRS = 3  # the fewest pairs a Kendall tau is computed on
 
 
 @dataclass(frozen=True)
@@ -334,7 +336,7 @@ def tau_interval(a: Sequence[float], b: Sequence[float], rng: np.random.Generato
                  groups: Sequence[Any] | None = None) -> tuple[float, float, float]:
     """Kendall tau and its bootstrap 95% interval over resampled children (parents first, when ``groups``)."""
     x, y = np.asarray(a, float), np.asarray(b, float)
-    if x.size < 3:
+    if x.size < TAU_PAIRS:
         return math.nan, math.nan, math.nan
     draws = []
     for _ in range(BOOTSTRAP // 5):
@@ -375,18 +377,28 @@ def summarise(records: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
                "scratch_vs_scratch2": tau_interval([r["final_scratch"] for r in twice],
                                                    [r["scratch2"][-1][1] for r in twice], rng,
                                                    [r["parent_native"] for r in twice])}
+    ranking_pairs = {key: len(twice) if key == "scratch_vs_scratch2" else len(stats) for key in ranking}
+    by_parent = [[r for r in stats if r["parent_native"] == p] for p in sorted(set(parents))]
     within = {}
     for key in ("warm_vs_scratch",):
         taus = [kendall_tau([r["final_warm"] for r in rs], [r["final_scratch"] for r in rs])
-                for rs in ([r for r in stats if r["parent_native"] == p] for p in sorted({r["parent_native"] for r in stats}))
-                if len(rs) >= 3]
+                for rs in by_parent if len(rs) >= TAU_PAIRS]
         within[key] = float(np.nanmean(taus)) if taus else math.nan
-    return {"groups": rows, "ranking": ranking, "ranking_within_parent_mean": within, "pairs": stats}
+    return {"groups": rows, "ranking": ranking, "ranking_pairs": ranking_pairs, "ranking_within_parent_mean": within,
+            "most_pairs_of_a_parent": max(map(len, by_parent), default=0), "pairs": stats}
 
 
 # ---------------------------------------------------------------------------------------------- reporting
 def fmt_ci(v: tuple[float, float, float], f: str = "{:.2f}") -> str:
     return "n/a" if math.isnan(v[0]) else f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]"
+
+
+def fmt_tau(v: tuple[float, ...], pairs: int) -> str:
+    """A Kendall tau over ``pairs`` pairs (with its 95% CI when ``v`` holds one), or n/a saying why: NaN would
+    not say that a tau needs three pairs."""
+    if pairs < TAU_PAIRS:
+        return f"n/a ({pairs} pair{'' if pairs == 1 else 's'}; tau needs >= {TAU_PAIRS})"
+    return fmt_ci(v, "{:.3f}") if len(v) == 3 else "n/a" if math.isnan(v[0]) else f"{v[0]:.3f}"
 
 
 def report(summary: dict[str, Any], tag: str) -> None:
@@ -407,8 +419,9 @@ def report(summary: dict[str, Any], tag: str) -> None:
               f"{fmt_ci(g['diff_final'], '{:+.2f}'):>28} {g['warm_higher']:>5}")
     print("\nranking fidelity (Kendall tau over children [95% CI]):")
     for k, v in summary["ranking"].items():
-        print(f"  {k:<18} {fmt_ci(v, '{:.3f}')}")
-    print(f"  within a parent, warm vs scratch, mean tau: {summary['ranking_within_parent_mean']['warm_vs_scratch']:.3f}")
+        print(f"  {k:<18} {fmt_tau(v, summary['ranking_pairs'][k])}")
+    within = summary["ranking_within_parent_mean"]["warm_vs_scratch"]
+    print(f"  within a parent, warm vs scratch, mean tau: {fmt_tau((within,), summary['most_pairs_of_a_parent'])}")
     for g in summary["groups"]:
         for t in ("best", "plateau"):
             print(f"ratio pairs.{g['group']}.median_epochs_{t:<8} {g[f'ratio_{t}'][0]:7.3f}   scratch epochs / warm "
@@ -462,7 +475,7 @@ def write_outputs(out: str, summary: dict[str, Any], meta: dict[str, Any]) -> No
         w.writeheader()
         w.writerows(summary["pairs"])
     with open(os.path.join(out, "transfer_pairs.json"), "w") as f:
-        json.dump({"meta": meta, **summary}, f, indent=2, default=str)
+        json.dump(json_safe({"meta": meta, **summary}), f, indent=2, default=str, allow_nan=False)
     print(f"\nwrote {out}/transfer_pairs.json, transfer_pairs.csv, transfer_pairs.png")
 
 
