@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", metavar="PATH",
                    help="train, full data sets: the folder (or CIFAR-10 archive) to read, and to download into "
                         "when the files are absent (default: $TENSORCACHE_DATA/<dataset> if it holds them, "
-                        "else ~/.cache/tensorcache/data/<dataset>)")
+                        "else ~/.cache/tensorcache/data/<dataset>); tabular reads --table instead")
     g.add_argument("--table", metavar="CSV", help="tabular: NAS-Bench-201 CSV (or .csv.gz) with arch_str and "
                                                   "per-dataset accuracy and train-time columns (default: the "
                                                   "table shipped with the package)")
@@ -181,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quiet", action="store_true", help="no progress bar or summary table")
     g.add_argument("-v", "--verbose", action="store_true", help="log what the cache and workers do")
     return p
+
+
+# options only one evaluator reads, and what the other reads instead
+EVALUATOR_OPTIONS = {"data_dir": ("train", "--data-dir", "it reads its scores from --table"),
+                     "table": ("tabular", "--table", "it trains on --dataset")}
+
+
+def unread_options(args: argparse.Namespace) -> list[str]:
+    """A warning for each option given that the chosen evaluator does not read (a user would expect it to)."""
+    return [f"{option} has no effect with the {args.evaluator} evaluator ({instead}); ignored"
+            for name, (evaluator, option, instead) in EVALUATOR_OPTIONS.items()
+            if getattr(args, name) is not None and args.evaluator != evaluator]
 
 
 def settings_from_args(args: argparse.Namespace) -> SearchSettings:
@@ -320,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rank = MPI.COMM_WORLD.Get_rank()
     try:
         settings = settings_from_args(args).resolved()
+        for warning in unread_options(args) if rank == 0 else ():
+            logging.getLogger("nas_integration").warning(warning)
         console = Console()
         if args.quiet or rank != 0:
             summary = run_search(settings)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from nas_integration.cli import main
+from nas_integration.cli import build_parser, main, unread_options
 from nas_integration.data import DATASETS, nb201_table
 from tensorcache.cli import main as tc_main
 from tensorcache.trace import FIELDS, read_trace
@@ -144,3 +144,12 @@ def test_an_unreachable_redis_leaves_the_models_on_the_local_tiers_and_says_so(t
     assert "shared tier unreachable: 30 of 30 puts kept locally only (memory, lmdb)" in printed
     (tiers,) = json.loads((out / "summary.json").read_text())["cache"]["tiers"]
     assert tiers["lmdb"]["entries"] == tiers["memory"]["entries"] > 0 and tiers["redis"]["entries"] == 0
+
+
+def test_an_option_the_evaluator_does_not_read_is_named_once(tmp_path, caplog):
+    args = ["--evaluator", "tabular", "--evals", "4", "--population", "2", "--sample", "1", "--quiet"]
+    assert main(["--out", str(tmp_path / "t"), *args, "--data-dir", str(tmp_path)]) == 0  # was taken in silence
+    assert [r.getMessage() for r in caplog.records if "no effect" in r.getMessage()] == [
+        "--data-dir has no effect with the tabular evaluator (it reads its scores from --table); ignored"]
+    train = build_parser().parse_args(["--out", "x", "--table", "t.csv", "--data-dir", "d"])
+    assert unread_options(train) == ["--table has no effect with the train evaluator (it trains on --dataset); ignored"]
