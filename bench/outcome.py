@@ -429,16 +429,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.train_subset, args.top_k, args.retrain_epochs, args.retrain_seeds, args.checkpoints = 1000, 2, 1, 1, 4
         args.reeval_every = 2
     args.seeds = 5 if args.seeds is None else args.seeds
-    if args.seeds < 1:
-        raise SystemExit(f"outcome: --seeds must be >= 1, got {args.seeds}")
     kinds = [a for a in args.arms.split(",") if a]
     unknown = set(kinds) - set(ARMS)
     if unknown:
-        raise SystemExit(f"outcome: unknown arms {sorted(unknown)}; expected some of {','.join(ARMS)}")
-    try:
-        args.arms = expand_arms(kinds, _listed(args.policies), _listed(args.capacities))
-    except ValueError as exc:  # an unknown policy or a bad size, named by the cache's config
-        raise SystemExit(f"outcome: {exc}") from None
+        raise ValueError(f"unknown arms {sorted(unknown)}; expected some of {','.join(ARMS)}")
+    args.arms = expand_arms(kinds, _listed(args.policies), _listed(args.capacities))  # names a bad policy or size
     if args.threads:
         import torch
 
