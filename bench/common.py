@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tensorcache.sizes import format_size
+
 MiB = 2**20
 
 
@@ -86,7 +88,7 @@ class Comparison:
     label: str
     subject: str
     baseline: str
-    nbytes: int
+    nbytes: int  # bytes each call moves (0: a CPU comparison, no bytes to count)
     subject_s: list[float]
     baseline_s: list[float]
     target: float | None = None  # the ratio the subject should reach (None: informative only)
@@ -141,7 +143,7 @@ def fmt_s(seconds: float) -> str:
 
 
 def fmt_bytes(n: int) -> str:
-    """Binary size label used in bench tables: 1MiB, 256MiB, 5.2MiB."""
+    """Binary size in a comparison's label (the tier bench's sizes are whole MiB): 1MiB, 256MiB, 5.2MiB."""
     return f"{n // MiB}MiB" if n % MiB == 0 else f"{n / MiB:.1f}MiB"
 
 
@@ -152,9 +154,10 @@ def print_comparisons(title: str, comparisons: Sequence[Comparison]) -> None:
           f"{'ratio':>7}  target")
     for c in comparisons:
         target = "-" if c.target is None else f">={c.target:.2f} {'met' if c.met else 'SHORT'}"
-        print(f"{c.label:<34} {fmt_bytes(c.nbytes):>9} {fmt_s(c.subject_median):>11} "
-              f"{fmt_s(c.baseline_median):>11} {mbps(c.nbytes, c.subject_median):>10.0f} "
-              f"{mbps(c.nbytes, c.baseline_median):>10.0f} {c.ratio:>7.3f}  {target}")
+        size, subject_mbps, baseline_mbps = (format_size(c.nbytes), f"{mbps(c.nbytes, c.subject_median):.0f}",
+                                             f"{mbps(c.nbytes, c.baseline_median):.0f}") if c.nbytes else ("-", "-", "-")
+        print(f"{c.label:<34} {size:>9} {fmt_s(c.subject_median):>11} {fmt_s(c.baseline_median):>11} "
+              f"{subject_mbps:>10} {baseline_mbps:>10} {c.ratio:>7.3f}  {target}")
     for c in comparisons:
         print(c.line())
 

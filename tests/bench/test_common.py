@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import exit_status, in_turns, interleaved, numbers, redis_url, seeds, write_markdown_table  # noqa: E402
+from common import (Comparison, exit_status, in_turns, interleaved, numbers, print_comparisons, redis_url,  # noqa: E402
+                    seeds, write_markdown_table)
 
 
 def test_markdown_table_has_a_header_a_rule_and_one_line_per_row(tmp_path):
@@ -87,3 +88,14 @@ def test_a_redis_url_that_does_not_answer_is_named_before_a_part_uses_it():
     with pytest.raises(OSError, match="redis at redis://127.0.0.1:1/0 does not answer"):
         with redis_url("redis://127.0.0.1:1/0"):
             pass
+
+
+def test_a_comparison_table_gives_small_sizes_in_their_unit_and_none_for_a_cpu_comparison(capsys):
+    small = Comparison("g", "put@300KB", "a", "b", 300_000, [0.001], [0.002])
+    cpu = Comparison("g", "replay CPU", "a", "b", 0, [1.0], [2.0])  # no bytes moved: read "0MiB" and 0 MB/s
+    print_comparisons("t", [small, cpu])
+    out = capsys.readouterr().out
+    small_row = next(line for line in out.splitlines() if line.startswith("put@300KB")).split()
+    cpu_row = next(line for line in out.splitlines() if line.startswith("replay CPU ")).split()
+    assert small_row[1:3] == ["300.0", "KB"] and small_row[7:9] == ["300", "150"]  # was 0.3MiB
+    assert cpu_row[2] == "-" and cpu_row[7:9] == ["-", "-"]
