@@ -359,7 +359,7 @@ class TensorCache:
         if not indices:
             return None
         return Hit(record.model_id, _run_length(indices), indices, layers,
-                   [{name: kind for name, _, _, _, _, kind in layer.refs} for layer in served], nbytes, names[slowest],
+                   served, nbytes, names[slowest],
                    0.0, tiers, [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
                    self._applied)
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .catalog import LayerRecord
 from .transfer import Layer, TransferReport, copy_layers
 
 
@@ -30,7 +31,7 @@ class Hit:
     prefix_len: int
     indices: list[int]
     served: list[Layer] = field(repr=False)  # the cache's own decoded layers: read only (``layers`` is safe)
-    kinds: list[dict[str, str]] = field(repr=False)  # per layer, tensor name -> "numpy" or "torch"
+    records: list[LayerRecord] = field(repr=False)  # each served layer as the catalog holds it
     nbytes: int
     slowest_tier: str
     seconds: float
@@ -39,6 +40,12 @@ class Hit:
     layer_bytes: list[int] = field(default_factory=list, repr=False)
     prefix: bool = True  # a prefix hit: no layer after the first misfit is copied (a later one needs it)
     on_apply: Callable[[float], None] | None = field(default=None, repr=False, compare=False)  # the cache's clock
+
+    @property
+    def kinds(self) -> list[dict[str, str]]:
+        """Per served layer, tensor name -> "numpy" or "torch": the kind it was put as (read only when asked:
+        a warm start copies without it)."""
+        return [{name: kind for name, _, _, _, _, kind in record.refs} for record in self.records]
 
     @property
     def layers(self) -> list[dict[str, Any]]:

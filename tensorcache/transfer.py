@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from operator import is_
+from operator import attrgetter, is_
 from typing import Any
 
 import numpy as np
@@ -163,16 +163,19 @@ def _walk(module: Any) -> tuple[dict[str, Any], list[tuple[dict, str, Any]]]:
     return with_plain_names(found), links
 
 
+_SHAPE, _IS_META, _DTYPE = attrgetter("shape"), attrgetter("is_meta"), attrgetter("dtype")
+
+
 def _match(found: Mapping[str, Any], views: _Views, cast: bool) -> tuple[list[Any], list[str]] | None:
     """The module's tensors for ``views.names`` in order and the casts copying into them takes ("name:
     bfloat16 -> float32"), or None if any name, shape, dtype (floating point ones are cast when ``cast``)
     or device (meta: no storage) misfits."""
     if not found.keys() >= views.keys:
         return None
-    dst = [found[n] for n in views.names]
-    if [d.shape for d in dst] != views.shapes or any(d.is_meta for d in dst):
+    dst = list(map(found.__getitem__, views.names))  # each map below reads one attribute per tensor in C
+    if list(map(_SHAPE, dst)) != views.shapes or any(map(_IS_META, dst)):
         return None
-    dtypes = [d.dtype for d in dst]
+    dtypes = list(map(_DTYPE, dst))
     if dtypes == views.dtypes:
         return dst, []
     if not cast or not all(a == b or (a.is_floating_point and b.is_floating_point)
