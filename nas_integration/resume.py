@@ -84,12 +84,24 @@ def check_same_search(s: SearchSettings) -> None:
     before = _summary(s.out).get("settings")
     if not isinstance(before, dict):
         return  # a search killed before its summary: its model ids still tie the trace to the run id
-    now = json.loads(json.dumps(asdict(s), default=str))
-    changed = [f"{key} {now.get(key)!r} (was {before.get(key)!r})" for key in sorted(set(now) | set(before))
-               if key not in FREE_TO_CHANGE and now.get(key) != before.get(key)]
+    now, before = _flat(json.loads(json.dumps(asdict(s), default=str))), _flat(before)
+    changed = [f"{key}: {before.get(key)!r} in {s.out}, {now.get(key)!r} now" for key in sorted(set(now) | set(before))
+               if key.split(".")[0] not in FREE_TO_CHANGE and now.get(key) != before.get(key)]
     if changed:
         raise ValueError(f"--resume: the search in {s.out!r} ran with other settings; give the same options "
-                         f"(differs: {', '.join(changed)})")
+                         f"(differs: {'; '.join(changed)})")
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``settings`` with each nested object's values under dotted names (``cache_config.memory``), so that a
+    difference names the one setting, not the whole object."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _summary(out: str) -> dict[str, Any]:

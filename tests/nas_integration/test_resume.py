@@ -10,6 +10,7 @@ import pytest
 
 from nas_integration.cli import main
 from nas_integration.resume import ctrl_c_after
+from tensorcache.config import CacheConfig
 from tensorcache.trace import read_trace
 
 SEARCH = ["--evaluator", "tabular", "--evals", "400", "--population", "30", "--sample", "5", "--seed", "3"]
@@ -56,7 +57,10 @@ def test_resume_refuses_other_settings_and_a_missing_search(tmp_path, capsys):
     out = tmp_path / "a"
     assert main(["--out", str(out), *SEARCH[:-1], "4", "--evals", "40", "--quiet"]) == 0
     assert main(["--out", str(out), *SEARCH, "--evals", "40", "--resume", "--quiet"]) == 2
-    assert "differs: seed 3 (was 4)" in capsys.readouterr().err
+    assert f"differs: seed: 4 in {out}, 3 now)" in capsys.readouterr().err
+    assert main(["--out", str(out), *SEARCH[:-1], "4", "--evals", "40", "--memory", "7MB", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err  # named alone, not as two whole cache configs
+    assert f"differs: cache_config.memory: {CacheConfig().memory!r} in {out}, '7MB' now)" in err
     assert main(["--out", str(tmp_path / "none"), *SEARCH, "--resume", "--quiet"]) == 2
     assert "no search to continue" in capsys.readouterr().err
     assert main(["--out", str(out), *SEARCH, "--resume", "--overwrite", "--quiet"]) == 2
