@@ -97,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="runs/bench", help="where bookkeeping.csv/json go")
     p.add_argument("--quick", action="store_true", help="CI smoke size: 3 children; 500 tabular evaluations")
     args = p.parse_args(dashed_values(argv))
-    if args.repeats < 1:
-        p.error(f"--repeats must be >= 1, got {args.repeats}")
     meta = {**machine(), "quick": args.quick}
     print(f"bench/bookkeeping.py on {meta['device']}, {meta['cpus']} CPUs, {meta['date']}")
     with tempfile.TemporaryDirectory(prefix="bench-bookkeeping-") as workdir:

@@ -517,9 +517,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default="runs/transfer_pairs", help="results folder (resumed if present)")
     p.add_argument("--quick", action="store_true", help="CI smoke size (tiny models, few pairs)")
     args = p.parse_args(dashed_values(argv))
-    for name in ("pairs", "parents", "epochs", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     for name, path in (("--cifar", args.cifar), ("--table", args.table)):
         if not os.path.exists(path):
             p.error(f"{name}: {path} does not exist")

@@ -65,6 +65,8 @@ def test_exit_status_turns_a_bad_setting_into_one_error_line(capsys, monkeypatch
     ("replay_speed.py", ["--out", "OUT", "--capacity=-1"], "argument --capacity: expected a percent >= 0, got -1"),
     ("replay_speed.py", ["--out", "OUT", "--capacity", "nan"], "argument --capacity: expected a percent >= 0, got nan"),
     ("catalog.py", ["--batch", "0"], "argument --batch: expected an integer >= 1, got '0'"),
+    ("transfer_pairs.py", ["--pairs", "0"], "argument --pairs: expected an integer >= 1, got '0'"),
+    ("bookkeeping.py", ["--repeats", "-1"], "argument --repeats: expected an integer >= 1, got '-1'"),
     ("catalog.py", ["--live", "-5"], "argument --live: expected live models >= 0, got -5"),
     ("prefault.py", ["--seconds", "inf"], "argument --seconds: expected finite seconds > 0, got inf"),
     ("prefault.py", ["--rate", "-1"], "argument --rate: expected a finite rate >= 0, got -1"),
