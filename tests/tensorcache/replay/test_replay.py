@@ -151,7 +151,10 @@ def test_cli_replay_prints_metrics(tmp_path, capsys):
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["transfer_yield"] == 1.0 and metrics["policy"] == "lru"
     assert metrics["lookups"] == len(records) and metrics["bytes_unbounded"] == metrics["bytes_served"] > 0
-    assert main(["replay", str(path), "--capacity", "lots"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # checked as it is parsed, before the trace is read
+        main(["replay", str(path), "--capacity", "lots"])
+    assert exit_info.value.code == 2 and "bad capacity: 'lots'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra", [[], ["--recommend"]])
