@@ -31,6 +31,19 @@ class Inserted:
 
 
 @dataclass(frozen=True)
+class Found:
+    """Another process's entries of ``model_id`` found held in a shared tier (opening a cache, following the
+    store): ``entries`` as (key, size, deps) in the order they would have been inserted, given at once so a
+    policy can rank the model once rather than once per layer."""
+
+    model_id: str
+    entries: tuple[tuple[Key, int, tuple[int, ...]], ...]
+
+    def deliver(self, policy: Policy) -> None:
+        policy.on_found(self.model_id, self.entries)
+
+
+@dataclass(frozen=True)
 class Released:
     """``key`` was released from the tier (evicted after ``victim``, found damaged or missing, or released by
     another process)."""
@@ -116,7 +129,7 @@ class ClockMoved:
         policy.on_clock(self.start)
 
 
-PolicyEvent = Union[Inserted, Released, LayerServed, Donated, EvaluationDone, PopulationChanged, Mutated,
+PolicyEvent = Union[Inserted, Found, Released, LayerServed, Donated, EvaluationDone, PopulationChanged, Mutated,
                     ModelDescribed, ClockMoved]
 
 

@@ -8,6 +8,7 @@ and logs and moves no payload bytes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from .catalog import Entry, ModelRecord
 from .collector import collector_paused
@@ -73,8 +74,7 @@ class Follower:
         if max(change.indices) >= len(record.layers):
             raise PayloadError(f"a change holds layer {max(change.indices)} of {change.model_id!r}, which "
                                f"has {len(record.layers)}")
-        for index in change.indices:
-            self._hold_seen(i, record, index)
+        self._hold_seen(i, record, change.indices)
 
     def _agreeing(self, tier: Tier, known: ModelRecord, stored: ModelRecord | None) -> ModelRecord | None:
         """``known`` if the record ``tier`` keeps for its model id describes the same tensors, else None with a
@@ -86,12 +86,13 @@ class Follower:
                     "its entries there are not used here", tier.name, known.model_id)
         return None
 
-    def _hold_seen(self, i: int, record: ModelRecord, index: int) -> None:
-        """Another process made tier ``i`` hold an entry: describe a new model to the policies, then note it."""
+    def _hold_seen(self, i: int, record: ModelRecord, indices: Sequence[int]) -> None:
+        """Another process made tier ``i`` hold layers ``indices`` of ``record``: describe a new model to the
+        policies, then note them."""
         if record.model_id not in self._stack.catalog.models:
             self._stack.tell(ModelDescribed(record.model_id, record.arch, record.mode, len(record.layers),
                                             record.score))
-        self._stack.note(i, record, index)
+        self._stack.found(i, record, indices)
 
     def _resync(self, i: int, quiet: bool = False) -> None:
         """Rebuild what this process knows of tier ``i`` from a snapshot of its books."""
@@ -124,9 +125,8 @@ class Follower:
                 self.malformed += 1
                 log.warning("ignoring a malformed model record in the %s tier: %s", tier.name, exc)
                 continue
-            for index in held:
-                seen.add((model_id, index))
-                self._hold_seen(i, record, index)
+            seen.update([(model_id, index) for index in held])
+            self._hold_seen(i, record, held)
         for entry in [e for e in self._stack.catalog.held_in([i]) if e not in seen]:
             self._stack.released_elsewhere(i, entry)
         self._cursors[i] = (snap.position, snap.last)

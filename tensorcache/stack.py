@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalog import Catalog, Entry, ModelRecord
-from .events import Inserted, LayerServed, PolicyEvent, Released
+from .events import Found, Inserted, LayerServed, PolicyEvent, Released
 from .payload import PayloadError, decode
 from .policies import Policy
 from .policies.base import make_room
@@ -247,6 +247,16 @@ class TierStack:
         if self.catalog.hold(record, index, t) or entry not in slot.policy:
             layer = record.layers[index]
             slot.policy.handle(Inserted(entry, layer.blob_bytes, record.model_id, layer.depends_on))
+
+    def found(self, t: int, record: ModelRecord, indices: Sequence[int]) -> None:
+        """``note`` of each of layers ``indices`` of ``record``, which another process made tier ``t`` hold: the
+        policy hears those new to it in one ``Found`` event."""
+        slot, entries, layers = self.slots[t], record.entries, record.layers
+        hold, policy = self.catalog.hold, slot.policy
+        new = tuple([(entries[i], layers[i].blob_bytes, layers[i].depends_on) for i in indices
+                     if hold(record, i, t) or entries[i] not in policy])
+        if new:
+            policy.handle(Found(record.model_id, new))
 
     def released_elsewhere(self, t: int, entry: Entry) -> None:
         """Tier ``t``'s store no longer holds ``entry`` (another process released it): release it here and

@@ -29,6 +29,12 @@ class Policy(ABC):
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
         """``key`` entered the tier: ``size`` bytes of ``model_id``, depending on arch positions ``deps``."""
 
+    def on_found(self, model_id: str, entries: Sequence[tuple[Key, int, tuple[int, ...]]]) -> None:
+        """``model_id``'s ``entries`` (key, size, deps) found held in a shared tier: one insert each, in order (a
+        policy overrides this only to take them at once, to the same effect)."""
+        for key, size, deps in entries:
+            self.on_insert(key, size, model_id, deps)
+
     def on_hit(self, key: Key) -> None:
         """The entry was served to a child (ignored unless the policy needs it)."""
 

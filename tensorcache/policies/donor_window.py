@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +108,18 @@ class DonorWindow(Policy):
         return self._popularity.get(model_id, 0)
 
     def on_insert(self, key: Key, size: int, model_id: str, deps: tuple[int, ...] = ()) -> None:
-        size = check_size(size)
+        self._add(key, check_size(size), model_id)
+        self._rank(model_id)
+
+    def on_found(self, model_id: str, entries: Sequence[tuple[Key, int, tuple[int, ...]]]) -> None:
+        """As many inserts, the model ranked once after the last (each insert's rank replaces the one before)."""
+        for key, size, _ in entries:
+            self._add(key, check_size(size), model_id)
+        if entries:
+            self._rank(model_id)
+
+    def _add(self, key: Key, size: int, model_id: str) -> None:
+        """Hold ``key`` as ``model_id``'s newest entry (the model's rank is left to the caller)."""
         if key in self._entries:
             self.on_release(key)
         tick = next(self._tick)
@@ -118,7 +129,6 @@ class DonorWindow(Policy):
         model.touched, model.nbytes = tick, model.nbytes + size
         self._entries[key], self._sizes[key] = model_id, size
         self._pool.add(model_id, key, tick)
-        self._rank(model_id)
 
     def on_hit(self, key: Key) -> None:
         if key in self._entries:

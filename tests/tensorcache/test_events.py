@@ -58,18 +58,19 @@ class Recorder(Policy):
 def test_each_event_calls_its_declared_method():
     p = Recorder()
     for event in [events.ModelDescribed("m", (1, 2), "prefix", 2, 0.5), events.Inserted(("m", 0), 10, "m", (0,)),
-                  events.LayerServed(("m", 0)), events.Donated("m"), *EvaluationNews.of(1, [("m", 0.5)], 4, 2).events(),
+                  events.Found("m", ((("m", 1), 5, (0, 1)), (("m", 2), 6, (0, 1, 2)))), events.LayerServed(("m", 0)), events.Donated("m"), *EvaluationNews.of(1, [("m", 0.5)], 4, 2).events(),
                   events.ClockMoved(7, 9), events.Released(("m", 0))]:
         p.handle(event)
     assert p.calls == [("model", "m", (1, 2), "prefix", 2, 0.5), ("insert", ("m", 0), 10, "m", (0,)),
+                       ("insert", ("m", 1), 5, "m", (0, 1)), ("insert", ("m", 2), 6, "m", (0, 1, 2)),  # Found: each
                        ("hit", ("m", 0)), ("donation", "m"), ("evaluation",), ("mutation", 1),
                        ("population", (("m", 0.5),), 4, 2), ("clock", 7), ("remove", ("m", 0))]
 
 
 def _every_event(model: str, other: str) -> list:
     """One event of each type, about entry (model, 0) while (other, 0) is also held."""
-    return [events.ModelDescribed(model, (1, 2), "prefix", 2, 0.5), events.Inserted((model, 0), 10, model, (0,)),
-            events.LayerServed((model, 0)), events.Donated(model), events.EvaluationDone(), events.Mutated(1),
+    return [events.ModelDescribed(model, (1, 2), "prefix", 2, 0.5), events.Found(model, ()),
+            events.Inserted((model, 0), 10, model, (0,)), events.LayerServed((model, 0)), events.Donated(model), events.EvaluationDone(), events.Mutated(1),
             events.PopulationChanged(((other, 0.1), (model, 0.9)), 4, 2), events.ClockMoved(3, 4)]
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tensorcache import events
 from tensorcache.policies import registry as policy_registry
 from tensorcache.policies import (LFU, LRU, POLICIES, Belady, DonorWindow, EvolutionAware, FIFO, Policy,
                                   make_policy, register_policy)
@@ -192,6 +193,35 @@ def test_donor_window_victims_match_a_plain_reading_of_its_rule(size_aware, seed
             p.on_release(key)
         if held:
             assert p.victim() == expected()
+
+
+@pytest.mark.parametrize("name", ["fifo", "lru", "lfu", "donor-window", "donor-window-bytes", "evolution-aware"])
+@pytest.mark.parametrize("seed", range(3))
+def test_entries_found_at_once_give_the_victims_of_one_insert_each(name, seed):
+    """A model's entries found held in a shared tier (``Found``, one event) leave a policy deciding exactly as
+    the same entries inserted one by one: the next victim after every step, and the whole eviction order."""
+    rng = random.Random(seed)
+    make = (lambda: DonorWindow(window=5, size_aware=True)) if name == "donor-window-bytes" else lambda: build(name)
+    one_by_one, at_once = make(), make()
+    for _ in range(120):
+        op, model = rng.random(), f"m{rng.randrange(10)}"
+        if op < 0.4:
+            layers = rng.sample(range(6), rng.randrange(1, 6))  # re-finding a held layer included
+            entries = tuple(((model, layer), rng.randrange(1, 50), (layer,)) for layer in layers)
+            for key, size, deps in entries:
+                one_by_one.handle(events.Inserted(key, size, model, deps))
+            at_once.handle(events.Found(model, entries))
+        else:
+            event = (events.Donated(model) if op < 0.6 else events.EvaluationDone() if op < 0.75
+                     else events.LayerServed((model, rng.randrange(6))))
+            if op >= 0.9 and len(one_by_one):
+                event = events.Released(one_by_one.victim())
+            one_by_one.handle(event)
+            at_once.handle(event)
+        assert len(one_by_one) == len(at_once)
+        if len(one_by_one):
+            assert one_by_one.victim() == at_once.victim()
+    assert drain(one_by_one) == drain(at_once)
 
 
 def test_donor_window_rejects_a_bad_window():
@@ -581,7 +611,6 @@ def test_user_defined_policy_registered_by_name(registry):
 
 
 def test_a_policy_written_for_the_old_on_remove_name_still_works_with_a_deprecation_warning():
-    import tensorcache.events as events
 
     with pytest.warns(DeprecationWarning, match="on_release"):
         class OldStyle(Policy):
