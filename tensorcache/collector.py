@@ -2,7 +2,8 @@
 
 A cache opening on a shared store of 10^4 models builds about 10^6 long-lived objects at once, and the
 collector, run as usual, walks the growing heap many times while they are made (about a third of the open's
-CPU) and frees nothing; ``collector_paused`` keeps it from running for that block.
+CPU) and frees nothing; ``collector_paused`` keeps it from running for that block, then moves what the block
+made to the oldest generation, so that no young collection walks them all once it runs again.
 
 A search keeps millions of small long-lived objects (model records, catalog entries, policy heaps), and each
 full collection walks all of them: in a 10^5-evaluation tabular search full collections took 0.5-0.8 ms of
@@ -20,13 +21,17 @@ from contextlib import contextmanager
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """Inside the block the cyclic collector does not run (it runs again after, if it ran before)."""
+    """Inside the block the cyclic collector does not run (it runs again after, if it ran before); the objects
+    tracked when it ends are moved to the oldest generation, as if they had survived the young collections."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was:
+            if not gc.get_freeze_count():  # (objects frozen by the caller stay frozen)
+                gc.freeze()  # what the block made joins the oldest generation at once, which only full
+                gc.unfreeze()  # collections walk: no young collection walks 10^6 objects first (about 0.3 s)
             gc.enable()
 
 
