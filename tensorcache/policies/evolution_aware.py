@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 from collections import Counter
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .base import Key, LazyHeap, Policy, check_size, empty_error, layer_depth
+from .base import Key, Policy, check_size, empty_error, layer_depth
 from .columns import Columns
 from .donor_window import DonorWindow
 
@@ -168,6 +169,94 @@ class _Sorted:
         return done[place]
 
 
+class _RowHeap:
+    """Min-heap of entry rows whose priorities change, each priority a tuple ending with its row (so no two rows
+    share one). A row's live item is the priority tuple itself, kept by row in a list, so an item needs no token
+    and no wrapper: a new priority pushes a new tuple and the old one is skipped when it surfaces (it is no longer
+    its row's item). Starts from rows already in priority order (a rebuild's), an item made only when a row
+    surfaces; a priority set above the last one set waits until the row surfaces (``rise``)."""
+
+    def __init__(self, ranked: np.ndarray | None = None, priority: Callable[[int], tuple] | None = None,
+                 rows: int = 0) -> None:
+        """``ranked``: distinct rows below ``rows`` in priority order, ``priority(i)`` being the i-th's."""
+        self._heap: list[tuple] = []
+        ranked = np.zeros(0, np.int64) if ranked is None else ranked
+        self._ranked, self._ranked_priority, self._next = ranked.tolist(), priority, 0
+        place = np.full(rows, -1, np.int64)
+        place[ranked] = np.arange(len(ranked))
+        self._place: list[int] = place.tolist()  # row -> its place in ``ranked`` while that is its item, else -1
+        self._item: list[tuple | None] = [None] * rows  # row -> its live item in the heap
+        self._in_heap = 0  # rows whose item is in the heap
+        self._risen: dict[int, tuple] = {}  # row -> its priority, where that is above its item's
+
+    def push(self, row: int, priority: tuple) -> None:
+        """Set ``row``'s priority (``priority[-1] == row``) now."""
+        item = self._item
+        if row >= len(item):
+            grow = row + 1 - len(item)
+            item.extend([None] * grow)
+            self._place.extend([-1] * grow)
+        if item[row] is None:
+            self._in_heap += 1
+        item[row] = priority
+        self._place[row] = -1
+        if self._risen:
+            self._risen.pop(row, None)
+        heap = self._heap
+        heapq.heappush(heap, priority)
+        if len(heap) > 2 * self._in_heap + 64:
+            self._heap = [got for got in heap if item[got[-1]] is got]
+            heapq.heapify(self._heap)
+
+    def rise(self, row: int, priority: tuple) -> None:
+        """Set ``row``'s priority: pushed when below the last one set (or none was set since the start), since the
+        order needs it now; else it moves when its item surfaces."""
+        floor = self._risen.get(row) if self._risen else None
+        if floor is None:
+            floor = self._item[row] if row < len(self._item) else None
+        if floor is None or priority < floor:
+            self.push(row, priority)
+        else:
+            self._risen[row] = priority
+
+    def discard(self, row: int) -> None:
+        """``row`` leaves the heap."""
+        if row < len(self._item):
+            if self._item[row] is not None:
+                self._item[row] = None
+                self._in_heap -= 1
+            self._place[row] = -1
+        if self._risen:
+            self._risen.pop(row, None)
+
+    def peek(self) -> tuple | None:
+        """The least live priority, or None."""
+        heap, item, risen, ranked, place = self._heap, self._item, self._risen, self._ranked, self._place
+        first, end = self._next, len(ranked)
+        while True:
+            while first < end and place[ranked[first]] != first:
+                first += 1  # pushed again or discarded since the start
+            self._next = first
+            if first < end and risen and ranked[first] in risen:  # its item moves into the heap
+                self.push(ranked[first], risen[ranked[first]])
+                heap = self._heap  # a push may compact it into a new list
+                continue
+            while heap:
+                top = heap[0]
+                row = top[-1]
+                if item[row] is not top:
+                    heapq.heappop(heap)
+                elif risen and row in risen:
+                    item[row] = risen.pop(row)
+                    heapq.heapreplace(heap, item[row])
+                else:
+                    break
+            if first < end:
+                top = self._ranked_priority(first)  # type: ignore[misc]  # given with the ranked rows
+                return heap[0] if heap and heap[0] < top else top
+            return heap[0] if heap else None
+
+
 _NONE = object()  # no deps tuple seen yet
 
 Content = tuple  # what an entry holds: (depth, deps, arch values at deps), or ("own", key) for undescribed models
@@ -192,7 +281,6 @@ class _Model:
     """A model holding entries: its arch and mode once described, its layers, and when it arrived."""
 
     born: int  # population updates seen when its first entry arrived
-    touch: int  # tick of its last insert, donation or hit
     arch: tuple[int, ...] | None = None
     prefix: bool = False  # prefix mode: a layer is only served after all the layers before it
     layers: int = 0  # how many layers it has (0: unknown)
@@ -282,7 +370,9 @@ class EvolutionAware(Policy):
         # held, positions it covers; contents that differ only in layer share one, valued once
         self._uses = self._patterns.array("uses")
         self._want = np.full((0, 0), -1, np.int64)  # pattern row -> its arch value at each position (-1: any)
-        self._model_rows = Columns()  # a row for each model holding entries
+        self._model_rows = Columns(touch="q")  # a row for each model holding entries: the tick of its last insert,
+        # donation or hit
+        self._touches = self._model_rows.array("touch")
         self._entry_rows = Columns(seq="q", depth="q", size="d", model="q", content="q", rank="d")  # rank: value
         # per byte (-1: worthless, NaN: not ranked since the last rebuild); the heap and priorities go by row
         self._entry_content, self._ranks = self._entry_rows.array("content"), self._entry_rows.array("rank")
@@ -309,8 +399,7 @@ class EvolutionAware(Policy):
         self._stale = True
         self._value: dict[Content, float] = {}  # valued since the last rebuild but not held now (expected reuses)
         self._state: tuple[Any, ...] | None = None  # parents and mutation odds of the last rebuild (``_parents``)
-        self._heap = LazyHeap()  # of entry rows
-        self._set: dict[int, tuple[float, int, int, int, int]] = {}  # entry row -> the priority last set for it
+        self._heap = _RowHeap()  # of entry rows
         self._held: set[str] = set()  # models still arriving whose entries are out of the heap (``_touch``)
 
     # --------------------------------------------------------------- evolution state
@@ -452,8 +541,8 @@ class EvolutionAware(Policy):
         model = self._models.get(model_id)
         tick = next(self._tick)
         if model is None:
-            model = self._models[model_id] = _Model(self._updates, tick)
-            model.row = self._model_rows.add(model_id)
+            model = self._models[model_id] = _Model(self._updates)
+            model.row = self._model_rows.add(model_id, tick)
             self._describe(model_id, model)
         depth = key[1] if type(key) is tuple and len(key) == 2 and type(key[1]) is int else layer_depth(key)
         weight = float(size) if size > 1 else 1.0
@@ -464,7 +553,7 @@ class EvolutionAware(Policy):
             entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, content,
                                              math.nan if self._stale else math.inf)
             if model_id in self._held:  # its put goes on: its entries stay out of the heap (``_touch``)
-                model.touch = next(self._tick)
+                self._touches[model.row] = next(self._tick)
                 return
         else:
             row = entry.row = self._entry_rows.add(key, tick, depth, weight, model.row, content, math.nan)
@@ -478,7 +567,7 @@ class EvolutionAware(Policy):
         entry = self._entries.get(key)
         if entry is not None:  # other copies of the content see the hit at the next rebuild
             self._hits[entry.content_row] += 1
-            entry.model.touch = next(self._tick)
+            self._touches[entry.model.row] = next(self._tick)
             if not self._stale:
                 self._push(entry)
 
@@ -535,7 +624,7 @@ class EvolutionAware(Policy):
             if not self._fallback_current:  # the population was withdrawn: the fallback catches up
                 self._fallback.hold_instead(
                     ((key, e.model_id, e.nbytes, e.seq) for key, e in self._entries.items()),
-                    {m: model.touch for m, model in self._models.items()}, next(self._tick))
+                    {m: self._touches[model.row] for m, model in self._models.items()}, next(self._tick))
                 self._fallback_current = True
             return self._fallback.victim()
         if self._pending and self._changes >= self.churn * len(self._entries):
@@ -543,17 +632,17 @@ class EvolutionAware(Policy):
         if self._stale:
             self._rebuild()
         top = self._heap.peek()
-        if self._held and (top is None or top[0][0] == math.inf):
+        if self._held and (top is None or top[0] == math.inf):
             return self._arriving_victim(top)
         assert top is not None  # every entry has a live item, or its model is still arriving
-        return self._entry_rows.key(top[1])
+        return self._entry_rows.key(top[-1])
 
-    def _arriving_victim(self, top: tuple[Any, int] | None) -> Key:
+    def _arriving_victim(self, top: tuple | None) -> Key:
         """The victim when nothing but models still arriving (out of the heap) and ``top``, the heap's least
-        (priority, entry row) or None, can be evicted: the least of both."""
+        priority or None, can be evicted: the least of both."""
         entries = self._entries
-        arriving = min((self._priority(entries[key]), key) for m in self._held for key in self._models[m].keys.values())
-        return arriving[1] if top is None else min((top[0], self._entry_rows.key(top[1])), arriving)[1]
+        arriving = min(self._priority(entries[key]) for m in self._held for key in self._models[m].keys.values())
+        return self._entry_rows.key((arriving if top is None else min(top, arriving))[-1])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -646,13 +735,12 @@ class EvolutionAware(Policy):
                 self._drop_pattern(pattern)
             self._contents.drop(content)
         self._heap.discard(entry.row)
-        self._set.pop(entry.row, None)
 
     def _touch(self, model_id: str, model: _Model) -> None:
         """Mark a model used now and re-rank its entries. A model still arriving keeps them all (rank inf),
         so its entries leave the heap, to be ranked by ``victim`` only when nothing else is left (a put
         inserts its layers with no lookup in between: their hits and recency are then as of this call)."""
-        model.touch = next(self._tick)
+        self._touches[model.row] = next(self._tick)
         if self._stale:
             return
         if not model.lost and len(model.keys) < model.layers:  # ``arriving``, without a call per insert
@@ -662,7 +750,6 @@ class EvolutionAware(Policy):
                 for key in model.keys.values():
                     row = entries[key].row
                     self._heap.discard(row)
-                    self._set.pop(row, None)
             return
         self._held.discard(model_id)
         self._push_model(model)
@@ -727,28 +814,24 @@ class EvolutionAware(Policy):
         """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
         if entry.model_id in self._held:
             return
-        row = entry.row
-        floor, priority = self._set.get(row), self._priority(entry)
-        self._set[row] = priority
-        self._heap.rise(row, priority, floor)
+        self._heap.rise(entry.row, self._priority(entry))
 
     def _push_model(self, model: _Model) -> None:
         """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, priority_of, last, rise, push = self._entries, self._priority, self._set, self._heap.rise, self._heap.push
+        entries, ranks, hits, rise = self._entries, self._ranks, self._hits, self._heap.rise
+        touch = self._touches[model.row]
         for key in model.keys.values():
             entry = entries[key]
-            row, priority = entry.row, priority_of(entry)
-            floor = last.get(row)
-            if floor is None:  # none set since the last rebuild, or its put just ended: what ``rise`` would do
-                push(row, priority)
-            else:
-                rise(row, priority, floor)
-            last[row] = priority
+            row = entry.row
+            rise(row, (ranks[row], hits[entry.content_row], touch, -entry.depth, -entry.seq, row))
 
-    def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int]:
+    def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int, int]:
         """The entry's place in the eviction order, least first: its rank, hits on its content, its model's last
-        use, then the deepest layer and the latest insert (the order a rebuild sorts by, ``_rebuild``)."""
-        return self._ranks[entry.row], self._hits[entry.content_row], entry.model.touch, -entry.depth, -entry.seq
+        use, then the deepest layer and the latest insert (the order a rebuild sorts by, ``_rebuild``), and its row
+        (no two entries share a priority: the heap finds an entry by it)."""
+        row = entry.row
+        return (self._ranks[row], self._hits[entry.content_row], self._touches[entry.model.row], -entry.depth,
+                -entry.seq, row)
 
     def _weight(self, model_id: str) -> float:
         """P(donor at one step) x remaining lifetime; an unlisted young model counts as a median newcomer."""
@@ -873,15 +956,11 @@ class EvolutionAware(Policy):
         if others:
             entry_row = self._entry_rows.row
             ranks[np.searchsorted(rows, [entry_row[key] for key in others])] = list(others.values())
-        touch = np.zeros(self._model_rows.size, np.int64)
-        models = self._models.values()
-        touch[[model.row for model in models]] = [model.touch for model in models]
-        fields = (-column["seq"], -column["depth"], touch[column["model"]],
+        fields = (-column["seq"], -column["depth"], self._model_rows.column("touch", column["model"]),
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(_ties(fields[:4]) + fields[4:])
         self._entry_rows.put("rank", rows, ranks)
-        self._heap = LazyHeap(rows[order].tolist(), _Sorted(fields[::-1], order).at)
-        self._set = {}  # an entry's priority is set again when it changes; until then it is its place in the order
+        self._heap = _RowHeap(rows[order], _Sorted(fields[::-1] + (rows,), order).at, self._entry_rows.size)
         self._held.clear()
         self._stale = False
 
@@ -939,7 +1018,7 @@ class EvolutionAware(Policy):
         got = known.get(model_id)
         if got is None:
             model = self._models[model_id]
-            got = known[model_id] = (model.reach() if model.prefix else len(model.keys), model.touch)
+            got = known[model_id] = (model.reach() if model.prefix else len(model.keys), self._touches[model.row])
         return got
 
     def _kept_copy(self, content: int, known: dict[int, Key], serves: dict[str, tuple[int, int]]) -> Key:
