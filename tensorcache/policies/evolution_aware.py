@@ -99,8 +99,9 @@ def _chances(arch: np.ndarray, packed: tuple[np.ndarray, np.ndarray] | None, wan
     where it depends): P(one mutation of the parent recreates the pattern): ``stay`` of the pattern where they
     agree, ``pick`` at the one position where they differ at one, else 0. Up to 8 positions of values below 255
     go a word per row (a byte per position), in place, and only the pairs that differ at one position at most
-    are read one by one (far fewer array passes than one per position); one pattern, more positions or larger
-    values go position by position (for one pattern that is the fewer numpy calls)."""
+    are read one by one (far fewer array passes than one per position); one pattern goes over the parents' rows
+    alone (the fewest numpy calls: a put's end often values one), more positions or larger values position by
+    position."""
     width = arch.shape[1]
     if packed is not None and len(want) > 1 and int(want.max(initial=0)) < 255:
         words, at = packed
@@ -121,6 +122,13 @@ def _chances(arch: np.ndarray, packed: tuple[np.ndarray, np.ndarray] | None, wan
         flat[close[agree]] = stay[close[agree] % len(want)]
         flat[close[~agree]] = at[((differ[~agree] >> _SEVEN) * _PLACES) >> _SHIFT]
         return chance
+    if len(want) == 1:  # in place, on the parents' rows alone
+        differ = arch != want[0]
+        differ &= mask[0]
+        count, chance = differ @ np.ones(width, np.int32), differ @ pick  # exact where one position differs
+        chance[count > 1] = 0.0
+        chance[count == 0] = stay[0]
+        return chance.reshape(len(arch), 1)
     differ = (arch[:, None, :] != want[None, :, :]) & mask[None, :, :]  # parents x patterns x positions
     count, single = differ @ np.ones(width, np.int32), differ @ pick  # a product counts faster than a boolean sum
     return np.where(count == 0, stay[None, :], np.where(count == 1, single, 0.0))
@@ -173,19 +181,15 @@ class _RowHeap:
     """Min-heap of entry rows whose priorities change, each priority a tuple ending with its row (so no two rows
     share one). A row's live item is the priority tuple itself, kept by row in a list, so an item needs no token
     and no wrapper: a new priority pushes a new tuple and the old one is skipped when it surfaces (it is no longer
-    its row's item). Starts from rows already in priority order (a rebuild's), an item made only when a row
-    surfaces; a priority set above the last one set waits until the row surfaces (``rise``)."""
+    its row's item). Starts from rows already in priority order (a rebuild's), read one place at a time, so a start
+    costs no item per row; a priority set above the last one set waits until the row surfaces (``rise``)."""
 
-    def __init__(self, ranked: np.ndarray | None = None, priority: Callable[[int], tuple] | None = None,
-                 rows: int = 0) -> None:
-        """``ranked``: distinct rows below ``rows`` in priority order, ``priority(i)`` being the i-th's."""
+    def __init__(self, ranked: Callable[[int], tuple] | None = None, count: int = 0, rows: int = 0) -> None:
+        """``ranked(i)``: the priority of the i-th of ``count`` distinct rows below ``rows``, in priority order."""
         self._heap: list[tuple] = []
-        ranked = np.zeros(0, np.int64) if ranked is None else ranked
-        self._ranked, self._ranked_priority, self._next = ranked.tolist(), priority, 0
-        place = np.full(rows, -1, np.int64)
-        place[ranked] = np.arange(len(ranked))
-        self._place: list[int] = place.tolist()  # row -> its place in ``ranked`` while that is its item, else -1
-        self._item: list[tuple | None] = [None] * rows  # row -> its live item in the heap
+        self._ranked, self._end, self._next = ranked, count, 0
+        self._item: list[tuple | None] = [None] * rows  # row -> its live item; None: its place in the start's order,
+        # if it has one; (): none (discarded)
         self._in_heap = 0  # rows whose item is in the heap
         self._risen: dict[int, tuple] = {}  # row -> its priority, where that is above its item's
 
@@ -193,13 +197,10 @@ class _RowHeap:
         """Set ``row``'s priority (``priority[-1] == row``) now."""
         item = self._item
         if row >= len(item):
-            grow = row + 1 - len(item)
-            item.extend([None] * grow)
-            self._place.extend([-1] * grow)
-        if item[row] is None:
+            item.extend([None] * (row + 1 - len(item)))
+        if not item[row]:
             self._in_heap += 1
         item[row] = priority
-        self._place[row] = -1
         if self._risen:
             self._risen.pop(row, None)
         heap = self._heap
@@ -214,37 +215,64 @@ class _RowHeap:
         floor = self._risen.get(row) if self._risen else None
         if floor is None:
             floor = self._item[row] if row < len(self._item) else None
-        if floor is None or priority < floor:
+        if not floor or priority < floor:
             self.push(row, priority)
         else:
             self._risen[row] = priority
 
+    def rise_all(self, priorities: Sequence[tuple]) -> None:
+        """``rise`` each of ``priorities`` (of distinct rows), in one call: the pushes of a put's end, when a model's
+        layers all come back into the heap."""
+        item, risen, heap, push = self._item, self._risen, self._heap, heapq.heappush
+        rows = max((priority[-1] for priority in priorities), default=-1) + 1
+        if rows > len(item):
+            item.extend([None] * (rows - len(item)))
+        for priority in priorities:
+            row = priority[-1]
+            floor = (risen.get(row) if risen else None) or item[row]
+            if not floor:
+                self._in_heap += 1
+            elif not priority < floor:
+                risen[row] = priority
+                continue
+            item[row] = priority
+            if risen:
+                risen.pop(row, None)
+            push(heap, priority)
+        if len(heap) > 2 * self._in_heap + 64:
+            self._heap = [got for got in heap if item[got[-1]] is got]
+            heapq.heapify(self._heap)
+
     def discard(self, row: int) -> None:
         """``row`` leaves the heap."""
-        if row < len(self._item):
-            if self._item[row] is not None:
-                self._item[row] = None
-                self._in_heap -= 1
-            self._place[row] = -1
+        item = self._item
+        if row >= len(item):
+            item.extend([None] * (row + 1 - len(item)))
+        if item[row]:
+            self._in_heap -= 1
+        item[row] = ()
         if self._risen:
             self._risen.pop(row, None)
 
     def peek(self) -> tuple | None:
         """The least live priority, or None."""
-        heap, item, risen, ranked, place = self._heap, self._item, self._risen, self._ranked, self._place
-        first, end = self._next, len(ranked)
+        heap, item, risen, ranked = self._heap, self._item, self._risen, self._ranked
+        first, end, top = self._next, self._end, None
         while True:
-            while first < end and place[ranked[first]] != first:
+            while first < end:
+                top = ranked(first)  # type: ignore[misc]  # given with the count
+                if item[top[-1]] is None:
+                    break
                 first += 1  # pushed again or discarded since the start
             self._next = first
-            if first < end and risen and ranked[first] in risen:  # its item moves into the heap
-                self.push(ranked[first], risen[ranked[first]])
+            if first < end and risen and top[-1] in risen:  # its item moves into the heap
+                self.push(top[-1], risen[top[-1]])
                 heap = self._heap  # a push may compact it into a new list
                 continue
             while heap:
-                top = heap[0]
-                row = top[-1]
-                if item[row] is not top:
+                got = heap[0]
+                row = got[-1]
+                if item[row] is not got:
                     heapq.heappop(heap)
                 elif risen and row in risen:
                     item[row] = risen.pop(row)
@@ -252,7 +280,6 @@ class _RowHeap:
                 else:
                     break
             if first < end:
-                top = self._ranked_priority(first)  # type: ignore[misc]  # given with the ranked rows
                 return heap[0] if heap and heap[0] < top else top
             return heap[0] if heap else None
 
@@ -818,12 +845,9 @@ class EvolutionAware(Policy):
 
     def _push_model(self, model: _Model) -> None:
         """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, ranks, hits, rise = self._entries, self._ranks, self._hits, self._heap.rise
-        touch = self._touches[model.row]
-        for key in model.keys.values():
-            entry = entries[key]
-            row = entry.row
-            rise(row, (ranks[row], hits[entry.content_row], touch, -entry.depth, -entry.seq, row))
+        entries, ranks, hits, touch = self._entries, self._ranks, self._hits, self._touches[model.row]
+        self._heap.rise_all([(ranks[entry.row], hits[entry.content_row], touch, -entry.depth, -entry.seq, entry.row)
+                             for entry in map(entries.__getitem__, model.keys.values())])
 
     def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int, int]:
         """The entry's place in the eviction order, least first: its rank, hits on its content, its model's last
@@ -960,7 +984,7 @@ class EvolutionAware(Policy):
                   self._contents.column("hits", column["content"]), ranks)  # _priority's, last first, as lexsort takes them
         order = np.lexsort(_ties(fields[:4]) + fields[4:])
         self._entry_rows.put("rank", rows, ranks)
-        self._heap = _RowHeap(rows[order], _Sorted(fields[::-1] + (rows,), order).at, self._entry_rows.size)
+        self._heap = _RowHeap(_Sorted(fields[::-1] + (rows,), order).at, len(order), self._entry_rows.size)
         self._held.clear()
         self._stale = False
 
