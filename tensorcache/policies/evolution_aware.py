@@ -188,6 +188,7 @@ class _RowHeap:
         """``ranked(i)``: the priority of the i-th of ``count`` distinct rows below ``rows``, in priority order."""
         self._heap: list[tuple] = []
         self._ranked, self._end, self._next = ranked, count, 0
+        self._front = ranked(0) if count else None  # the priority at place ``_next`` (None: past the last)
         self._item: list[tuple | None] = [None] * rows  # row -> its live item; None: its place in the start's order,
         # if it has one; (): none (discarded)
         self._in_heap = 0  # rows whose item is in the heap
@@ -256,16 +257,16 @@ class _RowHeap:
 
     def peek(self) -> tuple | None:
         """The least live priority, or None."""
-        heap, item, risen, ranked = self._heap, self._item, self._risen, self._ranked
-        first, end, top = self._next, self._end, None
+        heap, item, risen = self._heap, self._item, self._risen
+        top = self._front
         while True:
-            while first < end:
-                top = ranked(first)  # type: ignore[misc]  # given with the count
-                if item[top[-1]] is None:
-                    break
-                first += 1  # pushed again or discarded since the start
-            self._next = first
-            if first < end and risen and top[-1] in risen:  # its item moves into the heap
+            if top is not None and item[top[-1]] is not None:  # pushed again or discarded since the start
+                first = self._next
+                while top is not None and item[top[-1]] is not None:
+                    first += 1
+                    top = self._ranked(first) if first < self._end else None  # type: ignore[misc]  # given with it
+                self._next, self._front = first, top
+            if top is not None and risen and top[-1] in risen:  # its item moves into the heap
                 self.push(top[-1], risen[top[-1]])
                 heap = self._heap  # a push may compact it into a new list
                 continue
@@ -279,7 +280,7 @@ class _RowHeap:
                     heapq.heapreplace(heap, item[row])
                 else:
                     break
-            if first < end:
+            if top is not None:
                 return heap[0] if heap and heap[0] < top else top
             return heap[0] if heap else None
 
