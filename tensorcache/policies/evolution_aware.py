@@ -9,7 +9,7 @@ from collections import Counter
 import operator
 import statistics
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,48 +210,26 @@ class _RowHeap:
             self._heap = [got for got in heap if item[got[-1]] is got]
             heapq.heapify(self._heap)
 
-    def rise(self, row: int, priority: tuple) -> None:
-        """Set ``row``'s priority: pushed when below the last one set (or none was set since the start), since the
-        order needs it now; else it moves when its item surfaces."""
-        floor = self._risen.get(row) if self._risen else None
-        if floor is None:
-            floor = self._item[row] if row < len(self._item) else None
-        if not floor or priority < floor:
-            self.push(row, priority)
-        else:
-            self._risen[row] = priority
-
-    def rise_all(self, priorities: Sequence[tuple]) -> None:
-        """``rise`` each of ``priorities`` (of distinct rows), in one call: the pushes of a put's end, when a model's
-        layers all come back into the heap."""
-        item, risen, heap, push = self._item, self._risen, self._heap, heapq.heappush
-        rows = max((priority[-1] for priority in priorities), default=-1) + 1
-        if rows > len(item):
-            item.extend([None] * (rows - len(item)))
+    def rise(self, priorities: Iterable[tuple]) -> None:
+        """Set each of ``priorities`` (of distinct rows): pushed when below the last one set for its row (or none
+        was set since the start, or the row was discarded), since the order needs it now; else it moves when the
+        row's item surfaces."""
+        item, risen = self._item, self._risen
         for priority in priorities:
             row = priority[-1]
-            floor = (risen.get(row) if risen else None) or item[row]
-            if not floor:
-                self._in_heap += 1
-            elif not priority < floor:
+            floor = (risen.get(row) if risen else None) or (item[row] if row < len(item) else None)
+            if not floor or priority < floor:
+                self.push(row, priority)
+            else:
                 risen[row] = priority
-                continue
-            item[row] = priority
-            if risen:
-                risen.pop(row, None)
-            push(heap, priority)
-        if len(heap) > 2 * self._in_heap + 64:
-            self._heap = [got for got in heap if item[got[-1]] is got]
-            heapq.heapify(self._heap)
 
     def discard(self, row: int) -> None:
         """``row`` leaves the heap."""
         item = self._item
-        if row >= len(item):
-            item.extend([None] * (row + 1 - len(item)))
-        if item[row]:
-            self._in_heap -= 1
-        item[row] = ()
+        if row < len(item):
+            if item[row]:
+                self._in_heap -= 1
+            item[row] = ()
         if self._risen:
             self._risen.pop(row, None)
 
@@ -842,13 +820,11 @@ class EvolutionAware(Policy):
         """Set the entry's priority (a rise waits in the heap until the entry surfaces)."""
         if entry.model_id in self._held:
             return
-        self._heap.rise(entry.row, self._priority(entry))
+        self._heap.rise((self._priority(entry),))
 
     def _push_model(self, model: _Model) -> None:
-        """``_push`` every entry of a model that is not held (the same priorities, the model's parts read once)."""
-        entries, ranks, hits, touch = self._entries, self._ranks, self._hits, self._touches[model.row]
-        self._heap.rise_all([(ranks[entry.row], hits[entry.content_row], touch, -entry.depth, -entry.seq, entry.row)
-                             for entry in map(entries.__getitem__, model.keys.values())])
+        """``_push`` every entry of a model that is not held, in one call to the heap."""
+        self._heap.rise(map(self._priority, map(self._entries.__getitem__, model.keys.values())))
 
     def _priority(self, entry: _Entry) -> tuple[float, int, int, int, int, int]:
         """The entry's place in the eviction order, least first: its rank, hits on its content, its model's last
