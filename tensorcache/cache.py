@@ -358,10 +358,8 @@ class TensorCache:
         self._count(moves)
         if not indices:
             return None
-        return Hit(record.model_id, _run_length(indices), indices, layers,
-                   served, nbytes, names[slowest],
-                   0.0, tiers, [layer.key for layer in served], [layer.blob_bytes for layer in served], stop,
-                   self._applied)
+        return Hit(record.model_id, _run_length(indices), indices, layers, served, nbytes, names[slowest], 0.0, tiers,
+                   stop, self._applied)
 
     def _applied(self, seconds: float) -> None:
         """A hit of this cache was copied into a module in ``seconds`` (counted as the cache's apply time)."""

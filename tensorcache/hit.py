@@ -36,10 +36,18 @@ class Hit:
     slowest_tier: str
     seconds: float
     tiers: list[str] = field(default_factory=list, repr=False)
-    keys: list[bytes] = field(default_factory=list, repr=False)
-    layer_bytes: list[int] = field(default_factory=list, repr=False)
     prefix: bool = True  # a prefix hit: no layer after the first misfit is copied (a later one needs it)
     on_apply: Callable[[float], None] | None = field(default=None, repr=False, compare=False)  # the cache's clock
+
+    @property
+    def keys(self) -> list[bytes]:
+        """Each served layer's key."""
+        return [record.key for record in self.records]
+
+    @property
+    def layer_bytes(self) -> list[int]:
+        """The bytes each served layer's payloads take in a tier."""
+        return [record.blob_bytes for record in self.records]
 
     @property
     def kinds(self) -> list[dict[str, str]]:
