@@ -147,7 +147,7 @@ def _half_width(values: Sequence[float], confidence: float = 0.95) -> float:
     return float(t.ppf((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)))
 
 
-def _num(value: float, spec: str = ".3f") -> str:
+def cell(value: float, spec: str = ".3f") -> str:
     """A table cell: ``value`` formatted, or n/a where it is undefined (no revisit in the cell, no rival)."""
     return "n/a" if math.isnan(value) else format(value, spec)
 
@@ -166,12 +166,12 @@ def write_table(path: str, summary: Sequence[dict[str, Any]]) -> None:
               "revisit margin (95% CI, seeds ahead)",
               "best other (revisit)", "evo replay s")
     write_markdown_table(path, header, (
-        (s["mode"], s["P"], s["S"], s["workers"], f"{s['capacity_pct']:g}", s["seeds"], _num(s["evo_transfer"]),
-         _num(s["vs_bound"]), _num(s["vs_belady"]), _with_ci(s["margin"], s["margin_ci"], s["margin_ahead"],
+        (s["mode"], s["P"], s["S"], s["workers"], f"{s['capacity_pct']:g}", s["seeds"], cell(s["evo_transfer"]),
+         cell(s["vs_bound"]), cell(s["vs_belady"]), _with_ci(s["margin"], s["margin_ci"], s["margin_ahead"],
                                                              s["seeds"]), s["best_other"],
-         _num(s["evo_revisit"]), _num(s["revisit_vs_bound"]),
+         cell(s["evo_revisit"]), cell(s["revisit_vs_bound"]),
          _with_ci(s["revisit_margin"], s["revisit_margin_ci"], s["revisit_ahead"], s["seeds"]),
-         s["best_other_revisit"], _num(s["evo_seconds"], ".1f")) for s in summary))
+         s["best_other_revisit"], cell(s["evo_seconds"], ".1f")) for s in summary))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from common import exit_status, numbers, seeds, write_markdown_table
-from policy_grid import defined_mean, evaluations, record_trace
+from policy_grid import cell, defined_mean, evaluations, record_trace
 
 from nas_integration.data import nb201_table
 from tensorcache.cli import dashed_values, positive_int
@@ -62,9 +61,11 @@ def write_table(path: str, rows: Sequence[dict[str, Any]]) -> None:
         m = {k: defined_mean([r[k] for r in group]) for k in ("transfer_without", "transfer_with",
                                                                "revisit_without", "revisit_with")}
         table.append((P, S, w, f"{pct:g}", len(group), *(
-            "n/a" if math.isnan(v) else f"{v:{sign}.3f}" for v, sign in (
-                (m["transfer_without"], ""), (m["transfer_with"], ""), (m["transfer_with"] - m["transfer_without"], "+"),
-                (m["revisit_without"], ""), (m["revisit_with"], ""), (m["revisit_with"] - m["revisit_without"], "+")))))
+            cell(v, spec) for v, spec in (
+                (m["transfer_without"], ".3f"), (m["transfer_with"], ".3f"),
+                (m["transfer_with"] - m["transfer_without"], "+.3f"),
+                (m["revisit_without"], ".3f"), (m["revisit_with"], ".3f"),
+                (m["revisit_with"] - m["revisit_without"], "+.3f")))))
     write_markdown_table(path, ("P", "S", "workers", "cap %", "seeds", "transfer without", "transfer with", "change",
                                 "revisit without", "revisit with", "change"), table)
 
